@@ -1,0 +1,301 @@
+//! RFC 9068 JWT access tokens: issuing and verifying (S01–S04, S07).
+//!
+//! Tokens are `typ: at+jwt`, signed by the active key of the [`SigningKeySet`], and carry
+//! `iss`, `aud`, `sub`, `client_id`, `scope`, `jti`, `iat`, `nbf`, `exp`, `sid` (the
+//! session, i.e. refresh-token family) and, when DPoP-bound, `cnf.jkt`.
+//! Verification trusts only keygate's own keys: `kid` is a lookup, and a token carrying
+//! `jwk`, `jku`, `x5u`, `x5c` or `x5t` is refused.
+
+use rand::RngCore as _;
+use rand::rngs::OsRng;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::UnixTime;
+use crate::error::{AuthError, Reason};
+use crate::ids::{ClientId, ScopeSet, SessionId, UserId};
+use crate::jwk::Jkt;
+use crate::jws::{self, Algorithm};
+use crate::keys::SigningKeySet;
+
+/// The `typ` of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// The most clock skew keygate ever tolerates (S04).
+pub const MAX_SKEW_SECS: i64 = 60;
+
+/// How keygate issues and checks access tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessTokenConfig {
+    /// The issuer: keygate's public URL, compared exactly.
+    pub issuer: String,
+    /// The audience tokens are issued for and checked against.
+    pub audience: String,
+    /// Lifetime of issued tokens (S07: minutes; default 300 s).
+    pub ttl_secs: i64,
+    /// Tolerated clock skew, capped at [`MAX_SKEW_SECS`].
+    pub skew_secs: i64,
+    /// The longest `exp - iat` accepted on verification.
+    pub max_lifetime_secs: i64,
+    /// Algorithms accepted on access tokens (S01).
+    pub allowed_algs: Vec<Algorithm>,
+}
+
+impl AccessTokenConfig {
+    /// Defaults: 5-minute tokens, 60 s skew, EdDSA and ES256.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            ttl_secs: 300,
+            skew_secs: MAX_SKEW_SECS,
+            max_lifetime_secs: 3600,
+            allowed_algs: vec![Algorithm::EdDsa, Algorithm::Es256],
+        }
+    }
+
+    fn skew(&self) -> i64 {
+        self.skew_secs.clamp(0, MAX_SKEW_SECS)
+    }
+}
+
+/// What an access token grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessGrant {
+    /// The user (`sub`).
+    pub user: UserId,
+    /// The client (`client_id`).
+    pub client: ClientId,
+    /// The granted scopes only (S07).
+    pub scopes: ScopeSet,
+    /// The session / refresh family (`sid`).
+    pub session: SessionId,
+    /// The DPoP key thumbprint the token is bound to (`cnf.jkt`).
+    pub jkt: Option<Jkt>,
+}
+
+/// A freshly issued access token.
+#[derive(Debug)]
+pub struct IssuedAccessToken {
+    /// The compact JWT (secret).
+    pub token: SecretString,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp`.
+    pub expires_at: UnixTime,
+    /// Seconds until `exp`, for the token response's `expires_in`.
+    pub expires_in: i64,
+}
+
+/// Issuing failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    /// The key set has no active key.
+    #[error("no active signing key")]
+    NoActiveKey,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Confirmation {
+    jkt: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: Audience,
+    sub: String,
+    client_id: String,
+    scope: String,
+    jti: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    sid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation>,
+}
+
+/// Issues an access token for `grant`, signed by the active key.
+pub fn issue(
+    config: &AccessTokenConfig,
+    keys: &SigningKeySet,
+    grant: &AccessGrant,
+    now: UnixTime,
+) -> Result<IssuedAccessToken, IssueError> {
+    let entry = keys.active().ok_or(IssueError::NoActiveKey)?;
+    let mut jti_bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut jti_bytes);
+    let jti = crate::b64::encode(jti_bytes);
+    let ttl = config.ttl_secs.max(1);
+    let exp = now.plus(ttl);
+    let claims = Claims {
+        iss: config.issuer.clone(),
+        aud: Audience::One(config.audience.clone()),
+        sub: grant.user.as_str().to_owned(),
+        client_id: grant.client.as_str().to_owned(),
+        scope: grant.scopes.to_string(),
+        jti: jti.clone(),
+        iat: now.0,
+        nbf: now.0,
+        exp: exp.0,
+        sid: grant.session.as_str().to_owned(),
+        cnf: grant.jkt.as_ref().map(|j| Confirmation {
+            jkt: j.as_str().to_owned(),
+        }),
+    };
+    let mut header = Map::new();
+    header.insert("typ".into(), Value::String(ACCESS_TOKEN_TYP.into()));
+    header.insert("kid".into(), Value::String(entry.kid.as_str().to_owned()));
+    let claims = serde_json::to_value(&claims).unwrap_or(Value::Null);
+    let token = jws::sign_compact(&entry.key, header, &claims);
+    Ok(IssuedAccessToken {
+        token: SecretString::from(token),
+        jti,
+        expires_at: exp,
+        expires_in: ttl,
+    })
+}
+
+/// An access token whose signature, type, issuer, audience and times were checked.
+///
+/// Only [`verify`] makes one. It does not yet say the session is live or the DPoP proof
+/// matches: [`crate::resource::verify_request`] turns it into a
+/// [`crate::resource::VerifiedAccess`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedAccessToken {
+    user: UserId,
+    client: ClientId,
+    scopes: ScopeSet,
+    session: SessionId,
+    jkt: Option<Jkt>,
+    jti: String,
+    issued_at: UnixTime,
+    expires_at: UnixTime,
+}
+
+impl VerifiedAccessToken {
+    /// `sub`.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+    /// `client_id`.
+    pub fn client(&self) -> &ClientId {
+        &self.client
+    }
+    /// `scope`.
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.scopes
+    }
+    /// `sid`.
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+    /// `cnf.jkt`, when DPoP-bound.
+    pub fn jkt(&self) -> Option<&Jkt> {
+        self.jkt.as_ref()
+    }
+    /// `jti`.
+    pub fn jti(&self) -> &str {
+        &self.jti
+    }
+    /// `iat`.
+    pub fn issued_at(&self) -> UnixTime {
+        self.issued_at
+    }
+    /// `exp`.
+    pub fn expires_at(&self) -> UnixTime {
+        self.expires_at
+    }
+}
+
+fn typ_is(typ: Option<&str>, expected: &str) -> bool {
+    // Media types are case-insensitive and may carry the "application/" prefix
+    // (RFC 7515 §4.1.9).
+    typ.is_some_and(|t| {
+        t.eq_ignore_ascii_case(expected)
+            || t.get(..12)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+                && t.get(12..)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(expected))
+    })
+}
+
+pub(crate) fn typ_matches(typ: Option<&str>, expected: &str) -> bool {
+    typ_is(typ, expected)
+}
+
+/// Verifies an access token against keygate's own key set at `now`.
+pub fn verify(
+    config: &AccessTokenConfig,
+    keys: &SigningKeySet,
+    token: &str,
+    now: UnixTime,
+) -> Result<VerifiedAccessToken, AuthError> {
+    let jws = jws::parse_compact(token).map_err(AuthError::token)?;
+    let header = jws.header();
+    if !typ_is(header.typ(), ACCESS_TOKEN_TYP) {
+        return Err(AuthError::token(Reason::WrongType));
+    }
+    if header.has_key_reference() || header.jwk().is_some() {
+        return Err(AuthError::token(Reason::ForbiddenKeyHeader));
+    }
+    if !config.allowed_algs.contains(&header.alg()) {
+        return Err(AuthError::token(Reason::AlgNotAllowed));
+    }
+    let kid = header.kid().ok_or(AuthError::token(Reason::MissingKid))?;
+    let key = keys
+        .verification_key(kid, now)
+        .ok_or(AuthError::token(Reason::UnknownKid))?;
+    jws.verify(key).map_err(AuthError::token)?;
+
+    let map = jws.claims().map_err(AuthError::token)?;
+    let claims: Claims = serde_json::from_value(Value::Object(map))
+        .map_err(|_| AuthError::token(Reason::MalformedClaims))?;
+    if claims.iss != config.issuer {
+        return Err(AuthError::token(Reason::WrongIssuer));
+    }
+    let audience_ok = match &claims.aud {
+        Audience::One(a) => *a == config.audience,
+        Audience::Many(list) => list.contains(&config.audience),
+    };
+    if !audience_ok {
+        return Err(AuthError::token(Reason::WrongAudience));
+    }
+    let skew = config.skew();
+    if now.0 >= claims.exp.saturating_add(skew) {
+        return Err(AuthError::token(Reason::Expired));
+    }
+    if claims.nbf > now.0.saturating_add(skew) {
+        return Err(AuthError::token(Reason::NotYetValid));
+    }
+    if claims.iat > now.0.saturating_add(skew) {
+        return Err(AuthError::token(Reason::IssuedInFuture));
+    }
+    if claims.exp.saturating_sub(claims.iat) > config.max_lifetime_secs {
+        return Err(AuthError::token(Reason::LifetimeTooLong));
+    }
+    let bad = |_| AuthError::token(Reason::MalformedClaims);
+    let jkt = match claims.cnf {
+        None => None,
+        Some(c) => Some(Jkt::parse(&c.jkt).ok_or(AuthError::token(Reason::MalformedClaims))?),
+    };
+    Ok(VerifiedAccessToken {
+        user: UserId::parse(&claims.sub).map_err(bad)?,
+        client: ClientId::parse(&claims.client_id).map_err(bad)?,
+        scopes: ScopeSet::parse(&claims.scope).map_err(bad)?,
+        session: SessionId::parse(&claims.sid).map_err(bad)?,
+        jkt,
+        jti: claims.jti,
+        issued_at: UnixTime(claims.iat),
+        expires_at: UnixTime(claims.exp),
+    })
+}

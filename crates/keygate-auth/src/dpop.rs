@@ -1,0 +1,645 @@
+//! DPoP proofs (RFC 9449): verification with every §4.3 check (S13), a replay cache
+//! keyed by (`htu`, `jti`) (S14), stateless server nonces (S15) and proof creation for
+//! clients and tests.
+//!
+//! `htu` is compared with the configured public base URL joined with the request path,
+//! never with `Host` or `X-Forwarded-Host` (S16). Both sides are normalised (RFC 3986
+//! §6.2.2–6.2.3: case, default port, dot segments, percent-encoding) and the query and
+//! fragment dropped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretBox};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::access::typ_matches;
+use crate::b64;
+use crate::clock::UnixTime;
+use crate::error::{AuthError, Reason};
+use crate::jwk::{Jkt, JwkError, PublicJwk};
+use crate::jws::{self, Algorithm};
+use crate::keys::SigningKey;
+
+/// The `typ` of DPoP proofs.
+pub const DPOP_TYP: &str = "dpop+jwt";
+
+/// The longest `jti` accepted (S14).
+pub const MAX_JTI_LEN: usize = 128;
+
+/// `ath` for an access token: base64url(SHA-256(token)) (RFC 9449 §4.2).
+pub fn ath_for(access_token: &str) -> String {
+    b64::encode(Sha256::digest(access_token.as_bytes()))
+}
+
+/// The public base URL was unusable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("public base URL must be an absolute http(s) URL without credentials, query or fragment")]
+pub struct InvalidBaseUrl;
+
+/// keygate's configured external base URL, from which expected `htu` values are built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicBaseUrl {
+    origin: String,
+    base_path: String,
+}
+
+impl PublicBaseUrl {
+    /// Parses e.g. `https://gate.example.com` or `https://example.com/keygate`.
+    pub fn parse(text: &str) -> Result<Self, InvalidBaseUrl> {
+        let url = url::Url::parse(text).map_err(|_| InvalidBaseUrl)?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.host().is_none()
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(InvalidBaseUrl);
+        }
+        let path = normalise_percent(url.path());
+        Ok(Self {
+            origin: url.origin().ascii_serialization(),
+            base_path: path.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The normalised `htu` a proof must carry for a request whose request target (as
+    /// received, origin-form: path and optional query) is `target`.
+    pub fn htu_for(&self, target: &str) -> Option<String> {
+        if !target.starts_with('/') {
+            return None;
+        }
+        let path = target.split('?').next().unwrap_or_default();
+        normalise_htu(&format!("{}{}{}", self.origin, self.base_path, path))
+    }
+
+    /// The base URL as text (origin and base path).
+    pub fn as_string(&self) -> String {
+        format!("{}{}", self.origin, self.base_path)
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes percent-encoded unreserved characters and upper-cases the hex digits of the
+/// rest (RFC 3986 §6.2.2.1–6.2.2.2).
+fn normalise_percent(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_value);
+            let lo = bytes.get(i + 2).copied().and_then(hex_value);
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                let v = hi * 16 + lo;
+                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                    out.push(char::from(v));
+                } else {
+                    out.push_str(&format!("%{v:02X}"));
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(char::from(b));
+        i += 1;
+    }
+    out
+}
+
+/// Normalises an `htu`: absolute http(s) URL, no credentials, query and fragment dropped.
+pub fn normalise_htu(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return None;
+    }
+    // Decoding unreserved characters may expose dot segments ("%2e%2e"); the URL parser
+    // already resolved those, and a second parse would resolve any new ones.
+    let path = normalise_percent(url.path());
+    let again = url::Url::parse(&format!("{}{}", url.origin().ascii_serialization(), path)).ok()?;
+    Some(format!(
+        "{}{}",
+        again.origin().ascii_serialization(),
+        again.path()
+    ))
+}
+
+/// The server key for stateless DPoP nonces (S15).
+pub struct NonceIssuer {
+    key: SecretBox<[u8; 32]>,
+    window_secs: i64,
+}
+
+impl std::fmt::Debug for NonceIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NonceIssuer")
+            .field("key", &"[REDACTED]")
+            .field("window_secs", &self.window_secs)
+            .finish()
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl NonceIssuer {
+    /// A nonce issuer with a 32-byte key and a window length (a nonce stays valid for one
+    /// to two windows). All replicas must share the key.
+    pub fn new(key: SecretBox<[u8; 32]>, window_secs: i64) -> Self {
+        Self {
+            key,
+            window_secs: window_secs.max(1),
+        }
+    }
+
+    fn window(&self, now: UnixTime) -> i64 {
+        now.0.div_euclid(self.window_secs)
+    }
+
+    fn tag(&self, window: i64) -> [u8; 16] {
+        let mut tag = [0u8; 16];
+        if let Ok(mut mac) = HmacSha256::new_from_slice(self.key.expose_secret()) {
+            mac.update(b"keygate dpop nonce v1\0");
+            mac.update(&window.to_be_bytes());
+            let full = mac.finalize().into_bytes();
+            for (t, f) in tag.iter_mut().zip(full.iter()) {
+                *t = *f;
+            }
+        }
+        tag
+    }
+
+    /// The nonce for the current window.
+    pub fn issue(&self, now: UnixTime) -> String {
+        let window = self.window(now);
+        let mut bytes = Vec::with_capacity(24);
+        bytes.extend_from_slice(&window.to_be_bytes());
+        bytes.extend_from_slice(&self.tag(window));
+        b64::encode(bytes)
+    }
+
+    /// Whether `nonce` was issued in the current or the previous window.
+    pub fn validate(&self, nonce: &str, now: UnixTime) -> bool {
+        let Some(bytes) = b64::decode_array::<24>(nonce) else {
+            return false;
+        };
+        let (w, tag) = bytes.split_at(8);
+        let Ok(w) = <[u8; 8]>::try_from(w) else {
+            return false;
+        };
+        let window = i64::from_be_bytes(w);
+        let current = self.window(now);
+        if window != current && window != current.saturating_sub(1) {
+            return false;
+        }
+        bool::from(self.tag(window).ct_eq(tag))
+    }
+}
+
+/// How proofs are checked.
+#[derive(Debug)]
+pub struct DpopConfig {
+    /// keygate's public base URL; expected `htu` values derive from it only.
+    pub public_base: PublicBaseUrl,
+    /// Algorithms accepted in proofs (asymmetric only by construction).
+    pub allowed_algs: Vec<Algorithm>,
+    /// How old a proof's `iat` may be.
+    pub max_age_secs: i64,
+    /// How far in the future a proof's `iat` may be (clock skew, ≤ 60).
+    pub future_skew_secs: i64,
+    /// When set, every proof must carry a current server nonce.
+    pub nonces: Option<NonceIssuer>,
+}
+
+impl DpopConfig {
+    /// Defaults: EdDSA and ES256, proofs at most 60 s old, 5 s of future skew, no nonce.
+    pub fn new(public_base: PublicBaseUrl) -> Self {
+        Self {
+            public_base,
+            allowed_algs: vec![Algorithm::EdDsa, Algorithm::Es256],
+            max_age_secs: 60,
+            future_skew_secs: 5,
+            nonces: None,
+        }
+    }
+
+    /// How long a replay-cache entry must live for a proof with this `iat`.
+    fn replay_expiry(&self, iat: i64) -> UnixTime {
+        UnixTime(iat).plus(self.max_age_secs.max(0).saturating_add(1))
+    }
+}
+
+/// The key a replay-cache entry is stored under: SHA-256 of the normalised `htu` and the
+/// `jti`, so entries have a fixed size and hold no request data in clear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplayKey([u8; 32]);
+
+impl ReplayKey {
+    /// The key for (`htu`, `jti`).
+    pub fn new(htu: &str, jti: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update((htu.len() as u64).to_be_bytes());
+        h.update(htu.as_bytes());
+        h.update(jti.as_bytes());
+        Self(h.finalize().into())
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// Whether a replay-cache insertion found the key already present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// First sighting; the key is now stored.
+    Fresh,
+    /// Seen before: a replay.
+    Replayed,
+}
+
+/// The replay cache could not answer; callers fail closed (S35).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("replay cache unavailable")]
+pub struct ReplayCacheUnavailable;
+
+/// A set of (`htu`, `jti`) keys seen within the acceptance window (S14).
+///
+/// Contract for implementations: `insert_if_absent` is one atomic step shared by every
+/// replica (e.g. `INSERT … ON CONFLICT DO NOTHING` and checking the row count, or Redis
+/// `SET key 1 NX EXAT expires_at`); an entry is kept at least until `expires_at` and
+/// survives restarts; on any doubt answer `Err`, never `Fresh`.
+pub trait ReplayCache: Send + Sync {
+    /// Stores `key` until `expires_at` unless present.
+    fn insert_if_absent(
+        &self,
+        key: ReplayKey,
+        now: UnixTime,
+        expires_at: UnixTime,
+    ) -> impl Future<Output = Result<Freshness, ReplayCacheUnavailable>> + Send;
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    expiry_of: HashMap<ReplayKey, UnixTime>,
+    by_expiry: BTreeSet<(UnixTime, ReplayKey)>,
+}
+
+/// An in-process [`ReplayCache`] for one replica (embedded mode and tests). Bounded: when
+/// full of live entries it answers `Err` rather than forget one.
+#[derive(Debug)]
+pub struct InMemoryReplayCache {
+    inner: Mutex<MemoryInner>,
+    capacity: usize,
+}
+
+impl InMemoryReplayCache {
+    /// A cache holding at most `capacity` live entries.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(MemoryInner::default()),
+            capacity,
+        }
+    }
+
+    fn insert_now(
+        &self,
+        key: ReplayKey,
+        now: UnixTime,
+        expires_at: UnixTime,
+    ) -> Result<Freshness, ReplayCacheUnavailable> {
+        let mut inner = self.inner.lock().map_err(|_| ReplayCacheUnavailable)?;
+        while let Some(&(at, old)) = inner.by_expiry.first() {
+            if at > now {
+                break;
+            }
+            inner.by_expiry.remove(&(at, old));
+            inner.expiry_of.remove(&old);
+        }
+        if inner.expiry_of.contains_key(&key) {
+            return Ok(Freshness::Replayed);
+        }
+        if inner.expiry_of.len() >= self.capacity {
+            return Err(ReplayCacheUnavailable);
+        }
+        inner.expiry_of.insert(key, expires_at);
+        inner.by_expiry.insert((expires_at, key));
+        Ok(Freshness::Fresh)
+    }
+}
+
+impl ReplayCache for InMemoryReplayCache {
+    fn insert_if_absent(
+        &self,
+        key: ReplayKey,
+        now: UnixTime,
+        expires_at: UnixTime,
+    ) -> impl Future<Output = Result<Freshness, ReplayCacheUnavailable>> + Send {
+        std::future::ready(self.insert_now(key, now, expires_at))
+    }
+}
+
+/// The parts of an HTTP request a proof is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct ProofRequest<'a> {
+    /// The request method, e.g. `POST`.
+    pub method: &'a str,
+    /// The request target as received (origin-form: path and optional query).
+    pub target: &'a str,
+    /// Every `DPoP` header value of the request, raw.
+    pub dpop_headers: &'a [&'a [u8]],
+    /// At a resource: the presented access token; its hash must equal `ath`.
+    pub access_token: Option<&'a str>,
+    /// The thumbprint the proof key must have (`cnf.jkt`, or a refresh family's key).
+    pub expected_jkt: Option<&'a Jkt>,
+}
+
+/// A proof that passed every check and was recorded in the replay cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedProof {
+    jkt: Jkt,
+    jwk: PublicJwk,
+}
+
+impl VerifiedProof {
+    /// The thumbprint of the proof key, to bind new tokens to (`cnf.jkt`).
+    pub fn jkt(&self) -> &Jkt {
+        &self.jkt
+    }
+
+    /// The proof's public key.
+    pub fn jwk(&self) -> &PublicJwk {
+        &self.jwk
+    }
+}
+
+fn string_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a str, AuthError> {
+    match claims.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(AuthError::proof(Reason::MalformedProof)),
+    }
+}
+
+fn numeric_date(value: Option<&Value>) -> Option<i64> {
+    let n = value?.as_number()?;
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.is_finite() && f.abs() < 1e15)
+            .map(|f| f.floor() as i64)
+    })
+}
+
+/// Verifies a DPoP proof with every check of RFC 9449 §4.3 and records its `jti`.
+///
+/// The replay cache is consulted last, so a proof failing another check does not use
+/// up its `jti`.
+pub async fn verify_proof<R: ReplayCache + ?Sized>(
+    config: &DpopConfig,
+    request: &ProofRequest<'_>,
+    replay: &R,
+    now: UnixTime,
+) -> Result<VerifiedProof, AuthError> {
+    let (key_for_replay, expires_at, verified) = check_proof(config, request, now)?;
+    match replay
+        .insert_if_absent(key_for_replay, now, expires_at)
+        .await
+    {
+        Ok(Freshness::Fresh) => Ok(verified),
+        Ok(Freshness::Replayed) => Err(AuthError::proof(Reason::Replayed)),
+        Err(ReplayCacheUnavailable) => Err(AuthError::unavailable(Reason::ReplayCacheUnavailable)),
+    }
+}
+
+/// Every stateless check; returns the replay key and its expiry.
+fn check_proof(
+    config: &DpopConfig,
+    request: &ProofRequest<'_>,
+    now: UnixTime,
+) -> Result<(ReplayKey, UnixTime, VerifiedProof), AuthError> {
+    // 1. Exactly one DPoP header.
+    let raw = match request.dpop_headers {
+        [] => return Err(AuthError::proof(Reason::MissingProof)),
+        [one] => *one,
+        _ => return Err(AuthError::proof(Reason::MultipleProofs)),
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| AuthError::proof(Reason::MalformedProof))?;
+    // 2. A well-formed JWT.
+    let jws = jws::parse_compact(text).map_err(AuthError::proof)?;
+    let header = jws.header();
+    // 4. typ.
+    if !typ_matches(header.typ(), DPOP_TYP) {
+        return Err(AuthError::proof(Reason::WrongType));
+    }
+    // 5. An allowed asymmetric algorithm (none and HMAC never parse).
+    if !config.allowed_algs.contains(&header.alg()) {
+        return Err(AuthError::proof(Reason::AlgNotAllowed));
+    }
+    // 7. jwk: public only, and a key keygate can verify with.
+    let jwk_json = header
+        .jwk()
+        .ok_or(AuthError::proof(Reason::MalformedProof))?;
+    let jwk = PublicJwk::from_json(jwk_json).map_err(|e| match e {
+        JwkError::PrivateMembers => AuthError::proof(Reason::ProofJwkPrivate),
+        _ => AuthError::proof(Reason::ProofJwkInvalid),
+    })?;
+    let key = jwk
+        .verification_key()
+        .map_err(|_| AuthError::proof(Reason::ProofJwkInvalid))?;
+    // 6. Signature with that key (the alg must fit the key).
+    jws.verify(&key).map_err(AuthError::proof)?;
+
+    // 3. Required claims.
+    let claims = jws.claims().map_err(AuthError::proof)?;
+    let jti = string_claim(&claims, "jti")?;
+    let htm = string_claim(&claims, "htm")?;
+    let htu = string_claim(&claims, "htu")?;
+    let iat = numeric_date(claims.get("iat")).ok_or(AuthError::proof(Reason::MalformedProof))?;
+    if jti.is_empty() || jti.len() > MAX_JTI_LEN {
+        return Err(AuthError::proof(Reason::JtiInvalid));
+    }
+    // 8. htm.
+    if htm != request.method {
+        return Err(AuthError::proof(Reason::HtmMismatch));
+    }
+    // 9. htu against the configured public URL, never Host.
+    let expected = config
+        .public_base
+        .htu_for(request.target)
+        .ok_or(AuthError::request(Reason::HtuMismatch))?;
+    let presented = normalise_htu(htu).ok_or(AuthError::proof(Reason::HtuMismatch))?;
+    if presented != expected {
+        return Err(AuthError::proof(Reason::HtuMismatch));
+    }
+    // 11. iat window.
+    let future = config
+        .future_skew_secs
+        .clamp(0, crate::access::MAX_SKEW_SECS);
+    if iat > now.0.saturating_add(future) || iat < now.0.saturating_sub(config.max_age_secs) {
+        return Err(AuthError::proof(Reason::IatOutOfWindow));
+    }
+    // 10. Server nonce.
+    if let Some(nonces) = &config.nonces {
+        match claims.get("nonce") {
+            None => {
+                return Err(AuthError::use_nonce(
+                    Reason::NonceMissing,
+                    nonces.issue(now),
+                ));
+            }
+            Some(Value::String(n)) if nonces.validate(n, now) => {}
+            Some(_) => {
+                return Err(AuthError::use_nonce(
+                    Reason::NonceInvalid,
+                    nonces.issue(now),
+                ));
+            }
+        }
+    }
+    // 12. At a resource: ath binds the proof to the token.
+    if let Some(token) = request.access_token {
+        let ath = match claims.get("ath") {
+            Some(Value::String(a)) => a.as_str(),
+            _ => return Err(AuthError::proof(Reason::AthMissing)),
+        };
+        if !bool::from(ath.as_bytes().ct_eq(ath_for(token).as_bytes())) {
+            return Err(AuthError::proof(Reason::AthMismatch));
+        }
+    }
+    let jkt = jwk.thumbprint();
+    if let Some(expected_jkt) = request.expected_jkt {
+        if *expected_jkt != jkt {
+            return Err(AuthError::proof(Reason::JktMismatch));
+        }
+    }
+    Ok((
+        ReplayKey::new(&expected, jti),
+        config.replay_expiry(iat),
+        VerifiedProof { jkt, jwk },
+    ))
+}
+
+/// What goes into a proof created by [`create_proof`].
+#[derive(Clone, Debug)]
+pub struct ProofClaims<'a> {
+    /// `htm`.
+    pub htm: &'a str,
+    /// `htu`.
+    pub htu: &'a str,
+    /// `iat`.
+    pub iat: UnixTime,
+    /// `jti`.
+    pub jti: &'a str,
+    /// `nonce`, when the server asked for one.
+    pub nonce: Option<&'a str>,
+    /// The access token the proof accompanies (its hash becomes `ath`).
+    pub access_token: Option<&'a str>,
+}
+
+/// Creates a DPoP proof signed by `key` (for the client SDK and tests).
+pub fn create_proof(key: &SigningKey, claims: &ProofClaims<'_>) -> String {
+    let mut header = Map::new();
+    header.insert("typ".into(), Value::String(DPOP_TYP.into()));
+    header.insert(
+        "jwk".into(),
+        Value::Object(key.verification_key().to_jwk().to_json()),
+    );
+    let mut body = Map::new();
+    body.insert("jti".into(), Value::String(claims.jti.into()));
+    body.insert("htm".into(), Value::String(claims.htm.into()));
+    body.insert("htu".into(), Value::String(claims.htu.into()));
+    body.insert("iat".into(), Value::from(claims.iat.0));
+    if let Some(nonce) = claims.nonce {
+        body.insert("nonce".into(), Value::String(nonce.into()));
+    }
+    if let Some(token) = claims.access_token {
+        body.insert("ath".into(), Value::String(ath_for(token)));
+    }
+    jws::sign_compact(key, header, &Value::Object(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn htu_normalisation() {
+        let base = PublicBaseUrl::parse("https://Gate.Example.com:443/").unwrap();
+        assert_eq!(
+            base.htu_for("/proxy/a?x=1").unwrap(),
+            "https://gate.example.com/proxy/a"
+        );
+        assert_eq!(
+            normalise_htu("HTTPS://gate.example.com:443/proxy/%61?q#f").unwrap(),
+            "https://gate.example.com/proxy/a"
+        );
+        assert_eq!(
+            normalise_htu("https://gate.example.com/x/%2e%2e/proxy/%2fa").unwrap(),
+            "https://gate.example.com/proxy/%2Fa"
+        );
+        assert!(normalise_htu("https://user@gate.example.com/").is_none());
+        assert!(normalise_htu("ftp://gate.example.com/").is_none());
+        let sub = PublicBaseUrl::parse("https://example.com/kg").unwrap();
+        assert_eq!(
+            sub.htu_for("/oauth2/token").unwrap(),
+            "https://example.com/kg/oauth2/token"
+        );
+        assert!(sub.htu_for("oauth2/token").is_none());
+    }
+
+    #[test]
+    fn nonce_windows() {
+        let issuer = NonceIssuer::new(SecretBox::new(Box::new([7u8; 32])), 300);
+        let t = UnixTime(1_000_000);
+        let n = issuer.issue(t);
+        assert!(issuer.validate(&n, t));
+        assert!(issuer.validate(&n, t.plus(300)));
+        assert!(!issuer.validate(&n, t.plus(600)));
+        let other = NonceIssuer::new(SecretBox::new(Box::new([8u8; 32])), 300);
+        assert!(!other.validate(&n, t));
+        assert!(!issuer.validate("garbage", t));
+    }
+
+    #[test]
+    fn memory_cache_expires_and_bounds() {
+        let cache = InMemoryReplayCache::new(2);
+        let k = |s: &str| ReplayKey::new("https://a/", s);
+        let t = UnixTime(100);
+        assert_eq!(
+            cache.insert_now(k("1"), t, t.plus(10)),
+            Ok(Freshness::Fresh)
+        );
+        assert_eq!(
+            cache.insert_now(k("1"), t, t.plus(10)),
+            Ok(Freshness::Replayed)
+        );
+        assert_eq!(
+            cache.insert_now(k("2"), t, t.plus(10)),
+            Ok(Freshness::Fresh)
+        );
+        assert_eq!(
+            cache.insert_now(k("3"), t, t.plus(10)),
+            Err(ReplayCacheUnavailable)
+        );
+        assert_eq!(
+            cache.insert_now(k("3"), t.plus(10), t.plus(20)),
+            Ok(Freshness::Fresh)
+        );
+    }
+}

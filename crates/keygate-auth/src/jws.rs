@@ -1,0 +1,314 @@
+//! Strict compact JWS (RFC 7515) parsing, signing and signature verification.
+//!
+//! keygate accepts exactly two algorithms, `EdDSA` (Ed25519, RFC 8037) and `ES256`
+//! (RFC 7518 §3.4). Everything else — `none` in any spelling, HMAC, RSA — is rejected
+//! before any key is touched (S01). The parser bounds the input (S05), accepts only
+//! canonical unpadded base64url, rejects duplicate member names and any `crit`.
+
+use p256::ecdsa::signature::Verifier as _;
+use serde_json::{Map, Value};
+
+use crate::keys::VerificationKey;
+use crate::{b64, json};
+
+/// The largest compact JWS keygate parses (S05).
+pub const MAX_COMPACT_LEN: usize = 8 * 1024;
+
+/// A JWS algorithm keygate supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Ed25519 signatures (RFC 8037).
+    EdDsa,
+    /// ECDSA P-256 with SHA-256, signatures as 64-byte R‖S (RFC 7518 §3.4).
+    Es256,
+}
+
+impl Algorithm {
+    /// The `alg` header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+        }
+    }
+
+    /// Parses an `alg` value exactly (names are case-sensitive, RFC 7515 §4.1.1), and
+    /// classifies the refusals.
+    pub fn parse(alg: &str) -> Result<Self, JoseError> {
+        match alg {
+            "EdDSA" => Ok(Self::EdDsa),
+            "ES256" => Ok(Self::Es256),
+            _ if alg.trim().eq_ignore_ascii_case("none") => Err(JoseError::AlgNone),
+            _ if alg.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("hs")) => {
+                Err(JoseError::AlgSymmetric)
+            }
+            _ => Err(JoseError::AlgUnsupported),
+        }
+    }
+}
+
+/// What is wrong with a JWS. Fixed values, safe to log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoseError {
+    /// Longer than [`MAX_COMPACT_LEN`].
+    #[error("token too large")]
+    TooLarge,
+    /// Not three non-empty dot-separated parts of canonical base64url.
+    #[error("malformed compact serialization")]
+    Malformed,
+    /// Header or payload is not one strict JSON object.
+    #[error("malformed JSON")]
+    BadJson,
+    /// A header member is missing or has the wrong type.
+    #[error("malformed header")]
+    BadHeader,
+    /// `crit` (or `b64`) is present; keygate understands no extensions.
+    #[error("unsupported critical header")]
+    Crit,
+    /// `alg` is `none` in some spelling.
+    #[error("alg none")]
+    AlgNone,
+    /// `alg` is an HMAC algorithm.
+    #[error("symmetric alg")]
+    AlgSymmetric,
+    /// `alg` is something else keygate does not accept.
+    #[error("unsupported alg")]
+    AlgUnsupported,
+    /// `alg` does not fit the key.
+    #[error("alg does not fit key")]
+    AlgKeyMismatch,
+    /// The signature has the wrong length or out-of-range scalars.
+    #[error("malformed signature")]
+    BadSignatureEncoding,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// The protected header of a parsed JWS.
+#[derive(Clone, Debug)]
+pub struct JwsHeader {
+    alg: Algorithm,
+    typ: Option<String>,
+    kid: Option<String>,
+    jwk: Option<Map<String, Value>>,
+    key_reference: bool,
+}
+
+impl JwsHeader {
+    /// The algorithm.
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+    /// The `typ` value, if any.
+    pub fn typ(&self) -> Option<&str> {
+        self.typ.as_deref()
+    }
+    /// The `kid` value, if any.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+    /// The embedded `jwk` object, if any (untrusted).
+    pub fn jwk(&self) -> Option<&Map<String, Value>> {
+        self.jwk.as_ref()
+    }
+    /// Whether any of `jku`, `x5u`, `x5c`, `x5t`, `x5t#S256` is present.
+    pub fn has_key_reference(&self) -> bool {
+        self.key_reference
+    }
+
+    fn from_json(map: &Map<String, Value>) -> Result<Self, JoseError> {
+        if map.contains_key("crit") || map.contains_key("b64") {
+            return Err(JoseError::Crit);
+        }
+        if map.contains_key("enc") || map.contains_key("zip") {
+            return Err(JoseError::BadHeader);
+        }
+        let alg = match map.get("alg") {
+            Some(Value::String(s)) => Algorithm::parse(s)?,
+            _ => return Err(JoseError::BadHeader),
+        };
+        let opt_string = |name: &str| match map.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(JoseError::BadHeader),
+        };
+        let typ = opt_string("typ")?;
+        let kid = opt_string("kid")?;
+        let jwk = match map.get("jwk") {
+            None => None,
+            Some(Value::Object(o)) => Some(o.clone()),
+            Some(_) => return Err(JoseError::BadHeader),
+        };
+        let key_reference = ["jku", "x5u", "x5c", "x5t", "x5t#S256"]
+            .iter()
+            .any(|name| map.contains_key(*name));
+        Ok(Self {
+            alg,
+            typ,
+            kid,
+            jwk,
+            key_reference,
+        })
+    }
+}
+
+/// A parsed, not yet verified, compact JWS.
+#[derive(Clone, Debug)]
+pub struct CompactJws {
+    header: JwsHeader,
+    signing_input_len: usize,
+    token: String,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// Parses a compact JWS strictly. Verifies nothing cryptographic.
+pub fn parse_compact(token: &str) -> Result<CompactJws, JoseError> {
+    if token.len() > MAX_COMPACT_LEN {
+        return Err(JoseError::TooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JoseError::Malformed);
+    };
+    if h.is_empty() || p.is_empty() || s.is_empty() {
+        return Err(JoseError::Malformed);
+    }
+    let header_bytes = b64::decode(h).ok_or(JoseError::Malformed)?;
+    let payload = b64::decode(p).ok_or(JoseError::Malformed)?;
+    let signature = b64::decode(s).ok_or(JoseError::Malformed)?;
+    let header_json = json::parse_object(&header_bytes).ok_or(JoseError::BadJson)?;
+    let header = JwsHeader::from_json(&header_json)?;
+    Ok(CompactJws {
+        header,
+        signing_input_len: h.len() + 1 + p.len(),
+        token: token.to_owned(),
+        payload,
+        signature,
+    })
+}
+
+impl CompactJws {
+    /// The protected header.
+    pub fn header(&self) -> &JwsHeader {
+        &self.header
+    }
+
+    /// The payload bytes (unverified until [`CompactJws::verify`] succeeds).
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The payload as one strict JSON object (no duplicate member names).
+    pub fn claims(&self) -> Result<Map<String, Value>, JoseError> {
+        json::parse_object(&self.payload).ok_or(JoseError::BadJson)
+    }
+
+    /// Verifies the signature with `key`; the header `alg` must fit the key.
+    pub fn verify(&self, key: &VerificationKey) -> Result<(), JoseError> {
+        let input = self
+            .token
+            .as_bytes()
+            .get(..self.signing_input_len)
+            .ok_or(JoseError::Malformed)?;
+        verify_signature(key, self.header.alg, input, &self.signature)
+    }
+}
+
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// `0 < scalar < n` for a 32-byte big-endian scalar (CVE-2022-21449 guard, S05).
+fn scalar_in_range(scalar: &[u8]) -> bool {
+    scalar.len() == 32 && scalar.iter().any(|&b| b != 0) && scalar < &P256_ORDER[..]
+}
+
+/// Verifies `signature` over `input` with `key` under `alg`.
+pub fn verify_signature(
+    key: &VerificationKey,
+    alg: Algorithm,
+    input: &[u8],
+    signature: &[u8],
+) -> Result<(), JoseError> {
+    if key.algorithm() != alg {
+        return Err(JoseError::AlgKeyMismatch);
+    }
+    match key {
+        VerificationKey::Ed25519(vk) => {
+            let bytes: &[u8; 64] = signature
+                .try_into()
+                .map_err(|_| JoseError::BadSignatureEncoding)?;
+            let sig = ed25519_dalek::Signature::from_bytes(bytes);
+            vk.verify_strict(input, &sig)
+                .map_err(|_| JoseError::BadSignature)
+        }
+        VerificationKey::P256(vk) => {
+            // Exactly R‖S, 32 bytes each; DER or any other length is refused.
+            if signature.len() != 64 {
+                return Err(JoseError::BadSignatureEncoding);
+            }
+            let (r, s) = signature.split_at(32);
+            if !scalar_in_range(r) || !scalar_in_range(s) {
+                return Err(JoseError::BadSignatureEncoding);
+            }
+            let sig = p256::ecdsa::Signature::from_slice(signature)
+                .map_err(|_| JoseError::BadSignatureEncoding)?;
+            vk.verify(input, &sig).map_err(|_| JoseError::BadSignature)
+        }
+    }
+}
+
+/// Signs `header` and `claims` into a compact JWS with `key`.
+///
+/// `header` gets `alg` set from the key; callers supply `typ`, `kid` and nothing else
+/// that needs trusting.
+pub(crate) fn sign_compact(
+    key: &crate::keys::SigningKey,
+    mut header: Map<String, Value>,
+    claims: &Value,
+) -> String {
+    header.insert("alg".into(), Value::String(key.algorithm().as_str().into()));
+    let header_b64 = b64::encode(Value::Object(header).to_string());
+    let payload_b64 = b64::encode(claims.to_string());
+    let input = format!("{header_b64}.{payload_b64}");
+    let sig = key.sign(input.as_bytes());
+    format!("{input}.{}", b64::encode(sig))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alg_classification() {
+        assert_eq!(Algorithm::parse("EdDSA"), Ok(Algorithm::EdDsa));
+        assert_eq!(Algorithm::parse("ES256"), Ok(Algorithm::Es256));
+        for none in ["none", "None", "NONE", "nOnE"] {
+            assert_eq!(Algorithm::parse(none), Err(JoseError::AlgNone));
+        }
+        for hs in ["HS256", "hs384", "HS512"] {
+            assert_eq!(Algorithm::parse(hs), Err(JoseError::AlgSymmetric));
+        }
+        for other in ["RS256", "es256", "eddsa", "PS256", "ES256K", "Ed25519", ""] {
+            assert_eq!(Algorithm::parse(other), Err(JoseError::AlgUnsupported));
+        }
+    }
+
+    #[test]
+    fn scalar_range() {
+        assert!(!scalar_in_range(&[0u8; 32]));
+        assert!(!scalar_in_range(&P256_ORDER));
+        let mut below = P256_ORDER;
+        below[31] -= 1;
+        assert!(scalar_in_range(&below));
+        assert!(!scalar_in_range(&[0xff; 32]));
+        assert!(!scalar_in_range(&[1u8; 31]));
+    }
+}

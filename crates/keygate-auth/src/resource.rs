@@ -1,0 +1,242 @@
+//! Turning a protected request (method, target, `Authorization` and `DPoP` headers) into
+//! a [`VerifiedAccess`] proof value, or an [`AuthError`] with the right challenge.
+//!
+//! The order is: one credential (S16) → access token (S01–S04) → binding rules (S16) →
+//! DPoP proof with `ath` and `jkt` (S13–S15) → revocation (S12). Only
+//! [`verify_request`] can make a `VerifiedAccess`, so code that requires one cannot be
+//! reached with an unchecked request.
+
+use std::future::Future;
+
+use crate::access::{self, AccessTokenConfig, VerifiedAccessToken};
+use crate::clock::UnixTime;
+use crate::dpop::{self, DpopConfig, ProofRequest, ReplayCache};
+use crate::error::{AuthError, ErrorCode, Reason, Scheme};
+use crate::ids::{ClientId, Scope, ScopeSet, SessionId, UserId};
+use crate::jwk::Jkt;
+use crate::keys::SigningKeySet;
+
+/// The revocation store could not answer; callers fail closed (S35).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("revocation store unavailable")]
+pub struct RevocationUnavailable;
+
+/// Whether a verified token's session, family, user or client has been revoked (S12).
+///
+/// Contract: answer from state shared by every replica (or a local copy refreshed within
+/// a stated bound), covering revoked sessions (`sid`), disabled users (`sub`), removed
+/// clients, and per-user "tokens issued before T are void" marks (compare with
+/// [`VerifiedAccessToken::issued_at`]). On any doubt answer `Err`.
+pub trait RevocationCheck: Send + Sync {
+    /// `Ok(true)` when the token must be refused.
+    fn is_revoked(
+        &self,
+        token: &VerifiedAccessToken,
+    ) -> impl Future<Output = Result<bool, RevocationUnavailable>> + Send;
+}
+
+/// The checks a resource applies.
+#[derive(Debug)]
+pub struct ResourceVerifier {
+    /// Access token rules.
+    pub access: AccessTokenConfig,
+    /// Proof rules (public base URL, algorithms, window, nonces).
+    pub dpop: DpopConfig,
+    /// Whether tokens without `cnf.jkt` may be used with the `Bearer` scheme (e.g. for
+    /// confidential clients); bound tokens never may.
+    pub allow_unbound_bearer: bool,
+}
+
+/// The parts of the request that are checked.
+#[derive(Clone, Copy, Debug)]
+pub struct ResourceRequest<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The request target as received (origin-form path and query).
+    pub target: &'a str,
+    /// Every `Authorization` header value, raw.
+    pub authorization: &'a [&'a [u8]],
+    /// Every `DPoP` header value, raw.
+    pub dpop: &'a [&'a [u8]],
+}
+
+/// Proof that a request carried a valid, live, correctly bound access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedAccess {
+    user: UserId,
+    client: ClientId,
+    scopes: ScopeSet,
+    session: SessionId,
+    jkt: Option<Jkt>,
+    expires_at: UnixTime,
+}
+
+impl VerifiedAccess {
+    /// The user.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+    /// The client.
+    pub fn client(&self) -> &ClientId {
+        &self.client
+    }
+    /// The granted scopes.
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.scopes
+    }
+    /// The session (refresh family).
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+    /// The DPoP key thumbprint, when the token is bound.
+    pub fn jkt(&self) -> Option<&Jkt> {
+        self.jkt.as_ref()
+    }
+    /// When the token expires.
+    pub fn expires_at(&self) -> UnixTime {
+        self.expires_at
+    }
+
+    /// `Ok` when `scope` was granted, else `insufficient_scope`.
+    pub fn require_scope(&self, scope: &Scope) -> Result<(), AuthError> {
+        if self.scopes.contains(scope) {
+            Ok(())
+        } else {
+            Err(AuthError::new(
+                ErrorCode::InsufficientScope,
+                Reason::InsufficientScope,
+            ))
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthScheme {
+    Dpop,
+    Bearer,
+}
+
+/// `b64token` of RFC 6750 §2.1.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+fn parse_authorization(value: &[u8]) -> Result<(AuthScheme, &str), AuthError> {
+    let text =
+        std::str::from_utf8(value).map_err(|_| AuthError::request(Reason::BadAuthorization))?;
+    let (scheme, token) = text
+        .split_once(' ')
+        .ok_or(AuthError::request(Reason::BadAuthorization))?;
+    let token = token.trim_start_matches(' ');
+    if !is_b64token(token) {
+        return Err(AuthError::request(Reason::BadAuthorization));
+    }
+    if scheme.eq_ignore_ascii_case("dpop") {
+        Ok((AuthScheme::Dpop, token))
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Ok((AuthScheme::Bearer, token))
+    } else {
+        Err(AuthError::request(Reason::BadAuthorization))
+    }
+}
+
+fn single_credential<'a>(headers: &[&'a [u8]]) -> Result<(AuthScheme, &'a str), AuthError> {
+    match headers {
+        [] => Err(AuthError::token(Reason::MissingAuthorization)),
+        [one] => parse_authorization(one),
+        // Two credentials, including DPoP and Bearer at once (S16): a 400.
+        _ => Err(AuthError::request(Reason::MultipleAuthorization)),
+    }
+}
+
+/// Verifies a protected request.
+pub async fn verify_request<R, V>(
+    verifier: &ResourceVerifier,
+    keys: &SigningKeySet,
+    request: &ResourceRequest<'_>,
+    replay: &R,
+    revocation: &V,
+    now: UnixTime,
+) -> Result<VerifiedAccess, AuthError>
+where
+    R: ReplayCache + ?Sized,
+    V: RevocationCheck + ?Sized,
+{
+    let (scheme, token) = single_credential(request.authorization)?;
+    let verified = match scheme {
+        AuthScheme::Bearer => {
+            let challenge = if verifier.allow_unbound_bearer {
+                Scheme::Bearer
+            } else {
+                Scheme::Dpop
+            };
+            let t = access::verify(&verifier.access, keys, token, now)
+                .map_err(|e| e.with_scheme(challenge))?;
+            if t.jkt().is_some() {
+                return Err(AuthError::token(Reason::BoundTokenAsBearer));
+            }
+            if !verifier.allow_unbound_bearer {
+                return Err(AuthError::token(Reason::BearerNotAllowed));
+            }
+            t
+        }
+        AuthScheme::Dpop => {
+            let t = access::verify(&verifier.access, keys, token, now)?;
+            let jkt = t
+                .jkt()
+                .ok_or(AuthError::token(Reason::UnboundTokenAsDpop))?;
+            let proof_request = ProofRequest {
+                method: request.method,
+                target: request.target,
+                dpop_headers: request.dpop,
+                access_token: Some(token),
+                expected_jkt: Some(jkt),
+            };
+            dpop::verify_proof(&verifier.dpop, &proof_request, replay, now).await?;
+            t
+        }
+    };
+    match revocation.is_revoked(&verified).await {
+        Ok(false) => {}
+        Ok(true) => return Err(AuthError::token(Reason::Revoked)),
+        Err(RevocationUnavailable) => {
+            return Err(AuthError::unavailable(Reason::RevocationUnavailable));
+        }
+    }
+    Ok(VerifiedAccess {
+        user: verified.user().clone(),
+        client: verified.client().clone(),
+        scopes: verified.scopes().clone(),
+        session: verified.session().clone(),
+        jkt: verified.jkt().cloned(),
+        expires_at: verified.expires_at(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_parsing() {
+        assert_eq!(
+            parse_authorization(b"DPoP abc.def-_").unwrap().0,
+            AuthScheme::Dpop
+        );
+        assert_eq!(
+            parse_authorization(b"bearer abc==").unwrap().0,
+            AuthScheme::Bearer
+        );
+        assert!(parse_authorization(b"Basic abc").is_err());
+        assert!(parse_authorization(b"DPoP a,b").is_err());
+        assert!(parse_authorization(b"DPoP").is_err());
+        assert!(parse_authorization(b"DPoP \xff").is_err());
+        let both: [&[u8]; 2] = [b"DPoP a", b"Bearer a"];
+        let err = single_credential(&both).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    }
+}
