@@ -1,0 +1,525 @@
+//! Configuration: `keygate.toml`, then `KEYGATE_…` environment overrides, validated into
+//! domain types before any port is bound. An error names the field and what is wrong.
+//!
+//! Environment overrides: `KEYGATE_<FIELD>` for a top-level field (`KEYGATE_PUBLIC_URL`),
+//! `KEYGATE_<TABLE>__<FIELD>` inside a table (`KEYGATE_STORAGE__URL`,
+//! `KEYGATE_VAULT__MAX_VERSIONS`). Values are read as TOML scalars when they parse as one
+//! (numbers, booleans), as strings otherwise. Variables that are not configuration
+//! (`KEYGATE_ADDR`, `KEYGATE_TOKEN`, `KEYGATE_LOG`, `KEYGATE_TEST_…`, and the master key
+//! variable the configuration names) are left alone.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keygate_vault::{EnvKeyProvider, FileKeyProvider, MasterKeyProvider, VaultLimits};
+use serde::Deserialize;
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("config error at `{field}`: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Environment variables with the `KEYGATE_` prefix that are not configuration fields.
+const NOT_CONFIG: &[&str] = &[
+    "KEYGATE_ADDR",
+    "KEYGATE_TOKEN",
+    "KEYGATE_LOG",
+    "KEYGATE_MASTER_KEY",
+    "KEYGATE_CONFIG",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_public_url")]
+    public_url: String,
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    master_key: RawMasterKey,
+    #[serde(default)]
+    vault: RawVault,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+fn default_public_url() -> String {
+    "http://127.0.0.1:8080".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_data_dir() -> PathBuf {
+    "./keygate-data".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMasterKey {
+    file: Option<PathBuf>,
+    env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    #[serde(default = "default_max_versions")]
+    max_versions: i64,
+    #[serde(default = "default_max_value_bytes")]
+    max_value_bytes: i64,
+}
+
+impl Default for RawVault {
+    fn default() -> Self {
+        Self {
+            max_versions: default_max_versions(),
+            max_value_bytes: default_max_value_bytes(),
+        }
+    }
+}
+
+fn default_max_versions() -> i64 {
+    10
+}
+fn default_max_value_bytes() -> i64 {
+    64 * 1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    checkpoint_interval: Duration,
+    checkpoint_file: Option<PathBuf>,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: default_checkpoint_interval(),
+            checkpoint_file: None,
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: i64,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn default_max_body_bytes() -> i64 {
+    1024 * 1024
+}
+
+/// Where the master key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl MasterKeySource {
+    pub fn provider(&self) -> Box<dyn MasterKeyProvider> {
+        match self {
+            MasterKeySource::File(path) => Box::new(FileKeyProvider { path: path.clone() }),
+            MasterKeySource::Env(var) => Box::new(EnvKeyProvider { var: var.clone() }),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub public_url: url::Url,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub storage_url: String,
+    pub master_key: Option<MasterKeySource>,
+    pub vault: VaultLimits,
+    pub checkpoint_interval: Duration,
+    pub checkpoint_file: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    /// Reads `path`, applies the process environment and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("(file)", format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base, std::env::vars())
+    }
+
+    /// Parses TOML text, overlays `env` and validates. Relative paths are taken relative
+    /// to `base` (the configuration file's directory).
+    pub fn from_toml(
+        text: &str,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err("(file)", format!("not valid TOML: {}", e.message())))?;
+        let master_env = doc
+            .get("master_key")
+            .and_then(|m| m.get("env"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        overlay_env(&mut doc, env, master_env.as_deref())?;
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                err(if path == "." { "(file)" } else { &path }, e.into_inner().to_string())
+            })?;
+        raw.validate(base)
+    }
+
+    /// The default configuration `keygate init` writes, with a file master key.
+    pub fn template(listen: SocketAddr) -> String {
+        format!(
+            r#"# keygate configuration. Every field can be overridden by an environment variable:
+# KEYGATE_PUBLIC_URL, KEYGATE_LISTEN, KEYGATE_STORAGE__URL, KEYGATE_VAULT__MAX_VERSIONS, ...
+public_url = "http://{listen}"   # external base URL: token issuer, redirects, DPoP htu
+listen     = "{listen}"
+data_dir   = "./keygate-data"      # SQLite file, audit checkpoints (relative to this file)
+
+[storage]
+url = "sqlite://./keygate-data/keygate.db"   # or "postgres://user@host/db"
+
+[master_key]
+file = "./master.key"                        # or env = "KEYGATE_MASTER_KEY"
+
+[vault]
+max_versions    = 10       # versions of a secret that keep their value
+max_value_bytes = 65536    # largest secret value accepted
+
+[audit]
+checkpoint_interval = "60s"  # how often the chain head is signed into data_dir/audit-checkpoints.jsonl
+
+[log]
+format = "json"   # or "text"
+level  = "info"   # KEYGATE_LOG overrides this filter
+"#
+        )
+    }
+}
+
+fn overlay_env(
+    doc: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    master_env: Option<&str>,
+) -> Result<(), ConfigError> {
+    for (key, value) in env {
+        let Some(rest) = key.strip_prefix("KEYGATE_") else {
+            continue;
+        };
+        if NOT_CONFIG.contains(&key.as_str())
+            || key.starts_with("KEYGATE_TEST_")
+            || Some(key.as_str()) == master_env
+        {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(err(&key, "malformed variable name (empty segment)"));
+        }
+        let value = parse_scalar(&value);
+        let mut table = &mut *doc;
+        let (last, parents) = match path.split_last() {
+            Some(x) => x,
+            None => continue,
+        };
+        for p in parents {
+            let entry = table
+                .entry(p.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => return Err(err(&key, format!("`{p}` is not a table"))),
+            };
+        }
+        table.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+fn parse_scalar(s: &str) -> toml::Value {
+    let doc = format!("v = {s}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
+            _ => toml::Value::String(s.to_owned()),
+        },
+        Err(_) => toml::Value::String(s.to_owned()),
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let public_url = url::Url::parse(&self.public_url)
+            .map_err(|e| err("public_url", format!("not an absolute URL ({e})")))?;
+        if !matches!(public_url.scheme(), "http" | "https") {
+            return Err(err("public_url", "scheme must be http or https"));
+        }
+        if public_url.query().is_some() || public_url.fragment().is_some() {
+            return Err(err("public_url", "must not have a query or fragment"));
+        }
+        if public_url.host().is_none() {
+            return Err(err("public_url", "must name a host"));
+        }
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            err(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
+            )
+        })?;
+        let data_dir = resolve(base, &self.data_dir);
+        let storage_url = match self.storage.url {
+            None => format!("sqlite://{}", data_dir.join("keygate.db").display()),
+            Some(u) => {
+                if let Some(path) = u.strip_prefix("sqlite://") {
+                    let path = path.split('?').next().unwrap_or(path);
+                    if path.is_empty() || path == ":memory:" {
+                        return Err(err(
+                            "storage.url",
+                            "an in-memory SQLite database would lose every secret on restart",
+                        ));
+                    }
+                    format!("sqlite://{}", resolve(base, Path::new(path)).display())
+                } else if u.starts_with("postgres://") || u.starts_with("postgresql://") {
+                    u
+                } else {
+                    return Err(err(
+                        "storage.url",
+                        "must start with sqlite:// or postgres://",
+                    ));
+                }
+            }
+        };
+        let master_key = match (self.master_key.file, self.master_key.env) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "master_key",
+                    "set exactly one of `file` and `env`, not both",
+                ));
+            }
+            (Some(f), None) => Some(MasterKeySource::File(resolve(base, &f))),
+            (None, Some(v)) => {
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(err(
+                        "master_key.env",
+                        "must be an environment variable name (letters, digits, _)",
+                    ));
+                }
+                Some(MasterKeySource::Env(v))
+            }
+            // The server then starts sealed and says why.
+            (None, None) => None,
+        };
+        if !(1..=1000).contains(&self.vault.max_versions) {
+            return Err(err("vault.max_versions", "must be between 1 and 1000"));
+        }
+        if !(1..=16 * 1024 * 1024).contains(&self.vault.max_value_bytes) {
+            return Err(err(
+                "vault.max_value_bytes",
+                "must be between 1 and 16777216",
+            ));
+        }
+        if self.audit.checkpoint_interval < Duration::from_secs(1) {
+            return Err(err(
+                "audit.checkpoint_interval",
+                "must be at least 1s",
+            ));
+        }
+        let log_format = match self.log.format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                return Err(err(
+                    "log.format",
+                    format!("`{other}` is not one of json, text"),
+                ));
+            }
+        };
+        let log_level = self.log.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(err("log.level", format!("`{log_level}` is not a valid filter")));
+        }
+        if !(1024..=1024 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            return Err(err(
+                "http.max_body_bytes",
+                "must be between 1024 and 1073741824",
+            ));
+        }
+        let max_value_bytes = self.vault.max_value_bytes as usize;
+        let checkpoint_file = resolve(
+            base,
+            &self
+                .audit
+                .checkpoint_file
+                .unwrap_or_else(|| data_dir.join("audit-checkpoints.jsonl")),
+        );
+        Ok(Config {
+            public_url,
+            listen,
+            data_dir,
+            storage_url,
+            master_key,
+            vault: VaultLimits {
+                max_value_bytes,
+                max_versions: self.vault.max_versions,
+            },
+            checkpoint_interval: self.audit.checkpoint_interval,
+            checkpoint_file,
+            log_format,
+            log_level,
+            max_body_bytes: self.http.max_body_bytes as usize,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml(
+            text,
+            Path::new("/etc/keygate"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn template_is_valid_and_paths_are_relative_to_the_file() {
+        let c = load(&Config::template("127.0.0.1:9000".parse().unwrap()), &[]).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, Path::new("/etc/keygate/./keygate-data"));
+        assert_eq!(c.storage_url, "sqlite:///etc/keygate/./keygate-data/keygate.db");
+        assert_eq!(
+            c.master_key,
+            Some(MasterKeySource::File("/etc/keygate/./master.key".into()))
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn environment_overrides_fields_and_tables() {
+        let c = load(
+            "",
+            &[
+                ("KEYGATE_LISTEN", "0.0.0.0:7000"),
+                ("KEYGATE_VAULT__MAX_VERSIONS", "3"),
+                ("KEYGATE_STORAGE__URL", "postgres://db/keygate"),
+                ("KEYGATE_ADDR", "http://ignored"),
+                ("KEYGATE_TEST_POSTGRES_URL", "ignored"),
+                ("OTHER", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.vault.max_versions, 3);
+        assert_eq!(c.storage_url, "postgres://db/keygate");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            ("listen = \"nope\"", &[], "listen"),
+            ("public_url = \"ftp://x\"", &[], "public_url"),
+            ("[storage]\nurl = \"mysql://x\"", &[], "storage.url"),
+            ("[storage]\nurl = \"sqlite://:memory:\"", &[], "storage.url"),
+            ("[master_key]\nfile = \"a\"\nenv = \"B\"", &[], "master_key"),
+            ("[vault]\nmax_versions = 0", &[], "vault.max_versions"),
+            ("[vault]\nmax_versions = \"ten\"", &[], "vault.max_versions"),
+            ("[vault]\nmax_value_bytes = -1", &[], "vault.max_value_bytes"),
+            ("[audit]\ncheckpoint_interval = \"soon\"", &[], "audit.checkpoint_interval"),
+            ("[log]\nformat = \"xml\"", &[], "log.format"),
+            ("colour = true", &[], "colour"),
+            ("[vault]\nmax_verions = 3", &[], "vault.max_verions"),
+            ("", &[("KEYGATE_VAULT__MAX_VERSIONS", "lots")], "vault.max_versions"),
+            ("", &[("KEYGATE_BOGUS", "1")], "bogus"),
+            ("listen = [", &[], "(file)"),
+        ];
+        for (text, env, field) in cases {
+            let e = load(text, env).unwrap_err();
+            assert!(
+                e.field == *field || e.field.starts_with(field),
+                "{text:?}: expected field {field}, got {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn master_key_env_variable_is_not_mistaken_for_config() {
+        let c = load(
+            "[master_key]\nenv = \"KEYGATE_MASTER_KEY\"",
+            &[("KEYGATE_MASTER_KEY", "00")],
+        )
+        .unwrap();
+        assert_eq!(c.master_key, Some(MasterKeySource::Env("KEYGATE_MASTER_KEY".into())));
+    }
+}

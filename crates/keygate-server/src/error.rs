@@ -1,0 +1,131 @@
+//! The one HTTP error type: it logs the cause and answers with a generic body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keygate_vault::VaultError;
+
+/// An error answered to an HTTP client. The body is `{"error": code, "message": text}`;
+/// `message` never holds secret material or internal detail.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required (Authorization: Bearer …)",
+        )
+    }
+
+    /// Logs `cause` and answers 500 without it.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+        )
+    }
+
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "dependency unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "a dependency of keygate is unavailable; try again later",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.code, "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        use StatusCode as S;
+        match &e {
+            VaultError::Sealed(reason) => {
+                tracing::warn!(%reason, "secret operation refused: vault sealed");
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "sealed",
+                    "the vault is sealed: keygate started without its master key (or with the wrong one); secret operations are unavailable until it restarts with the right key",
+                )
+            }
+            VaultError::NotFound => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
+            VaultError::Deleted => ApiError::new(S::NOT_FOUND, "deleted", e.to_string()),
+            VaultError::NoSuchVersion(_) => {
+                ApiError::new(S::NOT_FOUND, "no_such_version", e.to_string())
+            }
+            VaultError::Destroyed(_) => ApiError::new(S::GONE, "destroyed", e.to_string()),
+            VaultError::Conflict { .. } => ApiError::new(S::CONFLICT, "conflict", e.to_string()),
+            VaultError::InvalidName(_) | VaultError::Empty | VaultError::Invalid(_) => {
+                ApiError::bad_request(e.to_string())
+            }
+            VaultError::TooLarge { .. } => {
+                ApiError::new(S::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
+            VaultError::KeyRotated => ApiError::new(S::SERVICE_UNAVAILABLE, "key_rotated", e.to_string()),
+            VaultError::Store(inner) => ApiError::unavailable(inner),
+            VaultError::Tampered(_) | VaultError::MasterKey(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<keygate_store::StoreError> for ApiError {
+    fn from(e: keygate_store::StoreError) -> Self {
+        ApiError::unavailable(&e)
+    }
+}
+
+/// Turns a JSON body rejection into a specific but safe message: quoted fragments of the
+/// input (which could be a secret) are cut out of the parser's text.
+pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+    use axum::extract::rejection::JsonRejection as J;
+    let status = rejection.status();
+    let text = rejection.body_text();
+    let mut safe = String::with_capacity(text.len());
+    let mut in_quote = false;
+    for c in text.chars() {
+        match c {
+            '"' if !in_quote => {
+                in_quote = true;
+                safe.push_str("\"…");
+            }
+            '"' => {
+                in_quote = false;
+                safe.push('"');
+            }
+            _ if in_quote => {}
+            _ => safe.push(c),
+        }
+    }
+    let code = match rejection {
+        J::MissingJsonContentType(_) => "unsupported_media_type",
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        _ => "bad_request",
+    };
+    ApiError::new(status, code, safe)
+}

@@ -1,0 +1,662 @@
+//! The SQL implementation of [`Store`] for SQLite and PostgreSQL.
+//!
+//! Both back ends share one set of statements (`$1`-style parameters work in both). What
+//! differs is set-up and write serialisation:
+//! - SQLite: WAL, `synchronous=FULL`, one writer connection, write transactions begin with
+//!   `BEGIN IMMEDIATE` so two writers never deadlock upgrading a read lock;
+//! - PostgreSQL: a pool; a write transaction locks the audit head row (`FOR UPDATE`), which
+//!   serialises appends to the hash chain across every replica.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keygate_audit::{AuditEntry, AuditEvent, GENESIS, Outcome};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row, Transaction};
+
+use crate::{
+    AdminCredential, NewVersion, Result, Sealed, SecretMeta, Store, StoreError, SystemKeys,
+    VersionMeta, VersionRecord, WrappedKey,
+};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+type Tx = Transaction<'static, sqlx::Any>;
+
+/// A [`Store`] on SQLite or PostgreSQL, chosen by the URL's scheme.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    backend: Backend,
+    /// SQLite: a single connection, so writes queue in-process instead of spinning on
+    /// the file lock. PostgreSQL: the same pool as `read`.
+    write: AnyPool,
+    read: AnyPool,
+}
+
+impl SqlStore {
+    /// Connects and runs the back end's migrations.
+    ///
+    /// `sqlite://PATH` creates the file if it is missing. For PostgreSQL, the URL's
+    /// `options=-c search_path=…` selects a schema (the tests use one schema per run).
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadUrl(
+                "expected sqlite://PATH or postgres://… (the URL's scheme is not supported)".into(),
+            ));
+        };
+        let store = match backend {
+            Backend::Sqlite => {
+                let url = if url.contains('?') {
+                    url.to_owned()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                let opts = AnyConnectOptions::from_str(&url)
+                    .map_err(|e| StoreError::BadUrl(e.to_string()))?;
+                let pool = |max: u32| {
+                    AnyPoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(Duration::from_secs(30))
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                // Durability first: every commit reaches the disk (S33).
+                                conn.execute(
+                                    "PRAGMA journal_mode = WAL; \
+                                     PRAGMA synchronous = FULL; \
+                                     PRAGMA foreign_keys = ON; \
+                                     PRAGMA busy_timeout = 10000;",
+                                )
+                                .await?;
+                                Ok(())
+                            })
+                        })
+                };
+                let write = pool(1).connect_with(opts.clone()).await?;
+                SQLITE_MIGRATIONS.run(&write).await?;
+                let read = pool(4).connect_with(opts).await?;
+                SqlStore {
+                    backend,
+                    write,
+                    read,
+                }
+            }
+            Backend::Postgres => {
+                let opts = AnyConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::BadUrl(e.to_string()))?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await?;
+                POSTGRES_MIGRATIONS.run(&pool).await?;
+                SqlStore {
+                    backend,
+                    write: pool.clone(),
+                    read: pool,
+                }
+            }
+        };
+        Ok(store)
+    }
+
+    /// Begins a write transaction that holds the store's write lock from its first
+    /// statement, so everything it reads stays current until it commits.
+    async fn begin_write(&self) -> Result<Tx> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = self.write.begin().await?;
+                // Every write appends to the audit chain, so writes are serialised on its
+                // head anyway; taking that lock first makes check-then-write sequences
+                // (versions, check-and-set) safe under READ COMMITTED.
+                sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        })
+    }
+
+    /// Reads the chain head inside a write transaction.
+    async fn head(&self, tx: &mut Tx) -> Result<(i64, [u8; 32])> {
+        // The row is already locked by `begin_write`.
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok((row.try_get(0)?, hash32(row.try_get(1)?)?))
+    }
+
+    /// Appends `event` to the chain inside `tx`.
+    async fn append(&self, tx: &mut Tx, event: AuditEvent, now_ms: i64) -> Result<AuditEntry> {
+        let (seq, prev) = self.head(tx).await?;
+        let entry = AuditEntry::chain(seq + 1, prev, now_ms, event);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, ts_ms, actor, action, target, outcome, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(entry.seq)
+        .bind(entry.ts_ms)
+        .bind(entry.actor.clone())
+        .bind(entry.action.clone())
+        .bind(entry.target.clone())
+        .bind(entry.outcome.as_str())
+        .bind(entry.details.clone())
+        .bind(entry.prev_hash.to_vec())
+        .bind(entry.hash.to_vec())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(entry.seq)
+            .bind(entry.hash.to_vec())
+            .execute(&mut **tx)
+            .await?;
+        Ok(entry)
+    }
+
+    async fn meta_in(&self, tx: &mut Tx, name: &str) -> Result<Option<SecretMeta>> {
+        let row = sqlx::query(SECRET_COLUMNS_WHERE_NAME)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?;
+        row.map(|r| secret_meta(&r)).transpose()
+    }
+}
+
+const SECRET_COLUMNS: &str =
+    "SELECT name, current_version, max_versions, created_ms, updated_ms, deleted_ms FROM secrets";
+const SECRET_COLUMNS_WHERE_NAME: &str = "SELECT name, current_version, max_versions, created_ms, updated_ms, deleted_ms FROM secrets WHERE name = $1";
+
+fn hash32(bytes: Vec<u8>) -> Result<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("audit hash is not 32 bytes".into()))
+}
+
+fn secret_meta(r: &AnyRow) -> Result<SecretMeta> {
+    Ok(SecretMeta {
+        name: r.try_get(0)?,
+        current_version: r.try_get(1)?,
+        max_versions: r.try_get(2)?,
+        created_ms: r.try_get(3)?,
+        updated_ms: r.try_get(4)?,
+        deleted_ms: r.try_get(5)?,
+    })
+}
+
+fn version_meta(r: &AnyRow) -> Result<VersionMeta> {
+    Ok(VersionMeta {
+        version: r.try_get("version")?,
+        created_ms: r.try_get("created_ms")?,
+        destroyed_ms: r.try_get("destroyed_ms")?,
+    })
+}
+
+fn audit_entry(r: &AnyRow) -> Result<AuditEntry> {
+    let outcome: String = r.try_get("outcome")?;
+    Ok(AuditEntry {
+        seq: r.try_get("seq")?,
+        ts_ms: r.try_get("ts_ms")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        // An unknown outcome cannot come from keygate; keep the row readable so that
+        // `audit verify` reports it as a modified entry rather than failing to read.
+        outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failure),
+        details: r.try_get("details")?,
+        prev_hash: hash32(r.try_get("prev_hash")?)?,
+        hash: hash32(r.try_get("hash")?)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    async fn initialize(
+        &self,
+        keys: SystemKeys,
+        admin: AdminCredential,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query("SELECT COUNT(*) FROM meta WHERE key = 'kcv'")
+            .fetch_one(&mut *tx)
+            .await?;
+        if existing.try_get::<i64, _>(0)? > 0 {
+            return Err(StoreError::AlreadyInitialized);
+        }
+        for (key, value) in [
+            ("kcv", keys.kcv),
+            ("wrapped_system_key", keys.wrapped_system_key),
+        ] {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO admin_credentials (id, token_hash, created_ms, label) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(admin.id)
+        .bind(admin.token_hash)
+        .bind(admin.created_ms)
+        .bind(admin.label)
+        .execute(&mut *tx)
+        .await?;
+        self.append(&mut tx, audit, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn system_keys(&self) -> Result<Option<SystemKeys>> {
+        let rows = sqlx::query(
+            "SELECT key, value FROM meta WHERE key IN ('kcv', 'wrapped_system_key') ORDER BY key",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut kcv = None;
+        let mut wrapped = None;
+        for r in rows {
+            let key: String = r.try_get(0)?;
+            let value: Vec<u8> = r.try_get(1)?;
+            match key.as_str() {
+                "kcv" => kcv = Some(value),
+                _ => wrapped = Some(value),
+            }
+        }
+        match (kcv, wrapped) {
+            (Some(kcv), Some(wrapped_system_key)) => Ok(Some(SystemKeys {
+                kcv,
+                wrapped_system_key,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(StoreError::Corrupt(
+                "system keys are incomplete (kcv without wrapped system key)".into(),
+            )),
+        }
+    }
+
+    async fn admin_credentials(&self) -> Result<Vec<AdminCredential>> {
+        let rows = sqlx::query(
+            "SELECT id, token_hash, created_ms, label FROM admin_credentials ORDER BY created_ms",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AdminCredential {
+                    id: r.try_get(0)?,
+                    token_hash: r.try_get(1)?,
+                    created_ms: r.try_get(2)?,
+                    label: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<SecretMeta>> {
+        let rows = sqlx::query(&format!("{SECRET_COLUMNS} ORDER BY name"))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(secret_meta).collect()
+    }
+
+    async fn secret_meta(&self, name: &str) -> Result<Option<SecretMeta>> {
+        let row = sqlx::query(SECRET_COLUMNS_WHERE_NAME)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| secret_meta(&r)).transpose()
+    }
+
+    async fn secret_versions(&self, name: &str) -> Result<Vec<VersionMeta>> {
+        let rows = sqlx::query(
+            "SELECT version, created_ms, destroyed_ms FROM secret_versions WHERE name = $1 ORDER BY version",
+        )
+        .bind(name)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(version_meta).collect()
+    }
+
+    async fn read_version(
+        &self,
+        name: &str,
+        version: i64,
+        audit: Option<(AuditEvent, i64)>,
+    ) -> Result<Option<VersionRecord>> {
+        const SQL: &str = "SELECT version, created_ms, destroyed_ms, wrapped_key, ciphertext \
+                           FROM secret_versions WHERE name = $1 AND version = $2";
+        let row = match audit {
+            None => {
+                sqlx::query(SQL)
+                    .bind(name)
+                    .bind(version)
+                    .fetch_optional(&self.read)
+                    .await?
+            }
+            Some((event, now_ms)) => {
+                let mut tx = self.begin_write().await?;
+                let row = sqlx::query(SQL)
+                    .bind(name)
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                self.append(&mut tx, event, now_ms).await?;
+                tx.commit().await?;
+                row
+            }
+        };
+        let Some(r) = row else { return Ok(None) };
+        let meta = version_meta(&r)?;
+        let wrapped: Option<Vec<u8>> = r.try_get("wrapped_key")?;
+        let ciphertext: Option<Vec<u8>> = r.try_get("ciphertext")?;
+        let sealed = match (wrapped, ciphertext) {
+            (Some(wrapped_key), Some(ciphertext)) => Some(Sealed {
+                wrapped_key,
+                ciphertext,
+            }),
+            _ => None,
+        };
+        Ok(Some(VersionRecord { meta, sealed }))
+    }
+
+    async fn write_version(&self, new: NewVersion, audit: AuditEvent) -> Result<i64> {
+        let mut tx = self.begin_write().await?;
+        let kcv = sqlx::query("SELECT value FROM meta WHERE key = 'kcv'")
+            .fetch_optional(&mut *tx)
+            .await?;
+        match kcv {
+            Some(r) if r.try_get::<Vec<u8>, _>(0)? == new.kcv => {}
+            _ => return Err(StoreError::KeyMismatch),
+        }
+        let current = self.meta_in(&mut tx, &new.name).await?;
+        let current_version = current.as_ref().map_or(0, |m| m.current_version);
+        if current_version != new.expected_current {
+            return Err(StoreError::Conflict {
+                current: current_version,
+            });
+        }
+        let version = current_version + 1;
+        if current.is_none() {
+            sqlx::query(
+                "INSERT INTO secrets (name, current_version, max_versions, created_ms, updated_ms, deleted_ms) \
+                 VALUES ($1, $2, NULL, $3, $3, NULL)",
+            )
+            .bind(new.name.clone())
+            .bind(version)
+            .bind(new.now_ms)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE secrets SET current_version = $1, updated_ms = $2, deleted_ms = NULL WHERE name = $3",
+            )
+            .bind(version)
+            .bind(new.now_ms)
+            .bind(new.name.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO secret_versions (name, version, created_ms, wrapped_key, ciphertext, destroyed_ms) \
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(new.name.clone())
+        .bind(version)
+        .bind(new.now_ms)
+        .bind(new.sealed.wrapped_key)
+        .bind(new.sealed.ciphertext)
+        .execute(&mut *tx)
+        .await?;
+        let keep = current
+            .as_ref()
+            .and_then(|m| m.max_versions)
+            .unwrap_or(new.keep_versions)
+            .max(1);
+        let pruned = sqlx::query(
+            "UPDATE secret_versions SET wrapped_key = NULL, ciphertext = NULL, destroyed_ms = $1 \
+             WHERE name = $2 AND version <= $3 AND destroyed_ms IS NULL",
+        )
+        .bind(new.now_ms)
+        .bind(new.name.clone())
+        .bind(version - keep)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let audit = if pruned > 0 {
+            audit.detail("pruned_versions", pruned)
+        } else {
+            audit
+        };
+        self.append(&mut tx, audit.detail("version", version), new.now_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn set_deleted(
+        &self,
+        name: &str,
+        deleted: bool,
+        now_ms: i64,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let sql = if deleted {
+            "UPDATE secrets SET deleted_ms = $1, updated_ms = $1 WHERE name = $2"
+        } else {
+            "UPDATE secrets SET deleted_ms = NULL, updated_ms = $1 WHERE name = $2"
+        };
+        let n = sqlx::query(sql)
+            .bind(now_ms)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append(&mut tx, audit, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn destroy_version(
+        &self,
+        name: &str,
+        version: i64,
+        now_ms: i64,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE secret_versions SET wrapped_key = NULL, ciphertext = NULL, \
+             destroyed_ms = COALESCE(destroyed_ms, $1) WHERE name = $2 AND version = $3",
+        )
+        .bind(now_ms)
+        .bind(name)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append(&mut tx, audit, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_max_versions(
+        &self,
+        name: &str,
+        max_versions: Option<i64>,
+        now_ms: i64,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let n =
+            sqlx::query("UPDATE secrets SET max_versions = $1, updated_ms = $2 WHERE name = $3")
+                .bind(max_versions)
+                .bind(now_ms)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append(&mut tx, audit, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>> {
+        let rows = sqlx::query(
+            "SELECT name, version, wrapped_key FROM secret_versions \
+             WHERE wrapped_key IS NOT NULL ORDER BY name, version",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WrappedKey {
+                    name: r.try_get(0)?,
+                    version: r.try_get(1)?,
+                    wrapped_key: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rewrap(
+        &self,
+        old_kcv: &[u8],
+        keys: Vec<WrappedKey>,
+        system: SystemKeys,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let kcv = sqlx::query("SELECT value FROM meta WHERE key = 'kcv'")
+            .fetch_optional(&mut *tx)
+            .await?;
+        match kcv {
+            Some(r) if r.try_get::<Vec<u8>, _>(0)? == old_kcv => {}
+            _ => return Err(StoreError::KeyMismatch),
+        }
+        let live =
+            sqlx::query("SELECT COUNT(*) FROM secret_versions WHERE wrapped_key IS NOT NULL")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get::<i64, _>(0)?;
+        if live != keys.len() as i64 {
+            return Err(StoreError::Conflict { current: live });
+        }
+        for k in &keys {
+            let n = sqlx::query(
+                "UPDATE secret_versions SET wrapped_key = $1 \
+                 WHERE name = $2 AND version = $3 AND wrapped_key IS NOT NULL",
+            )
+            .bind(k.wrapped_key.clone())
+            .bind(k.name.clone())
+            .bind(k.version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Err(StoreError::Conflict { current: live });
+            }
+        }
+        for (key, value) in [
+            ("kcv", system.kcv),
+            ("wrapped_system_key", system.wrapped_system_key),
+        ] {
+            sqlx::query("UPDATE meta SET value = $1 WHERE key = $2")
+                .bind(value)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.append(
+            &mut tx,
+            audit.detail("rewrapped_keys", keys.len() as i64),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_audit(&self, event: AuditEvent, now_ms: i64) -> Result<AuditEntry> {
+        let mut tx = self.begin_write().await?;
+        let entry = self.append(&mut tx, event, now_ms).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, ts_ms, actor, action, target, outcome, details, prev_hash, hash \
+             FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(audit_entry).collect()
+    }
+
+    async fn audit_head(&self) -> Result<(i64, [u8; 32])> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.read)
+            .await?;
+        match row {
+            Some(r) => Ok((r.try_get(0)?, hash32(r.try_get(1)?)?)),
+            None => Ok((0, GENESIS)),
+        }
+    }
+
+    async fn integrity_check(&self) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
+        let row = sqlx::query("PRAGMA integrity_check")
+            .fetch_one(&self.read)
+            .await?;
+        let verdict: String = row.try_get(0)?;
+        if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "SQLite integrity_check: {verdict}"
+            )))
+        }
+    }
+
+    async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
