@@ -269,7 +269,7 @@ pub fn verify_signature(
 ///
 /// `header` gets `alg` set from the key; callers supply `typ`, `kid` and nothing else
 /// that needs trusting.
-pub(crate) fn sign_compact(
+pub fn sign_compact(
     key: &crate::keys::SigningKey,
     mut header: Map<String, Value>,
     claims: &Value,

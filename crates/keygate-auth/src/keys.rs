@@ -172,7 +172,7 @@ impl SigningKey {
     }
 
     /// Signs `input`: 64 bytes for both algorithms (ES256 as R‖S).
-    pub(crate) fn sign(&self, input: &[u8]) -> Vec<u8> {
+    pub fn sign(&self, input: &[u8]) -> Vec<u8> {
         match &self.secret {
             SecretKey::Ed25519(sk) => {
                 use ed25519_dalek::Signer as _;

@@ -1,0 +1,952 @@
+//! DPoP tests: the RFC 9449 example proofs, and one breaking input per check of
+//! S13–S16.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_arguments
+)]
+
+mod common;
+
+use std::future::Future;
+
+use common::*;
+use keygate_auth::access::{self, VerifiedAccessToken};
+use keygate_auth::b64;
+use keygate_auth::dpop::{
+    self, DpopConfig, Freshness, InMemoryReplayCache, NonceIssuer, ProofClaims, ProofRequest,
+    PublicBaseUrl, ReplayCache, ReplayCacheUnavailable, ReplayKey, VerifiedProof,
+};
+use keygate_auth::error::{Disposition, ErrorCode, Reason};
+use keygate_auth::ids::Scope;
+use keygate_auth::jwk::Jkt;
+use keygate_auth::jws::{Algorithm, JoseError};
+use keygate_auth::keys::SigningKey;
+use keygate_auth::resource::{
+    ResourceRequest, ResourceVerifier, RevocationCheck, RevocationUnavailable, verify_request,
+};
+use keygate_auth::{AuthError, UnixTime};
+use secrecy::{ExposeSecret, SecretBox};
+use serde_json::json;
+
+const RFC_FIG2: &str = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIjoiUE9TVCIsImh0dSI6Imh0dHBzOi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ.2-GxA6T8lP4vfrg8v-FdWP0A0zdrj8igiMLvqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg";
+const RFC_FIG13: &str = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiJlMWozVl9iS2ljOC1MQUVCIiwiaHRtIjoiR0VUIiwiaHR1IjoiaHR0cHM6Ly9yZXNvdXJjZS5leGFtcGxlLm9yZy9wcm90ZWN0ZWRyZXNvdXJjZSIsImlhdCI6MTU2MjI2MjYxOCwiYXRoIjoiZlVIeU8ycjJaM0RaNTNFc05yV0JiMHhXWG9hTnk1OUlpS0NBcWtzbVFFbyJ9.2oW9RP35yRqzhrtNP86L-Ey71EOptxRimPPToA1plemAgR6pxHF8y6-yqyVnmcw6Fy1dqd-jfxSYoMxhAJpLjA";
+const RFC_TOKEN: &str = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
+const RFC_JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+
+fn dpop_config(base: &str) -> DpopConfig {
+    DpopConfig::new(PublicBaseUrl::parse(base).unwrap())
+}
+
+fn check(
+    config: &DpopConfig,
+    method: &str,
+    target: &str,
+    proofs: &[&str],
+    token: Option<&str>,
+    jkt: Option<&Jkt>,
+    cache: &InMemoryReplayCache,
+    now: UnixTime,
+) -> Result<VerifiedProof, AuthError> {
+    let headers: Vec<&[u8]> = proofs.iter().map(|p| p.as_bytes()).collect();
+    let request = ProofRequest {
+        method,
+        target,
+        dpop_headers: &headers,
+        access_token: token,
+        expected_jkt: jkt,
+    };
+    block_on(dpop::verify_proof(config, &request, cache, now))
+}
+
+fn cache() -> InMemoryReplayCache {
+    InMemoryReplayCache::new(10_000)
+}
+
+const BASE: &str = "https://gate.example.com";
+const TARGET: &str = "/oauth2/token";
+const HTU: &str = "https://gate.example.com/oauth2/token";
+
+fn proof(key: &SigningKey, htm: &str, htu: &str, iat: UnixTime, jti: &str) -> String {
+    dpop::create_proof(
+        key,
+        &ProofClaims {
+            htm,
+            htu,
+            iat,
+            jti,
+            nonce: None,
+            access_token: None,
+        },
+    )
+}
+
+fn reason(result: Result<VerifiedProof, AuthError>) -> Reason {
+    let err = result.unwrap_err();
+    err.reason()
+}
+
+// ---------------------------------------------------------------- RFC examples
+
+#[test]
+fn rfc9449_section_4_1_example_proof_verifies() {
+    let config = dpop_config("https://server.example.com");
+    let now = UnixTime(1_562_262_616);
+    let verified = check(
+        &config,
+        "POST",
+        "/token",
+        &[RFC_FIG2],
+        None,
+        None,
+        &cache(),
+        now,
+    )
+    .unwrap();
+    assert_eq!(verified.jkt().as_str(), RFC_JKT);
+}
+
+#[test]
+fn rfc9449_section_7_1_example_proof_verifies() {
+    let config = dpop_config("https://resource.example.org");
+    let now = UnixTime(1_562_262_618);
+    let jkt = Jkt::parse(RFC_JKT).unwrap();
+    let c = cache();
+    let verified = check(
+        &config,
+        "GET",
+        "/protectedresource",
+        &[RFC_FIG13],
+        Some(RFC_TOKEN),
+        Some(&jkt),
+        &c,
+        now,
+    )
+    .unwrap();
+    assert_eq!(verified.jkt(), &jkt);
+    // S14: the same proof a second time is a replay.
+    let again = check(
+        &config,
+        "GET",
+        "/protectedresource",
+        &[RFC_FIG13],
+        Some(RFC_TOKEN),
+        Some(&jkt),
+        &c,
+        now,
+    );
+    assert_eq!(reason(again), Reason::Replayed);
+}
+
+// ---------------------------------------------------------------- S13
+
+#[test]
+fn s13_exactly_one_dpop_header() {
+    let key = SigningKey::generate(Algorithm::Es256);
+    let config = dpop_config(BASE);
+    let a = proof(&key, "POST", HTU, NOW, "jti-a");
+    let b = proof(&key, "POST", HTU, NOW, "jti-b");
+    assert_eq!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[],
+            None,
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::MissingProof
+    );
+    let err = check(
+        &config,
+        "POST",
+        TARGET,
+        &[&a, &b],
+        None,
+        None,
+        &cache(),
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::MultipleProofs);
+    assert_eq!(err.code(), ErrorCode::InvalidDpopProof);
+    // Two proofs folded into one header value are not a JWT.
+    let folded = format!("{a}, {b}");
+    assert!(matches!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[&folded],
+            None,
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::Jose(_)
+    ));
+    check(&config, "POST", TARGET, &[&a], None, None, &cache(), NOW).unwrap();
+}
+
+#[test]
+fn s13_typ_must_be_dpop_jwt_and_access_tokens_are_not_proofs() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::Es256);
+    let jwk = serde_json::Value::Object(key.verification_key().to_jwk().to_json());
+    let body = json!({"jti":"j","htm":"POST","htu":HTU,"iat":NOW.0}).to_string();
+    for typ in ["at+jwt", "JWT", "dpop+jwt2"] {
+        let h = json!({"alg":"ES256","typ":typ,"jwk":jwk}).to_string();
+        let p = raw_token(&key, &h, &body);
+        assert_eq!(
+            reason(check(
+                &config,
+                "POST",
+                TARGET,
+                &[&p],
+                None,
+                None,
+                &cache(),
+                NOW
+            )),
+            Reason::WrongType
+        );
+    }
+    // A real keygate access token presented as a proof.
+    let keys = key_set(Algorithm::Es256);
+    let at = access::issue(&config_at(), &keys, &grant(None), NOW).unwrap();
+    let at = at.token.expose_secret();
+    assert_eq!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[at],
+            None,
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::WrongType
+    );
+    // And a proof presented as an access token.
+    let p = proof(&key, "POST", HTU, NOW, "j");
+    let err = access::verify(&config_at(), &keys, &p, NOW).unwrap_err();
+    assert_eq!(err.reason(), Reason::WrongType);
+}
+
+fn config_at() -> keygate_auth::access::AccessTokenConfig {
+    common::config()
+}
+
+#[test]
+fn s13_alg_none_hmac_and_key_mismatch_are_rejected() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::Es256);
+    let jwk = serde_json::Value::Object(key.verification_key().to_jwk().to_json());
+    let body = json!({"jti":"j","htm":"POST","htu":HTU,"iat":NOW.0}).to_string();
+    for (alg, expected) in [
+        ("none", Reason::Jose(JoseError::AlgNone)),
+        ("NONE", Reason::Jose(JoseError::AlgNone)),
+        ("HS256", Reason::Jose(JoseError::AlgSymmetric)),
+        ("RS256", Reason::Jose(JoseError::AlgUnsupported)),
+        ("EdDSA", Reason::Jose(JoseError::AlgKeyMismatch)),
+    ] {
+        let h = json!({"alg":alg,"typ":"dpop+jwt","jwk":jwk}).to_string();
+        let p = raw_token(&key, &h, &body);
+        assert_eq!(
+            reason(check(
+                &config,
+                "POST",
+                TARGET,
+                &[&p],
+                None,
+                None,
+                &cache(),
+                NOW
+            )),
+            expected,
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn s13_signature_must_verify_with_the_header_jwk() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    let other = SigningKey::generate(Algorithm::EdDsa);
+    let jwk = serde_json::Value::Object(other.verification_key().to_jwk().to_json());
+    let h = json!({"alg":"EdDSA","typ":"dpop+jwt","jwk":jwk}).to_string();
+    let body = json!({"jti":"j","htm":"POST","htu":HTU,"iat":NOW.0}).to_string();
+    let p = raw_token(&key, &h, &body);
+    assert_eq!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[&p],
+            None,
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::Jose(JoseError::BadSignature)
+    );
+    // No jwk at all.
+    let h = json!({"alg":"EdDSA","typ":"dpop+jwt"}).to_string();
+    let p = raw_token(&key, &h, &body);
+    assert_eq!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[&p],
+            None,
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::MalformedProof
+    );
+}
+
+#[test]
+fn s13_private_members_in_the_proof_jwk_are_rejected() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::Es256);
+    let mut jwk = key.verification_key().to_jwk().to_json();
+    jwk.insert(
+        "d".into(),
+        json!(b64::encode(key.to_secret_bytes().expose_secret())),
+    );
+    let h = json!({"alg":"ES256","typ":"dpop+jwt","jwk":jwk}).to_string();
+    let body = json!({"jti":"j","htm":"POST","htu":HTU,"iat":NOW.0}).to_string();
+    let p = raw_token(&key, &h, &body);
+    assert_eq!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[&p],
+            None,
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::ProofJwkPrivate
+    );
+    // A symmetric key is refused the same way.
+    let h = json!({"alg":"ES256","typ":"dpop+jwt","jwk":{"kty":"oct","k":"AAAA"}}).to_string();
+    let p = raw_token(&key, &h, &body);
+    assert_eq!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[&p],
+            None,
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::ProofJwkPrivate
+    );
+}
+
+#[test]
+fn s13_htm_must_equal_the_method() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    for htm in ["GET", "post", "POST "] {
+        let p = proof(&key, htm, HTU, NOW, "j");
+        assert_eq!(
+            reason(check(
+                &config,
+                "POST",
+                TARGET,
+                &[&p],
+                None,
+                None,
+                &cache(),
+                NOW
+            )),
+            Reason::HtmMismatch
+        );
+    }
+}
+
+#[test]
+fn s13_s16_htu_is_compared_with_the_configured_public_url() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    // A different host — e.g. what a forged Host / X-Forwarded-Host header would say.
+    for htu in [
+        "https://evil.example.com/oauth2/token",
+        "http://gate.example.com/oauth2/token",
+        "https://gate.example.com:8443/oauth2/token",
+        "https://gate.example.com/oauth2/token/",
+        "https://gate.example.com/oauth2/tokens",
+        "https://gate.example.com.evil.example/oauth2/token",
+        "https://user@gate.example.com/oauth2/token",
+        "/oauth2/token",
+        "gate.example.com/oauth2/token",
+    ] {
+        let p = proof(&key, "POST", htu, NOW, "j");
+        assert_eq!(
+            reason(check(
+                &config,
+                "POST",
+                TARGET,
+                &[&p],
+                None,
+                None,
+                &cache(),
+                NOW
+            )),
+            Reason::HtuMismatch,
+            "{htu}"
+        );
+    }
+    // Equivalent spellings after normalisation, and query/fragment ignored.
+    for (i, htu) in [
+        "https://GATE.example.com/oauth2/token",
+        "HTTPS://gate.example.com:443/oauth2/token",
+        "https://gate.example.com/oauth2/%74oken",
+        "https://gate.example.com/oauth2/./token?x=1#f",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = proof(&key, "POST", htu, NOW, &format!("j{i}"));
+        check(
+            &config,
+            "POST",
+            "/oauth2/token?y=2",
+            &[&p],
+            None,
+            None,
+            &cache(),
+            NOW,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn s13_iat_must_be_within_the_window() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    let ok = |iat: UnixTime, jti: &str| {
+        let p = proof(&key, "POST", HTU, iat, jti);
+        check(&config, "POST", TARGET, &[&p], None, None, &cache(), NOW)
+    };
+    ok(NOW.minus(60), "a").unwrap();
+    ok(NOW.plus(5), "b").unwrap();
+    assert_eq!(reason(ok(NOW.minus(61), "c")), Reason::IatOutOfWindow);
+    assert_eq!(reason(ok(NOW.plus(6), "d")), Reason::IatOutOfWindow);
+    assert_eq!(reason(ok(UnixTime(0), "e")), Reason::IatOutOfWindow);
+}
+
+#[test]
+fn s13_ath_must_be_the_hash_of_the_presented_token() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    let token = "the.access.token";
+    let with_ath = |t: &str, jti: &str| {
+        dpop::create_proof(
+            &key,
+            &ProofClaims {
+                htm: "GET",
+                htu: "https://gate.example.com/proxy/x",
+                iat: NOW,
+                jti,
+                nonce: None,
+                access_token: Some(t),
+            },
+        )
+    };
+    let p = with_ath("another.access.token", "a");
+    assert_eq!(
+        reason(check(
+            &config,
+            "GET",
+            "/proxy/x",
+            &[&p],
+            Some(token),
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::AthMismatch
+    );
+    let p = proof(&key, "GET", "https://gate.example.com/proxy/x", NOW, "b");
+    assert_eq!(
+        reason(check(
+            &config,
+            "GET",
+            "/proxy/x",
+            &[&p],
+            Some(token),
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::AthMissing
+    );
+    let p = with_ath(token, "c");
+    check(
+        &config,
+        "GET",
+        "/proxy/x",
+        &[&p],
+        Some(token),
+        None,
+        &cache(),
+        NOW,
+    )
+    .unwrap();
+}
+
+#[test]
+fn s13_s16_key_thumbprint_must_match_the_binding() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::Es256);
+    let other = SigningKey::generate(Algorithm::Es256)
+        .verification_key()
+        .thumbprint();
+    let p = proof(&key, "POST", HTU, NOW, "j");
+    // e.g. a refresh request for a family bound to another key.
+    assert_eq!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[&p],
+            None,
+            Some(&other),
+            &cache(),
+            NOW
+        )),
+        Reason::JktMismatch
+    );
+    let own = key.verification_key().thumbprint();
+    let v = check(
+        &config,
+        "POST",
+        TARGET,
+        &[&p],
+        None,
+        Some(&own),
+        &cache(),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(v.jkt(), &own);
+}
+
+// ---------------------------------------------------------------- S14
+
+#[test]
+fn s14_replayed_jti_is_refused_per_htu() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    let c = cache();
+    let p = proof(&key, "POST", HTU, NOW, "same-jti");
+    check(&config, "POST", TARGET, &[&p], None, None, &c, NOW).unwrap();
+    assert_eq!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[&p],
+            None,
+            None,
+            &c,
+            NOW.plus(30)
+        )),
+        Reason::Replayed
+    );
+    // The same jti at another URI is another key.
+    let p2 = proof(
+        &key,
+        "POST",
+        "https://gate.example.com/oauth2/revoke",
+        NOW,
+        "same-jti",
+    );
+    check(
+        &config,
+        "POST",
+        "/oauth2/revoke",
+        &[&p2],
+        None,
+        None,
+        &c,
+        NOW,
+    )
+    .unwrap();
+    // A proof failing another check does not use up its jti.
+    let p3 = proof(&key, "POST", HTU, NOW, "fresh");
+    assert_eq!(
+        reason(check(&config, "GET", TARGET, &[&p3], None, None, &c, NOW)),
+        Reason::HtmMismatch
+    );
+    check(&config, "POST", TARGET, &[&p3], None, None, &c, NOW).unwrap();
+}
+
+#[test]
+fn s14_jti_length_is_bounded() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    let long = "x".repeat(dpop::MAX_JTI_LEN + 1);
+    for jti in [long.as_str(), ""] {
+        let p = proof(&key, "POST", HTU, NOW, jti);
+        assert_eq!(
+            reason(check(
+                &config,
+                "POST",
+                TARGET,
+                &[&p],
+                None,
+                None,
+                &cache(),
+                NOW
+            )),
+            Reason::JtiInvalid
+        );
+    }
+    let max = "y".repeat(dpop::MAX_JTI_LEN);
+    let p = proof(&key, "POST", HTU, NOW, &max);
+    check(&config, "POST", TARGET, &[&p], None, None, &cache(), NOW).unwrap();
+}
+
+struct DownCache;
+impl ReplayCache for DownCache {
+    fn insert_if_absent(
+        &self,
+        _: ReplayKey,
+        _: UnixTime,
+        _: UnixTime,
+    ) -> impl Future<Output = Result<Freshness, ReplayCacheUnavailable>> + Send {
+        std::future::ready(Err(ReplayCacheUnavailable))
+    }
+}
+
+#[test]
+fn s14_replay_cache_down_fails_closed() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    let p = proof(&key, "POST", HTU, NOW, "j");
+    let headers: [&[u8]; 1] = [p.as_bytes()];
+    let request = ProofRequest {
+        method: "POST",
+        target: TARGET,
+        dpop_headers: &headers,
+        access_token: None,
+        expected_jkt: None,
+    };
+    let err = block_on(dpop::verify_proof(&config, &request, &DownCache, NOW)).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TemporarilyUnavailable);
+    assert_eq!(err.disposition(), Disposition::Unavailable);
+    assert_eq!(err.www_authenticate(), None);
+}
+
+// ---------------------------------------------------------------- S15
+
+#[test]
+fn s15_server_nonce_required_and_use_dpop_nonce_error() {
+    let mut config = dpop_config(BASE);
+    config.nonces = Some(NonceIssuer::new(SecretBox::new(Box::new([9u8; 32])), 300));
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    let p = proof(&key, "POST", HTU, NOW, "a");
+    let err = check(&config, "POST", TARGET, &[&p], None, None, &cache(), NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UseDpopNonce);
+    assert_eq!(err.reason(), Reason::NonceMissing);
+    let nonce = err.dpop_nonce().unwrap().to_owned();
+    assert!(
+        err.www_authenticate()
+            .unwrap()
+            .starts_with("DPoP error=\"use_dpop_nonce\"")
+    );
+    // With the nonce the server sent, the retry passes.
+    let with_nonce = |n: &str, jti: &str, iat: UnixTime| {
+        dpop::create_proof(
+            &key,
+            &ProofClaims {
+                htm: "POST",
+                htu: HTU,
+                iat,
+                jti,
+                nonce: Some(n),
+                access_token: None,
+            },
+        )
+    };
+    let p = with_nonce(&nonce, "b", NOW);
+    check(&config, "POST", TARGET, &[&p], None, None, &cache(), NOW).unwrap();
+    // A made-up or stale nonce gets a fresh one.
+    let p = with_nonce("made-up", "c", NOW);
+    let err = check(&config, "POST", TARGET, &[&p], None, None, &cache(), NOW).unwrap_err();
+    assert_eq!(err.reason(), Reason::NonceInvalid);
+    assert!(err.dpop_nonce().is_some());
+    let later = NOW.plus(900);
+    let p = with_nonce(&nonce, "d", later);
+    let err = check(&config, "POST", TARGET, &[&p], None, None, &cache(), later).unwrap_err();
+    assert_eq!(err.reason(), Reason::NonceInvalid);
+    assert_ne!(err.dpop_nonce().unwrap(), nonce);
+}
+
+// ---------------------------------------------------------------- S16 and VerifiedAccess
+
+struct Revocations(Vec<String>);
+impl RevocationCheck for Revocations {
+    fn is_revoked(
+        &self,
+        token: &VerifiedAccessToken,
+    ) -> impl Future<Output = Result<bool, RevocationUnavailable>> + Send {
+        std::future::ready(Ok(self.0.iter().any(|s| s == token.session().as_str())))
+    }
+}
+
+struct RevocationDown;
+impl RevocationCheck for RevocationDown {
+    fn is_revoked(
+        &self,
+        _: &VerifiedAccessToken,
+    ) -> impl Future<Output = Result<bool, RevocationUnavailable>> + Send {
+        std::future::ready(Err(RevocationUnavailable))
+    }
+}
+
+struct Setup {
+    verifier: ResourceVerifier,
+    keys: keygate_auth::keys::SigningKeySet,
+    device: SigningKey,
+    bound: String,
+    unbound: String,
+}
+
+fn setup() -> Setup {
+    let keys = key_set(Algorithm::EdDsa);
+    let device = SigningKey::generate(Algorithm::Es256);
+    let jkt = device.verification_key().thumbprint();
+    let bound = access::issue(&config(), &keys, &grant(Some(jkt)), NOW).unwrap();
+    let unbound = access::issue(&config(), &keys, &grant(None), NOW).unwrap();
+    Setup {
+        verifier: ResourceVerifier {
+            access: config(),
+            dpop: dpop_config(BASE),
+            allow_unbound_bearer: false,
+        },
+        keys,
+        device,
+        bound: bound.token.expose_secret().to_owned(),
+        unbound: unbound.token.expose_secret().to_owned(),
+    }
+}
+
+const PROXY_URL: &str = "https://gate.example.com/proxy/openai/v1/chat";
+
+fn resource(
+    s: &Setup,
+    authorization: &[String],
+    proofs: &[String],
+    revocation: &impl RevocationCheck,
+) -> Result<keygate_auth::resource::VerifiedAccess, AuthError> {
+    let auth: Vec<&[u8]> = authorization.iter().map(|a| a.as_bytes()).collect();
+    let dpop: Vec<&[u8]> = proofs.iter().map(|a| a.as_bytes()).collect();
+    let request = ResourceRequest {
+        method: "POST",
+        target: "/proxy/openai/v1/chat?stream=1",
+        authorization: &auth,
+        dpop: &dpop,
+    };
+    block_on(verify_request(
+        &s.verifier,
+        &s.keys,
+        &request,
+        &cache(),
+        revocation,
+        NOW,
+    ))
+}
+
+fn resource_proof(s: &Setup, token: &str, jti: &str) -> String {
+    dpop::create_proof(
+        &s.device,
+        &ProofClaims {
+            htm: "POST",
+            htu: PROXY_URL,
+            iat: NOW,
+            jti,
+            nonce: None,
+            access_token: Some(token),
+        },
+    )
+}
+
+#[test]
+fn verified_access_comes_from_a_valid_bound_request() {
+    let s = setup();
+    let p = resource_proof(&s, &s.bound, "j");
+    let access = resource(
+        &s,
+        &[format!("DPoP {}", s.bound)],
+        &[p],
+        &Revocations(vec![]),
+    )
+    .unwrap();
+    assert_eq!(access.user().as_str(), "user-1");
+    assert_eq!(access.session().as_str(), "family-1");
+    assert_eq!(
+        access.jkt(),
+        Some(&s.device.verification_key().thumbprint())
+    );
+    access.require_scope(&Scope::parse("ai").unwrap()).unwrap();
+    let err = access
+        .require_scope(&Scope::parse("admin").unwrap())
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InsufficientScope);
+    assert_eq!(err.disposition(), Disposition::Forbidden);
+}
+
+#[test]
+fn s16_bound_token_sent_as_bearer_is_refused() {
+    let mut s = setup();
+    s.verifier.allow_unbound_bearer = true;
+    let p = resource_proof(&s, &s.bound, "j");
+    let err = resource(
+        &s,
+        &[format!("Bearer {}", s.bound)],
+        &[p],
+        &Revocations(vec![]),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::BoundTokenAsBearer);
+    assert_eq!(err.code(), ErrorCode::InvalidToken);
+    // An unbound token as Bearer passes only where allowed.
+    resource(
+        &s,
+        &[format!("Bearer {}", s.unbound)],
+        &[],
+        &Revocations(vec![]),
+    )
+    .unwrap();
+    s.verifier.allow_unbound_bearer = false;
+    let err = resource(
+        &s,
+        &[format!("Bearer {}", s.unbound)],
+        &[],
+        &Revocations(vec![]),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::BearerNotAllowed);
+}
+
+#[test]
+fn s16_both_schemes_at_once_is_a_bad_request() {
+    let s = setup();
+    let p = resource_proof(&s, &s.bound, "j");
+    let err = resource(
+        &s,
+        &[format!("DPoP {}", s.bound), format!("Bearer {}", s.bound)],
+        &[p],
+        &Revocations(vec![]),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    assert_eq!(err.disposition(), Disposition::BadRequest);
+}
+
+#[test]
+fn unbound_token_with_dpop_scheme_and_missing_credentials() {
+    let s = setup();
+    let p = resource_proof(&s, &s.unbound, "j");
+    let err = resource(
+        &s,
+        &[format!("DPoP {}", s.unbound)],
+        &[p],
+        &Revocations(vec![]),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::UnboundTokenAsDpop);
+    let err = resource(&s, &[], &[], &Revocations(vec![])).unwrap_err();
+    assert_eq!(err.reason(), Reason::MissingAuthorization);
+    assert_eq!(err.www_authenticate().unwrap(), "DPoP algs=\"EdDSA ES256\"");
+    // A stolen bound token with the thief's own key.
+    let thief = SigningKey::generate(Algorithm::Es256);
+    let p = dpop::create_proof(
+        &thief,
+        &ProofClaims {
+            htm: "POST",
+            htu: PROXY_URL,
+            iat: NOW,
+            jti: "t",
+            nonce: None,
+            access_token: Some(&s.bound),
+        },
+    );
+    let err = resource(
+        &s,
+        &[format!("DPoP {}", s.bound)],
+        &[p],
+        &Revocations(vec![]),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::JktMismatch);
+    // Token without proof.
+    let err = resource(
+        &s,
+        &[format!("DPoP {}", s.bound)],
+        &[],
+        &Revocations(vec![]),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::MissingProof);
+}
+
+#[test]
+fn revoked_sessions_are_refused_and_revocation_store_down_fails_closed() {
+    let s = setup();
+    let p = resource_proof(&s, &s.bound, "j1");
+    let err = resource(
+        &s,
+        &[format!("DPoP {}", s.bound)],
+        &[p],
+        &Revocations(vec!["family-1".into()]),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::Revoked);
+    let p = resource_proof(&s, &s.bound, "j2");
+    let err = resource(&s, &[format!("DPoP {}", s.bound)], &[p], &RevocationDown).unwrap_err();
+    assert_eq!(err.disposition(), Disposition::Unavailable);
+}
+
+#[test]
+fn errors_never_carry_token_or_proof_material() {
+    let s = setup();
+    let p = resource_proof(&s, "some.other.token", "j");
+    let err = resource(
+        &s,
+        &[format!("DPoP {}", s.bound)],
+        std::slice::from_ref(&p),
+        &Revocations(vec![]),
+    )
+    .unwrap_err();
+    let shown = format!(
+        "{err} {err:?} {} {:?}",
+        err.description(),
+        err.www_authenticate()
+    );
+    for secret in [
+        s.bound.as_str(),
+        p.as_str(),
+        s.bound.split('.').nth(1).unwrap(),
+    ] {
+        assert!(!shown.contains(secret));
+    }
+}
