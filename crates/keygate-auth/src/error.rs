@@ -190,6 +190,12 @@ pub enum Reason {
     /// The token does not carry a required scope.
     #[error("insufficient scope")]
     InsufficientScope,
+    /// The refresh token is revoked, expired, of another client or inconsistent (S08).
+    #[error("refresh rejected")]
+    RefreshRejected,
+    /// A rotated refresh token was presented; its family is revoked (S08).
+    #[error("refresh token reuse")]
+    RefreshReuse,
     /// The replay cache could not be reached (S35).
     #[error("replay cache unavailable")]
     ReplayCacheUnavailable,
@@ -232,7 +238,8 @@ impl fmt::Debug for AuthError {
 pub(crate) const DPOP_ALGS: &str = "EdDSA ES256";
 
 impl AuthError {
-    pub(crate) fn new(code: ErrorCode, reason: impl Into<Reason>) -> Self {
+    /// An error with a given code and reason (for callers composing checks).
+    pub fn new(code: ErrorCode, reason: impl Into<Reason>) -> Self {
         Self {
             code,
             reason: reason.into(),

@@ -26,7 +26,13 @@ mod json;
 pub mod jwk;
 pub mod jws;
 pub mod keys;
+pub mod opaque;
+pub mod password;
+pub mod pkce;
+pub mod redirect;
+pub mod refresh;
 pub mod resource;
+pub mod totp;
 
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
 pub use error::{AuthError, Disposition, ErrorCode, Reason};
