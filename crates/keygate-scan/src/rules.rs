@@ -212,9 +212,19 @@ impl RuleSet {
     /// Adds the rules of one TOML document. A rule whose id is already present replaces it,
     /// so a user file can override a built-in rule.
     pub fn add_source(&mut self, source_name: &str, text: &str) -> Result<(), RuleError> {
-        let file: RuleFile = toml::from_str(text).map_err(|e| RuleError::Parse {
-            source_name: source_name.to_string(),
-            message: e.to_string(),
+        let file: RuleFile = toml::from_str(text).map_err(|e| {
+            // One line: the reason and where, without toml's multi-line snippet.
+            let line = e
+                .span()
+                .map(|s| text.get(..s.start).unwrap_or("").matches('\n').count() + 1);
+            let reason = e.message().replace('\n', " ");
+            RuleError::Parse {
+                source_name: source_name.to_string(),
+                message: match line {
+                    Some(l) => format!("line {l}: {reason}"),
+                    None => reason,
+                },
+            }
         })?;
         let mut seen = std::collections::HashSet::new();
         for def in file.rules {
