@@ -299,3 +299,58 @@ pub fn verify(
         expires_at: UnixTime(claims.exp),
     })
 }
+
+/// A bounded cache of signature-checked access tokens, keyed by the SHA-256 of the
+/// token. A hit skips parsing and the signature check; expiry is still checked on every
+/// use. Revocation is not cached here: [`crate::resource::verify_request`] asks the
+/// [`crate::resource::RevocationCheck`] on every call.
+#[derive(Debug)]
+pub struct AccessTokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedAccessToken>>,
+    capacity: usize,
+}
+
+impl AccessTokenCache {
+    /// A cache of at most `capacity` tokens.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// [`verify`], answering from the cache when the same token was verified before.
+    pub fn verify(
+        &self,
+        config: &AccessTokenConfig,
+        keys: &SigningKeySet,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<VerifiedAccessToken, AuthError> {
+        use sha2::Digest as _;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let skew = config.skew();
+        if let Ok(mut map) = self.entries.lock() {
+            if let Some(hit) = map.get(&key) {
+                if now.0 < hit.expires_at.0.saturating_add(skew) {
+                    return Ok(hit.clone());
+                }
+                map.remove(&key);
+                return Err(AuthError::token(Reason::Expired));
+            }
+        }
+        let verified = verify(config, keys, token, now)?;
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= self.capacity {
+                map.retain(|_, v| now.0 < v.expires_at.0.saturating_add(skew));
+                if map.len() >= self.capacity {
+                    map.clear();
+                }
+            }
+            if self.capacity > 0 {
+                map.insert(key, verified.clone());
+            }
+        }
+        Ok(verified)
+    }
+}

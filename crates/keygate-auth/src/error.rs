@@ -193,6 +193,10 @@ pub enum Reason {
     /// The refresh token is revoked, expired, of another client or inconsistent (S08).
     #[error("refresh rejected")]
     RefreshRejected,
+    /// An authorization code is expired, used, or redeemed with the wrong client,
+    /// redirect URI or PKCE verifier.
+    #[error("authorization code rejected")]
+    CodeRejected,
     /// A rotated refresh token was presented; its family is revoked (S08).
     #[error("refresh token reuse")]
     RefreshReuse,

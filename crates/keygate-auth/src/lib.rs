@@ -19,6 +19,7 @@
 pub mod access;
 pub mod b64;
 pub mod clock;
+pub mod code;
 pub mod dpop;
 pub mod error;
 pub mod ids;

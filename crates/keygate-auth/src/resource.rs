@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use crate::access::{self, AccessTokenConfig, VerifiedAccessToken};
+use crate::access::{self, AccessTokenCache, AccessTokenConfig, VerifiedAccessToken};
 use crate::clock::UnixTime;
 use crate::dpop::{self, DpopConfig, ProofRequest, ReplayCache};
 use crate::error::{AuthError, ErrorCode, Reason, Scheme};
@@ -45,6 +45,22 @@ pub struct ResourceVerifier {
     /// Whether tokens without `cnf.jkt` may be used with the `Bearer` scheme (e.g. for
     /// confidential clients); bound tokens never may.
     pub allow_unbound_bearer: bool,
+    /// Caches signature checks of access tokens (revocation is still asked every time).
+    pub token_cache: Option<AccessTokenCache>,
+}
+
+impl ResourceVerifier {
+    fn verify_token(
+        &self,
+        keys: &SigningKeySet,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<VerifiedAccessToken, AuthError> {
+        match &self.token_cache {
+            Some(cache) => cache.verify(&self.access, keys, token, now),
+            None => access::verify(&self.access, keys, token, now),
+        }
+    }
 }
 
 /// The parts of the request that are checked.
@@ -174,7 +190,8 @@ where
             } else {
                 Scheme::Dpop
             };
-            let t = access::verify(&verifier.access, keys, token, now)
+            let t = verifier
+                .verify_token(keys, token, now)
                 .map_err(|e| e.with_scheme(challenge))?;
             if t.jkt().is_some() {
                 return Err(AuthError::token(Reason::BoundTokenAsBearer));
@@ -185,7 +202,7 @@ where
             t
         }
         AuthScheme::Dpop => {
-            let t = access::verify(&verifier.access, keys, token, now)?;
+            let t = verifier.verify_token(keys, token, now)?;
             let jkt = t
                 .jkt()
                 .ok_or(AuthError::token(Reason::UnboundTokenAsDpop))?;

@@ -741,6 +741,7 @@ fn setup() -> Setup {
             access: config(),
             dpop: dpop_config(BASE),
             allow_unbound_bearer: false,
+            token_cache: Some(keygate_auth::access::AccessTokenCache::new(16)),
         },
         keys,
         device,
@@ -949,4 +950,34 @@ fn errors_never_carry_token_or_proof_material() {
     ] {
         assert!(!shown.contains(secret));
     }
+}
+
+#[test]
+fn cached_tokens_are_still_checked_for_revocation_and_expiry() {
+    let s = setup();
+    let p = resource_proof(&s, &s.bound, "c1");
+    resource(
+        &s,
+        &[format!("DPoP {}", s.bound)],
+        &[p],
+        &Revocations(vec![]),
+    )
+    .unwrap();
+    // Same token again: a cache hit, but the session has been revoked meanwhile.
+    let p = resource_proof(&s, &s.bound, "c2");
+    let err = resource(
+        &s,
+        &[format!("DPoP {}", s.bound)],
+        &[p],
+        &Revocations(vec!["family-1".into()]),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::Revoked);
+    // And a cache hit after expiry is refused.
+    let cache = s.verifier.token_cache.as_ref().unwrap();
+    let later = NOW.plus(300 + 60);
+    let err = cache
+        .verify(&s.verifier.access, &s.keys, &s.bound, later)
+        .unwrap_err();
+    assert_eq!(err.reason(), Reason::Expired);
 }

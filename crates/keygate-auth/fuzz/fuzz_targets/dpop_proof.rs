@@ -31,6 +31,11 @@ fuzz_target!(|input: (&[u8], &str, &str)| {
         expected_jkt: None,
     };
     let cache = InMemoryReplayCache::new(64);
-    let _ = block_on(dpop::verify_proof(&config, &request, &cache, UnixTime(1_800_000_000)));
+    let _ = block_on(dpop::verify_proof(
+        &config,
+        &request,
+        &cache,
+        UnixTime(1_800_000_000),
+    ));
     let _ = dpop::normalise_htu(htu);
 });

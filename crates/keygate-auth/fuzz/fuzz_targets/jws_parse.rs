@@ -3,10 +3,10 @@
 
 use std::sync::OnceLock;
 
+use keygate_auth::UnixTime;
 use keygate_auth::access::{self, AccessTokenConfig};
 use keygate_auth::jws::{self, Algorithm};
 use keygate_auth::keys::{RotationPolicy, SigningKey, SigningKeySet};
-use keygate_auth::UnixTime;
 use libfuzzer_sys::fuzz_target;
 
 const NOW: UnixTime = UnixTime(1_800_000_000);
@@ -14,7 +14,11 @@ const NOW: UnixTime = UnixTime(1_800_000_000);
 fn keys() -> &'static SigningKeySet {
     static KEYS: OnceLock<SigningKeySet> = OnceLock::new();
     KEYS.get_or_init(|| {
-        SigningKeySet::bootstrap(RotationPolicy::default(), SigningKey::generate(Algorithm::Es256), NOW)
+        SigningKeySet::bootstrap(
+            RotationPolicy::default(),
+            SigningKey::generate(Algorithm::Es256),
+            NOW,
+        )
     })
 }
 
@@ -26,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = parsed.claims();
         let _ = parsed.verify(entry.key.verification_key());
     }
-    let config = AccessTokenConfig::new("https://gate.example.com", "https://gate.example.com/proxy");
+    let config =
+        AccessTokenConfig::new("https://gate.example.com", "https://gate.example.com/proxy");
     let _ = access::verify(&config, keys(), text, NOW);
 });
