@@ -27,8 +27,9 @@ impl AuditKey {
         mac.update(kind.as_bytes());
         mac.update(&[0]);
         mac.update(value);
-        let out = mac.finalize().into_bytes();
-        format!("hmac-sha256:{}", hex::encode(&out[..16]))
+        let full = hex::encode(mac.finalize().into_bytes());
+        // 128 bits (32 hex digits) is plenty to correlate and short enough to read.
+        format!("hmac-sha256:{}", full.get(..32).unwrap_or(&full))
     }
 }
 

@@ -42,9 +42,8 @@ pub fn read_checkpoints(
         }
     };
     let Some(key) = key else {
-        warnings.push(
-            "the master key is unavailable: checkpoint signatures were not checked".into(),
-        );
+        warnings
+            .push("the master key is unavailable: checkpoint signatures were not checked".into());
         return Ok(Vec::new());
     };
     let terminated = text.ends_with('\n');
@@ -146,4 +145,24 @@ pub async fn write_checkpoint(
     f.write_all(line.as_bytes())?;
     f.sync_data()?;
     Ok(Some(seq))
+}
+
+/// The JSON form of a verification, shared by the admin API and the CLI.
+pub fn verification_json(v: &Verification) -> serde_json::Value {
+    match &v.report {
+        Ok(r) => serde_json::json!({
+            "ok": true,
+            "entries": r.entries,
+            "head_seq": r.head_seq,
+            "head_hash": hex::encode(r.head_hash),
+            "checkpoints_checked": r.checkpoints_checked,
+            "warnings": v.warnings,
+        }),
+        Err(e) => serde_json::json!({
+            "ok": false,
+            "first_bad_seq": e.seq(),
+            "error": e.to_string(),
+            "warnings": v.warnings,
+        }),
+    }
 }

@@ -212,19 +212,22 @@ impl Config {
         base: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| err("(file)", format!("not valid TOML: {}", e.message())))?;
+        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            err("(file)", format!("not valid TOML: {}", e.message()))
+        })?;
         let master_env = doc
             .get("master_key")
             .and_then(|m| m.get("env"))
             .and_then(|v| v.as_str())
             .map(str::to_owned);
         overlay_env(&mut doc, env, master_env.as_deref())?;
-        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
-            .map_err(|e| {
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
                 let path = e.path().to_string();
-                err(if path == "." { "(file)" } else { &path }, e.into_inner().to_string())
+                err(
+                    if path == "." { "(file)" } else { &path },
+                    e.into_inner().to_string(),
+                )
             })?;
         raw.validate(base)
     }
@@ -302,7 +305,9 @@ fn parse_scalar(s: &str) -> toml::Value {
     let doc = format!("v = {s}");
     match doc.parse::<toml::Table>() {
         Ok(mut t) => match t.remove("v") {
-            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_)),
+            ) => v,
             _ => toml::Value::String(s.to_owned()),
         },
         Err(_) => toml::Value::String(s.to_owned()),
@@ -389,10 +394,7 @@ impl RawConfig {
             ));
         }
         if self.audit.checkpoint_interval < Duration::from_secs(1) {
-            return Err(err(
-                "audit.checkpoint_interval",
-                "must be at least 1s",
-            ));
+            return Err(err("audit.checkpoint_interval", "must be at least 1s"));
         }
         let log_format = match self.log.format.as_deref() {
             None | Some("json") => LogFormat::Json,
@@ -406,7 +408,10 @@ impl RawConfig {
         };
         let log_level = self.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(err("log.level", format!("`{log_level}` is not a valid filter")));
+            return Err(err(
+                "log.level",
+                format!("`{log_level}` is not a valid filter"),
+            ));
         }
         if !(1024..=1024 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             return Err(err(
@@ -458,7 +463,10 @@ mod tests {
         let c = load(&Config::template("127.0.0.1:9000".parse().unwrap()), &[]).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.data_dir, Path::new("/etc/keygate/./keygate-data"));
-        assert_eq!(c.storage_url, "sqlite:///etc/keygate/./keygate-data/keygate.db");
+        assert_eq!(
+            c.storage_url,
+            "sqlite:///etc/keygate/./keygate-data/keygate.db"
+        );
         assert_eq!(
             c.master_key,
             Some(MasterKeySource::File("/etc/keygate/./master.key".into()))
@@ -487,7 +495,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             ("listen = \"nope\"", &[], "listen"),
             ("public_url = \"ftp://x\"", &[], "public_url"),
             ("[storage]\nurl = \"mysql://x\"", &[], "storage.url"),
@@ -495,12 +504,24 @@ mod tests {
             ("[master_key]\nfile = \"a\"\nenv = \"B\"", &[], "master_key"),
             ("[vault]\nmax_versions = 0", &[], "vault.max_versions"),
             ("[vault]\nmax_versions = \"ten\"", &[], "vault.max_versions"),
-            ("[vault]\nmax_value_bytes = -1", &[], "vault.max_value_bytes"),
-            ("[audit]\ncheckpoint_interval = \"soon\"", &[], "audit.checkpoint_interval"),
+            (
+                "[vault]\nmax_value_bytes = -1",
+                &[],
+                "vault.max_value_bytes",
+            ),
+            (
+                "[audit]\ncheckpoint_interval = \"soon\"",
+                &[],
+                "audit.checkpoint_interval",
+            ),
             ("[log]\nformat = \"xml\"", &[], "log.format"),
             ("colour = true", &[], "colour"),
             ("[vault]\nmax_verions = 3", &[], "vault.max_verions"),
-            ("", &[("KEYGATE_VAULT__MAX_VERSIONS", "lots")], "vault.max_versions"),
+            (
+                "",
+                &[("KEYGATE_VAULT__MAX_VERSIONS", "lots")],
+                "vault.max_versions",
+            ),
             ("", &[("KEYGATE_BOGUS", "1")], "bogus"),
             ("listen = [", &[], "(file)"),
         ];
@@ -520,6 +541,9 @@ mod tests {
             &[("KEYGATE_MASTER_KEY", "00")],
         )
         .unwrap();
-        assert_eq!(c.master_key, Some(MasterKeySource::Env("KEYGATE_MASTER_KEY".into())));
+        assert_eq!(
+            c.master_key,
+            Some(MasterKeySource::Env("KEYGATE_MASTER_KEY".into()))
+        );
     }
 }

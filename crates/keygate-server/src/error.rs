@@ -87,7 +87,9 @@ impl From<VaultError> for ApiError {
             VaultError::TooLarge { .. } => {
                 ApiError::new(S::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
             }
-            VaultError::KeyRotated => ApiError::new(S::SERVICE_UNAVAILABLE, "key_rotated", e.to_string()),
+            VaultError::KeyRotated => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, "key_rotated", e.to_string())
+            }
             VaultError::Store(inner) => ApiError::unavailable(inner),
             VaultError::Tampered(_) | VaultError::MasterKey(_) => ApiError::internal(&e),
         }

@@ -1,1 +1,285 @@
+//! keygate's HTTP server: configuration, the admin API, health checks, logging, and the
+//! audit checkpoint task.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = keygate_server::config::Config::load("keygate.toml".as_ref())?;
+//! let server = keygate_server::start(config).await?;
+//! println!("listening on {}", server.addr());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
+pub mod admin;
+pub mod admin_token;
+pub mod audit_ops;
+pub mod config;
+pub mod error;
+pub mod logging;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Json, Router, routing::get};
+use keygate_store::{SqlStore, Store};
+use keygate_vault::{MasterKey, Vault, now_ms, write_key_file};
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub vault: Arc<Vault>,
+    pub store: Arc<dyn Store>,
+    /// Admin credentials as (id, SHA-256 of the token), loaded at start.
+    pub admins: Arc<Vec<(String, Vec<u8>)>>,
+    pub config: Arc<Config>,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state
+        .config
+        .max_body_bytes
+        .max(state.config.vault.max_value_bytes * 2 + 64 * 1024);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(admin::router())
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    // Path only: a query string is never logged.
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.vault.sealed().is_some() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "sealed"})),
+        );
+    }
+    if let Err(e) = s.store.audit_head().await {
+        tracing::error!(error = %e, "readiness: storage unavailable");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "storage"})),
+        );
+    }
+    (StatusCode::OK, Json(json!({"ready": true})))
+}
+
+/// Opens the store and the vault the configuration names. The vault may come up sealed.
+pub async fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Vault>)> {
+    if config.storage_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::connect(&config.storage_url)
+            .await
+            .context("opening storage")?,
+    );
+    let provider = config.master_key.as_ref().map(|m| m.provider());
+    let vault = Vault::open(store.clone(), provider.as_deref(), config.vault)
+        .await
+        .context("opening the vault")?;
+    Ok((store, Arc::new(vault)))
+}
+
+/// A running server.
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    checkpoints: JoinHandle<()>,
+    store: Arc<dyn Store>,
+}
+
+impl RunningServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes in-flight requests, writes a last checkpoint and closes
+    /// the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.http.await;
+        let _ = self.checkpoints.await;
+        self.store.close().await;
+    }
+}
+
+/// Validates everything, opens storage, binds `config.listen` and serves in the
+/// background.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let (store, vault) = open(&config).await?;
+    let admins = store
+        .admin_credentials()
+        .await
+        .context("reading admin credentials")?
+        .into_iter()
+        .map(|c| (c.id, c.token_hash))
+        .collect();
+    let config = Arc::new(config);
+    let state = AppState {
+        vault: vault.clone(),
+        store: store.clone(),
+        admins: Arc::new(admins),
+        config: config.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let app = router(state);
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let checkpoints = tokio::spawn(checkpoint_loop(
+        store.clone(),
+        vault.clone(),
+        config.checkpoint_file.clone(),
+        config.checkpoint_interval,
+        stop_rx,
+    ));
+    match vault.sealed() {
+        Some(reason) => tracing::warn!(%addr, %reason, "keygate listening SEALED"),
+        None => tracing::info!(%addr, backend = store.backend(), "keygate listening"),
+    }
+    Ok(RunningServer {
+        addr,
+        stop,
+        http,
+        checkpoints,
+        store,
+    })
+}
+
+/// Signs the chain head into the checkpoint file every `interval`, and once more on stop.
+async fn checkpoint_loop(
+    store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+    path: PathBuf,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(key) = vault.keyring().map(|k| k.checkpoint.clone()) else {
+        return;
+    };
+    let mut last = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        match audit_ops::write_checkpoint(store.as_ref(), &path, &key, last, now_ms()).await {
+            Ok(Some(seq)) => {
+                last = Some(seq);
+                tracing::debug!(seq, "audit checkpoint written");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, file = %path.display(), "audit checkpoint failed")
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// What `keygate init` created.
+pub struct InitOutput {
+    pub config_path: PathBuf,
+    pub master_key_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub admin_token: SecretString,
+}
+
+/// Creates `DIR/keygate.toml`, `DIR/master.key` (mode 0600) and `DIR/keygate-data`,
+/// initialises the store and creates the first admin credential. Refuses to touch an
+/// existing set-up.
+pub async fn init_dir(dir: &Path, listen: SocketAddr) -> anyhow::Result<InitOutput> {
+    let config_path = dir.join("keygate.toml");
+    let master_key_path = dir.join("master.key");
+    let data_dir = dir.join("keygate-data");
+    for existing in [&config_path, &master_key_path, &data_dir.join("keygate.db")] {
+        if existing.exists() {
+            anyhow::bail!(
+                "{} already exists: refusing to overwrite an existing set-up",
+                existing.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let master = MasterKey::generate();
+    write_key_file(&master_key_path, &master)
+        .with_context(|| format!("writing {}", master_key_path.display()))?;
+    let template = Config::template(listen);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&config_path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, template.as_bytes()))
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let config = Config::from_toml(&template, dir, std::iter::empty())?;
+    let store = SqlStore::connect(&config.storage_url)
+        .await
+        .context("creating the database")?;
+    let (admin_token, credential) = admin_token::generate("first admin (keygate init)");
+    Vault::initialize(&store, &master, credential)
+        .await
+        .context("initialising the vault")?;
+    store.close().await;
+    Ok(InitOutput {
+        config_path,
+        master_key_path,
+        data_dir,
+        admin_token,
+    })
+}

@@ -16,7 +16,15 @@
 //! println!("audit log holds {} entries", head.0);
 //! # Ok(()) }
 //! ```
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod sql;
 pub mod testing;

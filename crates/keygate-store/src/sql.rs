@@ -362,6 +362,22 @@ impl Store for SqlStore {
                     .bind(version)
                     .fetch_optional(&mut *tx)
                     .await?;
+                // The entry records what the read found, not only that it was tried.
+                let found = match &row {
+                    None => Some("no such version"),
+                    Some(r) if r.try_get::<Option<Vec<u8>>, _>("ciphertext")?.is_none() => {
+                        Some("destroyed")
+                    }
+                    Some(_) => None,
+                };
+                let event = match found {
+                    Some(reason) => {
+                        let mut e = event.detail("reason", reason);
+                        e.outcome = Outcome::Failure;
+                        e
+                    }
+                    None => event,
+                };
                 self.append(&mut tx, event, now_ms).await?;
                 tx.commit().await?;
                 row

@@ -21,7 +21,15 @@
 //! let (_version, _value) = vault.get(&name, Some(v), "admin:root").await?;
 //! # Ok(()) }
 //! ```
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod crypto;
 mod master;
@@ -468,13 +476,15 @@ impl Vault {
         Ok(meta)
     }
 
-    /// Names and metadata; never values. Listing works while sealed.
+    /// Names and metadata; never values.
     pub async fn list(&self) -> Result<Vec<SecretMeta>> {
+        self.keys()?;
         Ok(self.store.list_secrets().await?)
     }
 
     /// A secret's metadata and the metadata of its versions.
     pub async fn history(&self, name: &SecretName) -> Result<(SecretMeta, Vec<VersionMeta>)> {
+        self.keys()?;
         let meta = self
             .store
             .secret_meta(name.as_str())

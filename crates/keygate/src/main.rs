@@ -1,1 +1,79 @@
-fn main() {}
+//! `keygate`: the one binary. `main` parses arguments, calls [`run`], prints one error
+//! line and exits with a documented code:
+//!
+//! - 0: success
+//! - 1: the operation failed (the line on stderr says why), or `audit verify` found a
+//!   broken chain
+//! - 2: invalid usage (from the argument parser)
+
+mod client;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "Self-hosted gatekeeper that keeps third-party API keys off mobile devices",
+    after_help = "Examples:\n  keygate demo                       # see it work on embedded defaults\n  keygate init --dir /etc/keygate    # real set-up: config, master key, admin token\n  keygate serve --config /etc/keygate/keygate.toml\n  echo -n \"$OPENAI_KEY\" | keygate secret put openai --stdin\n\nManagement commands talk to a running server: set KEYGATE_ADDR (default http://127.0.0.1:8080)\nand KEYGATE_TOKEN (the admin token printed by `keygate init`)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a configuration, a master key and the first admin credential in a directory
+    Init(cmd::init::InitArgs),
+    /// Run the server
+    Serve(cmd::serve::ServeArgs),
+    /// Start a throw-away server on embedded defaults and walk through what it does
+    Demo(cmd::demo::DemoArgs),
+    /// Manage secrets in the vault (through the admin API)
+    #[command(subcommand)]
+    Secret(cmd::secret::SecretCommand),
+    /// Inspect and verify the audit log
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
+    /// Master-key operations that work directly on the store
+    #[command(subcommand)]
+    Vault(cmd::vault::VaultCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keygate: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes, outermost first.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("keygate: {}", chain.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init(a) => cmd::init::run(a).await,
+        Command::Serve(a) => cmd::serve::run(a).await,
+        Command::Demo(a) => cmd::demo::run(a).await,
+        Command::Secret(c) => cmd::secret::run(c).await,
+        Command::Audit(c) => cmd::audit::run(c).await,
+        Command::Vault(c) => cmd::vault::run(c).await,
+    }
+}

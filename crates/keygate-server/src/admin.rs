@@ -1,0 +1,336 @@
+//! The admin API (`/admin/v1/…`): thin handlers that parse, call the vault or the store,
+//! and map the result.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::get, routing::post};
+use keygate_audit::{AuditEvent, Outcome};
+use keygate_store::{SecretMeta, VersionMeta};
+use keygate_vault::{SecretName, now_ms};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::error::{ApiError, json_rejection};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/secrets", get(list_secrets))
+        .route(
+            "/admin/v1/secrets/{name}",
+            get(get_secret)
+                .put(put_secret)
+                .patch(configure_secret)
+                .delete(delete_secret),
+        )
+        .route("/admin/v1/secrets/{name}/versions", get(history))
+        .route("/admin/v1/secrets/{name}/rollback", post(rollback))
+        .route("/admin/v1/secrets/{name}/undelete", post(undelete))
+        .route("/admin/v1/secrets/{name}/destroy", post(destroy))
+        .route("/admin/v1/secret-fingerprints", get(fingerprints))
+        .route("/admin/v1/audit", get(audit_entries))
+        .route("/admin/v1/audit/verify", get(audit_verify))
+}
+
+/// Proof that the request carried a valid admin token; handlers take it as an argument,
+/// so an admin handler without authentication does not compile.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub id: String,
+}
+
+impl Admin {
+    pub fn actor(&self) -> String {
+        format!("admin:{}", self.id)
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        let reason = match presented {
+            None => "missing",
+            Some(token) => {
+                let digest = Sha256::digest(token.as_bytes());
+                // Compare against every credential without stopping early.
+                let mut found = None;
+                for (id, hash) in state.admins.iter() {
+                    if bool::from(hash.as_slice().ct_eq(digest.as_slice())) {
+                        found = Some(id.clone());
+                    }
+                }
+                if let Some(id) = found {
+                    return Ok(Admin { id });
+                }
+                "invalid"
+            }
+        };
+        let event = AuditEvent::new("anonymous", "admin.auth", Outcome::Denied)
+            .target(format!("{} {}", parts.method, parts.uri.path()))
+            .detail("reason", reason);
+        if let Err(e) = state.store.append_audit(event, now_ms()).await {
+            // The refusal stands either way; a failed audit write makes it a 503.
+            return Err(ApiError::unavailable(&e));
+        }
+        tracing::warn!(reason, path = %parts.uri.path(), "admin authentication refused");
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// A JSON body whose rejection is a safe [`ApiError`].
+pub struct Body<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Body<T>
+where
+    Json<T>: axum::extract::FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(r) => Err(json_rejection(r)),
+        }
+    }
+}
+
+fn name(raw: &str) -> Result<SecretName, ApiError> {
+    SecretName::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn meta_json(m: &SecretMeta) -> Value {
+    json!({
+        "name": m.name,
+        "current_version": m.current_version,
+        "max_versions": m.max_versions,
+        "created_ms": m.created_ms,
+        "updated_ms": m.updated_ms,
+        "deleted": m.deleted_ms.is_some(),
+        "deleted_ms": m.deleted_ms,
+    })
+}
+
+fn version_json(v: &VersionMeta) -> Value {
+    json!({
+        "version": v.version,
+        "created_ms": v.created_ms,
+        "destroyed": v.destroyed_ms.is_some(),
+        "destroyed_ms": v.destroyed_ms,
+    })
+}
+
+/// Responses that hold a secret must not be cached anywhere.
+fn no_store(body: Value) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (headers, Json(body)).into_response()
+}
+
+async fn list_secrets(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let secrets = s.vault.list().await?;
+    Ok(Json(json!({
+        "secrets": secrets.iter().map(meta_json).collect::<Vec<_>>()
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    version: Option<i64>,
+}
+
+async fn get_secret(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Result<Response, ApiError> {
+    let name = name(&raw)?;
+    let (version, value) = s.vault.get(&name, q.version, &admin.actor()).await?;
+    Ok(no_store(json!({
+        "name": name.as_str(),
+        "version": version,
+        "value": value.expose_secret(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    value: SecretString,
+    cas: Option<i64>,
+}
+
+async fn put_secret(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Body(body): Body<PutBody>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    let version = s
+        .vault
+        .put(&name, body.value, body.cas, &admin.actor())
+        .await?;
+    tracing::info!(secret = %name, version, "secret version written");
+    Ok(Json(json!({"name": name.as_str(), "version": version})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigureBody {
+    max_versions: Option<i64>,
+}
+
+async fn configure_secret(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Body(body): Body<ConfigureBody>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    s.vault
+        .set_max_versions(&name, body.max_versions, &admin.actor())
+        .await?;
+    Ok(Json(
+        json!({"name": name.as_str(), "max_versions": body.max_versions}),
+    ))
+}
+
+async fn delete_secret(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    s.vault.delete(&name, &admin.actor()).await?;
+    Ok(Json(json!({"name": name.as_str(), "deleted": true})))
+}
+
+async fn undelete(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    s.vault.undelete(&name, &admin.actor()).await?;
+    Ok(Json(json!({"name": name.as_str(), "deleted": false})))
+}
+
+async fn history(
+    _admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    let (meta, versions) = s.vault.history(&name).await?;
+    Ok(Json(json!({
+        "secret": meta_json(&meta),
+        "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    to: i64,
+}
+
+async fn rollback(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Body(body): Body<RollbackBody>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    let version = s.vault.rollback(&name, body.to, &admin.actor()).await?;
+    Ok(Json(
+        json!({"name": name.as_str(), "version": version, "from_version": body.to}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestroyBody {
+    version: i64,
+}
+
+async fn destroy(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Body(body): Body<DestroyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    s.vault.destroy(&name, body.version, &admin.actor()).await?;
+    Ok(Json(
+        json!({"name": name.as_str(), "version": body.version, "destroyed": true}),
+    ))
+}
+
+async fn fingerprints(admin: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
+    let file = s.vault.fingerprints(&admin.actor()).await?;
+    let body = serde_json::to_value(file).map_err(|e| ApiError::internal(&e))?;
+    Ok(no_store(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+    /// With `tail=N`: the last N entries.
+    tail: Option<i64>,
+}
+
+async fn audit_entries(
+    _admin: Admin,
+    State(s): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let after = match (q.tail, q.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "use either `after` or `tail`, not both",
+            ));
+        }
+        (Some(n), None) => {
+            if !(1..=1000).contains(&n) {
+                return Err(ApiError::bad_request("tail must be between 1 and 1000"));
+            }
+            let (head, _) = s.store.audit_head().await?;
+            (head - n).max(0)
+        }
+        (None, after) => after.unwrap_or(0),
+    };
+    let entries = s.store.audit_entries(after, limit).await?;
+    Ok(Json(json!({
+        "entries": entries.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
+    })))
+}
+
+async fn audit_verify(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let key = s.vault.keyring().map(|k| &k.checkpoint);
+    let v = crate::audit_ops::verify(s.store.as_ref(), &s.config.checkpoint_file, key).await;
+    Ok(Json(crate::audit_ops::verification_json(&v)))
+}

@@ -1,0 +1,276 @@
+//! `keygate secret …`: the vault through the admin API.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::{Format, ts};
+use crate::client::AdminClient;
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Write a new version; the value is read from standard input
+    #[command(
+        after_help = "Example:\n  printf %s \"$OPENAI_KEY\" | keygate secret put openai --stdin\n\nOne trailing newline is removed, so `echo KEY | …` stores KEY."
+    )]
+    Put {
+        name: String,
+        /// Read the value from standard input (required: a value on the command line
+        /// would be visible to every process on the machine)
+        #[arg(long)]
+        stdin: bool,
+        /// Check-and-set: only write if the current version is N (0: only if new)
+        #[arg(long)]
+        cas: Option<i64>,
+    },
+    /// Print a version's value (the current one by default)
+    #[command(after_help = "Example:\n  keygate secret get openai --version 2")]
+    Get {
+        name: String,
+        #[arg(long)]
+        version: Option<i64>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// List secrets with their metadata (never values)
+    #[command(after_help = "Example:\n  keygate secret list --format json")]
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show a secret's versions
+    #[command(after_help = "Example:\n  keygate secret history openai")]
+    History {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Write a new version holding the value of an older one
+    #[command(after_help = "Example:\n  keygate secret rollback openai --to 2")]
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: i64,
+    },
+    /// Soft-delete a secret (its versions are kept; `undelete` restores it)
+    #[command(after_help = "Example:\n  keygate secret delete openai")]
+    Delete { name: String },
+    /// Restore a soft-deleted secret
+    #[command(after_help = "Example:\n  keygate secret undelete openai")]
+    Undelete { name: String },
+    /// Erase a version's data key: its value is gone for good
+    #[command(after_help = "Example:\n  keygate secret destroy openai --version 1")]
+    Destroy {
+        name: String,
+        #[arg(long)]
+        version: i64,
+    },
+    /// Set how many versions of a secret keep their value
+    #[command(after_help = "Example:\n  keygate secret configure openai --max-versions 3")]
+    Configure {
+        name: String,
+        #[arg(long)]
+        max_versions: i64,
+    },
+    /// Export keyed fingerprints of current values for `keygate scan --fingerprints`
+    #[command(
+        after_help = "Example:\n  keygate secret fingerprints --out managed.json\n  keygate scan . --fingerprints managed.json"
+    )]
+    Fingerprints {
+        /// Write to this file (mode 0600) instead of standard output
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub async fn run(c: SecretCommand) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::from_env()?;
+    match c {
+        SecretCommand::Put { name, stdin, cas } => {
+            if !stdin {
+                bail!("pass the value on standard input with --stdin (never as an argument)");
+            }
+            let mut raw = Zeroizing::new(Vec::new());
+            std::io::stdin()
+                .read_to_end(&mut raw)
+                .context("reading the value from standard input")?;
+            if raw.ends_with(b"\n") {
+                raw.pop();
+                if raw.ends_with(b"\r") {
+                    raw.pop();
+                }
+            }
+            let value =
+                Zeroizing::new(String::from_utf8(std::mem::take(&mut *raw)).map_err(|_| {
+                    anyhow::anyhow!("the value on standard input is not UTF-8 text")
+                })?);
+            let mut body = json!({"value": value.as_str()});
+            if let Some(n) = cas {
+                body["cas"] = json!(n);
+            }
+            let r = client
+                .call(
+                    Method::PUT,
+                    &format!("/admin/v1/secrets/{name}"),
+                    Some(body),
+                )
+                .await?;
+            println!("{name}: wrote version {}", r["version"]);
+        }
+        SecretCommand::Get {
+            name,
+            version,
+            format,
+        } => {
+            let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
+            let r = client.get(&format!("/admin/v1/secrets/{name}{q}")).await?;
+            match format {
+                Format::Json => println!("{r}"),
+                Format::Text => println!("{}", r["value"].as_str().unwrap_or_default()),
+            }
+        }
+        SecretCommand::List { format } => {
+            let r = client.get("/admin/v1/secrets").await?;
+            match format {
+                Format::Json => println!("{r}"),
+                Format::Text => print_list(&r),
+            }
+        }
+        SecretCommand::History { name, format } => {
+            let r = client
+                .get(&format!("/admin/v1/secrets/{name}/versions"))
+                .await?;
+            match format {
+                Format::Json => println!("{r}"),
+                Format::Text => print_history(&r),
+            }
+        }
+        SecretCommand::Rollback { name, to } => {
+            let r = client
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/secrets/{name}/rollback"),
+                    Some(json!({"to": to})),
+                )
+                .await?;
+            println!(
+                "{name}: version {} now holds the value of version {to}",
+                r["version"]
+            );
+        }
+        SecretCommand::Delete { name } => {
+            client
+                .call(Method::DELETE, &format!("/admin/v1/secrets/{name}"), None)
+                .await?;
+            println!(
+                "{name}: deleted (versions kept; `keygate secret undelete {name}` restores it)"
+            );
+        }
+        SecretCommand::Undelete { name } => {
+            client
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/secrets/{name}/undelete"),
+                    None,
+                )
+                .await?;
+            println!("{name}: restored");
+        }
+        SecretCommand::Destroy { name, version } => {
+            client
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/secrets/{name}/destroy"),
+                    Some(json!({"version": version})),
+                )
+                .await?;
+            println!("{name}: version {version} destroyed");
+        }
+        SecretCommand::Configure { name, max_versions } => {
+            client
+                .call(
+                    Method::PATCH,
+                    &format!("/admin/v1/secrets/{name}"),
+                    Some(json!({"max_versions": max_versions})),
+                )
+                .await?;
+            println!("{name}: keeps the values of its last {max_versions} versions");
+        }
+        SecretCommand::Fingerprints { out } => {
+            let r = client.get("/admin/v1/secret-fingerprints").await?;
+            let text = format!("{r}\n");
+            match out {
+                None => print!("{text}"),
+                Some(path) => {
+                    write_private(&path, text.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    let n = r["secrets"].as_array().map_or(0, Vec::len);
+                    println!("wrote fingerprints of {n} secrets to {}", path.display());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
+fn print_list(r: &Value) {
+    let empty = Vec::new();
+    let secrets = r["secrets"].as_array().unwrap_or(&empty);
+    if secrets.is_empty() {
+        println!("no secrets yet: `keygate secret put NAME --stdin` adds one");
+        return;
+    }
+    println!("{:<32} {:>7}  {:<20}  STATUS", "NAME", "VERSION", "UPDATED");
+    for s in secrets {
+        println!(
+            "{:<32} {:>7}  {:<20}  {}",
+            s["name"].as_str().unwrap_or_default(),
+            s["current_version"],
+            ts(s["updated_ms"].as_i64().unwrap_or_default()),
+            if s["deleted"].as_bool().unwrap_or(false) {
+                "deleted"
+            } else {
+                "active"
+            }
+        );
+    }
+}
+
+fn print_history(r: &Value) {
+    let current = r["secret"]["current_version"].as_i64().unwrap_or_default();
+    println!("{:>7}  {:<20}  STATE", "VERSION", "CREATED");
+    let empty = Vec::new();
+    for v in r["versions"].as_array().unwrap_or(&empty) {
+        let n = v["version"].as_i64().unwrap_or_default();
+        let state = if v["destroyed"].as_bool().unwrap_or(false) {
+            "destroyed"
+        } else if n == current {
+            "current"
+        } else {
+            "kept"
+        };
+        println!(
+            "{:>7}  {:<20}  {state}",
+            n,
+            ts(v["created_ms"].as_i64().unwrap_or_default())
+        );
+    }
+}
