@@ -145,6 +145,10 @@ impl Matcher {
                     }
                     if self.rules.global_exclude.is_match(value)
                         || rule.excludes.iter().any(|x| x.is_match(value))
+                        || rule
+                            .excludes_match
+                            .iter()
+                            .any(|x| x.is_match(whole.as_bytes()))
                     {
                         continue;
                     }

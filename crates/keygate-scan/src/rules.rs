@@ -95,6 +95,10 @@ pub struct RuleDef {
     pub window: Option<usize>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Patterns that veto a hit when they match the whole match (the context around
+    /// the secret, such as the name it is assigned to).
+    #[serde(default)]
+    pub exclude_match: Vec<String>,
     #[serde(default)]
     pub examples: Vec<String>,
     #[serde(default)]
@@ -113,6 +117,7 @@ pub struct Rule {
     pub(crate) regex: Regex,
     pub(crate) secret_group: usize,
     pub(crate) excludes: Vec<Regex>,
+    pub(crate) excludes_match: Vec<Regex>,
     pub(crate) generic: bool,
 }
 
@@ -162,6 +167,13 @@ impl Rule {
                     .map_err(|err| invalid(format!("bad exclude pattern: {err}")))?,
             );
         }
+        let mut excludes_match = Vec::with_capacity(def.exclude_match.len());
+        for e in &def.exclude_match {
+            excludes_match.push(
+                regex::bytes::Regex::new(&format!("(?-u){e}"))
+                    .map_err(|err| invalid(format!("bad exclude_match pattern: {err}")))?,
+            );
+        }
         if let Some(e) = def.entropy {
             if !(0.0..=8.0).contains(&e) {
                 return Err(invalid(
@@ -176,6 +188,7 @@ impl Rule {
             regex,
             secret_group,
             excludes,
+            excludes_match,
             generic,
         })
     }
