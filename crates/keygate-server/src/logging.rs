@@ -18,12 +18,14 @@ fn patterns() -> &'static [(Regex, &'static str)] {
     static P: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
     P.get_or_init(|| {
         let table: &[(&str, &str)] = &[
+            // Credentials after an HTTP auth scheme (before the key=value rule, which would
+            // otherwise take the scheme name for the value).
+            (r"(?i)\b(bearer|dpop|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "${1} [REDACTED]"),
             // key=value / "key":"value" where the key names a credential.
             (
                 r#"(?i)("?(?:[a-z_]*password|passwd|[a-z_]*secret|[a-z_]*token|authorization|api[_-]?key|cookie|dpop|otp|totp_code|code_verifier)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,}]+)"#,
                 "${1}\"[REDACTED]\"",
             ),
-            (r"(?i)\b(bearer|dpop|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "${1} [REDACTED]"),
             (r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", "[REDACTED-JWT]"),
             (r"\bkga_[A-Za-z0-9_-]{16,}", "[REDACTED-ADMIN-TOKEN]"),
             (r"\bsk-[A-Za-z0-9_-]{16,}", "[REDACTED-KEY]"),
