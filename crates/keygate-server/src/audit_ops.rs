@@ -138,6 +138,9 @@ pub async fn write_checkpoint(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    if last_written.is_none() {
+        drop_torn_tail(path)?;
+    }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -165,4 +168,22 @@ pub fn verification_json(v: &Verification) -> serde_json::Value {
             "warnings": v.warnings,
         }),
     }
+}
+
+/// A crash while appending can leave a last line without its newline. It never carried a
+/// complete signature, so it is cut off before the next append would bury it mid-file.
+fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    tracing::warn!(file = %path.display(), "dropping an incomplete last checkpoint line");
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.set_len(keep as u64)?;
+    f.sync_data()
 }

@@ -114,6 +114,24 @@ impl SqlStore {
 
     /// Begins a write transaction that holds the store's write lock from its first
     /// statement, so everything it reads stays current until it commits.
+    /// SQLite's `(journal_mode, synchronous)` as a pooled connection sees them; `None`
+    /// on PostgreSQL. `keygate check` and the durability test read it.
+    pub async fn sqlite_durability(&self) -> Result<Option<(String, i64)>> {
+        if self.backend != Backend::Sqlite {
+            return Ok(None);
+        }
+        let mut conn = self.read.acquire().await?;
+        let mode: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        Ok(Some((mode, sync)))
+    }
+
     async fn begin_write(&self) -> Result<Tx> {
         Ok(match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,

@@ -130,6 +130,11 @@ async fn initialize_happens_once(db: &TestDb) {
     assert_eq!(admins[0].id, "root");
     assert_eq!(assert_chain_intact(&store).await, 1);
     store.integrity_check().await.unwrap();
+    if store.backend() == "sqlite" {
+        // S33: WAL, and every commit synced (synchronous = FULL = 2).
+        let (mode, sync) = store.sqlite_durability().await.unwrap().unwrap();
+        assert_eq!((mode.as_str(), sync), ("wal", 2));
+    }
     store.close().await;
 }
 

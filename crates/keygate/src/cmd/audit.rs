@@ -66,9 +66,9 @@ async fn verify(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitC
                 .await;
             let mut json = keygate_server::audit_ops::verification_json(&v);
             if v.report.is_ok() {
-                if let Err(e) = store.integrity_check().await {
-                    json["ok"] = Value::Bool(false);
-                    json["error"] = Value::String(e.to_string());
+                if let (Err(e), Some(obj)) = (store.integrity_check().await, json.as_object_mut()) {
+                    obj.insert("ok".into(), Value::Bool(false));
+                    obj.insert("error".into(), Value::String(e.to_string()));
                 }
             }
             store.close().await;
@@ -162,14 +162,16 @@ async fn tail(lines: i64, follow: bool, format: Format) -> anyhow::Result<ExitCo
         }
     };
     print(r["entries"].as_array().unwrap_or(&Vec::new()), &mut last);
-    while follow {
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let r = client
             .get(&format!("/admin/v1/audit?after={last}&limit=1000"))
             .await?;
         print(r["entries"].as_array().unwrap_or(&Vec::new()), &mut last);
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn export(mut after: i64) -> anyhow::Result<ExitCode> {

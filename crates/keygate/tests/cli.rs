@@ -1,0 +1,391 @@
+//! The built binary, end to end: init, serve, every `secret` command, audit verification
+//! against a tampered store, master-key rotation, and clear one-line errors.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{Setup, keygate, stderr, stdout};
+use sqlx::Row;
+
+#[test]
+fn init_writes_a_private_key_and_refuses_a_second_time() {
+    let setup = Setup::new();
+    assert!(setup.token.starts_with("kga_"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(setup.dir.path().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read(setup.dir.path().join("master.key"))
+                .unwrap()
+                .len(),
+            32
+        );
+    }
+    let again = keygate()
+        .args(["init", "--dir"])
+        .arg(setup.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let err = stderr(&again);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn bad_config_fails_before_binding_and_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:99999\"\n").unwrap();
+    let out = keygate()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("config error at `listen`"), "{err}");
+    std::fs::write(&config, "[vault]\nmax_versions = \"ten\"\n").unwrap();
+    let out = keygate()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("vault.max_versions"),
+        "{}",
+        stderr(&out)
+    );
+    let out = keygate()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYGATE_VAULT__MAX_VERSIONS", "3")
+        .env("KEYGATE_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("`listen`"), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("keygate-data").exists(),
+        "nothing created on a bad config"
+    );
+}
+
+#[test]
+fn secret_commands_round_trip_through_the_server() {
+    let setup = Setup::new();
+    let log = setup.dir.path().join("server.log");
+    let server = setup.serve(&log, &[]);
+
+    let put = setup.cli(
+        &["secret", "put", "openai", "--stdin"],
+        Some("sk-first-value\n"),
+    );
+    assert!(put.status.success(), "{}", stderr(&put));
+    assert_eq!(stdout(&put).trim(), "openai: wrote version 1");
+    let get = setup.cli(&["secret", "get", "openai"], None);
+    assert_eq!(
+        stdout(&get),
+        "sk-first-value\n",
+        "trailing newline was stripped once"
+    );
+    setup.cli(
+        &["secret", "put", "openai", "--stdin", "--cas", "1"],
+        Some("sk-second"),
+    );
+    let stale = setup.cli(
+        &["secret", "put", "openai", "--stdin", "--cas", "1"],
+        Some("x"),
+    );
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(stderr(&stale).contains("HTTP 409"), "{}", stderr(&stale));
+    let no_stdin = setup.cli(&["secret", "put", "openai"], None);
+    assert_eq!(no_stdin.status.code(), Some(1));
+    assert!(stderr(&no_stdin).contains("--stdin"));
+
+    let list = setup.cli(&["secret", "list"], None);
+    assert!(stdout(&list).contains("openai"), "{}", stdout(&list));
+    let json = setup.cli(&["secret", "list", "--format", "json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["secrets"][0]["current_version"], 2);
+
+    let rb = setup.cli(&["secret", "rollback", "openai", "--to", "1"], None);
+    assert!(stdout(&rb).contains("version 3"), "{}", stdout(&rb));
+    assert_eq!(
+        stdout(&setup.cli(&["secret", "get", "openai"], None)),
+        "sk-first-value\n"
+    );
+    let v2 = setup.cli(&["secret", "get", "openai", "--version", "2"], None);
+    assert_eq!(stdout(&v2), "sk-second\n");
+    assert!(
+        setup
+            .cli(&["secret", "destroy", "openai", "--version", "2"], None)
+            .status
+            .success()
+    );
+    let gone = setup.cli(&["secret", "get", "openai", "--version", "2"], None);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).contains("destroyed"), "{}", stderr(&gone));
+    let hist = setup.cli(&["secret", "history", "openai"], None);
+    assert!(
+        stdout(&hist).contains("destroyed") && stdout(&hist).contains("current"),
+        "{}",
+        stdout(&hist)
+    );
+    assert!(
+        setup
+            .cli(
+                &["secret", "configure", "openai", "--max-versions", "5"],
+                None
+            )
+            .status
+            .success()
+    );
+    assert!(
+        setup
+            .cli(&["secret", "delete", "openai"], None)
+            .status
+            .success()
+    );
+    let deleted = setup.cli(&["secret", "get", "openai"], None);
+    assert!(stderr(&deleted).contains("deleted"), "{}", stderr(&deleted));
+    assert!(
+        setup
+            .cli(&["secret", "undelete", "openai"], None)
+            .status
+            .success()
+    );
+
+    let unknown = setup.cli(&["secret", "get", "nope"], None);
+    assert_eq!(unknown.status.code(), Some(1));
+    let err = stderr(&unknown);
+    assert_eq!(err.trim().lines().count(), 1);
+    assert!(err.contains("secret not found (HTTP 404"), "{err}");
+    let bad_name = setup.cli(&["secret", "get", "bad%20name"], None);
+    assert!(
+        stderr(&bad_name).contains("HTTP 400"),
+        "{}",
+        stderr(&bad_name)
+    );
+
+    let mut no_token = keygate();
+    no_token
+        .args(["secret", "list"])
+        .env("KEYGATE_ADDR", setup.base());
+    let out = no_token.output().unwrap();
+    assert!(
+        stderr(&out).contains("KEYGATE_TOKEN is not set"),
+        "{}",
+        stderr(&out)
+    );
+
+    server.stop();
+}
+
+/// Sets up a store with some history and a checkpoint at its head, server stopped.
+fn store_with_history() -> Setup {
+    let setup = Setup::new();
+    let log = setup.dir.path().join("server.log");
+    let server = setup.serve(&log, &[]);
+    for i in 0..4 {
+        let out = setup.cli(
+            &["secret", "put", &format!("s{i}"), "--stdin"],
+            Some("value-123456789"),
+        );
+        assert!(out.status.success());
+    }
+    server.stop();
+    setup
+}
+
+fn verify_offline(setup: &Setup) -> std::process::Output {
+    setup.offline(&[
+        "audit",
+        "verify",
+        "--config",
+        setup.config.to_str().unwrap(),
+    ])
+}
+
+async fn sql(setup: &Setup, statements: &[&str]) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&setup.db_url()).await.unwrap();
+    for s in statements {
+        sqlx::query(s).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn audit_verify_names_the_first_bad_entry() {
+    let base = store_with_history();
+    let ok = verify_offline(&base);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(
+        stdout(&ok).contains("audit log intact: 5 entries"),
+        "{}",
+        stdout(&ok)
+    );
+    let json = base.offline(&[
+        "audit",
+        "verify",
+        "--format",
+        "json",
+        "--config",
+        base.config.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(v["checkpoints_checked"].as_i64().unwrap() >= 1, "{v}");
+
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "modified",
+            &["UPDATE audit_log SET actor = 'admin:someone-else' WHERE seq = 3"],
+            "entry 3: hash does not match",
+        ),
+        (
+            "deleted",
+            &["DELETE FROM audit_log WHERE seq = 3"],
+            "entry 4: expected sequence number 3",
+        ),
+        (
+            "reordered",
+            &[
+                "UPDATE audit_log SET seq = -3 WHERE seq = 3",
+                "UPDATE audit_log SET seq = 3 WHERE seq = 4",
+                "UPDATE audit_log SET seq = 4 WHERE seq = -3",
+            ],
+            "entry 3: hash does not match",
+        ),
+        (
+            "truncated",
+            &[
+                "DELETE FROM audit_log WHERE seq > 3",
+                "UPDATE audit_head SET seq = 3",
+            ],
+            "checkpoint at entry 5: the log ends at entry 3",
+        ),
+    ];
+    for (what, statements, expected) in cases {
+        let copy = base.clone_to_new_dir();
+        sql(&copy, statements).await;
+        let out = verify_offline(&copy);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stdout(&out));
+        assert!(stderr(&out).contains(expected), "{what}: {}", stderr(&out));
+    }
+
+    // Inserted: a well-formed entry spliced in after entry 2, the rest renumbered. Its own
+    // hash and link are right; the renumbered entry after it no longer matches its hash.
+    let copy = base.clone_to_new_dir();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&copy.db_url()).await.unwrap();
+    let prev: Vec<u8> = sqlx::query("SELECT hash FROM audit_log WHERE seq = 2")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    let forged = keygate_audit::AuditEntry::chain(
+        3,
+        prev.try_into().unwrap(),
+        0,
+        keygate_audit::AuditEvent::new(
+            "admin:root",
+            "secret.read",
+            keygate_audit::Outcome::Success,
+        ),
+    );
+    sqlx::query("UPDATE audit_log SET seq = seq + 1000 WHERE seq >= 3")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET seq = seq - 999 WHERE seq >= 1000")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_log (seq, ts_ms, actor, action, target, outcome, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, NULL, 'success', $5, $6, $7)",
+    )
+    .bind(forged.seq)
+    .bind(forged.ts_ms)
+    .bind(forged.actor.clone())
+    .bind(forged.action.clone())
+    .bind(forged.details.clone())
+    .bind(forged.prev_hash.to_vec())
+    .bind(forged.hash.to_vec())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let out = verify_offline(&copy);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("entry 4: hash does not match"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A forged checkpoint line is caught by its signature.
+    let copy = base.clone_to_new_dir();
+    let cp = copy.data_dir().join("audit-checkpoints.jsonl");
+    let text = std::fs::read_to_string(&cp).unwrap();
+    std::fs::write(&cp, text.replace("\"seq\":5", "\"seq\":4")).unwrap();
+    let out = verify_offline(&copy);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("signature invalid"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn vault_rekey_rewraps_and_the_server_runs_on_the_new_key() {
+    let setup = store_with_history();
+    let new_key = setup.dir.path().join("master-2.key");
+    let out = setup.offline(&[
+        "vault",
+        "rekey",
+        "--config",
+        setup.config.to_str().unwrap(),
+        "--new-key-file",
+        new_key.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("re-wrapped 4 data keys"),
+        "{}",
+        stdout(&out)
+    );
+
+    // With the old key the server comes up sealed...
+    let log = setup.dir.path().join("server.log");
+    let server = setup.serve(&log, &[]);
+    let sealed = setup.cli(&["secret", "get", "s1"], None);
+    assert!(stderr(&sealed).contains("HTTP 503"), "{}", stderr(&sealed));
+    server.stop();
+    // ...with the new one, every value is there.
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("./master.key", "./master-2.key"),
+    )
+    .unwrap();
+    let server = setup.serve(&log, &[]);
+    let get = setup.cli(&["secret", "get", "s1"], None);
+    assert_eq!(stdout(&get), "value-123456789\n", "{}", stderr(&get));
+    server.stop();
+    let ok = verify_offline(&setup);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}

@@ -1,0 +1,215 @@
+//! S22: unique canary values go through every command; none of them may appear in clear
+//! in the database files, the server's log (at trace level), the audit export, the
+//! fingerprint file or any command's output (except `secret get`, whose job is to print
+//! the value).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{Setup, stderr, stdout};
+
+fn canary(tag: &str) -> String {
+    format!(
+        "canary-{tag}-{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            files_under(&entry.path(), out);
+        } else {
+            out.push(entry.path());
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn canaries_never_appear_in_clear() {
+    let setup = Setup::new();
+    let log = setup.dir.path().join("server.log");
+    let trace = [("KEYGATE_LOG", "trace")];
+    let server = setup.serve(&log, &trace);
+    let values: Vec<String> = (0..4).map(|i| canary(&format!("v{i}"))).collect();
+
+    // Everything that should appear nowhere but in `secret get`'s stdout.
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut run = |label: &str, args: &[&str], stdin: Option<&str>, stdout_may_hold_value: bool| {
+        let out = setup.cli(args, stdin);
+        assert!(
+            out.status.success() || label.starts_with("expected-failure"),
+            "{label}: {}",
+            stderr(&out)
+        );
+        if !stdout_may_hold_value {
+            outputs.push((format!("{label} stdout"), out.stdout.clone()));
+        }
+        outputs.push((format!("{label} stderr"), out.stderr.clone()));
+        out
+    };
+    run(
+        "put a",
+        &["secret", "put", "alpha", "--stdin"],
+        Some(&values[0]),
+        false,
+    );
+    run(
+        "put a2",
+        &["secret", "put", "alpha", "--stdin", "--cas", "1"],
+        Some(&values[1]),
+        false,
+    );
+    run(
+        "put b",
+        &["secret", "put", "beta", "--stdin"],
+        Some(&values[2]),
+        false,
+    );
+    let got = run("get a", &["secret", "get", "alpha"], None, true);
+    assert_eq!(stdout(&got).trim(), values[1]);
+    run(
+        "get a json",
+        &[
+            "secret",
+            "get",
+            "alpha",
+            "--version",
+            "1",
+            "--format",
+            "json",
+        ],
+        None,
+        true,
+    );
+    run(
+        "expected-failure cas",
+        &["secret", "put", "alpha", "--stdin", "--cas", "1"],
+        Some(&values[3]),
+        false,
+    );
+    run("list", &["secret", "list"], None, false);
+    run(
+        "list json",
+        &["secret", "list", "--format", "json"],
+        None,
+        false,
+    );
+    run("history", &["secret", "history", "alpha"], None, false);
+    run(
+        "rollback",
+        &["secret", "rollback", "alpha", "--to", "1"],
+        None,
+        false,
+    );
+    run(
+        "configure",
+        &["secret", "configure", "alpha", "--max-versions", "5"],
+        None,
+        false,
+    );
+    run(
+        "destroy",
+        &["secret", "destroy", "alpha", "--version", "2"],
+        None,
+        false,
+    );
+    run("delete", &["secret", "delete", "beta"], None, false);
+    run("undelete", &["secret", "undelete", "beta"], None, false);
+    let fp_file = setup.dir.path().join("fingerprints.json");
+    run(
+        "fingerprints",
+        &["secret", "fingerprints", "--out", fp_file.to_str().unwrap()],
+        None,
+        false,
+    );
+    run(
+        "fingerprints stdout",
+        &["secret", "fingerprints"],
+        None,
+        false,
+    );
+    run("audit tail", &["audit", "tail", "-n", "100"], None, false);
+    let export = run("audit export", &["audit", "export"], None, false);
+    assert!(stdout(&export).lines().count() >= 12, "{}", stdout(&export));
+    run("audit verify api", &["audit", "verify"], None, false);
+    // A failed authentication with a canary as the token.
+    let token_canary = canary("token");
+    let mut bad = common::keygate();
+    bad.args(["secret", "list"])
+        .env("KEYGATE_ADDR", setup.base())
+        .env("KEYGATE_TOKEN", &token_canary);
+    let out = bad.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    outputs.push(("bad token stderr".into(), out.stderr));
+    server.stop();
+
+    let out = setup.offline(&[
+        "audit",
+        "verify",
+        "--config",
+        setup.config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    outputs.push(("offline verify".into(), [out.stdout, out.stderr].concat()));
+    let new_key = setup.dir.path().join("master-2.key");
+    let out = setup.offline(&[
+        "vault",
+        "rekey",
+        "--config",
+        setup.config.to_str().unwrap(),
+        "--new-key-file",
+        new_key.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    outputs.push(("rekey".into(), [out.stdout, out.stderr].concat()));
+
+    let mut files = Vec::new();
+    files_under(&setup.data_dir(), &mut files);
+    files.push(log.clone());
+    files.push(fp_file);
+    assert!(files.iter().any(|f| f.ends_with("keygate.db")));
+    let mut haystacks: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|f| (f.display().to_string(), std::fs::read(f).unwrap()))
+        .collect();
+    haystacks.extend(outputs);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains("\"level\":\"DEBUG\""),
+        "verbose logging was on"
+    );
+
+    let mut needles = values.clone();
+    needles.push(token_canary);
+    needles.push(setup.token.clone());
+    let mut found = Vec::new();
+    for (label, bytes) in &haystacks {
+        for n in &needles {
+            if contains(bytes, n) {
+                found.push(format!("{n} in {label}"));
+            }
+        }
+    }
+    println!(
+        "leak check: {} canaries against {} files and command outputs",
+        needles.len(),
+        haystacks.len()
+    );
+    assert!(found.is_empty(), "canaries in clear: {found:#?}");
+}
