@@ -6,7 +6,7 @@
 //! the `window` bytes after the hit. Windows of one rule are merged, so a span is matched
 //! once.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 use crate::rules::{DEFAULT_WINDOW, RuleSet, shannon_entropy};
 
@@ -39,6 +39,9 @@ impl std::fmt::Debug for Matcher {
     }
 }
 
+/// Bytes before a match that `exclude_match` patterns also see.
+const CONTEXT_BEFORE: usize = 48;
+
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+' | b'/' | b'=' | b'.' | b'~')
 }
@@ -68,6 +71,9 @@ impl Matcher {
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            // A full DFA: overlapping search cannot use the fast prefilters, so the
+            // automaton's per-byte cost is what counts.
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&keywords)
             .map_err(|e| MatcherError(e.to_string()))?;
         Ok(Matcher {
@@ -145,10 +151,16 @@ impl Matcher {
                     }
                     if self.rules.global_exclude.is_match(value)
                         || rule.excludes.iter().any(|x| x.is_match(value))
-                        || rule
-                            .excludes_match
-                            .iter()
-                            .any(|x| x.is_match(whole.as_bytes()))
+                        || (!rule.excludes_match.is_empty() && {
+                            // The match plus the start of its line: the name a value is
+                            // assigned to often begins before the keyword.
+                            let abs = ws + whole.start();
+                            let ls = memchr::memrchr(b'\n', hay.get(..abs).unwrap_or(&[]))
+                                .map_or(0, |p| p + 1)
+                                .max(abs.saturating_sub(CONTEXT_BEFORE));
+                            let ctx = hay.get(ls..ws + whole.end()).unwrap_or(&[]);
+                            rule.excludes_match.iter().any(|x| x.is_match(ctx))
+                        })
                     {
                         continue;
                     }

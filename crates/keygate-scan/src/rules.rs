@@ -95,8 +95,8 @@ pub struct RuleDef {
     pub window: Option<usize>,
     #[serde(default)]
     pub exclude: Vec<String>,
-    /// Patterns that veto a hit when they match the whole match (the context around
-    /// the secret, such as the name it is assigned to).
+    /// Patterns that veto a hit when they match the whole match together with up to
+    /// 48 bytes before it on its line (the name a value is assigned to, say).
     #[serde(default)]
     pub exclude_match: Vec<String>,
     #[serde(default)]
@@ -153,6 +153,8 @@ impl Rule {
         }
         let regex = regex::bytes::RegexBuilder::new(&format!("(?-u){}", def.pattern))
             .size_limit(32 << 20)
+            // Counted repetitions make large lazy DFAs; a bigger cache avoids thrashing.
+            .dfa_size_limit(8 << 20)
             .build()
             .map_err(|e| invalid(format!("bad pattern: {e}")))?;
         let secret_group = match regex.capture_names().position(|n| n == Some("secret")) {
