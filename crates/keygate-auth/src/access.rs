@@ -94,6 +94,9 @@ pub enum IssueError {
     /// The key set has no active key.
     #[error("no active signing key")]
     NoActiveKey,
+    /// The claims could not be encoded.
+    #[error("claims encoding failed")]
+    Encoding,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -155,7 +158,7 @@ pub fn issue(
     let mut header = Map::new();
     header.insert("typ".into(), Value::String(ACCESS_TOKEN_TYP.into()));
     header.insert("kid".into(), Value::String(entry.kid.as_str().to_owned()));
-    let claims = serde_json::to_value(&claims).unwrap_or(Value::Null);
+    let claims = serde_json::to_value(&claims).map_err(|_| IssueError::Encoding)?;
     let token = jws::sign_compact(&entry.key, header, &claims);
     Ok(IssuedAccessToken {
         token: SecretString::from(token),

@@ -172,17 +172,16 @@ impl NonceIssuer {
         now.0.div_euclid(self.window_secs)
     }
 
-    fn tag(&self, window: i64) -> [u8; 16] {
+    fn tag(&self, window: i64) -> Option<[u8; 16]> {
+        let mut mac = HmacSha256::new_from_slice(self.key.expose_secret()).ok()?;
+        mac.update(b"keygate dpop nonce v1\0");
+        mac.update(&window.to_be_bytes());
+        let full = mac.finalize().into_bytes();
         let mut tag = [0u8; 16];
-        if let Ok(mut mac) = HmacSha256::new_from_slice(self.key.expose_secret()) {
-            mac.update(b"keygate dpop nonce v1\0");
-            mac.update(&window.to_be_bytes());
-            let full = mac.finalize().into_bytes();
-            for (t, f) in tag.iter_mut().zip(full.iter()) {
-                *t = *f;
-            }
+        for (t, f) in tag.iter_mut().zip(full.iter()) {
+            *t = *f;
         }
-        tag
+        Some(tag)
     }
 
     /// The nonce for the current window.
@@ -190,7 +189,11 @@ impl NonceIssuer {
         let window = self.window(now);
         let mut bytes = Vec::with_capacity(24);
         bytes.extend_from_slice(&window.to_be_bytes());
-        bytes.extend_from_slice(&self.tag(window));
+        // HMAC takes keys of any length, so the tag always exists; were it ever missing
+        // the nonce would be malformed and simply fail validation.
+        if let Some(tag) = self.tag(window) {
+            bytes.extend_from_slice(&tag);
+        }
         b64::encode(bytes)
     }
 
@@ -208,7 +211,8 @@ impl NonceIssuer {
         if window != current && window != current.saturating_sub(1) {
             return false;
         }
-        bool::from(self.tag(window).ct_eq(tag))
+        self.tag(window)
+            .is_some_and(|expected| bool::from(expected.ct_eq(tag)))
     }
 }
 

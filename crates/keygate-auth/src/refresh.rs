@@ -53,6 +53,31 @@ use crate::jwk::Jkt;
 /// The longest grace window keygate allows.
 pub const MAX_GRACE_SECS: i64 = 30;
 
+/// Whether a client can keep a secret (RFC 6749 §2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientType {
+    /// A mobile or browser app: its refresh tokens must be DPoP-bound (S08).
+    Public,
+    /// A server that authenticates with a secret.
+    Confidential,
+}
+
+/// The key a new family is bound to, from the token request's verified DPoP proof:
+/// public clients must present one (S08); confidential clients may.
+pub fn family_binding(
+    client_type: ClientType,
+    proof_jkt: Option<&Jkt>,
+) -> Result<Option<Jkt>, AuthError> {
+    match (client_type, proof_jkt) {
+        (_, Some(jkt)) => Ok(Some(jkt.clone())),
+        (ClientType::Public, None) => Err(AuthError::new(
+            ErrorCode::InvalidDpopProof,
+            Reason::MissingProof,
+        )),
+        (ClientType::Confidential, None) => Ok(None),
+    }
+}
+
 /// Lifetimes of a family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RefreshPolicy {

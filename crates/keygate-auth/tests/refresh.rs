@@ -337,3 +337,19 @@ fn s34_parallel_refreshes_yield_at_most_one_live_successor() {
         }
     }
 }
+
+#[test]
+fn s08_public_client_families_must_be_dpop_bound() {
+    use keygate_auth::refresh::{ClientType, family_binding};
+    let k = jkt();
+    let err = family_binding(ClientType::Public, None).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidDpopProof);
+    assert_eq!(
+        family_binding(ClientType::Public, Some(&k)).unwrap(),
+        Some(k.clone())
+    );
+    assert_eq!(
+        family_binding(ClientType::Confidential, None).unwrap(),
+        None
+    );
+}
