@@ -8,7 +8,7 @@
 //! `<tag name="value" …>` lines and string resources as `<string name="key">value</string>`
 //! so that context rules see a name next to its value, then every pool string.
 
-use super::{FormatError, push_line, u16_le, u32_le};
+use super::{FormatError, output_limit, push_line, u16_le, u32_le};
 
 const RES_STRING_POOL: u16 = 0x0001;
 const RES_XML: u16 = 0x0003;
@@ -67,14 +67,22 @@ pub(crate) fn string_pool(
     let pool = d.get(data_start..c.end).unwrap_or(&[]);
     let utf8 = flags & UTF8_FLAG != 0;
     let mut out = Vec::with_capacity(count);
+    let cap = output_limit(c.end - c.start);
+    let mut decoded = 0usize;
     for i in 0..count {
+        if decoded > cap {
+            out.push(String::new());
+            continue;
+        }
         let off = u32_le(d, offsets_at + i * 4).ok_or_else(|| err("truncated offsets"))? as usize;
         let s = if utf8 {
             read_utf8(pool, off)
         } else {
             read_utf16(pool, off)
         };
-        out.push(s.unwrap_or_default());
+        let s = s.unwrap_or_default();
+        decoded += s.len();
+        out.push(s);
     }
     Ok(out)
 }
@@ -135,8 +143,9 @@ pub fn binary_xml_text(d: &[u8]) -> Result<Vec<u8>, FormatError> {
     }
     let mut pool: Vec<String> = Vec::new();
     let mut out = Vec::new();
+    let cap = output_limit(d.len());
     let mut pos = top.start + top.header;
-    while pos + 8 <= top.end {
+    while pos + 8 <= top.end && out.len() <= cap {
         let c = chunk_at(d, pos, top.end, F)?;
         match c.kind {
             RES_STRING_POOL if pool.is_empty() => pool = string_pool(d, &c, F)?,
@@ -150,6 +159,9 @@ pub fn binary_xml_text(d: &[u8]) -> Result<Vec<u8>, FormatError> {
         pos = c.end;
     }
     for s in &pool {
+        if out.len() > cap.saturating_mul(2) {
+            break;
+        }
         push_line(&mut out, s.as_bytes());
     }
     Ok(out)
@@ -165,7 +177,11 @@ fn element_line(d: &[u8], c: &Chunk, pool: &[String]) -> Option<String> {
         return None;
     }
     let mut line = format!("<{name}");
+    let cap = output_limit(d.len());
     for i in 0..attr_count {
+        if line.len() > cap {
+            break;
+        }
         let a = ext + attr_start + i * attr_size;
         if a + 20 > c.end {
             break;
@@ -208,7 +224,11 @@ pub fn resource_table_text(d: &[u8]) -> Result<Vec<u8>, FormatError> {
         }
         pos = c.end;
     }
+    let cap = output_limit(d.len());
     for s in values.iter().chain(all_pools.iter().flatten()) {
+        if out.len() > cap.saturating_mul(2) {
+            break;
+        }
         push_line(&mut out, s.as_bytes());
     }
     Ok(out)
@@ -262,7 +282,11 @@ fn type_chunk(d: &[u8], c: &Chunk, values: &[String], keys: &[String], out: &mut
     let offsets_at = c.start + c.header;
     let count = (count as usize).min(c.end.saturating_sub(offsets_at) / 4);
     let base = c.start.saturating_add(entries_start as usize);
+    let cap = output_limit(d.len());
     for i in 0..count {
+        if out.len() > cap {
+            return;
+        }
         let Some(off) = u32_le(d, offsets_at + i * 4) else {
             return;
         };

@@ -4,7 +4,7 @@
 //! `string_ids_off` at 0x3C; each string id is a u32 offset to a `string_data_item`,
 //! a ULEB128 UTF-16 length followed by NUL-terminated MUTF-8 bytes.
 
-use super::{FormatError, push_line, u32_le};
+use super::{FormatError, output_limit, push_line, u32_le};
 
 const MAX_STRING: usize = 1 << 20;
 
@@ -22,7 +22,11 @@ pub fn strings(data: &[u8]) -> Result<Vec<u8>, FormatError> {
         return Err(err("string table runs past the end of the file"));
     }
     let mut out = Vec::new();
+    let cap = output_limit(data.len());
     for i in 0..count {
+        if out.len() > cap {
+            break;
+        }
         let Some(off) = u32_le(data, ids_off + i * 4) else {
             return Err(err("truncated string ids"));
         };

@@ -90,6 +90,12 @@ pub(crate) fn u32_le(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(a))
 }
 
+/// The most text a reader produces from `input_len` bytes. Tables may point many
+/// entries at one long string; without a cap a small file could expand without bound.
+pub fn output_limit(input_len: usize) -> usize {
+    input_len.saturating_mul(4).saturating_add(64 << 10)
+}
+
 /// Appends `s` as one line, replacing line breaks so one string stays one line.
 pub(crate) fn push_line(out: &mut Vec<u8>, s: &[u8]) {
     out.extend(

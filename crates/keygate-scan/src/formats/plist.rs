@@ -7,7 +7,7 @@
 //! prints each dictionary entry whose key and value are strings as `"key": "value"` and
 //! then every string, one per line.
 
-use super::{FormatError, push_line};
+use super::{FormatError, output_limit, push_line};
 
 const F: &str = "binary plist";
 
@@ -103,9 +103,17 @@ pub fn binary_plist_text(d: &[u8]) -> Result<Vec<u8>, FormatError> {
         }
         usize::try_from(be(d, t.table + i * t.offset_size, t.offset_size)?).ok()
     };
+    let cap = output_limit(d.len());
     let mut strings: Vec<Option<String>> = Vec::with_capacity(t.count.min(1 << 20));
+    let mut decoded = 0usize;
     for i in 0..t.count {
-        strings.push(offset(i).and_then(|o| string_at(d, o)));
+        let s = if decoded > cap {
+            None
+        } else {
+            offset(i).and_then(|o| string_at(d, o))
+        };
+        decoded += s.as_ref().map_or(0, String::len);
+        strings.push(s);
     }
     let mut out = Vec::new();
     for i in 0..t.count {
@@ -118,6 +126,9 @@ pub fn binary_plist_text(d: &[u8]) -> Result<Vec<u8>, FormatError> {
             continue;
         };
         for k in 0..n {
+            if out.len() > cap {
+                break;
+            }
             let kr = be(d, start + k * t.ref_size, t.ref_size);
             let vr = be(d, start + (n + k) * t.ref_size, t.ref_size);
             let (Some(kr), Some(vr)) = (kr, vr) else {
@@ -135,6 +146,9 @@ pub fn binary_plist_text(d: &[u8]) -> Result<Vec<u8>, FormatError> {
         }
     }
     for s in strings.iter().flatten() {
+        if out.len() > cap.saturating_mul(2) {
+            break;
+        }
         push_line(&mut out, s.as_bytes());
     }
     Ok(out)
