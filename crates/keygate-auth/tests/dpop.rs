@@ -981,3 +981,36 @@ fn cached_tokens_are_still_checked_for_revocation_and_expiry() {
         .unwrap_err();
     assert_eq!(err.reason(), Reason::Expired);
 }
+
+#[test]
+fn shared_state_is_send_and_sync_and_futures_are_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<ResourceVerifier>();
+    send_sync::<keygate_auth::keys::SigningKeySet>();
+    send_sync::<InMemoryReplayCache>();
+    send_sync::<NonceIssuer>();
+    let s = setup();
+    let auth = [format!("DPoP {}", s.bound)];
+    let auth: Vec<&[u8]> = auth.iter().map(|a| a.as_bytes()).collect();
+    let request = ResourceRequest {
+        method: "GET",
+        target: "/",
+        authorization: &auth,
+        dpop: &[],
+    };
+    let c = cache();
+    let r = Revocations(vec![]);
+    let fut = verify_request(&s.verifier, &s.keys, &request, &c, &r, NOW);
+    send(&fut);
+    let headers: [&[u8]; 0] = [];
+    let proof_request = ProofRequest {
+        method: "GET",
+        target: "/",
+        dpop_headers: &headers,
+        access_token: None,
+        expected_jkt: None,
+    };
+    let fut = dpop::verify_proof(&s.verifier.dpop, &proof_request, &c, NOW);
+    send(&fut);
+}
