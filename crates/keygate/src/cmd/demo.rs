@@ -212,20 +212,22 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
     );
 
-    let db = dir.path().join("keygate-data").join("keygate.db");
-    let bytes = std::fs::read(&db).unwrap_or_default();
-    let leaked = [&key_v1, &key_v2].iter().any(|k| {
-        bytes
-            .windows(k.expose_secret().len())
-            .any(|w| w == k.expose_secret().as_bytes())
-    });
-    step(10, "at rest: the database file holds only ciphertext");
-    println!(
-        "    {} bytes in {}; plaintext keys found in it: {}",
-        bytes.len(),
-        db.display(),
-        if leaked { "YES (bug!)" } else { "none" }
-    );
+    step(10, "at rest: the database files hold only ciphertext");
+    let data = dir.path().join("keygate-data");
+    let mut leaked = false;
+    for file in ["keygate.db", "keygate.db-wal"] {
+        let bytes = std::fs::read(data.join(file)).unwrap_or_default();
+        let found = [&key_v1, &key_v2].iter().any(|k| {
+            let k = k.expose_secret().as_bytes();
+            bytes.windows(k.len()).any(|w| w == k)
+        });
+        leaked |= found;
+        println!(
+            "    {file}: {} bytes; plaintext keys in it: {}",
+            bytes.len(),
+            if found { "YES (a bug!)" } else { "none" }
+        );
+    }
 
     if a.keep {
         println!("\nThe server keeps running. In another terminal:");
