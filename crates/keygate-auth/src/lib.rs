@@ -15,7 +15,8 @@
 //! | [`dpop`] | proof checks, [`dpop::ReplayCache`], nonces, proof creation |
 //! | [`resource`] | request → [`resource::VerifiedAccess`] (the proxy's entry ticket) |
 //! | [`refresh`], [`code`] | refresh families and authorization codes, with storage contracts |
-//! | [`pkce`], [`password`], [`totp`], [`opaque`], [`redirect`] | login building blocks |
+//! | [`pkce`], [`password`], [`totp`], [`opaque`], [`redirect`], [`throttle`] | login building blocks |
+//! | [`metadata`] | the RFC 8414 server metadata document |
 //! | [`error`] | [`AuthError`]: OAuth code, challenge, `DPoP-Nonce`, internal reason |
 //!
 //! # Example: a DPoP-bound token from issue to a verified proxied request
@@ -114,12 +115,14 @@ mod json;
 pub mod jwk;
 pub mod jws;
 pub mod keys;
+pub mod metadata;
 pub mod opaque;
 pub mod password;
 pub mod pkce;
 pub mod redirect;
 pub mod refresh;
 pub mod resource;
+pub mod throttle;
 pub mod totp;
 
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};

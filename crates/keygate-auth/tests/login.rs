@@ -381,3 +381,63 @@ fn redirect_registration_rules() {
         Err(RedirectError::Malformed)
     );
 }
+
+// ---------------------------------------------------------------- throttling (S18)
+
+#[test]
+fn s18_throttling_slows_guessing_without_lockout() {
+    use keygate_auth::throttle::{FailureRecord, ThrottlePolicy};
+    let policy = ThrottlePolicy::default();
+    let t0 = UnixTime(1_800_000_000);
+    let mut record = FailureRecord::default();
+    let mut now = t0;
+    for _ in 0..5 {
+        assert_eq!(policy.retry_after(&record, now), None, "free attempts");
+        record = policy.after_failure(&record, now);
+    }
+    // Sixth failure onwards: 1 s, 2 s, 4 s, … doubling.
+    assert_eq!(policy.retry_after(&record, now), None);
+    record = policy.after_failure(&record, now);
+    assert_eq!(policy.retry_after(&record, now), Some(1));
+    record = policy.after_failure(&record, now);
+    assert_eq!(policy.retry_after(&record, now), Some(2));
+    // Never more than the cap: no lock-out, however many failures.
+    for _ in 0..100 {
+        record = policy.after_failure(&record, now);
+    }
+    assert_eq!(policy.retry_after(&record, now), Some(15 * 60));
+    now = now.plus(15 * 60);
+    assert_eq!(policy.retry_after(&record, now), None);
+    // A quiet day resets; a success resets.
+    assert_eq!(
+        policy.after_failure(&record, t0.plus(2 * 86_400)).failures,
+        1
+    );
+    assert_eq!(policy.after_success(), FailureRecord::default());
+}
+
+#[test]
+fn server_metadata_advertises_s256_only_and_dpop_algs() {
+    let base = keygate_auth::dpop::PublicBaseUrl::parse("https://gate.example.com").unwrap();
+    let doc =
+        keygate_auth::metadata::authorization_server_metadata(&base, "https://gate.example.com");
+    assert_eq!(
+        doc["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(
+        doc["token_endpoint"],
+        "https://gate.example.com/oauth2/token"
+    );
+    assert_eq!(
+        doc["dpop_signing_alg_values_supported"],
+        serde_json::json!(["EdDSA", "ES256"])
+    );
+    assert!(
+        !doc["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "password")
+    );
+}
