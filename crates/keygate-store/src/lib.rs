@@ -27,9 +27,15 @@
 )]
 
 mod sql;
+mod sql_tokens;
 pub mod testing;
+pub mod tokens;
 
 pub use sql::SqlStore;
+pub use tokens::{
+    ClientRecord, CodeRecord, FamilyRecord, Redemption, RotationWrite, SigningKeyRecord,
+    TokenStore, UserRecord,
+};
 
 use async_trait::async_trait;
 use keygate_audit::{AuditEntry, AuditEvent};
@@ -44,6 +50,9 @@ pub enum StoreError {
     Conflict { current: i64 },
     #[error("keygate is already initialised in this store")]
     AlreadyInitialized,
+    /// A unique name is taken.
+    #[error("{0} already exists")]
+    Duplicate(String),
     /// The master key in use is not the one the store was sealed with (it was rotated
     /// under this process's feet).
     #[error("the store's master key check value does not match this process's key")]
@@ -169,9 +178,10 @@ impl std::fmt::Debug for AdminCredential {
     }
 }
 
-/// keygate's persistent state.
+/// keygate's persistent state: the vault and audit operations below, and the token
+/// service's in [`TokenStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: TokenStore + Send + Sync + 'static {
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;
 

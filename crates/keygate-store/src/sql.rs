@@ -24,21 +24,21 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
-type Tx = Transaction<'static, sqlx::Any>;
+pub(crate) type Tx = Transaction<'static, sqlx::Any>;
 
 /// A [`Store`] on SQLite or PostgreSQL, chosen by the URL's scheme.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    backend: Backend,
+    pub(crate) backend: Backend,
     /// SQLite: a single connection, so writes queue in-process instead of spinning on
     /// the file lock. PostgreSQL: the same pool as `read`.
-    write: AnyPool,
-    read: AnyPool,
+    pub(crate) write: AnyPool,
+    pub(crate) read: AnyPool,
 }
 
 impl SqlStore {
@@ -132,7 +132,7 @@ impl SqlStore {
         Ok(Some((mode, sync)))
     }
 
-    async fn begin_write(&self) -> Result<Tx> {
+    pub(crate) async fn begin_write(&self) -> Result<Tx> {
         Ok(match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => {
@@ -158,7 +158,12 @@ impl SqlStore {
     }
 
     /// Appends `event` to the chain inside `tx`.
-    async fn append(&self, tx: &mut Tx, event: AuditEvent, now_ms: i64) -> Result<AuditEntry> {
+    pub(crate) async fn append(
+        &self,
+        tx: &mut Tx,
+        event: AuditEvent,
+        now_ms: i64,
+    ) -> Result<AuditEntry> {
         let (seq, prev) = self.head(tx).await?;
         let entry = AuditEntry::chain(seq + 1, prev, now_ms, event);
         sqlx::query(

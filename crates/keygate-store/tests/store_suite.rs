@@ -421,3 +421,295 @@ async fn concurrent_writers_get_distinct_versions_and_an_intact_chain(db: &TestD
     assert_eq!(assert_chain_intact(&store).await, 25);
     store.close().await;
 }
+
+// --- token service ---
+
+on_both_backends!(
+    users_are_unique_and_disabling_revokes_their_sessions,
+    totp_steps_are_accepted_once,
+    a_code_redeems_once_and_a_replay_revokes_its_family,
+    parallel_rotations_leave_one_successor,
+    dpop_replay_keys_are_seen_once_until_they_expire,
+);
+
+use keygate_store::{FamilyRecord, Redemption, RotationWrite, TokenStore, UserRecord};
+
+fn user_rec(id: &str, name: &str) -> UserRecord {
+    UserRecord {
+        id: id.into(),
+        name: name.into(),
+        password_hash: Some("$argon2id$...".into()),
+        scopes: "ai".into(),
+        created_ms: 1,
+        disabled_ms: None,
+        totp_sealed: None,
+        totp_last_step: None,
+        issuer: None,
+        subject: None,
+    }
+}
+
+fn client_rec(id: &str) -> keygate_store::ClientRecord {
+    keygate_store::ClientRecord {
+        id: id.into(),
+        name: format!("{id}-name"),
+        kind: "public".into(),
+        secret_hash: None,
+        redirect_uris: vec!["com.example.app:/cb".into(), "http://127.0.0.1/cb".into()],
+        scopes: "ai".into(),
+        created_ms: 1,
+        removed_ms: None,
+    }
+}
+
+fn family_rec(id: &str, user: &str, client: &str) -> FamilyRecord {
+    FamilyRecord {
+        id: id.into(),
+        user_id: user.into(),
+        client_id: client.into(),
+        jkt: Some("jkt".into()),
+        scopes: "ai".into(),
+        created_ms: 10,
+        last_used_ms: 10,
+        generation: 0,
+        previous_generation: None,
+        rotated_ms: None,
+        revoked_ms: None,
+        revoke_reason: None,
+    }
+}
+
+async fn users_are_unique_and_disabling_revokes_their_sessions(db: &TestDb) {
+    let store = open(db).await;
+    store
+        .create_user(user_rec("u1", "alice"), ev("user.add"), 5)
+        .await
+        .unwrap();
+    let dup = store
+        .create_user(user_rec("u2", "alice"), ev("user.add"), 5)
+        .await;
+    assert!(matches!(dup, Err(StoreError::Duplicate(_))), "{dup:?}");
+    store
+        .create_client(client_rec("app"), ev("client.add"), 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .client_by_id("app")
+            .await
+            .unwrap()
+            .unwrap()
+            .redirect_uris
+            .len(),
+        2
+    );
+    for f in ["f1", "f2"] {
+        store
+            .insert_family(
+                family_rec(f, "u1", "app"),
+                f.as_bytes().to_vec(),
+                ev("token.issue"),
+                6,
+            )
+            .await
+            .unwrap();
+    }
+    assert!(!store.family_revoked("f1").await.unwrap());
+    assert_eq!(
+        store
+            .disable_user("u1", ev("user.disable"), 7)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(store.family_revoked("f1").await.unwrap());
+    assert!(
+        store.family_revoked("unknown").await.unwrap(),
+        "unknown families count as revoked"
+    );
+    assert!(
+        store
+            .list_families(Some("u1"), false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.list_families(Some("u1"), true).await.unwrap().len(),
+        2
+    );
+    assert_chain_intact(&store).await;
+    store.close().await;
+}
+
+async fn totp_steps_are_accepted_once(db: &TestDb) {
+    let store = open(db).await;
+    store
+        .create_user(user_rec("u1", "alice"), ev("user.add"), 5)
+        .await
+        .unwrap();
+    store
+        .set_user_totp("u1", vec![1, 2, 3], ev("user.mfa"), 6)
+        .await
+        .unwrap();
+    assert!(store.consume_totp_step("u1", 100).await.unwrap());
+    assert!(
+        !store.consume_totp_step("u1", 100).await.unwrap(),
+        "same code twice"
+    );
+    assert!(
+        !store.consume_totp_step("u1", 99).await.unwrap(),
+        "an older code after a newer one"
+    );
+    assert!(store.consume_totp_step("u1", 101).await.unwrap());
+    store.close().await;
+}
+
+async fn a_code_redeems_once_and_a_replay_revokes_its_family(db: &TestDb) {
+    let store = open(db).await;
+    store
+        .create_client(client_rec("app"), ev("client.add"), 5)
+        .await
+        .unwrap();
+    store
+        .create_user(user_rec("u1", "alice"), ev("user.add"), 5)
+        .await
+        .unwrap();
+    let code = keygate_store::CodeRecord {
+        hash: vec![7; 32],
+        client_id: "app".into(),
+        user_id: "u1".into(),
+        redirect_uri: "com.example.app:/cb".into(),
+        scopes: "ai".into(),
+        challenge: "challenge".into(),
+        dpop_jkt: None,
+        expires_ms: 100_000,
+        used_ms: None,
+        family_id: None,
+    };
+    store
+        .insert_code(code.clone(), ev("login"), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .code_by_hash(&[7; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .client_id,
+        "app"
+    );
+    let first = store
+        .redeem_code(
+            &[7; 32],
+            family_rec("f1", "u1", "app"),
+            vec![1; 32],
+            ev("token.issue"),
+            11,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, Redemption::Redeemed);
+    assert!(!store.family_revoked("f1").await.unwrap());
+    let again = store
+        .redeem_code(
+            &[7; 32],
+            family_rec("f2", "u1", "app"),
+            vec![2; 32],
+            ev("token.issue"),
+            12,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Redemption::AlreadyUsed {
+            revoked_family: Some("f1".into())
+        }
+    );
+    assert!(store.family_revoked("f1").await.unwrap());
+    assert!(
+        store.family("f2").await.unwrap().is_none(),
+        "no family for a replayed code"
+    );
+    assert_chain_intact(&store).await;
+    store.close().await;
+}
+
+async fn parallel_rotations_leave_one_successor(db: &TestDb) {
+    let store = Arc::new(open(db).await);
+    store
+        .create_client(client_rec("app"), ev("client.add"), 5)
+        .await
+        .unwrap();
+    store
+        .create_user(user_rec("u1", "alice"), ev("user.add"), 5)
+        .await
+        .unwrap();
+    store
+        .insert_family(
+            family_rec("f1", "u1", "app"),
+            vec![0; 32],
+            ev("token.issue"),
+            6,
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .rotate_family(
+                    RotationWrite {
+                        family_id: "f1".into(),
+                        expected_generation: 0,
+                        new_generation: 1,
+                        previous_generation: Some(0),
+                        rotated_ms: Some(100),
+                        now_ms: 100,
+                        new_token_hash: vec![i + 1; 32],
+                    },
+                    ev("token.refresh"),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one rotation commits");
+    let f = store.family("f1").await.unwrap().unwrap();
+    assert_eq!(f.generation, 1);
+    let live: usize = {
+        let mut n = 0;
+        for i in 0..50u8 {
+            if let Some((_, generation)) = store.refresh_token(&[i + 1; 32]).await.unwrap() {
+                n += usize::from(generation == f.generation);
+            }
+        }
+        n
+    };
+    assert_eq!(live, 1, "one live successor");
+    assert_eq!(assert_chain_intact(&store).await, 5);
+    store.close().await;
+}
+
+async fn dpop_replay_keys_are_seen_once_until_they_expire(db: &TestDb) {
+    let store = open(db).await;
+    assert!(store.dpop_seen(&[1; 32], 1000, 10).await.unwrap());
+    assert!(
+        !store.dpop_seen(&[1; 32], 1000, 20).await.unwrap(),
+        "replay"
+    );
+    assert!(store.dpop_seen(&[2; 32], 1000, 20).await.unwrap());
+    assert!(
+        store.dpop_seen(&[1; 32], 3000, 1000).await.unwrap(),
+        "expired entry reused"
+    );
+    assert_eq!(store.purge_dpop(1500).await.unwrap(), 1);
+    store.close().await;
+}
