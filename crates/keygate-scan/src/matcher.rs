@@ -155,9 +155,9 @@ impl Matcher {
                             // The match plus the start of its line: the name a value is
                             // assigned to often begins before the keyword.
                             let abs = ws + whole.start();
-                            let ls = memchr::memrchr(b'\n', hay.get(..abs).unwrap_or(&[]))
-                                .map_or(0, |p| p + 1)
-                                .max(abs.saturating_sub(CONTEXT_BEFORE));
+                            let lo = abs.saturating_sub(CONTEXT_BEFORE);
+                            let ls = memchr::memrchr(b'\n', hay.get(lo..abs).unwrap_or(&[]))
+                                .map_or(lo, |p| lo + p + 1);
                             let ctx = hay.get(ls..ws + whole.end()).unwrap_or(&[]);
                             rule.excludes_match.iter().any(|x| x.is_match(ctx))
                         })
@@ -223,9 +223,11 @@ impl Matcher {
 
 fn window(hay: &[u8], start: usize, end: usize, multi_line: Option<usize>) -> (usize, usize) {
     let len = hay.len();
-    let before = hay.get(..start).unwrap_or(&[]);
-    let line_start = memchr::memrchr(b'\n', before).map_or(0, |p| p + 1);
-    let mut ws = line_start.max(start.saturating_sub(DEFAULT_WINDOW));
+    // Only look for line breaks within the window: scanning a whole minified line for
+    // every keyword hit would be quadratic.
+    let lo = start.saturating_sub(DEFAULT_WINDOW);
+    let before = hay.get(lo..start).unwrap_or(&[]);
+    let mut ws = memchr::memrchr(b'\n', before).map_or(lo, |p| lo + p + 1);
     // Do not cut a token in half: a truncated token could pass a boundary check.
     let floor = ws.saturating_sub(DEFAULT_WINDOW);
     while ws > floor
@@ -238,9 +240,9 @@ fn window(hay: &[u8], start: usize, end: usize, multi_line: Option<usize>) -> (u
     let we = match multi_line {
         Some(n) => end.saturating_add(n).min(len),
         None => {
-            let after = hay.get(end..).unwrap_or(&[]);
-            let line_end = memchr::memchr(b'\n', after).map_or(len, |p| end + p);
-            let mut we = line_end.min(end.saturating_add(DEFAULT_WINDOW));
+            let hi = end.saturating_add(DEFAULT_WINDOW).min(len);
+            let after = hay.get(end..hi).unwrap_or(&[]);
+            let mut we = memchr::memchr(b'\n', after).map_or(hi, |p| end + p);
             let ceil = we.saturating_add(DEFAULT_WINDOW).min(len);
             while we < ceil && hay.get(we).is_some_and(|&b| is_token_byte(b)) {
                 we += 1;

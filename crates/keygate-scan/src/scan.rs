@@ -17,6 +17,17 @@ use crate::rules::Severity;
 /// Inline marker that suppresses findings on its line.
 pub const ALLOW_MARKER: &[u8] = b"keygate:allow";
 
+/// Where a buffer starts in its file: lines before it, and bytes of its first line
+/// that came before it.
+#[derive(Debug, Clone, Copy, Default)]
+struct TextPos {
+    line: usize,
+    column: usize,
+}
+
+/// How far from a finding, on its line, a `keygate:allow` marker is honoured.
+const ALLOW_REACH: usize = 4096;
+
 /// Resource limits; the defaults bound memory to a few hundred MiB per worker.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -296,7 +307,7 @@ impl Scanner {
         let parsed = match kind {
             Kind::Text => {
                 sink.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                let f = self.scan_text(data, origin, 0, usize::MAX, true);
+                let f = self.scan_text(data, origin, TextPos::default(), usize::MAX, true);
                 return sink.add(f);
             }
             Kind::Zip => {
@@ -325,7 +336,7 @@ impl Scanner {
         match parsed {
             Ok(text) => {
                 sink.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                let f = self.scan_text(&text, origin, 0, usize::MAX, false);
+                let f = self.scan_text(&text, origin, TextPos::default(), usize::MAX, false);
                 sink.add(f);
             }
             Err(e) => sink.warn(&origin.path, format!("{e}; skipped")),
@@ -421,28 +432,32 @@ impl Scanner {
     fn scan_text_reader<R: Read>(&self, mut reader: R, origin: &Origin, sink: &Collector) {
         let chunk = self.limits.chunk_bytes.max(OVERLAP * 2);
         let mut buf: Vec<u8> = Vec::new();
-        let mut line_base = 0usize;
+        let mut pos = TextPos::default();
         loop {
             let before = buf.len();
             let want = (chunk - before.min(chunk)) as u64;
             if let Err(e) = (&mut reader).take(want).read_to_end(&mut buf) {
                 sink.warn(&origin.path, format!("read error: {e}; rest skipped"));
-                let f = self.scan_text(&buf, origin, line_base, usize::MAX, true);
+                let f = self.scan_text(&buf, origin, pos, usize::MAX, true);
                 return sink.add(f);
             }
             let got = buf.len() - before;
             sink.bytes.fetch_add(got as u64, Ordering::Relaxed);
             let last = buf.len() < chunk;
             if last {
-                let f = self.scan_text(&buf, origin, line_base, usize::MAX, true);
+                let f = self.scan_text(&buf, origin, pos, usize::MAX, true);
                 return sink.add(f);
             }
             // Report matches starting before the overlap; the next round sees the rest.
             let limit = buf.len() - OVERLAP;
-            let f = self.scan_text(&buf, origin, line_base, limit, true);
+            let f = self.scan_text(&buf, origin, pos, limit, true);
             sink.add(f);
             let dropped = buf.get(..limit).unwrap_or(&[]);
-            line_base += memchr::memchr_iter(b'\n', dropped).count();
+            pos.line += memchr::memchr_iter(b'\n', dropped).count();
+            pos.column = match memchr::memrchr(b'\n', dropped) {
+                Some(p) => dropped.len() - p - 1,
+                None => pos.column + dropped.len(),
+            };
             buf.drain(..limit);
         }
     }
@@ -453,7 +468,7 @@ impl Scanner {
         &self,
         text: &[u8],
         origin: &Origin,
-        line_base: usize,
+        base: TextPos,
         limit: usize,
         lines: bool,
     ) -> Vec<Finding> {
@@ -514,24 +529,39 @@ impl Scanner {
         }
         hits.sort_by_key(|h| h.start);
         let mut out = Vec::with_capacity(hits.len());
-        let mut line = line_base + 1;
+        let mut line = base.line + 1;
+        let mut line_start = 0usize;
         let mut pos = 0usize;
         for mut h in hits {
             let start = h.start.min(text.len());
+            // Advance line and line start incrementally: linear in the text overall.
             if start >= pos {
-                line += memchr::memchr_iter(b'\n', text.get(pos..start).unwrap_or(&[])).count();
+                let seg = text.get(pos..start).unwrap_or(&[]);
+                line += memchr::memchr_iter(b'\n', seg).count();
+                if let Some(p) = memchr::memrchr(b'\n', seg) {
+                    line_start = pos + p + 1;
+                }
                 pos = start;
             }
-            let ls = memchr::memrchr(b'\n', text.get(..start).unwrap_or(&[])).map_or(0, |p| p + 1);
-            let le = memchr::memchr(b'\n', text.get(start..).unwrap_or(&[]))
-                .map_or(text.len(), |p| start + p);
-            let line_text = text.get(ls..le).unwrap_or(&[]);
+            // The allow marker is looked for on the line, but within a bounded distance
+            // on very long (minified) lines.
+            let lo = line_start.max(start.saturating_sub(ALLOW_REACH));
+            let hi = start.saturating_add(ALLOW_REACH).min(text.len());
+            let le =
+                memchr::memchr(b'\n', text.get(start..hi).unwrap_or(&[])).map_or(hi, |p| start + p);
+            let line_text = text.get(lo..le).unwrap_or(&[]);
             if memchr::memmem::find(line_text, ALLOW_MARKER).is_some() {
                 continue;
             }
             if lines {
                 h.finding.line = Some(line);
-                h.finding.column = Some(start - ls + 1);
+                // On the buffer's first line, the line began in an earlier chunk.
+                let before = if line == base.line + 1 {
+                    base.column
+                } else {
+                    0
+                };
+                h.finding.column = Some(before + start - line_start + 1);
             }
             out.push(h.finding);
         }

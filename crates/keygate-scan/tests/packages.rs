@@ -390,4 +390,15 @@ fn huge_file_is_scanned_in_chunks_with_correct_line_numbers() {
     let (findings, _) = sink.finish();
     let lines: Vec<Option<usize>> = findings.iter().map(|f| f.line).collect();
     assert_eq!(lines, vec![Some(20_001), Some(40_002)]);
+    assert_eq!(findings[0].column, Some(7));
+
+    // One line longer than several chunks: the column counts from the real line start.
+    let long = format!("{}{k1}\n", "x=1;".repeat(300_000));
+    std::fs::write(&path, &long).unwrap();
+    let sink = Collector::default();
+    s.scan_file(&path, "long.js", &sink);
+    let (findings, _) = sink.finish();
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].line, Some(1));
+    assert_eq!(findings[0].column, Some(1_200_001));
 }

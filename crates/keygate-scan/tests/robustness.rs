@@ -203,3 +203,30 @@ fn dispatcher_survives_mutated_archives() {
     // Most mutations leave the text member readable.
     assert!(found > 100, "found {found}");
 }
+
+#[test]
+fn huge_minified_line_with_dense_keywords_scans_in_linear_time() {
+    // 4 MiB on one line, a keyword every ~40 bytes, one real key at the end.
+    let mut g = Gen::new(11);
+    let mut s = String::with_capacity(5 << 20);
+    while s.len() < 4 << 20 {
+        s.push_str("var a={key:1,token:b,auth:c,secret:d};");
+    }
+    let key = g.github();
+    s.push_str(&format!("var t=\"{key}\";"));
+    let scanner = Scanner::new(
+        Matcher::new(RuleSet::builtin().unwrap()).unwrap(),
+        None,
+        Limits::default(),
+    );
+    let sink = Collector::default();
+    let started = std::time::Instant::now();
+    scanner.scan_bytes(s.as_bytes(), &Origin::new("bundle.min.js"), &sink);
+    let elapsed = started.elapsed();
+    let (f, _) = sink.finish();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].line, Some(1));
+    assert_eq!(f[0].column, Some(s.len() - key.len() - 1));
+    // Quadratic behaviour would take minutes; linear takes well under this in debug.
+    assert!(elapsed.as_secs() < 60, "{elapsed:?}");
+}
