@@ -1,0 +1,223 @@
+//! Proxy errors say who failed (client, upstream or keygate) and answer with a generic
+//! body: no upstream key, no internal URL, no upstream error text (S30).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use crate::framing::FramingError;
+use crate::path::PathError;
+
+/// Who caused a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The app sent something we refuse.
+    Client,
+    /// The upstream failed, timed out or misbehaved.
+    Upstream,
+    /// keygate itself (configuration, a dependency such as the limiter store).
+    Keygate,
+}
+
+impl Fault {
+    /// A label value for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Client => "client",
+            Fault::Upstream => "upstream",
+            Fault::Keygate => "keygate",
+        }
+    }
+}
+
+/// Why a proxied call did not produce an upstream response. `Display` is for logs and
+/// never holds secret material; the app sees only [`ProxyError::generic_body`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request target or query was refused (S29).
+    #[error("bad request target: {0}")]
+    BadTarget(#[from] PathError),
+    /// The request head is ambiguous or malformed (S28); the connection must close.
+    #[error("bad request framing: {0}")]
+    Framing(#[from] FramingError),
+    /// No route of that name.
+    #[error("unknown route")]
+    UnknownRoute,
+    /// Method + path are not on the route's allow-list (S30).
+    #[error("method and path are not allowed on this route")]
+    NotAllowed,
+    /// The token lacks a scope the route requires.
+    #[error("token lacks a scope the route requires")]
+    InsufficientScope,
+    /// The request body exceeds the route's limit.
+    #[error("request body exceeds the route's limit")]
+    BodyTooLarge,
+    /// The app's request body failed while streaming.
+    #[error("request body ended abnormally")]
+    ClientBody,
+    /// A rate limit was hit.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// A quota was used up.
+    #[error("quota exhausted")]
+    QuotaExceeded {
+        /// Until the next window.
+        retry_after: Duration,
+    },
+    /// Connecting to the upstream failed (DNS, TCP, TLS).
+    #[error("upstream connection failed")]
+    UpstreamConnect,
+    /// The upstream did not answer in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The upstream broke the protocol or the connection.
+    #[error("upstream protocol error")]
+    UpstreamProtocol,
+    /// A dependency of keygate is unavailable (limiter, quota store, vault); fail closed.
+    #[error("keygate dependency unavailable: {0}")]
+    Unavailable(&'static str),
+    /// A bug or misconfiguration inside keygate.
+    #[error("keygate internal error: {0}")]
+    Keygate(&'static str),
+}
+
+impl ProxyError {
+    pub(crate) fn keygate(reason: &'static str) -> Self {
+        ProxyError::Keygate(reason)
+    }
+
+    /// Who failed.
+    pub fn fault(&self) -> Fault {
+        use ProxyError as E;
+        match self {
+            E::BadTarget(_)
+            | E::Framing(_)
+            | E::UnknownRoute
+            | E::NotAllowed
+            | E::InsufficientScope
+            | E::BodyTooLarge
+            | E::ClientBody
+            | E::RateLimited { .. }
+            | E::QuotaExceeded { .. } => Fault::Client,
+            E::UpstreamConnect | E::UpstreamTimeout | E::UpstreamProtocol => Fault::Upstream,
+            E::Unavailable(_) | E::Keygate(_) => Fault::Keygate,
+        }
+    }
+
+    /// The status to answer with.
+    pub fn status(&self) -> StatusCode {
+        use ProxyError as E;
+        match self {
+            E::BadTarget(_) | E::Framing(_) | E::ClientBody => StatusCode::BAD_REQUEST,
+            E::UnknownRoute => StatusCode::NOT_FOUND,
+            E::NotAllowed | E::InsufficientScope => StatusCode::FORBIDDEN,
+            E::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            E::RateLimited { .. } | E::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::UpstreamConnect | E::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            E::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Keygate(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code for the body and for metrics.
+    pub fn code(&self) -> &'static str {
+        use ProxyError as E;
+        match self {
+            E::BadTarget(_) => "bad_target",
+            E::Framing(_) => "bad_framing",
+            E::UnknownRoute => "unknown_route",
+            E::NotAllowed => "not_allowed",
+            E::InsufficientScope => "insufficient_scope",
+            E::BodyTooLarge => "body_too_large",
+            E::ClientBody => "bad_body",
+            E::RateLimited { .. } => "rate_limited",
+            E::QuotaExceeded { .. } => "quota_exceeded",
+            E::UpstreamConnect => "upstream_unreachable",
+            E::UpstreamTimeout => "upstream_timeout",
+            E::UpstreamProtocol => "upstream_error",
+            E::Unavailable(_) => "unavailable",
+            E::Keygate(_) => "internal",
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        use ProxyError as E;
+        match self {
+            E::BadTarget(_) => "the request path or query is not accepted",
+            E::Framing(_) => "the request is malformed",
+            E::UnknownRoute => "no such route",
+            E::NotAllowed => "this method and path are not allowed on this route",
+            E::InsufficientScope => "the access token lacks a scope this route requires",
+            E::BodyTooLarge => "the request body is too large for this route",
+            E::ClientBody => "the request body could not be read",
+            E::RateLimited { .. } => "too many requests; retry later",
+            E::QuotaExceeded { .. } => "quota exhausted; retry in the next window",
+            E::UpstreamConnect => "the upstream service could not be reached",
+            E::UpstreamTimeout => "the upstream service did not answer in time",
+            E::UpstreamProtocol => "the upstream service failed",
+            E::Unavailable(_) => "the gateway is temporarily unavailable; retry later",
+            E::Keygate(_) => "internal gateway error",
+        }
+    }
+
+    /// `{"error": code, "message": text, "fault": who}`: fixed strings only.
+    pub fn generic_body(&self) -> Bytes {
+        Bytes::from(format!(
+            "{{\"error\":\"{}\",\"message\":\"{}\",\"fault\":\"{}\"}}",
+            self.code(),
+            self.message(),
+            self.fault().as_str()
+        ))
+    }
+
+    /// Whether the server must close the connection after answering: framing errors
+    /// leave the stream position unknown (request smuggling).
+    pub fn close_connection(&self) -> bool {
+        matches!(self, ProxyError::Framing(_) | ProxyError::ClientBody)
+    }
+
+    /// The `Retry-After` delay, for 429s.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::RateLimited { retry_after } | ProxyError::QuotaExceeded { retry_after } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
+    /// A complete response: status, generic JSON body, `Retry-After` when limited and
+    /// `Connection: close` when the connection must not be reused.
+    pub fn to_response<B: From<Bytes>>(&self) -> http::Response<B> {
+        let mut response = http::Response::new(B::from(self.generic_body()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(after) = self.retry_after() {
+            headers.insert(http::header::RETRY_AFTER, retry_after_value(after));
+        }
+        if self.close_connection() {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up (a client retrying early is refused again).
+pub fn retry_after_value(after: Duration) -> HeaderValue {
+    HeaderValue::from(retry_after_secs(after))
+}
+
+/// Whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(after: Duration) -> u64 {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    secs.max(1)
+}

@@ -1,0 +1,623 @@
+//! Forwarding: a pooled upstream client (hyper 1, HTTP/1.1 and HTTP/2, rustls with the
+//! web PKI roots plus an optional extra CA and client certificate) and
+//! [`Forwarder::forward`], which streams the request and response bodies without
+//! buffering them, applies timeouts, never follows redirects, and redacts upstream error
+//! bodies that echo the key.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use keygate_auth::resource::VerifiedAccess;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Sleep;
+
+use crate::error::{Fault, ProxyError};
+use crate::framing::{self, BodyFraming};
+use crate::headers::{self, ForwardedInfo};
+use crate::limit::RatePermit;
+use crate::redact::Redactor;
+use crate::route::{AuthorizedCall, Injection, Route, UpstreamTls};
+use crate::usage::{ProxyMetrics, StatusClass, UsageEvent, UsageSink};
+
+/// Boxed error type of bodies.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+type OutBody = UnsyncBoxBody<Bytes, BoxError>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, OutBody>;
+
+/// Forwarder settings shared by every route.
+#[derive(Clone, Debug)]
+pub struct ForwarderConfig {
+    /// Idle pooled connections are closed after this.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+    /// Upstream error bodies (4xx/5xx) up to this size are scanned and redacted; larger
+    /// ones are replaced by a generic body, since they cannot be checked cheaply.
+    pub max_error_body: usize,
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        Self {
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+            max_error_body: 64 * 1024,
+        }
+    }
+}
+
+/// Upstream TLS material could not be loaded (path only; never file contents).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read CA bundle {0}")]
+    CaFile(String),
+    #[error("no usable certificate in CA bundle {0}")]
+    NoCa(String),
+    #[error("cannot read client certificate {0}")]
+    ClientCert(String),
+    #[error("cannot read client key {0}")]
+    ClientKey(String),
+    #[error("TLS configuration rejected: {0}")]
+    Config(String),
+}
+
+/// Builds the rustls client configuration for an upstream: web PKI roots, the extra CA
+/// if any, the client identity if any. Certificates are always verified (S31).
+pub fn tls_config(tls: &UpstreamTls) -> Result<rustls::ClientConfig, TlsSetupError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = &tls.ca_file {
+        let mut added = 0;
+        for cert in
+            CertificateDer::pem_file_iter(path).map_err(|_| TlsSetupError::CaFile(path.clone()))?
+        {
+            let cert = cert.map_err(|_| TlsSetupError::CaFile(path.clone()))?;
+            roots
+                .add(cert)
+                .map_err(|_| TlsSetupError::NoCa(path.clone()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(TlsSetupError::NoCa(path.clone()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match &tls.client_identity {
+        None => builder.with_no_client_auth(),
+        Some((cert_path, key_path)) => {
+            let certs = CertificateDer::pem_file_iter(cert_path)
+                .map_err(|_| TlsSetupError::ClientCert(cert_path.clone()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| TlsSetupError::ClientCert(cert_path.clone()))?;
+            let key = PrivateKeyDer::from_pem_file(key_path)
+                .map_err(|_| TlsSetupError::ClientKey(key_path.clone()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        }
+    };
+    Ok(config)
+}
+
+fn build_client(
+    tls: &UpstreamTls,
+    connect_timeout: Duration,
+    config: &ForwarderConfig,
+) -> Result<HttpClient, TlsSetupError> {
+    let tls_config = tls_config(tls)?;
+    let mut http = HttpConnector::new();
+    // The https connector below decides per scheme; plain http is allowed for upstreams
+    // configured as http:// (e.g. a sidecar on localhost).
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+type ClientKey = (UpstreamTls, Duration);
+
+/// Forwards authorised, admitted calls to their upstreams.
+pub struct Forwarder {
+    clients: Mutex<HashMap<ClientKey, HttpClient>>,
+    config: ForwarderConfig,
+    usage: Arc<dyn UsageSink>,
+    metrics: Arc<ProxyMetrics>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A request body that fails once more than `limit` bytes went through, and notes it.
+struct LimitedBody<B> {
+    inner: Pin<Box<B>>,
+    remaining: u64,
+    exceeded: Arc<AtomicBool>,
+    client_failed: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the route's limit")]
+struct TooLarge;
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        this.exceeded.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.client_failed.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Records usage and metrics once, when the response body ends or is dropped.
+struct UsageGuard {
+    event: Option<UsageEvent>,
+    start: Instant,
+    usage: Arc<dyn UsageSink>,
+    metrics: Arc<ProxyMetrics>,
+}
+
+impl Drop for UsageGuard {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            event.latency = self.start.elapsed();
+            self.metrics
+                .observe(&event.route, event.status_class, event.latency);
+            self.usage.record(event);
+        }
+    }
+}
+
+/// Why the response body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("upstream response body stalled")]
+    Idle,
+    #[error("upstream exchange exceeded its total time")]
+    Total,
+    #[error("upstream response body failed")]
+    Upstream,
+}
+
+/// The response body handed to the app: the upstream body streamed frame by frame (or a
+/// redacted/generic replacement for error bodies), with idle and total deadlines.
+pub struct ProxyBody {
+    inner: UnsyncBoxBody<Bytes, BoxError>,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    guard: Option<UsageGuard>,
+    done: bool,
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyBody")
+    }
+}
+
+impl ProxyBody {
+    fn finish(&mut self, fault: Option<Fault>) {
+        self.done = true;
+        if let Some(mut guard) = self.guard.take() {
+            if let (Some(event), Some(f)) = (guard.event.as_mut(), fault) {
+                event.fault = Some(f);
+            }
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.finish(Some(Fault::Upstream));
+            return Poll::Ready(Some(Err(BodyError::Total)));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.idle_timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.finish(Some(Fault::Upstream));
+                Poll::Ready(Some(Err(BodyError::Upstream)))
+            }
+            Poll::Ready(None) => {
+                this.finish(None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    this.finish(Some(Fault::Upstream));
+                    return Poll::Ready(Some(Err(BodyError::Idle)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+use std::future::Future as _;
+
+fn full(bytes: Bytes) -> UnsyncBoxBody<Bytes, BoxError> {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn generic_error_body() -> Bytes {
+    Bytes::from_static(
+        b"{\"error\":\"upstream_error\",\"message\":\"the upstream service returned an error\",\"fault\":\"upstream\"}",
+    )
+}
+
+/// Reads the upstream's source chain for a connect failure.
+fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
+    if err.is_connect() {
+        return ProxyError::UpstreamConnect;
+    }
+    ProxyError::UpstreamProtocol
+}
+
+impl Forwarder {
+    /// A forwarder reporting usage to `usage` and counters to `metrics`.
+    pub fn new(
+        config: ForwarderConfig,
+        usage: Arc<dyn UsageSink>,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Self {
+        Self {
+            clients: Mutex::new(HashMap::new()),
+            config,
+            usage,
+            metrics,
+        }
+    }
+
+    /// Builds (or reuses) the pooled client of `route`, loading its TLS material. Call it
+    /// when routes are applied, so a bad CA or key file is reported then, not per call.
+    pub fn prepare(&self, route: &Route) -> Result<(), TlsSetupError> {
+        self.client_for(route).map(|_| ())
+    }
+
+    fn client_for(&self, route: &Route) -> Result<HttpClient, TlsSetupError> {
+        let key = (route.tls().clone(), route.timeouts().connect);
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| TlsSetupError::Config("client pool lock poisoned".into()))?;
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = build_client(&key.0, key.1, &self.config)?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Forwards one call.
+    ///
+    /// Requires the proofs of every check: `access` (token, proof, revocation), `call`
+    /// (allow-list and scope for that token) and `permit` (rate and quota for that call).
+    /// `secret` is the route's current key; it is used here and dropped (zeroized) when
+    /// the request is built. The request's own head is checked again for framing (S28),
+    /// its headers cleaned (S26, S27) and its target replaced by the route's upstream
+    /// plus the checked path (S25, S29).
+    #[tracing::instrument(skip_all, fields(route = %call.route().name()))]
+    pub async fn forward<B>(
+        &self,
+        access: &VerifiedAccess,
+        call: AuthorizedCall,
+        permit: RatePermit,
+        secret: SecretString,
+        request: Request<B>,
+        forwarded: &ForwardedInfo,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        if !permit.matches(&call) || access.user().as_str() != call.user() {
+            return Err(ProxyError::keygate(
+                "permit or call belongs to another request",
+            ));
+        }
+        let route = Arc::clone(call.route());
+        let (parts, body) = request.into_parts();
+        if parts.method != *call.method() {
+            return Err(ProxyError::keygate(
+                "request method differs from the authorised call",
+            ));
+        }
+        let framing = framing::check_request_parts(&parts)?;
+        if let BodyFraming::Length(n) = framing {
+            if n > route.max_body_bytes() {
+                return Err(ProxyError::BodyTooLarge);
+            }
+        }
+
+        let target = call.target();
+        let query = match route.injection() {
+            Injection::Query { name } => {
+                let base = target
+                    .query()
+                    .map(|q| q.without_param(name))
+                    .map(|q| q.as_str().to_owned())
+                    .unwrap_or_default();
+                let mut q = zeroize::Zeroizing::new(base);
+                if !q.is_empty() {
+                    q.push('&');
+                }
+                q.push_str(name);
+                q.push('=');
+                q.push_str(
+                    &utf8_percent_encode(secret.expose_secret(), NON_ALPHANUMERIC).to_string(),
+                );
+                Some(q)
+            }
+            _ => target
+                .query()
+                .map(|q| zeroize::Zeroizing::new(q.as_str().to_owned())),
+        };
+        let uri = route
+            .upstream()
+            .uri_for(target.path(), query.as_ref().map(|q| q.as_str()))?;
+        drop(query);
+        let headers = headers::outbound_request_headers(
+            &parts.headers,
+            route.injection(),
+            &secret,
+            forwarded,
+        )?;
+        let redactor = Redactor::new(&secret, route.injection());
+        drop(secret);
+
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let client_failed = Arc::new(AtomicBool::new(false));
+        let out_body = LimitedBody {
+            inner: Box::pin(body),
+            remaining: route.max_body_bytes(),
+            exceeded: Arc::clone(&exceeded),
+            client_failed: Arc::clone(&client_failed),
+        }
+        .boxed_unsync();
+        let mut upstream_request = Request::new(out_body);
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.headers_mut() = headers;
+
+        let client = self.client_for(&route).map_err(|e| {
+            tracing::error!(error = %e, "upstream TLS setup failed");
+            ProxyError::keygate("upstream TLS setup failed")
+        })?;
+        let timeouts = *route.timeouts();
+        let deadline = tokio::time::Instant::now() + timeouts.total;
+        let head_wait = timeouts.response.min(timeouts.total);
+        let response = match tokio::time::timeout(head_wait, client.request(upstream_request)).await
+        {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                if exceeded.load(Ordering::Relaxed) {
+                    return Err(ProxyError::BodyTooLarge);
+                }
+                if client_failed.load(Ordering::Relaxed) {
+                    return Err(ProxyError::ClientBody);
+                }
+                let err = classify(&e);
+                tracing::warn!(error = %err, cause = %ErrorChain(&e), "upstream request failed");
+                return Err(err);
+            }
+            Ok(Ok(r)) => r,
+        };
+
+        let (mut head, upstream_body) = response.into_parts();
+        head.headers = headers::inbound_response_headers(&head.headers, &redactor);
+        for (name, value) in permit.headers() {
+            head.headers.insert(name, value);
+        }
+        let status = head.status;
+        let guard = UsageGuard {
+            event: Some(UsageEvent {
+                user: call.user().to_owned(),
+                client: call.client().to_owned(),
+                route: route.name().clone(),
+                status_class: StatusClass::of(status),
+                latency: Duration::ZERO,
+                fault: None,
+            }),
+            start,
+            usage: Arc::clone(&self.usage),
+            metrics: Arc::clone(&self.metrics),
+        };
+
+        let inner = if status.is_client_error() || status.is_server_error() {
+            let body = self
+                .read_error_body(upstream_body, &head.headers, deadline, timeouts.idle)
+                .await;
+            let replaced = match body {
+                Some(bytes) => match redactor.redact(&bytes) {
+                    Some(clean) => {
+                        tracing::warn!("upstream error body echoed the key; redacted");
+                        Bytes::from(clean)
+                    }
+                    None => bytes,
+                },
+                None => generic_error_body(),
+            };
+            head.headers.remove(http::header::CONTENT_LENGTH);
+            head.headers.remove(http::header::CONTENT_ENCODING);
+            if let Ok(len) = HeaderValue::from_str(&replaced.len().to_string()) {
+                head.headers.insert(http::header::CONTENT_LENGTH, len);
+            }
+            full(replaced)
+        } else {
+            upstream_body
+                .map_err(|e| -> BoxError { Box::new(e) })
+                .boxed_unsync()
+        };
+
+        let body = ProxyBody {
+            inner,
+            idle: timeouts.idle,
+            idle_timer: Box::pin(tokio::time::sleep(timeouts.idle)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            guard: Some(guard),
+            done: false,
+        };
+        Ok(Response::from_parts(head, body))
+    }
+
+    /// Reads a small error body within the deadlines; `None` when it is too large,
+    /// compressed (cannot be scanned), or fails.
+    async fn read_error_body(
+        &self,
+        mut body: hyper::body::Incoming,
+        headers: &http::HeaderMap,
+        deadline: tokio::time::Instant,
+        idle: Duration,
+    ) -> Option<Bytes> {
+        let max = self.config.max_error_body;
+        let encoded = headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            return None;
+        }
+        if let Some(len) = body.size_hint().upper() {
+            if len > max as u64 {
+                return None;
+            }
+        }
+        let mut collected = Vec::new();
+        loop {
+            let next = tokio::time::timeout(idle, body.frame());
+            let frame = tokio::time::timeout_at(deadline, next).await.ok()?.ok()?;
+            match frame {
+                None => break,
+                Some(Err(_)) => return None,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        if collected.len() + data.len() > max {
+                            return None;
+                        }
+                        collected.extend_from_slice(data);
+                    }
+                }
+            }
+        }
+        Some(Bytes::from(collected))
+    }
+}
+
+/// Status helper for callers that want it.
+pub fn is_error_status(status: StatusCode) -> bool {
+    status.is_client_error() || status.is_server_error()
+}
+
+/// Displays an error's source chain for logs. hyper errors carry no request data (the
+/// URI with a query-injected key is not part of them).
+struct ErrorChain<'a>(&'a dyn StdError);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

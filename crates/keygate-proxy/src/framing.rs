@@ -1,0 +1,303 @@
+//! Strict framing checks on a request head (S28, RFC 9112 §6.3 and §3.2).
+//!
+//! A head that two parsers could read differently (`Content-Length` beside
+//! `Transfer-Encoding`, two lengths, a length with junk in it, bare CR/LF/NUL in a value)
+//! is how request smuggling starts, so it is refused with a 400 and the connection is
+//! closed, instead of being "repaired". HTTP servers such as hyper already refuse some of
+//! these; checking again here keeps the guarantee independent of the server's parser.
+
+use http::{HeaderMap, Method, Uri, Version};
+
+/// Why a request head was refused. Always the client's fault, always 400 + close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("Content-Length and Transfer-Encoding together")]
+    LengthAndChunked,
+    #[error("more than one Content-Length")]
+    DuplicateContentLength,
+    #[error("Content-Length is not a decimal number")]
+    InvalidContentLength,
+    #[error("Transfer-Encoding other than a single 'chunked'")]
+    UnsupportedTransferEncoding,
+    #[error("Transfer-Encoding in an HTTP/1.0 request")]
+    TransferEncodingInHttp10,
+    #[error("CR, LF, NUL or another control byte in a header field")]
+    ControlCharacter,
+    #[error("malformed header name")]
+    BadHeaderName,
+    #[error("absolute-form request target")]
+    AbsoluteForm,
+    #[error("authority-form request target or CONNECT")]
+    AuthorityForm,
+    #[error("asterisk-form request target")]
+    AsteriskForm,
+    #[error("request target is not origin-form")]
+    NotOriginForm,
+    #[error("unsupported HTTP version")]
+    UnsupportedVersion,
+}
+
+/// The declared body length of a head that passed the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No `Content-Length` and no `Transfer-Encoding`: no body (HTTP/1.x), or
+    /// end-of-stream framing (HTTP/2).
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Checks one field: a token name and a value of visible ASCII, obs-text, SP or HTAB.
+pub fn check_field(name: &[u8], value: &[u8]) -> Result<(), FramingError> {
+    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        return Err(FramingError::BadHeaderName);
+    }
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(FramingError::ControlCharacter);
+    }
+    Ok(())
+}
+
+fn parse_content_length(value: &[u8]) -> Result<u64, FramingError> {
+    // RFC 9110 §8.6: 1*DIGIT. No sign, no spaces inside, no lists ("5, 5"), no hex.
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(FramingError::InvalidContentLength);
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or(FramingError::InvalidContentLength)
+}
+
+/// Checks the framing fields of a head given as raw (name, value) pairs.
+///
+/// This is the part that sees attacker bytes most directly; the fuzz target drives it.
+pub fn check_fields<'a, I>(version: Version, fields: I) -> Result<BodyFraming, FramingError>
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding: Option<&[u8]> = None;
+    for (name, value) in fields {
+        check_field(name, value)?;
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if length.is_some() {
+                return Err(FramingError::DuplicateContentLength);
+            }
+            length = Some(parse_content_length(value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if transfer_encoding.is_some() {
+                // Two TE lines combine into a list, which is never a single "chunked".
+                return Err(FramingError::UnsupportedTransferEncoding);
+            }
+            transfer_encoding = Some(value);
+        }
+    }
+    match (length, transfer_encoding) {
+        (Some(_), Some(_)) => Err(FramingError::LengthAndChunked),
+        (None, Some(te)) => {
+            if version == Version::HTTP_10 {
+                return Err(FramingError::TransferEncodingInHttp10);
+            }
+            if version != Version::HTTP_11 {
+                // HTTP/2 and /3 forbid Transfer-Encoding (RFC 9113 §8.2.2).
+                return Err(FramingError::UnsupportedTransferEncoding);
+            }
+            let trimmed = te.trim_ascii();
+            if trimmed.eq_ignore_ascii_case(b"chunked") {
+                Ok(BodyFraming::Chunked)
+            } else {
+                Err(FramingError::UnsupportedTransferEncoding)
+            }
+        }
+        (Some(n), None) => Ok(BodyFraming::Length(n)),
+        (None, None) => Ok(BodyFraming::None),
+    }
+}
+
+/// Checks the request target form: only origin-form (`/path?query`) is proxied.
+///
+/// For HTTP/2 the server's URI carries `:scheme` and `:authority` from pseudo-headers, so
+/// only the method and path are checked there.
+pub fn check_target(version: Version, method: &Method, uri: &Uri) -> Result<(), FramingError> {
+    if *method == Method::CONNECT {
+        return Err(FramingError::AuthorityForm);
+    }
+    let path = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("");
+    if path == "*" {
+        return Err(FramingError::AsteriskForm);
+    }
+    match version {
+        Version::HTTP_10 | Version::HTTP_11 => {
+            if uri.scheme().is_some() {
+                return Err(FramingError::AbsoluteForm);
+            }
+            if uri.authority().is_some() {
+                return Err(FramingError::AuthorityForm);
+            }
+        }
+        Version::HTTP_2 => {}
+        _ => return Err(FramingError::UnsupportedVersion),
+    }
+    if !path.starts_with('/') {
+        return Err(FramingError::NotOriginForm);
+    }
+    Ok(())
+}
+
+/// All checks on a parsed head: target form, field bytes and body framing.
+pub fn check_head(
+    version: Version,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<BodyFraming, FramingError> {
+    check_target(version, method, uri)?;
+    check_fields(
+        version,
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+    )
+}
+
+/// [`check_head`] on a request's parts.
+pub fn check_request_parts(parts: &http::request::Parts) -> Result<BodyFraming, FramingError> {
+    check_head(parts.version, &parts.method, &parts.uri, &parts.headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(list: &[(&'static str, &'static [u8])]) -> Vec<(&'static [u8], &'static [u8])> {
+        list.iter().map(|(n, v)| (n.as_bytes(), *v)).collect()
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn smuggling_shapes_are_refused() {
+        use FramingError as F;
+        let v = Version::HTTP_11;
+        let cases: &[(&[(&str, &[u8])], F)] = &[
+            (
+                &[("content-length", b"5"), ("transfer-encoding", b"chunked")],
+                F::LengthAndChunked,
+            ),
+            (
+                &[("Transfer-Encoding", b"chunked"), ("Content-Length", b"0")],
+                F::LengthAndChunked,
+            ),
+            (
+                &[("content-length", b"5"), ("content-length", b"5")],
+                F::DuplicateContentLength,
+            ),
+            (
+                &[("content-length", b"5"), ("content-length", b"6")],
+                F::DuplicateContentLength,
+            ),
+            (&[("content-length", b"5, 5")], F::InvalidContentLength),
+            (&[("content-length", b"+5")], F::InvalidContentLength),
+            (&[("content-length", b"-1")], F::InvalidContentLength),
+            (&[("content-length", b"0x10")], F::InvalidContentLength),
+            (&[("content-length", b"")], F::InvalidContentLength),
+            (
+                &[("content-length", b"99999999999999999999")],
+                F::InvalidContentLength,
+            ),
+            (
+                &[("transfer-encoding", b"gzip, chunked")],
+                F::UnsupportedTransferEncoding,
+            ),
+            (
+                &[("transfer-encoding", b"chunked, identity")],
+                F::UnsupportedTransferEncoding,
+            ),
+            (
+                &[("transfer-encoding", b"xchunked")],
+                F::UnsupportedTransferEncoding,
+            ),
+            (
+                &[
+                    ("transfer-encoding", b"chunked"),
+                    ("transfer-encoding", b"chunked"),
+                ],
+                F::UnsupportedTransferEncoding,
+            ),
+            (&[("x-a", b"a\r\nX-Injected: 1")], F::ControlCharacter),
+            (&[("x-a", b"a\nb")], F::ControlCharacter),
+            (&[("x-a", b"a\0b")], F::ControlCharacter),
+            (&[("x-a", b"a\rb")], F::ControlCharacter),
+            (&[("x a", b"b")], F::BadHeaderName),
+            (&[("x-a:", b"b")], F::BadHeaderName),
+        ];
+        for (list, want) in cases {
+            assert_eq!(check_fields(v, fields(list)), Err(*want), "{list:?}");
+        }
+        assert_eq!(
+            check_fields(
+                Version::HTTP_10,
+                fields(&[("transfer-encoding", b"chunked")])
+            ),
+            Err(F::TransferEncodingInHttp10)
+        );
+        assert_eq!(
+            check_fields(
+                Version::HTTP_2,
+                fields(&[("transfer-encoding", b"chunked")])
+            ),
+            Err(F::UnsupportedTransferEncoding)
+        );
+    }
+
+    #[test]
+    fn ordinary_heads_pass() {
+        let v = Version::HTTP_11;
+        assert_eq!(
+            check_fields(v, fields(&[("content-length", b"12")])),
+            Ok(BodyFraming::Length(12))
+        );
+        assert_eq!(
+            check_fields(v, fields(&[("transfer-encoding", b"Chunked")])),
+            Ok(BodyFraming::Chunked)
+        );
+        assert_eq!(
+            check_fields(v, fields(&[("x-a", b"tab\there")])),
+            Ok(BodyFraming::None)
+        );
+    }
+
+    #[test]
+    fn only_origin_form_targets() {
+        let v = Version::HTTP_11;
+        let get = Method::GET;
+        let abs: Uri = "http://evil.example/proxy/openai/v1/models"
+            .parse()
+            .unwrap();
+        assert_eq!(check_target(v, &get, &abs), Err(FramingError::AbsoluteForm));
+        let auth: Uri = "evil.example:443".parse().unwrap();
+        assert_eq!(
+            check_target(v, &Method::CONNECT, &auth),
+            Err(FramingError::AuthorityForm)
+        );
+        assert_eq!(
+            check_target(v, &get, &auth),
+            Err(FramingError::AuthorityForm)
+        );
+        let star: Uri = "*".parse().unwrap();
+        assert_eq!(
+            check_target(v, &Method::OPTIONS, &star),
+            Err(FramingError::AsteriskForm)
+        );
+        let ok: Uri = "/proxy/openai/v1/models".parse().unwrap();
+        assert_eq!(check_target(v, &get, &ok), Ok(()));
+        // HTTP/2 URIs carry :scheme/:authority; they are ignored (never used for routing).
+        assert_eq!(check_target(Version::HTTP_2, &get, &abs), Ok(()));
+    }
+}

@@ -1,0 +1,275 @@
+//! Header hygiene (S26, S27): the outbound request header map is built from the inbound
+//! one by removing everything the app must not control, then setting the forwarding
+//! headers from trusted values and injecting the key last, so nothing the app sent can
+//! remove or override it.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::ProxyError;
+use crate::redact::Redactor;
+use crate::route::Injection;
+
+/// RFC 9110 §7.6.1 connection-specific fields, plus the legacy and HTTP/2 ones that
+/// proxies must not forward.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// Inbound headers that describe the app's hop to keygate or carry its credentials; the
+/// upstream gets keygate's values or nothing.
+const INBOUND_STRIPPED: &[&str] = &[
+    "host",
+    "forwarded",
+    "x-real-ip",
+    "authorization",
+    "dpop",
+    "cookie",
+    // keygate does not implement 100-continue towards the upstream.
+    "expect",
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+fn is_forwarding_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-forwarded-")
+}
+
+/// Whether a route may not inject its key into `name` (configuration check).
+pub fn is_reserved_for_injection(name: &HeaderName) -> bool {
+    is_hop_by_hop(name)
+        || is_forwarding_header(name)
+        || matches!(
+            name.as_str(),
+            "host" | "content-length" | "forwarded" | "x-real-ip" | "dpop" | "cookie" | "expect"
+        )
+}
+
+/// The names listed in every `Connection` header (lower-cased), which are hop-by-hop for
+/// this message (RFC 9110 §7.6.1).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Trusted facts about the inbound hop, set by the server (never read from the request).
+#[derive(Clone, Debug)]
+pub struct ForwardedInfo {
+    /// The app's address as the server sees it (or as a configured trusted proxy said).
+    pub client_ip: IpAddr,
+    /// `https` or `http`: the scheme of the public URL.
+    pub proto: &'static str,
+    /// The host of the configured public URL.
+    pub host: HeaderValue,
+}
+
+/// Builds the upstream request's headers.
+///
+/// Order matters: the `Connection`-listed and hop-by-hop names are removed first, then the
+/// app's credentials and forwarding headers and the injected header, then the trusted
+/// forwarding headers are set, then the key is injected. A header the app names in
+/// `Connection` is therefore only ever one of *its own* headers.
+pub fn outbound_request_headers(
+    inbound: &HeaderMap,
+    injection: &Injection,
+    secret: &SecretString,
+    forwarded: &ForwardedInfo,
+) -> Result<HeaderMap, ProxyError> {
+    let listed = connection_listed(inbound);
+    let injected = injection.header_name();
+    let mut out = HeaderMap::with_capacity(inbound.len() + 4);
+    for (name, value) in inbound {
+        let drop = is_hop_by_hop(name)
+            || listed.contains(name)
+            || is_forwarding_header(name)
+            || INBOUND_STRIPPED.contains(&name.as_str())
+            || injected.as_ref() == Some(name);
+        if !drop {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out.insert(
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderValue::from_str(&forwarded.client_ip.to_string())
+            .map_err(|_| ProxyError::keygate("client address is not a header value"))?,
+    );
+    out.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(forwarded.proto),
+    );
+    out.insert(
+        HeaderName::from_static("x-forwarded-host"),
+        forwarded.host.clone(),
+    );
+    inject_header(&mut out, injection, secret)?;
+    Ok(out)
+}
+
+fn inject_header(
+    out: &mut HeaderMap,
+    injection: &Injection,
+    secret: &SecretString,
+) -> Result<(), ProxyError> {
+    let (name, mut value) = match injection {
+        Injection::Header {
+            name,
+            prefix,
+            suffix,
+        } => {
+            let text = zeroize_on_drop(format!("{prefix}{}{suffix}", secret.expose_secret()));
+            let value = HeaderValue::from_str(&text)
+                .map_err(|_| ProxyError::keygate("secret is not a valid header value"))?;
+            (name.clone(), value)
+        }
+        Injection::Basic { username } => {
+            let text = zeroize_on_drop(basic_credentials(username, secret));
+            let value = HeaderValue::from_str(&text)
+                .map_err(|_| ProxyError::keygate("secret is not a valid header value"))?;
+            (header::AUTHORIZATION, value)
+        }
+        Injection::Query { .. } => return Ok(()),
+    };
+    // Tells HPACK/QPACK never to index it, and hides it from `Debug`.
+    value.set_sensitive(true);
+    out.insert(name, value);
+    Ok(())
+}
+
+/// `Basic base64(username:secret)`.
+pub(crate) fn basic_credentials(username: &str, secret: &SecretString) -> String {
+    use base64::Engine as _;
+    let pair = zeroize_on_drop(format!("{username}:{}", secret.expose_secret()));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
+    )
+}
+
+/// The temporary copies of the key made while building a header value are wiped on drop.
+pub(crate) fn zeroize_on_drop(s: String) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(s)
+}
+
+/// Filters the upstream response's headers: hop-by-hop and `Connection`-listed headers
+/// are dropped (S27), and any header value that contains the key in one of its encodings
+/// is replaced (an upstream echoing the key in a `Location` or debug header).
+pub fn inbound_response_headers(upstream: &HeaderMap, redactor: &Redactor) -> HeaderMap {
+    let listed = connection_listed(upstream);
+    let mut out = HeaderMap::with_capacity(upstream.len());
+    for (name, value) in upstream {
+        if is_hop_by_hop(name) || listed.contains(name) {
+            continue;
+        }
+        if redactor.contains_secret(value.as_bytes()) {
+            out.append(name.clone(), HeaderValue::from_static("[redacted]"));
+        } else {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn info() -> ForwardedInfo {
+        ForwardedInfo {
+            client_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            proto: "https",
+            host: HeaderValue::from_static("gate.example.com"),
+        }
+    }
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (n, v) in pairs {
+            m.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn connection_cannot_remove_the_key() {
+        let inj = Injection::Header {
+            name: HeaderName::from_static("x-api-key"),
+            prefix: String::new(),
+            suffix: String::new(),
+        };
+        let inbound = map(&[
+            ("connection", "x-api-key, x-custom, keep-alive"),
+            ("x-api-key", "app-supplied"),
+            ("x-custom", "hop"),
+            ("x-other", "kept"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("te", "trailers"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=10.0.0.1;host=evil.example"),
+            ("x-real-ip", "10.0.0.1"),
+            ("authorization", "DPoP token"),
+            ("dpop", "proof"),
+            ("cookie", "a=b"),
+            ("host", "evil.example"),
+        ]);
+        let secret = SecretString::from("sk-live-123");
+        let out = outbound_request_headers(&inbound, &inj, &secret, &info()).unwrap();
+        assert_eq!(out.get("x-api-key").unwrap(), "sk-live-123");
+        assert_eq!(out.get_all("x-api-key").iter().count(), 1);
+        assert_eq!(out.get("x-other").unwrap(), "kept");
+        for gone in [
+            "connection",
+            "x-custom",
+            "keep-alive",
+            "upgrade",
+            "http2-settings",
+            "te",
+            "forwarded",
+            "x-real-ip",
+            "authorization",
+            "dpop",
+            "cookie",
+            "host",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone}");
+        }
+        assert_eq!(out.get("x-forwarded-for").unwrap(), "203.0.113.7");
+        assert_eq!(out.get("x-forwarded-host").unwrap(), "gate.example.com");
+        assert_eq!(out.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(out.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn basic_injection_replaces_app_authorization() {
+        let inj = Injection::Basic {
+            username: "api".into(),
+        };
+        let inbound = map(&[("authorization", "Basic YXBwOmFwcA==")]);
+        let out = outbound_request_headers(&inbound, &inj, &SecretString::from("s3cret"), &info())
+            .unwrap();
+        // base64("api:s3cret")
+        assert_eq!(out.get("authorization").unwrap(), "Basic YXBpOnMzY3JldA==");
+    }
+}

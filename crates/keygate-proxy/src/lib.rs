@@ -1,0 +1,58 @@
+//! keygate's proxy engine: everything the server needs to forward an app's call to a
+//! third-party API with the real key injected, as plain types and functions (no router,
+//! no database).
+//!
+//! The pipeline is enforced by types, so no path can skip a check:
+//!
+//! 1. [`framing::check_request_parts`] refuses ambiguous heads (S28) and
+//!    [`path::ProxyTarget::parse`] takes `/proxy/{route}/{path}?{query}` apart with the
+//!    one path normaliser (S29).
+//! 2. keygate-auth's `verify_request` yields a [`VerifiedAccess`].
+//! 3. [`route::Route::authorize`] checks the allow-list and scopes for that token and
+//!    yields an [`route::AuthorizedCall`] (S30).
+//! 4. [`limit::LimitGate::admit`] applies rate and quota and yields a
+//!    [`limit::RatePermit`] (or a 429 with `Retry-After`).
+//! 5. [`forward::Forwarder::forward`] takes all three proofs plus the key as a
+//!    `SecretString`, builds the upstream request from the route only (S25), cleans the
+//!    headers (S26, S27), injects the key, streams both bodies and redacts upstream error
+//!    bodies that echo the key (S30).
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`route`] | `[routes.NAME]` config, validation, allow-list patterns, limits, timeouts |
+//! | [`path`] | the path normaliser, query checks, route names, proxy targets |
+//! | [`framing`] | request head framing checks |
+//! | [`headers`] | outbound/inbound header hygiene and key injection |
+//! | [`limit`] | GCRA rate limiter and quota traits + in-memory implementations, permits |
+//! | [`forward`] | pooled upstream client, streaming, timeouts, redaction |
+//! | [`redact`] | finding the key in clear/base64/URL-encoded form |
+//! | [`usage`] | usage events and Prometheus counters |
+//! | [`error`] | [`ProxyError`]: who failed, status, generic body |
+//!
+//! [`VerifiedAccess`]: keygate_auth::resource::VerifiedAccess
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod error;
+pub mod forward;
+pub mod framing;
+pub mod headers;
+pub mod limit;
+pub mod path;
+pub mod redact;
+pub mod route;
+pub mod usage;
+
+pub use error::{Fault, ProxyError};
+pub use forward::{Forwarder, ForwarderConfig, ProxyBody};
+pub use headers::ForwardedInfo;
+pub use limit::{LimitGate, RatePermit};
+pub use path::{NormalPath, ProxyTarget, RouteName};
+pub use route::{AuthorizedCall, Route, RouteTable};

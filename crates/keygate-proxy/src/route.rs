@@ -1,0 +1,873 @@
+//! Routes: the `[routes.NAME]` tables of `keygate.toml` (or the admin API's JSON, which
+//! has the same shape), parsed into raw serde types and then validated into domain types
+//! with errors that name the field, e.g. `routes.openai.allow[1]: …`.
+//!
+//! Everything about the upstream (scheme, host, port, base path) comes from here and
+//! nowhere else (S25): the request contributes only the path below the route and the
+//! query, both checked by [`crate::path`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Method};
+use keygate_auth::ids::{Scope, ScopeSet};
+use keygate_auth::resource::VerifiedAccess;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProxyError;
+use crate::headers;
+use crate::path::{NormalPath, ProxyTarget, RouteName, normalize_path};
+
+/// The default largest request body: 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------
+// Raw (serde) shape
+// ---------------------------------------------------------------------------------------
+
+/// One `[routes.NAME]` table as written.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Base URL: `https://api.example.com[:port][/base/path]`.
+    pub upstream: String,
+    /// The vault entry whose current version is injected.
+    pub secret: String,
+    /// How the key is injected.
+    pub inject: RawInject,
+    /// `METHOD /path/pattern` entries.
+    pub allow: Vec<String>,
+    /// Scopes the access token must carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Rate, burst and quota.
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
+    /// Connect/response/idle/total timeouts.
+    #[serde(default)]
+    pub timeouts: Option<RawTimeouts>,
+    /// Largest request body in bytes.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// Extra trust and client certificate for the upstream.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+/// `inject = { header = "…", value = "…{secret}…" } | { query = "…" } | { basic = { username = "…" } }`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum RawInject {
+    /// A header whose value is a template around `{secret}`.
+    Header {
+        /// Header name.
+        header: String,
+        /// Template; `{secret}` appears exactly once. Default `{secret}`.
+        #[serde(default)]
+        value: Option<String>,
+    },
+    /// A query parameter.
+    Query {
+        /// Parameter name.
+        query: String,
+    },
+    /// HTTP Basic with the secret as password.
+    Basic {
+        /// `{ username = "…" }`.
+        basic: RawBasic,
+    },
+}
+
+/// `basic = { username = "…" }`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    /// The user name sent with the secret.
+    pub username: String,
+}
+
+/// `limits = { rate = "20/min", burst = 5, quota = "500/day", per = "user" }`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// `N/sec|min|hour|day`.
+    pub rate: Option<String>,
+    /// Requests that may arrive at once; defaults to the rate's count.
+    pub burst: Option<u32>,
+    /// `N/day|month` (UTC windows).
+    pub quota: Option<String>,
+    /// `user` (default), `client` or `ip`.
+    pub per: Option<String>,
+}
+
+/// `timeouts = { connect = "5s", response = "60s", idle = "60s", total = "10m" }`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP + TLS connect.
+    pub connect: Option<String>,
+    /// Until the upstream's response head.
+    pub response: Option<String>,
+    /// Longest gap between two response body frames.
+    pub idle: Option<String>,
+    /// The whole exchange, body included.
+    pub total: Option<String>,
+}
+
+/// `tls = { ca_file = "…", client_cert_file = "…", client_key_file = "…" }`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM bundle trusted in addition to the web PKI roots.
+    pub ca_file: Option<String>,
+    /// PEM certificate chain for upstream mTLS.
+    pub client_cert_file: Option<String>,
+    /// PEM private key for upstream mTLS.
+    pub client_key_file: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// A route field was invalid; `field` is the full path (`routes.openai.allow[1]`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RouteConfigError {
+    /// Where, e.g. `routes.openai.limits.rate`.
+    pub field: String,
+    /// What is wrong (never contains secret material: routes hold none).
+    pub message: String,
+}
+
+struct FieldPath<'a>(&'a str);
+
+impl FieldPath<'_> {
+    fn err(&self, sub: &str, message: impl Into<String>) -> RouteConfigError {
+        RouteConfigError {
+            field: if sub.is_empty() {
+                format!("routes.{}", self.0)
+            } else {
+                format!("routes.{}.{sub}", self.0)
+            },
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Domain types
+// ---------------------------------------------------------------------------------------
+
+/// The upstream base URL: scheme, authority and base path, from configuration only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    /// No trailing slash; empty for the root.
+    base_path: String,
+}
+
+impl Upstream {
+    /// Parses `http(s)://host[:port][/base]` with no user info, query or fragment.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let uri: http::Uri = text.parse().map_err(|_| "not a valid URL".to_owned())?;
+        let scheme = match uri.scheme_str() {
+            Some("https") => Scheme::HTTPS,
+            Some("http") => Scheme::HTTP,
+            _ => return Err("scheme must be http or https".into()),
+        };
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| "host is missing".to_owned())?;
+        if authority.as_str().contains('@') {
+            return Err("user info is not allowed in the upstream URL".into());
+        }
+        if authority.host().is_empty() {
+            return Err("host is missing".into());
+        }
+        if text.contains('?') || text.contains('#') {
+            return Err("query and fragment are not allowed in the upstream URL".into());
+        }
+        let path = uri.path();
+        let base_path = if path == "/" || path.is_empty() {
+            String::new()
+        } else {
+            let normal = normalize_path(path).map_err(|e| format!("base path: {e}"))?;
+            normal.as_str().trim_end_matches('/').to_owned()
+        };
+        Ok(Self {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+    /// Host and optional port.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+    /// The base path without trailing slash (empty for the root).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// Builds the upstream URI for a checked path and query. The query is passed
+    /// already encoded.
+    pub(crate) fn uri_for(
+        &self,
+        path: &NormalPath,
+        query: Option<&str>,
+    ) -> Result<http::Uri, ProxyError> {
+        let mut pq = String::with_capacity(self.base_path.len() + path.as_str().len() + 16);
+        pq.push_str(&self.base_path);
+        pq.push_str(path.as_str());
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| ProxyError::keygate("upstream URI could not be built"))
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+/// Where and how the key goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Injection {
+    /// `name: prefix{secret}suffix`.
+    Header {
+        /// The header name (lower-case).
+        name: HeaderName,
+        /// Text before the secret.
+        prefix: String,
+        /// Text after the secret.
+        suffix: String,
+    },
+    /// `?name=secret` (percent-encoded), replacing any parameter of that name.
+    Query {
+        /// The parameter name.
+        name: String,
+    },
+    /// `Authorization: Basic base64(username:secret)`.
+    Basic {
+        /// The user name.
+        username: String,
+    },
+}
+
+impl Injection {
+    /// The header this injection writes, if any; inbound copies of it are dropped (S26).
+    pub fn header_name(&self) -> Option<HeaderName> {
+        match self {
+            Injection::Header { name, .. } => Some(name.clone()),
+            Injection::Basic { .. } => Some(http::header::AUTHORIZATION),
+            Injection::Query { .. } => None,
+        }
+    }
+}
+
+/// One segment of a path pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PatternSegment {
+    /// Matches exactly this segment.
+    Literal(String),
+    /// `*`: any one non-empty segment.
+    One,
+    /// `**`: the rest of the path, possibly nothing (last segment only).
+    Rest,
+}
+
+/// `METHOD /path/pattern`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowRule {
+    method: Method,
+    segments: Vec<PatternSegment>,
+    text: String,
+}
+
+impl AllowRule {
+    /// Parses `METHOD /path/pattern`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (method, pattern) = text
+            .split_once(' ')
+            .ok_or_else(|| "expected \"METHOD /path/pattern\"".to_owned())?;
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err("method must be an upper-case token such as GET or POST".into());
+        }
+        let method =
+            Method::from_bytes(method.as_bytes()).map_err(|_| "invalid method".to_owned())?;
+        if method == Method::CONNECT {
+            return Err("CONNECT is never proxied".into());
+        }
+        let normal = normalize_path(pattern).map_err(|e| format!("pattern: {e}"))?;
+        let raw: Vec<&str> = normal.segments().collect();
+        let mut segments = Vec::with_capacity(raw.len());
+        let count = raw.len();
+        for (i, seg) in raw.into_iter().enumerate() {
+            let s = match seg {
+                "**" if i + 1 == count => PatternSegment::Rest,
+                "**" => return Err("'**' may only be the last segment".into()),
+                "*" => PatternSegment::One,
+                other => PatternSegment::Literal(other.to_owned()),
+            };
+            segments.push(s);
+        }
+        Ok(Self {
+            method,
+            segments,
+            text: text.to_owned(),
+        })
+    }
+
+    /// Whether this rule allows `method` on `path`.
+    pub fn matches(&self, method: &Method, path: &NormalPath) -> bool {
+        if *method != self.method {
+            return false;
+        }
+        let mut pattern = self.segments.iter();
+        let mut segments = path.segments();
+        loop {
+            match (pattern.next(), segments.next()) {
+                (Some(PatternSegment::Rest), _) => return true,
+                (Some(PatternSegment::One), Some(seg)) if !seg.is_empty() => {}
+                (Some(PatternSegment::Literal(lit)), Some(seg)) if lit == seg => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    /// The rule as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// What a limit is counted per.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitPer {
+    /// The token's subject.
+    User,
+    /// The OAuth client.
+    Client,
+    /// The caller's IP address (as the server determined it).
+    Ip,
+}
+
+/// A rate: `count` requests per `period`, of which `burst` may arrive at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateSpec {
+    /// Requests per period.
+    pub count: u32,
+    /// The period.
+    pub period: Duration,
+    /// Requests that may arrive back to back.
+    pub burst: u32,
+}
+
+/// Quota window length (UTC calendar windows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuotaPeriod {
+    /// A UTC calendar day.
+    Day,
+    /// A UTC calendar month.
+    Month,
+}
+
+/// `count` requests per calendar `period`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaSpec {
+    /// Requests per window.
+    pub count: u64,
+    /// The window.
+    pub period: QuotaPeriod,
+}
+
+/// A route's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Rate and burst.
+    pub rate: Option<RateSpec>,
+    /// Quota.
+    pub quota: Option<QuotaSpec>,
+    /// What the counters are keyed by.
+    pub per: LimitPer,
+}
+
+/// Upstream timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// Until the response head.
+    pub response: Duration,
+    /// Longest gap between response body frames.
+    pub idle: Duration,
+    /// The whole exchange, body included.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            response: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Upstream TLS material, by file (loaded by the forwarder).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    /// Extra trusted CA bundle.
+    pub ca_file: Option<String>,
+    /// Client certificate chain and key for upstream mTLS.
+    pub client_identity: Option<(String, String)>,
+}
+
+/// A validated route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    name: RouteName,
+    upstream: Upstream,
+    secret: String,
+    inject: Injection,
+    allow: Vec<AllowRule>,
+    scopes: ScopeSet,
+    limits: Limits,
+    timeouts: Timeouts,
+    max_body_bytes: u64,
+    tls: UpstreamTls,
+}
+
+impl Route {
+    /// Validates one raw route named `name`.
+    pub fn from_raw(name: &str, raw: &RawRoute) -> Result<Self, RouteConfigError> {
+        let at = FieldPath(name);
+        let route_name = RouteName::parse(name).map_err(|_| {
+            at.err(
+                "",
+                "route names are 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit",
+            )
+        })?;
+        let upstream = Upstream::parse(&raw.upstream).map_err(|m| at.err("upstream", m))?;
+        let secret = parse_secret_name(&raw.secret).map_err(|m| at.err("secret", m))?;
+        let inject =
+            parse_inject(&raw.inject).map_err(|(f, m)| at.err(&format!("inject.{f}"), m))?;
+        if raw.allow.is_empty() {
+            return Err(at.err("allow", "at least one \"METHOD /path\" entry is required"));
+        }
+        let allow = raw
+            .allow
+            .iter()
+            .enumerate()
+            .map(|(i, r)| AllowRule::parse(r).map_err(|m| at.err(&format!("allow[{i}]"), m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scopes = raw
+            .scopes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Scope::parse(s).map_err(|_| at.err(&format!("scopes[{i}]"), "malformed scope"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let limits = parse_limits(raw.limits.as_ref().cloned().unwrap_or_default())
+            .map_err(|(f, m)| at.err(&format!("limits.{f}"), m))?;
+        let timeouts = parse_timeouts(raw.timeouts.as_ref().cloned().unwrap_or_default())
+            .map_err(|(f, m)| at.err(&format!("timeouts.{f}"), m))?;
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let tls = match &raw.tls {
+            None => UpstreamTls::default(),
+            Some(t) => {
+                let client_identity = match (&t.client_cert_file, &t.client_key_file) {
+                    (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                    (None, None) => None,
+                    _ => {
+                        return Err(
+                            at.err("tls", "client_cert_file and client_key_file go together")
+                        );
+                    }
+                };
+                if upstream.scheme() != &Scheme::HTTPS {
+                    return Err(at.err("tls", "TLS settings need an https upstream"));
+                }
+                UpstreamTls {
+                    ca_file: t.ca_file.clone(),
+                    client_identity,
+                }
+            }
+        };
+        Ok(Self {
+            name: route_name,
+            upstream,
+            secret,
+            inject,
+            allow,
+            scopes: ScopeSet::from_scopes(scopes),
+            limits,
+            timeouts,
+            max_body_bytes,
+            tls,
+        })
+    }
+
+    /// The route's name.
+    pub fn name(&self) -> &RouteName {
+        &self.name
+    }
+    /// The upstream base URL.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+    /// The vault entry to inject (a vault `SecretName` in the server).
+    pub fn secret_name(&self) -> &str {
+        &self.secret
+    }
+    /// How the key is injected.
+    pub fn injection(&self) -> &Injection {
+        &self.inject
+    }
+    /// The allow-list.
+    pub fn allow(&self) -> &[AllowRule] {
+        &self.allow
+    }
+    /// Required scopes.
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.scopes
+    }
+    /// Limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    /// Timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+    /// Largest request body.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes
+    }
+    /// Upstream TLS material.
+    pub fn tls(&self) -> &UpstreamTls {
+        &self.tls
+    }
+
+    /// Whether the allow-list admits `method` on `path`.
+    pub fn allows(&self, method: &Method, path: &NormalPath) -> bool {
+        self.allow.iter().any(|r| r.matches(method, path))
+    }
+
+    /// The policy checks that need no state: the target belongs to this route, the
+    /// method and path are allow-listed (S30) and the token carries every required
+    /// scope. The result is the only way to get an [`AuthorizedCall`].
+    pub fn authorize(
+        self: &Arc<Self>,
+        access: &VerifiedAccess,
+        method: &Method,
+        target: &ProxyTarget,
+    ) -> Result<AuthorizedCall, ProxyError> {
+        if target.route() != &self.name {
+            return Err(ProxyError::keygate("target resolved to another route"));
+        }
+        if !self.allows(method, target.path()) {
+            return Err(ProxyError::NotAllowed);
+        }
+        if !self.scopes.is_subset(access.scopes()) {
+            return Err(ProxyError::InsufficientScope);
+        }
+        Ok(AuthorizedCall {
+            route: Arc::clone(self),
+            target: target.clone(),
+            method: method.clone(),
+            user: access.user().as_str().to_owned(),
+            client: access.client().as_str().to_owned(),
+        })
+    }
+}
+
+/// A call that passed the route's allow-list and scope check for one verified token.
+/// Only [`Route::authorize`] makes one; the limiter and the forwarder take it.
+#[derive(Clone, Debug)]
+pub struct AuthorizedCall {
+    route: Arc<Route>,
+    target: ProxyTarget,
+    method: Method,
+    user: String,
+    client: String,
+}
+
+impl AuthorizedCall {
+    /// The route.
+    pub fn route(&self) -> &Arc<Route> {
+        &self.route
+    }
+    /// The target (path and query below the route).
+    pub fn target(&self) -> &ProxyTarget {
+        &self.target
+    }
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+    /// The token's user.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+    /// The token's client.
+    pub fn client(&self) -> &str {
+        &self.client
+    }
+}
+
+fn parse_secret_name(s: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("secret names are 1-128 of letters, digits, '.', '_' and '-'".into())
+    }
+}
+
+fn parse_inject(raw: &RawInject) -> Result<Injection, (&'static str, String)> {
+    match raw {
+        RawInject::Header { header, value } => {
+            let name = HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| ("header", "not a valid header name".to_owned()))?;
+            if headers::is_reserved_for_injection(&name) {
+                return Err((
+                    "header",
+                    format!("'{name}' cannot carry a key (hop-by-hop or framing header)"),
+                ));
+            }
+            let template = value.as_deref().unwrap_or("{secret}");
+            let (prefix, suffix) = template
+                .split_once("{secret}")
+                .ok_or(("value", "the template must contain {secret}".to_owned()))?;
+            if suffix.contains("{secret}") {
+                return Err(("value", "{secret} may appear only once".into()));
+            }
+            for part in [prefix, suffix] {
+                if HeaderValue::from_str(part).is_err() || !part.is_ascii() {
+                    return Err(("value", "the template must be visible ASCII".into()));
+                }
+            }
+            Ok(Injection::Header {
+                name,
+                prefix: prefix.to_owned(),
+                suffix: suffix.to_owned(),
+            })
+        }
+        RawInject::Query { query } => {
+            let ok = !query.is_empty()
+                && query.len() <= 64
+                && query
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+            if !ok {
+                return Err((
+                    "query",
+                    "parameter names are 1-64 unreserved characters".into(),
+                ));
+            }
+            Ok(Injection::Query {
+                name: query.clone(),
+            })
+        }
+        RawInject::Basic { basic } => {
+            let u = &basic.username;
+            if u.contains(':') || !u.bytes().all(|b| (0x20..0x7f).contains(&b)) || u.len() > 256 {
+                return Err((
+                    "basic.username",
+                    "must be printable ASCII without ':'".into(),
+                ));
+            }
+            Ok(Injection::Basic {
+                username: u.clone(),
+            })
+        }
+    }
+}
+
+fn split_count(text: &str) -> Result<(u64, &str), String> {
+    let (n, unit) = text
+        .split_once('/')
+        .ok_or_else(|| "expected \"COUNT/UNIT\"".to_owned())?;
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| "count must be a positive integer".to_owned())?;
+    if n == 0 {
+        return Err("count must be positive".into());
+    }
+    Ok((n, unit.trim()))
+}
+
+/// Parses `20/min` and friends.
+pub fn parse_rate(text: &str, burst: Option<u32>) -> Result<RateSpec, String> {
+    let (n, unit) = split_count(text)?;
+    let period = match unit {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        _ => return Err("unit must be sec, min, hour or day".into()),
+    };
+    let count = u32::try_from(n).map_err(|_| "count is too large".to_owned())?;
+    let burst = burst.unwrap_or(count);
+    if burst == 0 {
+        return Err("burst must be at least 1".into());
+    }
+    Ok(RateSpec {
+        count,
+        period,
+        burst,
+    })
+}
+
+/// Parses `500/day` or `10000/month`.
+pub fn parse_quota(text: &str) -> Result<QuotaSpec, String> {
+    let (count, unit) = split_count(text)?;
+    let period = match unit {
+        "d" | "day" => QuotaPeriod::Day,
+        "month" => QuotaPeriod::Month,
+        _ => return Err("unit must be day or month".into()),
+    };
+    Ok(QuotaSpec { count, period })
+}
+
+fn parse_limits(raw: RawLimits) -> Result<Limits, (&'static str, String)> {
+    let rate = match &raw.rate {
+        Some(r) => Some(parse_rate(r, raw.burst).map_err(|m| ("rate", m))?),
+        None if raw.burst.is_some() => {
+            return Err(("burst", "burst needs a rate".into()));
+        }
+        None => None,
+    };
+    let quota = match &raw.quota {
+        Some(q) => Some(parse_quota(q).map_err(|m| ("quota", m))?),
+        None => None,
+    };
+    let per = match raw.per.as_deref() {
+        None | Some("user") => LimitPer::User,
+        Some("client") => LimitPer::Client,
+        Some("ip") => LimitPer::Ip,
+        Some(_) => return Err(("per", "must be user, client or ip".into())),
+    };
+    Ok(Limits { rate, quota, per })
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| "expected a number with a unit (ms, s, m, h)".to_owned())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| "expected a number with a unit (ms, s, m, h)".to_owned())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err("unit must be ms, s, m or h".into()),
+    };
+    if d.is_zero() {
+        return Err("must be positive".into());
+    }
+    Ok(d)
+}
+
+fn parse_timeouts(raw: RawTimeouts) -> Result<Timeouts, (&'static str, String)> {
+    let mut t = Timeouts::default();
+    for (field, value, slot) in [
+        ("connect", &raw.connect, &mut t.connect),
+        ("response", &raw.response, &mut t.response),
+        ("idle", &raw.idle, &mut t.idle),
+        ("total", &raw.total, &mut t.total),
+    ] {
+        if let Some(v) = value {
+            *slot = parse_duration(v).map_err(|m| (field, m))?;
+        }
+    }
+    Ok(t)
+}
+
+/// All routes by name, validated together.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    routes: BTreeMap<RouteName, Arc<Route>>,
+}
+
+/// A document with a `routes` table and anything else (ignored), for
+/// [`RouteTable::from_toml`].
+#[derive(Deserialize)]
+struct RoutesDocument {
+    #[serde(default)]
+    routes: BTreeMap<String, RawRoute>,
+}
+
+impl RouteTable {
+    /// Validates every route; the first error names its field.
+    pub fn from_raw(raw: &BTreeMap<String, RawRoute>) -> Result<Self, RouteConfigError> {
+        let mut routes = BTreeMap::new();
+        for (name, r) in raw {
+            let route = Route::from_raw(name, r)?;
+            routes.insert(route.name().clone(), Arc::new(route));
+        }
+        Ok(Self { routes })
+    }
+
+    /// Reads the `[routes.*]` tables of a TOML document (other keys are ignored).
+    pub fn from_toml(text: &str) -> Result<Self, RouteConfigError> {
+        let doc: RoutesDocument = toml::from_str(text).map_err(|e| RouteConfigError {
+            field: "routes".into(),
+            message: e.message().to_owned(),
+        })?;
+        Self::from_raw(&doc.routes)
+    }
+
+    /// The route named `name`.
+    pub fn get(&self, name: &RouteName) -> Option<&Arc<Route>> {
+        self.routes.get(name)
+    }
+
+    /// Every route.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.values()
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether there are no routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}

@@ -1,0 +1,271 @@
+//! Usage events for the server's batched per-minute aggregation, and Prometheus counters.
+//!
+//! Metric labels are the route name, the status class and the fault: bounded sets of
+//! configuration-chosen values. User ids, client ids, IP addresses and keys never become
+//! label values (S22); they travel only in [`UsageEvent`]s, which the server aggregates
+//! into the store.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::error::{Fault, ProxyError};
+use crate::path::RouteName;
+
+/// The first digit of a status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatusClass {
+    /// 1xx.
+    Informational,
+    /// 2xx.
+    Success,
+    /// 3xx.
+    Redirect,
+    /// 4xx.
+    ClientError,
+    /// 5xx (and anything out of range).
+    ServerError,
+}
+
+impl StatusClass {
+    /// From a status code.
+    pub fn of(status: http::StatusCode) -> Self {
+        match status.as_u16() {
+            100..=199 => Self::Informational,
+            200..=299 => Self::Success,
+            300..=399 => Self::Redirect,
+            400..=499 => Self::ClientError,
+            _ => Self::ServerError,
+        }
+    }
+
+    /// `2xx` etc.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Informational => "1xx",
+            Self::Success => "2xx",
+            Self::Redirect => "3xx",
+            Self::ClientError => "4xx",
+            Self::ServerError => "5xx",
+        }
+    }
+}
+
+/// One finished proxied call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageEvent {
+    /// The token's user.
+    pub user: String,
+    /// The token's client.
+    pub client: String,
+    /// The route.
+    pub route: RouteName,
+    /// The status class answered to the app.
+    pub status_class: StatusClass,
+    /// From the start of forwarding to the end of the response body.
+    pub latency: Duration,
+    /// Who failed, when something did (including a body cut short mid-stream).
+    pub fault: Option<Fault>,
+}
+
+/// Receives usage events. `record` is called on the response path, so it must not block.
+pub trait UsageSink: Send + Sync {
+    /// Takes one event.
+    fn record(&self, event: UsageEvent);
+}
+
+/// Discards events.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoUsage;
+
+impl UsageSink for NoUsage {
+    fn record(&self, _event: UsageEvent) {}
+}
+
+/// Sends events into a bounded channel; when the aggregator lags, events are dropped and
+/// counted rather than slowing the proxy down.
+#[derive(Debug)]
+pub struct ChannelUsageSink {
+    tx: mpsc::Sender<UsageEvent>,
+    dropped: AtomicU64,
+}
+
+impl ChannelUsageSink {
+    /// A sink and the receiver the aggregator reads.
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<UsageEvent>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                tx,
+                dropped: AtomicU64::new(0),
+            },
+            rx,
+        )
+    }
+
+    /// Events dropped because the channel was full or closed.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl UsageSink for ChannelUsageSink {
+    fn record(&self, event: UsageEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Latency histogram bucket bounds, seconds.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Default)]
+struct Series {
+    count: u64,
+    sum_secs: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+/// Prometheus counters for the proxy.
+#[derive(Default)]
+pub struct ProxyMetrics {
+    responses: Mutex<BTreeMap<(String, &'static str), Series>>,
+    refusals: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+}
+
+impl std::fmt::Debug for ProxyMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyMetrics")
+    }
+}
+
+impl ProxyMetrics {
+    /// Empty counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts a forwarded call's response.
+    pub fn observe(&self, route: &RouteName, class: StatusClass, latency: Duration) {
+        let Ok(mut map) = self.responses.lock() else {
+            return;
+        };
+        let series = map
+            .entry((route.as_str().to_owned(), class.as_str()))
+            .or_default();
+        let secs = latency.as_secs_f64();
+        series.count += 1;
+        series.sum_secs += secs;
+        for (bound, slot) in BUCKETS.iter().zip(series.buckets.iter_mut()) {
+            if secs <= *bound {
+                *slot += 1;
+            }
+        }
+    }
+
+    /// Counts a call refused or failed before (or instead of) an upstream response.
+    /// `route` is `None` when the route was unknown: the name the app sent is not a label.
+    pub fn refused(&self, route: Option<&RouteName>, error: &ProxyError) {
+        let Ok(mut map) = self.refusals.lock() else {
+            return;
+        };
+        let route = route.map_or("unknown", RouteName::as_str).to_owned();
+        *map.entry((route, error.code(), error.fault().as_str()))
+            .or_default() += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP keygate_proxy_requests_total Proxied calls answered by an upstream.\n",
+        );
+        out.push_str("# TYPE keygate_proxy_requests_total counter\n");
+        let mut hist = String::new();
+        hist.push_str("# HELP keygate_proxy_duration_seconds Time from forwarding to the end of the response body.\n");
+        hist.push_str("# TYPE keygate_proxy_duration_seconds histogram\n");
+        if let Ok(map) = self.responses.lock() {
+            for ((route, class), s) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "keygate_proxy_requests_total{{route=\"{route}\",status=\"{class}\"}} {}",
+                    s.count
+                );
+                for (bound, n) in BUCKETS.iter().zip(s.buckets.iter()) {
+                    let _ = writeln!(
+                        hist,
+                        "keygate_proxy_duration_seconds_bucket{{route=\"{route}\",status=\"{class}\",le=\"{bound}\"}} {n}"
+                    );
+                }
+                let _ = writeln!(
+                    hist,
+                    "keygate_proxy_duration_seconds_bucket{{route=\"{route}\",status=\"{class}\",le=\"+Inf\"}} {}",
+                    s.count
+                );
+                let _ = writeln!(
+                    hist,
+                    "keygate_proxy_duration_seconds_sum{{route=\"{route}\",status=\"{class}\"}} {}",
+                    s.sum_secs
+                );
+                let _ = writeln!(
+                    hist,
+                    "keygate_proxy_duration_seconds_count{{route=\"{route}\",status=\"{class}\"}} {}",
+                    s.count
+                );
+            }
+        }
+        out.push_str(&hist);
+        out.push_str("# HELP keygate_proxy_refused_total Proxied calls refused or failed, by reason and fault.\n");
+        out.push_str("# TYPE keygate_proxy_refused_total counter\n");
+        if let Ok(map) = self.refusals.lock() {
+            for ((route, code, fault), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "keygate_proxy_refused_total{{route=\"{route}\",reason=\"{code}\",fault=\"{fault}\"}} {n}"
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_have_no_user_labels() {
+        let m = ProxyMetrics::new();
+        let r = RouteName::parse("openai").unwrap();
+        m.observe(&r, StatusClass::Success, Duration::from_millis(20));
+        m.refused(Some(&r), &ProxyError::NotAllowed);
+        m.refused(None, &ProxyError::UnknownRoute);
+        let text = m.render();
+        assert!(text.contains("keygate_proxy_requests_total{route=\"openai\",status=\"2xx\"} 1"));
+        assert!(text.contains("reason=\"not_allowed\",fault=\"client\"} 1"));
+        assert!(text.contains("route=\"unknown\""));
+        assert!(text.contains("le=\"0.025\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn channel_sink_drops_when_full() {
+        let (sink, mut rx) = ChannelUsageSink::new(1);
+        let e = UsageEvent {
+            user: "u".into(),
+            client: "c".into(),
+            route: RouteName::parse("r").unwrap(),
+            status_class: StatusClass::Success,
+            latency: Duration::from_millis(1),
+            fault: None,
+        };
+        sink.record(e.clone());
+        sink.record(e.clone());
+        assert_eq!(sink.dropped(), 1);
+        assert_eq!(rx.recv().await, Some(e));
+    }
+}
