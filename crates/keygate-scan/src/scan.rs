@@ -212,7 +212,7 @@ impl Scanner {
         for p in paths {
             match std::fs::metadata(p) {
                 Ok(m) if m.is_dir() => dirs.push(p.clone()),
-                Ok(_) => self.scan_file(p, &clean(p), sink),
+                Ok(_) => self.scan_file_parallel(p, &clean(p), sink),
                 Err(e) => sink.warn(&clean(p), format!("cannot read: {e}")),
             }
         }
@@ -250,6 +250,16 @@ impl Scanner {
     /// Scans one file from disk without loading more than a chunk of it at a time
     /// (archives are read member by member).
     pub fn scan_file(&self, path: &Path, display: &str, sink: &Collector) {
+        self.scan_file_inner(path, display, sink, false);
+    }
+
+    /// Like [`Scanner::scan_file`], but the members of a top-level archive are scanned
+    /// by all cores (for a single APK or IPA given on the command line).
+    pub fn scan_file_parallel(&self, path: &Path, display: &str, sink: &Collector) {
+        self.scan_file_inner(path, display, sink, true);
+    }
+
+    fn scan_file_inner(&self, path: &Path, display: &str, sink: &Collector, parallel: bool) {
         let origin = Origin::new(display);
         let mut file = match File::open(path) {
             Ok(f) => f,
@@ -270,8 +280,8 @@ impl Scanner {
                 if let Err(e) = file.rewind() {
                     return sink.warn(&origin.path, format!("cannot read: {e}"));
                 }
-                let mut budget = self.limits.max_archive_bytes;
-                self.scan_zip(BufReader::new(file), &origin, 1, &mut budget, sink);
+                let budget = AtomicU64::new(self.limits.max_archive_bytes);
+                self.scan_zip(BufReader::new(file), &origin, 1, &budget, sink, parallel);
             }
             Kind::Executable | Kind::OtherBinary => {
                 sink.skipped_binary.fetch_add(1, Ordering::Relaxed);
@@ -282,17 +292,17 @@ impl Scanner {
                 if let Err(e) = file.take(limit).read_to_end(&mut data) {
                     return sink.warn(&origin.path, format!("cannot read: {e}"));
                 }
-                let mut budget = self.limits.max_archive_bytes;
-                self.scan_blob(&data, &origin, 0, &mut budget, sink);
+                let budget = AtomicU64::new(self.limits.max_archive_bytes);
+                self.scan_blob(&data, &origin, 0, &budget, sink);
             }
         }
     }
 
     /// Scans bytes already in memory: an archive member or a git blob.
     pub fn scan_bytes(&self, data: &[u8], origin: &Origin, sink: &Collector) {
-        let mut budget = self.limits.max_archive_bytes;
+        let budget = AtomicU64::new(self.limits.max_archive_bytes);
         sink.files.fetch_add(1, Ordering::Relaxed);
-        self.scan_blob(data, origin, 0, &mut budget, sink);
+        self.scan_blob(data, origin, 0, &budget, sink);
     }
 
     fn scan_blob(
@@ -300,7 +310,7 @@ impl Scanner {
         data: &[u8],
         origin: &Origin,
         depth: usize,
-        budget: &mut u64,
+        budget: &AtomicU64,
         sink: &Collector,
     ) {
         let kind = formats::sniff(data);
@@ -314,7 +324,7 @@ impl Scanner {
                 if depth >= self.limits.max_depth {
                     return sink.warn(&origin.path, "archive nested too deep, skipped");
                 }
-                return self.scan_zip(Cursor::new(data), origin, depth + 1, budget, sink);
+                return self.scan_zip(Cursor::new(data), origin, depth + 1, budget, sink, false);
             }
             Kind::Dex => formats::dex::strings(data),
             Kind::BinaryXml => formats::axml::binary_xml_text(data),
@@ -348,8 +358,49 @@ impl Scanner {
         reader: R,
         origin: &Origin,
         depth: usize,
-        budget: &mut u64,
+        budget: &AtomicU64,
         sink: &Collector,
+        parallel: bool,
+    ) {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        if parallel && threads > 1 {
+            // Decompression stays on this thread; scanning goes to the workers. The
+            // channel is small so few members are held in memory at once.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(Origin, Vec<u8>)>(threads);
+            let rx = Mutex::new(rx);
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    let rx = &rx;
+                    s.spawn(move || {
+                        loop {
+                            let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                            let Ok((child, data)) = job else { break };
+                            self.scan_blob(&data, &child, depth, budget, sink);
+                        }
+                    });
+                }
+                self.read_members(reader, origin, budget, sink, |child, data| {
+                    tx.send((child, data)).is_ok()
+                });
+                drop(tx);
+            });
+        } else {
+            self.read_members(reader, origin, budget, sink, |child, data| {
+                self.scan_blob(&data, &child, depth, budget, sink);
+                true
+            });
+        }
+    }
+
+    /// Reads each member within the limits and hands it to `each`; stops when `each`
+    /// returns false.
+    fn read_members<R: Read + Seek>(
+        &self,
+        reader: R,
+        origin: &Origin,
+        budget: &AtomicU64,
+        sink: &Collector,
+        mut each: impl FnMut(Origin, Vec<u8>) -> bool,
     ) {
         let mut zip = match zip::ZipArchive::new(reader) {
             Ok(z) => z,
@@ -396,7 +447,8 @@ impl Scanner {
                 );
                 continue;
             }
-            if declared > *budget {
+            let left = budget.load(Ordering::Relaxed);
+            if declared > left {
                 sink.warn(
                     &child.path,
                     "archive expands past the total size limit; rest skipped",
@@ -404,7 +456,7 @@ impl Scanner {
                 return;
             }
             // The declared size may lie: never read more than the limits allow.
-            let cap = self.limits.max_entry_bytes.min(*budget);
+            let cap = self.limits.max_entry_bytes.min(left);
             let mut data = Vec::with_capacity(usize::try_from(declared.min(cap)).unwrap_or(0));
             let read = (&mut member)
                 .take(cap.saturating_add(1))
@@ -419,13 +471,15 @@ impl Scanner {
                     &child.path,
                     "member expands past the size limit, possible zip bomb; skipped",
                 );
-                *budget = budget.saturating_sub(n);
+                take_budget(budget, n);
                 continue;
             }
-            *budget = budget.saturating_sub(n);
+            take_budget(budget, n);
             sink.files.fetch_add(1, Ordering::Relaxed);
             drop(member);
-            self.scan_blob(&data, &child, depth, budget, sink);
+            if !each(child, data) {
+                return;
+            }
         }
     }
 
@@ -567,6 +621,12 @@ impl Scanner {
         }
         out
     }
+}
+
+fn take_budget(budget: &AtomicU64, n: u64) {
+    let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+        Some(b.saturating_sub(n))
+    });
 }
 
 fn clean(p: &Path) -> String {

@@ -402,3 +402,58 @@ fn huge_file_is_scanned_in_chunks_with_correct_line_numbers() {
     assert_eq!(findings[0].line, Some(1));
     assert_eq!(findings[0].column, Some(1_200_001));
 }
+
+#[test]
+fn parallel_member_scanning_finds_the_same_and_shares_the_budget() {
+    let mut g = Gen::new(700);
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..40 {
+        entries.push((
+            format!("assets/f{i}.txt"),
+            format!("x\nk={}\n", g.github()).into_bytes(),
+        ));
+    }
+    let refs: Vec<(&str, Vec<u8>)> = entries
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.clone()))
+        .collect();
+    let zip = zip_of(&refs);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.apk");
+    std::fs::write(&path, &zip).unwrap();
+    let s = scanner(Limits::default());
+    let sink = Collector::default();
+    s.scan_file_parallel(&path, "many.apk", &sink);
+    let (par, _) = sink.finish();
+    let sink = Collector::default();
+    s.scan_file(&path, "many.apk", &sink);
+    let (seq, _) = sink.finish();
+    assert_eq!(par.len(), 40);
+    assert_eq!(par, seq);
+
+    // Nested archives expanding in parallel still draw on one budget.
+    let inner = zip_of(&[("blob.txt", g.alnum(200_000).into_bytes())]);
+    let nested: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| (format!("n{i}.zip"), inner.clone()))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = nested
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.clone()))
+        .collect();
+    std::fs::write(&path, zip_of(&refs)).unwrap();
+    let s = scanner(Limits {
+        max_archive_bytes: 1_000_000,
+        ..Limits::default()
+    });
+    let sink = Collector::default();
+    s.scan_file_parallel(&path, "nested.apk", &sink);
+    let bytes = sink.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let (_, warnings) = sink.finish();
+    assert!(bytes <= 1_000_000, "scanned {bytes} bytes past the budget");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.message.contains("total size limit")),
+        "{warnings:?}"
+    );
+}
