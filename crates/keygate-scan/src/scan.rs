@@ -272,6 +272,15 @@ impl Scanner {
         sink.files.fetch_add(1, Ordering::Relaxed);
         let kind = formats::sniff(&head);
         match kind {
+            Kind::Text if formats::plist::is_xml_plist(&head) => {
+                let mut data = head;
+                let limit = self.limits.max_entry_bytes;
+                if let Err(e) = file.take(limit).read_to_end(&mut data) {
+                    return sink.warn(&origin.path, format!("cannot read: {e}"));
+                }
+                let budget = AtomicU64::new(self.limits.max_archive_bytes);
+                self.scan_blob(&data, &origin, 0, &budget, sink);
+            }
             Kind::Text => {
                 let reader = Cursor::new(head).chain(file);
                 self.scan_text_reader(reader, &origin, sink);
@@ -317,7 +326,9 @@ impl Scanner {
         let parsed = match kind {
             Kind::Text => {
                 sink.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                let f = self.scan_text(data, origin, TextPos::default(), usize::MAX, true);
+                let paired = formats::plist::xml_plist_with_pairs(data);
+                let text = paired.as_deref().unwrap_or(data);
+                let f = self.scan_text(text, origin, TextPos::default(), usize::MAX, true);
                 return sink.add(f);
             }
             Kind::Zip => {

@@ -235,6 +235,14 @@ fn positives(g: &mut Gen, i: usize) -> Vec<Sample> {
             &["shopify-access-token"],
         ),
         pos(
+            &format!("ios/Acme/Keys{i}.plist"),
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\">\n<dict>\n\t<key>TwilioAuthToken</key>\n\t<string>{}</string>\n</dict>\n</plist>\n",
+                g.hex(32)
+            ),
+            &["twilio-auth-token"],
+        ),
+        pos(
             &format!("rn/src/config{i}.js"),
             format!(
                 "export default {{\n  mapbox: 'sk.eyJ1IjoiYWNtZSIsImEiOiJ{}.{}',\n}};\n",

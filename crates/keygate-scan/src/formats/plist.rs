@@ -7,6 +7,10 @@
 //! prints each dictionary entry whose key and value are strings as `"key": "value"` and
 //! then every string, one per line.
 
+use std::sync::OnceLock;
+
+use regex::bytes::Regex;
+
 use super::{FormatError, output_limit, push_line};
 
 const F: &str = "binary plist";
@@ -154,6 +158,45 @@ pub fn binary_plist_text(d: &[u8]) -> Result<Vec<u8>, FormatError> {
     Ok(out)
 }
 
+/// Whether text looks like an XML property list.
+pub fn is_xml_plist(text: &[u8]) -> bool {
+    let head = text.get(..text.len().min(1024)).unwrap_or(&[]);
+    memchr::memmem::find(head, b"<plist").is_some()
+        || memchr::memmem::find(head, b"<!DOCTYPE plist").is_some()
+}
+
+/// XML property lists put a key and its value on separate lines, where context rules
+/// cannot see them together. This appends ` KEY = "VALUE"` after each `<string>` that
+/// follows a `<key>`, on the value's own line, so line numbers stay right.
+pub fn xml_plist_with_pairs(text: &[u8]) -> Option<Vec<u8>> {
+    static PAIR: OnceLock<Option<Regex>> = OnceLock::new();
+    let re = PAIR
+        .get_or_init(|| {
+            Regex::new(r"(?-u)<key>([^<\n]{1,200})</key>\s{0,200}<string>([^<\n]{1,4096})</string>")
+                .ok()
+        })
+        .as_ref()?;
+    if !is_xml_plist(text) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() + text.len() / 4);
+    let mut last = 0;
+    for c in re.captures_iter(text) {
+        let (Some(all), Some(k), Some(v)) = (c.get(0), c.get(1), c.get(2)) else {
+            continue;
+        };
+        out.extend_from_slice(text.get(last..all.end())?);
+        out.push(b' ');
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b" = \"");
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+        last = all.end();
+    }
+    out.extend_from_slice(text.get(last..)?);
+    Some(out)
+}
+
 /// Builds a binary plist holding one dictionary of string keys and values (tests, fuzz
 /// seeds). Uses one-byte offsets and references, so keep it small.
 #[allow(clippy::indexing_slicing)]
@@ -226,6 +269,25 @@ mod tests {
         );
         assert!(text.contains("\"StripeSecretKey\": \"sk_live_0123456789abcdefghijklmn\""));
         assert!(text.contains("\"Ünïcode\": \"välue\""), "{text}");
+    }
+
+    #[test]
+    fn xml_plist_pairs_keep_lines() {
+        let xml = b"<?xml version=\"1.0\"?>\n<plist version=\"1.0\">\n<dict>\n\t<key>TwilioAuthToken</key>\n\t<string>0123abcd</string>\n</dict>\n</plist>\n";
+        let out = xml_plist_with_pairs(xml).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            xml.iter().filter(|&&b| b == b'\n').count()
+        );
+        assert!(
+            text.lines()
+                .nth(4)
+                .unwrap()
+                .ends_with("</string> TwilioAuthToken = \"0123abcd\""),
+            "{text}"
+        );
+        assert!(xml_plist_with_pairs(b"<key>a</key><string>b</string>").is_none());
     }
 
     #[test]
