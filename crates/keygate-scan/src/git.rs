@@ -31,6 +31,23 @@ struct Job {
     commit: Arc<CommitInfo>,
 }
 
+/// The repository's top-level `.keygateignore`, for paths in history and the index.
+fn keygate_ignore(repo: &Repository) -> Option<ignore::gitignore::Gitignore> {
+    let root = repo.workdir()?;
+    let file = root.join(crate::scan::IGNORE_FILE);
+    if !file.is_file() {
+        return None;
+    }
+    let mut b = ignore::gitignore::GitignoreBuilder::new(root);
+    let _ = b.add(&file);
+    b.build().ok()
+}
+
+fn ignored(ig: &Option<ignore::gitignore::Gitignore>, path: &str) -> bool {
+    ig.as_ref()
+        .is_some_and(|g| g.matched_path_or_any_parents(path, false).is_ignore())
+}
+
 fn wanted(d: Delta) -> bool {
     matches!(
         d,
@@ -77,6 +94,7 @@ pub fn rfc3339_utc(secs: i64) -> String {
 /// Scans every blob in the history of the repository containing `path`.
 pub fn scan_history(path: &Path, scanner: &Scanner, sink: &Collector) -> Result<(), GitError> {
     let repo = Repository::discover(path)?;
+    let ig = keygate_ignore(&repo);
     let git_dir = repo.path().to_path_buf();
     let mut walk = repo.revwalk()?;
     walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)?;
@@ -174,13 +192,13 @@ pub fn scan_history(path: &Path, scanner: &Scanner, sink: &Collector) -> Result<
                 if !wanted(delta.status()) || !is_blob_mode(nf.mode()) || nf.id().is_zero() {
                     continue;
                 }
-                if !seen.insert(nf.id()) {
-                    continue;
-                }
                 let path = nf
                     .path()
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                if ignored(&ig, &path) || !seen.insert(nf.id()) {
+                    continue;
+                }
                 let job = Job {
                     oid: nf.id(),
                     path,
@@ -199,6 +217,7 @@ pub fn scan_history(path: &Path, scanner: &Scanner, sink: &Collector) -> Result<
 /// Scans what the index would add to HEAD.
 pub fn scan_staged(path: &Path, scanner: &Scanner, sink: &Collector) -> Result<(), GitError> {
     let repo = Repository::discover(path)?;
+    let ig = keygate_ignore(&repo);
     let index = repo.index()?;
     let head_tree = match repo.head() {
         Ok(h) => Some(h.peel_to_tree()?),
@@ -216,6 +235,9 @@ pub fn scan_staged(path: &Path, scanner: &Scanner, sink: &Collector) -> Result<(
             .path()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if ignored(&ig, &path) {
+            continue;
+        }
         let blob = match repo
             .find_object(nf.id(), Some(ObjectType::Blob))
             .and_then(|o| o.peel_to_blob())

@@ -14,6 +14,9 @@ use crate::formats::{self, Kind};
 use crate::matcher::Matcher;
 use crate::rules::Severity;
 
+/// Paths listed here (gitignore syntax) are not scanned: test fixtures, rule files.
+pub const IGNORE_FILE: &str = ".keygateignore";
+
 /// Inline marker that suppresses findings on its line.
 pub const ALLOW_MARKER: &[u8] = b"keygate:allow";
 
@@ -229,6 +232,7 @@ impl Scanner {
             .git_ignore(true)
             .git_exclude(true)
             .git_global(false)
+            .add_custom_ignore_filename(IGNORE_FILE)
             .require_git(false)
             .threads(threads)
             .filter_entry(|e| e.file_name() != ".git");

@@ -160,6 +160,40 @@ fn staged_reports_only_added_lines() {
 }
 
 #[test]
+fn keygateignore_applies_to_trees_history_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(dir.path()).unwrap();
+    let mut g = Gen::new(10);
+    fs::create_dir_all(dir.path().join("tests/fixtures")).unwrap();
+    fs::write(dir.path().join(".keygateignore"), "tests/fixtures/\n").unwrap();
+    fs::write(
+        dir.path().join("tests/fixtures/keys.txt"),
+        format!("k={}\n", g.github()),
+    )
+    .unwrap();
+    commit_all(&repo, "fixtures", 1_700_000_000);
+    let p = dir.path().to_str().unwrap();
+    assert_eq!(scan(&[p]).code, 0);
+    assert_eq!(scan(&[p, "--git"]).code, 0);
+    fs::write(
+        dir.path().join("tests/fixtures/more.txt"),
+        format!("k={}\n", g.github()),
+    )
+    .unwrap();
+    fs::write(dir.path().join("app.txt"), format!("k={}\n", g.github())).unwrap();
+    stage(&repo, "tests/fixtures/more.txt");
+    stage(&repo, "app.txt");
+    let r = scan(&[p, "--staged"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.out.lines().count(), 1, "{}", r.out);
+    assert!(r.out.starts_with("app.txt:1:"), "{}", r.out);
+    // Without the ignore file the fixtures are reported.
+    fs::remove_file(dir.path().join(".keygateignore")).unwrap();
+    assert_eq!(scan(&[p]).code, 1);
+    assert_eq!(scan(&[p, "--git"]).code, 1);
+}
+
+#[test]
 fn staged_outside_a_repository_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let r = scan(&[dir.path().to_str().unwrap(), "--staged"]);

@@ -259,7 +259,7 @@ mod tests {
     fn dictionary_entries_and_strings_come_out() {
         let p = build_dict_for_tests(&[
             ("CFBundleIdentifier", "com.acme.app"),
-            ("StripeSecretKey", "sk_live_0123456789abcdefghijklmn"),
+            ("StripeSecretKey", "sk_live_0123456789abcdefghijklmn"), // keygate:allow (test value)
             ("Ünïcode", "välue"),
         ]);
         let text = String::from_utf8(binary_plist_text(&p).unwrap()).unwrap();
@@ -267,7 +267,7 @@ mod tests {
             text.contains("\"CFBundleIdentifier\": \"com.acme.app\""),
             "{text}"
         );
-        assert!(text.contains("\"StripeSecretKey\": \"sk_live_0123456789abcdefghijklmn\""));
+        assert!(text.contains("\"StripeSecretKey\": \"sk_live_0123456789abcdefghijklmn\"")); // keygate:allow (test value)
         assert!(text.contains("\"Ünïcode\": \"välue\""), "{text}");
     }
 
