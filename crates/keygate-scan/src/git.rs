@@ -133,6 +133,23 @@ pub fn scan_history(path: &Path, scanner: &Scanner, sink: &Collector) -> Result<
                         path: crate::finding::display_path(&job.path),
                         commit: Some(job.commit.clone()),
                     };
+                    // Check the size in the object header before loading the blob.
+                    let size = repo
+                        .odb()
+                        .and_then(|odb| odb.read_header(job.oid))
+                        .map(|(size, _)| size as u64);
+                    if let Ok(size) = size {
+                        if size > max_blob {
+                            sink.warn(
+                                &origin.path,
+                                format!(
+                                    "blob {} of {size} bytes over the size limit; skipped",
+                                    job.oid
+                                ),
+                            );
+                            continue;
+                        }
+                    }
                     match repo.find_blob(job.oid) {
                         Ok(blob) if blob.size() as u64 > max_blob => {
                             sink.warn(

@@ -194,6 +194,40 @@ fn keygateignore_applies_to_trees_history_and_index() {
 }
 
 #[test]
+fn broken_git_object_is_a_warning_and_the_scan_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(dir.path()).unwrap();
+    let mut g = Gen::new(12);
+    fs::write(dir.path().join("ok.txt"), format!("k={}\n", g.github())).unwrap();
+    fs::write(
+        dir.path().join("victim.txt"),
+        "some text that will be corrupted\n",
+    )
+    .unwrap();
+    commit_all(&repo, "two files", 1_700_000_000);
+    let oid = repo.blob_path(&dir.path().join("victim.txt")).unwrap();
+    let hex = oid.to_string();
+    let obj = dir
+        .path()
+        .join(".git/objects")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    let mut perm = fs::metadata(&obj).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    fs::set_permissions(&obj, perm).unwrap();
+    fs::write(&obj, b"not a zlib stream").unwrap();
+    let r = scan(&[dir.path().to_str().unwrap(), "--git"]);
+    assert_eq!(r.code, 1, "{}", r.err);
+    assert!(r.out.contains("ok.txt:1:"), "{}", r.out);
+    assert!(
+        r.err.contains("victim.txt") && r.err.contains("skipped"),
+        "{}",
+        r.err
+    );
+}
+
+#[test]
 fn staged_outside_a_repository_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let r = scan(&[dir.path().to_str().unwrap(), "--staged"]);
