@@ -543,6 +543,8 @@ impl Scanner {
     ) -> Vec<Finding> {
         struct Hit {
             start: usize,
+            end: usize,
+            managed: bool,
             finding: Finding,
         }
         let mut hits: Vec<Hit> = Vec::new();
@@ -556,6 +558,8 @@ impl Scanner {
             let secret = text.get(m.secret_start..m.secret_end).unwrap_or(&[]);
             hits.push(Hit {
                 start: m.secret_start,
+                end: m.secret_end,
+                managed: false,
                 finding: Finding {
                     rule_id: rule.id().to_string(),
                     rule_name: rule.name().to_string(),
@@ -577,6 +581,8 @@ impl Scanner {
                 }
                 hits.push(Hit {
                     start: m.start,
+                    end: m.end,
+                    managed: true,
                     finding: Finding {
                         rule_id: "managed-secret".to_string(),
                         rule_name: format!("keygate managed secret {}", m.secret.name),
@@ -595,6 +601,16 @@ impl Scanner {
         }
         if hits.is_empty() {
             return Vec::new();
+        }
+        // A managed secret says more (which one, how to rotate) than the provider rule
+        // that also matches it: keep only the managed finding for that span.
+        let managed: Vec<(usize, usize)> = hits
+            .iter()
+            .filter(|h| h.managed)
+            .map(|h| (h.start, h.end))
+            .collect();
+        if !managed.is_empty() {
+            hits.retain(|h| h.managed || !managed.iter().any(|&(s, e)| h.start < e && s < h.end));
         }
         hits.sort_by_key(|h| h.start);
         let mut out = Vec::with_capacity(hits.len());
