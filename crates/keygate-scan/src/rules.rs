@@ -29,6 +29,9 @@ pub const BUILTIN_RULE_FILES: &[(&str, &str)] = &[
 const GLOBAL_EXCLUDE: &str =
     r"(?i)example|placeholder|xxxxxxxx|your_?api_?key|redacted|<your|\$\{|\{\{|\.\.\.\.";
 
+/// Largest `window` a rule may ask for; the scanner's chunk overlap is larger.
+pub const MAX_WINDOW: usize = 32 << 10;
+
 /// Default distance (bytes) a pattern may reach past a keyword hit on the same line.
 pub const DEFAULT_WINDOW: usize = 1024;
 
@@ -175,6 +178,11 @@ impl Rule {
                 regex::bytes::Regex::new(&format!("(?-u){e}"))
                     .map_err(|err| invalid(format!("bad exclude_match pattern: {err}")))?,
             );
+        }
+        if def.window.is_some_and(|w| w > MAX_WINDOW) {
+            return Err(invalid(format!(
+                "window must be at most {MAX_WINDOW} bytes"
+            )));
         }
         if let Some(e) = def.entropy {
             if !(0.0..=8.0).contains(&e) {
@@ -340,6 +348,13 @@ mod tests {
         assert!(err.to_string().contains("bad pattern"), "{err}");
         let no_kw = "[[rules]]\nid='a'\nname='A'\nkeywords=[]\npattern='a'\n";
         assert!(set.add_source("z.toml", no_kw).is_err());
+        let wide = "[[rules]]\nid='a'\nname='A'\nkeywords=['a']\npattern='a'\nwindow=100000\n";
+        assert!(
+            set.add_source("w.toml", wide)
+                .unwrap_err()
+                .to_string()
+                .contains("window")
+        );
     }
 
     #[test]
