@@ -35,6 +35,16 @@ pub enum FramingError {
     NotOriginForm,
     #[error("unsupported HTTP version")]
     UnsupportedVersion,
+    #[error("request head too large")]
+    HeadTooLarge,
+    #[error("malformed request line")]
+    BadRequestLine,
+    #[error("obsolete line folding in a header field")]
+    ObsFold,
+    #[error("malformed chunked body")]
+    BadChunk,
+    #[error("connection already refused")]
+    Refused,
 }
 
 /// The declared body length of a head that passed the checks.

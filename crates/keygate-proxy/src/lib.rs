@@ -21,7 +21,8 @@
 //! |---|---|
 //! | [`route`] | `[routes.NAME]` config, validation, allow-list patterns, limits, timeouts |
 //! | [`path`] | the path normaliser, query checks, route names, proxy targets |
-//! | [`framing`] | request head framing checks |
+//! | [`framing`] | request head framing checks on parsed heads |
+//! | [`h1guard`] | the same checks on the raw HTTP/1 byte stream, before the server's parser |
 //! | [`headers`] | outbound/inbound header hygiene and key injection |
 //! | [`limit`] | GCRA rate limiter and quota traits + in-memory implementations, permits |
 //! | [`forward`] | pooled upstream client, streaming, timeouts, redaction |
@@ -43,6 +44,7 @@
 pub mod error;
 pub mod forward;
 pub mod framing;
+pub mod h1guard;
 pub mod headers;
 pub mod limit;
 pub mod path;

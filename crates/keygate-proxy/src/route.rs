@@ -871,3 +871,138 @@ impl RouteTable {
         self.routes.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+public_url = "https://gate.example.com"
+
+[routes.openai]
+upstream = "https://api.openai.com/base"
+secret   = "openai"
+inject   = { header = "Authorization", value = "Bearer {secret}" }
+allow    = ["POST /v1/chat/completions", "GET /v1/models", "GET /v1/models/*", "GET /v1/files/**"]
+scopes   = ["ai"]
+limits   = { rate = "20/min", burst = 5, quota = "500/day", per = "user" }
+timeouts = { connect = "2s", response = "30s" }
+max_body_bytes = 1000
+
+[routes.maps]
+upstream = "http://127.0.0.1:8081"
+secret   = "maps"
+inject   = { query = "key" }
+allow    = ["GET /geocode"]
+
+[routes.twilio]
+upstream = "https://api.twilio.com"
+secret   = "twilio"
+inject   = { basic = { username = "AC123" } }
+allow    = ["POST /2010-04-01/Accounts/*/Messages.json"]
+limits   = { rate = "1/s", per = "ip" }
+"#;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let table = RouteTable::from_toml(GOOD).unwrap();
+        assert_eq!(table.len(), 3);
+        let openai = table.get(&RouteName::parse("openai").unwrap()).unwrap();
+        assert_eq!(openai.upstream().to_string(), "https://api.openai.com/base");
+        assert_eq!(openai.secret_name(), "openai");
+        assert_eq!(
+            openai.injection(),
+            &Injection::Header {
+                name: http::header::AUTHORIZATION,
+                prefix: "Bearer ".into(),
+                suffix: String::new()
+            }
+        );
+        let l = openai.limits();
+        assert_eq!(l.rate.unwrap().burst, 5);
+        assert_eq!(l.rate.unwrap().count, 20);
+        assert_eq!(l.quota.unwrap().count, 500);
+        assert_eq!(l.quota.unwrap().period, QuotaPeriod::Day);
+        assert_eq!(openai.timeouts().connect, Duration::from_secs(2));
+        assert_eq!(openai.timeouts().idle, Timeouts::default().idle);
+        assert_eq!(openai.max_body_bytes(), 1000);
+        let maps = table.get(&RouteName::parse("maps").unwrap()).unwrap();
+        assert_eq!(maps.limits().rate, None);
+        assert_eq!(maps.max_body_bytes(), DEFAULT_MAX_BODY_BYTES);
+        let twilio = table.get(&RouteName::parse("twilio").unwrap()).unwrap();
+        assert_eq!(twilio.limits().per, LimitPer::Ip);
+        assert_eq!(twilio.limits().rate.unwrap().burst, 1);
+    }
+
+    #[test]
+    fn allow_patterns() {
+        let table = RouteTable::from_toml(GOOD).unwrap();
+        let r = table.get(&RouteName::parse("openai").unwrap()).unwrap();
+        let p = |s: &str| normalize_path(s).unwrap();
+        assert!(r.allows(&Method::POST, &p("/v1/chat/completions")));
+        assert!(!r.allows(&Method::GET, &p("/v1/chat/completions")));
+        assert!(!r.allows(&Method::POST, &p("/v1/chat/completions/x")));
+        assert!(!r.allows(&Method::POST, &p("/v1/chat")));
+        assert!(!r.allows(&Method::POST, &p("/v1/chat/completions/")));
+        assert!(r.allows(&Method::GET, &p("/v1/models")));
+        assert!(r.allows(&Method::GET, &p("/v1/models/gpt-4")));
+        assert!(!r.allows(&Method::GET, &p("/v1/models/gpt-4/x")));
+        assert!(!r.allows(&Method::GET, &p("/v1/models/")));
+        assert!(r.allows(&Method::GET, &p("/v1/files/a/b/c")));
+        assert!(r.allows(&Method::GET, &p("/v1/files")));
+        assert!(!r.allows(&Method::GET, &p("/v1/filesx")));
+    }
+
+    fn error_for(route_toml: &str) -> String {
+        let doc = format!("[routes.r]\n{route_toml}");
+        RouteTable::from_toml(&doc).unwrap_err().to_string()
+    }
+
+    const BASE: &str =
+        "upstream = \"https://u.example\"\nsecret = \"s\"\ninject = { query = \"key\" }\n";
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (format!("{BASE}allow = [\"GET /a\", \"GET a\"]"), "routes.r.allow[1]: "),
+            (format!("{BASE}allow = [\"GET /a\", \"GET /**/x\"]"), "routes.r.allow[1]: "),
+            (format!("{BASE}allow = [\"get /a\"]"), "routes.r.allow[0]: "),
+            (format!("{BASE}allow = [\"CONNECT /a\"]"), "routes.r.allow[0]: "),
+            (format!("{BASE}allow = [\"GET /a/../b\"]"), "routes.r.allow[0]: "),
+            (format!("{BASE}allow = []"), "routes.r.allow: "),
+            (format!("{BASE}allow = [\"GET /a\"]\nlimits = {{ rate = \"5/fortnight\" }}"), "routes.r.limits.rate: "),
+            (format!("{BASE}allow = [\"GET /a\"]\nlimits = {{ quota = \"5/year\" }}"), "routes.r.limits.quota: "),
+            (format!("{BASE}allow = [\"GET /a\"]\nlimits = {{ per = \"planet\" }}"), "routes.r.limits.per: "),
+            (format!("{BASE}allow = [\"GET /a\"]\nlimits = {{ burst = 3 }}"), "routes.r.limits.burst: "),
+            (format!("{BASE}allow = [\"GET /a\"]\ntimeouts = {{ connect = \"5 parsecs\" }}"), "routes.r.timeouts.connect: "),
+            (format!("{BASE}allow = [\"GET /a\"]\nscopes = [\"ok\", \"bad scope\"]"), "routes.r.scopes[1]: "),
+            ("upstream = \"ftp://u.example\"\nsecret = \"s\"\ninject = { query = \"key\" }\nallow = [\"GET /a\"]".into(), "routes.r.upstream: "),
+            ("upstream = \"https://user:pw@u.example\"\nsecret = \"s\"\ninject = { query = \"key\" }\nallow = [\"GET /a\"]".into(), "routes.r.upstream: "),
+            ("upstream = \"https://u.example/?a=b\"\nsecret = \"s\"\ninject = { query = \"key\" }\nallow = [\"GET /a\"]".into(), "routes.r.upstream: "),
+            ("upstream = \"https://u.example\"\nsecret = \"a b\"\ninject = { query = \"key\" }\nallow = [\"GET /a\"]".into(), "routes.r.secret: "),
+            ("upstream = \"https://u.example\"\nsecret = \"s\"\ninject = { header = \"Connection\" }\nallow = [\"GET /a\"]".into(), "routes.r.inject.header: "),
+            ("upstream = \"https://u.example\"\nsecret = \"s\"\ninject = { header = \"X-Key\", value = \"no placeholder\" }\nallow = [\"GET /a\"]".into(), "routes.r.inject.value: "),
+            ("upstream = \"https://u.example\"\nsecret = \"s\"\ninject = { basic = { username = \"a:b\" } }\nallow = [\"GET /a\"]".into(), "routes.r.inject.basic.username: "),
+        ];
+        for (toml, want) in cases {
+            let got = error_for(&toml);
+            assert!(got.starts_with(want), "{toml}\n→ {got}");
+        }
+        let bad_name = RouteTable::from_toml(&format!("[routes.Bad]\n{BASE}allow = [\"GET /a\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad_name.starts_with("routes.Bad: "), "{bad_name}");
+    }
+
+    #[test]
+    fn upstream_uri_comes_from_the_route() {
+        let up = Upstream::parse("https://api.example.com:8443/base/").unwrap();
+        let uri = up
+            .uri_for(&normalize_path("/v1/x").unwrap(), Some("a=1"))
+            .unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "https://api.example.com:8443/base/v1/x?a=1"
+        );
+    }
+}

@@ -1,0 +1,496 @@
+//! A strict HTTP/1.1 framing guard on the raw byte stream (S28).
+//!
+//! HTTP servers "repair" some ambiguous heads before the application sees them: hyper,
+//! for example, removes `Content-Length` when `Transfer-Encoding` is present and keeps a
+//! single copy of repeated equal `Content-Length` lines. That is permitted by RFC 9112
+//! §6.3, but it hides the ambiguity from [`crate::framing::check_head`], and keygate's
+//! policy is to refuse such requests outright. [`StrictHttp1`] wraps an accepted
+//! connection, reads every request head as raw bytes *before* the server's parser does,
+//! and checks it with [`check_raw_head`]. On a violation it hands the server a head that
+//! no parser accepts instead (so the server answers 400 and closes) and stops reading.
+//!
+//! Wrap only HTTP/1 connections (plain TCP, or TLS whose ALPN chose `http/1.1`): HTTP/2
+//! framing carries lengths in frames, and the guard refuses its connection preface.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::Version;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::framing::{BodyFraming, FramingError, check_fields};
+
+/// Largest request head accepted, in bytes (request line and fields).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most fields in one head.
+pub const MAX_FIELDS: usize = 128;
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// What the server's parser receives instead of a refused head: an invalid method token,
+/// which every HTTP/1 parser answers with 400 and a closed connection.
+const POISON: &[u8] = b"\x00 / HTTP/1.1\r\n\r\n";
+
+/// Splits `text` on CRLF; a bare CR or LF anywhere is an error.
+fn crlf_lines(text: &[u8]) -> Result<Vec<&[u8]>, FramingError> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
+        match b {
+            b'\r' => {
+                if text.get(i + 1) != Some(&b'\n') {
+                    return Err(FramingError::ControlCharacter);
+                }
+                lines.push(text.get(start..i).unwrap_or_default());
+                i += 2;
+                start = i;
+            }
+            b'\n' => return Err(FramingError::ControlCharacter),
+            _ => i += 1,
+        }
+    }
+    if start < text.len() {
+        lines.push(text.get(start..).unwrap_or_default());
+    }
+    Ok(lines)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Checks a raw HTTP/1 request head (request line and fields, with or without the
+/// final empty line): origin-form target, strict field syntax (no obs-fold, no bare
+/// CR/LF, no NUL) and unambiguous body framing. This is the function the fuzz target
+/// drives with arbitrary bytes.
+pub fn check_raw_head(head: &[u8]) -> Result<BodyFraming, FramingError> {
+    if head.len() > MAX_HEAD {
+        return Err(FramingError::HeadTooLarge);
+    }
+    // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request.
+    let mut head = head;
+    while let Some(rest) = head.strip_prefix(b"\r\n") {
+        head = rest;
+    }
+    let lines = crlf_lines(head)?;
+    let mut lines = lines.into_iter();
+    let request_line = lines.next().ok_or(FramingError::NotOriginForm)?;
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(FramingError::BadRequestLine);
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(FramingError::BadRequestLine);
+    }
+    let version = match version {
+        b"HTTP/1.1" => Version::HTTP_11,
+        b"HTTP/1.0" => Version::HTTP_10,
+        _ => return Err(FramingError::UnsupportedVersion),
+    };
+    if method == b"CONNECT" {
+        return Err(FramingError::AuthorityForm);
+    }
+    if target == b"*" {
+        return Err(FramingError::AsteriskForm);
+    }
+    match target.first() {
+        Some(b'/') => {}
+        _ if target.windows(3).any(|w| w == b"://") => return Err(FramingError::AbsoluteForm),
+        _ => return Err(FramingError::AuthorityForm),
+    }
+    if !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(FramingError::ControlCharacter);
+    }
+    let mut fields = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            // The end of the head; anything after it is not part of this head.
+            break;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            // obs-fold (RFC 9112 §5.2): refused rather than unfolded.
+            return Err(FramingError::ObsFold);
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(FramingError::BadHeaderName)?;
+        let name = line.get(..colon).unwrap_or_default();
+        let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
+        fields.push((name, value));
+        if fields.len() > MAX_FIELDS {
+            return Err(FramingError::HeadTooLarge);
+        }
+    }
+    check_fields(version, fields)
+}
+
+#[derive(Debug)]
+enum Scan {
+    /// Accumulating a head.
+    Head(Vec<u8>),
+    /// Passing `n` more body bytes.
+    Length(u64),
+    /// A chunk-size line.
+    ChunkLine(Vec<u8>),
+    /// Passing `n` chunk data bytes, then CRLF.
+    ChunkData(u64),
+    /// The CRLF after chunk data (bytes seen so far).
+    ChunkEnd(Vec<u8>),
+    /// Trailer section after the last chunk, until an empty line.
+    Trailers(Vec<u8>),
+    /// A violation was found; no more input goes to the server.
+    Refused,
+}
+
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    // chunk-size [ chunk-ext ]: hex digits, then optionally ';' extensions.
+    let size = line.split(|&b| b == b';').next()?.trim_ascii_end();
+    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()
+}
+
+/// The byte-level state of one connection's request stream.
+#[derive(Debug)]
+pub struct RequestScanner {
+    state: Scan,
+}
+
+impl Default for RequestScanner {
+    fn default() -> Self {
+        Self {
+            state: Scan::Head(Vec::new()),
+        }
+    }
+}
+
+impl RequestScanner {
+    /// Feeds received bytes; appends to `out` what may be passed to the server. Returns
+    /// `Err` once a violation was found (after appending the poison head).
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), FramingError> {
+        while !input.is_empty() {
+            match &mut self.state {
+                Scan::Refused => return Err(FramingError::Refused),
+                Scan::Head(buf) => {
+                    let (b, rest) = input.split_at(1);
+                    input = rest;
+                    buf.extend_from_slice(b);
+                    if buf.len() > MAX_HEAD {
+                        return self.refuse(FramingError::HeadTooLarge, out);
+                    }
+                    if buf.ends_with(b"\r\n\r\n") {
+                        let head = std::mem::take(buf);
+                        match check_raw_head(&head) {
+                            Err(e) => return self.refuse(e, out),
+                            Ok(framing) => {
+                                out.extend_from_slice(&head);
+                                self.state = match framing {
+                                    BodyFraming::None | BodyFraming::Length(0) => {
+                                        Scan::Head(Vec::new())
+                                    }
+                                    BodyFraming::Length(n) => Scan::Length(n),
+                                    BodyFraming::Chunked => Scan::ChunkLine(Vec::new()),
+                                };
+                            }
+                        }
+                    }
+                }
+                Scan::Length(n) => {
+                    let take = usize::try_from(*n).unwrap_or(usize::MAX).min(input.len());
+                    let (body, rest) = input.split_at(take);
+                    out.extend_from_slice(body);
+                    input = rest;
+                    *n -= take as u64;
+                    if *n == 0 {
+                        self.state = Scan::Head(Vec::new());
+                    }
+                }
+                Scan::ChunkLine(line) => {
+                    let (b, rest) = input.split_at(1);
+                    input = rest;
+                    line.extend_from_slice(b);
+                    if line.len() > MAX_CHUNK_LINE {
+                        return self.refuse(FramingError::BadChunk, out);
+                    }
+                    if line.ends_with(b"\r\n") {
+                        let text = line.get(..line.len() - 2).unwrap_or_default();
+                        if text.contains(&b'\r') || text.contains(&b'\n') {
+                            return self.refuse(FramingError::BadChunk, out);
+                        }
+                        let Some(size) = parse_chunk_size(text) else {
+                            return self.refuse(FramingError::BadChunk, out);
+                        };
+                        out.extend_from_slice(line);
+                        self.state = if size == 0 {
+                            Scan::Trailers(Vec::new())
+                        } else {
+                            Scan::ChunkData(size)
+                        };
+                    } else if line.ends_with(b"\n") {
+                        return self.refuse(FramingError::BadChunk, out);
+                    }
+                }
+                Scan::ChunkData(n) => {
+                    let take = usize::try_from(*n).unwrap_or(usize::MAX).min(input.len());
+                    let (body, rest) = input.split_at(take);
+                    out.extend_from_slice(body);
+                    input = rest;
+                    *n -= take as u64;
+                    if *n == 0 {
+                        self.state = Scan::ChunkEnd(Vec::new());
+                    }
+                }
+                Scan::ChunkEnd(seen) => {
+                    let (b, rest) = input.split_at(1);
+                    input = rest;
+                    seen.extend_from_slice(b);
+                    if !b"\r\n".starts_with(seen) {
+                        return self.refuse(FramingError::BadChunk, out);
+                    }
+                    if seen.len() == 2 {
+                        out.extend_from_slice(b"\r\n");
+                        self.state = Scan::ChunkLine(Vec::new());
+                    }
+                }
+                Scan::Trailers(buf) => {
+                    let (b, rest) = input.split_at(1);
+                    input = rest;
+                    buf.extend_from_slice(b);
+                    if buf.len() > MAX_HEAD {
+                        return self.refuse(FramingError::HeadTooLarge, out);
+                    }
+                    if buf.as_slice() == b"\r\n" || buf.ends_with(b"\r\n\r\n") {
+                        // Trailer fields obey the same field rules as the head.
+                        let lines = match crlf_lines(buf) {
+                            Ok(l) => l,
+                            Err(e) => return self.refuse(e, out),
+                        };
+                        for line in lines.iter().filter(|l| !l.is_empty()) {
+                            let ok = !matches!(line.first(), Some(b' ' | b'\t'))
+                                && line.iter().position(|&c| c == b':').is_some_and(|c| {
+                                    crate::framing::check_field(
+                                        line.get(..c).unwrap_or_default(),
+                                        line.get(c + 1..).unwrap_or_default().trim_ascii(),
+                                    )
+                                    .is_ok()
+                                });
+                            if !ok {
+                                return self.refuse(FramingError::BadChunk, out);
+                            }
+                        }
+                        out.extend_from_slice(buf);
+                        self.state = Scan::Head(Vec::new());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, why: FramingError, out: &mut Vec<u8>) -> Result<(), FramingError> {
+        self.state = Scan::Refused;
+        out.extend_from_slice(POISON);
+        Err(why)
+    }
+}
+
+/// An accepted HTTP/1 connection whose request stream is checked by [`RequestScanner`]
+/// before the server reads it. Writes pass through unchanged.
+#[derive(Debug)]
+pub struct StrictHttp1<IO> {
+    io: IO,
+    scanner: RequestScanner,
+    /// Bytes cleared for the server, not yet read by it.
+    ready: Vec<u8>,
+    ready_at: usize,
+    refused: bool,
+}
+
+impl<IO> StrictHttp1<IO> {
+    /// Wraps a connection.
+    pub fn new(io: IO) -> Self {
+        Self {
+            io,
+            scanner: RequestScanner::default(),
+            ready: Vec::new(),
+            ready_at: 0,
+            refused: false,
+        }
+    }
+
+    /// The wrapped connection.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for StrictHttp1<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.ready_at < this.ready.len() {
+                let pending = this.ready.get(this.ready_at..).unwrap_or_default();
+                let n = pending.len().min(buf.remaining());
+                buf.put_slice(pending.get(..n).unwrap_or_default());
+                this.ready_at += n;
+                if this.ready_at == this.ready.len() {
+                    this.ready.clear();
+                    this.ready_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.refused {
+                // EOF after the poison head: the server answers it and closes.
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [0u8; 8192];
+            let mut raw_buf = ReadBuf::new(&mut raw);
+            match Pin::new(&mut this.io).poll_read(cx, &mut raw_buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let filled = raw_buf.filled();
+                    if filled.is_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    if let Err(why) = this.scanner.feed(filled, &mut this.ready) {
+                        tracing::info!(reason = %why, "request refused by the framing guard");
+                        this.refused = true;
+                    }
+                    // Loop: deliver what was cleared, or read more of an incomplete head.
+                }
+            }
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for StrictHttp1<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8], step: usize) -> (Vec<u8>, Result<(), FramingError>) {
+        let mut s = RequestScanner::default();
+        let mut out = Vec::new();
+        for piece in input.chunks(step.max(1)) {
+            if let Err(e) = s.feed(piece, &mut out) {
+                return (out, Err(e));
+            }
+        }
+        (out, Ok(()))
+    }
+
+    #[test]
+    fn pipelined_requests_pass_unchanged_in_any_split() {
+        let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\n\r\nhello\
+GET /b HTTP/1.1\r\nHost: g\r\n\r\n\
+POST /c HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nabcde\r\n0\r\nX-T: 1\r\n\r\n\
+GET /d HTTP/1.1\r\nHost: g\r\n\r\n";
+        for step in [1, 2, 3, 7, 64, 4096] {
+            let (out, r) = scan_all(stream, step);
+            assert_eq!(r, Ok(()), "step {step}");
+            assert_eq!(out, stream, "step {step}");
+        }
+    }
+
+    #[test]
+    fn smuggling_after_a_good_request_is_poisoned() {
+        let stream: &[u8] = b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n\
+POST /b HTTP/1.1\r\nHost: g\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (out, r) = scan_all(stream, 5);
+        assert_eq!(r, Err(FramingError::LengthAndChunked));
+        let first = b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n";
+        assert!(out.starts_with(first));
+        assert_eq!(&out[first.len()..], POISON);
+    }
+
+    #[test]
+    fn raw_heads() {
+        use FramingError as F;
+        let cases: [(&[u8], F); 12] = [
+            (
+                b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                F::DuplicateContentLength,
+            ),
+            (b"GET /x HTTP/1.1\r\nA: b\r\n c\r\n\r\n", F::ObsFold),
+            (
+                b"GET /x HTTP/1.1\r\nA: b\nC: d\r\n\r\n",
+                F::ControlCharacter,
+            ),
+            (b"GET /x HTTP/1.1\r\nA : b\r\n\r\n", F::BadHeaderName),
+            (b"GET /x HTTP/1.1\r\nA: b\x00\r\n\r\n", F::ControlCharacter),
+            (b"GET http://h/x HTTP/1.1\r\n\r\n", F::AbsoluteForm),
+            (b"GET h:80 HTTP/1.1\r\n\r\n", F::AuthorityForm),
+            (b"CONNECT h:80 HTTP/1.1\r\n\r\n", F::AuthorityForm),
+            (b"OPTIONS * HTTP/1.1\r\n\r\n", F::AsteriskForm),
+            (b"GET /x HTTP/2.0\r\n\r\n", F::UnsupportedVersion),
+            (b"GET  /x HTTP/1.1\r\n\r\n", F::BadRequestLine),
+            (b"GET /x\x7f HTTP/1.1\r\n\r\n", F::ControlCharacter),
+        ];
+        for (head, want) in cases {
+            assert_eq!(
+                check_raw_head(head),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert_eq!(
+            check_raw_head(b"\r\nPOST /x HTTP/1.1\r\nContent-Length:  7 \r\n\r\n"),
+            Ok(BodyFraming::Length(7))
+        );
+    }
+
+    #[test]
+    fn bad_chunks_are_refused() {
+        for body in [
+            &b"zz\r\n"[..],
+            b"5\r\nabcdeXX",
+            b"5\nabcde\r\n",
+            b"0\r\nA b: c\r\n\r\n",
+        ] {
+            let mut stream = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            stream.extend_from_slice(body);
+            let (_, r) = scan_all(&stream, 3);
+            assert!(r.is_err(), "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+}
