@@ -76,6 +76,14 @@ fn seeds() -> Vec<Vec<u8>> {
         ]),
         axml::build::resource_table(&[("app_name", "A"), ("key", "value")]),
         plist::build_dict_for_tests(&[("a", "b"), ("CFBundleName", "Acme")]),
+        axml::build::resource_table_with(
+            &[("k", "v"), ("app", "A")],
+            axml::build::TableLayout::Sparse,
+        ),
+        axml::build::resource_table_with(
+            &[("k", "v"), ("app", "A")],
+            axml::build::TableLayout::Compact,
+        ),
     ]
 }
 

@@ -269,10 +269,13 @@ fn package(
 }
 
 fn type_chunk(d: &[u8], c: &Chunk, values: &[String], keys: &[String], out: &mut Vec<u8>) {
+    const FLAG_SPARSE: u8 = 0x01;
+    const FLAG_OFFSET16: u8 = 0x02;
+    const ENTRY_COMPLEX: u16 = 0x0001;
+    const ENTRY_COMPACT: u16 = 0x0008;
     let flags = d.get(c.start + 9).copied().unwrap_or(0);
-    if flags != 0 {
-        return; // sparse or 16-bit offsets: only the pools are scanned
-    }
+    let sparse = flags & FLAG_SPARSE != 0;
+    let offset16 = flags & FLAG_OFFSET16 != 0;
     let Some(count) = u32_le(d, c.start + 12) else {
         return;
     };
@@ -280,34 +283,51 @@ fn type_chunk(d: &[u8], c: &Chunk, values: &[String], keys: &[String], out: &mut
         return;
     };
     let offsets_at = c.start + c.header;
-    let count = (count as usize).min(c.end.saturating_sub(offsets_at) / 4);
+    // Plain tables hold u32 offsets; sparse ones (idx, offset/4) u16 pairs; offset16
+    // ones u16 offset/4 values with 0xffff for "no entry".
+    let stride = if offset16 && !sparse { 2 } else { 4 };
+    let count = (count as usize).min(c.end.saturating_sub(offsets_at) / stride);
     let base = c.start.saturating_add(entries_start as usize);
     let cap = output_limit(d.len());
     for i in 0..count {
         if out.len() > cap {
             return;
         }
-        let Some(off) = u32_le(d, offsets_at + i * 4) else {
-            return;
+        let at = offsets_at + i * stride;
+        let off = if sparse {
+            u16_le(d, at + 2).map(|o| usize::from(o) * 4)
+        } else if offset16 {
+            u16_le(d, at)
+                .filter(|&o| o != 0xffff)
+                .map(|o| usize::from(o) * 4)
+        } else {
+            u32_le(d, at).filter(|&o| o != NO_INDEX).map(|o| o as usize)
         };
-        if off == NO_INDEX {
+        let Some(off) = off else { continue };
+        let e = base.saturating_add(off);
+        if e.saturating_add(8) > c.end {
             continue;
         }
-        let e = base.saturating_add(off as usize);
-        if e.saturating_add(16) > c.end {
-            continue;
-        }
-        let (Some(size), Some(eflags), Some(key)) =
-            (u16_le(d, e), u16_le(d, e + 2), u32_le(d, e + 4))
-        else {
+        let Some(eflags) = u16_le(d, e + 2) else {
             continue;
         };
-        if eflags & 0x0001 != 0 {
-            continue; // complex (map) entry
-        }
-        let v = e + usize::from(size);
-        let data_type = d.get(v + 3).copied().unwrap_or(0);
-        let Some(data) = u32_le(d, v + 4) else {
+        let entry = if eflags & ENTRY_COMPACT != 0 {
+            // Compact entry: u16 key index, u16 flags with the value type in the high
+            // byte, u32 value data.
+            u16_le(d, e)
+                .zip(u32_le(d, e + 4))
+                .map(|(k, data)| (u32::from(k), (eflags >> 8) as u8, data))
+        } else if eflags & ENTRY_COMPLEX != 0 || e.saturating_add(16) > c.end {
+            None
+        } else {
+            let size = usize::from(u16_le(d, e).unwrap_or(8));
+            let v = e + size;
+            let data_type = d.get(v + 3).copied().unwrap_or(0);
+            u32_le(d, e + 4)
+                .zip(u32_le(d, v + 4))
+                .map(|(k, data)| (k, data_type, data))
+        };
+        let Some((key, data_type, data)) = entry else {
             continue;
         };
         if data_type != TYPE_STRING {
@@ -431,8 +451,24 @@ pub mod build {
         chunk(0x0003, &[], &all)
     }
 
+    /// How a built resource table lays out its entries.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum TableLayout {
+        /// u32 offsets, full entries (aapt2 default).
+        Plain,
+        /// (index, offset/4) pairs, full entries (`--enable-sparse-encoding`).
+        Sparse,
+        /// u16 offsets/4 and compact 8-byte entries (`--enable-compact-entries`).
+        Compact,
+    }
+
     /// A resource table with one package holding string resources `(key, value)`.
     pub fn resource_table(resources: &[(&str, &str)]) -> Vec<u8> {
+        resource_table_with(resources, TableLayout::Plain)
+    }
+
+    /// Like [`resource_table`], with the given entry layout.
+    pub fn resource_table_with(resources: &[(&str, &str)], layout: TableLayout) -> Vec<u8> {
         let values: Vec<&str> = resources.iter().map(|(_, v)| *v).collect();
         let keys: Vec<&str> = resources.iter().map(|(k, _)| *k).collect();
         let global = string_pool(&values, true);
@@ -442,26 +478,54 @@ pub mod build {
         let n = resources.len();
         let mut th = Vec::new();
         th.push(1u8);
-        th.push(0u8);
+        th.push(match layout {
+            TableLayout::Plain => 0u8,
+            TableLayout::Sparse => 0x01,
+            TableLayout::Compact => 0x02,
+        });
         th.extend_from_slice(&0u16.to_le_bytes());
         th.extend_from_slice(&(n as u32).to_le_bytes());
         let type_header_len = 8 + 12 + 64;
-        th.extend_from_slice(&((type_header_len + n * 4) as u32).to_le_bytes());
+        let stride = if layout == TableLayout::Compact { 2 } else { 4 };
+        let entry_len = if layout == TableLayout::Compact {
+            8
+        } else {
+            16
+        };
+        let offsets_len = (n * stride).div_ceil(4) * 4;
+        th.extend_from_slice(&((type_header_len + offsets_len) as u32).to_le_bytes());
         let mut config = vec![0u8; 64];
         config[..4].copy_from_slice(&64u32.to_le_bytes());
         th.extend_from_slice(&config);
         let mut tb = Vec::new();
         for i in 0..n {
-            tb.extend_from_slice(&((i * 16) as u32).to_le_bytes());
+            let off = i * entry_len;
+            match layout {
+                TableLayout::Plain => tb.extend_from_slice(&(off as u32).to_le_bytes()),
+                TableLayout::Sparse => {
+                    tb.extend_from_slice(&(i as u16).to_le_bytes());
+                    tb.extend_from_slice(&((off / 4) as u16).to_le_bytes());
+                }
+                TableLayout::Compact => tb.extend_from_slice(&((off / 4) as u16).to_le_bytes()),
+            }
+        }
+        while tb.len() % 4 != 0 {
+            tb.push(0);
         }
         for i in 0..n {
-            tb.extend_from_slice(&8u16.to_le_bytes());
-            tb.extend_from_slice(&0u16.to_le_bytes());
-            tb.extend_from_slice(&(i as u32).to_le_bytes());
-            tb.extend_from_slice(&8u16.to_le_bytes());
-            tb.push(0);
-            tb.push(0x03);
-            tb.extend_from_slice(&(i as u32).to_le_bytes());
+            if layout == TableLayout::Compact {
+                tb.extend_from_slice(&(i as u16).to_le_bytes());
+                tb.extend_from_slice(&(0x0008u16 | (0x03 << 8)).to_le_bytes());
+                tb.extend_from_slice(&(i as u32).to_le_bytes());
+            } else {
+                tb.extend_from_slice(&8u16.to_le_bytes());
+                tb.extend_from_slice(&0u16.to_le_bytes());
+                tb.extend_from_slice(&(i as u32).to_le_bytes());
+                tb.extend_from_slice(&8u16.to_le_bytes());
+                tb.push(0);
+                tb.push(0x03);
+                tb.extend_from_slice(&(i as u32).to_le_bytes());
+            }
         }
         let type_chunk = chunk(0x0201, &th, &tb);
         // Package header: id, name[128] u16, typeStrings, lastPublicType, keyStrings,
@@ -538,6 +602,29 @@ mod tests {
             text.contains("<string name=\"app_name\">Acme</string>"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn sparse_and_compact_tables_map_keys_to_values() {
+        for layout in [build::TableLayout::Sparse, build::TableLayout::Compact] {
+            let t = build::resource_table_with(
+                &[
+                    ("app_name", "Acme"),
+                    ("stripe_key", "sk_x"),
+                    ("twilio_auth_token", "0123abcd"),
+                ],
+                layout,
+            );
+            let text = String::from_utf8(resource_table_text(&t).unwrap()).unwrap();
+            assert!(
+                text.contains("<string name=\"twilio_auth_token\">0123abcd</string>"),
+                "{layout:?}: {text}"
+            );
+            assert!(
+                text.contains("<string name=\"app_name\">Acme</string>"),
+                "{layout:?}"
+            );
+        }
     }
 
     #[test]
