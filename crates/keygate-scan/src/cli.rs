@@ -257,6 +257,11 @@ fn scan(
     progress: bool,
 ) -> Result<u8, CliError> {
     let started = Instant::now();
+    if (args.git || args.staged) && args.paths.len() > 1 {
+        return Err(CliError::Other(
+            "with --git or --staged, give at most one path (the repository)".into(),
+        ));
+    }
     let matcher = load_rules(&args.rules)?;
     let fingerprints = match &args.fingerprints {
         Some(p) => Some(Fingerprints::load(p)?),

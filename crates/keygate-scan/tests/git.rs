@@ -233,6 +233,9 @@ fn staged_outside_a_repository_is_an_error() {
     let r = scan(&[dir.path().to_str().unwrap(), "--staged"]);
     assert_eq!(r.code, 2);
     assert!(r.err.starts_with("keygate scan: error: git:"), "{}", r.err);
+    let r = scan(&["a", "b", "--git"]);
+    assert_eq!(r.code, 2);
+    assert!(r.err.contains("at most one path"), "{}", r.err);
 }
 
 #[test]
