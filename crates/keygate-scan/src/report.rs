@@ -106,9 +106,13 @@ fn level(s: Severity) -> &'static str {
     }
 }
 
-/// Percent-encodes a display path into a relative URI reference.
+/// Percent-encodes a display path into a URI reference: relative paths stay relative
+/// (as code-scanning tools expect), absolute ones become `file://` URIs.
 fn uri(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
+    let mut out = String::with_capacity(path.len() + 7);
+    if path.starts_with('/') {
+        out.push_str("file://");
+    }
     for b in path.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/!".contains(&b) {
             out.push(char::from(b));
@@ -216,6 +220,7 @@ mod tests {
     fn uris_are_percent_encoded() {
         assert_eq!(uri("a b/c.apk!classes2.dex"), "a%20b/c.apk!classes2.dex");
         assert_eq!(uri("ü"), "%C3%BC");
+        assert_eq!(uri("/tmp/a.env"), "file:///tmp/a.env");
     }
 
     #[test]
