@@ -60,6 +60,84 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    tokens: RawTokens,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    #[serde(default = "default_access_ttl", with = "humantime_serde")]
+    access_ttl: Duration,
+    #[serde(default = "default_dpop")]
+    dpop: String,
+    #[serde(default)]
+    dpop_nonce: bool,
+    #[serde(default = "default_signing_alg")]
+    signing_alg: String,
+    #[serde(default = "default_refresh_idle", with = "humantime_serde")]
+    refresh_idle: Duration,
+    #[serde(default = "default_refresh_absolute", with = "humantime_serde")]
+    refresh_absolute: Duration,
+    #[serde(default = "default_refresh_grace", with = "humantime_serde")]
+    refresh_grace: Duration,
+    #[serde(default = "default_key_rotation", with = "humantime_serde")]
+    key_rotation: Duration,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        Self {
+            access_ttl: default_access_ttl(),
+            dpop: default_dpop(),
+            dpop_nonce: false,
+            signing_alg: default_signing_alg(),
+            refresh_idle: default_refresh_idle(),
+            refresh_absolute: default_refresh_absolute(),
+            refresh_grace: default_refresh_grace(),
+            key_rotation: default_key_rotation(),
+        }
+    }
+}
+
+fn default_access_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_dpop() -> String {
+    "required".into()
+}
+fn default_signing_alg() -> String {
+    "EdDSA".into()
+}
+fn default_refresh_idle() -> Duration {
+    Duration::from_secs(14 * 24 * 3600)
+}
+fn default_refresh_absolute() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+fn default_refresh_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_key_rotation() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+/// Token-service settings (`[tokens]`).
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// Access-token lifetime in seconds (S07: minutes).
+    pub access_ttl_secs: i64,
+    /// DPoP required for public clients (`true`) or optional.
+    pub dpop_required: bool,
+    /// Require server nonces in DPoP proofs (RFC 9449 §8).
+    pub dpop_nonce: bool,
+    /// `EdDSA` or `ES256`.
+    pub signing_alg: keygate_auth::jws::Algorithm,
+    pub refresh_idle_secs: i64,
+    pub refresh_absolute_secs: i64,
+    pub refresh_grace_secs: i64,
+    /// How often the signing key rotates on schedule.
+    pub key_rotation_secs: i64,
 }
 
 fn default_public_url() -> String {
@@ -194,6 +272,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_body_bytes: usize,
+    pub tokens: TokenSettings,
 }
 
 impl Config {
@@ -253,6 +332,14 @@ max_value_bytes = 65536    # largest secret value accepted
 
 [audit]
 checkpoint_interval = "60s"  # how often the chain head is signed into data_dir/audit-checkpoints.jsonl
+
+[tokens]
+access_ttl  = "5m"        # access-token lifetime
+dpop        = "required"  # DPoP for public (mobile) clients: "required" or "optional"
+signing_alg = "EdDSA"     # or "ES256"
+refresh_idle     = "14d"  # a session unused this long ends
+refresh_absolute = "90d"  # a session ends this long after sign-in
+key_rotation     = "30d"  # the signing key rotates on this schedule (and on `keygate keys rotate`)
 
 [log]
 format = "json"   # or "text"
@@ -419,6 +506,7 @@ impl RawConfig {
                 "must be between 1024 and 1073741824",
             ));
         }
+        let tokens = self.tokens.validate()?;
         let max_value_bytes = self.vault.max_value_bytes as usize;
         let checkpoint_file = resolve(
             base,
@@ -442,6 +530,69 @@ impl RawConfig {
             log_format,
             log_level,
             max_body_bytes: self.http.max_body_bytes as usize,
+            tokens,
+        })
+    }
+}
+
+impl RawTokens {
+    fn validate(self) -> Result<TokenSettings, ConfigError> {
+        let secs = |d: Duration| d.as_secs() as i64;
+        let access_ttl_secs = secs(self.access_ttl);
+        if !(30..=3600).contains(&access_ttl_secs) {
+            return Err(err(
+                "tokens.access_ttl",
+                "must be between 30s and 1h (access tokens live minutes)",
+            ));
+        }
+        let dpop_required = match self.dpop.as_str() {
+            "required" => true,
+            "optional" => false,
+            other => {
+                return Err(err(
+                    "tokens.dpop",
+                    format!("`{other}` is not one of required, optional"),
+                ));
+            }
+        };
+        let signing_alg = match self.signing_alg.as_str() {
+            "EdDSA" => keygate_auth::jws::Algorithm::EdDsa,
+            "ES256" => keygate_auth::jws::Algorithm::Es256,
+            other => {
+                return Err(err(
+                    "tokens.signing_alg",
+                    format!("`{other}` is not one of EdDSA, ES256"),
+                ));
+            }
+        };
+        let refresh_grace_secs = secs(self.refresh_grace);
+        if refresh_grace_secs > keygate_auth::refresh::MAX_GRACE_SECS {
+            return Err(err("tokens.refresh_grace", "must be at most 30s"));
+        }
+        let refresh_idle_secs = secs(self.refresh_idle);
+        let refresh_absolute_secs = secs(self.refresh_absolute);
+        if refresh_idle_secs < 60 || refresh_absolute_secs < refresh_idle_secs {
+            return Err(err(
+                "tokens.refresh_absolute",
+                "must be at least tokens.refresh_idle, which must be at least 1m",
+            ));
+        }
+        let key_rotation_secs = secs(self.key_rotation);
+        if key_rotation_secs < 2 * 3600 {
+            return Err(err(
+                "tokens.key_rotation",
+                "must be at least 2h (a next key is published an hour before it signs)",
+            ));
+        }
+        Ok(TokenSettings {
+            access_ttl_secs,
+            dpop_required,
+            dpop_nonce: self.dpop_nonce,
+            signing_alg,
+            refresh_idle_secs,
+            refresh_absolute_secs,
+            refresh_grace_secs,
+            key_rotation_secs,
         })
     }
 }

@@ -25,6 +25,7 @@ pub mod audit_ops;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod oauth;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,8 @@ pub struct AppState {
     /// Admin credentials as (id, SHA-256 of the token), loaded at start.
     pub admins: Arc<Vec<(String, Vec<u8>)>>,
     pub config: Arc<Config>,
+    /// The token service; `None` while the vault is sealed (its endpoints answer 503).
+    pub tokens: Option<Arc<oauth::TokenService>>,
 }
 
 /// The whole HTTP surface.
@@ -65,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(admin::router())
+        .merge(oauth::endpoints::router())
+        .merge(oauth::admin::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
@@ -151,12 +156,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .into_iter()
         .map(|c| (c.id, c.token_hash))
         .collect();
+    let tokens = match oauth::TokenService::start(&config, store.clone(), vault.clone()).await {
+        Ok(t) => Some(Arc::new(t)),
+        Err(oauth::StartError::Sealed) => None,
+        Err(e) => return Err(anyhow::anyhow!(e).context("starting the token service")),
+    };
     let config = Arc::new(config);
     let state = AppState {
         vault: vault.clone(),
         store: store.clone(),
         admins: Arc::new(admins),
         config: config.clone(),
+        tokens: tokens.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -164,7 +175,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -177,8 +188,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         vault.clone(),
         config.checkpoint_file.clone(),
         config.checkpoint_interval,
-        stop_rx,
+        stop_rx.clone(),
     ));
+    if let Some(t) = tokens {
+        tokio::spawn(token_maintenance(t, stop_rx));
+    }
     match vault.sealed() {
         Some(reason) => tracing::warn!(%addr, %reason, "keygate listening SEALED"),
         None => tracing::info!(%addr, backend = store.backend(), "keygate listening"),
@@ -227,6 +241,30 @@ async fn checkpoint_loop(
     }
 }
 
+/// Once a minute: scheduled signing-key rotation (S06), picking up keys another replica
+/// rotated, and dropping expired DPoP replay entries.
+async fn token_maintenance(tokens: Arc<oauth::TokenService>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = tokens.reload_keys().await {
+            tracing::error!(error = %e, "reloading signing keys failed");
+        }
+        match tokens.rotate_keys(false, "system").await {
+            Ok(Some(what)) => tracing::info!(%what, "signing keys rotated on schedule"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "scheduled key rotation failed"),
+        }
+        if let Err(e) = tokens.store.purge_dpop(now_ms()).await {
+            tracing::error!(error = %e, "purging DPoP replay entries failed");
+        }
+    }
+}
+
 /// What `keygate init` created.
 pub struct InitOutput {
     pub config_path: PathBuf,
@@ -239,6 +277,16 @@ pub struct InitOutput {
 /// initialises the store and creates the first admin credential. Refuses to touch an
 /// existing set-up.
 pub async fn init_dir(dir: &Path, listen: SocketAddr) -> anyhow::Result<InitOutput> {
+    init_dir_with_storage(dir, listen, None).await
+}
+
+/// [`init_dir`] with another storage URL written into the configuration (e.g. a
+/// PostgreSQL database instead of the SQLite default).
+pub async fn init_dir_with_storage(
+    dir: &Path,
+    listen: SocketAddr,
+    storage_url: Option<&str>,
+) -> anyhow::Result<InitOutput> {
     let config_path = dir.join("keygate.toml");
     let master_key_path = dir.join("master.key");
     let data_dir = dir.join("keygate-data");
@@ -260,7 +308,13 @@ pub async fn init_dir(dir: &Path, listen: SocketAddr) -> anyhow::Result<InitOutp
     let master = MasterKey::generate();
     write_key_file(&master_key_path, &master)
         .with_context(|| format!("writing {}", master_key_path.display()))?;
-    let template = Config::template(listen);
+    let mut template = Config::template(listen);
+    if let Some(url) = storage_url {
+        template = template.replace(
+            "url = \"sqlite://./keygate-data/keygate.db\"",
+            &format!("url = {}", toml::Value::String(url.to_owned())),
+        );
+    }
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -21,6 +21,8 @@ pub enum Purpose {
     SecretValue,
     DataKey,
     SystemKey,
+    /// keygate's own secrets (signing keys, TOTP seeds), sealed under the system key.
+    Internal,
 }
 
 impl Purpose {
@@ -29,6 +31,7 @@ impl Purpose {
             Purpose::SecretValue => b"keygate/v1/secret-value",
             Purpose::DataKey => b"keygate/v1/data-key",
             Purpose::SystemKey => b"keygate/v1/system-key",
+            Purpose::Internal => b"keygate/v1/internal",
         }
     }
 }

@@ -126,6 +126,11 @@ impl Default for VaultLimits {
 pub struct SystemKeyring {
     pub audit: AuditKey,
     pub checkpoint: CheckpointKey,
+    /// Seals keygate's own secrets ([`Vault::seal_internal`]).
+    internal: Zeroizing<[u8; 32]>,
+    /// Keys server-side MACs (CSRF tokens, DPoP nonces); stable across restarts and
+    /// replicas.
+    pub mac: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SystemKeyring {
@@ -136,13 +141,17 @@ impl std::fmt::Debug for SystemKeyring {
 
 fn derive_keyring(system_key: &[u8; 32]) -> SystemKeyring {
     let hk = Hkdf::<Sha256>::new(Some(b"keygate-system"), system_key);
-    let mut audit = Zeroizing::new([0u8; 32]);
-    let mut checkpoint = Zeroizing::new([0u8; 32]);
-    let _ = hk.expand(b"keygate/v1/audit-reference", audit.as_mut());
-    let _ = hk.expand(b"keygate/v1/audit-checkpoint", checkpoint.as_mut());
+    let derive = |info: &[u8]| {
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's output limit; this cannot fail.
+        let _ = hk.expand(info, out.as_mut());
+        out
+    };
     SystemKeyring {
-        audit: AuditKey::from_bytes(*audit),
-        checkpoint: CheckpointKey::from_bytes(*checkpoint),
+        audit: AuditKey::from_bytes(*derive(b"keygate/v1/audit-reference")),
+        checkpoint: CheckpointKey::from_bytes(*derive(b"keygate/v1/audit-checkpoint")),
+        internal: derive(b"keygate/v1/internal-seal"),
+        mac: derive(b"keygate/v1/server-mac"),
     }
 }
 
@@ -573,6 +582,34 @@ impl Vault {
             .store
             .set_max_versions(name.as_str(), max_versions, now_ms(), audit)
             .await?)
+    }
+
+    /// Seals one of keygate's own secrets (a signing key, a TOTP seed) under a key derived
+    /// from the system key, bound to `(label, id)`. It survives master-key rotation.
+    pub fn seal_internal(&self, label: &str, id: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let keys = self.keys()?;
+        crypto::encrypt(
+            &keys.keyring.internal,
+            plaintext,
+            &aad(Purpose::Internal, &format!("{label}/{id}"), 0),
+        )
+        .map_err(|e| VaultError::Tampered(e.to_string()))
+    }
+
+    /// Opens what [`Vault::seal_internal`] sealed for the same `(label, id)`.
+    pub fn open_internal(
+        &self,
+        label: &str,
+        id: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let keys = self.keys()?;
+        crypto::decrypt(
+            &keys.keyring.internal,
+            sealed,
+            &aad(Purpose::Internal, &format!("{label}/{id}"), 0),
+        )
+        .map_err(|_| VaultError::Tampered(format!("{label} {id}")))
     }
 
     /// Keyed fingerprints of every live secret's current value (never the values).

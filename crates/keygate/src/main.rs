@@ -46,6 +46,18 @@ enum Command {
     /// Master-key operations that work directly on the store
     #[command(subcommand)]
     Vault(cmd::vault::VaultCommand),
+    /// Manage users who sign in on keygate's login page
+    #[command(subcommand)]
+    User(cmd::tokens::UserCommand),
+    /// Manage OAuth clients (mobile apps, servers)
+    #[command(subcommand)]
+    Client(cmd::tokens::ClientCommand),
+    /// List and revoke sign-in sessions
+    #[command(subcommand)]
+    Session(cmd::tokens::SessionCommand),
+    /// Token signing keys
+    #[command(subcommand)]
+    Keys(cmd::tokens::KeysCommand),
 }
 
 fn main() -> ExitCode {
@@ -79,5 +91,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(c) => cmd::secret::run(c).await,
         Command::Audit(c) => cmd::audit::run(c).await,
         Command::Vault(c) => cmd::vault::run(c).await,
+        Command::User(c) => cmd::tokens::user(c).await,
+        Command::Client(c) => cmd::tokens::client(c).await,
+        Command::Session(c) => cmd::tokens::session(c).await,
+        Command::Keys(c) => cmd::tokens::keys(c).await,
     }
 }

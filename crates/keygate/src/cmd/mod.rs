@@ -5,6 +5,7 @@ pub mod demo;
 pub mod init;
 pub mod secret;
 pub mod serve;
+pub mod tokens;
 pub mod vault;
 
 /// `--format` for commands whose output is data.

@@ -1,0 +1,479 @@
+//! The token service, wired: keygate-auth's protocol core on top of the store and the
+//! vault. HTTP lives in [`endpoints`] (OAuth) and [`admin`] (users, clients, sessions,
+//! keys); this module holds the state they share and the operations they call.
+
+pub mod admin;
+pub mod endpoints;
+pub mod error;
+mod login;
+
+pub use error::OAuthError;
+
+use std::sync::Arc;
+
+use keygate_audit::{AuditEvent, AuditKey, Outcome};
+use keygate_auth::UnixTime;
+use keygate_auth::access::{AccessGrant, AccessTokenCache, AccessTokenConfig, VerifiedAccessToken};
+use keygate_auth::dpop::{
+    DpopConfig, Freshness, NonceIssuer, PublicBaseUrl, ReplayCache, ReplayCacheUnavailable,
+    ReplayKey,
+};
+use keygate_auth::error::AuthError;
+use keygate_auth::ids::{ClientId, ScopeSet, SessionId, UserId};
+use keygate_auth::jws::Algorithm;
+use keygate_auth::keys::{KeyEntry, KeyState, Kid, RotationPolicy, SigningKey, SigningKeySet};
+use keygate_auth::password::PasswordHasher;
+use keygate_auth::refresh::RefreshPolicy;
+use keygate_auth::resource::{
+    ResourceRequest, ResourceVerifier, RevocationCheck, RevocationUnavailable, VerifiedAccess,
+};
+use keygate_auth::throttle::{FailureRecord, ThrottlePolicy};
+use keygate_store::{SigningKeyRecord, Store};
+use keygate_vault::{Vault, now_ms};
+use secrecy::SecretBox;
+use tokio::sync::RwLock;
+
+use crate::config::{Config, TokenSettings};
+
+const SIGNING_KEY_LABEL: &str = "signing-key";
+
+/// The DPoP replay cache on the store (S14): one atomic upsert per proof, shared by every
+/// replica on PostgreSQL, surviving restarts on both back ends.
+#[derive(Clone)]
+pub struct StoreReplay(pub Arc<dyn Store>);
+
+impl ReplayCache for StoreReplay {
+    async fn insert_if_absent(
+        &self,
+        key: ReplayKey,
+        now: UnixTime,
+        expires_at: UnixTime,
+    ) -> Result<Freshness, ReplayCacheUnavailable> {
+        match self
+            .0
+            .dpop_seen(key.as_bytes(), expires_at.0 * 1000, now.0 * 1000)
+            .await
+        {
+            Ok(true) => Ok(Freshness::Fresh),
+            Ok(false) => Ok(Freshness::Replayed),
+            Err(e) => {
+                tracing::error!(error = %e, "DPoP replay cache unavailable");
+                Err(ReplayCacheUnavailable)
+            }
+        }
+    }
+}
+
+/// Revocation from the store, asked on every verified request (S12): a revoked family, a
+/// disabled user or a removed client makes the token fail at once, on every replica.
+#[derive(Clone)]
+pub struct StoreRevocation(pub Arc<dyn Store>);
+
+impl RevocationCheck for StoreRevocation {
+    async fn is_revoked(&self, token: &VerifiedAccessToken) -> Result<bool, RevocationUnavailable> {
+        self.0
+            .family_revoked(token.session().as_str())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "revocation store unavailable");
+                RevocationUnavailable
+            })
+    }
+}
+
+/// Everything the token endpoints and the resource check share.
+pub struct TokenService {
+    pub store: Arc<dyn Store>,
+    pub vault: Arc<Vault>,
+    pub settings: TokenSettings,
+    /// The issuer: the public URL without a trailing slash.
+    pub issuer: String,
+    pub public_base: PublicBaseUrl,
+    pub access: AccessTokenConfig,
+    pub verifier: ResourceVerifier,
+    /// DPoP checks at the token endpoint (the same rules as at resources).
+    pub token_dpop: DpopConfig,
+    keys: RwLock<Arc<SigningKeySet>>,
+    pub replay: StoreReplay,
+    pub revocation: StoreRevocation,
+    pub refresh_policy: RefreshPolicy,
+    pub hasher: PasswordHasher,
+    pub throttle_policy: ThrottlePolicy,
+    /// Failed sign-ins per account and per client address (S18); in process, so a
+    /// restart forgets them, which only ever loosens the delay.
+    throttle: std::sync::Mutex<std::collections::HashMap<String, FailureRecord>>,
+    pub audit_key: AuditKey,
+    /// Keys CSRF tokens of the login form.
+    pub(crate) csrf_key: [u8; 32],
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the token service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the vault is sealed")]
+    Sealed,
+    #[error("public_url cannot be the base of DPoP `htu` values")]
+    BaseUrl,
+    #[error("signing keys: {0}")]
+    Keys(String),
+    #[error("storage: {0}")]
+    Store(#[from] keygate_store::StoreError),
+}
+
+pub(crate) fn unix_now() -> UnixTime {
+    UnixTime(now_ms() / 1000)
+}
+
+fn dpop_config(base: &PublicBaseUrl, settings: &TokenSettings, mac: &[u8; 32]) -> DpopConfig {
+    let mut cfg = DpopConfig::new(base.clone());
+    if settings.dpop_nonce {
+        // Derived from the system key: every replica issues and accepts the same nonces.
+        cfg.nonces = Some(NonceIssuer::new(SecretBox::new(Box::new(*mac)), 300));
+    }
+    cfg
+}
+
+impl TokenService {
+    /// Loads (or on first start creates) the signing keys and builds the service. Fails
+    /// while the vault is sealed: the token endpoints then answer 503.
+    pub async fn start(
+        config: &Config,
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+    ) -> Result<Self, StartError> {
+        let keyring = vault.keyring().ok_or(StartError::Sealed)?.clone();
+        let issuer = config.public_url.as_str().trim_end_matches('/').to_owned();
+        let public_base = PublicBaseUrl::parse(&issuer).map_err(|_| StartError::BaseUrl)?;
+        let settings = config.tokens.clone();
+        let mut access = AccessTokenConfig::new(issuer.clone(), issuer.clone());
+        access.ttl_secs = settings.access_ttl_secs;
+        let mac: [u8; 32] = *keyring.mac;
+        let verifier = ResourceVerifier {
+            access: access.clone(),
+            dpop: dpop_config(&public_base, &settings, &mac),
+            allow_unbound_bearer: !settings.dpop_required,
+            token_cache: Some(AccessTokenCache::new(100_000)),
+        };
+        let token_dpop = dpop_config(&public_base, &settings, &mac);
+        let hasher = PasswordHasher::recommended()
+            .map_err(|e| StartError::Keys(format!("password hasher: {e}")))?;
+        let csrf_key = {
+            use hmac::{Hmac, Mac};
+            let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&mac)
+                .map_err(|_| StartError::Keys("mac key".into()))?;
+            m.update(b"keygate/v1/csrf");
+            m.finalize().into_bytes().into()
+        };
+        let service = Self {
+            replay: StoreReplay(store.clone()),
+            revocation: StoreRevocation(store.clone()),
+            refresh_policy: RefreshPolicy {
+                idle_secs: settings.refresh_idle_secs,
+                absolute_secs: settings.refresh_absolute_secs,
+                grace_secs: settings.refresh_grace_secs,
+            },
+            store,
+            vault,
+            issuer,
+            public_base,
+            access,
+            verifier,
+            token_dpop,
+            keys: RwLock::new(Arc::new(SigningKeySet::bootstrap(
+                rotation_policy(&settings),
+                SigningKey::generate(settings.signing_alg),
+                UnixTime(0),
+            ))),
+            settings,
+            hasher,
+            throttle_policy: ThrottlePolicy::default(),
+            throttle: Default::default(),
+            audit_key: keyring.audit.clone(),
+            csrf_key,
+        };
+        let set = match service.load_keys().await? {
+            Some(set) => set,
+            None => {
+                let now = unix_now();
+                let set = SigningKeySet::bootstrap(
+                    rotation_policy(&service.settings),
+                    SigningKey::generate(service.settings.signing_alg),
+                    now,
+                );
+                service.save_keys(&set, "system", "keys.bootstrap").await?;
+                set
+            }
+        };
+        *service.keys.write().await = Arc::new(set);
+        Ok(service)
+    }
+
+    /// The current signing key set.
+    pub async fn keys(&self) -> Arc<SigningKeySet> {
+        self.keys.read().await.clone()
+    }
+
+    async fn load_keys(&self) -> Result<Option<SigningKeySet>, StartError> {
+        let records = self.store.signing_keys().await?;
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let mut entries = Vec::with_capacity(records.len());
+        for r in records {
+            let alg = match r.alg.as_str() {
+                "EdDSA" => Algorithm::EdDsa,
+                "ES256" => Algorithm::Es256,
+                other => return Err(StartError::Keys(format!("unknown algorithm {other}"))),
+            };
+            let secret = self
+                .vault
+                .open_internal(SIGNING_KEY_LABEL, &r.kid, &r.sealed_private)
+                .map_err(|e| StartError::Keys(e.to_string()))?;
+            let key = SigningKey::from_secret_bytes(alg, &secret)
+                .map_err(|e| StartError::Keys(e.to_string()))?;
+            let state = match r.state.as_str() {
+                "next" => KeyState::Next,
+                "active" => KeyState::Active,
+                "retired" => KeyState::Retired {
+                    since: UnixTime(r.changed_ms / 1000),
+                },
+                other => return Err(StartError::Keys(format!("unknown key state {other}"))),
+            };
+            let kid = Kid::parse(&r.kid).map_err(|e| StartError::Keys(e.to_string()))?;
+            entries.push(KeyEntry {
+                kid,
+                key,
+                state,
+                published_at: UnixTime(r.created_ms / 1000),
+            });
+        }
+        SigningKeySet::from_entries(rotation_policy(&self.settings), entries)
+            .map(Some)
+            .map_err(|e| StartError::Keys(e.to_string()))
+    }
+
+    async fn save_keys(
+        &self,
+        set: &SigningKeySet,
+        actor: &str,
+        action: &str,
+    ) -> Result<(), StartError> {
+        use secrecy::ExposeSecret;
+        let mut records = Vec::new();
+        for e in set.entries() {
+            let sealed = self
+                .vault
+                .seal_internal(
+                    SIGNING_KEY_LABEL,
+                    e.kid.as_str(),
+                    e.key.to_secret_bytes().expose_secret(),
+                )
+                .map_err(|e| StartError::Keys(e.to_string()))?;
+            let (state, changed) = match e.state {
+                KeyState::Next => ("next", e.published_at.0),
+                KeyState::Active => ("active", e.published_at.0),
+                KeyState::Retired { since } => ("retired", since.0),
+            };
+            records.push(SigningKeyRecord {
+                kid: e.kid.as_str().to_owned(),
+                alg: e.key.algorithm().as_str().to_owned(),
+                sealed_private: sealed,
+                state: state.to_owned(),
+                created_ms: e.published_at.0 * 1000,
+                changed_ms: changed * 1000,
+            });
+        }
+        let kids: Vec<String> = set
+            .entries()
+            .iter()
+            .map(|e| e.kid.as_str().to_owned())
+            .collect();
+        self.store
+            .save_signing_keys(
+                records,
+                AuditEvent::new(actor, action, Outcome::Success).detail("kids", kids),
+                now_ms(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One rotation step, on schedule or on demand (`force`):
+    /// - no next key yet: publish one (it signs after `min_publish_secs`, S06);
+    /// - a next key published long enough, and the active key due (or `force`): promote
+    ///   it and publish a new next key;
+    /// - retired keys whose tokens have all expired are dropped.
+    ///
+    /// Returns a one-line description of what changed, or `None`.
+    pub async fn rotate_keys(
+        &self,
+        force: bool,
+        actor: &str,
+    ) -> Result<Option<String>, StartError> {
+        let now = unix_now();
+        let Some(mut set) = self.load_keys().await? else {
+            return Ok(None);
+        };
+        let policy = rotation_policy(&self.settings);
+        let active_since = set.active().map(|e| e.published_at).unwrap_or(now);
+        let next = set
+            .entries()
+            .iter()
+            .find(|e| e.state == KeyState::Next)
+            .map(|e| e.published_at);
+        let due = now.0 >= active_since.0 + self.settings.key_rotation_secs;
+        let mut what = Vec::new();
+        match next {
+            None if force
+                || now.0
+                    >= active_since.0 + self.settings.key_rotation_secs
+                        - policy.min_publish_secs =>
+            {
+                let kid = set
+                    .add_next(SigningKey::generate(self.settings.signing_alg), now)
+                    .map_err(|e| StartError::Keys(e.to_string()))?;
+                what.push(format!(
+                    "published next key {} (signs after {}s in the JWKS)",
+                    kid.as_str(),
+                    policy.min_publish_secs
+                ));
+            }
+            Some(published) if (force || due) && now.0 >= published.0 + policy.min_publish_secs => {
+                set.rotate(SigningKey::generate(self.settings.signing_alg), now)
+                    .map_err(|e| StartError::Keys(e.to_string()))?;
+                let active = set
+                    .active()
+                    .map(|e| e.kid.as_str().to_owned())
+                    .unwrap_or_default();
+                what.push(format!(
+                    "promoted {active} to signing key and published a new next key"
+                ));
+            }
+            Some(published) if force => {
+                what.push(format!(
+                    "the next key has been published for {}s; it can sign after {}s",
+                    now.0 - published.0,
+                    policy.min_publish_secs
+                ));
+                return Ok(Some(what.join("; ")));
+            }
+            _ => {}
+        }
+        let pruned = set.prune(now);
+        if !pruned.is_empty() {
+            what.push(format!("dropped {} expired retired key(s)", pruned.len()));
+        }
+        if what.is_empty() {
+            return Ok(None);
+        }
+        self.save_keys(&set, actor, "keys.rotate").await?;
+        *self.keys.write().await = Arc::new(set);
+        Ok(Some(what.join("; ")))
+    }
+
+    /// Re-reads the key set from the store (another replica may have rotated it).
+    pub async fn reload_keys(&self) -> Result<(), StartError> {
+        if let Some(set) = self.load_keys().await? {
+            *self.keys.write().await = Arc::new(set);
+        }
+        Ok(())
+    }
+
+    /// Issues an access token.
+    pub async fn issue_access(
+        &self,
+        grant: &AccessGrant,
+    ) -> Result<keygate_auth::access::IssuedAccessToken, OAuthError> {
+        let keys = self.keys().await;
+        keygate_auth::access::issue(&self.access, &keys, grant, unix_now())
+            .map_err(|e| OAuthError::unavailable(&e))
+    }
+
+    /// The proxy's entry check: request head → [`VerifiedAccess`] or an error carrying
+    /// the right `WWW-Authenticate` (S13–S16, S12).
+    pub async fn verify_request(
+        &self,
+        request: &ResourceRequest<'_>,
+    ) -> Result<VerifiedAccess, AuthError> {
+        let keys = self.keys().await;
+        keygate_auth::resource::verify_request(
+            &self.verifier,
+            &keys,
+            request,
+            &self.replay,
+            &self.revocation,
+            unix_now(),
+        )
+        .await
+    }
+
+    /// Seconds to wait before another sign-in attempt for any of `keys`, if any.
+    pub(crate) fn throttled(&self, keys: &[String]) -> Option<i64> {
+        let now = unix_now();
+        let map = self.throttle.lock().ok()?;
+        keys.iter()
+            .filter_map(|k| {
+                map.get(k)
+                    .and_then(|r| self.throttle_policy.retry_after(r, now))
+            })
+            .max()
+    }
+
+    pub(crate) fn record_login(&self, keys: &[String], success: bool) {
+        let now = unix_now();
+        if let Ok(mut map) = self.throttle.lock() {
+            if map.len() > 100_000 {
+                // Bounded memory: forget the oldest half rather than grow without end.
+                map.clear();
+            }
+            for k in keys {
+                let record = map.get(k).copied().unwrap_or_default();
+                let next = if success {
+                    self.throttle_policy.after_success()
+                } else {
+                    self.throttle_policy.after_failure(&record, now)
+                };
+                map.insert(k.clone(), next);
+            }
+        }
+    }
+
+    /// A keyed reference to a token for the audit log (S22).
+    pub fn token_ref(&self, kind: &str, token: &str) -> String {
+        self.audit_key.reference(kind, token.as_bytes())
+    }
+
+    /// New ids.
+    pub fn new_session() -> SessionId {
+        SessionId::generate()
+    }
+
+    /// Parses stored ids; a stored value that does not parse is a store bug.
+    pub(crate) fn ids(
+        user: &str,
+        client: &str,
+        scopes: &str,
+    ) -> Result<(UserId, ClientId, ScopeSet), OAuthError> {
+        let bad = |_| OAuthError::unavailable(&"a stored id does not parse");
+        Ok((
+            UserId::parse(user).map_err(bad)?,
+            ClientId::parse(client).map_err(bad)?,
+            ScopeSet::parse(scopes).map_err(bad)?,
+        ))
+    }
+}
+
+fn rotation_policy(settings: &TokenSettings) -> RotationPolicy {
+    RotationPolicy {
+        min_publish_secs: 3600,
+        retire_keep_secs: settings.access_ttl_secs + 60,
+    }
+}

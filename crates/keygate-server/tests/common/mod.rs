@@ -1,0 +1,129 @@
+//! The test harness: the real server on port 0 with a fresh store in a temporary
+//! directory, and typed helpers.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use keygate_server::config::Config;
+use keygate_server::{RunningServer, init_dir, init_dir_with_storage};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub db: Option<keygate_store::testing::TestDb>,
+    pub dir: tempfile::TempDir,
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub token: SecretString,
+    pub http: reqwest::Client,
+}
+
+pub fn load_config(dir: &Path) -> Config {
+    let text = std::fs::read_to_string(dir.join("keygate.toml")).unwrap();
+    Config::from_toml(
+        &text,
+        dir,
+        [(
+            "KEYGATE_AUDIT__CHECKPOINT_INTERVAL".to_owned(),
+            "1s".to_owned(),
+        )],
+    )
+    .unwrap()
+}
+
+/// A free loopback address: the public URL (token issuer, DPoP `htu`) must name the port
+/// the server really listens on.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl TestApp {
+    pub fn store_url(&self) -> String {
+        match &self.db {
+            Some(db) => db.url().to_owned(),
+            None => format!(
+                "sqlite://{}",
+                self.dir
+                    .path()
+                    .join("keygate-data")
+                    .join("keygate.db")
+                    .display()
+            ),
+        }
+    }
+
+    pub async fn spawn() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let init = init_dir(dir.path(), free_addr()).await.unwrap();
+        Self::start(dir, init.admin_token).await
+    }
+
+    /// On a fresh PostgreSQL schema, or `None` (the test says it is skipped) when
+    /// `KEYGATE_TEST_POSTGRES_URL` is not set.
+    pub async fn spawn_postgres(test: &str) -> Option<Self> {
+        let db = keygate_store::testing::TestDb::postgres(test).await?;
+        let dir = tempfile::tempdir().unwrap();
+        let init = init_dir_with_storage(dir.path(), free_addr(), Some(db.url()))
+            .await
+            .unwrap();
+        let mut app = Self::start(dir, init.admin_token).await;
+        app.db = Some(db);
+        Some(app)
+    }
+
+    pub async fn start(dir: tempfile::TempDir, token: SecretString) -> Self {
+        let server = keygate_server::start(load_config(dir.path()))
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.addr());
+        Self {
+            db: None,
+            dir,
+            server: Some(server),
+            base,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token.expose_secret());
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn put(&self, name: &str, body: Value) -> (StatusCode, Value) {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/admin/v1/secrets/{name}"),
+            Some(body),
+        )
+        .await
+    }
+}

@@ -1,0 +1,897 @@
+//! The token service over real HTTP: the code flow with PKCE and DPoP through the login
+//! page, refresh rotation and reuse detection, 50 parallel refreshes, revocation,
+//! introspection, TOTP, client credentials, and the login page's refusals.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use common::TestApp;
+use keygate_auth::UnixTime;
+use keygate_auth::dpop::{ProofClaims, create_proof};
+use keygate_auth::jws::Algorithm;
+use keygate_auth::keys::SigningKey;
+use keygate_auth::opaque::TokenHash;
+use keygate_auth::pkce;
+use keygate_store::{SqlStore, TokenStore};
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+const REDIRECT: &str = "com.example.app:/oauth/callback";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn now() -> UnixTime {
+    UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The phone: a device key and the app's client id.
+struct Device {
+    key: SigningKey,
+    client_id: String,
+}
+
+impl Device {
+    fn new(client_id: &str) -> Self {
+        Self {
+            key: SigningKey::generate(Algorithm::Es256),
+            client_id: client_id.to_owned(),
+        }
+    }
+
+    fn jkt(&self) -> String {
+        self.key.verification_key().thumbprint().as_str().to_owned()
+    }
+
+    fn proof(&self, app: &TestApp, method: &str, path: &str, token: Option<&str>) -> String {
+        let jti = hex::encode(keygate_auth::opaque::random_bytes::<16>());
+        create_proof(
+            &self.key,
+            &ProofClaims {
+                htm: method,
+                htu: &format!("{}{path}", app.base),
+                iat: now(),
+                jti: &jti,
+                nonce: None,
+                access_token: token,
+            },
+        )
+    }
+}
+
+/// A user `alice` with scope `ai`, and a public client; returns the client id.
+async fn setup(app: &TestApp) -> String {
+    let (s, b) = app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/users",
+            Some(json!({"name": "alice", "password": PASSWORD, "scopes": ["ai", "maps"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/clients",
+            Some(json!({"name": "ios-app", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai", "maps"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["client_id"].as_str().unwrap().to_owned()
+}
+
+fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(
+        html[start..end]
+            .replace("&amp;", "&")
+            .replace("&quot;", "\""),
+    )
+}
+
+struct LoginPage {
+    html: String,
+    cookie: String,
+    status: StatusCode,
+}
+
+async fn authorize_page(
+    app: &TestApp,
+    query: &[(&str, &str)],
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let resp = no_redirects()
+        .get(format!("{}/oauth2/authorize", app.base))
+        .query(query)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
+fn authz_query<'a>(
+    device: &'a Device,
+    challenge: &'a str,
+    jkt: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", &device.client_id),
+        ("redirect_uri", REDIRECT),
+        ("scope", "ai"),
+        ("state", "st-123"),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("dpop_jkt", jkt),
+    ]
+}
+
+async fn open_login(app: &TestApp, query: &[(&str, &str)]) -> LoginPage {
+    let (status, headers, html) = authorize_page(app, query).await;
+    let cookie = headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .unwrap_or_default();
+    LoginPage {
+        html,
+        cookie,
+        status,
+    }
+}
+
+/// Posts the login form; returns the status, the Location header and the page.
+async fn submit(
+    app: &TestApp,
+    page: &LoginPage,
+    fields: &[(&str, &str)],
+) -> (StatusCode, Option<String>, String) {
+    let mut form: Vec<(String, String)> = Vec::new();
+    for name in [
+        "client_id",
+        "redirect_uri",
+        "response_type",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "dpop_jkt",
+        "csrf",
+        "ticket",
+        "username",
+    ] {
+        if let Some(v) = hidden(&page.html, name) {
+            form.push((name.into(), v));
+        }
+    }
+    for (k, v) in fields {
+        form.retain(|(n, _)| n != k);
+        form.push(((*k).into(), (*v).into()));
+    }
+    let resp = no_redirects()
+        .post(format!("{}/oauth2/authorize", app.base))
+        .header("cookie", &page.cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, location, resp.text().await.unwrap())
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let q = url.split_once('?')?.1;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Signs in as alice through the login page; returns (code, verifier).
+async fn sign_in(app: &TestApp, device: &Device) -> (String, String) {
+    let verifier = pkce::generate_verifier();
+    let challenge = pkce::challenge_for(&verifier);
+    let jkt = device.jkt();
+    let page = open_login(app, &authz_query(device, challenge.as_str(), &jkt)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let (status, location, body) =
+        submit(app, &page, &[("username", "alice"), ("password", PASSWORD)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let location = location.unwrap();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    assert_eq!(query_param(&location, "state").as_deref(), Some("st-123"));
+    assert_eq!(
+        query_param(&location, "iss").as_deref(),
+        Some(app.base.as_str())
+    );
+    (
+        query_param(&location, "code").unwrap(),
+        verifier.expose_secret().to_owned(),
+    )
+}
+
+async fn token_request(
+    app: &TestApp,
+    form: &[(&str, &str)],
+    proof: Option<String>,
+) -> (StatusCode, Value) {
+    let mut req = app
+        .http
+        .post(format!("{}/oauth2/token", app.base))
+        .form(form);
+    if let Some(p) = proof {
+        req = req.header("DPoP", p);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn exchange(
+    app: &TestApp,
+    device: &Device,
+    code: &str,
+    verifier: &str,
+) -> (StatusCode, Value) {
+    let proof = device.proof(app, "POST", "/oauth2/token", None);
+    token_request(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &device.client_id),
+            ("code_verifier", verifier),
+        ],
+        Some(proof),
+    )
+    .await
+}
+
+async fn refresh(app: &TestApp, device: &Device, refresh_token: &str) -> (StatusCode, Value) {
+    let proof = device.proof(app, "POST", "/oauth2/token", None);
+    token_request(
+        app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", &device.client_id),
+        ],
+        Some(proof),
+    )
+    .await
+}
+
+fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_flow_with_pkce_and_dpop_issues_bound_short_lived_tokens() {
+    let mut app = TestApp::spawn().await;
+    let device = Device::new(&setup(&app).await);
+    let (code, verifier) = sign_in(&app, &device).await;
+    let (s, t) = exchange(&app, &device, &code, &verifier).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["token_type"], "DPoP");
+    assert_eq!(t["scope"], "ai", "only the scopes asked for (S07)");
+    assert!(t["expires_in"].as_i64().unwrap() <= 300);
+    assert!(t["refresh_token"].as_str().unwrap().starts_with("kgr_"));
+    let claims = jwt_claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["cnf"]["jkt"], device.jkt().as_str());
+    assert_eq!(claims["iss"], app.base.as_str());
+    assert_eq!(claims["client_id"], device.client_id.as_str());
+    assert!(claims["sid"].is_string());
+
+    // The JWKS publishes the signing key, public members only (S06).
+    let jwks: Value = app
+        .http
+        .get(format!("{}/oauth2/jwks", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert!(!keys.is_empty());
+    assert!(keys.iter().all(|k| k.get("d").is_none()));
+    let meta: Value = app
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], app.base.as_str());
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+
+    // A code works once; its replay fails and revokes the session it created.
+    let (s, b) = exchange(&app, &device, &code, &verifier).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let (s, b) = refresh(&app, &device, t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{b}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_redemption_checks_pkce_redirect_and_the_bound_key() {
+    let mut app = TestApp::spawn().await;
+    let device = Device::new(&setup(&app).await);
+    let (code, verifier) = sign_in(&app, &device).await;
+    let (s, b) = exchange(
+        &app,
+        &device,
+        &code,
+        "wrong-verifier-wrong-verifier-wrong-verifier-1",
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // Another device key than the one named by dpop_jkt at authorize (RFC 9449 §10).
+    let (code, verifier2) = sign_in(&app, &device).await;
+    let thief = Device::new(&device.client_id);
+    let (s, b) = exchange(&app, &thief, &code, &verifier2).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")),
+        "{b}"
+    );
+    // No DPoP proof at all from a public client (S08).
+    let (code, verifier3) = sign_in(&app, &device).await;
+    let (s, b) = token_request(
+        &app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &device.client_id),
+            ("code_verifier", &verifier3),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    // The resource-owner password grant does not exist (S10).
+    let (s, b) = token_request(
+        &app,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("client_id", &device.client_id),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
+    );
+    let _ = verifier;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
+    let mut app = TestApp::spawn().await;
+    let device = Device::new(&setup(&app).await);
+    let (code, verifier) = sign_in(&app, &device).await;
+    let (_, t0) = exchange(&app, &device, &code, &verifier).await;
+    let r0 = t0["refresh_token"].as_str().unwrap().to_owned();
+    let (s, t1) = refresh(&app, &device, &r0).await;
+    assert_eq!(s, StatusCode::OK, "{t1}");
+    let r1 = t1["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r0, r1, "rotates on every use (S08)");
+    assert_eq!(
+        jwt_claims(t1["access_token"].as_str().unwrap())["sid"],
+        jwt_claims(t0["access_token"].as_str().unwrap())["sid"]
+    );
+    // Another key cannot refresh (S16), and that does not burn the token.
+    let thief = Device::new(&device.client_id);
+    let (s, b) = refresh(&app, &thief, &r1).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
+    );
+    let (s, t2) = refresh(&app, &device, &r1).await;
+    assert_eq!(s, StatusCode::OK, "{t2}");
+    let r2 = t2["refresh_token"].as_str().unwrap().to_owned();
+    // r0 is two rotations old: reuse. The whole family dies, r2 included.
+    let (s, b) = refresh(&app, &device, &r0).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let (s, _) = refresh(&app, &device, &r2).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "reuse revoked the family");
+    let (_, audit) = app.get("/admin/v1/audit?tail=50").await;
+    let text = audit.to_string();
+    assert!(text.contains("token.reuse_detected"));
+    assert!(
+        !text.contains(&r0) && !text.contains(&r2),
+        "tokens only as keyed hashes"
+    );
+    app.stop().await;
+}
+
+async fn parallel_refreshes(app: &TestApp) {
+    let device = Arc::new(Device::new(&setup(app).await));
+    let (code, verifier) = sign_in(app, &device).await;
+    let (_, t0) = exchange(app, &device, &code, &verifier).await;
+    let r0 = t0["refresh_token"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (http, base, device, r0) = (
+            app.http.clone(),
+            app.base.clone(),
+            device.clone(),
+            r0.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let jti = hex::encode(keygate_auth::opaque::random_bytes::<16>());
+            let proof = create_proof(
+                &device.key,
+                &ProofClaims {
+                    htm: "POST",
+                    htu: &format!("{base}/oauth2/token"),
+                    iat: now(),
+                    jti: &jti,
+                    nonce: None,
+                    access_token: None,
+                },
+            );
+            let resp = http
+                .post(format!("{base}/oauth2/token"))
+                .header("DPoP", proof)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", r0.as_str()),
+                    ("client_id", device.client_id.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let ok = resp.status().is_success();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            ok.then(|| body["refresh_token"].as_str().unwrap().to_owned())
+        }));
+    }
+    let mut issued = Vec::new();
+    for t in tasks {
+        if let Some(r) = t.await.unwrap() {
+            issued.push(r);
+        }
+    }
+    assert!(!issued.is_empty(), "at least one refresh succeeds");
+    // Count the successors that are still live, straight from the store (S34).
+    let store = SqlStore::connect(&app.store_url()).await.unwrap();
+    let mut live = 0;
+    let mut family_id = None;
+    for r in &issued {
+        let (family, generation) = store
+            .refresh_token(TokenHash::of(r).as_bytes())
+            .await
+            .unwrap()
+            .unwrap();
+        let f = store.family(&family).await.unwrap().unwrap();
+        family_id = Some(family);
+        if generation == f.generation && f.revoked_ms.is_none() {
+            live += 1;
+        }
+    }
+    println!(
+        "50 parallel refreshes: {} answered with a token, {live} live successor",
+        issued.len()
+    );
+    assert!(live <= 1, "{live} live successors");
+    assert!(family_id.is_some());
+    keygate_store::Store::close(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_refreshes_leave_at_most_one_live_successor_sqlite() {
+    let mut app = TestApp::spawn().await;
+    parallel_refreshes(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_refreshes_leave_at_most_one_live_successor_postgres() {
+    let Some(mut app) = TestApp::spawn_postgres("fifty_parallel_refreshes").await else {
+        return;
+    };
+    parallel_refreshes(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_introspection_and_disabling_a_user() {
+    let mut app = TestApp::spawn().await;
+    let device = Device::new(&setup(&app).await);
+    let (s, backend) = app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/clients",
+            Some(json!({"name": "backend", "type": "confidential", "scopes": ["reports"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (backend_id, secret) = (
+        backend["client_id"].as_str().unwrap(),
+        backend["client_secret"].as_str().unwrap(),
+    );
+    let introspect = |token: String| {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        let (id, secret) = (backend_id.to_owned(), secret.to_owned());
+        async move {
+            let r = http
+                .post(format!("{base}/oauth2/introspect"))
+                .basic_auth(id, Some(secret))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, verifier) = sign_in(&app, &device).await;
+    let (_, t) = exchange(&app, &device, &code, &verifier).await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let (s, i) = introspect(access.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(i["active"], true, "{i}");
+    assert_eq!(i["cnf"]["jkt"], device.jkt().as_str());
+    let (_, i) = introspect("garbage".into()).await;
+    assert_eq!(i, json!({"active": false}));
+    // Introspection needs an authenticated confidential client (S11).
+    let r = app
+        .http
+        .post(format!("{}/oauth2/introspect", app.base))
+        .form(&[
+            ("token", access.as_str()),
+            ("client_id", device.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Revoking the refresh token kills the session's access token too (S11).
+    let r = app
+        .http
+        .post(format!("{}/oauth2/revoke", app.base))
+        .form(&[
+            ("token", t["refresh_token"].as_str().unwrap()),
+            ("client_id", device.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, i) = introspect(access).await;
+    assert_eq!(i, json!({"active": false}));
+    let r = app
+        .http
+        .post(format!("{}/oauth2/revoke", app.base))
+        .form(&[
+            ("token", "kgr_unknown"),
+            ("client_id", device.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "unknown token: 200");
+
+    // Disabling the user revokes every session at once (S12).
+    let (code, verifier) = sign_in(&app, &device).await;
+    let (_, t) = exchange(&app, &device, &code, &verifier).await;
+    let (s, b) = app
+        .call(reqwest::Method::POST, "/admin/v1/users/alice/disable", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["revoked_sessions"], 1);
+    let (_, i) = introspect(t["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(i, json!({"active": false}));
+    let (s, _) = refresh(&app, &device, t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Client credentials: confidential only, scopes within the client's.
+    let r = app
+        .http
+        .post(format!("{}/oauth2/token", app.base))
+        .basic_auth(backend_id, Some(secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", "reports")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["token_type"], "Bearer");
+    assert!(b.get("refresh_token").is_none());
+    let r = app
+        .http
+        .post(format!("{}/oauth2/token", app.base))
+        .basic_auth(backend_id, Some("kgs_wrong"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (s, b) = token_request(
+        &app,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &device.client_id),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unauthorized_client"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_dpop_checks_htu_and_replay() {
+    let mut app = TestApp::spawn().await;
+    let device = Device::new(&setup(&app).await);
+    let (code, verifier) = sign_in(&app, &device).await;
+    // htu names another host (S16): refused.
+    let jti = "fixed-jti-for-this-test";
+    let evil = create_proof(
+        &device.key,
+        &ProofClaims {
+            htm: "POST",
+            htu: "https://evil.example/oauth2/token",
+            iat: now(),
+            jti,
+            nonce: None,
+            access_token: None,
+        },
+    );
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", device.client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (s, b) = token_request(&app, &form, Some(evil)).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
+    );
+    // A good proof works once; the same proof again is a replay (S14).
+    let good = create_proof(
+        &device.key,
+        &ProofClaims {
+            htm: "POST",
+            htu: &format!("{}/oauth2/token", app.base),
+            iat: now(),
+            jti,
+            nonce: None,
+            access_token: None,
+        },
+    );
+    let (s, t) = token_request(&app, &form, Some(good.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let (s, b) = token_request(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+            ("client_id", &device.client_id),
+        ],
+        Some(good),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")),
+        "{b}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_page_refusals_do_not_enumerate_users() {
+    let mut app = TestApp::spawn().await;
+    let device = Device::new(&setup(&app).await);
+    let verifier = pkce::generate_verifier();
+    let challenge = pkce::challenge_for(&verifier);
+    let jkt = device.jkt();
+    let query = authz_query(&device, challenge.as_str(), &jkt);
+
+    // An unregistered redirect URI is never redirected to.
+    let mut bad = query.clone();
+    bad.retain(|(k, _)| *k != "redirect_uri");
+    bad.push(("redirect_uri", "https://evil.example/cb"));
+    let (s, h, _) = authorize_page(&app, &bad).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(h.get("location").is_none());
+    // plain PKCE: an error redirect to the registered URI.
+    let mut plain = query.clone();
+    plain.retain(|(k, _)| *k != "code_challenge_method");
+    plain.push(("code_challenge_method", "plain"));
+    let (s, h, _) = authorize_page(&app, &plain).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let to = h.get("location").unwrap().to_str().unwrap();
+    assert!(
+        to.starts_with(REDIRECT) && to.contains("error=invalid_request"),
+        "{to}"
+    );
+
+    let page = open_login(&app, &query).await;
+    assert!(page.html.contains("viewport"), "usable on a phone");
+    let (s1, _, wrong_pw) = submit(
+        &app,
+        &page,
+        &[("username", "alice"), ("password", "not the password")],
+    )
+    .await;
+    let (s2, _, no_user) = submit(
+        &app,
+        &page,
+        &[("username", "mallory"), ("password", "not the password")],
+    )
+    .await;
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+    let msg = |html: &str| {
+        html.split("class=\"msg\"")
+            .nth(1)
+            .map(|m| m.split("</p>").next().unwrap_or("").to_owned())
+    };
+    assert_eq!(msg(&wrong_pw), msg(&no_user), "same message for both (S18)");
+
+    // Without the CSRF cookie, or with a forged token, the form is refused.
+    let forged = LoginPage {
+        html: page.html.clone(),
+        cookie: "kg_csrf=attacker".into(),
+        status: page.status,
+    };
+    let (s, loc, _) = submit(
+        &app,
+        &forged,
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!((s, loc), (StatusCode::FORBIDDEN, None));
+
+    let (_, audit) = app.get("/admin/v1/audit?tail=20").await;
+    let failures = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "login" && e["outcome"] == "failure")
+        .count();
+    assert_eq!(failures, 2, "failed logins are audited");
+    assert!(!audit.to_string().contains("not the password"));
+
+    // Guessing is throttled: after the free attempts, 429 with Retry-After.
+    let mut last = StatusCode::OK;
+    for _ in 0..8 {
+        last = submit(
+            &app,
+            &page,
+            &[("username", "alice"), ("password", "guess-guess-guess")],
+        )
+        .await
+        .0;
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_step_when_enrolled_and_each_code_once() {
+    let mut app = TestApp::spawn().await;
+    let device = Device::new(&setup(&app).await);
+    let (s, b) = app
+        .call(reqwest::Method::POST, "/admin/v1/users/alice/mfa", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let uri = b["otpauth_uri"].as_str().unwrap();
+    let secret = query_param(uri, "secret").unwrap();
+    let seed = base32_decode(&secret);
+    let totp = keygate_auth::totp::Totp::default();
+    let code = totp.code_at_step(
+        &keygate_auth::totp::TotpSeed::from_bytes(seed),
+        totp.step_at(now()),
+    );
+
+    let verifier = pkce::generate_verifier();
+    let challenge = pkce::challenge_for(&verifier);
+    let jkt = device.jkt();
+    let page = open_login(&app, &authz_query(&device, challenge.as_str(), &jkt)).await;
+    let (s, _, step2) = submit(
+        &app,
+        &page,
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(step2.contains("one-time-code"), "asks for the code");
+    let page2 = LoginPage {
+        html: step2,
+        cookie: page.cookie.clone(),
+        status: s,
+    };
+    let (s, loc, _) = submit(&app, &page2, &[("totp", "000000")]).await;
+    assert_eq!((s, loc), (StatusCode::UNAUTHORIZED, None));
+    let (s, loc, body) = submit(&app, &page2, &[("totp", &code)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert!(loc.unwrap().contains("code="));
+    // The same code a second time is refused (S17).
+    let (s, _, _) = submit(&app, &page2, &[("totp", &code)]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bits = 0u64;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == c.to_ascii_uppercase())
+            .unwrap() as u64;
+        bits = (bits << 5) | v;
+        n += 5;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    out
+}

@@ -1,0 +1,363 @@
+//! `keygate user | client | session | keys`: the token service through the admin API.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::{Format, ts};
+use crate::client::AdminClient;
+
+fn list_arg(s: &Option<String>) -> Vec<String> {
+    s.as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn print(format: Format, value: &Value, text: impl FnOnce(&Value)) {
+    match format {
+        Format::Json => println!("{value}"),
+        Format::Text => text(value),
+    }
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a user who signs in on keygate's login page; the password is read from stdin
+    #[command(
+        after_help = "Example:\n  printf %s \"$PASSWORD\" | keygate user add alice --password-stdin --scopes ai,maps"
+    )]
+    Add {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        /// Comma-separated scopes the user may be granted
+        #[arg(long)]
+        scopes: Option<String>,
+    },
+    /// List users
+    #[command(after_help = "Example:\n  keygate user list --format json")]
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Disable a user: every session of theirs is revoked at once
+    #[command(after_help = "Example:\n  keygate user disable alice")]
+    Disable { name: String },
+    /// Enrol TOTP; prints the otpauth:// URI once (scan it into an authenticator app)
+    #[command(after_help = "Example:\n  keygate user mfa alice")]
+    Mfa { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Register an app (public, e.g. mobile) or a server (confidential: prints a secret once)
+    #[command(
+        after_help = "Examples:\n  keygate client add ios-app --public --redirect-uri com.example.app:/oauth --scopes ai\n  keygate client add backend --confidential --scopes reports"
+    )]
+    Add {
+        name: String,
+        #[arg(
+            long,
+            conflicts_with = "confidential",
+            required_unless_present = "confidential"
+        )]
+        public: bool,
+        #[arg(long)]
+        confidential: bool,
+        /// Exact redirect URI (repeatable); loopback http URIs match any port (RFC 8252)
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        #[arg(long)]
+        scopes: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// List clients
+    #[command(after_help = "Example:\n  keygate client list")]
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Remove a client; its sessions are revoked
+    #[command(after_help = "Example:\n  keygate client remove ios-app-1a2b3c4d")]
+    Remove { client_id: String },
+}
+
+#[derive(Subcommand)]
+pub enum SessionCommand {
+    /// List live sessions (refresh token families)
+    #[command(after_help = "Example:\n  keygate session list --user alice")]
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// Include revoked sessions
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Revoke a session: its refresh and access tokens stop working on the next call
+    #[command(after_help = "Example:\n  keygate session revoke 3q2-7w…")]
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Rotate the token signing key (publishes a next key; promotes it once published long enough)
+    #[command(after_help = "Example:\n  keygate keys rotate")]
+    Rotate,
+    /// List signing keys and their states
+    #[command(after_help = "Example:\n  keygate keys list")]
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+pub async fn user(c: UserCommand) -> anyhow::Result<ExitCode> {
+    let api = AdminClient::from_env()?;
+    match c {
+        UserCommand::Add {
+            name,
+            password_stdin,
+            scopes,
+        } => {
+            if !password_stdin {
+                bail!(
+                    "pass the password on standard input with --password-stdin (never as an argument)"
+                );
+            }
+            let mut raw = Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_to_string(&mut raw)
+                .context("reading the password")?;
+            let password = raw.strip_suffix('\n').unwrap_or(&raw);
+            let r = api
+                .call(
+                    Method::POST,
+                    "/admin/v1/users",
+                    Some(json!({"name": name, "password": password, "scopes": list_arg(&scopes)})),
+                )
+                .await?;
+            println!(
+                "user {} added (id {})",
+                name,
+                r["id"].as_str().unwrap_or_default()
+            );
+        }
+        UserCommand::List { format } => {
+            let r = api.get("/admin/v1/users").await?;
+            print(format, &r, |r| {
+                println!(
+                    "{:<24} {:<28} {:<9} {:<4} SCOPES",
+                    "NAME", "ID", "STATUS", "MFA"
+                );
+                for u in r["users"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<28} {:<9} {:<4} {}",
+                        u["name"].as_str().unwrap_or_default(),
+                        u["id"].as_str().unwrap_or_default(),
+                        if u["disabled"].as_bool().unwrap_or(false) {
+                            "disabled"
+                        } else {
+                            "active"
+                        },
+                        if u["mfa"].as_bool().unwrap_or(false) {
+                            "yes"
+                        } else {
+                            "no"
+                        },
+                        u["scopes"]
+                            .as_array()
+                            .map(|a| a
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(","))
+                            .unwrap_or_default()
+                    );
+                }
+            });
+        }
+        UserCommand::Disable { name } => {
+            let r = api
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/users/{name}/disable"),
+                    None,
+                )
+                .await?;
+            println!(
+                "user {name} disabled; {} session(s) revoked",
+                r["revoked_sessions"]
+            );
+        }
+        UserCommand::Mfa { name } => {
+            let r = api
+                .call(Method::POST, &format!("/admin/v1/users/{name}/mfa"), None)
+                .await?;
+            println!("TOTP enrolled for {name}. Add it to an authenticator app now (shown once):");
+            println!("{}", r["otpauth_uri"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn client(c: ClientCommand) -> anyhow::Result<ExitCode> {
+    let api = AdminClient::from_env()?;
+    match c {
+        ClientCommand::Add {
+            name,
+            public,
+            confidential: _,
+            redirect_uris,
+            scopes,
+            format,
+        } => {
+            let kind = if public { "public" } else { "confidential" };
+            let r = api
+                .call(
+                    Method::POST,
+                    "/admin/v1/clients",
+                    Some(json!({"name": name, "type": kind, "redirect_uris": redirect_uris, "scopes": list_arg(&scopes)})),
+                )
+                .await?;
+            print(format, &r, |r| {
+                println!("client_id: {}", r["client_id"].as_str().unwrap_or_default());
+                if let Some(secret) = r["client_secret"].as_str() {
+                    println!(
+                        "client_secret (shown once, store it in the server's secret store): {secret}"
+                    );
+                }
+            });
+        }
+        ClientCommand::List { format } => {
+            let r = api.get("/admin/v1/clients").await?;
+            print(format, &r, |r| {
+                println!(
+                    "{:<36} {:<13} {:<16} REDIRECT URIS",
+                    "CLIENT ID", "TYPE", "SCOPES"
+                );
+                for c in r["clients"].as_array().into_iter().flatten() {
+                    let join = |v: &Value| {
+                        v.as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .unwrap_or_default()
+                    };
+                    println!(
+                        "{:<36} {:<13} {:<16} {}",
+                        c["client_id"].as_str().unwrap_or_default(),
+                        c["type"].as_str().unwrap_or_default(),
+                        join(&c["scopes"]),
+                        join(&c["redirect_uris"])
+                    );
+                }
+            });
+        }
+        ClientCommand::Remove { client_id } => {
+            let r = api
+                .call(
+                    Method::DELETE,
+                    &format!("/admin/v1/clients/{client_id}"),
+                    None,
+                )
+                .await?;
+            println!(
+                "client {client_id} removed; {} session(s) revoked",
+                r["revoked_sessions"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn session(c: SessionCommand) -> anyhow::Result<ExitCode> {
+    let api = AdminClient::from_env()?;
+    match c {
+        SessionCommand::List { user, all, format } => {
+            let mut q = vec![];
+            if let Some(u) = &user {
+                q.push(format!("user={u}"));
+            }
+            if all {
+                q.push("all=true".into());
+            }
+            let path = if q.is_empty() {
+                "/admin/v1/sessions".to_owned()
+            } else {
+                format!("/admin/v1/sessions?{}", q.join("&"))
+            };
+            let r = api.get(&path).await?;
+            print(format, &r, |r| {
+                println!(
+                    "{:<24} {:<28} {:<28} {:<20} STATE",
+                    "SESSION", "USER", "CLIENT", "LAST USED"
+                );
+                for f in r["sessions"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<28} {:<28} {:<20} {}",
+                        f["id"].as_str().unwrap_or_default(),
+                        f["user_id"].as_str().unwrap_or_default(),
+                        f["client_id"].as_str().unwrap_or_default(),
+                        ts(f["last_used_ms"].as_i64().unwrap_or_default()),
+                        if f["revoked"].as_bool().unwrap_or(false) {
+                            "revoked"
+                        } else {
+                            "live"
+                        }
+                    );
+                }
+            });
+        }
+        SessionCommand::Revoke { id } => {
+            api.call(Method::DELETE, &format!("/admin/v1/sessions/{id}"), None)
+                .await?;
+            println!("session {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
+    let api = AdminClient::from_env()?;
+    match c {
+        KeysCommand::Rotate => {
+            let r = api
+                .call(Method::POST, "/admin/v1/keys/rotate", None)
+                .await?;
+            println!("{}", r["message"].as_str().unwrap_or_default());
+        }
+        KeysCommand::List { format } => {
+            let r = api.get("/admin/v1/keys").await?;
+            print(format, &r, |r| {
+                println!("{:<46} {:<6} {:<8} PUBLISHED", "KID", "ALG", "STATE");
+                for k in r["keys"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<46} {:<6} {:<8} {}",
+                        k["kid"].as_str().unwrap_or_default(),
+                        k["alg"].as_str().unwrap_or_default(),
+                        k["state"].as_str().unwrap_or_default(),
+                        ts(k["published_ms"].as_i64().unwrap_or_default())
+                    );
+                }
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
