@@ -817,18 +817,26 @@ fn parse_timeouts(raw: RawTimeouts) -> Result<Timeouts, (&'static str, String)> 
     Ok(t)
 }
 
+/// Names the field of a serde error in one raw route (serde's own message is kept: it
+/// names unknown or missing fields, never values).
+pub fn raw_route_error(name: &str, message: &str) -> RouteConfigError {
+    let message = message.trim().to_owned();
+    if message.contains("RawInject") {
+        return RouteConfigError {
+            field: format!("routes.{name}.inject"),
+            message: "expected { header = \"…\", value = \"…{secret}…\" }, { query = \"…\" } or { basic = { username = \"…\" } }".into(),
+        };
+    }
+    RouteConfigError {
+        field: format!("routes.{name}"),
+        message,
+    }
+}
+
 /// All routes by name, validated together.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
     routes: BTreeMap<RouteName, Arc<Route>>,
-}
-
-/// A document with a `routes` table and anything else (ignored), for
-/// [`RouteTable::from_toml`].
-#[derive(Deserialize)]
-struct RoutesDocument {
-    #[serde(default)]
-    routes: BTreeMap<String, RawRoute>,
 }
 
 impl RouteTable {
@@ -844,11 +852,28 @@ impl RouteTable {
 
     /// Reads the `[routes.*]` tables of a TOML document (other keys are ignored).
     pub fn from_toml(text: &str) -> Result<Self, RouteConfigError> {
-        let doc: RoutesDocument = toml::from_str(text).map_err(|e| RouteConfigError {
+        let doc: toml::Table = toml::from_str(text).map_err(|e| RouteConfigError {
             field: "routes".into(),
             message: e.message().to_owned(),
         })?;
-        Self::from_raw(&doc.routes)
+        let mut raw = BTreeMap::new();
+        match doc.get("routes") {
+            None => {}
+            Some(toml::Value::Table(routes)) => {
+                for (name, value) in routes {
+                    let route = RawRoute::deserialize(value.clone())
+                        .map_err(|e| raw_route_error(name, &e.to_string()))?;
+                    raw.insert(name.clone(), route);
+                }
+            }
+            Some(_) => {
+                return Err(RouteConfigError {
+                    field: "routes".into(),
+                    message: "must be a table of [routes.NAME] tables".into(),
+                });
+            }
+        }
+        Self::from_raw(&raw)
     }
 
     /// The route named `name`.
@@ -985,6 +1010,14 @@ limits   = { rate = "1/s", per = "ip" }
             ("upstream = \"https://u.example\"\nsecret = \"s\"\ninject = { basic = { username = \"a:b\" } }\nallow = [\"GET /a\"]".into(), "routes.r.inject.basic.username: "),
         ];
         for (toml, want) in cases {
+            let got = error_for(&toml);
+            assert!(got.starts_with(want), "{toml}\n→ {got}");
+        }
+        for (toml, want) in [
+            (format!("{BASE}allow = [\"GET /a\"]\nextra = 1"), "routes.r: "),
+            ("upstream = \"https://u.example\"\nsecret = \"s\"\ninject = { cookie = \"k\" }\nallow = [\"GET /a\"]".to_owned(), "routes.r.inject: "),
+            (format!("{BASE}allow = \"GET /a\""), "routes.r: "),
+        ] {
             let got = error_for(&toml);
             assert!(got.starts_with(want), "{toml}\n→ {got}");
         }
