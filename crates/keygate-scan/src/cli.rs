@@ -157,15 +157,18 @@ fn exit(code: u8) -> ExitCode {
 
 /// Entry point of `keygate scan …` (and `keygate scan rules …`).
 pub fn run(args: ScanArgs) -> ExitCode {
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let progress = !args.no_progress && stderr.is_terminal();
-    exit(run_with(
-        &args,
-        &mut stdout.lock(),
-        &mut stderr.lock(),
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    exit(run_std(&args, progress))
+}
+
+fn run_std(args: &ScanArgs, progress: bool) -> u8 {
+    // No stream lock is held across the scan: the progress thread writes to stderr too.
+    run_with(
+        args,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
         progress,
-    ))
+    )
 }
 
 /// Entry point of `keygate scan rules check`.
@@ -195,7 +198,9 @@ pub fn run_hook_install(args: HookArgs) -> ExitCode {
     }
 }
 
-/// Like [`run`], writing to the given streams; returns the exit code.
+/// Like [`run`], writing to the given streams; returns the exit code. With `progress`,
+/// a thread writes a progress line to the process's stderr, so the caller must not hold
+/// `std::io::stderr().lock()` meanwhile.
 pub fn run_with(args: &ScanArgs, out: &mut dyn Write, err: &mut dyn Write, progress: bool) -> u8 {
     if let Some(ScanCommand::Rules(r)) = &args.command {
         return rules_command(&r.command, out, err);
@@ -284,7 +289,7 @@ fn scan(
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         if progress {
-            s.spawn(|| progress_loop(&sink, &done));
+            s.spawn(|| progress_loop(&sink, &done, progress_delay()));
         }
         let r = if args.git {
             crate::git::scan_history(repo, &scanner, &sink).map_err(CliError::from)
@@ -369,28 +374,78 @@ fn scan(
     })
 }
 
-fn progress_loop(sink: &Collector, done: &AtomicBool) {
+#[cfg(not(test))]
+fn progress_delay() -> Duration {
+    PROGRESS_DELAY
+}
+
+// Unit tests show the progress line at once, to exercise it on short scans.
+#[cfg(test)]
+fn progress_delay() -> Duration {
+    Duration::ZERO
+}
+
+/// Scans shorter than this get no progress line.
+const PROGRESS_DELAY: Duration = Duration::from_millis(500);
+
+fn progress_loop(sink: &Collector, done: &AtomicBool, delay: Duration) {
     let mut err = std::io::stderr();
     let mut shown = false;
     let started = Instant::now();
     while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-        if started.elapsed() < Duration::from_millis(500) {
-            continue; // short scans get no progress line
+        if started.elapsed() >= delay {
+            let mb = sink.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = write!(
+                err,
+                "\r\x1b[2Kscanning: {} files, {:.1} MB, {} findings",
+                sink.files.load(Ordering::Relaxed),
+                mb,
+                sink.findings_so_far()
+            );
+            let _ = err.flush();
+            shown = true;
         }
-        let mb = sink.bytes.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = write!(
-            err,
-            "\r\x1b[2Kscanning: {} files, {:.1} MB, {} findings",
-            sink.files.load(Ordering::Relaxed),
-            mb,
-            sink.findings_so_far()
-        );
-        let _ = err.flush();
-        shown = true;
+        std::thread::sleep(Duration::from_millis(100));
     }
     if shown {
         let _ = write!(err, "\r\x1b[2K");
         let _ = err.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        args: ScanArgs,
+    }
+
+    /// Regression: `run` held the stderr lock for the whole scan while the progress
+    /// thread wrote to stderr, so every scan on a terminal longer than the progress delay
+    /// hung.
+    #[test]
+    fn progress_line_does_not_deadlock_with_the_stderr_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..200 {
+            std::fs::write(
+                dir.path().join(format!("f{i}.txt")),
+                "nothing here\n".repeat(2000),
+            )
+            .unwrap();
+        }
+        let path = dir.path().to_str().unwrap().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = T::try_parse_from(["scan", path.as_str()]).unwrap();
+            // Exactly what `run` does, with the progress thread forced on.
+            let code = run_std(&t.args, true);
+            let _ = tx.send(code);
+        });
+        let code = rx.recv_timeout(Duration::from_secs(60)).expect("scan hung");
+        assert_eq!(code, EXIT_CLEAN);
     }
 }
