@@ -374,9 +374,10 @@ fn scan(
     })
 }
 
+/// Scans shorter than this get no progress line.
 #[cfg(not(test))]
 fn progress_delay() -> Duration {
-    PROGRESS_DELAY
+    Duration::from_millis(500)
 }
 
 // Unit tests show the progress line at once, to exercise it on short scans.
@@ -384,9 +385,6 @@ fn progress_delay() -> Duration {
 fn progress_delay() -> Duration {
     Duration::ZERO
 }
-
-/// Scans shorter than this get no progress line.
-const PROGRESS_DELAY: Duration = Duration::from_millis(500);
 
 fn progress_loop(sink: &Collector, done: &AtomicBool, delay: Duration) {
     let mut err = std::io::stderr();
