@@ -22,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use keygate_auth::resource::VerifiedAccess;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -442,9 +442,10 @@ impl Forwarder {
                 }
                 q.push_str(name);
                 q.push('=');
-                q.push_str(
-                    &utf8_percent_encode(secret.expose_secret(), NON_ALPHANUMERIC).to_string(),
-                );
+                q.push_str(&zeroize::Zeroizing::new(
+                    utf8_percent_encode(secret.expose_secret(), crate::redact::QUERY_VALUE)
+                        .to_string(),
+                ));
                 Some(q)
             }
             _ => target

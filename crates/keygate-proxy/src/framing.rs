@@ -177,6 +177,16 @@ pub fn check_head(
     )
 }
 
+/// [`check_head`] on a whole request (the body is not touched).
+pub fn check_request<B>(request: &http::Request<B>) -> Result<BodyFraming, FramingError> {
+    check_head(
+        request.version(),
+        request.method(),
+        request.uri(),
+        request.headers(),
+    )
+}
+
 /// [`check_head`] on a request's parts.
 pub fn check_request_parts(parts: &http::request::Parts) -> Result<BodyFraming, FramingError> {
     check_head(parts.version, &parts.method, &parts.uri, &parts.headers)

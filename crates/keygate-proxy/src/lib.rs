@@ -30,6 +30,57 @@
 //! | [`usage`] | usage events and Prometheus counters |
 //! | [`error`] | [`ProxyError`]: who failed, status, generic body |
 //!
+//! # Example: a proxy handler
+//!
+//! How a server handler wires the steps (the token check, the vault read and the
+//! response conversion are the server's; everything else is this crate's):
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use bytes::Bytes;
+//! use http::{HeaderValue, Request, Response};
+//! use keygate_auth::resource::VerifiedAccess;
+//! use keygate_proxy::{
+//!     framing, ForwardedInfo, Forwarder, LimitGate, ProxyBody, ProxyError, ProxyTarget, RouteTable,
+//! };
+//! use secrecy::SecretString;
+//!
+//! struct State { routes: RouteTable, gate: LimitGate, forwarder: Forwarder }
+//!
+//! async fn proxy<B>(
+//!     state: &State,
+//!     peer: SocketAddr,
+//!     request: Request<B>,
+//!     verify: impl AsyncFnOnce(&Request<B>) -> Result<VerifiedAccess, ProxyError>,
+//!     secret_of: impl AsyncFnOnce(&str) -> Result<SecretString, ProxyError>,
+//! ) -> Result<Response<ProxyBody>, ProxyError>
+//! where
+//!     B: http_body::Body<Data = Bytes> + Send + 'static,
+//!     B::Error: Into<keygate_proxy::forward::BoxError>,
+//! {
+//!     framing::check_request(&request)?;
+//!     let raw = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+//!     let target = ProxyTarget::parse("/proxy/", raw)?;
+//!     let route = state.routes.get(target.route()).ok_or(ProxyError::UnknownRoute)?.clone();
+//!     let access = verify(&request).await?; // keygate_auth::resource::verify_request
+//!     let call = route.authorize(&access, request.method(), &target)?;
+//!     let permit = state.gate.admit(&call, peer.ip()).await?;
+//!     let secret = secret_of(route.secret_name()).await?; // vault: current version, or 503
+//!     let forwarded = ForwardedInfo {
+//!         client_ip: peer.ip(),
+//!         proto: "https",
+//!         host: HeaderValue::from_static("gate.example.com"),
+//!     };
+//!     state.forwarder.forward(&access, call, permit, secret, request, &forwarded).await
+//! }
+//! ```
+//!
+//! On `Err(e)`, answer `e.to_response()` (status, generic JSON body, `Retry-After`,
+//! `Connection: close` for framing errors) and count it with
+//! [`usage::ProxyMetrics::refused`]. Accepted HTTP/1 connections should be wrapped in
+//! [`h1guard::StrictHttp1`] so that ambiguous framing the HTTP server would silently
+//! repair is refused instead (S28).
+//!
 //! [`VerifiedAccess`]: keygate_auth::resource::VerifiedAccess
 #![cfg_attr(
     test,

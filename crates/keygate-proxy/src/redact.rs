@@ -5,11 +5,18 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::route::Injection;
+
+/// Characters percent-encoded in a query value: everything but RFC 3986 `unreserved`.
+pub const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// What replaces a found key.
 pub const REDACTED: &[u8] = b"[REDACTED]";
@@ -66,9 +73,12 @@ impl Redactor {
             }
         };
         add(clear.to_vec());
-        let encoded = utf8_percent_encode(secret.expose_secret(), NON_ALPHANUMERIC).to_string();
-        add(lowercase_escapes(&encoded));
-        add(encoded.into_bytes());
+        for set in [NON_ALPHANUMERIC, QUERY_VALUE] {
+            let encoded =
+                Zeroizing::new(utf8_percent_encode(secret.expose_secret(), set).to_string());
+            add(lowercase_escapes(&encoded));
+            add(encoded.as_bytes().to_vec());
+        }
         add(secret.expose_secret().replace('/', "\\/").into_bytes());
         let mut sources: Vec<Zeroizing<Vec<u8>>> = vec![Zeroizing::new(clear.to_vec())];
         if let Injection::Basic { username } = injection {
