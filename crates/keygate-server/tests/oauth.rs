@@ -895,3 +895,74 @@ fn base32_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Interop: the `oauth2` crate (not written by keygate) runs the code flow with PKCE and a
+/// refresh against keygate. It has no DPoP support, so this server runs with
+/// `tokens.dpop = "optional"` and issues Bearer tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_oauth2_crate_code_flow_with_pkce_and_refresh() {
+    use oauth2::{
+        AuthUrl, AuthorizationCode, ClientId, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope,
+        TokenResponse, TokenUrl, basic::BasicClient,
+    };
+    let mut app = TestApp::spawn_with(&[("KEYGATE_TOKENS__DPOP", "optional")]).await;
+    let client_id = setup(&app).await;
+    let client = BasicClient::new(ClientId::new(client_id))
+        .set_auth_uri(AuthUrl::new(format!("{}/oauth2/authorize", app.base)).unwrap())
+        .set_token_uri(TokenUrl::new(format!("{}/oauth2/token", app.base)).unwrap())
+        .set_redirect_uri(RedirectUrl::new(REDIRECT.to_owned()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("ai".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    // The browser's part: the login page.
+    let query: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let query_ref: Vec<(&str, &str)> = query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let page = open_login(&app, &query_ref).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let (s, location, _) = submit(
+        &app,
+        &page,
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let location = location.unwrap();
+    assert_eq!(
+        query_param(&location, "state").as_deref(),
+        Some(csrf.secret().as_str())
+    );
+    let code = query_param(&location, "code").unwrap();
+
+    let http = oauth2::reqwest::ClientBuilder::new()
+        .redirect(oauth2::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = client
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+    assert!(token.access_token().secret().starts_with("eyJ"));
+    let refresh = token.refresh_token().unwrap();
+    let refreshed = client
+        .exchange_refresh_token(refresh)
+        .request_async(&http)
+        .await
+        .unwrap();
+    assert_ne!(
+        refreshed.refresh_token().unwrap().secret(),
+        refresh.secret(),
+        "rotated"
+    );
+    app.stop().await;
+}

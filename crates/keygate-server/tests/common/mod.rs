@@ -19,17 +19,14 @@ pub struct TestApp {
     pub http: reqwest::Client,
 }
 
-pub fn load_config(dir: &Path) -> Config {
+pub fn load_config(dir: &Path, env: &[(&str, &str)]) -> Config {
     let text = std::fs::read_to_string(dir.join("keygate.toml")).unwrap();
-    Config::from_toml(
-        &text,
-        dir,
-        [(
-            "KEYGATE_AUDIT__CHECKPOINT_INTERVAL".to_owned(),
-            "1s".to_owned(),
-        )],
-    )
-    .unwrap()
+    let mut vars = vec![(
+        "KEYGATE_AUDIT__CHECKPOINT_INTERVAL".to_owned(),
+        "1s".to_owned(),
+    )];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_toml(&text, dir, vars).unwrap()
 }
 
 /// A free loopback address: the public URL (token issuer, DPoP `htu`) must name the port
@@ -75,8 +72,23 @@ impl TestApp {
         Some(app)
     }
 
+    /// Like [`TestApp::spawn`], with configuration overrides (`KEYGATE_…` pairs).
+    pub async fn spawn_with(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let init = init_dir(dir.path(), free_addr()).await.unwrap();
+        Self::start_with(dir, init.admin_token, env).await
+    }
+
     pub async fn start(dir: tempfile::TempDir, token: SecretString) -> Self {
-        let server = keygate_server::start(load_config(dir.path()))
+        Self::start_with(dir, token, &[]).await
+    }
+
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        token: SecretString,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let server = keygate_server::start(load_config(dir.path(), env))
             .await
             .unwrap();
         let base = format!("http://{}", server.addr());
