@@ -203,6 +203,14 @@ impl ProxyError {
         );
         if let Some(after) = self.retry_after() {
             headers.insert(http::header::RETRY_AFTER, retry_after_value(after));
+            let policy = match self {
+                ProxyError::QuotaExceeded { .. } => "quota",
+                _ => "rate",
+            };
+            let state = format!("\"{policy}\";r=0;t={}", retry_after_secs(after));
+            if let Ok(v) = HeaderValue::from_str(&state) {
+                headers.insert(http::header::HeaderName::from_static("ratelimit"), v);
+            }
         }
         if self.close_connection() {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

@@ -192,24 +192,29 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
-                    if len > this.remaining {
-                        this.exceeded.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+        loop {
+            return match this.inner.as_mut().poll_frame(cx) {
+                // Request trailers are dropped: they would be a second, unchecked header
+                // section (an `Authorization` or `X-Api-Key` trailer after the hygiene ran).
+                Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => continue,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        let len = data.len() as u64;
+                        if len > this.remaining {
+                            this.exceeded.store(true, Ordering::Relaxed);
+                            return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                        }
+                        this.remaining -= len;
                     }
-                    this.remaining -= len;
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.client_failed.store(true, Ordering::Relaxed);
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    this.client_failed.store(true, Ordering::Relaxed);
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 
@@ -620,5 +625,46 @@ impl std::fmt::Display for ErrorChain<'_> {
             source = s.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    fn limited<B>(body: B, limit: u64) -> (LimitedBody<B>, Arc<AtomicBool>) {
+        let exceeded = Arc::new(AtomicBool::new(false));
+        (
+            LimitedBody {
+                inner: Box::pin(body),
+                remaining: limit,
+                exceeded: Arc::clone(&exceeded),
+                client_failed: Arc::new(AtomicBool::new(false)),
+            },
+            exceeded,
+        )
+    }
+
+    #[tokio::test]
+    async fn request_trailers_are_dropped() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-api-key", HeaderValue::from_static("app-supplied"));
+        let body = Full::new(Bytes::from_static(b"hello"))
+            .map_err(|never| -> BoxError { match never {} })
+            .with_trailers(async move { Some(Ok(trailers)) });
+        let (body, _) = limited(body, 100);
+        let collected = body.collect().await.unwrap();
+        assert!(collected.trailers().is_none());
+        assert_eq!(&collected.to_bytes()[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn body_limit_is_enforced_while_streaming() {
+        let body =
+            Full::new(Bytes::from(vec![0u8; 101])).map_err(|never| -> BoxError { match never {} });
+        let (body, exceeded) = limited(body, 100);
+        assert!(body.collect().await.is_err());
+        assert!(exceeded.load(Ordering::Relaxed));
     }
 }

@@ -39,6 +39,21 @@ const INBOUND_STRIPPED: &[&str] = &[
     "cookie",
     // keygate does not implement 100-continue towards the upstream.
     "expect",
+    // Method and URL overrides that some frameworks honour: they would let an
+    // allow-listed `GET /v1/models` act as `DELETE` or as another path upstream.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    // Client-address claims: the upstream learns the address from X-Forwarded-For only.
+    "x-host",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
 ];
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -233,6 +248,9 @@ mod tests {
             ("dpop", "proof"),
             ("cookie", "a=b"),
             ("host", "evil.example"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("true-client-ip", "10.0.0.1"),
         ]);
         let secret = SecretString::from("sk-live-123");
         let out = outbound_request_headers(&inbound, &inj, &secret, &info()).unwrap();

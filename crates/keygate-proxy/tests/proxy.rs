@@ -206,6 +206,8 @@ async fn s26_forwarding_headers_and_credentials_are_replaced() {
             ("dpop", "app-proof"),
             ("cookie", "session=1"),
             ("x-api-key", "app-chosen-key"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
             ("x-app-header", "kept"),
         ],
         "",
@@ -415,6 +417,10 @@ async fn s30_rate_limit_gives_429_with_retry_after_per_user() {
     assert_eq!(r.status, 429);
     let after: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=30).contains(&after), "retry-after {after}");
+    assert_eq!(
+        r.headers["ratelimit"].to_str().unwrap(),
+        format!("\"rate\";r=0;t={after}")
+    );
     // Another user is counted separately.
     let r = send(
         &w.proxy,
