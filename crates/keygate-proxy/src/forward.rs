@@ -414,7 +414,7 @@ impl Forwarder {
         B::Error: Into<BoxError>,
     {
         let start = Instant::now();
-        if !permit.matches(&call) || access.user().as_str() != call.user() {
+        if !permit.matches(&call) || access.user() != call.user() {
             return Err(ProxyError::keygate(
                 "permit or call belongs to another request",
             ));
@@ -516,8 +516,8 @@ impl Forwarder {
         let status = head.status;
         let guard = UsageGuard {
             event: Some(UsageEvent {
-                user: call.user().to_owned(),
-                client: call.client().to_owned(),
+                user: call.user().clone(),
+                client: call.client().clone(),
                 route: route.name().clone(),
                 status_class: StatusClass::of(status),
                 latency: Duration::ZERO,

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::HeaderValue;
 use http::header::HeaderName;
 
+use keygate_auth::ids::UserId;
+
 use crate::error::{ProxyError, retry_after_secs};
 use crate::path::RouteName;
 use crate::route::{AuthorizedCall, LimitPer, QuotaPeriod, QuotaSpec, RateSpec};
@@ -35,8 +37,8 @@ impl LimitKey {
     pub fn for_call(call: &AuthorizedCall, client_ip: IpAddr) -> Self {
         let route = call.route();
         let (dim, subject) = match route.limits().per {
-            LimitPer::User => ("u", call.user().to_owned()),
-            LimitPer::Client => ("c", call.client().to_owned()),
+            LimitPer::User => ("u", call.user().as_str().to_owned()),
+            LimitPer::Client => ("c", call.client().as_str().to_owned()),
             LimitPer::Ip => ("i", client_ip.to_string()),
         };
         // The unit separator cannot appear in route names or parsed ids (visible ASCII).
@@ -441,14 +443,14 @@ struct QuotaState {
 #[derive(Debug)]
 pub struct RatePermit {
     route: RouteName,
-    user: String,
+    user: UserId,
     rate: Option<RateState>,
     quota: Option<QuotaState>,
 }
 
 impl RatePermit {
     pub(crate) fn matches(&self, call: &AuthorizedCall) -> bool {
-        &self.route == call.route().name() && self.user == call.user()
+        &self.route == call.route().name() && &self.user == call.user()
     }
 
     /// The IETF `RateLimit-Policy` and `RateLimit` header values
@@ -601,7 +603,7 @@ impl LimitGate {
         };
         Ok(RatePermit {
             route: call.route().name().clone(),
-            user: call.user().to_owned(),
+            user: call.user().clone(),
             rate,
             quota,
         })

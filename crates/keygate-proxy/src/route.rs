@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method};
-use keygate_auth::ids::{Scope, ScopeSet};
+use keygate_auth::ids::{ClientId, Scope, ScopeSet, UserId};
 use keygate_auth::resource::VerifiedAccess;
 use serde::{Deserialize, Serialize};
 
@@ -600,8 +600,8 @@ impl Route {
             route: Arc::clone(self),
             target: target.clone(),
             method: method.clone(),
-            user: access.user().as_str().to_owned(),
-            client: access.client().as_str().to_owned(),
+            user: access.user().clone(),
+            client: access.client().clone(),
         })
     }
 }
@@ -613,8 +613,8 @@ pub struct AuthorizedCall {
     route: Arc<Route>,
     target: ProxyTarget,
     method: Method,
-    user: String,
-    client: String,
+    user: UserId,
+    client: ClientId,
 }
 
 impl AuthorizedCall {
@@ -631,11 +631,11 @@ impl AuthorizedCall {
         &self.method
     }
     /// The token's user.
-    pub fn user(&self) -> &str {
+    pub fn user(&self) -> &UserId {
         &self.user
     }
     /// The token's client.
-    pub fn client(&self) -> &str {
+    pub fn client(&self) -> &ClientId {
         &self.client
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use keygate_auth::ids::{ClientId, UserId};
 use tokio::sync::mpsc;
 
 use crate::error::{Fault, ProxyError};
@@ -59,9 +60,9 @@ impl StatusClass {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageEvent {
     /// The token's user.
-    pub user: String,
+    pub user: UserId,
     /// The token's client.
-    pub client: String,
+    pub client: ClientId,
     /// The route.
     pub route: RouteName,
     /// The status class answered to the app.
@@ -256,8 +257,8 @@ mod tests {
     async fn channel_sink_drops_when_full() {
         let (sink, mut rx) = ChannelUsageSink::new(1);
         let e = UsageEvent {
-            user: "u".into(),
-            client: "c".into(),
+            user: UserId::parse("u").unwrap(),
+            client: ClientId::parse("c").unwrap(),
             route: RouteName::parse("r").unwrap(),
             status_class: StatusClass::Success,
             latency: Duration::from_millis(1),

@@ -606,7 +606,7 @@ async fn usage_events_and_metrics_carry_no_user_in_labels() {
     .await
     .unwrap()
     .unwrap();
-    assert_eq!(event.user, "alice");
+    assert_eq!(event.user.as_str(), "alice");
     assert_eq!(event.route.as_str(), "openai");
     assert_eq!(event.status_class.as_str(), "2xx");
     assert!(event.fault.is_none());
