@@ -966,3 +966,59 @@ async fn interop_oauth2_crate_code_flow_with_pkce_and_refresh() {
     );
     app.stop().await;
 }
+
+/// keygate's own client library against the real server, with server nonces required:
+/// discovery, the code flow with PKCE and `dpop_jkt`, the `use_dpop_nonce` round trip, a
+/// refresh, and sign-out by revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygate_client_signs_in_refreshes_and_revokes_with_server_nonces() {
+    use keygate_client::{Client, ClientConfig, MemoryKeyStore, MemoryTokenCache};
+    let mut app = TestApp::spawn_with(&[("KEYGATE_TOKENS__DPOP_NONCE", "true")]).await;
+    let client_id = setup(&app).await;
+    let config = ClientConfig::new(&app.base, &client_id, REDIRECT).unwrap();
+    let client = Client::builder(
+        config,
+        Arc::new(MemoryKeyStore::generate()),
+        Arc::new(MemoryTokenCache::new()),
+    )
+    .discover()
+    .await
+    .unwrap();
+    let (url, pending) = client.authorization_url(&["ai"]).unwrap();
+    let query: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let query_ref: Vec<(&str, &str)> = query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert!(query_ref.iter().any(|(k, _)| *k == "dpop_jkt"));
+    let page = open_login(&app, &query_ref).await;
+    let (s, location, _) = submit(
+        &app,
+        &page,
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let signed_in = client
+        .exchange_code(pending, &location.unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(signed_in.scope.as_deref(), Some("ai"));
+    let first = client.access_token().await.unwrap();
+    client.refresh().await.unwrap();
+    let second = client.access_token().await.unwrap();
+    assert_ne!(first.expose_secret(), second.expose_secret());
+    let claims = jwt_claims(second.expose_secret());
+    assert_eq!(claims["cnf"]["jkt"], client.jkt().as_str());
+    client.revoke().await.unwrap();
+    let (_, sessions) = app.get("/admin/v1/sessions").await;
+    assert_eq!(
+        sessions["sessions"].as_array().unwrap().len(),
+        0,
+        "signed out: no live session"
+    );
+    app.stop().await;
+}
