@@ -5,7 +5,6 @@
 //! before any key is touched (S01). The parser bounds the input (S05), accepts only
 //! canonical unpadded base64url, rejects duplicate member names and any `crit`.
 
-use p256::ecdsa::signature::Verifier as _;
 use serde_json::{Map, Value};
 
 use crate::keys::VerificationKey;
@@ -255,12 +254,21 @@ pub fn verify_signature(
                 return Err(JoseError::BadSignatureEncoding);
             }
             let (r, s) = signature.split_at(32);
+            // Checked here rather than left to the library, so the S05 guarantee does
+            // not depend on which ECDSA implementation runs below.
             if !scalar_in_range(r) || !scalar_in_range(s) {
                 return Err(JoseError::BadSignatureEncoding);
             }
-            let sig = p256::ecdsa::Signature::from_slice(signature)
-                .map_err(|_| JoseError::BadSignatureEncoding)?;
-            vk.verify(input, &sig).map_err(|_| JoseError::BadSignature)
+            // ring's fixed-length ECDSA: exactly 64-byte R‖S, SHA-256 of the input,
+            // high and low s alike (as RustCrypto p256 did). The point was validated
+            // when the key was built; ring validates it again.
+            let point = vk.to_encoded_point(false);
+            ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                point.as_bytes(),
+            )
+            .verify(input, signature)
+            .map_err(|_| JoseError::BadSignature)
         }
     }
 }
@@ -298,6 +306,68 @@ mod tests {
         }
         for other in ["RS256", "es256", "eddsa", "PS256", "ES256K", "Ed25519", ""] {
             assert_eq!(Algorithm::parse(other), Err(JoseError::AlgUnsupported));
+        }
+    }
+
+    /// `n - s` for a 32-byte big-endian scalar `0 < s < n`: the other valid `s`.
+    fn negate(s: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; 32];
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let mut d = i16::from(P256_ORDER[i]) - i16::from(s[i]) - borrow;
+            borrow = i16::from(d < 0);
+            if d < 0 {
+                d += 256;
+            }
+            out[i] = d as u8;
+        }
+        out
+    }
+
+    /// The verifier before ring: RustCrypto p256, as the reference.
+    fn p256_reference(vk: &p256::ecdsa::VerifyingKey, input: &[u8], sig: &[u8]) -> bool {
+        use p256::ecdsa::signature::Verifier as _;
+        sig.len() == 64
+            && scalar_in_range(&sig[..32])
+            && scalar_in_range(&sig[32..])
+            && p256::ecdsa::Signature::from_slice(sig).is_ok_and(|s| vk.verify(input, &s).is_ok())
+    }
+
+    /// ring and RustCrypto p256 agree on valid, high-s, tampered and random signatures.
+    #[test]
+    fn es256_ring_agrees_with_p256_reference() {
+        use rand::RngCore as _;
+        let mut rng = rand::rngs::OsRng;
+        for round in 0..64 {
+            let key = crate::keys::SigningKey::generate(Algorithm::Es256);
+            let crate::keys::VerificationKey::P256(vk) = key.verification_key().clone() else {
+                panic!("not P-256");
+            };
+            let mut input = vec![0u8; 1 + round * 3];
+            rng.fill_bytes(&mut input);
+            let sig = key.sign(&input);
+            let high_s = [&sig[..32], &negate(&sig[32..])[..]].concat();
+            let mut flipped = sig.clone();
+            flipped[round % 64] ^= 1 << (round % 8);
+            let mut random = vec![0u8; 64];
+            rng.fill_bytes(&mut random);
+            let mut other_input = input.clone();
+            other_input[0] ^= 0x80;
+            let cases: [(&[u8], &[u8], Option<bool>); 5] = [
+                (&input, &sig, Some(true)),
+                (&input, &high_s, Some(true)),
+                (&input, &flipped, None),
+                (&input, &random, Some(false)),
+                (&other_input, &sig, Some(false)),
+            ];
+            for (msg, s, expected) in cases {
+                let ours =
+                    verify_signature(key.verification_key(), Algorithm::Es256, msg, s).is_ok();
+                assert_eq!(ours, p256_reference(&vk, msg, s), "round {round}");
+                if let Some(expected) = expected {
+                    assert_eq!(ours, expected, "round {round}");
+                }
+            }
         }
     }
 
