@@ -109,5 +109,60 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Raw signature verification, side by side in one run: keygate's ES256 path (range check
+/// + ring) against RustCrypto p256 (what it used before), and ed25519-dalek's
+/// `verify_strict` (what EdDSA uses) against ring's Ed25519.
+fn signatures(c: &mut Criterion) {
+    use keygate_auth::jws::verify_signature;
+    use keygate_auth::keys::VerificationKey;
+    use p256::ecdsa::signature::Verifier as _;
+    let input = b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEiLCJpYXQiOjE4MDAwMDAwMDB9";
+
+    let es = SigningKey::generate(Algorithm::Es256);
+    let es_sig = es.sign(input);
+    let VerificationKey::P256(p256_vk) = es.verification_key().clone() else {
+        unreachable!()
+    };
+    let p256_sig = p256::ecdsa::Signature::from_slice(&es_sig).unwrap();
+    c.bench_function("es256_signature_keygate_ring", |b| {
+        b.iter(|| {
+            verify_signature(
+                es.verification_key(),
+                Algorithm::Es256,
+                black_box(input),
+                &es_sig,
+            )
+            .unwrap()
+        })
+    });
+    c.bench_function("es256_signature_rustcrypto_p256", |b| {
+        b.iter(|| p256_vk.verify(black_box(input), &p256_sig).unwrap())
+    });
+
+    let ed = SigningKey::generate(Algorithm::EdDsa);
+    let ed_sig = ed.sign(input);
+    let VerificationKey::Ed25519(dalek_vk) = ed.verification_key().clone() else {
+        unreachable!()
+    };
+    c.bench_function("ed25519_signature_keygate_dalek_strict", |b| {
+        b.iter(|| {
+            verify_signature(
+                ed.verification_key(),
+                Algorithm::EdDsa,
+                black_box(input),
+                &ed_sig,
+            )
+            .unwrap()
+        })
+    });
+    let ring_ed = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ED25519,
+        dalek_vk.to_bytes().to_vec(),
+    );
+    c.bench_function("ed25519_signature_ring", |b| {
+        b.iter(|| ring_ed.verify(black_box(input), &ed_sig).unwrap())
+    });
+}
+
+criterion_group!(benches, bench, signatures);
 criterion_main!(benches);
