@@ -109,8 +109,8 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// Raw signature verification, side by side in one run: keygate's ES256 path (range check
-/// + ring) against RustCrypto p256 (what it used before), and ed25519-dalek's
+/// Raw signature verification, side by side in one run: keygate's ES256 path (range check,
+/// then ring) against RustCrypto p256 (what it used before), and ed25519-dalek's
 /// `verify_strict` (what EdDSA uses) against ring's Ed25519.
 fn signatures(c: &mut Criterion) {
     use keygate_auth::jws::verify_signature;
