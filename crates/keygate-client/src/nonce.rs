@@ -251,4 +251,23 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Challenge headers come from the network: any value parses without panicking,
+        /// and a well-formed nonce challenge is found wherever it sits in the list.
+        #[test]
+        fn challenge_parser_is_total(prefix in "[ -~]{0,80}", junk in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            if let Ok(v) = HeaderValue::from_bytes(&junk) {
+                let mut h = HeaderMap::new();
+                h.insert(WWW_AUTHENTICATE, v);
+                let _ = is_resource_nonce_challenge(StatusCode::UNAUTHORIZED, &h);
+            }
+            let _ = parse_challenges(&prefix);
+            let h = headers(&[
+                ("www-authenticate", &prefix),
+                ("www-authenticate", "DPoP error=\"use_dpop_nonce\""),
+            ]);
+            proptest::prop_assert!(is_resource_nonce_challenge(StatusCode::UNAUTHORIZED, &h));
+        }
+    }
 }
