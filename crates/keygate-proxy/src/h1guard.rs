@@ -177,26 +177,41 @@ impl RequestScanner {
             match &mut self.state {
                 Scan::Refused => return Err(FramingError::Refused),
                 Scan::Head(buf) => {
-                    let (b, rest) = input.split_at(1);
-                    input = rest;
-                    buf.extend_from_slice(b);
+                    let old = buf.len();
+                    buf.extend_from_slice(input);
+                    // The terminator may start in what was buffered before.
+                    let from = old.saturating_sub(3);
+                    let found = buf
+                        .get(from..)
+                        .unwrap_or_default()
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n");
+                    let Some(at) = found else {
+                        input = &[];
+                        if buf.len() > MAX_HEAD {
+                            return self.refuse(FramingError::HeadTooLarge, out);
+                        }
+                        continue;
+                    };
+                    let end = from + at + 4;
+                    // `end > old`: the buffered part alone held no terminator.
+                    input = input.get(end.saturating_sub(old)..).unwrap_or_default();
+                    buf.truncate(end);
                     if buf.len() > MAX_HEAD {
                         return self.refuse(FramingError::HeadTooLarge, out);
                     }
-                    if buf.ends_with(b"\r\n\r\n") {
-                        let head = std::mem::take(buf);
-                        match check_raw_head(&head) {
-                            Err(e) => return self.refuse(e, out),
-                            Ok(framing) => {
-                                out.extend_from_slice(&head);
-                                self.state = match framing {
-                                    BodyFraming::None | BodyFraming::Length(0) => {
-                                        Scan::Head(Vec::new())
-                                    }
-                                    BodyFraming::Length(n) => Scan::Length(n),
-                                    BodyFraming::Chunked => Scan::ChunkLine(Vec::new()),
-                                };
-                            }
+                    let head = std::mem::take(buf);
+                    match check_raw_head(&head) {
+                        Err(e) => return self.refuse(e, out),
+                        Ok(framing) => {
+                            out.extend_from_slice(&head);
+                            self.state = match framing {
+                                BodyFraming::None | BodyFraming::Length(0) => {
+                                    Scan::Head(Vec::new())
+                                }
+                                BodyFraming::Length(n) => Scan::Length(n),
+                                BodyFraming::Chunked => Scan::ChunkLine(Vec::new()),
+                            };
                         }
                     }
                 }
