@@ -16,7 +16,7 @@ use url::Url;
 use crate::authorize::{self, PendingAuthorization};
 use crate::error::ClientError;
 use crate::keystore::KeyStore;
-use crate::nonce::{NonceStore, is_resource_nonce_challenge};
+use crate::nonce::{NonceStore, has_dpop_challenge_error, is_resource_nonce_challenge};
 use crate::proof::{ProofInput, create_proof};
 use crate::tokens::{TokenCache, TokenSet};
 
@@ -29,6 +29,18 @@ const MAX_OAUTH_BODY: usize = 64 * 1024;
 
 /// Assumed lifetime of an access token whose response has no `expires_in`.
 const DEFAULT_EXPIRES_IN: i64 = 60;
+
+/// How far the device clock may be off the server's before proofs' `iat` is corrected
+/// (keygate accepts proofs up to 60 s old and 5 s ahead).
+const MAX_CLOCK_SKEW_SECS: i64 = 5;
+
+/// The server's clock minus ours, from a response's `Date` header.
+fn server_offset(headers: &HeaderMap, local: UnixTime) -> Option<i64> {
+    let text = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let at = httpdate::parse_http_date(text).ok()?;
+    let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(i64::try_from(secs).ok()?.saturating_sub(local.0))
+}
 
 /// How the client reaches keygate and who it is.
 #[derive(Clone, Debug)]
@@ -243,6 +255,7 @@ impl ClientBuilder {
                 clock: self.clock,
                 http,
                 nonces: NonceStore::new(),
+                clock_offset: std::sync::atomic::AtomicI64::new(0),
                 refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
             }),
         })
@@ -288,6 +301,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
     nonces: NonceStore,
+    /// Seconds to add to the local clock for proofs' `iat`: non-zero only after the
+    /// server refused a proof and its `Date` showed the device clock to be off.
+    clock_offset: std::sync::atomic::AtomicI64,
     /// One refresh at a time: two concurrent refreshes with the same rotating token
     /// would look like reuse and revoke the session (S08).
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
@@ -448,7 +464,7 @@ impl Client {
             &ProofInput {
                 method: method.as_str(),
                 url,
-                iat: self.inner.clock.now(),
+                iat: self.inner.proof_time(),
                 nonce: nonce.as_deref(),
                 access_token: Some(token.expose_secret()),
             },
@@ -570,6 +586,34 @@ fn token_set(
 }
 
 impl Inner {
+    /// The `iat` for a new proof: the local clock, corrected by the server's if it was
+    /// found to be off.
+    fn proof_time(&self) -> UnixTime {
+        self.clock
+            .now()
+            .plus(self.clock_offset.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// After a refused proof: if the response's `Date` shows the device clock off by more
+    /// than the server tolerates, remember the difference and say so (the caller retries
+    /// once). Expiry times stay on the local clock: they are relative and unaffected.
+    fn correct_clock(&self, headers: &HeaderMap) -> bool {
+        let Some(offset) = server_offset(headers, self.clock.now()) else {
+            return false;
+        };
+        let current = self.clock_offset.load(std::sync::atomic::Ordering::Relaxed);
+        if (offset - current).abs() <= MAX_CLOCK_SKEW_SECS {
+            return false;
+        }
+        tracing::debug!(
+            offset,
+            "device clock differs from the server's; correcting proof iat"
+        );
+        self.clock_offset
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
     fn margin_secs(&self) -> i64 {
         i64::try_from(self.config.refresh_margin.as_secs()).unwrap_or(i64::MAX)
     }
@@ -608,6 +652,7 @@ impl Inner {
         let endpoint = &self.metadata.token_endpoint;
         let body = Bytes::from(form);
         let mut retried = false;
+        let mut clock_corrected = false;
         loop {
             let nonce = self.nonces.get(endpoint);
             let proof = create_proof(
@@ -615,7 +660,7 @@ impl Inner {
                 &ProofInput {
                     method: "POST",
                     url: endpoint,
-                    iat: self.clock.now(),
+                    iat: self.proof_time(),
                     nonce: nonce.as_deref(),
                     access_token: None,
                 },
@@ -634,6 +679,7 @@ impl Inner {
                 .await?;
             let fresh_nonce = self.nonces.observe(endpoint, response.headers());
             let status = response.status();
+            let headers = response.headers().clone();
             let bytes = read_limited(response).await?;
             if status.is_success() {
                 return serde_json::from_slice(&bytes)
@@ -646,6 +692,13 @@ impl Inner {
             if wants_nonce && !retried {
                 tracing::debug!("token endpoint asked for a DPoP nonce; retrying once");
                 retried = true;
+                continue;
+            }
+            if error.oauth_code() == Some("invalid_dpop_proof")
+                && !clock_corrected
+                && self.correct_clock(&headers)
+            {
+                clock_corrected = true;
                 continue;
             }
             return Err(error);
@@ -754,7 +807,9 @@ impl ResourceRequest<'_> {
     /// Sends the request with `Authorization: DPoP <token>` and a fresh proof,
     /// refreshing the token first if it is about to expire. When the answer is a 401
     /// `use_dpop_nonce` challenge with a `DPoP-Nonce` header (RFC 9449 §9), sends it once
-    /// more with a new proof carrying that nonce. Any other answer is returned as is.
+    /// more with a new proof carrying that nonce; when it is a 401 `invalid_dpop_proof`
+    /// whose `Date` shows the device clock off, once more with a corrected `iat`. Any
+    /// other answer is returned as is.
     #[tracing::instrument(skip_all)]
     pub async fn send(self) -> Result<Response, ClientError> {
         if let Some(e) = self.error {
@@ -763,6 +818,7 @@ impl ResourceRequest<'_> {
         let url = self.url?;
         let inner = &self.client.inner;
         let mut retried = false;
+        let mut clock_corrected = false;
         loop {
             let token = self.client.access_token().await?;
             let nonce = inner.nonces.get(&url);
@@ -771,7 +827,7 @@ impl ResourceRequest<'_> {
                 &ProofInput {
                     method: self.method.as_str(),
                     url: &url,
-                    iat: inner.clock.now(),
+                    iat: inner.proof_time(),
                     nonce: nonce.as_deref(),
                     access_token: Some(token.expose_secret()),
                 },
@@ -802,6 +858,17 @@ impl ResourceRequest<'_> {
             {
                 tracing::debug!("resource asked for a DPoP nonce; retrying once");
                 retried = true;
+                continue;
+            }
+            if !clock_corrected
+                && has_dpop_challenge_error(
+                    response.status(),
+                    response.headers(),
+                    "invalid_dpop_proof",
+                )
+                && inner.correct_clock(response.headers())
+            {
+                clock_corrected = true;
                 continue;
             }
             return Ok(response);

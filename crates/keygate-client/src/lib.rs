@@ -85,6 +85,12 @@
 //! token endpoint answering `token_type` `DPoP`; `use_dpop_nonce` as RFC 9449 §8 (token
 //! endpoint: 400 + JSON error + `DPoP-Nonce`) and §9 (resource: 401 + `WWW-Authenticate:
 //! DPoP error="use_dpop_nonce"` + `DPoP-Nonce`).
+//!
+//! Phones' clocks are often wrong, and a proof whose `iat` is off is refused. When a
+//! proof is refused (`invalid_dpop_proof`: 400 JSON at the token endpoint, 401 DPoP
+//! challenge at a resource) and the response's `Date` header is more than 5 s away from
+//! the device clock, the client adopts the server's time for later proofs' `iat` and
+//! retries once. Token expiry is tracked on the device clock (lifetimes are relative).
 #![cfg_attr(
     test,
     allow(

@@ -146,9 +146,8 @@ fn parse_challenges(value: &str) -> Vec<(String, Vec<(String, String)>)> {
     out
 }
 
-/// Whether a resource response is RFC 9449 §9's request for a nonce: 401 with a `DPoP`
-/// challenge whose `error` is `use_dpop_nonce`.
-pub fn is_resource_nonce_challenge(status: StatusCode, headers: &HeaderMap) -> bool {
+/// Whether a 401 response carries a `DPoP` challenge with this `error` code.
+pub fn has_dpop_challenge_error(status: StatusCode, headers: &HeaderMap, code: &str) -> bool {
     status == StatusCode::UNAUTHORIZED
         && headers
             .get_all(WWW_AUTHENTICATE)
@@ -157,10 +156,14 @@ pub fn is_resource_nonce_challenge(status: StatusCode, headers: &HeaderMap) -> b
             .flat_map(parse_challenges)
             .any(|(scheme, params)| {
                 scheme.eq_ignore_ascii_case("DPoP")
-                    && params
-                        .iter()
-                        .any(|(k, v)| k == "error" && v == "use_dpop_nonce")
+                    && params.iter().any(|(k, v)| k == "error" && v == code)
             })
+}
+
+/// Whether a resource response is RFC 9449 §9's request for a nonce: 401 with a `DPoP`
+/// challenge whose `error` is `use_dpop_nonce`.
+pub fn is_resource_nonce_challenge(status: StatusCode, headers: &HeaderMap) -> bool {
+    has_dpop_challenge_error(status, headers, "use_dpop_nonce")
 }
 
 #[cfg(test)]

@@ -273,3 +273,60 @@ async fn key_store_jkt_is_the_bound_key() {
         .unwrap();
     assert_eq!(client.jkt(), &key.thumbprint().unwrap());
 }
+
+#[tokio::test]
+async fn device_clock_far_off_is_corrected_from_the_server_date() {
+    let server = start().await;
+    // The phone's clock is an hour behind: every proof's iat is out of keygate's window.
+    let phone_clock = Arc::new(keygate_client::FixedClock::new(
+        server.clock.now().minus(3600),
+    ));
+    let config = ClientConfig::new(&server.base, "ios-app", REDIRECT).unwrap();
+    let cache = Arc::new(MemoryTokenCache::new());
+    let client = Client::builder(config, Arc::new(MemoryKeyStore::generate()), cache.clone())
+        .clock(phone_clock.clone())
+        .discover()
+        .await
+        .unwrap();
+    let (url, pending) = client.authorization_url(&["ai"]).unwrap();
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    {
+        let mut st = server.state.lock().unwrap();
+        st.challenge = Some(q["code_challenge"].clone());
+        st.dpop_jkt = Some(q["dpop_jkt"].clone());
+    }
+    let callback = format!("{REDIRECT}?code=kgc_test&state={}", q["state"]);
+    client
+        .exchange_code(pending, &callback, None)
+        .await
+        .unwrap();
+    // invalid_dpop_proof (iat) with the server's Date, then use_dpop_nonce, then success.
+    assert_eq!(calls(&server).0, 3);
+    // Expiry stays on the phone's own clock (relative lifetime).
+    assert_eq!(
+        cache.load().unwrap().expires_at,
+        phone_clock.now().plus(300)
+    );
+    // Later proofs use the corrected time at once (one nonce round trip for the
+    // resource's own nonce, no clock round trip).
+    let response = client
+        .request(Method::GET, "/proxy/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls(&server).2, 2);
+}
+
+#[tokio::test]
+async fn small_clock_differences_change_nothing() {
+    let Setup { server, client, .. } = signed_in().await;
+    // In sync: the first resource call needs only its nonce round trip.
+    let response = client
+        .request(Method::GET, "/proxy/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls(&server).2, 2);
+}

@@ -172,6 +172,17 @@ async fn token(State(s): State<Arc<Server>>, headers: HeaderMap, body: Bytes) ->
     ([("content-type", "application/json")], body.to_string()).into_response()
 }
 
+/// Every answer carries the server clock's time in `Date`, as a real server's does.
+async fn server_date(State(s): State<Arc<Server>>, mut response: Response) -> Response {
+    let secs = u64::try_from(s.clock.now().0).unwrap();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    response.headers_mut().insert(
+        "date",
+        HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap(),
+    );
+    response
+}
+
 async fn revoke(State(s): State<Arc<Server>>, body: Bytes) -> Response {
     let form = form(&body);
     s.state.lock().unwrap().revoked.push((
@@ -272,6 +283,10 @@ pub async fn start() -> Arc<Server> {
         .route("/oauth2/token", post(token))
         .route("/oauth2/revoke", post(revoke))
         .route("/proxy/{*rest}", any(resource))
+        .layer(axum::middleware::map_response_with_state(
+            server.clone(),
+            server_date,
+        ))
         .with_state(server.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     server
