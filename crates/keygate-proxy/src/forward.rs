@@ -399,6 +399,10 @@ impl Forwarder {
     /// the request is built. The request's own head is checked again for framing (S28),
     /// its headers cleaned (S26, S27) and its target replaced by the route's upstream
     /// plus the checked path (S25, S29).
+    ///
+    /// Usage and metrics are recorded here for every outcome, errors included (as a
+    /// usage event with the error's status class and fault, and in
+    /// [`ProxyMetrics::refused`]); callers count only what they refuse before calling.
     #[tracing::instrument(skip_all, fields(route = %call.route().name()))]
     pub async fn forward<B>(
         &self,
@@ -414,6 +418,41 @@ impl Forwarder {
         B::Error: Into<BoxError>,
     {
         let start = Instant::now();
+        let user = call.user().clone();
+        let client = call.client().clone();
+        let route = call.route().name().clone();
+        let result = self
+            .forward_inner(access, call, permit, secret, request, forwarded, start)
+            .await;
+        if let Err(e) = &result {
+            self.metrics.refused(Some(&route), e);
+            self.usage.record(UsageEvent {
+                user,
+                client,
+                route,
+                status_class: StatusClass::of(e.status()),
+                latency: start.elapsed(),
+                fault: Some(e.fault()),
+            });
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_inner<B>(
+        &self,
+        access: &VerifiedAccess,
+        call: AuthorizedCall,
+        permit: RatePermit,
+        secret: SecretString,
+        request: Request<B>,
+        forwarded: &ForwardedInfo,
+        start: Instant,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         if !permit.matches(&call) || access.user() != call.user() {
             return Err(ProxyError::keygate(
                 "permit or call belongs to another request",

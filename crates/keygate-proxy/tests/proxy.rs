@@ -617,4 +617,24 @@ async fn usage_events_and_metrics_carry_no_user_in_labels() {
     );
     assert!(!text.contains("alice") && !text.contains("ios-app") && !text.contains("127.0.0.1"));
     assert_no_key(&text, OPENAI_KEY, "metrics");
+
+    // Failures after admission are recorded by the forwarder, once, with their fault.
+    assert_eq!(
+        send(&w.proxy, "GET", "/proxy/down/x", &[], "").await.status,
+        502
+    );
+    let event = tokio::time::timeout(Duration::from_secs(2), async {
+        w.proxy.usage.lock().await.recv().await
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(event.route.as_str(), "down");
+    assert_eq!(event.status_class.as_str(), "5xx");
+    assert_eq!(event.fault, Some(keygate_proxy::Fault::Upstream));
+    let text = w.proxy.metrics.render();
+    assert!(
+        text.contains("keygate_proxy_refused_total{route=\"down\",reason=\"upstream_unreachable\",fault=\"upstream\"} 1"),
+        "{text}"
+    );
 }

@@ -285,8 +285,11 @@ async fn handle(
 ) -> Result<Response<AppBody>, Infallible> {
     match pipeline(req, peer, &state).await {
         Ok(r) => Ok(r),
-        Err((route, e)) => {
-            state.metrics.refused(route.as_ref(), &e);
+        Err((route, counted, e)) => {
+            // The forwarder counts its own failures; the handler counts the rest.
+            if !counted {
+                state.metrics.refused(route.as_ref(), &e);
+            }
             Ok(error_response(&e))
         }
     }
@@ -296,21 +299,22 @@ async fn pipeline(
     req: Request<Incoming>,
     peer: SocketAddr,
     state: &State,
-) -> Result<Response<AppBody>, (Option<keygate_proxy::RouteName>, ProxyError)> {
+) -> Result<Response<AppBody>, (Option<keygate_proxy::RouteName>, bool, ProxyError)> {
     // 1. framing, then the one path normaliser on the raw target.
     framing::check_head(req.version(), req.method(), req.uri(), req.headers())
-        .map_err(|e| (None, e.into()))?;
+        .map_err(|e| (None, false, e.into()))?;
     let raw_target = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let target = ProxyTarget::parse("/proxy/", raw_target).map_err(|e| (None, e.into()))?;
-    let route = state
-        .routes
-        .get(target.route())
-        .cloned()
-        .ok_or((None, ProxyError::UnknownRoute))?;
+    let target = ProxyTarget::parse("/proxy/", raw_target).map_err(|e| (None, false, e.into()))?;
+    let route =
+        state
+            .routes
+            .get(target.route())
+            .cloned()
+            .ok_or((None, false, ProxyError::UnknownRoute))?;
     let name = Some(route.name().clone());
     // 2. token (stand-in for verify_request on the real headers: a test header picks
     //    which verified user the call belongs to).
@@ -322,18 +326,18 @@ async fn pipeline(
     // 3. allow-list + scope, 4. limits, 5. the key, 6. forward.
     let call = route
         .authorize(access, req.method(), &target)
-        .map_err(|e| (name.clone(), e))?;
+        .map_err(|e| (name.clone(), false, e))?;
     let permit = state
         .gate
         .admit(&call, peer.ip())
         .await
-        .map_err(|e| (name.clone(), e))?;
+        .map_err(|e| (name.clone(), false, e))?;
     let secret = state
         .secrets
         .iter()
         .find(|(n, _)| n == route.secret_name())
         .map(|(_, v)| SecretString::from(v.clone()))
-        .ok_or((name.clone(), ProxyError::Unavailable("secret")))?;
+        .ok_or((name.clone(), false, ProxyError::Unavailable("secret")))?;
     let forwarded = ForwardedInfo {
         client_ip: peer.ip(),
         proto: "https",
@@ -343,7 +347,7 @@ async fn pipeline(
         .forwarder
         .forward(access, call, permit, secret, req, &forwarded)
         .await
-        .map_err(|e| (name, e))?;
+        .map_err(|e| (name, true, e))?;
     Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
 }
 
