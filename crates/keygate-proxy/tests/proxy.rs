@@ -61,6 +61,20 @@ inject = {{ header = "X-Api-Key" }}
 allow = ["GET /slow"]
 timeouts = {{ response = "400ms" }}
 
+[routes.stall]
+upstream = "{a}"
+secret = "openai"
+inject = {{ header = "X-Api-Key" }}
+allow = ["GET /sse"]
+timeouts = {{ idle = "300ms" }}
+
+[routes.brief]
+upstream = "{a}"
+secret = "openai"
+inject = {{ header = "X-Api-Key" }}
+allow = ["GET /sse"]
+timeouts = {{ total = "400ms" }}
+
 [routes.down]
 upstream = "http://127.0.0.1:1/internal-base"
 secret = "openai"
@@ -587,6 +601,52 @@ async fn server_sent_events_arrive_event_by_event() {
         "stream ended after {end_at:?}"
     );
     assert_eq!(&rest[..], b"data: second\n\ndata: [DONE]\n\n");
+}
+
+async fn first_event_then_cut(proxy: &Proxy, target: &str) {
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(target)
+        .header("host", "gate")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let start = Instant::now();
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"data: first\n\n");
+    // The upstream pauses 700 ms: the stream is cut before the next event.
+    let next = body.frame().await;
+    assert!(
+        !matches!(next, Some(Ok(ref f)) if f.data_ref().is_some()),
+        "{target}: stream not cut"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(690),
+        "{target}: cut too late"
+    );
+}
+
+#[tokio::test]
+async fn idle_and_total_timeouts_cut_a_stalled_stream() {
+    let w = world().await;
+    first_event_then_cut(&w.proxy, "/proxy/stall/sse").await;
+    first_event_then_cut(&w.proxy, "/proxy/brief/sse").await;
+    let mut rx = w.proxy.usage.lock().await;
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            event.fault,
+            Some(keygate_proxy::Fault::Upstream),
+            "{event:?}"
+        );
+    }
 }
 
 // -------------------------------------------------------------------------- usage
