@@ -1,0 +1,164 @@
+//! The engine wired into axum as the server will wire it: a catch-all `/proxy/*` handler,
+//! `axum::serve` over a listener whose connections are wrapped in `StrictHttp1`, and the
+//! framing cases hyper would otherwise repair silently.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::Response;
+use common::*;
+use http::HeaderValue;
+use keygate_auth::resource::VerifiedAccess;
+use keygate_proxy::h1guard::StrictHttp1;
+use keygate_proxy::usage::{NoUsage, ProxyMetrics};
+use keygate_proxy::{
+    ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget, RouteTable,
+    framing,
+};
+use secrecy::SecretString;
+use tokio::net::{TcpListener, TcpStream};
+
+struct AppState {
+    routes: RouteTable,
+    gate: LimitGate,
+    forwarder: Forwarder,
+    metrics: Arc<ProxyMetrics>,
+    access: VerifiedAccess,
+}
+
+async fn proxy(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    req: Request,
+) -> Response {
+    let result = async {
+        framing::check_request(&req)?;
+        let raw = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let target = ProxyTarget::parse("/proxy/", raw)?;
+        let route = s
+            .routes
+            .get(target.route())
+            .cloned()
+            .ok_or(ProxyError::UnknownRoute)?;
+        let call = route.authorize(&s.access, req.method(), &target)?;
+        let permit = s.gate.admit(&call, peer.ip()).await?;
+        let secret = SecretString::from("sk-axum-CANARY");
+        let forwarded = ForwardedInfo {
+            client_ip: peer.ip(),
+            proto: "https",
+            host: HeaderValue::from_static("gate.example.com"),
+        };
+        s.forwarder
+            .forward(&s.access, call, permit, secret, req, &forwarded)
+            .await
+    }
+    .await;
+    match result {
+        Ok(r) => r.map(Body::new),
+        Err(e) => {
+            s.metrics.refused(None, &e);
+            e.to_response::<Body>()
+        }
+    }
+}
+
+/// `axum::serve` listener that wraps every connection in the raw framing guard.
+struct StrictListener(TcpListener);
+
+impl axum::serve::Listener for StrictListener {
+    type Io = StrictHttp1<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Ok((stream, addr)) = self.0.accept().await {
+                return (StrictHttp1::new(stream), addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// The peer address as connect info (a local type: the orphan rule forbids implementing
+/// `Connected` for `SocketAddr` with a foreign listener).
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, StrictListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, StrictListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+#[tokio::test]
+async fn axum_wiring_forwards_and_refuses_smuggling() {
+    let up = start_upstream().await;
+    let routes = RouteTable::from_toml(&format!(
+        r#"
+[routes.echo]
+upstream = "{}"
+secret = "echo"
+inject = {{ header = "X-Api-Key" }}
+allow = ["GET /v1/models", "POST /v1/chat/completions"]
+"#,
+        up.url()
+    ))
+    .unwrap();
+    let metrics = Arc::new(ProxyMetrics::new());
+    let state = Arc::new(AppState {
+        routes,
+        gate: LimitGate::in_memory(1000),
+        forwarder: Forwarder::new(
+            ForwarderConfig::default(),
+            Arc::new(NoUsage),
+            Arc::clone(&metrics),
+        ),
+        metrics,
+        access: verified_access("alice", "").await,
+    });
+    let app = axum::Router::new()
+        .route("/proxy/{*rest}", axum::routing::any(proxy))
+        .with_state(state);
+    let listener = StrictListener(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let addr = listener.0.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+            .await
+            .unwrap();
+    });
+
+    let (resp, _) = raw(
+        addr,
+        b"GET /proxy/echo/v1/models HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert_eq!(up.requests()[0].headers["x-api-key"], "sk-axum-CANARY");
+    assert!(!resp.contains("sk-axum-CANARY"));
+
+    for case in [
+        &b"POST /proxy/echo/v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /proxy/echo/v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+        b"GET /proxy/echo/v1/%2e%2e/models HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n",
+    ] {
+        let (resp, closed) = raw(addr, case).await;
+        assert_eq!(status_of(&resp), 400, "{}", String::from_utf8_lossy(case));
+        assert!(closed);
+    }
+    assert_eq!(up.requests().len(), 1);
+}
