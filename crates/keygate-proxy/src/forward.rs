@@ -579,7 +579,13 @@ impl Forwarder {
                     }
                     None => bytes,
                 },
-                None => generic_error_body(),
+                None => {
+                    head.headers.insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    generic_error_body()
+                }
             };
             head.headers.remove(http::header::CONTENT_LENGTH);
             head.headers.remove(http::header::CONTENT_ENCODING);
@@ -614,12 +620,16 @@ impl Forwarder {
         idle: Duration,
     ) -> Option<Bytes> {
         let max = self.config.max_error_body;
-        let encoded = headers
-            .get(http::header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded {
-            return None;
-        }
+        let encoding = match headers.get(http::header::CONTENT_ENCODING) {
+            None => Encoding::Identity,
+            Some(v) => match v.as_bytes().trim_ascii().to_ascii_lowercase().as_slice() {
+                b"identity" => Encoding::Identity,
+                b"gzip" | b"x-gzip" => Encoding::Gzip,
+                b"deflate" => Encoding::Deflate,
+                // br, zstd, stacked codings: not scanned, so not relayed.
+                _ => return None,
+            },
+        };
         if let Some(len) = body.size_hint().upper() {
             if len > max as u64 {
                 return None;
@@ -642,7 +652,46 @@ impl Forwarder {
                 }
             }
         }
-        Some(Bytes::from(collected))
+        inflate(encoding, collected, max).map(Bytes::from)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+/// Decodes a collected error body, refusing output larger than `max` (a small compressed
+/// body can inflate enormously).
+fn inflate(encoding: Encoding, data: Vec<u8>, max: usize) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let mut out = Vec::new();
+    let read = match encoding {
+        Encoding::Identity => return Some(data),
+        Encoding::Gzip => flate2::read::MultiGzDecoder::new(data.as_slice())
+            .take(limit)
+            .read_to_end(&mut out),
+        // RFC 9110 §8.4.1.2: "deflate" is the zlib format; some servers send raw deflate.
+        Encoding::Deflate => {
+            let zlib = flate2::read::ZlibDecoder::new(data.as_slice())
+                .take(limit)
+                .read_to_end(&mut out);
+            if zlib.is_err() {
+                out.clear();
+                flate2::read::DeflateDecoder::new(data.as_slice())
+                    .take(limit)
+                    .read_to_end(&mut out)
+            } else {
+                zlib
+            }
+        }
+    };
+    match read {
+        Ok(_) if out.len() <= max => Some(out),
+        _ => None,
     }
 }
 
@@ -683,6 +732,37 @@ mod tests {
             },
             exceeded,
         )
+    }
+
+    #[test]
+    fn error_bodies_are_inflated_within_bounds() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"{\"error\":\"bad key sk-1\"}").unwrap();
+        let small = gz.finish().unwrap();
+        assert_eq!(
+            inflate(Encoding::Gzip, small, 1024).unwrap(),
+            b"{\"error\":\"bad key sk-1\"}"
+        );
+        // A bomb: 1 MiB of zeros compresses to about 1 KiB.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; 1 << 20]).unwrap();
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 4096);
+        assert!(inflate(Encoding::Gzip, bomb, 64 * 1024).is_none());
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(b"zlib").unwrap();
+        assert_eq!(
+            inflate(Encoding::Deflate, z.finish().unwrap(), 64).unwrap(),
+            b"zlib"
+        );
+        let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        d.write_all(b"raw").unwrap();
+        assert_eq!(
+            inflate(Encoding::Deflate, d.finish().unwrap(), 64).unwrap(),
+            b"raw"
+        );
+        assert!(inflate(Encoding::Gzip, b"not gzip".to_vec(), 64).is_none());
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ upstream = "{a}/base"
 secret = "openai"
 inject = {{ header = "X-Api-Key" }}
 allow = ["GET /v1/models", "POST /v1/chat/completions", "GET /v1/sse", "GET /v1/echo-error",
-         "GET /v1/big-error", "GET /v1/redirect", "GET /v1/items/*", "POST /v1/upload"]
+         "GET /v1/big-error", "GET /v1/redirect", "GET /v1/gzip-error", "GET /v1/items/*", "POST /v1/upload"]
 scopes = ["ai"]
 max_body_bytes = 1024
 
@@ -488,6 +488,15 @@ async fn s30_upstream_error_bodies_that_echo_the_key_are_redacted() {
     let body = String::from_utf8_lossy(&r.body).into_owned();
     assert_no_key(&body, MAPS_KEY, "error body");
     assert!(body.contains("key=[REDACTED]"), "{body}");
+}
+
+#[tokio::test]
+async fn s30_compressed_error_bodies_are_inflated_and_redacted() {
+    let w = world().await;
+    let r = send(&w.proxy, "GET", "/proxy/openai/v1/gzip-error", &[], "").await;
+    assert_eq!(r.status, 403);
+    assert!(r.headers.get("content-encoding").is_none());
+    assert_eq!(&r.body[..], b"{\"error\":\"key [REDACTED] revoked\"}");
 }
 
 #[tokio::test]

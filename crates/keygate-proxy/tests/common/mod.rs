@@ -203,6 +203,21 @@ async fn upstream_service(
             .header("x-debug-key", key.clone())
             .body(full(text))
             .unwrap()
+    } else if path.ends_with("/gzip-error") {
+        use std::io::Write as _;
+        let key = parts
+            .headers
+            .get("x-api-key")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(format!("{{\"error\":\"key {key} revoked\"}}").as_bytes())
+            .unwrap();
+        Response::builder()
+            .status(403)
+            .header("content-encoding", "gzip")
+            .body(full(gz.finish().unwrap()))
+            .unwrap()
     } else if path.ends_with("/big-error") {
         Response::builder()
             .status(500)
