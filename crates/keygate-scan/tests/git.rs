@@ -79,6 +79,21 @@ fn history_finds_a_key_added_then_removed_with_commit_author_and_date() {
     assert_eq!(f[0]["commit"]["author"], "Dev Eloper <dev@acme.test>");
     assert_eq!(f[0]["commit"]["date"], "2023-11-14T22:15:00Z");
     assert!(!r.out.contains(&key));
+    // The text form names the commit too.
+    let r = scan(&[p, "--git"]);
+    let short = &leak.to_string()[..12];
+    assert!(
+        r.out.contains(&format!(
+            "(commit {short}, Dev Eloper <dev@acme.test>, 2023-11-14T22:15:00Z)"
+        )),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out.starts_with("deploy.sh:2:17: github-pat-token"),
+        "{}",
+        r.out
+    );
 }
 
 #[test]
