@@ -547,6 +547,11 @@ impl Forwarder {
             Ok(Ok(r)) => r,
         };
 
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // keygate never asks for an upgrade (S27); an upstream that switches anyway
+            // would turn the connection into an unchecked tunnel.
+            return Err(ProxyError::UpstreamProtocol);
+        }
         let (mut head, upstream_body) = response.into_parts();
         head.headers = headers::inbound_response_headers(&head.headers, &redactor);
         for (name, value) in permit.headers() {
