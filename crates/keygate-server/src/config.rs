@@ -62,6 +62,8 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     tokens: RawTokens,
+    #[serde(default)]
+    routes: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +275,9 @@ pub struct Config {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub tokens: TokenSettings,
+    /// The routes of the `[routes.*]` tables, validated (and as written).
+    pub routes: keygate_proxy::RouteTable,
+    pub routes_raw: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
 }
 
 impl Config {
@@ -507,6 +512,11 @@ impl RawConfig {
             ));
         }
         let tokens = self.tokens.validate()?;
+        let routes =
+            keygate_proxy::RouteTable::from_raw(&self.routes).map_err(|e| ConfigError {
+                field: e.field,
+                message: e.message,
+            })?;
         let max_value_bytes = self.vault.max_value_bytes as usize;
         let checkpoint_file = resolve(
             base,
@@ -531,6 +541,8 @@ impl RawConfig {
             log_level,
             max_body_bytes: self.http.max_body_bytes as usize,
             tokens,
+            routes,
+            routes_raw: self.routes,
         })
     }
 }

@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod oauth;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The token service; `None` while the vault is sealed (its endpoints answer 503).
     pub tokens: Option<Arc<oauth::TokenService>>,
+    /// The proxy; `None` while the vault is sealed (proxied calls answer 503).
+    pub proxy: Option<Arc<proxy::ProxyState>>,
 }
 
 /// The whole HTTP surface.
@@ -70,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(oauth::endpoints::router())
         .merge(oauth::admin::router())
+        .merge(proxy::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
@@ -161,6 +165,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Err(oauth::StartError::Sealed) => None,
         Err(e) => return Err(anyhow::anyhow!(e).context("starting the token service")),
     };
+    let proxy = match &tokens {
+        Some(_) => Some(Arc::new(
+            proxy::ProxyState::start(&config, store.as_ref())
+                .await
+                .context("starting the proxy")?,
+        )),
+        None => None,
+    };
     let config = Arc::new(config);
     let state = AppState {
         vault: vault.clone(),
@@ -168,21 +180,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         admins: Arc::new(admins),
         config: config.clone(),
         tokens: tokens.clone(),
+        proxy,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
-    let mut http_stop = stop_rx.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let app = router(state);
+    let http = tokio::spawn(serve_http1(listener, app, stop_rx.clone()));
     let checkpoints = tokio::spawn(checkpoint_loop(
         store.clone(),
         vault.clone(),
@@ -204,6 +210,64 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         checkpoints,
         store,
     })
+}
+
+/// Serves HTTP/1.1 on `listener` until `stop`. Each connection is read through
+/// keygate-proxy's `StrictHttp1`, which refuses ambiguous framing (Content-Length with
+/// Transfer-Encoding, repeated or invalid Content-Length, CR/LF/NUL in fields) with a 400
+/// and a closed connection before the HTTP parser could quietly repair it (S28). No
+/// HTTP/2 cleartext and no upgrades (S27).
+async fn serve_http1(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service =
+            app.clone()
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req.map(axum::body::Body::new)
+                });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(
+                TokioIo::new(keygate_proxy::h1guard::StrictHttp1::new(stream)),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("connections still open after 10s; stopping anyway");
+        }
+    }
+    Ok(())
 }
 
 /// Signs the chain head into the checkpoint file every `interval`, and once more on stop.

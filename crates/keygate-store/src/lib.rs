@@ -202,6 +202,19 @@ pub trait Store: TokenStore + Send + Sync + 'static {
 
     async fn admin_credentials(&self) -> Result<Vec<AdminCredential>>;
 
+    /// A small piece of configuration state kept in the store (e.g. applied routes).
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Sets a configuration value, audited in the same transaction. Keys of the vault's
+    /// own (`kcv`, `wrapped_system_key`) are refused.
+    async fn set_meta(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<()>;
+
     // --- secrets ---
 
     async fn list_secrets(&self) -> Result<Vec<SecretMeta>>;

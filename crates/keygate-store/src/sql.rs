@@ -337,6 +337,40 @@ impl Store for SqlStore {
             .collect()
     }
 
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| r.try_get::<Vec<u8>, _>(0).map_err(StoreError::from))
+            .transpose()
+    }
+
+    async fn set_meta(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<()> {
+        if matches!(key, "kcv" | "wrapped_system_key") {
+            return Err(StoreError::Corrupt(format!("meta key {key} is reserved")));
+        }
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM meta WHERE key = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        self.append(&mut tx, audit, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_secrets(&self) -> Result<Vec<SecretMeta>> {
         let rows = sqlx::query(&format!("{SECRET_COLUMNS} ORDER BY name"))
             .fetch_all(&self.read)

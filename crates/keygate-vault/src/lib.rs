@@ -473,6 +473,26 @@ impl Vault {
         ))
     }
 
+    /// The current value of a secret for injection by the proxy. Not audited per call
+    /// (the proxy counts its calls); a deleted secret or a destroyed current version is
+    /// an error, so a route never forwards without its key.
+    pub async fn resolve(&self, name: &str) -> Result<(i64, SecretString)> {
+        let keys = self.keys()?;
+        let name = SecretName::parse(name)?;
+        let meta = self.live_meta(&name).await?;
+        let version = meta.current_version;
+        let record = self
+            .store
+            .read_version(name.as_str(), version, None)
+            .await?
+            .ok_or(VaultError::NoSuchVersion(version))?;
+        let sealed = record.sealed.ok_or(VaultError::Destroyed(version))?;
+        Ok((
+            version,
+            self.open_value(keys, name.as_str(), version, &sealed)?,
+        ))
+    }
+
     async fn live_meta(&self, name: &SecretName) -> Result<SecretMeta> {
         let meta = self
             .store

@@ -1,0 +1,358 @@
+//! `/proxy/{route}/{path…}`: the gatekeeper. The handler runs keygate-proxy's pipeline,
+//! whose types make every check a precondition of the next:
+//!
+//! framing and path checks → `VerifiedAccess` (token, DPoP proof, revocation) →
+//! `AuthorizedCall` (allow-list, scopes) → `RatePermit` (rate, quota) → the key from the
+//! vault → `Forwarder::forward`, which cleans the headers, injects the key and streams.
+//!
+//! Routes come from `[routes.*]` in the configuration, overlaid by routes applied through
+//! the admin API (stored, so every replica and every restart sees them).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use keygate_audit::{AuditEvent, Outcome};
+use keygate_auth::resource::ResourceRequest;
+use keygate_proxy::route::RawRoute;
+use keygate_proxy::usage::{NoUsage, ProxyMetrics};
+use keygate_proxy::{
+    ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget, RouteTable,
+};
+use keygate_vault::now_ms;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::admin::{Admin, Body as JsonBody};
+use crate::error::ApiError;
+use crate::oauth::OAuthError;
+
+/// Where admin-applied routes are kept in the store's `meta` table.
+const ROUTES_META: &str = "routes";
+
+/// The proxy's shared state.
+pub struct ProxyState {
+    file_routes: BTreeMap<String, RawRoute>,
+    applied: RwLock<BTreeMap<String, RawRoute>>,
+    table: RwLock<Arc<RouteTable>>,
+    pub gate: LimitGate,
+    pub forwarder: Forwarder,
+    pub metrics: Arc<ProxyMetrics>,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` from the configured public URL, never
+    /// from the request (S25, S26).
+    proto: &'static str,
+    host: HeaderValue,
+}
+
+impl std::fmt::Debug for ProxyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyState").finish_non_exhaustive()
+    }
+}
+
+/// A route set that failed validation, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesError {
+    #[error("{0}")]
+    Invalid(#[from] keygate_proxy::route::RouteConfigError),
+    #[error("route {route}: {message}")]
+    Tls { route: String, message: String },
+    #[error("stored routes are unreadable: {0}")]
+    Stored(String),
+    #[error("storage: {0}")]
+    Store(#[from] keygate_store::StoreError),
+}
+
+impl ProxyState {
+    /// Builds the proxy from the configuration and the routes stored by the admin API.
+    pub async fn start(
+        config: &crate::config::Config,
+        store: &dyn keygate_store::Store,
+    ) -> Result<Self, RoutesError> {
+        let metrics = Arc::new(ProxyMetrics::new());
+        let forwarder = Forwarder::new(
+            ForwarderConfig::default(),
+            Arc::new(NoUsage),
+            metrics.clone(),
+        );
+        let applied = match store.get_meta(ROUTES_META).await? {
+            None => BTreeMap::new(),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| RoutesError::Stored(e.to_string()))?
+            }
+        };
+        let host = config
+            .public_url
+            .host_str()
+            .map(|h| match config.public_url.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+            .and_then(|h| HeaderValue::from_str(&h).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("localhost"));
+        let state = Self {
+            file_routes: config.routes_raw.clone(),
+            applied: RwLock::new(BTreeMap::new()),
+            table: RwLock::new(Arc::new(RouteTable::default())),
+            gate: LimitGate::in_memory(100_000),
+            forwarder,
+            metrics,
+            proto: if config.public_url.scheme() == "https" {
+                "https"
+            } else {
+                "http"
+            },
+            host,
+        };
+        state.install(applied)?;
+        Ok(state)
+    }
+
+    /// Validates file routes overlaid by `applied`, prepares their upstream clients, and
+    /// makes them live.
+    fn install(&self, applied: BTreeMap<String, RawRoute>) -> Result<(), RoutesError> {
+        let mut all = self.file_routes.clone();
+        all.extend(applied.clone());
+        let table = RouteTable::from_raw(&all)?;
+        for route in table.iter() {
+            self.forwarder
+                .prepare(route)
+                .map_err(|e| RoutesError::Tls {
+                    route: route.name().as_str().to_owned(),
+                    message: e.to_string(),
+                })?;
+        }
+        if let Ok(mut t) = self.table.write() {
+            *t = Arc::new(table);
+        }
+        if let Ok(mut a) = self.applied.write() {
+            *a = applied;
+        }
+        Ok(())
+    }
+
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.table.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn raw(&self, name: &str) -> Option<(RawRoute, &'static str)> {
+        if let Some(r) = self.applied.read().ok().and_then(|a| a.get(name).cloned()) {
+            return Some((r, "admin"));
+        }
+        self.file_routes.get(name).cloned().map(|r| (r, "config"))
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/proxy/{*rest}", any(proxy))
+        .route("/metrics", get(metrics))
+        .route("/admin/v1/routes", get(list_routes).put(apply_routes))
+        .route("/admin/v1/routes/{name}", get(show_route))
+}
+
+fn refuse(
+    px: Option<&ProxyState>,
+    route: Option<&keygate_proxy::RouteName>,
+    e: &ProxyError,
+) -> Response {
+    if let Some(px) = px {
+        px.metrics.refused(route, e);
+    }
+    tracing::info!(
+        code = e.code(),
+        fault = e.fault().as_str(),
+        "proxy call refused"
+    );
+    e.to_response::<Body>()
+}
+
+async fn proxy(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let px = s.proxy.as_deref();
+    if let Err(e) = keygate_proxy::framing::check_request(&request) {
+        return refuse(px, None, &e.into());
+    }
+    let raw = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let target = match ProxyTarget::parse("/proxy/", &raw) {
+        Ok(t) => t,
+        Err(e) => return refuse(px, None, &e.into()),
+    };
+    let (Some(px), Some(tokens)) = (px, s.tokens.as_ref()) else {
+        return refuse(None, None, &ProxyError::Unavailable("the vault is sealed"));
+    };
+    let routes = px.routes();
+    let Some(route) = routes.get(target.route()).cloned() else {
+        return refuse(Some(px), None, &ProxyError::UnknownRoute);
+    };
+    let name = route.name().clone();
+    let auth: Vec<&[u8]> = request
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let dpop: Vec<&[u8]> = request
+        .headers()
+        .get_all("dpop")
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let verified = tokens
+        .verify_request(&ResourceRequest {
+            method: request.method().as_str(),
+            target: &raw,
+            authorization: &auth,
+            dpop: &dpop,
+        })
+        .await;
+    let access = match verified {
+        Ok(a) => a,
+        Err(e) => return OAuthError::at_resource(&e).into_response(),
+    };
+    let call = match route.authorize(&access, request.method(), &target) {
+        Ok(c) => c,
+        Err(e) => return refuse(Some(px), Some(&name), &e),
+    };
+    let permit = match px.gate.admit(&call, peer.ip()).await {
+        Ok(p) => p,
+        Err(e) => return refuse(Some(px), Some(&name), &e),
+    };
+    let secret = match s.vault.resolve(route.secret_name()).await {
+        Ok((_, secret)) => secret,
+        Err(e) => {
+            // Deleted, destroyed or sealed: never forward without the key.
+            tracing::warn!(route = %name, error = %e, "route's secret unavailable");
+            return refuse(
+                Some(px),
+                Some(&name),
+                &ProxyError::Unavailable("the route's key is unavailable"),
+            );
+        }
+    };
+    let forwarded = ForwardedInfo {
+        client_ip: peer.ip(),
+        proto: px.proto,
+        host: px.host.clone(),
+    };
+    match px
+        .forwarder
+        .forward(&access, call, permit, secret, request, &forwarded)
+        .await
+    {
+        Ok(resp) => resp.map(Body::new),
+        Err(e) => refuse(Some(px), Some(&name), &e),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let body = s
+        .proxy
+        .as_ref()
+        .map(|p| p.metrics.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+fn proxy_state(s: &AppState) -> Result<&ProxyState, ApiError> {
+    s.proxy.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sealed",
+            "the proxy is unavailable while the vault is sealed",
+        )
+    })
+}
+
+async fn list_routes(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let px = proxy_state(&s)?;
+    let routes: Vec<Value> = px
+        .routes()
+        .iter()
+        .map(|r| {
+            let source = px.raw(r.name().as_str()).map_or("config", |(_, src)| src);
+            json!({
+                "name": r.name().as_str(),
+                "upstream": format!("{}://{}{}", r.upstream().scheme(), r.upstream().authority(), r.upstream().base_path()),
+                "secret": r.secret_name(),
+                "allow": r.allow().iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+                "scopes": r.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "source": source,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"routes": routes})))
+}
+
+async fn show_route(
+    _admin: Admin,
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let px = proxy_state(&s)?;
+    let (raw, source) = px
+        .raw(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"))?;
+    Ok(Json(json!({"name": name, "source": source, "route": raw})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    /// A TOML document with `[routes.NAME]` tables: it replaces every admin-applied route.
+    toml: String,
+}
+
+async fn apply_routes(
+    admin: Admin,
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<ApplyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let px = proxy_state(&s)?;
+    let doc: toml::Table = body.toml.parse().map_err(|e: toml::de::Error| {
+        ApiError::bad_request(format!("not valid TOML: {}", e.message()))
+    })?;
+    let mut applied = BTreeMap::new();
+    if let Some(routes) = doc.get("routes") {
+        let routes = routes.as_table().ok_or_else(|| {
+            ApiError::bad_request("`routes` must be a table of [routes.NAME] tables")
+        })?;
+        for (name, value) in routes {
+            let raw: RawRoute = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+                ApiError::bad_request(format!("routes.{name}.{}: {}", e.path(), e.inner()))
+            })?;
+            applied.insert(name.clone(), raw);
+        }
+    }
+    // Validate everything before anything changes.
+    let mut all = px.file_routes.clone();
+    all.extend(applied.clone());
+    RouteTable::from_raw(&all).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let bytes = serde_json::to_vec(&applied).map_err(|e| ApiError::internal(&e))?;
+    let names: Vec<String> = applied.keys().cloned().collect();
+    s.store
+        .set_meta(
+            ROUTES_META,
+            bytes,
+            AuditEvent::new(admin.actor(), "routes.apply", Outcome::Success)
+                .detail("routes", names.clone()),
+            now_ms(),
+        )
+        .await?;
+    px.install(applied)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(json!({"applied": names, "live": px.routes().len()})))
+}

@@ -1,0 +1,418 @@
+//! The gatekeeper wired end to end: keygate-client signs in and calls
+//! `/proxy/openai/…`; a recording fake upstream (the third party, the only fake) shows
+//! what keygate forwarded. Pins the wiring of S12, S25, S26, S30, rotation, deletion and
+//! streaming; keygate-proxy's own tests pin the request checks with raw requests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use common::TestApp;
+use keygate_client::{Client, ClientConfig, MemoryKeyStore, MemoryTokenCache, Method};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const REDIRECT: &str = "com.example.app:/oauth/callback";
+const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<(String, HeaderMap)>>>);
+
+/// The third-party API: records each request, answers without echoing secrets; `/v1/stream`
+/// sends one server-sent event, waits, then another.
+async fn fake_upstream(recorder: Recorder) -> String {
+    let r1 = recorder.clone();
+    let r2 = recorder.clone();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(move |uri: axum::http::Uri, headers: HeaderMap| async move {
+                r1.0.lock().unwrap().push((uri.to_string(), headers));
+                axum::Json(json!({"choices": [{"message": {"content": "hello from upstream"}}]}))
+            }),
+        )
+        .route(
+            "/v1/stream",
+            get(move |uri: axum::http::Uri, headers: HeaderMap| async move {
+                r2.0.lock().unwrap().push((uri.to_string(), headers));
+                let stream = async_stream(vec![
+                    ("data: first\n\n", Duration::ZERO),
+                    ("data: second\n\n", Duration::from_millis(800)),
+                ]);
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(stream),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn async_stream(
+    parts: Vec<(&'static str, Duration)>,
+) -> impl futures_core::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for (text, wait) in parts {
+            tokio::time::sleep(wait).await;
+            if tx
+                .send(Ok(bytes::Bytes::from_static(text.as_bytes())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+struct World {
+    app: TestApp,
+    recorder: Recorder,
+    client: Client,
+    key: String,
+}
+
+async fn world(rate: &str, burst: u32) -> World {
+    let app = TestApp::spawn().await;
+    let recorder = Recorder::default();
+    let upstream = fake_upstream(recorder.clone()).await;
+    let key = format!(
+        "sk-canary-{}",
+        hex::encode(keygate_auth::opaque::random_bytes::<12>())
+    );
+    let (s, _) = app.put("openai", json!({"value": key})).await;
+    assert_eq!(s, StatusCode::OK);
+    let routes = format!(
+        r#"
+[routes.openai]
+upstream = "{upstream}"
+secret   = "openai"
+inject   = {{ header = "Authorization", value = "Bearer {{secret}}" }}
+allow    = ["POST /v1/chat/completions", "GET /v1/stream"]
+scopes   = ["ai"]
+limits   = {{ rate = "{rate}", burst = {burst}, per = "user" }}
+"#
+    );
+    let (s, b) = app
+        .call(
+            reqwest::Method::PUT,
+            "/admin/v1/routes",
+            Some(json!({"toml": routes})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    app.call(
+        reqwest::Method::POST,
+        "/admin/v1/users",
+        Some(json!({"name": "alice", "password": PASSWORD, "scopes": ["ai"]})),
+    )
+    .await;
+    let (_, c) = app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/clients",
+            Some(json!({"name": "ios-app", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"]})),
+        )
+        .await;
+    let config = ClientConfig::new(&app.base, c["client_id"].as_str().unwrap(), REDIRECT).unwrap();
+    let client = Client::builder(
+        config,
+        Arc::new(MemoryKeyStore::generate()),
+        Arc::new(MemoryTokenCache::new()),
+    )
+    .discover()
+    .await
+    .unwrap();
+    let (url, pending) = client.authorization_url(&["ai"]).unwrap();
+    let callback = browser_sign_in(&app, &url).await;
+    client
+        .exchange_code(pending, &callback, None)
+        .await
+        .unwrap();
+    World {
+        app,
+        recorder,
+        client,
+        key,
+    }
+}
+
+/// What a browser does on keygate's login page: GET, fill in, POST; returns the redirect.
+async fn browser_sign_in(app: &TestApp, url: &url::Url) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(url.as_str()).send().await.unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let mut form: Vec<(String, String)> = Vec::new();
+    for piece in html.split("<input type=\"hidden\" name=\"").skip(1) {
+        let (name, rest) = piece.split_once('"').unwrap();
+        let value = rest
+            .split("value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        form.push((name.to_owned(), value.replace("&amp;", "&")));
+    }
+    form.push(("username".into(), "alice".into()));
+    form.push(("password".into(), PASSWORD.into()));
+    let resp = http
+        .post(format!("{}/oauth2/authorize", app.base))
+        .header("cookie", cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    resp.headers()["location"].to_str().unwrap().to_owned()
+}
+
+async fn chat(w: &World) -> reqwest::Response {
+    w.client
+        .request(
+            Method::POST,
+            "/proxy/openai/v1/chat/completions?stream=false",
+        )
+        .json(&json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_call_injects_the_key_and_the_app_never_sees_it() {
+    let mut w = world("1000/min", 50).await;
+    let resp = chat(&w).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("hello from upstream"));
+    assert!(!body.contains(&w.key));
+    let (uri, headers) = w.recorder.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(uri, "/v1/chat/completions?stream=false");
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {}", w.key).as_str(),
+        "key injected (S25)"
+    );
+    assert!(
+        headers.get("dpop").is_none(),
+        "the app's proof is not forwarded (S26)"
+    );
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+
+    // Outside the allow-list, unknown routes, no token: refused, nothing forwarded.
+    let before = w.recorder.0.lock().unwrap().len();
+    let resp = w
+        .client
+        .request(Method::GET, "/proxy/openai/v1/models")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status() == StatusCode::FORBIDDEN || resp.status() == StatusCode::NOT_FOUND,
+        "{}",
+        resp.status()
+    );
+    let resp = w
+        .client
+        .request(Method::GET, "/proxy/nope/v1/models")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = w
+        .app
+        .http
+        .post(format!("{}/proxy/openai/v1/chat/completions", w.app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("DPoP")
+    );
+    assert_eq!(w.recorder.0.lock().unwrap().len(), before);
+
+    // Prometheus counters carry no user ids and no keys.
+    let metrics = w
+        .app
+        .http
+        .get(format!("{}/metrics", w.app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("openai"));
+    assert!(!metrics.contains(&w.key) && !metrics.contains("alice"));
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_deletion_and_disabling_take_effect_on_the_next_call() {
+    let mut w = world("1000/min", 50).await;
+    assert_eq!(chat(&w).await.status(), StatusCode::OK);
+    // A new version is used by the next request.
+    let (s, _) = w
+        .app
+        .put("openai", json!({"value": "sk-rotated-key-value-000000"}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(chat(&w).await.status(), StatusCode::OK);
+    let (_, headers) = w.recorder.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        headers["authorization"],
+        "Bearer sk-rotated-key-value-000000"
+    );
+    // A deleted secret: 503, never a call without the key.
+    let before = w.recorder.0.lock().unwrap().len();
+    w.app
+        .call(reqwest::Method::DELETE, "/admin/v1/secrets/openai", None)
+        .await;
+    assert_eq!(chat(&w).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(w.recorder.0.lock().unwrap().len(), before);
+    w.app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/secrets/openai/undelete",
+            None,
+        )
+        .await;
+    assert_eq!(chat(&w).await.status(), StatusCode::OK);
+    // Disabling the user stops the very next call (S12).
+    w.app
+        .call(reqwest::Method::POST, "/admin/v1/users/alice/disable", None)
+        .await;
+    assert_eq!(chat(&w).await.status(), StatusCode::UNAUTHORIZED);
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_429_with_retry_after() {
+    let mut w = world("2/min", 2).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..6 {
+        let resp = chat(&w).await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+        }
+        statuses.push(resp.status());
+    }
+    assert!(statuses.contains(&StatusCode::OK));
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_stream_through() {
+    let mut w = world("1000/min", 50).await;
+    let started = std::time::Instant::now();
+    let mut resp = w
+        .client
+        .request(Method::GET, "/proxy/openai/v1/stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = resp.chunk().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    assert!(String::from_utf8_lossy(&first).contains("first"));
+    let mut rest = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    let done_at = started.elapsed();
+    assert!(String::from_utf8_lossy(&rest).contains("second"));
+    assert!(
+        first_at + Duration::from_millis(500) < done_at,
+        "the first event arrived before the upstream finished ({first_at:?} vs {done_at:?})"
+    );
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_validated_and_applied_without_restart() {
+    let mut app = TestApp::spawn().await;
+    let bad = r#"
+[routes.openai]
+upstream = "ftp://api.example.com"
+secret = "openai"
+inject = { header = "Authorization", value = "Bearer {secret}" }
+allow = ["POST /v1/chat/completions"]
+"#;
+    let (s, b) = app
+        .call(
+            reqwest::Method::PUT,
+            "/admin/v1/routes",
+            Some(json!({"toml": bad})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("routes.openai.upstream"),
+        "{b}"
+    );
+    let good = bad.replace("ftp://", "https://");
+    let (s, _) = app
+        .call(
+            reqwest::Method::PUT,
+            "/admin/v1/routes",
+            Some(json!({"toml": good})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, list) = app.get("/admin/v1/routes").await;
+    assert_eq!(list["routes"][0]["name"], "openai");
+    let (s, show) = app.get("/admin/v1/routes/openai").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(show["source"], "admin");
+    let _: Value = show;
+    app.stop().await;
+}
