@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -333,8 +334,6 @@ impl Body for ProxyBody {
         self.inner.size_hint()
     }
 }
-
-use std::future::Future as _;
 
 fn full(bytes: Bytes) -> UnsyncBoxBody<Bytes, BoxError> {
     http_body_util::Full::new(bytes)
@@ -698,11 +697,6 @@ fn inflate(encoding: Encoding, data: Vec<u8>, max: usize) -> Option<Vec<u8>> {
         Ok(_) if out.len() <= max => Some(out),
         _ => None,
     }
-}
-
-/// Status helper for callers that want it.
-pub fn is_error_status(status: StatusCode) -> bool {
-    status.is_client_error() || status.is_server_error()
 }
 
 /// Displays an error's source chain for logs. hyper errors carry no request data (the

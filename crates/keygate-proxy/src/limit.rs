@@ -366,7 +366,16 @@ pub trait QuotaStore: Send + Sync {
 /// In-process quota counters; counters of ended windows are dropped as time moves on.
 #[derive(Default)]
 pub struct InMemoryQuotaStore {
-    counts: Mutex<HashMap<(LimitKey, u64), (u64, u64)>>,
+    counts: Mutex<QuotaCounts>,
+}
+
+#[derive(Default)]
+struct QuotaCounts {
+    /// (key, window start) → (used, window end).
+    used: HashMap<(LimitKey, u64), (u64, u64)>,
+    /// The latest window start a sweep ran for: sweeping again is only useful once a
+    /// later window begins, so the O(n) sweep runs about once per window, not per call.
+    swept_at: u64,
 }
 
 impl InMemoryQuotaStore {
@@ -383,9 +392,13 @@ impl InMemoryQuotaStore {
         limit: u64,
     ) -> Result<QuotaDecision, QuotaUnavailable> {
         let mut counts = self.counts.lock().map_err(|_| QuotaUnavailable)?;
-        // Windows never reopen, so counters of ended ones can go.
-        counts.retain(|_, (_, end)| *end > window.start);
+        if window.start > counts.swept_at {
+            // Windows never reopen, so counters of ended ones can go.
+            counts.used.retain(|_, (_, end)| *end > window.start);
+            counts.swept_at = window.start;
+        }
         let entry = counts
+            .used
             .entry((key.clone(), window.start))
             .or_insert((0, window.end));
         if entry.0 >= limit {
@@ -399,7 +412,7 @@ impl InMemoryQuotaStore {
 
     /// Counters held.
     pub fn len(&self) -> usize {
-        self.counts.lock().map(|c| c.len()).unwrap_or(0)
+        self.counts.lock().map(|c| c.used.len()).unwrap_or(0)
     }
 
     /// Whether no counter is held.
