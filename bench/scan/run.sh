@@ -4,7 +4,8 @@
 #   bench/scan/run.sh [CORPUS_DIR]
 #
 # Scans one corpus (default: the crate sources in the local cargo registry, copied so
-# every tool reads the same bytes from the page cache) with
+# every tool reads the same bytes from the page cache, plus Debian's framework-res.apk
+# when android-framework-res installs) with
 #   keygate       (this repository, release build)
 #   ripsecrets    (crates.io)
 #   detect-secrets, CredSweeper (PyPI, in a private virtualenv)
@@ -39,6 +40,14 @@ if [ ! -d "$CORPUS" ] || [ "${BENCH_RECOPY:-0}" = 1 ]; then
     log "copying corpus from $SRC"
     rm -rf "$CORPUS"
     cp -r "$SRC" "$CORPUS"
+fi
+# A real APK from Debian's android-framework-res package, when it can be had.
+APK=/usr/share/android-framework-res/framework-res.apk
+if [ ! -f "$APK" ] && [ "${BENCH_NO_APT:-0}" != 1 ]; then
+    (apt-get install -y -qq android-framework-res >/dev/null 2>&1) || log "no framework-res.apk; corpus without APKs"
+fi
+if [ -f "$APK" ] && [ ! -f "$CORPUS/apks/framework-res.apk" ]; then
+    mkdir -p "$CORPUS/apks" && cp "$APK" "$CORPUS/apks/"
 fi
 BYTES=$(du -sb "$CORPUS" | cut -f1)
 FILES=$(find "$CORPUS" -type f | wc -l)
