@@ -4,7 +4,6 @@
 //! buffering them, applies timeouts, never follows redirects, and redacts upstream error
 //! bodies that echo the key.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future as _;
 use std::pin::Pin;
@@ -154,7 +153,10 @@ type ClientKey = (UpstreamTls, Duration);
 
 /// Forwards authorised, admitted calls to their upstreams.
 pub struct Forwarder {
-    clients: Mutex<HashMap<ClientKey, HttpClient>>,
+    /// One pooled client per distinct (TLS material, connect timeout); routes that share
+    /// them share connections. Few entries, so a list scanned by reference (no key clone
+    /// per call).
+    clients: Mutex<Vec<(ClientKey, HttpClient)>>,
     config: ForwarderConfig,
     usage: Arc<dyn UsageSink>,
     metrics: Arc<ProxyMetrics>,
@@ -363,7 +365,7 @@ impl Forwarder {
         metrics: Arc<ProxyMetrics>,
     ) -> Self {
         Self {
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(Vec::new()),
             config,
             usage,
             metrics,
@@ -377,16 +379,17 @@ impl Forwarder {
     }
 
     fn client_for(&self, route: &Route) -> Result<HttpClient, TlsSetupError> {
-        let key = (route.tls().clone(), route.timeouts().connect);
+        let tls = route.tls();
+        let connect = route.timeouts().connect;
         let mut clients = self
             .clients
             .lock()
             .map_err(|_| TlsSetupError::Config("client pool lock poisoned".into()))?;
-        if let Some(c) = clients.get(&key) {
+        if let Some((_, c)) = clients.iter().find(|((t, d), _)| t == tls && *d == connect) {
             return Ok(c.clone());
         }
-        let client = build_client(&key.0, key.1, &self.config)?;
-        clients.insert(key, client.clone());
+        let client = build_client(tls, connect, &self.config)?;
+        clients.push(((tls.clone(), connect), client.clone()));
         Ok(client)
     }
 
