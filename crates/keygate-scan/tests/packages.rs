@@ -507,3 +507,28 @@ fn apk_built_by_aapt_is_read() {
         "{text}"
     );
 }
+
+/// A binary plist written by CPython's `plistlib` (`FMT_BINARY`): nested dictionary,
+/// array, bool, int, data, date and a non-ASCII (UTF-16) string, so the reader is
+/// checked against another implementation's output.
+#[test]
+fn binary_plist_written_by_python_is_read() {
+    let data = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/python-Info.plist"
+    ))
+    .unwrap();
+    let text = String::from_utf8(plist::binary_plist_text(&data).unwrap()).unwrap();
+    for line in [
+        "\"CFBundleIdentifier\": \"com.acme.demo\"",
+        "\"CFBundleDisplayName\": \"Acmé Démo ✓\"",
+        "\"TwilioAuthToken\": \"4e7a1c9d3b8f2a6e0d5c7b1a9f3e8d2c\"",
+        "arm64",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}: {text}");
+    }
+    let (findings, warnings) = scan_blob(&data, "Info.plist", Limits::default());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let rules: Vec<&str> = findings.iter().map(|f| f.rule_id.as_str()).collect();
+    assert_eq!(rules, vec!["stripe-secret-key", "twilio-auth-token"]);
+}
