@@ -58,6 +58,9 @@ enum Command {
     /// Token signing keys
     #[command(subcommand)]
     Keys(cmd::tokens::KeysCommand),
+    /// Proxy routes: which upstream, which calls, which key, which limits
+    #[command(subcommand)]
+    Route(cmd::route::RouteCommand),
 }
 
 fn main() -> ExitCode {
@@ -95,5 +98,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Client(c) => cmd::tokens::client(c).await,
         Command::Session(c) => cmd::tokens::session(c).await,
         Command::Keys(c) => cmd::tokens::keys(c).await,
+        Command::Route(c) => cmd::route::run(c).await,
     }
 }

@@ -1,18 +1,24 @@
-//! `keygate demo`: a throw-away server on embedded defaults, walked through step by step.
+//! `keygate demo`: a throw-away gatekeeper on embedded defaults, walked through the whole
+//! mobile flow.
 //!
 //! Everything it shows is real: the server is the one `keygate serve` runs, on a SQLite
-//! file in a temporary directory, and every step is an HTTP call to its admin API.
+//! file in a temporary directory; the "app" is keygate-client with a software DPoP key;
+//! the only stand-in is the third-party API, a built-in echo server that reports which key
+//! it received.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
+use axum::http::HeaderMap;
 use clap::Args;
+use keygate_client::{Client, ClientConfig, MemoryKeyStore, MemoryTokenCache, Method as AppMethod};
 use keygate_server::config::{Config, LogFormat};
 use rand::RngCore;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::mask;
 use crate::client::{AdminClient, ApiRefusal};
@@ -27,8 +33,15 @@ pub struct DemoArgs {
     keep: bool,
 }
 
-fn step(n: u32, title: &str) {
-    println!("\n[{n}] {title}");
+const REDIRECT: &str = "com.example.demo:/oauth/callback";
+
+struct Steps(u32);
+
+impl Steps {
+    fn next(&mut self, title: &str) {
+        self.0 += 1;
+        println!("\n[{}] {title}", self.0);
+    }
 }
 
 fn refusal(e: &anyhow::Error) -> String {
@@ -36,6 +49,110 @@ fn refusal(e: &anyhow::Error) -> String {
         Some(r) => format!("HTTP {} {}: {}", r.status, r.code, r.message),
         None => e.to_string(),
     }
+}
+
+fn random_hex(n: usize) -> String {
+    let mut raw = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
+/// The third-party API: answers with the `Authorization` header it received, so the demo
+/// can show that keygate injected the key (a real API would never echo it).
+async fn echo_upstream() -> anyhow::Result<String> {
+    let app = axum::Router::new().fallback(
+        |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap| async move {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            axum::Json(json!({
+                "upstream_saw": {
+                    "method": method.as_str(),
+                    "path": uri.to_string(),
+                    "authorization": header("authorization"),
+                    "dpop": header("dpop"),
+                    "x_forwarded_for": header("x-forwarded-for"),
+                }
+            }))
+        },
+    );
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
+/// Plays the browser on keygate's login page: GET the page, fill in the form, POST it,
+/// and return the redirect the app would receive.
+async fn browser_sign_in(
+    base: &str,
+    url: &url::Url,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = http.get(url.as_str()).send().await?;
+    let cookie = page
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .ok_or_else(|| anyhow!("the login page set no CSRF cookie"))?
+        .to_owned();
+    let html = page.text().await?;
+    let mut form: Vec<(String, String)> = Vec::new();
+    for piece in html.split("<input type=\"hidden\" name=\"").skip(1) {
+        let Some((name, rest)) = piece.split_once('"') else {
+            continue;
+        };
+        let Some(value) = rest
+            .split("value=\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+        else {
+            continue;
+        };
+        form.push((name.to_owned(), value.replace("&amp;", "&")));
+    }
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    let resp = http
+        .post(format!("{base}/oauth2/authorize"))
+        .header("cookie", cookie)
+        .form(&form)
+        .send()
+        .await?;
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            anyhow!(
+                "sign-in did not redirect back to the app (HTTP {})",
+                resp.status()
+            )
+        })
+}
+
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
 }
 
 pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -46,14 +163,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         .local_addr()?
         .port();
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut step = Steps(0);
 
     println!(
         "keygate demo: a gatekeeper on embedded defaults (SQLite, file master key) in {}",
         dir.path().display()
     );
 
-    step(
-        1,
+    step.next(
         "keygate init: configuration, master key (mode 0600), data directory, first admin token",
     );
     let init = keygate_server::init_dir(dir.path(), listen).await?;
@@ -64,15 +181,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         mask(init.admin_token.expose_secret())
     );
 
-    step(
-        2,
-        "keygate serve: validate the config, open the store, unseal the vault, listen",
-    );
+    step.next("keygate serve: validate the config, open the store, unseal the vault, listen");
     let config = Config::load(&init.config_path)?;
     let server = keygate_server::start(config).await?;
     let base = format!("http://{}", server.addr());
-    let http = reqwest::Client::new();
-    let ready = http.get(format!("{base}/readyz")).send().await?;
+    let ready = reqwest::get(format!("{base}/readyz")).await?;
     println!(
         "    listening on {base}; GET /readyz -> {} {}",
         ready.status().as_u16(),
@@ -80,12 +193,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let admin = AdminClient::new(&base, init.admin_token.clone())?;
-    let key_v1 = demo_key();
-    let key_v2 = demo_key();
+    let key_v1 = SecretString::from(format!("sk-demo-{}", random_hex(24)));
+    let key_v2 = SecretString::from(format!("sk-demo-{}", random_hex(24)));
 
-    step(
-        3,
-        "secret put openai: the vault encrypts it under a fresh data key, wrapped by the master key",
+    step.next(
+        "keygate secret put openai: encrypted under a fresh data key, wrapped by the master key",
     );
     let r = admin
         .call(
@@ -99,131 +211,228 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         mask(key_v1.expose_secret()),
         r["version"]
     );
-
-    step(
-        4,
-        "rotate: a new version; check-and-set refuses a write based on a stale version",
-    );
-    let r = admin
-        .call(
-            Method::PUT,
-            "/admin/v1/secrets/openai",
-            Some(json!({"value": key_v2.expose_secret(), "cas": 1})),
-        )
-        .await?;
-    println!(
-        "    stored {} as version {}",
-        mask(key_v2.expose_secret()),
-        r["version"]
-    );
     let stale = admin
         .call(
             Method::PUT,
             "/admin/v1/secrets/openai",
-            Some(json!({"value": "sk-stale-write-attempt-000", "cas": 1})),
+            Some(json!({"value": "sk-stale-write-attempt-000", "cas": 0})),
         )
         .await;
     println!(
-        "    put with --cas 1 again -> {}",
+        "    a check-and-set write against a stale version -> {}",
         stale.err().map(|e| refusal(&e)).unwrap_or_default()
     );
 
-    step(
-        5,
-        "secret get openai: an operator read, itself written to the audit log",
+    step.next("keygate route apply: /proxy/openai/* forwards two allow-listed calls to the API, with the key injected");
+    let upstream = echo_upstream().await?;
+    let routes = format!(
+        "[routes.openai]\nupstream = \"{upstream}\"\nsecret   = \"openai\"\ninject   = {{ header = \"Authorization\", value = \"Bearer {{secret}}\" }}\nallow    = [\"POST /v1/chat/completions\", \"GET /v1/models\"]\nscopes   = [\"ai\"]\nlimits   = {{ rate = \"30/min\", burst = 4, per = \"user\" }}\n"
     );
-    let r = admin.get("/admin/v1/secrets/openai").await?;
-    println!(
-        "    version {} = {}",
-        r["version"],
-        mask(r["value"].as_str().unwrap_or_default())
-    );
-
-    step(
-        6,
-        "rollback to version 1 (a new version holding the old value), then destroy version 1",
-    );
-    let r = admin
+    for line in routes.lines() {
+        println!("    {line}");
+    }
+    admin
         .call(
-            Method::POST,
-            "/admin/v1/secrets/openai/rollback",
-            Some(json!({"to": 1})),
+            Method::PUT,
+            "/admin/v1/routes",
+            Some(json!({"toml": routes})),
         )
         .await?;
-    println!(
-        "    version {} now holds the value of version 1",
-        r["version"]
+
+    step.next(
+        "keygate user add / client add: a user who signs in, and the mobile app as a public client",
     );
+    let password = format!("demo-{}", random_hex(8));
     admin
         .call(
             Method::POST,
-            "/admin/v1/secrets/openai/destroy",
-            Some(json!({"version": 1})),
+            "/admin/v1/users",
+            Some(json!({"name": "demo", "password": password, "scopes": ["ai"]})),
         )
         .await?;
-    let gone = admin.get("/admin/v1/secrets/openai?version=1").await;
+    let c = admin
+        .call(
+            Method::POST,
+            "/admin/v1/clients",
+            Some(json!({"name": "demo-app", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"]})),
+        )
+        .await?;
+    let client_id = c["client_id"].as_str().unwrap_or_default().to_owned();
+    println!("    user demo (scope ai), client {client_id} (public, redirect {REDIRECT})");
+
+    step.next("the app signs in: authorization code + PKCE (S256) through keygate's login page, key bound with dpop_jkt");
+    let app = Client::builder(
+        ClientConfig::new(&base, &client_id, REDIRECT)?,
+        Arc::new(MemoryKeyStore::generate()),
+        Arc::new(MemoryTokenCache::new()),
+    )
+    .discover()
+    .await?;
+    let (url, pending) = app.authorization_url(&["ai"])?;
     println!(
-        "    get --version 1 -> {}",
-        gone.err().map(|e| refusal(&e)).unwrap_or_default()
+        "    app opens {}…",
+        url.as_str().get(..72).unwrap_or(url.as_str())
     );
-    let h = admin.get("/admin/v1/secrets/openai/versions").await?;
-    for v in h["versions"].as_array().into_iter().flatten() {
-        println!(
-            "    version {}: {}",
-            v["version"],
-            if v["destroyed"].as_bool().unwrap_or(false) {
-                "destroyed"
-            } else {
-                "kept"
-            }
-        );
+    let callback = browser_sign_in(&base, &url, "demo", &password).await?;
+    println!(
+        "    login page redirects to {}…",
+        callback.get(..48).unwrap_or(&callback)
+    );
+    let signed_in = app.exchange_code(pending, &callback, None).await?;
+    let token = app.access_token().await?;
+    let c = claims(token.expose_secret());
+    println!(
+        "    DPoP-bound access token {} (typ at+jwt, scope {}, expires in {}s, cnf.jkt {}…)",
+        mask(token.expose_secret()),
+        c["scope"].as_str().unwrap_or_default(),
+        signed_in.expires_at.0 - c["iat"].as_i64().unwrap_or_default(),
+        app.jkt().as_str().get(..12).unwrap_or_default()
+    );
+    println!("    plus a rotating refresh token bound to the same device key");
+
+    step.next("the app calls POST /proxy/openai/v1/chat/completions with its token and a fresh DPoP proof");
+    let resp = app
+        .request(AppMethod::POST, "/proxy/openai/v1/chat/completions")
+        .json(&json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let seen: Value = resp.json().await.unwrap_or(Value::Null);
+    let auth = seen["upstream_saw"]["authorization"]
+        .as_str()
+        .unwrap_or_default();
+    println!(
+        "    HTTP {status}; the upstream received Authorization: Bearer {}",
+        mask(auth.trim_start_matches("Bearer "))
+    );
+    println!(
+        "    that is the vault's key ({}), injected by keygate; the app's DPoP token and proof were not forwarded (dpop header upstream: {})",
+        if auth == format!("Bearer {}", key_v1.expose_secret()) {
+            "match"
+        } else {
+            "MISMATCH"
+        },
+        seen["upstream_saw"]["dpop"]
+            .as_str()
+            .map_or("none", |_| "PRESENT")
+    );
+
+    step.next("a call outside the allow-list is refused before it reaches the API");
+    let resp = app
+        .request(AppMethod::DELETE, "/proxy/openai/v1/files/123")
+        .send()
+        .await?;
+    println!(
+        "    DELETE /proxy/openai/v1/files/123 -> HTTP {} {}",
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default()
+    );
+
+    step.next("rotate the key: the next call uses version 2, the app changes nothing");
+    admin
+        .call(
+            Method::PUT,
+            "/admin/v1/secrets/openai",
+            Some(json!({"value": key_v2.expose_secret()})),
+        )
+        .await?;
+    let seen: Value = app
+        .request(AppMethod::GET, "/proxy/openai/v1/models")
+        .send()
+        .await?
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    let auth = seen["upstream_saw"]["authorization"]
+        .as_str()
+        .unwrap_or_default();
+    println!(
+        "    upstream now receives Bearer {} ({})",
+        mask(auth.trim_start_matches("Bearer ")),
+        if auth.ends_with(key_v2.expose_secret()) {
+            "version 2"
+        } else {
+            "NOT version 2"
+        }
+    );
+
+    step.next("per-user limits: a burst past the route's limit gets 429 with Retry-After");
+    let mut line = Vec::new();
+    for _ in 0..5 {
+        let resp = app
+            .request(AppMethod::GET, "/proxy/openai/v1/models")
+            .send()
+            .await?;
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        line.push(match retry {
+            Some(r) => format!("{} (Retry-After: {r})", resp.status().as_u16()),
+            None => resp.status().as_u16().to_string(),
+        });
     }
+    println!("    {}", line.join(", "));
 
-    step(
-        7,
-        "a wrong admin token is refused, and the refusal is audited",
-    );
-    let intruder = AdminClient::new(&base, SecretString::from("kga_not-the-token".to_owned()))?;
-    let denied = intruder.get("/admin/v1/secrets").await;
+    step.next("refresh: the refresh token rotates; the new access token is bound to the same key");
+    let before = app.access_token().await?;
+    app.refresh().await?;
+    let after = app.access_token().await?;
     println!(
-        "    GET /admin/v1/secrets -> {}",
-        denied.err().map(|e| refusal(&e)).unwrap_or_default()
+        "    new access token {} (different: {}), same session: {}",
+        mask(after.expose_secret()),
+        before.expose_secret() != after.expose_secret(),
+        claims(before.expose_secret())["sid"] == claims(after.expose_secret())["sid"]
     );
 
-    step(
-        8,
-        "keygate audit tail: who did what; secrets never appear, not even hashed",
+    step.next("revocation: the operator ends the session; the very next proxied call is refused");
+    let sessions = admin.get("/admin/v1/sessions").await?;
+    let sid = sessions["sessions"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    admin
+        .call(Method::DELETE, &format!("/admin/v1/sessions/{sid}"), None)
+        .await?;
+    let resp = app
+        .request(AppMethod::GET, "/proxy/openai/v1/models")
+        .send()
+        .await?;
+    println!(
+        "    keygate session revoke {}… -> next call HTTP {} ({})",
+        sid.get(..8).unwrap_or(&sid),
+        resp.status().as_u16(),
+        resp.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     );
-    let r = admin.get("/admin/v1/audit?tail=12").await?;
+
+    step.next("keygate audit tail: who did what; keys and tokens appear only as keyed hashes");
+    let r = admin.get("/admin/v1/audit?tail=8").await?;
     for e in r["entries"].as_array().into_iter().flatten() {
         println!("    {}", super::audit::entry_line(e));
     }
-
-    step(9, "keygate audit verify: the hash chain is intact");
     let v = admin.get("/admin/v1/audit/verify").await?;
-    println!(
-        "    ok={} entries={} head={}…",
-        v["ok"],
-        v["entries"],
-        v["head_hash"]
-            .as_str()
-            .unwrap_or_default()
-            .get(..16)
-            .unwrap_or_default()
-    );
+    println!("    audit verify: ok={} entries={}", v["ok"], v["entries"]);
 
-    step(10, "at rest: the database files hold only ciphertext");
+    step.next("at rest: the database files hold only ciphertext and hashes");
     let data = dir.path().join("keygate-data");
     let mut leaked = false;
     for file in ["keygate.db", "keygate.db-wal"] {
         let bytes = std::fs::read(data.join(file)).unwrap_or_default();
-        let found = [&key_v1, &key_v2].iter().any(|k| {
-            let k = k.expose_secret().as_bytes();
-            bytes.windows(k.len()).any(|w| w == k)
-        });
+        let found = [
+            key_v1.expose_secret(),
+            key_v2.expose_secret(),
+            init.admin_token.expose_secret(),
+            &password,
+        ]
+        .iter()
+        .any(|k| bytes.windows(k.len()).any(|w| w == k.as_bytes()));
         leaked |= found;
         println!(
-            "    {file}: {} bytes; plaintext keys in it: {}",
+            "    {file}: {} bytes; keys, tokens or passwords in clear: {}",
             bytes.len(),
             if found { "YES (a bug!)" } else { "none" }
         );
@@ -235,7 +444,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             "    export KEYGATE_ADDR={base} KEYGATE_TOKEN={}",
             init.admin_token.expose_secret()
         );
-        println!("    keygate secret list");
+        println!("    keygate secret list; keygate route list; keygate session list");
+        println!("    login page: {base}/oauth2/authorize (user demo, password {password})");
         println!("Ctrl-C stops it and deletes {}.", dir.path().display());
         super::serve::wait_for_stop()
             .await
@@ -251,11 +461,4 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// A random key shaped like an LLM provider's, so masking shows what it would show.
-fn demo_key() -> SecretString {
-    let mut raw = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    SecretString::from(format!("sk-demo-{}", hex::encode(raw)))
 }

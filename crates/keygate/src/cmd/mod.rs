@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod demo;
 pub mod init;
+pub mod route;
 pub mod secret;
 pub mod serve;
 pub mod tokens;
