@@ -168,6 +168,41 @@ impl Collector {
                 && a.fingerprint == b.fingerprint
                 && a.commit == b.commit
         });
+        // In history, one secret in one file shows up in every later version of that
+        // file: report it once, at the commit that introduced it (earliest date).
+        let mut first: std::collections::HashMap<(String, String, String), usize> =
+            std::collections::HashMap::new();
+        let mut keep = vec![true; findings.len()];
+        for (i, f) in findings.iter().enumerate() {
+            let Some(c) = &f.commit else { continue };
+            let key = (f.path.clone(), f.rule_id.clone(), f.fingerprint.clone());
+            match first.get(&key).copied() {
+                None => {
+                    first.insert(key, i);
+                }
+                Some(j) => {
+                    let earlier = findings
+                        .get(j)
+                        .and_then(|g| g.commit.as_ref())
+                        .is_some_and(|gc| (&gc.date, &gc.commit) <= (&c.date, &c.commit));
+                    let drop = if earlier { i } else { j };
+                    if let Some(k) = keep.get_mut(drop) {
+                        *k = false;
+                    }
+                    if !earlier {
+                        first.insert(key, i);
+                    }
+                }
+            }
+        }
+        let mut findings: Vec<Finding> = findings
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(f, k)| k.then_some(f))
+            .collect();
+        findings.sort_by(|a, b| {
+            (&a.path, a.line, a.column, &a.rule_id).cmp(&(&b.path, b.line, b.column, &b.rule_id))
+        });
         let mut warnings = self
             .warnings
             .into_inner()

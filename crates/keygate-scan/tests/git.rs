@@ -56,6 +56,13 @@ fn history_finds_a_key_added_then_removed_with_commit_author_and_date() {
     )
     .unwrap();
     let leak = commit_all(&repo, "add deploy", 1_700_000_100);
+    // Later edits keep the key: new blobs, same secret, still reported once.
+    fs::write(
+        dir.path().join("deploy.sh"),
+        format!("#!/bin/sh\n# deploy\nexport GH_TOKEN={key}\n"),
+    )
+    .unwrap();
+    commit_all(&repo, "comment", 1_700_000_150);
     fs::write(
         dir.path().join("deploy.sh"),
         "#!/bin/sh\nexport GH_TOKEN=$GH_TOKEN\n",
