@@ -81,6 +81,45 @@ Content-Type: application/json\r\nContent-Length: 0\r\nUser-Agent: MyApp/1.0\r\n
             out
         })
     });
+
+    // One keep-alive connection, sequential requests: the difference between the two is
+    // the latency the proxy adds per call (policy, hygiene, injection, a second hop).
+    let up = rt.block_on(common::start_upstream());
+    let routes = format!(
+        "[routes.echo]\nupstream = \"{}\"\nsecret = \"echo\"\ninject = {{ header = \"X-Api-Key\" }}\nallow = [\"GET /ok\"]\nlimits = {{ rate = \"1000000/s\", burst = 1000000 }}\n",
+        up.url()
+    );
+    let proxy = rt.block_on(common::start_proxy(&routes, &[("echo", "sk-bench")]));
+    for (name, addr, path) in [
+        ("loopback: direct to upstream", up.addr, "/ok"),
+        ("loopback: through the proxy", proxy.addr, "/proxy/echo/ok"),
+    ] {
+        let mut sender = rt.block_on(async {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            sender
+        });
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    sender.ready().await.unwrap();
+                    let req = http::Request::get(path)
+                        .header("host", "gate")
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    let r = sender.send_request(req).await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    http_body_util::BodyExt::collect(r.into_body())
+                        .await
+                        .unwrap()
+                })
+            })
+        });
+    }
 }
 
 criterion_group!(benches, bench);
