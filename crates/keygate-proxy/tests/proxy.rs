@@ -29,7 +29,7 @@ upstream = "{a}/base"
 secret = "openai"
 inject = {{ header = "X-Api-Key" }}
 allow = ["GET /v1/models", "POST /v1/chat/completions", "GET /v1/sse", "GET /v1/echo-error",
-         "GET /v1/big-error", "GET /v1/redirect", "GET /v1/gzip-error", "GET /v1/items/*", "POST /v1/upload"]
+         "GET /v1/big-error", "GET /v1/redirect", "GET /v1/gzip-error", "POST /v1/duplex", "GET /v1/items/*", "POST /v1/upload"]
 scopes = ["ai"]
 max_body_bytes = 1024
 
@@ -572,6 +572,54 @@ async fn request_bodies_over_the_route_limit_are_refused() {
 }
 
 // ----------------------------------------------------------------------- streaming
+
+#[tokio::test]
+async fn request_bodies_stream_without_buffering() {
+    let w = world().await;
+    let stream = tokio::net::TcpStream::connect(w.proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (mut tx, body) =
+        http_body_util::channel::Channel::<bytes::Bytes, std::convert::Infallible>::new(1);
+    let req = http::Request::post("/proxy/openai/v1/duplex")
+        .header("host", "gate")
+        .body(body)
+        .unwrap();
+    let pending = tokio::spawn(async move { sender.send_request(req).await });
+    tx.send_data(bytes::Bytes::from_static(b"part one;"))
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(2), pending)
+        .await
+        .expect("response head waited for the whole request body")
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // The first part comes back while the request body is still open.
+    let first = tokio::time::timeout(Duration::from_secs(2), body.frame())
+        .await
+        .expect("first part was buffered")
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(&first[..], b"part one;");
+    tx.send_data(bytes::Bytes::from_static(b"part two"))
+        .await
+        .unwrap();
+    drop(tx);
+    let mut rest = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            rest.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(&rest[..], b"part two");
+}
 
 #[tokio::test]
 async fn server_sent_events_arrive_event_by_event() {

@@ -153,6 +153,18 @@ async fn upstream_service(
     seen: Arc<Mutex<Vec<Recorded>>>,
 ) -> Result<Response<UpBody>, Infallible> {
     let (parts, body) = req.into_parts();
+    if parts.uri.path().ends_with("/duplex") {
+        // Echo the request body frame by frame while it is still arriving.
+        seen.lock().unwrap().push(Recorded {
+            method: parts.method.to_string(),
+            target: parts.uri.to_string(),
+            headers: parts.headers.clone(),
+            body: Bytes::new(),
+        });
+        return Ok(Response::new(
+            body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
+        ));
+    }
     let body = body
         .collect()
         .await
