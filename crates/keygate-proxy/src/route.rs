@@ -59,27 +59,45 @@ pub struct RawRoute {
 }
 
 /// `inject = { header = "…", value = "…{secret}…" } | { query = "…" } | { basic = { username = "…" } }`.
+///
+/// Each shape refuses fields of the others, so `{ header = …, query = … }` is an error
+/// rather than a header injection that silently ignores `query`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum RawInject {
     /// A header whose value is a template around `{secret}`.
-    Header {
-        /// Header name.
-        header: String,
-        /// Template; `{secret}` appears exactly once. Default `{secret}`.
-        #[serde(default)]
-        value: Option<String>,
-    },
+    Header(RawHeaderInject),
     /// A query parameter.
-    Query {
-        /// Parameter name.
-        query: String,
-    },
+    Query(RawQueryInject),
     /// HTTP Basic with the secret as password.
-    Basic {
-        /// `{ username = "…" }`.
-        basic: RawBasic,
-    },
+    Basic(RawBasicInject),
+}
+
+/// `{ header = "…", value = "…{secret}…" }`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderInject {
+    /// Header name.
+    pub header: String,
+    /// Template; `{secret}` appears exactly once. Default `{secret}`.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// `{ query = "…" }`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueryInject {
+    /// Parameter name.
+    pub query: String,
+}
+
+/// `{ basic = { username = "…" } }`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicInject {
+    /// `{ username = "…" }`.
+    pub basic: RawBasic,
 }
 
 /// `basic = { username = "…" }`.
@@ -654,7 +672,7 @@ fn parse_secret_name(s: &str) -> Result<String, String> {
 
 fn parse_inject(raw: &RawInject) -> Result<Injection, (&'static str, String)> {
     match raw {
-        RawInject::Header { header, value } => {
+        RawInject::Header(RawHeaderInject { header, value }) => {
             let name = HeaderName::from_bytes(header.as_bytes())
                 .map_err(|_| ("header", "not a valid header name".to_owned()))?;
             if headers::is_reserved_for_injection(&name) {
@@ -681,7 +699,7 @@ fn parse_inject(raw: &RawInject) -> Result<Injection, (&'static str, String)> {
                 suffix: suffix.to_owned(),
             })
         }
-        RawInject::Query { query } => {
+        RawInject::Query(RawQueryInject { query }) => {
             let ok = !query.is_empty()
                 && query.len() <= 64
                 && query
@@ -697,7 +715,7 @@ fn parse_inject(raw: &RawInject) -> Result<Injection, (&'static str, String)> {
                 name: query.clone(),
             })
         }
-        RawInject::Basic { basic } => {
+        RawInject::Basic(RawBasicInject { basic }) => {
             let u = &basic.username;
             if u.contains(':') || !u.bytes().all(|b| (0x20..0x7f).contains(&b)) || u.len() > 256 {
                 return Err((
@@ -1016,6 +1034,7 @@ limits   = { rate = "1/s", per = "ip" }
         for (toml, want) in [
             (format!("{BASE}allow = [\"GET /a\"]\nextra = 1"), "routes.r: "),
             ("upstream = \"https://u.example\"\nsecret = \"s\"\ninject = { cookie = \"k\" }\nallow = [\"GET /a\"]".to_owned(), "routes.r.inject: "),
+            ("upstream = \"https://u.example\"\nsecret = \"s\"\ninject = { header = \"X-K\", query = \"k\" }\nallow = [\"GET /a\"]".to_owned(), "routes.r.inject: "),
             (format!("{BASE}allow = \"GET /a\""), "routes.r: "),
         ] {
             let got = error_for(&toml);
