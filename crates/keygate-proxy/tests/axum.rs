@@ -72,6 +72,15 @@ async fn proxy(
     }
 }
 
+/// The same handler for a plain listener (connect info is the `SocketAddr`).
+async fn proxy_h2(
+    state: State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    proxy(state, ConnectInfo(Peer(peer)), req).await
+}
+
 /// `axum::serve` listener that wraps every connection in the raw framing guard.
 struct StrictListener(TcpListener);
 
@@ -133,6 +142,9 @@ allow = ["GET /v1/models", "POST /v1/chat/completions"]
     });
     let app = axum::Router::new()
         .route("/proxy/{*rest}", axum::routing::any(proxy))
+        .with_state(Arc::clone(&state));
+    let app2 = axum::Router::new()
+        .route("/proxy/{*rest}", axum::routing::any(proxy_h2))
         .with_state(state);
     let listener = StrictListener(TcpListener::bind("127.0.0.1:0").await.unwrap());
     let addr = listener.0.local_addr().unwrap();
@@ -161,4 +173,37 @@ allow = ["GET /v1/models", "POST /v1/chat/completions"]
         assert!(closed);
     }
     assert_eq!(up.requests().len(), 1);
+
+    // HTTP/2 from the app (TLS+ALPN in production; prior knowledge here, on a listener
+    // without the HTTP/1 guard): `:scheme`/`:authority` do not trip the target check, and
+    // the route still decides where the call goes.
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let h2_addr = plain.local_addr().unwrap();
+    let app = app2.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            plain,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let stream = TcpStream::connect(h2_addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/proxy/echo/v1/models", up.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let r = sender.send_request(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].target, "/v1/models");
+    assert_eq!(seen[1].headers["x-api-key"], "sk-axum-CANARY");
 }
