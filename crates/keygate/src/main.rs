@@ -5,6 +5,8 @@
 //! - 1: the operation failed (the line on stderr says why), or `audit verify` found a
 //!   broken chain
 //! - 2: invalid usage (from the argument parser)
+//!
+//! `keygate scan` has its own codes: 0 no findings, 1 findings, 2 error.
 
 // The CLI reads server answers as `serde_json::Value`; indexing a `Value` by key yields
 // `Null` for a missing key rather than panicking, so the lint's concern does not apply.
@@ -61,10 +63,30 @@ enum Command {
     /// Proxy routes: which upstream, which calls, which key, which limits
     #[command(subcommand)]
     Route(cmd::route::RouteCommand),
+    /// Find API keys and other secrets in files, git history, staged changes and APK/IPA
+    /// packages (exit 0: none, 1: findings, 2: error)
+    Scan(keygate_scan::cli::ScanArgs),
+    /// Git hooks
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+#[derive(Subcommand)]
+enum HookCommand {
+    /// Install a git pre-commit hook that runs `keygate scan --staged`
+    Install(keygate_scan::cli::HookArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The scanner is synchronous and uses every core itself: no async runtime for it.
+    let cli = match cli.command {
+        Command::Scan(args) => return keygate_scan::cli::run(args),
+        Command::Hook(HookCommand::Install(args)) => {
+            return keygate_scan::cli::run_hook_install(args);
+        }
+        command => Cli { command },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,5 +121,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Session(c) => cmd::tokens::session(c).await,
         Command::Keys(c) => cmd::tokens::keys(c).await,
         Command::Route(c) => cmd::route::run(c).await,
+        Command::Scan(_) | Command::Hook(_) => Ok(ExitCode::from(2)),
     }
 }
