@@ -393,3 +393,75 @@ fn vault_rekey_rewraps_and_the_server_runs_on_the_new_key() {
     let ok = verify_offline(&setup);
     assert!(ok.status.success(), "{}", stderr(&ok));
 }
+
+/// The contract between `keygate secret fingerprints` and `keygate scan --fingerprints`:
+/// a managed key pasted into a file, even base64-encoded, is reported by name and version,
+/// and the value itself is printed nowhere.
+#[test]
+fn a_leaked_managed_secret_is_found_by_its_fingerprint() {
+    use base64::Engine;
+    let setup = Setup::new();
+    let log = setup.dir.path().join("server.log");
+    let server = setup.serve(&log, &[]);
+    let key = format!("zq{}", "Xk3vT9pLm2Qw8RsY4uNc7HbJ6eGa1DfK");
+    assert!(
+        setup
+            .cli(&["secret", "put", "maps", "--stdin"], Some(&key))
+            .status
+            .success()
+    );
+    let fp = setup.dir.path().join("fingerprints.json");
+    let out = setup.cli(
+        &["secret", "fingerprints", "--out", fp.to_str().unwrap()],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    server.stop();
+
+    let tree = tempfile::tempdir().unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
+    std::fs::write(
+        tree.path().join("config.js"),
+        format!("const cfg = \"{encoded}\";\n"),
+    )
+    .unwrap();
+    let scan = keygate()
+        .args([
+            "scan",
+            "--no-progress",
+            "--fingerprints",
+            fp.to_str().unwrap(),
+        ])
+        .arg(tree.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        scan.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&scan),
+        stderr(&scan)
+    );
+    let text = format!("{}{}", stdout(&scan), stderr(&scan));
+    assert!(
+        text.contains("managed secret maps (version 1) leaked"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&key) && !text.contains(&encoded),
+        "the value is never printed"
+    );
+    let clean = tempfile::tempdir().unwrap();
+    std::fs::write(clean.path().join("ok.js"), "const x = 1;\n").unwrap();
+    let scan = keygate()
+        .args([
+            "scan",
+            "--no-progress",
+            "--fingerprints",
+            fp.to_str().unwrap(),
+        ])
+        .arg(clean.path())
+        .output()
+        .unwrap();
+    assert_eq!(scan.status.code(), Some(0), "{}", stderr(&scan));
+}
