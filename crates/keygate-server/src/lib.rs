@@ -167,7 +167,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     };
     let proxy = match &tokens {
         Some(_) => Some(Arc::new(
-            proxy::ProxyState::start(&config, store.as_ref())
+            proxy::ProxyState::start(&config, store.clone())
                 .await
                 .context("starting the proxy")?,
         )),
@@ -306,7 +306,7 @@ async fn checkpoint_loop(
 }
 
 /// Once a minute: scheduled signing-key rotation (S06), picking up keys another replica
-/// rotated, and dropping expired DPoP replay entries.
+/// rotated, and dropping expired DPoP replay entries and old quota counters.
 async fn token_maintenance(tokens: Arc<oauth::TokenService>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,6 +325,10 @@ async fn token_maintenance(tokens: Arc<oauth::TokenService>, mut stop: watch::Re
         }
         if let Err(e) = tokens.store.purge_dpop(now_ms()).await {
             tracing::error!(error = %e, "purging DPoP replay entries failed");
+        }
+        // Quota windows that ended more than a day ago are of no use.
+        if let Err(e) = tokens.store.purge_quotas(now_ms() / 1000 - 86_400).await {
+            tracing::error!(error = %e, "purging quota counters failed");
         }
     }
 }

@@ -33,6 +33,46 @@ use crate::admin::{Admin, Body as JsonBody};
 use crate::error::ApiError;
 use crate::oauth::OAuthError;
 
+/// Quota counters in the store: one atomic statement per counted call, shared by every
+/// replica and kept across restarts. An unreachable store refuses the call (S35).
+pub struct StoreQuota(pub Arc<dyn keygate_store::Store>);
+
+impl keygate_proxy::limit::QuotaStore for StoreQuota {
+    fn consume<'a>(
+        &'a self,
+        key: &'a keygate_proxy::limit::LimitKey,
+        window: keygate_proxy::limit::QuotaWindow,
+        limit: u64,
+    ) -> keygate_proxy::limit::BoxFuture<
+        'a,
+        Result<keygate_proxy::limit::QuotaDecision, keygate_proxy::limit::QuotaUnavailable>,
+    > {
+        use keygate_proxy::limit::{QuotaDecision, QuotaUnavailable};
+        Box::pin(async move {
+            let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            match self
+                .0
+                .quota_consume(
+                    key.as_str(),
+                    to_i64(window.start),
+                    to_i64(window.end),
+                    to_i64(limit),
+                )
+                .await
+            {
+                Ok(Some(remaining)) => Ok(QuotaDecision::Allowed {
+                    remaining: u64::try_from(remaining).unwrap_or(0),
+                }),
+                Ok(None) => Ok(QuotaDecision::Exhausted),
+                Err(e) => {
+                    tracing::error!(error = %e, "quota store unavailable");
+                    Err(QuotaUnavailable)
+                }
+            }
+        })
+    }
+}
+
 /// Where admin-applied routes are kept in the store's `meta` table.
 const ROUTES_META: &str = "routes";
 
@@ -73,7 +113,7 @@ impl ProxyState {
     /// Builds the proxy from the configuration and the routes stored by the admin API.
     pub async fn start(
         config: &crate::config::Config,
-        store: &dyn keygate_store::Store,
+        store: Arc<dyn keygate_store::Store>,
     ) -> Result<Self, RoutesError> {
         let metrics = Arc::new(ProxyMetrics::new());
         let forwarder = Forwarder::new(
@@ -100,7 +140,13 @@ impl ProxyState {
             file_routes: config.routes_raw.clone(),
             applied: RwLock::new(BTreeMap::new()),
             table: RwLock::new(Arc::new(RouteTable::default())),
-            gate: LimitGate::in_memory(100_000),
+            // Rates in process (a Redis limiter replaces this on scale-out); quotas in the
+            // store, so they hold across restarts and replicas.
+            gate: LimitGate::new(
+                Arc::new(keygate_proxy::limit::InMemoryRateLimiter::new(100_000)),
+                Arc::new(StoreQuota(store)),
+                1,
+            ),
             forwarder,
             metrics,
             proto: if config.public_url.scheme() == "https" {

@@ -94,6 +94,11 @@ struct World {
 }
 
 async fn world(rate: &str, burst: u32) -> World {
+    world_with(&format!("rate = \"{rate}\", burst = {burst}")).await
+}
+
+/// `limits` is the inside of the route's `limits = { … }`.
+async fn world_with(limits: &str) -> World {
     let app = TestApp::spawn().await;
     let recorder = Recorder::default();
     let upstream = fake_upstream(recorder.clone()).await;
@@ -111,7 +116,7 @@ secret   = "openai"
 inject   = {{ header = "Authorization", value = "Bearer {{secret}}" }}
 allow    = ["POST /v1/chat/completions", "GET /v1/stream"]
 scopes   = ["ai"]
-limits   = {{ rate = "{rate}", burst = {burst}, per = "user" }}
+limits   = {{ {limits}, per = "user" }}
 "#
     );
     let (s, b) = app
@@ -344,6 +349,31 @@ async fn limits_answer_429_with_retry_after() {
         "{statuses:?}"
     );
     assert!(retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_quota_is_kept_in_the_store() {
+    let mut w = world_with(r#"rate = "1000/min", burst = 50, quota = "3/day""#).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(chat(&w).await.status());
+    }
+    assert_eq!(
+        statuses,
+        vec![
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // The count lives in the store, so it holds across a restart of keygate.
+    w.app.stop().await;
+    let dir = std::mem::replace(&mut w.app.dir, tempfile::tempdir().unwrap());
+    let token = w.app.token.clone();
+    w.app = TestApp::start(dir, token).await;
+    assert_eq!(chat(&w).await.status(), StatusCode::TOO_MANY_REQUESTS);
     w.app.stop().await;
 }
 

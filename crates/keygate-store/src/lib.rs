@@ -291,6 +291,22 @@ pub trait Store: TokenStore + Send + Sync + 'static {
     /// The last entry's sequence number and hash (0 and the genesis hash when empty).
     async fn audit_head(&self) -> Result<(i64, [u8; 32])>;
 
+    // --- proxy quotas ---
+
+    /// Counts one request against `key` in the window `[start, end)` unless `limit` is
+    /// reached, in one atomic statement shared by every replica. Returns the requests left,
+    /// or `None` when the window is used up (nothing counted).
+    async fn quota_consume(
+        &self,
+        key: &str,
+        start: i64,
+        end: i64,
+        limit: i64,
+    ) -> Result<Option<i64>>;
+
+    /// Deletes counters of windows that ended before `before`; returns how many.
+    async fn purge_quotas(&self, before: i64) -> Result<u64>;
+
     /// Runs the database's own consistency check (SQLite `integrity_check`).
     async fn integrity_check(&self) -> Result<()>;
 

@@ -711,6 +711,45 @@ impl Store for SqlStore {
         }
     }
 
+    async fn quota_consume(
+        &self,
+        key: &str,
+        start: i64,
+        end: i64,
+        limit: i64,
+    ) -> Result<Option<i64>> {
+        if limit <= 0 {
+            return Ok(None);
+        }
+        // Insert the window's first count, or add one while below the limit; a row comes
+        // back only when a request was counted.
+        let row = sqlx::query(
+            "INSERT INTO quota_counters (key, window_start, window_end, used) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (key, window_start) DO UPDATE SET used = quota_counters.used + 1 \
+             WHERE quota_counters.used < $4 RETURNING used",
+        )
+        .bind(key)
+        .bind(start)
+        .bind(end)
+        .bind(limit)
+        .fetch_optional(&self.write)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(limit - r.try_get::<i64, _>(0)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn purge_quotas(&self, before: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM quota_counters WHERE window_end < $1")
+                .bind(before)
+                .execute(&self.write)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     async fn integrity_check(&self) -> Result<()> {
         if self.backend != Backend::Sqlite {
             return Ok(());

@@ -713,3 +713,45 @@ async fn dpop_replay_keys_are_seen_once_until_they_expire(db: &TestDb) {
     assert_eq!(store.purge_dpop(1500).await.unwrap(), 1);
     store.close().await;
 }
+
+on_both_backends!(quotas_count_atomically_per_window);
+
+async fn quotas_count_atomically_per_window(db: &TestDb) {
+    let store = Arc::new(open(db).await);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .quota_consume("user:alice/openai", 0, 86_400, 5)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut counted = 0;
+    for t in tasks {
+        counted += usize::from(t.await.unwrap().is_some());
+    }
+    assert_eq!(counted, 5, "exactly the limit is counted under concurrency");
+    assert_eq!(
+        store
+            .quota_consume("user:bob/openai", 0, 86_400, 5)
+            .await
+            .unwrap(),
+        Some(4)
+    );
+    assert_eq!(
+        store
+            .quota_consume("user:alice/openai", 86_400, 172_800, 5)
+            .await
+            .unwrap(),
+        Some(4),
+        "a new window starts over"
+    );
+    assert_eq!(
+        store.purge_quotas(86_401).await.unwrap(),
+        2,
+        "ended windows are purged"
+    );
+    store.close().await;
+}
