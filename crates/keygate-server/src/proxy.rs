@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use keygate_audit::{AuditEvent, Outcome};
 use keygate_auth::resource::ResourceRequest;
 use keygate_proxy::route::RawRoute;
-use keygate_proxy::usage::{NoUsage, ProxyMetrics};
+use keygate_proxy::usage::{ProxyMetrics, UsageEvent};
 use keygate_proxy::{
     ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget, RouteTable,
 };
@@ -73,6 +73,64 @@ impl keygate_proxy::limit::QuotaStore for StoreQuota {
     }
 }
 
+/// Usage aggregation off the hot path: the forwarder drops events into a bounded channel;
+/// this task sums them per (minute, user, route, status class) and writes one batch a
+/// second. When the channel closes (shutdown), the last batch is written.
+async fn aggregate_usage(
+    store: Arc<dyn keygate_store::Store>,
+    mut events: tokio::sync::mpsc::Receiver<UsageEvent>,
+) {
+    use std::collections::HashMap;
+    type Key = (i64, String, String, &'static str);
+    let mut pending: HashMap<Key, (i64, i64, i64)> = HashMap::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let closed = tokio::select! {
+            event = events.recv() => match event {
+                Some(e) => {
+                    let key = (
+                        now_ms() / 60_000,
+                        e.user.as_str().to_owned(),
+                        e.route.as_str().to_owned(),
+                        e.status_class.as_str(),
+                    );
+                    let ms = i64::try_from(e.latency.as_millis()).unwrap_or(i64::MAX);
+                    let slot = pending.entry(key).or_insert((0, 0, 0));
+                    slot.0 += 1;
+                    slot.1 = slot.1.saturating_add(ms);
+                    slot.2 = slot.2.max(ms);
+                    continue;
+                }
+                None => true,
+            },
+            _ = tick.tick() => false,
+        };
+        if !pending.is_empty() {
+            let rows = pending
+                .drain()
+                .map(|((minute, user_id, route, class), (calls, sum, max))| {
+                    keygate_store::UsageRow {
+                        minute,
+                        user_id,
+                        route,
+                        status_class: class.to_owned(),
+                        calls,
+                        latency_ms_sum: sum,
+                        latency_ms_max: max,
+                    }
+                })
+                .collect();
+            if let Err(e) = store.record_usage(rows).await {
+                tracing::error!(error = %e, "writing proxy usage failed; this batch is lost");
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
 /// Where admin-applied routes are kept in the store's `meta` table.
 const ROUTES_META: &str = "routes";
 
@@ -116,11 +174,9 @@ impl ProxyState {
         store: Arc<dyn keygate_store::Store>,
     ) -> Result<Self, RoutesError> {
         let metrics = Arc::new(ProxyMetrics::new());
-        let forwarder = Forwarder::new(
-            ForwarderConfig::default(),
-            Arc::new(NoUsage),
-            metrics.clone(),
-        );
+        let (sink, events) = keygate_proxy::usage::ChannelUsageSink::new(65_536);
+        tokio::spawn(aggregate_usage(store.clone(), events));
+        let forwarder = Forwarder::new(ForwarderConfig::default(), Arc::new(sink), metrics.clone());
         let applied = match store.get_meta(ROUTES_META).await? {
             None => BTreeMap::new(),
             Some(bytes) => {
@@ -201,6 +257,7 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/admin/v1/routes", get(list_routes).put(apply_routes))
         .route("/admin/v1/routes/{name}", get(show_route))
+        .route("/admin/v1/usage", get(usage))
 }
 
 fn refuse(
@@ -401,4 +458,56 @@ async fn apply_routes(
     px.install(applied)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(json!({"applied": names, "live": px.routes().len()})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageQuery {
+    /// A user name (or a client id for client-credentials tokens).
+    user: Option<String>,
+    route: Option<String>,
+    /// How far back, in minutes (default 60).
+    minutes: Option<i64>,
+}
+
+async fn usage(
+    _admin: Admin,
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<UsageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let minutes = q.minutes.unwrap_or(60);
+    if !(1..=60 * 24 * 31).contains(&minutes) {
+        return Err(ApiError::bad_request("minutes must be between 1 and 44640"));
+    }
+    // Usage is recorded by user id; accept the name operators know.
+    let user_id = match &q.user {
+        Some(name) => Some(
+            s.store
+                .user_by_name(name)
+                .await?
+                .map(|u| u.id)
+                .unwrap_or_else(|| name.clone()),
+        ),
+        None => None,
+    };
+    let since = now_ms() / 60_000 - minutes;
+    let rows = s
+        .store
+        .usage(since, user_id.as_deref(), q.route.as_deref(), 10_000)
+        .await?;
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "minute": r.minute,
+                "user_id": r.user_id,
+                "route": r.route,
+                "status_class": r.status_class,
+                "calls": r.calls,
+                "latency_ms_avg": if r.calls > 0 { r.latency_ms_sum / r.calls } else { 0 },
+                "latency_ms_max": r.latency_ms_max,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"usage": rows})))
 }

@@ -272,6 +272,24 @@ async fn proxied_call_injects_the_key_and_the_app_never_sees_it() {
     );
     assert_eq!(w.recorder.0.lock().unwrap().len(), before);
 
+    // Usage is aggregated per minute into the store, off the hot path.
+    let mut calls = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, usage) = w.app.get("/admin/v1/usage?user=alice&route=openai").await;
+        calls = usage["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status_class"] == "2xx")
+            .map(|r| r["calls"].as_i64().unwrap())
+            .sum::<i64>();
+        if calls >= 1 {
+            break;
+        }
+    }
+    assert_eq!(calls, 1, "one successful call recorded for alice on openai");
+
     // Prometheus counters carry no user ids and no keys.
     let metrics = w
         .app

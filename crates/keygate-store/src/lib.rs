@@ -178,6 +178,20 @@ impl std::fmt::Debug for AdminCredential {
     }
 }
 
+/// Proxy usage of one (minute, user, route, status class).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// Unix minute (seconds / 60).
+    pub minute: i64,
+    pub user_id: String,
+    pub route: String,
+    /// `2xx`, `4xx`, …
+    pub status_class: String,
+    pub calls: i64,
+    pub latency_ms_sum: i64,
+    pub latency_ms_max: i64,
+}
+
 /// keygate's persistent state: the vault and audit operations below, and the token
 /// service's in [`TokenStore`].
 #[async_trait]
@@ -306,6 +320,21 @@ pub trait Store: TokenStore + Send + Sync + 'static {
 
     /// Deletes counters of windows that ended before `before`; returns how many.
     async fn purge_quotas(&self, before: i64) -> Result<u64>;
+
+    // --- proxy usage ---
+
+    /// Adds a batch of per-minute aggregates in one transaction.
+    async fn record_usage(&self, rows: Vec<UsageRow>) -> Result<()>;
+
+    /// Aggregates with `minute >= since_minute`, optionally for one user and/or route,
+    /// newest first, at most `limit`.
+    async fn usage(
+        &self,
+        since_minute: i64,
+        user_id: Option<&str>,
+        route: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<UsageRow>>;
 
     /// Runs the database's own consistency check (SQLite `integrity_check`).
     async fn integrity_check(&self) -> Result<()>;

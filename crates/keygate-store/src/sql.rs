@@ -17,7 +17,7 @@ use sqlx::{AnyPool, Executor, Row, Transaction};
 
 use crate::{
     AdminCredential, NewVersion, Result, Sealed, SecretMeta, Store, StoreError, SystemKeys,
-    VersionMeta, VersionRecord, WrappedKey,
+    UsageRow, VersionMeta, VersionRecord, WrappedKey,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -748,6 +748,73 @@ impl Store for SqlStore {
                 .await?
                 .rows_affected(),
         )
+    }
+
+    async fn record_usage(&self, rows: Vec<UsageRow>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Plain transaction on the writer: usage is not a security event and must not
+        // wait for the audit chain.
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.write.begin().await?,
+        };
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO usage_minutes (minute, user_id, route, status_class, calls, latency_ms_sum, latency_ms_max) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (minute, user_id, route, status_class) DO UPDATE SET \
+                 calls = usage_minutes.calls + excluded.calls, \
+                 latency_ms_sum = usage_minutes.latency_ms_sum + excluded.latency_ms_sum, \
+                 latency_ms_max = CASE WHEN usage_minutes.latency_ms_max > excluded.latency_ms_max \
+                 THEN usage_minutes.latency_ms_max ELSE excluded.latency_ms_max END",
+            )
+            .bind(r.minute)
+            .bind(r.user_id)
+            .bind(r.route)
+            .bind(r.status_class)
+            .bind(r.calls)
+            .bind(r.latency_ms_sum)
+            .bind(r.latency_ms_max)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        since_minute: i64,
+        user_id: Option<&str>,
+        route: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<UsageRow>> {
+        let rows = sqlx::query(
+            "SELECT minute, user_id, route, status_class, calls, latency_ms_sum, latency_ms_max \
+             FROM usage_minutes WHERE minute >= $1 AND ($2 = '' OR user_id = $2) AND ($3 = '' OR route = $3) \
+             ORDER BY minute DESC, user_id, route, status_class LIMIT $4",
+        )
+        .bind(since_minute)
+        .bind(user_id.unwrap_or(""))
+        .bind(route.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    minute: r.try_get(0)?,
+                    user_id: r.try_get(1)?,
+                    route: r.try_get(2)?,
+                    status_class: r.try_get(3)?,
+                    calls: r.try_get(4)?,
+                    latency_ms_sum: r.try_get(5)?,
+                    latency_ms_max: r.try_get(6)?,
+                })
+            })
+            .collect()
     }
 
     async fn integrity_check(&self) -> Result<()> {

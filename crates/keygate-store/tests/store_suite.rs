@@ -755,3 +755,36 @@ async fn quotas_count_atomically_per_window(db: &TestDb) {
     );
     store.close().await;
 }
+
+on_both_backends!(usage_aggregates_add_up);
+
+async fn usage_aggregates_add_up(db: &TestDb) {
+    use keygate_store::UsageRow;
+    let store = open(db).await;
+    let row = |user: &str, calls: i64, max: i64| UsageRow {
+        minute: 100,
+        user_id: user.into(),
+        route: "openai".into(),
+        status_class: "2xx".into(),
+        calls,
+        latency_ms_sum: calls * 10,
+        latency_ms_max: max,
+    };
+    store
+        .record_usage(vec![row("u1", 3, 40), row("u2", 1, 5)])
+        .await
+        .unwrap();
+    store.record_usage(vec![row("u1", 2, 25)]).await.unwrap();
+    let all = store.usage(0, None, None, 100).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let u1 = store
+        .usage(0, Some("u1"), Some("openai"), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (u1[0].calls, u1[0].latency_ms_sum, u1[0].latency_ms_max),
+        (5, 50, 40)
+    );
+    assert!(store.usage(101, None, None, 100).await.unwrap().is_empty());
+    store.close().await;
+}
