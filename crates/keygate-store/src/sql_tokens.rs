@@ -139,6 +139,44 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Marks a user or client inactive with `update` (`$1` = now, `$2` = id) and revokes
+    /// every live family whose `family_column` is `id`, with the audit entry, in one
+    /// transaction. Returns how many families were revoked.
+    async fn deactivate(
+        &self,
+        update: &str,
+        family_column: &'static str,
+        reason: &str,
+        id: &str,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(update)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let revoked = sqlx::query(&format!(
+            "UPDATE refresh_families SET revoked_ms = $1, revoke_reason = $2 \
+             WHERE {family_column} = $3 AND revoked_ms IS NULL"
+        ))
+        .bind(now_ms)
+        .bind(reason)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        self.append(&mut tx, audit.detail("revoked_sessions", revoked), now_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
     async fn revoke_in(&self, tx: &mut Tx, id: &str, reason: &str, now_ms: i64) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE refresh_families SET revoked_ms = $1, revoke_reason = $2 \
@@ -236,30 +274,15 @@ impl TokenStore for SqlStore {
     }
 
     async fn disable_user(&self, id: &str, audit: AuditEvent, now_ms: i64) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let n =
-            sqlx::query("UPDATE users SET disabled_ms = COALESCE(disabled_ms, $1) WHERE id = $2")
-                .bind(now_ms)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let revoked = sqlx::query(
-            "UPDATE refresh_families SET revoked_ms = $1, revoke_reason = 'user disabled' \
-             WHERE user_id = $2 AND revoked_ms IS NULL",
+        self.deactivate(
+            "UPDATE users SET disabled_ms = COALESCE(disabled_ms, $1) WHERE id = $2",
+            "user_id",
+            "user disabled",
+            id,
+            audit,
+            now_ms,
         )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        self.append(&mut tx, audit.detail("revoked_sessions", revoked), now_ms)
-            .await?;
-        tx.commit().await?;
-        Ok(revoked)
+        .await
     }
 
     async fn set_user_totp(
@@ -346,30 +369,15 @@ impl TokenStore for SqlStore {
     }
 
     async fn remove_client(&self, id: &str, audit: AuditEvent, now_ms: i64) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let n =
-            sqlx::query("UPDATE clients SET removed_ms = $1 WHERE id = $2 AND removed_ms IS NULL")
-                .bind(now_ms)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let revoked = sqlx::query(
-            "UPDATE refresh_families SET revoked_ms = $1, revoke_reason = 'client removed' \
-             WHERE client_id = $2 AND revoked_ms IS NULL",
+        self.deactivate(
+            "UPDATE clients SET removed_ms = $1 WHERE id = $2 AND removed_ms IS NULL",
+            "client_id",
+            "client removed",
+            id,
+            audit,
+            now_ms,
         )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        self.append(&mut tx, audit.detail("revoked_sessions", revoked), now_ms)
-            .await?;
-        tx.commit().await?;
-        Ok(revoked)
+        .await
     }
 
     async fn insert_code(&self, c: CodeRecord, audit: AuditEvent, now_ms: i64) -> Result<()> {

@@ -88,3 +88,26 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// Declares, for each named `async fn NAME(db: &TestDb)`, a module `NAME` with two tests:
+/// `sqlite` (always) and `postgres` (when `KEYGATE_TEST_POSTGRES_URL` is set; otherwise it
+/// prints that it was skipped). The suites of the store and the vault use it, so both back
+/// ends always run the same tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = $crate::testing::TestDb::sqlite().unwrap();
+                super::$name(&db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = $crate::testing::TestDb::postgres(stringify!($name)).await {
+                    super::$name(&db).await;
+                }
+            }
+        }
+    )*};
+}

@@ -15,23 +15,7 @@ use keygate_store::{
     AdminCredential, NewVersion, Sealed, SqlStore, Store, StoreError, SystemKeys, WrappedKey,
 };
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = keygate_store::testing::TestDb::sqlite().unwrap();
-                super::$name(&db).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(db) = keygate_store::testing::TestDb::postgres(stringify!($name)).await {
-                    super::$name(&db).await;
-                }
-            }
-        }
-    )*};
-}
+use keygate_store::on_both_backends;
 
 on_both_backends!(
     initialize_happens_once,

@@ -17,23 +17,7 @@ use keygate_vault::{
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row;
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = keygate_store::testing::TestDb::sqlite().unwrap();
-                super::$name(&db).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(db) = keygate_store::testing::TestDb::postgres(stringify!($name)).await {
-                    super::$name(&db).await;
-                }
-            }
-        }
-    )*};
-}
+use keygate_store::on_both_backends;
 
 on_both_backends!(
     put_get_and_check_and_set,
