@@ -464,3 +464,84 @@ allow = ["POST /v1/chat/completions"]
     let _: Value = show;
     app.stop().await;
 }
+
+/// A shared buffer that collects every log line of this test binary.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// S22 for the proxy: a canary key (shaped so that no redaction pattern would catch it,
+/// so this tests that it is never logged at all) goes through proxied calls with every
+/// log at TRACE level. It must not appear in the logs, the responses to the app, the
+/// metrics or the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_key_never_reaches_logs_metrics_audit_or_the_app() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .try_init();
+    let mut w = world("1000/min", 50).await;
+    let canary = format!(
+        "canary{}",
+        hex::encode(keygate_auth::opaque::random_bytes::<16>())
+    );
+    let (s, _) = w.app.put("openai", json!({"value": canary})).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut bodies = String::new();
+    for _ in 0..3 {
+        let resp = chat(&w).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        bodies.push_str(&format!("{:?}", resp.headers()));
+        bodies.push_str(&resp.text().await.unwrap());
+    }
+    let resp = w
+        .client
+        .request(Method::GET, "/proxy/openai/v1/stream")
+        .send()
+        .await
+        .unwrap();
+    bodies.push_str(&resp.text().await.unwrap());
+    let (_, headers) = w.recorder.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {canary}").as_str(),
+        "the canary was injected"
+    );
+
+    let metrics = w
+        .app
+        .http
+        .get(format!("{}/metrics", w.app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, audit) = w.app.get("/admin/v1/audit?tail=1000&limit=1000").await;
+    w.app.stop().await;
+    let log_text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        log_text.contains("TRACE") || log_text.contains("DEBUG"),
+        "verbose logs were captured"
+    );
+    for (place, text) in [
+        ("logs", &log_text),
+        ("app responses", &bodies),
+        ("metrics", &metrics),
+        ("audit", &audit.to_string()),
+    ] {
+        assert!(!text.contains(&canary), "the canary key appears in {place}");
+    }
+}
