@@ -187,10 +187,11 @@ impl TokenService {
             access,
             verifier,
             token_dpop,
+            // A fresh set, used only if the store has none yet (the first start).
             keys: RwLock::new(Arc::new(SigningKeySet::bootstrap(
                 rotation_policy(&settings),
                 SigningKey::generate(settings.signing_alg),
-                UnixTime(0),
+                unix_now(),
             ))),
             settings,
             hasher,
@@ -199,20 +200,15 @@ impl TokenService {
             audit_key: keyring.audit.clone(),
             csrf_key,
         };
-        let set = match service.load_keys().await? {
-            Some(set) => set,
+        match service.load_keys().await? {
+            Some(stored) => *service.keys.write().await = Arc::new(stored),
             None => {
-                let now = unix_now();
-                let set = SigningKeySet::bootstrap(
-                    rotation_policy(&service.settings),
-                    SigningKey::generate(service.settings.signing_alg),
-                    now,
-                );
-                service.save_keys(&set, "system", "keys.bootstrap").await?;
-                set
+                let fresh = service.keys().await;
+                service
+                    .save_keys(&fresh, "system", "keys.bootstrap")
+                    .await?;
             }
-        };
-        *service.keys.write().await = Arc::new(set);
+        }
         Ok(service)
     }
 
@@ -431,7 +427,8 @@ impl TokenService {
         let now = unix_now();
         if let Ok(mut map) = self.throttle.lock() {
             if map.len() > 100_000 {
-                // Bounded memory: forget the oldest half rather than grow without end.
+                // Bounded memory: start over rather than grow without end (forgetting
+                // failures only ever shortens a delay; it never locks anyone out).
                 map.clear();
             }
             for k in keys {
