@@ -131,6 +131,10 @@ async fn aggregate_usage(
     }
 }
 
+/// How long a route key read from the vault may be reused when the change was made by
+/// *another* replica (a rotation through this process is used by the very next call).
+pub const SECRET_STALENESS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where admin-applied routes are kept in the store's `meta` table.
 const ROUTES_META: &str = "routes";
 
@@ -141,6 +145,11 @@ pub struct ProxyState {
     table: RwLock<Arc<RouteTable>>,
     pub gate: LimitGate,
     pub forwarder: Forwarder,
+    /// Route keys as last read from the vault, with the store's change epoch; reused for
+    /// at most [`SECRET_STALENESS`] and never across a change made through this process.
+    secrets: std::sync::Mutex<
+        std::collections::HashMap<String, (secrecy::SecretString, u64, std::time::Instant)>,
+    >,
     pub metrics: Arc<ProxyMetrics>,
     /// `X-Forwarded-Proto` and `X-Forwarded-Host` from the configured public URL, never
     /// from the request (S25, S26).
@@ -198,6 +207,7 @@ impl ProxyState {
             table: RwLock::new(Arc::new(RouteTable::default())),
             // Rates in process (a Redis limiter replaces this on scale-out); quotas in the
             // store, so they hold across restarts and replicas.
+            secrets: Default::default(),
             gate: LimitGate::new(
                 Arc::new(keygate_proxy::limit::InMemoryRateLimiter::new(100_000)),
                 Arc::new(StoreQuota(store)),
@@ -237,6 +247,30 @@ impl ProxyState {
             *a = applied;
         }
         Ok(())
+    }
+
+    /// The route's key: from the cache while it is current, else from the vault.
+    async fn secret(
+        &self,
+        vault: &keygate_vault::Vault,
+        name: &str,
+    ) -> Result<secrecy::SecretString, keygate_vault::VaultError> {
+        let epoch = vault.store().change_epoch();
+        if let Ok(cache) = self.secrets.lock() {
+            if let Some((value, e, at)) = cache.get(name) {
+                if *e == epoch && at.elapsed() < SECRET_STALENESS {
+                    return Ok(value.clone());
+                }
+            }
+        }
+        let (_, value) = vault.resolve(name).await?;
+        if let Ok(mut cache) = self.secrets.lock() {
+            cache.insert(
+                name.to_owned(),
+                (value.clone(), epoch, std::time::Instant::now()),
+            );
+        }
+        Ok(value)
     }
 
     pub fn routes(&self) -> Arc<RouteTable> {
@@ -334,8 +368,8 @@ async fn proxy(
         Ok(p) => p,
         Err(e) => return refuse(Some(px), Some(&name), &e),
     };
-    let secret = match s.vault.resolve(route.secret_name()).await {
-        Ok((_, secret)) => secret,
+    let secret = match px.secret(&s.vault, route.secret_name()).await {
+        Ok(secret) => secret,
         Err(e) => {
             // Deleted, destroyed or sealed: never forward without the key.
             tracing::warn!(route = %name, error = %e, "route's secret unavailable");

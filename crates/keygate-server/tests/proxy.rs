@@ -545,3 +545,36 @@ async fn canary_key_never_reaches_logs_metrics_audit_or_the_app() {
         assert!(!text.contains(&canary), "the canary key appears in {place}");
     }
 }
+
+/// S12 across replicas: a session revoked through another handle on the same store (as
+/// another replica would) is refused once the stated staleness bound has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_by_another_replica_takes_effect_within_the_stated_bound() {
+    use keygate_store::TokenStore;
+    let mut w = world("1000/min", 50).await;
+    assert_eq!(chat(&w).await.status(), StatusCode::OK);
+    let other = keygate_store::SqlStore::connect(&w.app.store_url())
+        .await
+        .unwrap();
+    let sessions = other.list_families(None, false).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    let revoked = other
+        .revoke_family(
+            &sessions[0].id,
+            "revoked on another replica",
+            keygate_audit::AuditEvent::new(
+                "admin:other",
+                "session.revoke",
+                keygate_audit::Outcome::Success,
+            ),
+            keygate_vault::now_ms(),
+        )
+        .await
+        .unwrap();
+    assert!(revoked);
+    tokio::time::sleep(keygate_server::oauth::REVOCATION_STALENESS + Duration::from_millis(200))
+        .await;
+    assert_eq!(chat(&w).await.status(), StatusCode::UNAUTHORIZED);
+    keygate_store::Store::close(&other).await;
+    w.app.stop().await;
+}

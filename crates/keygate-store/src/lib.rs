@@ -199,6 +199,13 @@ pub trait Store: TokenStore + Send + Sync + 'static {
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;
 
+    /// A counter bumped after every committed security-relevant write through this
+    /// handle (secret versions, deletions, revocations, disabled users, removed clients…).
+    /// In-process caches of such state compare it, so a change made through this process
+    /// is seen by the very next read; changes by other replicas are seen when the cache
+    /// entry expires.
+    fn change_epoch(&self) -> u64;
+
     // --- system ---
 
     /// Writes the system keys and the first admin credential. Fails with

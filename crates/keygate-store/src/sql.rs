@@ -39,6 +39,9 @@ pub struct SqlStore {
     /// the file lock. PostgreSQL: the same pool as `read`.
     pub(crate) write: AnyPool,
     pub(crate) read: AnyPool,
+    /// Bumped after every committed audited write through this handle (see
+    /// [`Store::change_epoch`]).
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SqlStore {
@@ -91,6 +94,7 @@ impl SqlStore {
                     backend,
                     write,
                     read,
+                    epoch: Default::default(),
                 }
             }
             Backend::Postgres => {
@@ -106,6 +110,7 @@ impl SqlStore {
                     backend,
                     write: pool.clone(),
                     read: pool,
+                    epoch: Default::default(),
                 }
             }
         };
@@ -146,6 +151,14 @@ impl SqlStore {
                 tx
             }
         })
+    }
+
+    /// Commits, then bumps the change epoch: a cache that read before the bump sees a
+    /// different epoch afterwards and reads again.
+    pub(crate) async fn commit(&self, tx: Tx) -> Result<()> {
+        tx.commit().await?;
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// Reads the chain head inside a write transaction.
@@ -246,6 +259,10 @@ fn audit_entry(r: &AnyRow) -> Result<AuditEntry> {
 
 #[async_trait]
 impl Store for SqlStore {
+    fn change_epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn backend(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite => "sqlite",
@@ -287,7 +304,7 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -367,7 +384,7 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -436,7 +453,7 @@ impl Store for SqlStore {
                     None => event,
                 };
                 self.append(&mut tx, event, now_ms).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 row
             }
         };
@@ -524,7 +541,7 @@ impl Store for SqlStore {
         };
         self.append(&mut tx, audit.detail("version", version), new.now_ms)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(version)
     }
 
@@ -551,7 +568,7 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound);
         }
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -577,7 +594,7 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound);
         }
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -601,7 +618,7 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound);
         }
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -678,14 +695,14 @@ impl Store for SqlStore {
             now_ms,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
     async fn append_audit(&self, event: AuditEvent, now_ms: i64) -> Result<AuditEntry> {
         let mut tx = self.begin_write().await?;
         let entry = self.append(&mut tx, event, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(entry)
     }
 
@@ -780,7 +797,7 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

@@ -173,7 +173,7 @@ impl SqlStore {
         .rows_affected();
         self.append(&mut tx, audit.detail("revoked_sessions", revoked), now_ms)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(revoked)
     }
 
@@ -235,7 +235,7 @@ impl TokenStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -304,7 +304,7 @@ impl TokenStore for SqlStore {
             return Err(StoreError::NotFound);
         }
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -347,7 +347,7 @@ impl TokenStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -403,7 +403,7 @@ impl TokenStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -455,7 +455,7 @@ impl TokenStore for SqlStore {
             let mut event = audit.detail("reason", "code replayed");
             event.outcome = keygate_audit::Outcome::Denied;
             self.append(&mut tx, event, now_ms).await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(Redemption::AlreadyUsed {
                 revoked_family: revoked,
             });
@@ -463,7 +463,7 @@ impl TokenStore for SqlStore {
         self.insert_family_in(&mut tx, &f, first_token_hash, now_ms)
             .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Redemption::Redeemed)
     }
 
@@ -478,7 +478,7 @@ impl TokenStore for SqlStore {
         self.insert_family_in(&mut tx, &f, first_token_hash, now_ms)
             .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -527,7 +527,7 @@ impl TokenStore for SqlStore {
         )
         .await?;
         self.append(&mut tx, audit, rot.now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -542,7 +542,7 @@ impl TokenStore for SqlStore {
         let changed = self.revoke_in(&mut tx, id, reason, now_ms).await?;
         if changed {
             self.append(&mut tx, audit, now_ms).await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
         }
         Ok(changed)
     }
@@ -638,7 +638,7 @@ impl TokenStore for SqlStore {
             .await?;
         }
         self.append(&mut tx, audit, now_ms).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

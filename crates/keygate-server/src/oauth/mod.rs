@@ -64,20 +64,53 @@ impl ReplayCache for StoreReplay {
     }
 }
 
+/// How long a "not revoked" answer may be reused for a revocation made by *another*
+/// replica. A revocation made through this process is seen by the very next call: the
+/// cache is keyed to the store's change epoch (S12).
+pub const REVOCATION_STALENESS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Revocation from the store, asked on every verified request (S12): a revoked family, a
-/// disabled user or a removed client makes the token fail at once, on every replica.
-#[derive(Clone)]
-pub struct StoreRevocation(pub Arc<dyn Store>);
+/// disabled user or a removed client makes the token fail. Only "still live" answers are
+/// cached, for at most [`REVOCATION_STALENESS`] and never across a local change.
+pub struct StoreRevocation {
+    store: Arc<dyn Store>,
+    live: std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>,
+}
+
+impl StoreRevocation {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            live: Default::default(),
+        }
+    }
+}
 
 impl RevocationCheck for StoreRevocation {
     async fn is_revoked(&self, token: &VerifiedAccessToken) -> Result<bool, RevocationUnavailable> {
-        self.0
-            .family_revoked(token.session().as_str())
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "revocation store unavailable");
-                RevocationUnavailable
-            })
+        let sid = token.session().as_str();
+        // Read the epoch before the store: a change committed after this point bumps it.
+        let epoch = self.store.change_epoch();
+        if let Ok(live) = self.live.lock() {
+            if let Some((e, at)) = live.get(sid) {
+                if *e == epoch && at.elapsed() < REVOCATION_STALENESS {
+                    return Ok(false);
+                }
+            }
+        }
+        let revoked = self.store.family_revoked(sid).await.map_err(|e| {
+            tracing::error!(error = %e, "revocation store unavailable");
+            RevocationUnavailable
+        })?;
+        if !revoked {
+            if let Ok(mut live) = self.live.lock() {
+                if live.len() > 100_000 {
+                    live.clear();
+                }
+                live.insert(sid.to_owned(), (epoch, std::time::Instant::now()));
+            }
+        }
+        Ok(revoked)
     }
 }
 
@@ -174,7 +207,7 @@ impl TokenService {
         };
         let service = Self {
             replay: StoreReplay(store.clone()),
-            revocation: StoreRevocation(store.clone()),
+            revocation: StoreRevocation::new(store.clone()),
             refresh_policy: RefreshPolicy {
                 idle_secs: settings.refresh_idle_secs,
                 absolute_secs: settings.refresh_absolute_secs,
