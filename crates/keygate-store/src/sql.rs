@@ -117,6 +117,15 @@ impl SqlStore {
         Ok(store)
     }
 
+    /// Begins a write transaction that does not take the audit chain's lock (for data that
+    /// is not a security event, such as usage counters).
+    async fn begin_plain(&self) -> Result<Tx> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.write.begin().await?,
+        })
+    }
+
     /// Begins a write transaction that holds the store's write lock from its first
     /// statement, so everything it reads stays current until it commits.
     /// SQLite's `(journal_mode, synchronous)` as a pooled connection sees them; `None`
@@ -139,9 +148,9 @@ impl SqlStore {
 
     pub(crate) async fn begin_write(&self) -> Result<Tx> {
         Ok(match self.backend {
-            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Sqlite => self.begin_plain().await?,
             Backend::Postgres => {
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.begin_plain().await?;
                 // Every write appends to the audit chain, so writes are serialised on its
                 // head anyway; taking that lock first makes check-then-write sequences
                 // (versions, check-and-set) safe under READ COMMITTED.
@@ -159,6 +168,22 @@ impl SqlStore {
         tx.commit().await?;
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Runs one UPDATE that must change a row, with its audit entry, in one write
+    /// transaction: `NotFound` (and nothing written) if it changed none.
+    pub(crate) async fn update_one_audited<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        if query.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append(&mut tx, audit, now_ms).await?;
+        self.commit(tx).await
     }
 
     /// Reads the chain head inside a write transaction.
@@ -552,24 +577,13 @@ impl Store for SqlStore {
         now_ms: i64,
         audit: AuditEvent,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
         let sql = if deleted {
             "UPDATE secrets SET deleted_ms = $1, updated_ms = $1 WHERE name = $2"
         } else {
             "UPDATE secrets SET deleted_ms = NULL, updated_ms = $1 WHERE name = $2"
         };
-        let n = sqlx::query(sql)
-            .bind(now_ms)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
-        Ok(())
+        self.update_one_audited(sqlx::query(sql).bind(now_ms).bind(name), audit, now_ms)
+            .await
     }
 
     async fn destroy_version(
@@ -579,23 +593,18 @@ impl Store for SqlStore {
         now_ms: i64,
         audit: AuditEvent,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE secret_versions SET wrapped_key = NULL, ciphertext = NULL, \
-             destroyed_ms = COALESCE(destroyed_ms, $1) WHERE name = $2 AND version = $3",
+        self.update_one_audited(
+            sqlx::query(
+                "UPDATE secret_versions SET wrapped_key = NULL, ciphertext = NULL, \
+                 destroyed_ms = COALESCE(destroyed_ms, $1) WHERE name = $2 AND version = $3",
+            )
+            .bind(now_ms)
+            .bind(name)
+            .bind(version),
+            audit,
+            now_ms,
         )
-        .bind(now_ms)
-        .bind(name)
-        .bind(version)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
-        Ok(())
+        .await
     }
 
     async fn set_max_versions(
@@ -605,21 +614,15 @@ impl Store for SqlStore {
         now_ms: i64,
         audit: AuditEvent,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let n =
+        self.update_one_audited(
             sqlx::query("UPDATE secrets SET max_versions = $1, updated_ms = $2 WHERE name = $3")
                 .bind(max_versions)
                 .bind(now_ms)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
-        Ok(())
+                .bind(name),
+            audit,
+            now_ms,
+        )
+        .await
     }
 
     async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>> {
@@ -773,10 +776,7 @@ impl Store for SqlStore {
         }
         // Plain transaction on the writer: usage is not a security event and must not
         // wait for the audit chain.
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.write.begin().await?,
-        };
+        let mut tx = self.begin_plain().await?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO usage_minutes (minute, user_id, route, status_class, calls, latency_ms_sum, latency_ms_max) \

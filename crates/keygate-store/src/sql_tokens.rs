@@ -292,20 +292,14 @@ impl TokenStore for SqlStore {
         audit: AuditEvent,
         now_ms: i64,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let n =
+        self.update_one_audited(
             sqlx::query("UPDATE users SET totp_sealed = $1, totp_last_step = NULL WHERE id = $2")
                 .bind(sealed)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
-        Ok(())
+                .bind(id),
+            audit,
+            now_ms,
+        )
+        .await
     }
 
     async fn consume_totp_step(&self, id: &str, step: i64) -> Result<bool> {
