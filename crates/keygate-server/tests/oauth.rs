@@ -1022,3 +1022,78 @@ async fn keygate_client_signs_in_refreshes_and_revokes_with_server_nonces() {
     );
     app.stop().await;
 }
+
+/// S06 through the server: `keys rotate` publishes a next key in the JWKS before it signs,
+/// keeps the active key signing (tokens issued before still verify), and the rotation is
+/// audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_publishes_the_next_key_before_it_signs() {
+    let mut app = TestApp::spawn().await;
+    let jwks = |app: &TestApp| {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        async move {
+            let v: Value = http
+                .get(format!("{base}/oauth2/jwks"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = jwks(&app).await;
+    assert_eq!(before.len(), 1);
+    let (s, b) = app
+        .call(reqwest::Method::POST, "/admin/v1/keys/rotate", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("published next key"),
+        "{b}"
+    );
+    let after = jwks(&app).await;
+    assert_eq!(after.len(), 2, "the next key is published");
+    assert!(after.contains(&before[0]), "the active key stays published");
+    // It does not sign yet: a new token still names the old key.
+    let device = Device::new(&setup(&app).await);
+    let (code, verifier) = sign_in(&app, &device).await;
+    let (_, t) = exchange(&app, &device, &code, &verifier).await;
+    let header = t["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], before[0].as_str());
+    let (_, keys) = app.get("/admin/v1/keys").await;
+    let states: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains(&"active") && states.contains(&"next"),
+        "{states:?}"
+    );
+    let (_, audit) = app.get("/admin/v1/audit?tail=50").await;
+    assert!(audit.to_string().contains("keys.rotate"));
+    app.stop().await;
+}

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use common::TestApp;
 use keygate_client::{Client, ClientConfig, MemoryKeyStore, MemoryTokenCache, Method};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const REDIRECT: &str = "com.example.app:/oauth/callback";
 const PASSWORD: &str = "correct horse battery staple";
@@ -461,7 +461,6 @@ allow = ["POST /v1/chat/completions"]
     let (s, show) = app.get("/admin/v1/routes/openai").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(show["source"], "admin");
-    let _: Value = show;
     app.stop().await;
 }
 
