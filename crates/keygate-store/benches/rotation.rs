@@ -1,6 +1,8 @@
 //! Refresh-token rotations per second on SQLite with full durability (WAL,
 //! `synchronous = FULL`): each rotation is the compare-and-set of S34, the new token's
-//! row and an audit entry, committed and synced. Run with `cargo bench -p keygate-store`.
+//! row and an audit entry, committed and synced before its caller hears back. Both sides
+//! in one run: with the group committer (what keygate runs) and without it (one commit
+//! and one fsync per rotation). Run with `cargo bench -p keygate-store`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -121,11 +123,27 @@ fn rotations(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
-    for concurrency in [1usize, 32] {
+    for (grouped, concurrency) in [
+        (false, 1usize),
+        (false, 32),
+        (true, 1),
+        (true, 32),
+        (true, 128),
+    ] {
         let (_db, store) = rt.block_on(setup(concurrency));
+        let store = if grouped {
+            store
+        } else {
+            Arc::new(store.without_group_commit())
+        };
         let mut generation = 0i64;
+        let mode = if grouped {
+            "grouped"
+        } else {
+            "one_commit_each"
+        };
         group.throughput(Throughput::Elements(concurrency as u64));
-        group.bench_function(format!("{concurrency}_concurrent"), |b| {
+        group.bench_function(format!("{mode}/{concurrency}_concurrent"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {

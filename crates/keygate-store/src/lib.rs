@@ -26,6 +26,7 @@
     )
 )]
 
+mod group;
 mod sql;
 mod sql_tokens;
 pub mod testing;

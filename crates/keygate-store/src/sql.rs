@@ -15,6 +15,7 @@ use keygate_audit::{AuditEntry, AuditEvent, GENESIS, Outcome};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row, Transaction};
 
+use crate::group::GroupCommit;
 use crate::{
     AdminCredential, NewVersion, Result, Sealed, SecretMeta, Store, StoreError, SystemKeys,
     UsageRow, VersionMeta, VersionRecord, WrappedKey,
@@ -39,9 +40,12 @@ pub struct SqlStore {
     /// the file lock. PostgreSQL: the same pool as `read`.
     pub(crate) write: AnyPool,
     pub(crate) read: AnyPool,
-    /// Bumped after every committed audited write through this handle (see
-    /// [`Store::change_epoch`]).
+    /// Bumped after every committed write through this handle that can change an answer
+    /// an in-process cache holds (see [`Store::change_epoch`]).
     epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The group committer for rotations (both back ends) and DPoP replay inserts
+    /// (SQLite); `None` inside the committer itself.
+    pub(crate) group: Option<GroupCommit>,
 }
 
 impl SqlStore {
@@ -95,6 +99,7 @@ impl SqlStore {
                     write,
                     read,
                     epoch: Default::default(),
+                    group: None,
                 }
             }
             Backend::Postgres => {
@@ -111,10 +116,25 @@ impl SqlStore {
                     write: pool.clone(),
                     read: pool,
                     epoch: Default::default(),
+                    group: None,
                 }
             }
         };
-        Ok(store)
+        let group = GroupCommit::start(store.clone());
+        Ok(SqlStore {
+            group: Some(group),
+            ..store
+        })
+    }
+
+    /// The same store without group commit: every rotation and replay insert commits (and
+    /// syncs) on its own. For the rotation benchmark's comparison; keygate never uses it.
+    #[doc(hidden)]
+    pub fn without_group_commit(&self) -> Self {
+        Self {
+            group: None,
+            ..self.clone()
+        }
     }
 
     /// Begins a write transaction that does not take the audit chain's lock (for data that
@@ -163,10 +183,21 @@ impl SqlStore {
     }
 
     /// Commits, then bumps the change epoch: a cache that read before the bump sees a
-    /// different epoch afterwards and reads again.
+    /// different epoch afterwards and reads again. The default for every write.
     pub(crate) async fn commit(&self, tx: Tx) -> Result<()> {
         tx.commit().await?;
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Commits without bumping the change epoch: only for writes that add rows or move a
+    /// live family forward (sign-ins, codes, new families, rotations, new users and
+    /// clients, plain audit entries), which no cached answer can contradict. Caches hold
+    /// keys, routes and "still live" answers; revocations, disabling, removal and secret
+    /// writes must use [`Self::commit`]. Keeping the epoch quiet under sign-in load keeps
+    /// those caches warm.
+    pub(crate) async fn commit_additive(&self, tx: Tx) -> Result<()> {
+        tx.commit().await?;
         Ok(())
     }
 
@@ -705,7 +736,7 @@ impl Store for SqlStore {
     async fn append_audit(&self, event: AuditEvent, now_ms: i64) -> Result<AuditEntry> {
         let mut tx = self.begin_write().await?;
         let entry = self.append(&mut tx, event, now_ms).await?;
-        self.commit(tx).await?;
+        self.commit_additive(tx).await?;
         Ok(entry)
     }
 

@@ -5,7 +5,10 @@ use keygate_audit::AuditEvent;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::sql::Tx;
+use tokio::sync::oneshot;
+
+use crate::group::{Op, lost};
+use crate::sql::{Backend, Tx};
 use crate::tokens::{
     ClientRecord, CodeRecord, FamilyRecord, Redemption, RotationWrite, SigningKeyRecord,
     TokenStore, UserRecord,
@@ -81,6 +84,28 @@ fn code(r: &AnyRow) -> Result<CodeRecord> {
         used_ms: r.try_get(8)?,
         family_id: r.try_get(9)?,
     })
+}
+
+/// One atomic statement: insert, or take over an expired entry; a live entry is a replay
+/// and changes nothing. True if the key was fresh.
+async fn upsert_seen(
+    conn: &mut sqlx::AnyConnection,
+    key: &[u8],
+    expires_ms: i64,
+    now_ms: i64,
+) -> std::result::Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "INSERT INTO dpop_replay (key, expires_ms) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET expires_ms = excluded.expires_ms \
+         WHERE dpop_replay.expires_ms <= $3",
+    )
+    .bind(key.to_vec())
+    .bind(expires_ms)
+    .bind(now_ms)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 impl SqlStore {
@@ -177,6 +202,55 @@ impl SqlStore {
         Ok(revoked)
     }
 
+    /// The body of a rotation inside the group committer's savepoint: the conditional
+    /// update of S34, then the new token and the audit entry. False (nothing written) if
+    /// another request rotated the family first or it is revoked.
+    pub(crate) async fn rotate_in(
+        &self,
+        tx: &mut Tx,
+        rot: &RotationWrite,
+        audit: AuditEvent,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE refresh_families SET generation = $1, previous_generation = $2, \
+             rotated_ms = $3, last_used_ms = $4 \
+             WHERE id = $5 AND generation = $6 AND revoked_ms IS NULL",
+        )
+        .bind(rot.new_generation)
+        .bind(rot.previous_generation)
+        .bind(rot.rotated_ms)
+        .bind(rot.now_ms)
+        .bind(rot.family_id.clone())
+        .bind(rot.expected_generation)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Ok(false);
+        }
+        self.insert_token_in(
+            tx,
+            rot.new_token_hash.clone(),
+            &rot.family_id,
+            rot.new_generation,
+            rot.now_ms,
+        )
+        .await?;
+        self.append(tx, audit, rot.now_ms).await?;
+        Ok(true)
+    }
+
+    /// A DPoP replay insert inside the group committer's savepoint.
+    pub(crate) async fn seen_in(
+        &self,
+        tx: &mut Tx,
+        key: &[u8],
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        Ok(upsert_seen(tx, key, expires_ms, now_ms).await?)
+    }
+
     async fn revoke_in(&self, tx: &mut Tx, id: &str, reason: &str, now_ms: i64) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE refresh_families SET revoked_ms = $1, revoke_reason = $2 \
@@ -235,7 +309,7 @@ impl TokenStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
+        self.commit_additive(tx).await?;
         Ok(())
     }
 
@@ -341,7 +415,7 @@ impl TokenStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
+        self.commit_additive(tx).await?;
         Ok(())
     }
 
@@ -397,7 +471,7 @@ impl TokenStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
+        self.commit_additive(tx).await?;
         Ok(())
     }
 
@@ -457,7 +531,7 @@ impl TokenStore for SqlStore {
         self.insert_family_in(&mut tx, &f, first_token_hash, now_ms)
             .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
+        self.commit_additive(tx).await?;
         Ok(Redemption::Redeemed)
     }
 
@@ -472,7 +546,7 @@ impl TokenStore for SqlStore {
         self.insert_family_in(&mut tx, &f, first_token_hash, now_ms)
             .await?;
         self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
+        self.commit_additive(tx).await?;
         Ok(())
     }
 
@@ -492,37 +566,15 @@ impl TokenStore for SqlStore {
         r.map(|r| family(&r)).transpose()
     }
 
-    async fn rotate_family(&self, rot: RotationWrite, audit: AuditEvent) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE refresh_families SET generation = $1, previous_generation = $2, \
-             rotated_ms = $3, last_used_ms = $4 \
-             WHERE id = $5 AND generation = $6 AND revoked_ms IS NULL",
-        )
-        .bind(rot.new_generation)
-        .bind(rot.previous_generation)
-        .bind(rot.rotated_ms)
-        .bind(rot.now_ms)
-        .bind(rot.family_id.clone())
-        .bind(rot.expected_generation)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n != 1 {
-            // Lost the race: nothing is written (dropping the transaction rolls back).
-            return Ok(false);
-        }
-        self.insert_token_in(
-            &mut tx,
-            rot.new_token_hash,
-            &rot.family_id,
-            rot.new_generation,
-            rot.now_ms,
-        )
-        .await?;
-        self.append(&mut tx, audit, rot.now_ms).await?;
-        self.commit(tx).await?;
-        Ok(true)
+    async fn rotate_family(&self, rotation: RotationWrite, audit: AuditEvent) -> Result<bool> {
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Rotate {
+            rotation,
+            audit,
+            reply,
+        };
+        self.submit(op).await;
+        answer.await.map_err(|_| lost())?
     }
 
     async fn revoke_family(
@@ -637,20 +689,26 @@ impl TokenStore for SqlStore {
     }
 
     async fn dpop_seen(&self, key: &[u8], expires_ms: i64, now_ms: i64) -> Result<bool> {
-        // One atomic statement: insert, or take over an expired entry; a live entry is a
-        // replay and changes nothing. Not a `begin_write` transaction: replay checks must
-        // not queue behind the audit chain on PostgreSQL.
-        let sql = "INSERT INTO dpop_replay (key, expires_ms) VALUES ($1, $2) \
-                   ON CONFLICT (key) DO UPDATE SET expires_ms = excluded.expires_ms \
-                   WHERE dpop_replay.expires_ms <= $3";
-        let n = sqlx::query(sql)
-            .bind(key.to_vec())
-            .bind(expires_ms)
-            .bind(now_ms)
-            .execute(&self.write)
-            .await?
-            .rows_affected();
-        Ok(n == 1)
+        match self.backend {
+            // SQLite has one writer: replay inserts share its commits (and fsyncs).
+            Backend::Sqlite => {
+                let (reply, answer) = oneshot::channel();
+                let op = Op::Seen {
+                    key: key.to_vec(),
+                    expires_ms,
+                    now_ms,
+                    reply,
+                };
+                self.submit(op).await;
+                answer.await.map_err(|_| lost())?
+            }
+            // PostgreSQL commits concurrent statements in parallel (and groups their WAL
+            // flushes itself); a replay check must not queue behind the audit chain's lock.
+            Backend::Postgres => {
+                let mut conn = self.write.acquire().await?;
+                Ok(upsert_seen(&mut conn, key, expires_ms, now_ms).await?)
+            }
+        }
     }
 
     async fn purge_dpop(&self, now_ms: i64) -> Result<u64> {

@@ -772,3 +772,152 @@ async fn usage_aggregates_add_up(db: &TestDb) {
     assert!(store.usage(101, None, None, 100).await.unwrap().is_empty());
     store.close().await;
 }
+
+on_both_backends!(
+    grouped_rotations_commit_together_and_fail_alone,
+    the_change_epoch_moves_only_on_writes_a_cache_could_contradict,
+);
+
+fn rotation(family: &str, token: Vec<u8>) -> RotationWrite {
+    RotationWrite {
+        family_id: family.into(),
+        expected_generation: 0,
+        new_generation: 1,
+        previous_generation: Some(0),
+        rotated_ms: Some(100),
+        now_ms: 100,
+        new_token_hash: token,
+    }
+}
+
+/// Rotations of 20 families at once share the group committer's transactions; two of
+/// them collide on the new token's hash. The loser fails alone: its family is untouched,
+/// everyone else's rotation is kept, and the chain holds one entry per kept rotation.
+async fn grouped_rotations_commit_together_and_fail_alone(db: &TestDb) {
+    let store = Arc::new(open(db).await);
+    store
+        .create_client(client_rec("app"), ev("client.add"), 5)
+        .await
+        .unwrap();
+    for f in 0..20u8 {
+        store
+            .insert_family(
+                family_rec(&format!("f{f}"), "u1", "app"),
+                vec![200 + f; 32],
+                ev("token.issue"),
+                6,
+            )
+            .await
+            .unwrap();
+    }
+    let before = store.audit_head().await.unwrap().0;
+    let mut tasks = Vec::new();
+    for f in 0..20u8 {
+        let store = store.clone();
+        // Families 3 and 4 both try to store the token hash [42; 32].
+        let token = if f == 3 || f == 4 {
+            vec![42; 32]
+        } else {
+            vec![f; 32]
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .rotate_family(rotation(&format!("f{f}"), token), ev("token.refresh"))
+                .await
+        }));
+    }
+    let mut rotated = Vec::new();
+    let mut failed = Vec::new();
+    for (f, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(true) => rotated.push(f),
+            Ok(false) => panic!("family f{f} was not contended but lost"),
+            Err(_) => failed.push(f),
+        }
+    }
+    assert_eq!(rotated.len(), 19, "all but one rotation is kept");
+    assert_eq!(failed.len(), 1, "the colliding hash fails exactly once");
+    let loser = failed[0];
+    assert!(loser == 3 || loser == 4);
+    let f = store.family(&format!("f{loser}")).await.unwrap().unwrap();
+    assert_eq!(
+        f.generation, 0,
+        "the failed rotation left its family as it was"
+    );
+    for &f in &rotated {
+        let fam = store.family(&format!("f{f}")).await.unwrap().unwrap();
+        assert_eq!(fam.generation, 1);
+    }
+    let after = assert_chain_intact(&store).await;
+    assert_eq!(after - before, 19, "one audit entry per kept rotation");
+    store.close().await;
+}
+
+/// Caches key their entries to the change epoch, so it must move on revocations and
+/// secret writes, and stay put on sign-ins, rotations and replay inserts (or every
+/// sign-in would empty the proxy's caches).
+async fn the_change_epoch_moves_only_on_writes_a_cache_could_contradict(db: &TestDb) {
+    let store = open(db).await;
+    let e0 = store.change_epoch();
+    store
+        .create_client(client_rec("app"), ev("client.add"), 5)
+        .await
+        .unwrap();
+    store
+        .create_user(user_rec("u1", "alice"), ev("user.add"), 5)
+        .await
+        .unwrap();
+    store
+        .insert_family(
+            family_rec("f1", "u1", "app"),
+            vec![1; 32],
+            ev("token.issue"),
+            6,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .rotate_family(rotation("f1", vec![2; 32]), ev("token.refresh"))
+            .await
+            .unwrap()
+    );
+    assert!(store.dpop_seen(&[3; 32], 1000, 10).await.unwrap());
+    store.append_audit(ev("login.success"), 7).await.unwrap();
+    assert_eq!(
+        store.change_epoch(),
+        e0,
+        "additive writes leave the epoch alone"
+    );
+
+    assert!(
+        store
+            .revoke_family("f1", "test", ev("session.revoke"), 8)
+            .await
+            .unwrap()
+    );
+    let e1 = store.change_epoch();
+    assert!(e1 > e0, "a revocation moves the epoch");
+    store
+        .disable_user("u1", ev("user.disable"), 9)
+        .await
+        .unwrap();
+    let e2 = store.change_epoch();
+    assert!(e2 > e1, "disabling a user moves the epoch");
+    store
+        .write_version(
+            NewVersion {
+                name: "openai".into(),
+                expected_current: 0,
+                sealed: sealed(1),
+                now_ms: 10,
+                keep_versions: 5,
+                kcv: KCV.to_vec(),
+            },
+            ev("secret.put"),
+        )
+        .await
+        .unwrap();
+    assert!(store.change_epoch() > e2, "a secret write moves the epoch");
+    store.close().await;
+}
