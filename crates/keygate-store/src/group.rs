@@ -27,21 +27,42 @@ pub(crate) enum Op {
     Rotate {
         rotation: RotationWrite,
         audit: AuditEvent,
-        reply: oneshot::Sender<Result<bool>>,
+        reply: Reply,
     },
     /// A DPoP replay-cache insert (S14).
     Seen {
         key: Vec<u8>,
         expires_ms: i64,
         now_ms: i64,
-        reply: oneshot::Sender<Result<bool>>,
+        reply: Reply,
+    },
+    /// One count against a quota window (SQLite).
+    Quota {
+        key: String,
+        start: i64,
+        end: i64,
+        limit: i64,
+        reply: Reply,
     },
 }
 
+/// What a batched write answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Rotated; a fresh replay key.
+    Yes,
+    /// Lost the race or revoked; a replayed key; a quota already used up.
+    No,
+    /// Counted, with this much of the quota left.
+    Remaining(i64),
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<Answer>>;
+
 impl Op {
-    fn reply(self, result: Result<bool>) {
+    fn reply(self, result: Result<Answer>) {
         let reply = match self {
-            Op::Rotate { reply, .. } | Op::Seen { reply, .. } => reply,
+            Op::Rotate { reply, .. } | Op::Seen { reply, .. } | Op::Quota { reply, .. } => reply,
         };
         // The caller may have gone away (its request was cancelled); the write stands.
         let _ = reply.send(result);
@@ -135,20 +156,30 @@ impl SqlStore {
 
     /// One write inside its savepoint: kept if it succeeds, rolled back alone if not.
     /// The outer error is a failure of the savepoint statements themselves.
-    async fn run_one(&self, tx: &mut Tx, op: &Op) -> Result<Result<bool>> {
+    async fn run_one(&self, tx: &mut Tx, op: &Op) -> Result<Result<Answer>> {
         sqlx::query("SAVEPOINT keygate_op")
             .execute(&mut **tx)
             .await?;
         let result = match op {
             Op::Rotate {
                 rotation, audit, ..
-            } => self.rotate_in(tx, rotation, audit.clone()).await,
+            } => yes_no(self.rotate_in(tx, rotation, audit.clone()).await),
             Op::Seen {
                 key,
                 expires_ms,
                 now_ms,
                 ..
-            } => self.seen_in(tx, key, *expires_ms, *now_ms).await,
+            } => yes_no(self.seen_in(tx, key, *expires_ms, *now_ms).await),
+            Op::Quota {
+                key,
+                start,
+                end,
+                limit,
+                ..
+            } => self
+                .quota_in(tx, key, *start, *end, *limit)
+                .await
+                .map(|left| left.map_or(Answer::No, Answer::Remaining)),
         };
         if result.is_err() {
             sqlx::query("ROLLBACK TO SAVEPOINT keygate_op")
@@ -160,4 +191,8 @@ impl SqlStore {
             .await?;
         Ok(result)
     }
+}
+
+fn yes_no(result: Result<bool>) -> Result<Answer> {
+    result.map(|yes| if yes { Answer::Yes } else { Answer::No })
 }

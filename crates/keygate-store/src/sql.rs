@@ -15,7 +15,7 @@ use keygate_audit::{AuditEntry, AuditEvent, GENESIS, Outcome};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row, Transaction};
 
-use crate::group::GroupCommit;
+use crate::group::{Answer, GroupCommit, Op, lost};
 use crate::{
     AdminCredential, NewVersion, Result, Sealed, SecretMeta, Store, StoreError, SystemKeys,
     UsageRow, VersionMeta, VersionRecord, WrappedKey,
@@ -226,6 +226,18 @@ impl SqlStore {
         Ok((row.try_get(0)?, hash32(row.try_get(1)?)?))
     }
 
+    /// One quota count inside the group committer's savepoint.
+    pub(crate) async fn quota_in(
+        &self,
+        tx: &mut Tx,
+        key: &str,
+        start: i64,
+        end: i64,
+        limit: i64,
+    ) -> Result<Option<i64>> {
+        quota_count(tx, key, start, end, limit).await
+    }
+
     /// Appends `event` to the chain inside `tx`.
     pub(crate) async fn append(
         &self,
@@ -270,6 +282,32 @@ impl SqlStore {
 const SECRET_COLUMNS: &str =
     "SELECT name, current_version, max_versions, created_ms, updated_ms, deleted_ms FROM secrets";
 const SECRET_COLUMNS_WHERE_NAME: &str = "SELECT name, current_version, max_versions, created_ms, updated_ms, deleted_ms FROM secrets WHERE name = $1";
+
+/// Inserts the window's first count, or adds one while below the limit; what is left of
+/// the quota if this request was counted, `None` if the quota is used up.
+async fn quota_count(
+    conn: &mut sqlx::AnyConnection,
+    key: &str,
+    start: i64,
+    end: i64,
+    limit: i64,
+) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "INSERT INTO quota_counters (key, window_start, window_end, used) VALUES ($1, $2, $3, 1) \
+         ON CONFLICT (key, window_start) DO UPDATE SET used = quota_counters.used + 1 \
+         WHERE quota_counters.used < $4 RETURNING used",
+    )
+    .bind(key)
+    .bind(start)
+    .bind(end)
+    .bind(limit)
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        Some(r) => Ok(Some(limit - r.try_get::<i64, _>(0)?)),
+        None => Ok(None),
+    }
+}
 
 fn hash32(bytes: Vec<u8>) -> Result<[u8; 32]> {
     bytes
@@ -772,22 +810,27 @@ impl Store for SqlStore {
         if limit <= 0 {
             return Ok(None);
         }
-        // Insert the window's first count, or add one while below the limit; a row comes
-        // back only when a request was counted.
-        let row = sqlx::query(
-            "INSERT INTO quota_counters (key, window_start, window_end, used) VALUES ($1, $2, $3, 1) \
-             ON CONFLICT (key, window_start) DO UPDATE SET used = quota_counters.used + 1 \
-             WHERE quota_counters.used < $4 RETURNING used",
-        )
-        .bind(key)
-        .bind(start)
-        .bind(end)
-        .bind(limit)
-        .fetch_optional(&self.write)
-        .await?;
-        match row {
-            Some(r) => Ok(Some(limit - r.try_get::<i64, _>(0)?)),
-            None => Ok(None),
+        match self.backend {
+            // SQLite has one writer: counts share its commits (and fsyncs).
+            Backend::Sqlite => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                self.submit(Op::Quota {
+                    key: key.to_owned(),
+                    start,
+                    end,
+                    limit,
+                    reply,
+                })
+                .await;
+                Ok(match answer.await.map_err(|_| lost())?? {
+                    Answer::Remaining(left) => Some(left),
+                    Answer::Yes | Answer::No => None,
+                })
+            }
+            Backend::Postgres => {
+                let mut conn = self.write.acquire().await?;
+                quota_count(&mut conn, key, start, end, limit).await
+            }
         }
     }
 

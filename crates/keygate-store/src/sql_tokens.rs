@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 
 use tokio::sync::oneshot;
 
-use crate::group::{Op, lost};
+use crate::group::{Answer, Op, lost};
 use crate::sql::{Backend, Tx};
 use crate::tokens::{
     ClientRecord, CodeRecord, FamilyRecord, Redemption, RotationWrite, SigningKeyRecord,
@@ -574,7 +574,7 @@ impl TokenStore for SqlStore {
             reply,
         };
         self.submit(op).await;
-        answer.await.map_err(|_| lost())?
+        Ok(answer.await.map_err(|_| lost())?? == Answer::Yes)
     }
 
     async fn revoke_family(
@@ -700,7 +700,7 @@ impl TokenStore for SqlStore {
                     reply,
                 };
                 self.submit(op).await;
-                answer.await.map_err(|_| lost())?
+                Ok(answer.await.map_err(|_| lost())?? == Answer::Yes)
             }
             // PostgreSQL commits concurrent statements in parallel (and groups their WAL
             // flushes itself); a replay check must not queue behind the audit chain's lock.
