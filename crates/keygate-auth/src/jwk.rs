@@ -2,7 +2,8 @@
 //!
 //! Only public keys are ever represented: a JWK with any private member (`d`, `p`, `q`,
 //! `dp`, `dq`, `qi`, `oth`, `k`) is refused on input, and serialisation emits public
-//! members only. RSA is parsed solely to compute thumbprints; it never verifies anything.
+//! members only. RSA is parsed for thumbprints and for [`crate::idtoken`], which verifies
+//! external providers' RS256 ID tokens; keygate's own tokens and DPoP proofs never use it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -44,7 +45,7 @@ pub enum PublicJwk {
         /// Y coordinate.
         y: String,
     },
-    /// `kty: RSA`, for thumbprints only.
+    /// `kty: RSA`: thumbprints, and external ID tokens ([`crate::idtoken`]) only.
     Rsa {
         /// Modulus.
         n: String,

@@ -1,16 +1,17 @@
 //! The storage-free protocol core of keygate's token service.
 //!
 //! Pure, typed functions with no HTTP framework and no database: JOSE (strict compact JWS,
-//! EdDSA and ES256, JWKs and thumbprints), RFC 9068 access tokens with a rotating signing
-//! key set, RFC 9449 DPoP proofs with a replay-cache trait and stateless server nonces,
-//! PKCE, Argon2id passwords, TOTP, opaque tokens, redirect-URI matching, authorization
-//! codes and the refresh token family state machine. The server crate wires these to the
-//! store and to axum; only it knows status codes.
+//! EdDSA and ES256, JWKs and thumbprints), external ID tokens for token exchange, RFC 9068
+//! access tokens with a rotating signing key set, RFC 9449 DPoP proofs with a replay-cache
+//! trait and stateless server nonces, PKCE, Argon2id passwords, TOTP, opaque tokens,
+//! redirect-URI matching, authorization codes and the refresh token family state machine.
+//! The server crate wires these to the store and to axum; only it knows status codes.
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`jws`], [`jwk`], [`b64`] | strict compact JWS, algorithms, public JWKs, thumbprints |
 //! | [`keys`] | signing keys, the rotating [`keys::SigningKeySet`], the JWKS |
+//! | [`idtoken`] | external ID tokens (RS256/ES256/EdDSA against an issuer's JWKS) for token exchange |
 //! | [`access`] | issuing and verifying `at+jwt` access tokens, signature cache |
 //! | [`dpop`] | proof checks, [`dpop::ReplayCache`], nonces, proof creation |
 //! | [`resource`] | request → [`resource::VerifiedAccess`] (the proxy's entry ticket) |
@@ -111,6 +112,7 @@ pub mod code;
 pub mod dpop;
 pub mod error;
 pub mod ids;
+pub mod idtoken;
 mod json;
 pub mod jwk;
 pub mod jws;

@@ -85,6 +85,75 @@ struct RawTokens {
     refresh_grace: Duration,
     #[serde(default = "default_key_rotation", with = "humantime_serde")]
     key_rotation: Duration,
+    /// `[[tokens.issuers]]`: identity providers whose ID tokens are exchanged (RFC 8693).
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    name: String,
+    issuer: String,
+    audience: String,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    #[serde(default = "default_issuer_algorithms")]
+    algorithms: Vec<String>,
+    #[serde(default = "default_subject_claim")]
+    subject_claim: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default = "default_jwks_max_age", with = "humantime_serde")]
+    jwks_max_age: Duration,
+    #[serde(default = "default_jwks_refresh_cooldown", with = "humantime_serde")]
+    jwks_refresh_cooldown: Duration,
+}
+
+fn default_issuer_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+fn default_jwks_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_jwks_refresh_cooldown() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Where a trusted issuer's JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksLocation {
+    /// A file, read at start and again (rate-limited) when a token names an unknown key.
+    File(PathBuf),
+    /// An `https` URL (plain `http` only to a loopback address), fetched and cached.
+    Url(url::Url),
+}
+
+/// One `[[tokens.issuers]]` entry: an identity provider whose ID tokens keygate
+/// exchanges for its own tokens (RFC 8693).
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    /// A short name for logs, audit entries and the names of the users it creates.
+    pub name: String,
+    /// The `iss` its tokens carry, compared exactly.
+    pub issuer: String,
+    /// The audience its tokens must name (e.g. the Firebase project id, the app's
+    /// bundle id for Sign in with Apple, the Auth0 application's client id).
+    pub audience: String,
+    pub jwks: JwksLocation,
+    /// Accepted signature algorithms (RS256, ES256, EdDSA).
+    pub algorithms: Vec<keygate_auth::idtoken::ExternalAlg>,
+    /// The claim that names the user.
+    pub subject_claim: String,
+    /// The most its users may be granted (further limited by the client's scopes).
+    pub scopes: keygate_auth::ids::ScopeSet,
+    /// Cached keys are fetched again after this long.
+    pub jwks_max_age: Duration,
+    /// The shortest time between two fetches of the JWKS (an unknown `kid` triggers one).
+    pub jwks_refresh_cooldown: Duration,
 }
 
 impl Default for RawTokens {
@@ -98,6 +167,7 @@ impl Default for RawTokens {
             refresh_absolute: default_refresh_absolute(),
             refresh_grace: default_refresh_grace(),
             key_rotation: default_key_rotation(),
+            issuers: Vec::new(),
         }
     }
 }
@@ -140,6 +210,8 @@ pub struct TokenSettings {
     pub refresh_grace_secs: i64,
     /// How often the signing key rotates on schedule.
     pub key_rotation_secs: i64,
+    /// Identity providers trusted for token exchange (`[[tokens.issuers]]`).
+    pub issuers: Vec<IssuerSettings>,
 }
 
 fn default_public_url() -> String {
@@ -346,6 +418,28 @@ refresh_idle     = "14d"  # a session unused this long ends
 refresh_absolute = "90d"  # a session ends this long after sign-in
 key_rotation     = "30d"  # the signing key rotates on this schedule (and on `keygate keys rotate`)
 
+# Token exchange (RFC 8693): apps that already sign users in with Firebase Auth, Sign in
+# with Apple, Auth0 or any OIDC provider exchange its ID token at /oauth2/token
+# (grant_type=urn:ietf:params:oauth:grant-type:token-exchange) for keygate tokens. A user
+# is created on first sight (named "<name>:<subject>", no password). One entry per
+# provider; these entries live in the file only (no environment overrides).
+#
+# [[tokens.issuers]]
+# name          = "apple"                              # in user names, logs and audit entries
+# issuer        = "https://appleid.apple.com"          # the exact `iss`
+# audience      = "com.example.app"                    # the `aud` it must contain
+# jwks_url      = "https://appleid.apple.com/auth/keys"  # https (http only to loopback); or jwks_file = "./apple-jwks.json"
+# algorithms    = ["RS256", "ES256"]                   # allowed: RS256, ES256, EdDSA (never none or HS*)
+# subject_claim = "sub"                                # the claim that names the user
+# scopes        = ["ai"]                               # the most its users may get (also limited by the client's scopes)
+# jwks_max_age  = "1h"                                 # cached keys are fetched again after this
+# jwks_refresh_cooldown = "60s"                        # an unknown `kid` refetches at most this often
+#
+# Firebase Auth: issuer = "https://securetoken.google.com/PROJECT_ID", audience = "PROJECT_ID",
+#   jwks_url = "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"
+# Auth0: issuer = "https://TENANT.auth0.com/", audience = the application's client id,
+#   jwks_url = "https://TENANT.auth0.com/.well-known/jwks.json"
+
 [log]
 format = "json"   # or "text"
 level  = "info"   # KEYGATE_LOG overrides this filter
@@ -511,7 +605,7 @@ impl RawConfig {
                 "must be between 1024 and 1073741824",
             ));
         }
-        let tokens = self.tokens.validate()?;
+        let tokens = self.tokens.validate(base)?;
         let routes =
             keygate_proxy::RouteTable::from_raw(&self.routes).map_err(|e| ConfigError {
                 field: e.field,
@@ -548,7 +642,7 @@ impl RawConfig {
 }
 
 impl RawTokens {
-    fn validate(self) -> Result<TokenSettings, ConfigError> {
+    fn validate(self, base: &Path) -> Result<TokenSettings, ConfigError> {
         let secs = |d: Duration| d.as_secs() as i64;
         let access_ttl_secs = secs(self.access_ttl);
         if !(30..=3600).contains(&access_ttl_secs) {
@@ -596,6 +690,23 @@ impl RawTokens {
                 "must be at least 2h (a next key is published an hour before it signs)",
             ));
         }
+        let mut issuers: Vec<IssuerSettings> = Vec::with_capacity(self.issuers.len());
+        for (i, raw) in self.issuers.into_iter().enumerate() {
+            let issuer = raw.validate(&format!("tokens.issuers[{i}]"), base)?;
+            if issuers.iter().any(|o| o.name == issuer.name) {
+                return Err(err(
+                    &format!("tokens.issuers[{i}].name"),
+                    format!("`{}` names another issuer too", issuer.name),
+                ));
+            }
+            if issuers.iter().any(|o| o.issuer == issuer.issuer) {
+                return Err(err(
+                    &format!("tokens.issuers[{i}].issuer"),
+                    "another entry trusts the same issuer (tokens are matched to an entry by `iss`)",
+                ));
+            }
+            issuers.push(issuer);
+        }
         Ok(TokenSettings {
             access_ttl_secs,
             dpop_required,
@@ -605,6 +716,146 @@ impl RawTokens {
             refresh_absolute_secs,
             refresh_grace_secs,
             key_rotation_secs,
+            issuers,
+        })
+    }
+}
+
+/// Whether a URL's host is a loopback address (plain `http` is allowed only there).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn plain_text(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+impl RawIssuer {
+    fn validate(self, at: &str, base: &Path) -> Result<IssuerSettings, ConfigError> {
+        use keygate_auth::idtoken::ExternalAlg;
+        let field = |f: &str| format!("{at}.{f}");
+        let name_ok = (1..=32).contains(&self.name.len())
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !name_ok {
+            return Err(err(
+                &field("name"),
+                "must be 1-32 characters of letters, digits, '-' and '_'",
+            ));
+        }
+        if !plain_text(&self.issuer, 1024) {
+            return Err(err(
+                &field("issuer"),
+                "must be the exact `iss` value, without spaces (e.g. https://appleid.apple.com)",
+            ));
+        }
+        if !plain_text(&self.audience, 1024) {
+            return Err(err(
+                &field("audience"),
+                "must be the exact `aud` value keygate's tokens from this issuer carry",
+            ));
+        }
+        let jwks = match (self.jwks_file, self.jwks_url) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    at,
+                    "set exactly one of `jwks_file` and `jwks_url`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(err(at, "set one of `jwks_file` and `jwks_url`"));
+            }
+            (Some(f), None) => JwksLocation::File(resolve(base, &f)),
+            (None, Some(u)) => {
+                let url = url::Url::parse(&u)
+                    .map_err(|e| err(&field("jwks_url"), format!("not an absolute URL ({e})")))?;
+                let ok = match url.scheme() {
+                    "https" => url.host().is_some(),
+                    "http" => is_loopback(&url),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(err(
+                        &field("jwks_url"),
+                        "must be https (plain http only to a loopback address)",
+                    ));
+                }
+                if !url.username().is_empty() || url.password().is_some() {
+                    return Err(err(&field("jwks_url"), "must not carry credentials"));
+                }
+                JwksLocation::Url(url)
+            }
+        };
+        if self.algorithms.is_empty() {
+            return Err(err(
+                &field("algorithms"),
+                "list at least one of RS256, ES256, EdDSA",
+            ));
+        }
+        let mut algorithms = Vec::new();
+        for a in &self.algorithms {
+            let alg = ExternalAlg::from_name(a).ok_or_else(|| {
+                let why = if a.trim().eq_ignore_ascii_case("none")
+                    || a.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("hs"))
+                {
+                    " (unsigned and HMAC tokens are never accepted)"
+                } else {
+                    ""
+                };
+                err(
+                    &field("algorithms"),
+                    format!("`{a}` is not one of RS256, ES256, EdDSA{why}"),
+                )
+            })?;
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        if !plain_text(&self.subject_claim, 64) {
+            return Err(err(&field("subject_claim"), "must be a claim name"));
+        }
+        let scopes = self
+            .scopes
+            .iter()
+            .map(|s| keygate_auth::ids::Scope::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map(keygate_auth::ids::ScopeSet::from_scopes)
+            .map_err(|_| {
+                err(
+                    &field("scopes"),
+                    "invalid scope (RFC 6749 §3.3 characters, no spaces)",
+                )
+            })?;
+        let max_age = self.jwks_max_age;
+        if !(Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600)).contains(&max_age) {
+            return Err(err(&field("jwks_max_age"), "must be between 1m and 7d"));
+        }
+        let cooldown = self.jwks_refresh_cooldown;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&cooldown)
+            || cooldown > max_age
+        {
+            return Err(err(
+                &field("jwks_refresh_cooldown"),
+                "must be between 1s and 1h, and at most jwks_max_age",
+            ));
+        }
+        Ok(IssuerSettings {
+            name: self.name,
+            issuer: self.issuer,
+            audience: self.audience,
+            jwks,
+            algorithms,
+            subject_claim: self.subject_claim,
+            scopes,
+            jwks_max_age: max_age,
+            jwks_refresh_cooldown: cooldown,
         })
     }
 }
@@ -693,6 +944,160 @@ mod tests {
             assert!(
                 e.field == *field || e.field.starts_with(field),
                 "{text:?}: expected field {field}, got {e}"
+            );
+        }
+    }
+
+    const ISSUER: &str = r#"
+[[tokens.issuers]]
+name     = "apple"
+issuer   = "https://appleid.apple.com"
+audience = "com.example.app"
+jwks_url = "https://appleid.apple.com/auth/keys"
+scopes   = ["ai"]
+"#;
+
+    #[test]
+    fn issuers_load_with_defaults_and_relative_files() {
+        let file = "\n[[tokens.issuers]]\nname = \"local\"\nissuer = \"i\"\naudience = \"a\"\n\
+                    jwks_file = \"jwks.json\"\nalgorithms = [\"EdDSA\", \"EdDSA\"]\n";
+        let c = load(&format!("{ISSUER}{file}"), &[]).unwrap();
+        let [apple, local] = c.tokens.issuers.as_slice() else {
+            panic!("two issuers");
+        };
+        assert_eq!(apple.name, "apple");
+        assert_eq!(
+            apple.jwks,
+            JwksLocation::Url("https://appleid.apple.com/auth/keys".parse().unwrap())
+        );
+        assert_eq!(
+            apple.algorithms,
+            [
+                keygate_auth::idtoken::ExternalAlg::Rs256,
+                keygate_auth::idtoken::ExternalAlg::Es256
+            ]
+        );
+        assert_eq!(apple.subject_claim, "sub");
+        assert_eq!(apple.scopes.to_string(), "ai");
+        assert_eq!(apple.jwks_max_age, Duration::from_secs(3600));
+        assert_eq!(apple.jwks_refresh_cooldown, Duration::from_secs(60));
+        assert_eq!(
+            local.jwks,
+            JwksLocation::File("/etc/keygate/jwks.json".into())
+        );
+        assert_eq!(
+            local.algorithms,
+            [keygate_auth::idtoken::ExternalAlg::EdDsa]
+        );
+        // Loopback may use plain http.
+        for url in [
+            "http://127.0.0.1:9/jwks",
+            "http://[::1]/k",
+            "http://localhost/k",
+        ] {
+            let text = ISSUER.replace("https://appleid.apple.com/auth/keys", url);
+            assert!(load(&text, &[]).is_ok(), "{url}");
+        }
+        // The template documents an entry and stays valid.
+        assert!(Config::template("127.0.0.1:1".parse().unwrap()).contains("[[tokens.issuers]]"));
+    }
+
+    #[test]
+    fn issuer_errors_name_the_field() {
+        let swap = |from: &str, to: &str| ISSUER.replace(from, to);
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                swap("jwks_url", "jwks_file = \"k.json\"\njwks_url"),
+                "tokens.issuers[0]",
+                "not both",
+            ),
+            (
+                swap("jwks_url = \"https://appleid.apple.com/auth/keys\"", ""),
+                "tokens.issuers[0]",
+                "one of",
+            ),
+            (
+                swap(
+                    "https://appleid.apple.com/auth/keys",
+                    "http://keys.example.com/",
+                ),
+                "tokens.issuers[0].jwks_url",
+                "https",
+            ),
+            (
+                swap("https://appleid.apple.com/auth/keys", "ftp://127.0.0.1/"),
+                "tokens.issuers[0].jwks_url",
+                "https",
+            ),
+            (
+                swap(
+                    "https://appleid.apple.com/auth/keys",
+                    "https://u:p@keys.example.com/",
+                ),
+                "tokens.issuers[0].jwks_url",
+                "credentials",
+            ),
+            (
+                swap("scopes", "algorithms = [\"RS512\"]\nscopes"),
+                "tokens.issuers[0].algorithms",
+                "RS512",
+            ),
+            (
+                swap("scopes", "algorithms = [\"HS256\"]\nscopes"),
+                "tokens.issuers[0].algorithms",
+                "never",
+            ),
+            (
+                swap("scopes", "algorithms = [\"none\"]\nscopes"),
+                "tokens.issuers[0].algorithms",
+                "never",
+            ),
+            (
+                swap("scopes", "algorithms = []\nscopes"),
+                "tokens.issuers[0].algorithms",
+                "at least one",
+            ),
+            (
+                swap("\"apple\"", "\"ap ple\""),
+                "tokens.issuers[0].name",
+                "letters",
+            ),
+            (
+                swap("\"com.example.app\"", "\"\""),
+                "tokens.issuers[0].audience",
+                "aud",
+            ),
+            (
+                swap("[\"ai\"]", "[\"a i\"]"),
+                "tokens.issuers[0].scopes",
+                "scope",
+            ),
+            (
+                swap("scopes", "jwks_refresh_cooldown = \"2h\"\nscopes"),
+                "tokens.issuers[0].jwks_refresh_cooldown",
+                "1h",
+            ),
+            (
+                swap("scopes", "colour = 1\nscopes"),
+                "tokens.issuers[0].colour",
+                "",
+            ),
+            (
+                format!("{ISSUER}{ISSUER}"),
+                "tokens.issuers[1].name",
+                "another",
+            ),
+            (
+                format!("{ISSUER}{}", swap("\"apple\"", "\"apple2\"")),
+                "tokens.issuers[1].issuer",
+                "same issuer",
+            ),
+        ];
+        for (text, field, words) in cases {
+            let e = load(&text, &[]).unwrap_err();
+            assert!(
+                e.field.starts_with(field) && e.message.contains(words),
+                "expected {field} ({words}), got {e}"
             );
         }
     }

@@ -1,7 +1,8 @@
 //! The OAuth 2.1 endpoints: metadata (RFC 8414), JWKS, authorize (login page, PKCE S256
-//! only), token (authorization_code, refresh_token, client_credentials), revocation
-//! (RFC 7009) and introspection (RFC 7662). Handlers parse, call keygate-auth and the
-//! store, and map the result; every failure answers a generic RFC error code.
+//! only), token (authorization_code, refresh_token, client_credentials, and token
+//! exchange (RFC 8693) in [`super::exchange`]), revocation (RFC 7009) and introspection
+//! (RFC 7662). Handlers parse, call keygate-auth and the store, and map the result; every
+//! failure answers a generic RFC error code.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,16 +57,10 @@ pub(crate) fn service(state: &AppState) -> Result<Arc<TokenService>, OAuthError>
 
 async fn metadata(State(s): State<AppState>) -> Result<Json<Value>, OAuthError> {
     let svc = service(&s)?;
-    let mut doc =
-        keygate_auth::metadata::authorization_server_metadata(&svc.public_base, &svc.issuer);
-    // Token exchange (RFC 8693) is not served yet: do not advertise it.
-    if let Some(grants) = doc
-        .get_mut("grant_types_supported")
-        .and_then(Value::as_array_mut)
-    {
-        grants.retain(|g| g != "urn:ietf:params:oauth:grant-type:token-exchange");
-    }
-    Ok(Json(doc))
+    Ok(Json(keygate_auth::metadata::authorization_server_metadata(
+        &svc.public_base,
+        &svc.issuer,
+    )))
 }
 
 async fn jwks(State(s): State<AppState>) -> Result<Response, OAuthError> {
@@ -182,7 +177,7 @@ pub(crate) async fn authenticate_client(
     }
 }
 
-fn client_type(c: &ClientRecord) -> ClientType {
+pub(crate) fn client_type(c: &ClientRecord) -> ClientType {
     if c.kind == "confidential" {
         ClientType::Confidential
     } else {
@@ -191,7 +186,10 @@ fn client_type(c: &ClientRecord) -> ClientType {
 }
 
 /// Verifies the request's DPoP proof for the token endpoint, if it has one (S13, S14).
-async fn token_proof(svc: &TokenService, headers: &HeaderMap) -> Result<Option<Jkt>, OAuthError> {
+pub(crate) async fn token_proof(
+    svc: &TokenService,
+    headers: &HeaderMap,
+) -> Result<Option<Jkt>, OAuthError> {
     let proofs = header_values(headers, "dpop");
     if proofs.is_empty() {
         return Ok(None);
@@ -209,11 +207,12 @@ async fn token_proof(svc: &TokenService, headers: &HeaderMap) -> Result<Option<J
         .map_err(|e| OAuthError::at_token_endpoint(&e))
 }
 
-fn token_response(
+pub(crate) fn token_response(
     access: &keygate_auth::access::IssuedAccessToken,
     refresh: Option<&OpaqueToken>,
     scopes: &ScopeSet,
     bound: bool,
+    issued_token_type: Option<&'static str>,
 ) -> Response {
     let scope: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
     let mut body = json!({
@@ -222,11 +221,17 @@ fn token_response(
         "expires_in": access.expires_in,
         "scope": scope.join(" "),
     });
-    if let (Some(r), Some(obj)) = (refresh, body.as_object_mut()) {
-        obj.insert(
-            "refresh_token".into(),
-            Value::String(r.value().expose_secret().to_owned()),
-        );
+    if let Some(obj) = body.as_object_mut() {
+        if let Some(r) = refresh {
+            obj.insert(
+                "refresh_token".into(),
+                Value::String(r.value().expose_secret().to_owned()),
+            );
+        }
+        // RFC 8693 §2.2.1: a token exchange response names what it issued.
+        if let Some(t) = issued_token_type {
+            obj.insert("issued_token_type".into(), Value::String(t.into()));
+        }
     }
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -267,6 +272,7 @@ async fn token(
         "authorization_code" => authorization_code(&svc, &headers, &form, &client).await,
         "refresh_token" => refresh(&svc, &headers, &form, &client).await,
         "client_credentials" => client_credentials(&svc, &headers, &form, &client).await,
+        super::exchange::GRANT_TYPE => super::exchange::grant(&svc, &headers, &form, &client).await,
         "password" => Err(OAuthError::unsupported_grant_type()),
         _ => Err(OAuthError::unsupported_grant_type()),
     }
@@ -384,6 +390,7 @@ async fn authorization_code(
         Some(&refresh_token),
         &scopes,
         jkt.is_some(),
+        None,
     ))
 }
 
@@ -503,6 +510,7 @@ async fn refresh(
             Some(&next),
             &state.scopes,
             state.jkt.is_some(),
+            None,
         ));
     }
     Err(OAuthError::invalid_grant())
@@ -571,7 +579,13 @@ async fn client_credentials(
             jkt: proof_jkt.clone(),
         })
         .await?;
-    Ok(token_response(&access, None, &scopes, proof_jkt.is_some()))
+    Ok(token_response(
+        &access,
+        None,
+        &scopes,
+        proof_jkt.is_some(),
+        None,
+    ))
 }
 
 /// The session a token belongs to: a refresh token by its hash, an access token by its

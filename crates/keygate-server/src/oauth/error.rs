@@ -73,6 +73,16 @@ impl OAuthError {
         )
     }
 
+    /// RFC 8693 §2.2.2: the requested `audience` or `resource` is not one keygate issues
+    /// tokens for.
+    pub fn invalid_target() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "The requested target is not served",
+        )
+    }
+
     pub fn unsupported_token_type() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

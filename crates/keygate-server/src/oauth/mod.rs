@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod endpoints;
 pub mod error;
+pub mod exchange;
 mod login;
 
 pub use error::OAuthError;
@@ -138,6 +139,8 @@ pub struct TokenService {
     pub audit_key: AuditKey,
     /// Keys CSRF tokens of the login form.
     pub(crate) csrf_key: [u8; 32],
+    /// Identity providers whose ID tokens are exchanged (`[[tokens.issuers]]`).
+    pub issuers: exchange::TrustedIssuers,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -159,6 +162,8 @@ pub enum StartError {
     Keys(String),
     #[error("storage: {0}")]
     Store(#[from] keygate_store::StoreError),
+    #[error("trusted issuers: {0}")]
+    Issuers(String),
 }
 
 pub(crate) fn unix_now() -> UnixTime {
@@ -205,7 +210,9 @@ impl TokenService {
             m.update(b"keygate/v1/csrf");
             m.finalize().into_bytes().into()
         };
+        let issuers = exchange::TrustedIssuers::load(&settings.issuers).await?;
         let service = Self {
+            issuers,
             replay: StoreReplay(store.clone()),
             revocation: StoreRevocation::new(store.clone()),
             refresh_policy: RefreshPolicy {

@@ -79,6 +79,29 @@ impl TestApp {
         Self::start_with(dir, init.admin_token, env).await
     }
 
+    /// Like [`TestApp::spawn_with`], after `prepare` has edited the fresh directory (e.g.
+    /// appended tables to `keygate.toml` that environment variables cannot express). On a
+    /// fresh PostgreSQL schema when `postgres` names the test; `None` then means
+    /// `KEYGATE_TEST_POSTGRES_URL` is not set (the test says it is skipped).
+    pub async fn spawn_prepared(
+        postgres: Option<&str>,
+        prepare: impl FnOnce(&Path),
+        env: &[(&str, &str)],
+    ) -> Option<Self> {
+        let db = match postgres {
+            Some(test) => Some(keygate_store::testing::TestDb::postgres(test).await?),
+            None => None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let init = init_dir_with_storage(dir.path(), free_addr(), db.as_ref().map(|d| d.url()))
+            .await
+            .unwrap();
+        prepare(dir.path());
+        let mut app = Self::start_with(dir, init.admin_token, env).await;
+        app.db = db;
+        Some(app)
+    }
+
     pub async fn start(dir: tempfile::TempDir, token: SecretString) -> Self {
         Self::start_with(dir, token, &[]).await
     }
