@@ -1,34 +1,62 @@
 #!/usr/bin/env bash
-# Side-by-side proxy benchmark, run by hand (not part of CI):
+# Side-by-side proxy benchmark, run by hand (not part of CI's test gate):
 #
 #   bench/proxy/run.sh [SECONDS] [CONNECTIONS]
 #
-# In one run on one machine it measures, with wrk at a fixed number of connections:
+# Environment: WARMUP (s, default 2), RATE (req/s for the latency runs; default
+# RATE_FRACTION × the slowest closed-loop rate), RATE_FRACTION (default 0.5), THREADS
+# (generator threads, default 1: the cheapest per request, so the generator takes the
+# least CPU from the targets on a small machine), WRK=1 (also run `wrk -t2` on the rows it
+# can drive, as a cross-check of the generator), BENCH_TMPDIR (where keygate's SQLite database lives;
+# default $TMPDIR or /tmp), CARGO_TARGET_DIR.
+#
+# In one run on one machine, with one load generator (bench/loadgen, `keygate-loadgen`)
+# for every row, it measures:
 #   1. the upstream directly (nginx answering a static 200),
 #   2. nginx as a plain reverse proxy that injects an Authorization header, with upstream
 #      keep-alive: the floor,
-#   3. keygate's /proxy/ route with the full policy a Bearer token gets: access-token
-#      verification (signature cached), revocation check in the store, allow-list, scope,
-#      rate limit, key from the vault, header hygiene and injection.
-# and prints requests/s, p50/p99 latency, CPU time per request of the proxy process, and
-# the ratios to nginx.
+#   3. keygate's /proxy/ with the features added one at a time:
+#      a. token verification: Bearer access token (signature cached, revocation checked
+#         in the store), allow-list, key from the vault, header hygiene and injection; a
+#         route without scopes or limits,
+#      b. the same with a DPoP-bound token and a fresh DPoP proof (ES256) per request:
+#         every RFC 9449 check and the replay cache in the store,
+#      c. full policy: b plus scope and rate limit,
+#      d. full policy with a Bearer token (the row earlier versions of this script gave).
+# For each row: closed-loop requests/s at CONNECTIONS connections, CPU time per request
+# of the proxy process (/proc/PID/stat at the edges of the measured window), and
+# p50/p99 latency in an open loop at one fixed rate that every row can sustain (latency
+# from each request's due time, so queueing is counted), with ratios to nginx.
 #
-# Not covered here: DPoP-checked calls (wrk cannot sign a fresh proof per request; see the
-# criterion figures of `cargo bench -p keygate-auth`), and latency under a fixed request
-# rate (wrk measures at fixed concurrency).
+# "Pass-through" (keygate forwarding without checking a token) is not measured because
+# keygate does not offer it: a route that injects the key for anyone would be the very
+# leak keygate exists to prevent. Row 3a is the nearest: the least keygate does.
+#
+# DPoP proofs are signed ahead of each measured window (the generator reports how many,
+# and how many it had to sign during the window); the server accepts a proof for 60 s
+# after its iat, so WARMUP + SECONDS must stay within 40.
 set -euo pipefail
 
 SECONDS_PER_RUN="${1:-10}"
 CONNS="${2:-32}"
+WARMUP="${WARMUP:-2}"
+RATE="${RATE:-}"
+RATE_FRACTION="${RATE_FRACTION:-0.5}"
+THREADS="${THREADS:-1}"
+WRK="${WRK:-0}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-WORK="$(mktemp -d -t keygate-bench-XXXXXX)"
+if python3 -c "import sys; sys.exit(0 if float('$SECONDS_PER_RUN') + float('$WARMUP') <= 40 else 1)"; then :; else
+  echo "SECONDS + WARMUP must be at most 40 (DPoP proofs are signed ahead and live 60 s)" >&2
+  exit 2
+fi
+WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/keygate-bench-XXXXXX")"
 UPSTREAM_PORT=18181
 NGINX_PORT=18182
 KEYGATE_PORT=18183
 PIDS=()
 
 cleanup() {
-  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
   [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
   rm -rf "$WORK"
@@ -36,18 +64,23 @@ cleanup() {
 trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  echo "installing nginx and wrk from Debian's packages" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+missing=()
+need nginx || missing+=(nginx-light)
+[ "$WRK" = 1 ] && ! need wrk && missing+=(wrk)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing ${missing[*]} from Debian's packages" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 NGINX="$(command -v nginx)"
 
-echo "building keygate (release)" >&2
-(cd "$ROOT" && cargo build --release -q -p keygate)
-KEYGATE="${CARGO_TARGET_DIR:-$ROOT/target}/release/keygate"
+echo "building keygate and keygate-loadgen (release)" >&2
+(cd "$ROOT" && cargo build --release -q -p keygate -p keygate-loadgen)
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+KEYGATE="$BIN/keygate"
+LOADGEN="$BIN/keygate-loadgen"
 
 # --- 1. the upstream: nginx answering 200 with a small JSON body ---------------------
-mkdir -p "$WORK/upstream" "$WORK/proxy"
+mkdir -p "$WORK/upstream" "$WORK/proxy" "$WORK/results"
 cat > "$WORK/upstream.conf" <<EOF
 worker_processes 1;
 pid $WORK/upstream.pid;
@@ -93,6 +126,8 @@ EOF
 # --- 3. keygate --------------------------------------------------------------------------
 INIT="$("$KEYGATE" init --dir "$WORK/keygate" --listen "127.0.0.1:$KEYGATE_PORT" --format json)"
 ADMIN_TOKEN="$(printf %s "$INIT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
+# DPoP "optional" lets the confidential client's Bearer token through for rows 3a and 3d;
+# rows 3b and 3c use a DPoP-bound token, which is then checked exactly as when required.
 KEYGATE_LOG=error KEYGATE_TOKENS__DPOP=optional KEYGATE_TOKENS__ACCESS_TTL=1h \
   "$KEYGATE" serve --config "$WORK/keygate/keygate.toml" >"$WORK/keygate.log" 2>&1 &
 KEYGATE_PID=$!
@@ -101,6 +136,15 @@ for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$KEYGATE_PORT/readyz" >/de
 export KEYGATE_ADDR="http://127.0.0.1:$KEYGATE_PORT" KEYGATE_TOKEN="$ADMIN_TOKEN"
 printf %s "sk-bench-key" | "$KEYGATE" secret put bench --stdin >/dev/null
 cat > "$WORK/routes.toml" <<EOF
+# Token verification only: no scopes, no limits (allow-list and injection are part of
+# every route).
+[routes.verify]
+upstream = "http://127.0.0.1:$UPSTREAM_PORT"
+secret   = "bench"
+inject   = { header = "Authorization", value = "Bearer {secret}" }
+allow    = ["GET /hello"]
+
+# Full policy.
 [routes.bench]
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"
 secret   = "bench"
@@ -112,69 +156,163 @@ EOF
 "$KEYGATE" route apply "$WORK/routes.toml" >/dev/null
 CLIENT="$("$KEYGATE" client add bench-backend --confidential --scopes bench --format json)"
 CLIENT_ID="$(printf %s "$CLIENT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')"
-CLIENT_SECRET="$(printf %s "$CLIENT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')"
-ACCESS="$(curl -fsS -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials -d scope=bench \
-  "http://127.0.0.1:$KEYGATE_PORT/oauth2/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-# Sanity: keygate forwards with the key injected.
-code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ACCESS" "http://127.0.0.1:$KEYGATE_PORT/proxy/bench/hello")"
-[ "$code" = 200 ] || { echo "keygate did not forward (HTTP $code)"; cat "$WORK/keygate.log"; exit 1; }
+KEYGATE_LOADGEN_CLIENT_SECRET="$(printf %s "$CLIENT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')"
+export KEYGATE_LOADGEN_CLIENT_SECRET
+TOKEN_URL="http://127.0.0.1:$KEYGATE_PORT/oauth2/token"
+BEARER="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench)"
+# client_credentials with a DPoP proof: keygate binds the token (cnf.jkt) to the key,
+# and the generator checks that it did.
+DPOP_KEY="$WORK/dpop.key"
+DPOP_TOKEN="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench --dpop-key "$DPOP_KEY")"
+
+KG="http://127.0.0.1:$KEYGATE_PORT/proxy"
+# Sanity: keygate forwards with the key injected, for each token kind.
+for route in verify bench; do
+  code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BEARER" "$KG/$route/hello")"
+  [ "$code" = 200 ] || { echo "keygate did not forward a Bearer call to $route (HTTP $code)"; cat "$WORK/keygate.log"; exit 1; }
+  check="$(KEYGATE_LOADGEN_ACCESS_TOKEN="$DPOP_TOKEN" "$LOADGEN" run "$KG/$route/hello" --dpop-key "$DPOP_KEY" \
+    -c 1 -d 0.3 -w 0 --proofs 1000 --json)"
+  printf %s "$check" | python3 -c 'import json,sys; r=json.load(sys.stdin); sys.exit(0 if r["ok"] > 0 and not r["errors"] else 1)' \
+    || { echo "keygate did not forward DPoP calls to $route: $check"; cat "$WORK/keygate.log"; exit 1; }
+done
+# A Bearer presentation of the DPoP-bound token must be refused (it is bound).
+code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $DPOP_TOKEN" "$KG/verify/hello")"
+[ "$code" = 401 ] || { echo "keygate accepted a DPoP-bound token as Bearer (HTTP $code)"; exit 1; }
 
 # --- measurement ---------------------------------------------------------------------------
-ticks() { # utime+stime of the given pids, in clock ticks
-  local t=0
-  for p in "$@"; do
-    [ -r "/proc/$p/stat" ] || continue
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
 HZ="$(getconf CLK_TCK)"
-
-run() { # name url cpu-pids…
-  local name="$1" url="$2"; shift 2
-  local header=()
-  [ "$name" = keygate ] && header=(-H "Authorization: Bearer $ACCESS")
-  wrk -t2 -c"$CONNS" -d2s "${header[@]}" "$url" >/dev/null 2>&1 # warm-up
-  local before after out
-  before="$(ticks "$@")"
-  out="$(wrk -t2 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency "${header[@]}" "$url")"
-  after="$(ticks "$@")"
-  local rps p50 p99 reqs
-  rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
-  reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
-  p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
-  p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
-  local errors
-  errors="$(awk '/Non-2xx/ {print $5}' <<<"$out")"
-  local cpu_us="-"
-  if [ "$#" -gt 0 ] && [ "${reqs:-0}" -gt 0 ]; then
-    cpu_us="$(python3 -c "print(round(($after - $before) / $HZ * 1e6 / $reqs, 1))")"
-  fi
-  printf '%s %s %s %s %s %s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "${errors:-0}"
-}
-
 NGINX_PIDS=($(pgrep -f "nginx.*$WORK/proxy.conf" || true) $(pgrep -P "$(cat "$WORK/proxy.pid")" || true))
 RESULTS="$WORK/results"
-{
-  run direct "http://127.0.0.1:$UPSTREAM_PORT/hello"
-  run nginx "http://127.0.0.1:$NGINX_PORT/proxy/bench/hello" "${NGINX_PIDS[@]}"
-  run keygate "http://127.0.0.1:$KEYGATE_PORT/proxy/bench/hello" "$KEYGATE_PID"
-} > "$RESULTS"
 
+# name  url  token-kind(none|bearer|dpop)  cpu-pids…
+ROWS=(
+  "direct|http://127.0.0.1:$UPSTREAM_PORT/hello|none|"
+  "nginx|http://127.0.0.1:$NGINX_PORT/proxy/bench/hello|none|${NGINX_PIDS[*]}"
+  "kg_token|$KG/verify/hello|bearer|$KEYGATE_PID"
+  "kg_dpop|$KG/verify/hello|dpop|$KEYGATE_PID"
+  "kg_full_dpop|$KG/bench/hello|dpop|$KEYGATE_PID"
+  "kg_full_bearer|$KG/bench/hello|bearer|$KEYGATE_PID"
+)
+
+loadgen() { # phase name url kind pids [extra args…]
+  local phase="$1" name="$2" url="$3" kind="$4" pids="$5"; shift 5
+  local args=(run "$url" -c "$CONNS" -d "$SECONDS_PER_RUN" -w "$WARMUP" -t "$THREADS"
+    --clk-tck "$HZ" --label "$name" --json "$@")
+  for p in $pids; do args+=(--cpu-pid "$p"); done
+  local token=""
+  case "$kind" in
+    bearer) token="$BEARER" ;;
+    dpop) token="$DPOP_TOKEN"; args+=(--dpop-key "$DPOP_KEY") ;;
+  esac
+  echo "  $phase: $name" >&2
+  if [ -n "$token" ]; then
+    KEYGATE_LOADGEN_ACCESS_TOKEN="$token" "$LOADGEN" "${args[@]}" > "$RESULTS/$phase-$name.json"
+  else
+    env -u KEYGATE_LOADGEN_ACCESS_TOKEN "$LOADGEN" "${args[@]}" > "$RESULTS/$phase-$name.json"
+  fi
+}
+
+echo "closed loop: $CONNS connections, ${SECONDS_PER_RUN}s (+${WARMUP}s warm-up) per row" >&2
+for row in "${ROWS[@]}"; do
+  IFS='|' read -r name url kind pids <<<"$row"
+  loadgen closed "$name" "$url" "$kind" "$pids"
+  if [ "$WRK" = 1 ] && [ "$kind" != dpop ]; then
+    hdr=()
+    [ "$kind" = bearer ] && hdr=(-H "Authorization: Bearer $BEARER")
+    wrk -t2 -c"$CONNS" -d"${SECONDS_PER_RUN}s" "${hdr[@]}" "$url" \
+      | awk '/^Requests\/sec/ {print $2}' > "$RESULTS/wrk-$name.txt" || true
+  fi
+done
+
+if [ -z "$RATE" ]; then
+  RATE="$(python3 - "$RESULTS" "$RATE_FRACTION" <<'PY'
+import glob, json, math, sys
+rps = [json.load(open(f))["rps"] for f in glob.glob(sys.argv[1] + "/closed-*.json")]
+r = max(1.0, min(rps) * float(sys.argv[2]))
+# Round down to two significant digits so the rate reads as a choice, not noise.
+p = 10 ** max(0, int(math.log10(r)) - 1)
+print(int(r // p * p))
+PY
+)"
+  RATE_NOTE="${RATE_FRACTION} × the slowest closed-loop row"
+else
+  RATE_NOTE="set by RATE"
+fi
+echo "open loop: $RATE req/s over $CONNS connections, ${SECONDS_PER_RUN}s (+${WARMUP}s warm-up) per row" >&2
+for row in "${ROWS[@]}"; do
+  IFS='|' read -r name url kind pids <<<"$row"
+  loadgen open "$name" "$url" "$kind" "$pids" --rate "$RATE"
+done
+
+FSTYPE="$(df --output=fstype "$WORK/keygate" 2>/dev/null | tail -n 1 || echo '?')"
 echo
-echo "proxy benchmark: ${SECONDS_PER_RUN}s per run, $CONNS connections, wrk -t2, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-python3 - "$RESULTS" <<'PY'
-import sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-by = {r[0]: r for r in rows}
-nginx_rps = float(by["nginx"][1])
-print(f"{'target':<34} {'req/s':>10} {'vs nginx':>9} {'p50':>9} {'p99':>9} {'CPU µs/req':>11} {'non-2xx':>8}")
+echo "proxy benchmark: ${SECONDS_PER_RUN}s per run (+${WARMUP}s warm-up), $CONNS connections, keygate-loadgen -t$THREADS, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "keygate: SQLite store on $FSTYPE ($WORK), DPoP replay cache in the store"
+echo "latency: open loop at $RATE req/s ($RATE_NOTE), measured from each request's due time"
+python3 - "$RESULTS" "$WRK" <<'PY'
+import json, os, sys
+res, wrk = sys.argv[1], sys.argv[2] == "1"
+def load(phase, name):
+    with open(f"{res}/{phase}-{name}.json") as f:
+        return json.load(f)
+names = ["direct", "nginx", "kg_token", "kg_dpop", "kg_full_dpop", "kg_full_bearer"]
 labels = {
     "direct": "upstream directly",
     "nginx": "nginx, header injection (floor)",
-    "keygate": "keygate, full policy (Bearer)",
+    "kg_token": "keygate: token verification (Bearer)",
+    "kg_dpop": "keygate: + DPoP proof per request",
+    "kg_full_dpop": "keygate: + scope + rate limit (full)",
+    "kg_full_bearer": "keygate: full policy, Bearer token",
 }
-for name in ["direct", "nginx", "keygate"]:
-    r = by[name]
-    print(f"{labels[name]:<34} {float(r[1]):>10.0f} {float(r[1]) / nginx_rps:>8.2f}x {r[2]:>9} {r[3]:>9} {r[4]:>11} {r[5]:>8}")
+closed = {n: load("closed", n) for n in names}
+opened = {n: load("open", n) for n in names}
+ng_c, ng_o = closed["nginx"], opened["nginx"]
+def us(v):
+    return "-" if v is None else (f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs")
+head = f"{'target':<38} {'req/s':>9} {'vs nginx':>8} {'CPU µs/req':>10} {'vs nginx':>8} | {'p50':>8} {'p99':>9} {'p50 vs nginx':>12} | {'errors':>6}"
+if wrk:
+    head += f" | {'wrk req/s':>9}"
+print(head)
+print("-" * len(head))
+for n in names:
+    c, o = closed[n], opened[n]
+    cpu = c["cpu_us_per_req"]
+    cpu_ratio = "-" if cpu is None or not ng_c["cpu_us_per_req"] else f"{cpu / ng_c['cpu_us_per_req']:.2f}x"
+    added = o["p50_us"] - ng_o["p50_us"]
+    errs = sum(c["errors"].values()) + sum(o["errors"].values())
+    line = (f"{labels[n]:<38} {c['rps']:>9.0f} {c['rps'] / ng_c['rps']:>7.2f}x "
+            f"{'-' if cpu is None else f'{cpu:.1f}':>10} {cpu_ratio:>8} | "
+            f"{us(o['p50_us']):>8} {us(o['p99_us']):>9} {('+' if added >= 0 else '') + us(added) if n != 'nginx' else '':>12} | {errs:>6}")
+    if wrk:
+        p = f"{res}/wrk-{n}.txt"
+        w = open(p).read().strip() if os.path.exists(p) else ""
+        line += f" | {w or '-':>9}"
+    print(line)
+print()
+for n in names:
+    for phase, r in (("closed", closed[n]), ("open", opened[n])):
+        if r["errors"]:
+            print(f"errors, {labels[n]}, {phase} loop: {r['errors']}")
+        d = r.get("dpop")
+        if d:
+            warn = "" if d["signed_inline"] == 0 else "  <- signing competed with the server"
+            print(f"DPoP proofs, {labels[n]}, {phase} loop: {d['presigned']} signed ahead in {d['signing_s']:.1f} s, "
+                  f"{d['signed_inline']} signed during the window, oldest {d['max_proof_age_s']:.0f} s old when sent{warn}")
+lags = ", ".join(f"{n} {us(opened[n]['send_lag_p99_us'])}" for n in names if opened[n].get("send_lag_p99_us") is not None)
+print(f"generator send lag p99 in the open loop (its timer; not charged to the targets): {lags}")
+print()
+def verdict(ok):
+    return "met" if ok else "NOT MET"
+full = closed["kg_full_dpop"]["rps"] / ng_c["rps"]
+added = opened["kg_full_dpop"]["p50_us"] - ng_o["p50_us"]
+dpop = closed["kg_dpop"]["rps"]
+print("goals of the issue:")
+print(f"  full policy (DPoP) >= 0.7x nginx req/s:  {full:.2f}x  {verdict(full >= 0.7)}")
+print(f"  pass-through >= 0.8x nginx:              not offered. keygate has no unauthenticated forwarding:")
+print(f"                                           a route that injects the key without checking a token would")
+print(f"                                           be the very leak keygate prevents. Nearest row, token")
+print(f"                                           verification: {closed['kg_token']['rps'] / ng_c['rps']:.2f}x")
+print(f"  <= 50 µs added at p50 (full, DPoP):      {'+' if added >= 0 else ''}{added} µs  {verdict(added <= 50)}")
+print(f"  DPoP-checked >= 10k req/s:               {dpop:.0f} req/s (token + DPoP), "
+      f"{closed['kg_full_dpop']['rps']:.0f} req/s (full)  {verdict(dpop >= 10000)}")
 PY

@@ -229,6 +229,42 @@ pub struct DpopConfig {
     pub future_skew_secs: i64,
     /// When set, every proof must carry a current server nonce.
     pub nonces: Option<NonceIssuer>,
+    /// Set when the replay cache lives in this process only: see [`RestartGuard`].
+    pub restart_guard: Option<RestartGuard>,
+}
+
+/// Keeps S14 ("replay after a restart is still refused") for a replay cache held in
+/// process memory, which a restart empties.
+///
+/// `until` is the latest `iat` an earlier process may have accepted (its recorded
+/// horizon, or this process's start plus the future skew if nothing is known). A proof
+/// with `iat` at or before it is accepted only with a nonce this process issued (RFC 9449
+/// §8): the nonce key is random per process, so no earlier proof can carry one. A client
+/// answers `use_dpop_nonce` by signing again with the nonce, once; proofs made after
+/// `until` need no nonce, so the guard costs nothing a few seconds after a restart.
+pub struct RestartGuard {
+    until: UnixTime,
+    nonces: NonceIssuer,
+}
+
+impl RestartGuard {
+    /// A guard for proofs with `iat` up to `until`. `key` must be random and this
+    /// process's own (never stored); the token endpoint and the resources of one process
+    /// share it, so one nonce serves both.
+    pub fn new(until: UnixTime, key: [u8; 32]) -> Self {
+        Self {
+            until,
+            nonces: NonceIssuer::new(SecretBox::new(Box::new(key)), 300),
+        }
+    }
+}
+
+impl std::fmt::Debug for RestartGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestartGuard")
+            .field("until", &self.until)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DpopConfig {
@@ -240,6 +276,7 @@ impl DpopConfig {
             max_age_secs: 60,
             future_skew_secs: 5,
             nonces: None,
+            restart_guard: None,
         }
     }
 
@@ -498,8 +535,14 @@ fn check_proof(
     if iat > now.0.saturating_add(future) || iat < now.0.saturating_sub(config.max_age_secs) {
         return Err(AuthError::proof(Reason::IatOutOfWindow));
     }
-    // 10. Server nonce.
-    if let Some(nonces) = &config.nonces {
+    // 10. Server nonce: one this process issued if the proof may predate the process
+    // (its replay cache would not know it), else the configured one, if any.
+    let guard = config
+        .restart_guard
+        .as_ref()
+        .filter(|g| iat <= g.until.0)
+        .map(|g| &g.nonces);
+    if let Some(nonces) = guard.or(config.nonces.as_ref()) {
         match claims.get("nonce") {
             None => {
                 return Err(AuthError::use_nonce(

@@ -17,7 +17,7 @@ use keygate_auth::access::{self, VerifiedAccessToken};
 use keygate_auth::b64;
 use keygate_auth::dpop::{
     self, DpopConfig, Freshness, InMemoryReplayCache, NonceIssuer, ProofClaims, ProofRequest,
-    PublicBaseUrl, ReplayCache, ReplayCacheUnavailable, ReplayKey, VerifiedProof,
+    PublicBaseUrl, ReplayCache, ReplayCacheUnavailable, ReplayKey, RestartGuard, VerifiedProof,
 };
 use keygate_auth::error::{Disposition, ErrorCode, Reason};
 use keygate_auth::ids::Scope;
@@ -698,6 +698,139 @@ fn s15_server_nonce_required_and_use_dpop_nonce_error() {
     let err = check(&config, "POST", TARGET, &[&p], None, None, &cache(), later).unwrap_err();
     assert_eq!(err.reason(), Reason::NonceInvalid);
     assert_ne!(err.dpop_nonce().unwrap(), nonce);
+}
+
+/// S14 across a restart with an in-process replay cache: the restarted process's cache is
+/// empty, so a proof that may predate it needs a nonce only this process can issue.
+#[test]
+fn s14_a_proof_from_before_a_restart_is_refused_without_this_process_nonce() {
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    let before = dpop_config(BASE);
+    let first_cache = cache();
+    let p = proof(&key, "POST", HTU, NOW, "seen-before-the-restart");
+    check(
+        &before,
+        "POST",
+        TARGET,
+        &[&p],
+        None,
+        None,
+        &first_cache,
+        NOW,
+    )
+    .unwrap();
+
+    // The restart: a new process, an empty cache, a new random guard key; the previous
+    // process may have accepted proofs up to its start plus the future skew.
+    let started = NOW.plus(2);
+    let mut after = dpop_config(BASE);
+    let until = started.plus(after.future_skew_secs);
+    after.restart_guard = Some(RestartGuard::new(until, [4u8; 32]));
+    let fresh_cache = cache();
+    let err = check(
+        &after,
+        "POST",
+        TARGET,
+        &[&p],
+        None,
+        None,
+        &fresh_cache,
+        started,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.code(),
+        ErrorCode::UseDpopNonce,
+        "the replay is not accepted"
+    );
+    let nonce = err.dpop_nonce().unwrap().to_owned();
+
+    // An honest client signs again with the nonce and is let in, once.
+    let with = |n: &str, jti: &str, iat: UnixTime| {
+        dpop::create_proof(
+            &key,
+            &ProofClaims {
+                htm: "POST",
+                htu: HTU,
+                iat,
+                jti,
+                nonce: Some(n),
+                access_token: None,
+            },
+        )
+    };
+    let retry = with(&nonce, "after-the-restart", started);
+    check(
+        &after,
+        "POST",
+        TARGET,
+        &[&retry],
+        None,
+        None,
+        &fresh_cache,
+        started,
+    )
+    .unwrap();
+    assert_eq!(
+        reason(check(
+            &after,
+            "POST",
+            TARGET,
+            &[&retry],
+            None,
+            None,
+            &fresh_cache,
+            started
+        )),
+        Reason::Replayed
+    );
+
+    // A nonce from the previous process (another key) does not pass the guard.
+    let old_guard = RestartGuard::new(NOW.plus(5), [3u8; 32]);
+    let mut old_config = dpop_config(BASE);
+    old_config.restart_guard = Some(old_guard);
+    let old_nonce = check(
+        &old_config,
+        "POST",
+        TARGET,
+        &[&proof(&key, "POST", HTU, NOW, "x")],
+        None,
+        None,
+        &cache(),
+        NOW,
+    )
+    .unwrap_err()
+    .dpop_nonce()
+    .unwrap()
+    .to_owned();
+    let stale = with(&old_nonce, "stale-nonce", started);
+    let err = check(
+        &after,
+        "POST",
+        TARGET,
+        &[&stale],
+        None,
+        None,
+        &fresh_cache,
+        started,
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::NonceInvalid);
+
+    // Proofs made after the horizon need no nonce.
+    let later = until.plus(1);
+    let p = proof(&key, "POST", HTU, later, "well-after-the-start");
+    check(
+        &after,
+        "POST",
+        TARGET,
+        &[&p],
+        None,
+        None,
+        &fresh_cache,
+        later,
+    )
+    .unwrap();
 }
 
 // ---------------------------------------------------------------- S16 and VerifiedAccess

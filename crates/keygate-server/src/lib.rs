@@ -197,6 +197,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         stop_rx.clone(),
     ));
     if let Some(t) = tokens {
+        tokio::spawn(replay_horizon_loop(t.clone(), stop_rx.clone()));
         tokio::spawn(token_maintenance(t, stop_rx));
     }
     match vault.sealed() {
@@ -301,6 +302,25 @@ async fn checkpoint_loop(
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// Every second, while the DPoP replay cache is in memory: records how late a proof this
+/// process may accept is dated, so the next process knows which proofs need its nonce.
+async fn replay_horizon_loop(tokens: Arc<oauth::TokenService>, mut stop: watch::Receiver<bool>) {
+    if !tokens.replay.in_process() {
+        return;
+    }
+    let mut tick = tokio::time::interval(oauth::HORIZON_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = tokens.record_replay_horizon().await {
+            tracing::error!(error = %e, "recording the DPoP replay horizon failed");
         }
     }
 }

@@ -1097,3 +1097,83 @@ async fn key_rotation_publishes_the_next_key_before_it_signs() {
     assert!(audit.to_string().contains("keys.rotate"));
     app.stop().await;
 }
+
+/// S14 across a restart on the embedded store, whose replay cache is in memory: a proof
+/// the first process accepted is refused by the second (which asks for a nonce of its
+/// own), and an honest client gets in with that nonce. A fresh server asks no nonce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_accepted_before_a_restart_is_refused_after_it() {
+    let mut app = TestApp::spawn().await;
+    let device = Device::new(&setup(&app).await);
+    let (code, verifier) = sign_in(&app, &device).await;
+    let (_, t0) = exchange(&app, &device, &code, &verifier).await;
+    let r0 = t0["refresh_token"].as_str().unwrap().to_owned();
+    let seen = device.proof(&app, "POST", "/oauth2/token", None);
+    let form = |r: &str| {
+        vec![
+            ("grant_type".to_owned(), "refresh_token".to_owned()),
+            ("refresh_token".to_owned(), r.to_owned()),
+            ("client_id".to_owned(), device.client_id.clone()),
+        ]
+    };
+    let ((s, _), t1) = token_request_owned(&app, &form(&r0), &seen).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "no nonce is asked of a fresh server: {t1}"
+    );
+    let r1 = t1["refresh_token"].as_str().unwrap().to_owned();
+
+    app.stop().await;
+    let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
+    let token = app.token.clone();
+    let app = TestApp::start(dir, token).await;
+
+    // The same proof again: the new process's cache never saw it.
+    let ((s, nonce), b) = token_request_owned(&app, &form(&r1), &seen).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("use_dpop_nonce")),
+        "a proof from before the restart is not accepted: {b}"
+    );
+    let nonce = nonce.expect("a DPoP-Nonce header");
+    // The honest client signs again with the nonce.
+    let jti = hex::encode(keygate_auth::opaque::random_bytes::<16>());
+    let retry = create_proof(
+        &device.key,
+        &ProofClaims {
+            htm: "POST",
+            htu: &format!("{}/oauth2/token", app.base),
+            iat: now(),
+            jti: &jti,
+            nonce: Some(&nonce),
+            access_token: None,
+        },
+    );
+    let ((s, _), t2) = token_request_owned(&app, &form(&r1), &retry).await;
+    assert_eq!(s, StatusCode::OK, "{t2}");
+    let mut app = app;
+    app.stop().await;
+}
+
+/// A token request with a proof; returns (status, DPoP-Nonce header) and the body.
+async fn token_request_owned(
+    app: &TestApp,
+    form: &[(String, String)],
+    proof: &str,
+) -> ((StatusCode, Option<String>), Value) {
+    let resp = app
+        .http
+        .post(format!("{}/oauth2/token", app.base))
+        .header("DPoP", proof)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let nonce = resp
+        .headers()
+        .get("dpop-nonce")
+        .map(|v| v.to_str().unwrap().to_owned());
+    ((status, nonce), resp.json().await.unwrap_or(Value::Null))
+}

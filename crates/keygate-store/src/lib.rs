@@ -237,6 +237,15 @@ pub trait Store: TokenStore + Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<()>;
 
+    /// The latest DPoP `iat` (Unix seconds) that a process keeping its replay cache in
+    /// memory may have accepted; `Some(0)` for a new store, `None` if never recorded.
+    /// The next process makes proofs up to it carry a nonce of its own, so a proof the
+    /// forgotten cache held cannot be replayed (S14).
+    async fn replay_horizon(&self) -> Result<Option<i64>>;
+
+    /// Records the horizon. Not audited: a watermark written every second, not an event.
+    async fn set_replay_horizon(&self, secs: i64) -> Result<()>;
+
     // --- secrets ---
 
     async fn list_secrets(&self) -> Result<Vec<SecretMeta>>;

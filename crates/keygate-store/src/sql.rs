@@ -279,6 +279,9 @@ impl SqlStore {
     }
 }
 
+/// The meta key of [`Store::replay_horizon`].
+const REPLAY_HORIZON: &str = "dpop_replay_horizon";
+
 const SECRET_COLUMNS: &str =
     "SELECT name, current_version, max_versions, created_ms, updated_ms, deleted_ms FROM secrets";
 const SECRET_COLUMNS_WHERE_NAME: &str = "SELECT name, current_version, max_versions, created_ms, updated_ms, deleted_ms FROM secrets WHERE name = $1";
@@ -381,6 +384,8 @@ impl Store for SqlStore {
         for (key, value) in [
             ("kcv", keys.kcv),
             ("wrapped_system_key", keys.wrapped_system_key),
+            // A new store: no process has accepted a DPoP proof yet.
+            (REPLAY_HORIZON, 0i64.to_be_bytes().to_vec()),
         ] {
             sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
                 .bind(key)
@@ -464,7 +469,7 @@ impl Store for SqlStore {
         audit: AuditEvent,
         now_ms: i64,
     ) -> Result<()> {
-        if matches!(key, "kcv" | "wrapped_system_key") {
+        if matches!(key, "kcv" | "wrapped_system_key" | REPLAY_HORIZON) {
             return Err(StoreError::Corrupt(format!("meta key {key} is reserved")));
         }
         let mut tx = self.begin_write().await?;
@@ -480,6 +485,29 @@ impl Store for SqlStore {
         self.append(&mut tx, audit, now_ms).await?;
         self.commit(tx).await?;
         Ok(())
+    }
+
+    async fn replay_horizon(&self) -> Result<Option<i64>> {
+        Ok(match self.get_meta(REPLAY_HORIZON).await? {
+            None => None,
+            Some(bytes) => Some(i64::from_be_bytes(bytes.try_into().map_err(|_| {
+                StoreError::Corrupt("the DPoP replay horizon is not 8 bytes".into())
+            })?)),
+        })
+    }
+
+    async fn set_replay_horizon(&self, secs: i64) -> Result<()> {
+        let mut tx = self.begin_plain().await?;
+        sqlx::query("DELETE FROM meta WHERE key = $1")
+            .bind(REPLAY_HORIZON)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+            .bind(REPLAY_HORIZON)
+            .bind(secs.to_be_bytes().to_vec())
+            .execute(&mut *tx)
+            .await?;
+        self.commit_additive(tx).await
     }
 
     async fn list_secrets(&self) -> Result<Vec<SecretMeta>> {

@@ -16,8 +16,8 @@ use keygate_audit::{AuditEvent, AuditKey, Outcome};
 use keygate_auth::UnixTime;
 use keygate_auth::access::{AccessGrant, AccessTokenCache, AccessTokenConfig, VerifiedAccessToken};
 use keygate_auth::dpop::{
-    DpopConfig, Freshness, NonceIssuer, PublicBaseUrl, ReplayCache, ReplayCacheUnavailable,
-    ReplayKey,
+    DpopConfig, Freshness, InMemoryReplayCache, NonceIssuer, PublicBaseUrl, ReplayCache,
+    ReplayCacheUnavailable, ReplayKey, RestartGuard,
 };
 use keygate_auth::error::AuthError;
 use keygate_auth::ids::{ClientId, ScopeSet, SessionId, UserId};
@@ -61,6 +61,51 @@ impl ReplayCache for StoreReplay {
                 tracing::error!(error = %e, "DPoP replay cache unavailable");
                 Err(ReplayCacheUnavailable)
             }
+        }
+    }
+}
+
+/// Live replay entries the in-process cache holds at most: 61 s of proofs at 30k/s. When
+/// full of live entries it answers "unavailable" (503, S35) rather than forget one.
+const MEMORY_REPLAY_CAPACITY: usize = 2_000_000;
+
+/// The DPoP replay cache this process uses (S14).
+///
+/// - SQLite (embedded): one process owns the store, so the cache lives in its memory, a
+///   hash-set insert per proof instead of a synced write. A restart empties it; the
+///   [`RestartGuard`] in the DPoP checks keeps a proof from before the restart out.
+/// - PostgreSQL (scaled out): in the store, shared by every replica.
+pub enum Replay {
+    Memory(InMemoryReplayCache),
+    Store(StoreReplay),
+}
+
+impl Replay {
+    /// The right cache for `store`'s back end.
+    pub fn for_store(store: &Arc<dyn Store>) -> Self {
+        if store.backend() == "sqlite" {
+            Replay::Memory(InMemoryReplayCache::new(MEMORY_REPLAY_CAPACITY))
+        } else {
+            Replay::Store(StoreReplay(store.clone()))
+        }
+    }
+
+    /// Whether proofs must pass the restart guard (the cache forgets on restart).
+    pub fn in_process(&self) -> bool {
+        matches!(self, Replay::Memory(_))
+    }
+}
+
+impl ReplayCache for Replay {
+    async fn insert_if_absent(
+        &self,
+        key: ReplayKey,
+        now: UnixTime,
+        expires_at: UnixTime,
+    ) -> Result<Freshness, ReplayCacheUnavailable> {
+        match self {
+            Replay::Memory(m) => m.insert_if_absent(key, now, expires_at).await,
+            Replay::Store(s) => s.insert_if_absent(key, now, expires_at).await,
         }
     }
 }
@@ -128,7 +173,7 @@ pub struct TokenService {
     /// DPoP checks at the token endpoint (the same rules as at resources).
     pub token_dpop: DpopConfig,
     keys: RwLock<Arc<SigningKeySet>>,
-    pub replay: StoreReplay,
+    pub replay: Replay,
     pub revocation: StoreRevocation,
     pub refresh_policy: RefreshPolicy,
     pub hasher: PasswordHasher,
@@ -170,12 +215,60 @@ pub(crate) fn unix_now() -> UnixTime {
     UnixTime(now_ms() / 1000)
 }
 
-fn dpop_config(base: &PublicBaseUrl, settings: &TokenSettings, mac: &[u8; 32]) -> DpopConfig {
+/// How late the recorded horizon may be against the proofs accepted: the heartbeat's
+/// period plus slack for a slow write.
+const HORIZON_MARGIN_SECS: i64 = 5;
+
+/// How often a process with an in-process replay cache records its horizon.
+pub const HORIZON_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The latest `iat` an earlier process of this store may have accepted (see
+/// [`RestartGuard`]), and this process's own first horizon, recorded before it serves.
+async fn restart_horizon(
+    store: &Arc<dyn Store>,
+    base: &PublicBaseUrl,
+) -> Result<UnixTime, StartError> {
+    let now = unix_now();
+    let latest_possible = now
+        .0
+        .saturating_add(DpopConfig::new(base.clone()).future_skew_secs);
+    let until = match store.replay_horizon().await? {
+        Some(recorded) => recorded
+            .saturating_add(HORIZON_MARGIN_SECS)
+            .min(latest_possible),
+        // Unknown: anything up to now may have been seen.
+        None => latest_possible,
+    };
+    store.set_replay_horizon(latest_possible).await?;
+    Ok(UnixTime(until))
+}
+
+impl TokenService {
+    /// Records how late a proof this process accepts may be dated (every
+    /// [`HORIZON_PERIOD`] while it serves), when its replay cache is in memory.
+    pub async fn record_replay_horizon(&self) -> Result<(), keygate_store::StoreError> {
+        if !self.replay.in_process() {
+            return Ok(());
+        }
+        let skew = self.token_dpop.future_skew_secs;
+        self.store
+            .set_replay_horizon(unix_now().0.saturating_add(skew))
+            .await
+    }
+}
+
+fn dpop_config(
+    base: &PublicBaseUrl,
+    settings: &TokenSettings,
+    mac: &[u8; 32],
+    guard: Option<RestartGuard>,
+) -> DpopConfig {
     let mut cfg = DpopConfig::new(base.clone());
     if settings.dpop_nonce {
         // Derived from the system key: every replica issues and accepts the same nonces.
         cfg.nonces = Some(NonceIssuer::new(SecretBox::new(Box::new(*mac)), 300));
     }
+    cfg.restart_guard = guard;
     cfg
 }
 
@@ -194,13 +287,22 @@ impl TokenService {
         let mut access = AccessTokenConfig::new(issuer.clone(), issuer.clone());
         access.ttl_secs = settings.access_ttl_secs;
         let mac: [u8; 32] = *keyring.mac;
+        let replay = Replay::for_store(&store);
+        let until = if replay.in_process() {
+            Some(restart_horizon(&store, &public_base).await?)
+        } else {
+            None
+        };
+        // One random key per process, never stored: nonces of the previous process fail.
+        let guard_key = keygate_auth::opaque::random_bytes::<32>();
+        let guard = || until.map(|until| RestartGuard::new(until, guard_key));
         let verifier = ResourceVerifier {
             access: access.clone(),
-            dpop: dpop_config(&public_base, &settings, &mac),
+            dpop: dpop_config(&public_base, &settings, &mac, guard()),
             allow_unbound_bearer: !settings.dpop_required,
             token_cache: Some(AccessTokenCache::new(100_000)),
         };
-        let token_dpop = dpop_config(&public_base, &settings, &mac);
+        let token_dpop = dpop_config(&public_base, &settings, &mac, guard());
         let hasher = PasswordHasher::recommended()
             .map_err(|e| StartError::Keys(format!("password hasher: {e}")))?;
         let csrf_key = {
@@ -213,7 +315,7 @@ impl TokenService {
         let issuers = exchange::TrustedIssuers::load(&settings.issuers).await?;
         let service = Self {
             issuers,
-            replay: StoreReplay(store.clone()),
+            replay,
             revocation: StoreRevocation::new(store.clone()),
             refresh_policy: RefreshPolicy {
                 idle_secs: settings.refresh_idle_secs,
