@@ -20,7 +20,7 @@
 #         in the store), allow-list, key from the vault, header hygiene and injection; a
 #         route without scopes or limits,
 #      b. the same with a DPoP-bound token and a fresh DPoP proof (ES256) per request:
-#         every RFC 9449 check and the replay cache in the store,
+#         every RFC 9449 check and the replay cache (in process on SQLite),
 #      c. full policy: b plus scope and rate limit,
 #      d. full policy with a Bearer token (the row earlier versions of this script gave).
 # For each row: closed-loop requests/s at CONNECTIONS connections, CPU time per request
@@ -247,7 +247,7 @@ done
 FSTYPE="$(df --output=fstype "$WORK/keygate" 2>/dev/null | tail -n 1 || echo '?')"
 echo
 echo "proxy benchmark: ${SECONDS_PER_RUN}s per run (+${WARMUP}s warm-up), $CONNS connections, keygate-loadgen -t$THREADS, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "keygate: SQLite store on $FSTYPE ($WORK), DPoP replay cache in the store"
+echo "keygate: SQLite store on $FSTYPE ($WORK), DPoP replay cache in process (embedded mode)"
 echo "latency: open loop at $RATE req/s ($RATE_NOTE), measured from each request's due time"
 python3 - "$RESULTS" "$WRK" <<'PY'
 import json, os, sys

@@ -5,7 +5,7 @@
 //! label values (S22); they travel only in [`UsageEvent`]s, which the server aggregates
 //! into the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,8 +87,102 @@ impl UsageSink for NoUsage {
     fn record(&self, _event: UsageEvent) {}
 }
 
-/// Sends events into a bounded channel; when the aggregator lags, events are dropped and
-/// counted rather than slowing the proxy down.
+/// What [`SummingUsageSink`] sums events under: one row per minute, user, route and
+/// status class.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UsageKey {
+    /// Minutes since the Unix epoch.
+    pub minute: i64,
+    pub user: UserId,
+    pub route: RouteName,
+    pub status_class: StatusClass,
+}
+
+/// The sums of one [`UsageKey`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageSums {
+    pub calls: i64,
+    pub latency_ms_sum: i64,
+    pub latency_ms_max: i64,
+}
+
+/// Sums events in memory until its owner drains them with [`SummingUsageSink::take`].
+///
+/// Recording is one short lock and an addition: no task is woken and no event is queued,
+/// so the response path does the same small work however busy the proxy is. The number
+/// of distinct keys between two drains is bounded; beyond it events are counted as
+/// dropped rather than grow memory.
+#[derive(Debug)]
+pub struct SummingUsageSink {
+    sums: Mutex<HashMap<UsageKey, UsageSums>>,
+    max_keys: usize,
+    dropped: AtomicU64,
+}
+
+impl SummingUsageSink {
+    /// A sink holding at most `max_keys` distinct keys between drains.
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            sums: Mutex::new(HashMap::new()),
+            max_keys: max_keys.max(1),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Everything summed since the last call.
+    pub fn take(&self) -> HashMap<UsageKey, UsageSums> {
+        self.sums
+            .lock()
+            .map(|mut sums| std::mem::take(&mut *sums))
+            .unwrap_or_default()
+    }
+
+    /// Events dropped because the key limit was reached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, key: UsageKey, latency: Duration) {
+        let ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+        let Ok(mut sums) = self.sums.lock() else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let len = sums.len();
+        let slot = match sums.get_mut(&key) {
+            Some(slot) => slot,
+            None if len < self.max_keys => sums.entry(key).or_default(),
+            None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        slot.calls += 1;
+        slot.latency_ms_sum = slot.latency_ms_sum.saturating_add(ms);
+        slot.latency_ms_max = slot.latency_ms_max.max(ms);
+    }
+}
+
+impl UsageSink for SummingUsageSink {
+    fn record(&self, event: UsageEvent) {
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs() / 60).unwrap_or(i64::MAX));
+        self.add(
+            UsageKey {
+                minute,
+                user: event.user,
+                route: event.route,
+                status_class: event.status_class,
+            },
+            event.latency,
+        );
+    }
+}
+
+/// Sends events into a bounded channel, for a consumer that wants every event (the
+/// tests); when it lags, events are dropped and counted rather than slowing the proxy
+/// down. The server sums with [`SummingUsageSink`] instead, which wakes no task.
 #[derive(Debug)]
 pub struct ChannelUsageSink {
     tx: mpsc::Sender<UsageEvent>,
@@ -251,6 +345,42 @@ mod tests {
         assert!(text.contains("reason=\"not_allowed\",fault=\"client\"} 1"));
         assert!(text.contains("route=\"unknown\""));
         assert!(text.contains("le=\"0.025\"} 1"));
+    }
+
+    #[test]
+    fn summing_sink_sums_per_key_and_bounds_its_keys() {
+        let sink = SummingUsageSink::new(2);
+        let event = |user: &str, ms: u64| UsageEvent {
+            user: UserId::parse(user).unwrap(),
+            client: ClientId::parse("c").unwrap(),
+            route: RouteName::parse("r").unwrap(),
+            status_class: StatusClass::Success,
+            latency: Duration::from_millis(ms),
+            fault: None,
+        };
+        sink.record(event("u1", 10));
+        sink.record(event("u1", 30));
+        sink.record(event("u2", 5));
+        sink.record(event("u3", 5));
+        assert_eq!(sink.dropped(), 1, "a third key is over the bound");
+        let sums = sink.take();
+        assert_eq!(sums.len(), 2);
+        let u1 = sums
+            .iter()
+            .find(|(k, _)| k.user.as_str() == "u1")
+            .map(|(_, v)| *v)
+            .unwrap();
+        assert_eq!(
+            u1,
+            UsageSums {
+                calls: 2,
+                latency_ms_sum: 40,
+                latency_ms_max: 30
+            }
+        );
+        assert!(sink.take().is_empty(), "take drains");
+        sink.record(event("u3", 5));
+        assert_eq!(sink.take().len(), 1, "room again after a drain");
     }
 
     #[tokio::test]

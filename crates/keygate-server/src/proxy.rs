@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use keygate_audit::{AuditEvent, Outcome};
 use keygate_auth::resource::ResourceRequest;
 use keygate_proxy::route::RawRoute;
-use keygate_proxy::usage::{ProxyMetrics, UsageEvent};
+use keygate_proxy::usage::ProxyMetrics;
 use keygate_proxy::{
     ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget, RouteTable,
 };
@@ -73,59 +73,37 @@ impl keygate_proxy::limit::QuotaStore for StoreQuota {
     }
 }
 
-/// Usage aggregation off the hot path: the forwarder drops events into a bounded channel;
-/// this task sums them per (minute, user, route, status class) and writes one batch a
-/// second. When the channel closes (shutdown), the last batch is written.
-async fn aggregate_usage(
+/// Usage aggregation off the hot path: the forwarder sums events in memory per (minute,
+/// user, route, status class); this task writes what has been summed once a second, and a
+/// last time when it is the sink's only holder (the proxy has shut down).
+async fn flush_usage(
     store: Arc<dyn keygate_store::Store>,
-    mut events: tokio::sync::mpsc::Receiver<UsageEvent>,
+    sink: Arc<keygate_proxy::usage::SummingUsageSink>,
 ) {
-    use std::collections::HashMap;
-    type Key = (i64, String, String, &'static str);
-    let mut pending: HashMap<Key, (i64, i64, i64)> = HashMap::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let closed = tokio::select! {
-            event = events.recv() => match event {
-                Some(e) => {
-                    let key = (
-                        now_ms() / 60_000,
-                        e.user.as_str().to_owned(),
-                        e.route.as_str().to_owned(),
-                        e.status_class.as_str(),
-                    );
-                    let ms = i64::try_from(e.latency.as_millis()).unwrap_or(i64::MAX);
-                    let slot = pending.entry(key).or_insert((0, 0, 0));
-                    slot.0 += 1;
-                    slot.1 = slot.1.saturating_add(ms);
-                    slot.2 = slot.2.max(ms);
-                    continue;
-                }
-                None => true,
-            },
-            _ = tick.tick() => false,
-        };
-        if !pending.is_empty() {
-            let rows = pending
-                .drain()
-                .map(|((minute, user_id, route, class), (calls, sum, max))| {
-                    keygate_store::UsageRow {
-                        minute,
-                        user_id,
-                        route,
-                        status_class: class.to_owned(),
-                        calls,
-                        latency_ms_sum: sum,
-                        latency_ms_max: max,
-                    }
-                })
-                .collect();
+        tick.tick().await;
+        let last = Arc::strong_count(&sink) == 1;
+        let rows: Vec<_> = sink
+            .take()
+            .into_iter()
+            .map(|(key, sums)| keygate_store::UsageRow {
+                minute: key.minute,
+                user_id: key.user.as_str().to_owned(),
+                route: key.route.as_str().to_owned(),
+                status_class: key.status_class.as_str().to_owned(),
+                calls: sums.calls,
+                latency_ms_sum: sums.latency_ms_sum,
+                latency_ms_max: sums.latency_ms_max,
+            })
+            .collect();
+        if !rows.is_empty() {
             if let Err(e) = store.record_usage(rows).await {
                 tracing::error!(error = %e, "writing proxy usage failed; this batch is lost");
             }
         }
-        if closed {
+        if last {
             return;
         }
     }
@@ -183,9 +161,9 @@ impl ProxyState {
         store: Arc<dyn keygate_store::Store>,
     ) -> Result<Self, RoutesError> {
         let metrics = Arc::new(ProxyMetrics::new());
-        let (sink, events) = keygate_proxy::usage::ChannelUsageSink::new(65_536);
-        tokio::spawn(aggregate_usage(store.clone(), events));
-        let forwarder = Forwarder::new(ForwarderConfig::default(), Arc::new(sink), metrics.clone());
+        let sink = Arc::new(keygate_proxy::usage::SummingUsageSink::new(100_000));
+        tokio::spawn(flush_usage(store.clone(), sink.clone()));
+        let forwarder = Forwarder::new(ForwarderConfig::default(), sink, metrics.clone());
         let applied = match store.get_meta(ROUTES_META).await? {
             None => BTreeMap::new(),
             Some(bytes) => {

@@ -15,6 +15,12 @@
 mod client;
 mod cmd;
 
+/// mimalloc instead of the system allocator: the proxy's hot path allocates small,
+/// short-lived buffers on two threads, where glibc's malloc showed as ~13% of the CPU
+/// profile (`bench/proxy/run.sh` under `perf`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
