@@ -2,10 +2,9 @@
 //! the next transaction, and so its one `fsync` (SQLite with `synchronous = FULL`) or its
 //! one hold of the audit chain's lock (PostgreSQL).
 //!
-//! Each write runs inside its own `SAVEPOINT`, so one that fails is rolled back alone and
-//! the others still commit. Nobody hears back before the commit: a caller told "rotated"
-//! or "fresh" holds an answer that is on disk (S33), and if the commit fails every caller
-//! in the batch gets the error and nothing of the batch is kept.
+//! Nobody hears back before the commit: a caller told "rotated" or "fresh" holds an answer
+//! that is on disk (S33). If a write of the batch fails, nothing of the batch is kept and
+//! its writes run again one by one, so only the failing write fails.
 //!
 //! A write that arrives while the committer is idle runs at once, alone: batching never
 //! adds a wait, it only lets writes that would have queued for the one writer connection
@@ -14,7 +13,7 @@
 use keygate_audit::AuditEvent;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sql::Tx;
+use crate::sql::Head;
 use crate::tokens::RotationWrite;
 use crate::{Result, SqlStore, StoreError};
 
@@ -111,85 +110,75 @@ impl SqlStore {
         self.run_batch(vec![op]).await;
     }
 
-    /// Runs `batch` in one write transaction, one savepoint per write, then answers each.
+    /// Runs `batch` in one write transaction and answers each write after the commit.
+    ///
+    /// The audit chain's head is read once and kept in memory through the batch, then
+    /// written once. If any write fails, nothing of the batch is kept and each write is
+    /// run again alone, so only the failing one fails (failures are rare: a duplicate
+    /// token hash, a database error).
     pub(crate) async fn run_batch(&self, batch: Vec<Op>) {
-        let mut tx = match self.begin_write().await {
-            Ok(tx) => tx,
-            Err(e) => {
-                let message = e.to_string();
-                for op in batch {
-                    op.reply(Err(StoreError::Corrupt(message.clone())));
-                }
-                return;
-            }
-        };
-        let mut results = Vec::with_capacity(batch.len());
-        for op in &batch {
-            match self.run_one(&mut tx, op).await {
-                Ok(result) => results.push(result),
-                Err(e) => {
-                    // The savepoint machinery itself failed: the transaction's state is
-                    // unknown, so none of it is kept (dropping `tx` rolls back).
-                    let message = format!("batch aborted: {e}");
-                    for op in batch {
-                        op.reply(Err(StoreError::Corrupt(message.clone())));
+        if batch.len() > 1 {
+            match self.try_batch(&batch).await {
+                Ok(results) => {
+                    for (op, result) in batch.into_iter().zip(results) {
+                        op.reply(Ok(result));
                     }
                     return;
                 }
+                Err(e) => {
+                    tracing::warn!(error = %e, writes = batch.len(), "grouped write failed; running its writes one by one");
+                }
             }
         }
-        match tx.commit().await {
-            Ok(()) => {
-                for (op, result) in batch.into_iter().zip(results) {
-                    op.reply(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, writes = batch.len(), "group commit failed");
-                let message = format!("commit failed: {e}");
-                for op in batch {
-                    op.reply(Err(StoreError::Corrupt(message.clone())));
-                }
-            }
+        for op in batch {
+            let result = self
+                .try_batch(std::slice::from_ref(&op))
+                .await
+                .and_then(|mut r| r.pop().ok_or_else(lost));
+            op.reply(result);
         }
     }
 
-    /// One write inside its savepoint: kept if it succeeds, rolled back alone if not.
-    /// The outer error is a failure of the savepoint statements themselves.
-    async fn run_one(&self, tx: &mut Tx, op: &Op) -> Result<Result<Answer>> {
-        sqlx::query("SAVEPOINT keygate_op")
-            .execute(&mut **tx)
-            .await?;
-        let result = match op {
-            Op::Rotate {
-                rotation, audit, ..
-            } => yes_no(self.rotate_in(tx, rotation, audit.clone()).await),
-            Op::Seen {
-                key,
-                expires_ms,
-                now_ms,
-                ..
-            } => yes_no(self.seen_in(tx, key, *expires_ms, *now_ms).await),
-            Op::Quota {
-                key,
-                start,
-                end,
-                limit,
-                ..
-            } => self
-                .quota_in(tx, key, *start, *end, *limit)
-                .await
-                .map(|left| left.map_or(Answer::No, Answer::Remaining)),
-        };
-        if result.is_err() {
-            sqlx::query("ROLLBACK TO SAVEPOINT keygate_op")
-                .execute(&mut **tx)
-                .await?;
+    /// One transaction for all of `ops`: every answer, or the first error (and nothing
+    /// written).
+    async fn try_batch(&self, ops: &[Op]) -> Result<Vec<Answer>> {
+        let mut tx = self.begin_write().await?;
+        let mut head: Option<Head> = None;
+        let mut answers = Vec::with_capacity(ops.len());
+        for op in ops {
+            answers.push(match op {
+                Op::Rotate {
+                    rotation, audit, ..
+                } => {
+                    let head = match &mut head {
+                        Some(h) => h,
+                        None => head.insert(self.head(&mut tx).await?),
+                    };
+                    yes_no(self.rotate_in(&mut tx, head, rotation, audit.clone()).await)?
+                }
+                Op::Seen {
+                    key,
+                    expires_ms,
+                    now_ms,
+                    ..
+                } => yes_no(self.seen_in(&mut tx, key, *expires_ms, *now_ms).await)?,
+                Op::Quota {
+                    key,
+                    start,
+                    end,
+                    limit,
+                    ..
+                } => self
+                    .quota_in(&mut tx, key, *start, *end, *limit)
+                    .await?
+                    .map_or(Answer::No, Answer::Remaining),
+            });
         }
-        sqlx::query("RELEASE SAVEPOINT keygate_op")
-            .execute(&mut **tx)
-            .await?;
-        Ok(result)
+        if let Some(head) = head {
+            self.set_head(&mut tx, head).await?;
+        }
+        tx.commit().await?;
+        Ok(answers)
     }
 }
 

@@ -32,6 +32,13 @@ pub(crate) enum Backend {
 
 pub(crate) type Tx = Transaction<'static, sqlx::Any>;
 
+/// The audit chain's head: the last entry's sequence number and hash.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    pub(crate) seq: i64,
+    pub(crate) hash: [u8; 32],
+}
+
 /// A [`Store`] on SQLite or PostgreSQL, chosen by the URL's scheme.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -218,24 +225,25 @@ impl SqlStore {
     }
 
     /// Reads the chain head inside a write transaction.
-    async fn head(&self, tx: &mut Tx) -> Result<(i64, [u8; 32])> {
+    pub(crate) async fn head(&self, tx: &mut Tx) -> Result<Head> {
         // The row is already locked by `begin_write`.
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_one(&mut **tx)
             .await?;
-        Ok((row.try_get(0)?, hash32(row.try_get(1)?)?))
+        Ok(Head {
+            seq: row.try_get(0)?,
+            hash: hash32(row.try_get(1)?)?,
+        })
     }
 
-    /// One quota count inside the group committer's savepoint.
-    pub(crate) async fn quota_in(
-        &self,
-        tx: &mut Tx,
-        key: &str,
-        start: i64,
-        end: i64,
-        limit: i64,
-    ) -> Result<Option<i64>> {
-        quota_count(tx, key, start, end, limit).await
+    /// Writes the chain head.
+    pub(crate) async fn set_head(&self, tx: &mut Tx, head: Head) -> Result<()> {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(head.seq)
+            .bind(head.hash.to_vec())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// Appends `event` to the chain inside `tx`.
@@ -245,8 +253,22 @@ impl SqlStore {
         event: AuditEvent,
         now_ms: i64,
     ) -> Result<AuditEntry> {
-        let (seq, prev) = self.head(tx).await?;
-        let entry = AuditEntry::chain(seq + 1, prev, now_ms, event);
+        let mut head = self.head(tx).await?;
+        let entry = self.append_at(tx, &mut head, event, now_ms).await?;
+        self.set_head(tx, head).await?;
+        Ok(entry)
+    }
+
+    /// Appends `event` after `head` and moves `head` on, without writing the head row:
+    /// the caller writes it once after a run of appends (the group committer).
+    pub(crate) async fn append_at(
+        &self,
+        tx: &mut Tx,
+        head: &mut Head,
+        event: AuditEvent,
+        now_ms: i64,
+    ) -> Result<AuditEntry> {
+        let entry = AuditEntry::chain(head.seq + 1, head.hash, now_ms, event);
         sqlx::query(
             "INSERT INTO audit_log (seq, ts_ms, actor, action, target, outcome, details, prev_hash, hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -262,12 +284,23 @@ impl SqlStore {
         .bind(entry.hash.to_vec())
         .execute(&mut **tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(entry.seq)
-            .bind(entry.hash.to_vec())
-            .execute(&mut **tx)
-            .await?;
+        *head = Head {
+            seq: entry.seq,
+            hash: entry.hash,
+        };
         Ok(entry)
+    }
+
+    /// One quota count inside the group committer's transaction.
+    pub(crate) async fn quota_in(
+        &self,
+        tx: &mut Tx,
+        key: &str,
+        start: i64,
+        end: i64,
+        limit: i64,
+    ) -> Result<Option<i64>> {
+        quota_count(tx, key, start, end, limit).await
     }
 
     async fn meta_in(&self, tx: &mut Tx, name: &str) -> Result<Option<SecretMeta>> {

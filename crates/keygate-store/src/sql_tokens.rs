@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use tokio::sync::oneshot;
 
 use crate::group::{Answer, Op, lost};
-use crate::sql::{Backend, Tx};
+use crate::sql::{Backend, Head, Tx};
 use crate::tokens::{
     ClientRecord, CodeRecord, FamilyRecord, Redemption, RotationWrite, SigningKeyRecord,
     TokenStore, UserRecord,
@@ -202,12 +202,13 @@ impl SqlStore {
         Ok(revoked)
     }
 
-    /// The body of a rotation inside the group committer's savepoint: the conditional
-    /// update of S34, then the new token and the audit entry. False (nothing written) if
-    /// another request rotated the family first or it is revoked.
+    /// A rotation inside the group committer's transaction: the conditional update of
+    /// S34, then the new token and the audit entry after `head`. False (nothing written)
+    /// if another request rotated the family first or it is revoked.
     pub(crate) async fn rotate_in(
         &self,
         tx: &mut Tx,
+        head: &mut Head,
         rot: &RotationWrite,
         audit: AuditEvent,
     ) -> Result<bool> {
@@ -236,11 +237,11 @@ impl SqlStore {
             rot.now_ms,
         )
         .await?;
-        self.append(tx, audit, rot.now_ms).await?;
+        self.append_at(tx, head, audit, rot.now_ms).await?;
         Ok(true)
     }
 
-    /// A DPoP replay insert inside the group committer's savepoint.
+    /// A DPoP replay insert inside the group committer's transaction.
     pub(crate) async fn seen_in(
         &self,
         tx: &mut Tx,
