@@ -105,6 +105,8 @@
 mod authorize;
 mod client;
 mod error;
+#[cfg(feature = "headless")]
+pub mod headless;
 pub mod keystore;
 pub mod nonce;
 pub mod proof;

@@ -338,6 +338,13 @@ async fn code_flow_with_pkce_and_dpop_issues_bound_short_lived_tokens() {
         .unwrap();
     assert_eq!(meta["issuer"], app.base.as_str());
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert!(
+        !meta["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("urn:ietf:params:oauth:grant-type:token-exchange")),
+        "token exchange is not offered without a trusted issuer: {meta}"
+    );
 
     // A code works once; its replay fails and revokes the session it created.
     let (s, b) = exchange(&app, &device, &code, &verifier).await;

@@ -150,7 +150,9 @@ limits   = {{ {limits}, per = "user" }}
     .await
     .unwrap();
     let (url, pending) = client.authorization_url(&["ai"]).unwrap();
-    let callback = browser_sign_in(&app, &url).await;
+    let callback = keygate_client::headless::sign_in(&url, "alice", PASSWORD)
+        .await
+        .unwrap();
     client
         .exchange_code(pending, &callback, None)
         .await
@@ -161,46 +163,6 @@ limits   = {{ {limits}, per = "user" }}
         client,
         key,
     }
-}
-
-/// What a browser does on keygate's login page: GET, fill in, POST; returns the redirect.
-async fn browser_sign_in(app: &TestApp, url: &url::Url) -> String {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let page = http.get(url.as_str()).send().await.unwrap();
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let html = page.text().await.unwrap();
-    let mut form: Vec<(String, String)> = Vec::new();
-    for piece in html.split("<input type=\"hidden\" name=\"").skip(1) {
-        let (name, rest) = piece.split_once('"').unwrap();
-        let value = rest
-            .split("value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        form.push((name.to_owned(), value.replace("&amp;", "&")));
-    }
-    form.push(("username".into(), "alice".into()));
-    form.push(("password".into(), PASSWORD.into()));
-    let resp = http
-        .post(format!("{}/oauth2/authorize", app.base))
-        .header("cookie", cookie)
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    resp.headers()["location"].to_str().unwrap().to_owned()
 }
 
 async fn chat(w: &World) -> reqwest::Response {

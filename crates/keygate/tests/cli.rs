@@ -465,3 +465,24 @@ fn a_leaked_managed_secret_is_found_by_its_fingerprint() {
         .unwrap();
     assert_eq!(scan.status.code(), Some(0), "{}", stderr(&scan));
 }
+
+/// `keygate demo`, the README's first command, walks the whole mobile flow and says so:
+/// the key reached the upstream, refusals, 429, refresh, revocation, a verified audit
+/// chain and nothing in clear at rest.
+#[test]
+fn the_demo_runs_every_step() {
+    let out = keygate().arg("demo").output().unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    for expected in [
+        "that is the vault's key (match)",
+        "-> HTTP 403",
+        "429 (Retry-After:",
+        "same session: true",
+        "next call HTTP 401",
+        "audit verify: ok=true",
+        "keys, tokens or passwords in clear: none",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}

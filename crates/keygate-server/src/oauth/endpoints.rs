@@ -57,11 +57,18 @@ pub(crate) fn service(state: &AppState) -> Result<Arc<TokenService>, OAuthError>
 
 async fn metadata(State(s): State<AppState>) -> Result<Json<Value>, OAuthError> {
     let svc = service(&s)?;
-    Ok(Json(keygate_auth::metadata::authorization_server_metadata(
-        &svc.public_base,
-        &svc.issuer,
-    )))
+    let mut doc =
+        keygate_auth::metadata::authorization_server_metadata(&svc.public_base, &svc.issuer);
+    // Token exchange is offered only when an issuer is trusted for it.
+    if svc.issuers.is_empty() {
+        if let Some(Value::Array(grants)) = doc.get_mut("grant_types_supported") {
+            grants.retain(|g| g != TOKEN_EXCHANGE_GRANT);
+        }
+    }
+    Ok(Json(doc))
 }
+
+const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 async fn jwks(State(s): State<AppState>) -> Result<Response, OAuthError> {
     let svc = service(&s)?;

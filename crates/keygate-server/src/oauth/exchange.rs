@@ -208,6 +208,11 @@ pub struct TrustedIssuer {
 pub struct TrustedIssuers(Vec<TrustedIssuer>);
 
 impl TrustedIssuers {
+    /// Whether no issuer is trusted (token exchange is then not offered).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Builds the issuers; JWKS files are read now (a missing or unusable file stops the
     /// start), URLs on first use.
     pub async fn load(settings: &[IssuerSettings]) -> Result<Self, StartError> {

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use axum::http::HeaderMap;
 use clap::Args;
 use keygate_client::{Client, ClientConfig, MemoryKeyStore, MemoryTokenCache, Method as AppMethod};
@@ -85,60 +85,6 @@ async fn echo_upstream() -> anyhow::Result<String> {
         let _ = axum::serve(listener, app).await;
     });
     Ok(format!("http://{addr}"))
-}
-
-/// Plays the browser on keygate's login page: GET the page, fill in the form, POST it,
-/// and return the redirect the app would receive.
-async fn browser_sign_in(
-    base: &str,
-    url: &url::Url,
-    user: &str,
-    password: &str,
-) -> anyhow::Result<String> {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let page = http.get(url.as_str()).send().await?;
-    let cookie = page
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .ok_or_else(|| anyhow!("the login page set no CSRF cookie"))?
-        .to_owned();
-    let html = page.text().await?;
-    let mut form: Vec<(String, String)> = Vec::new();
-    for piece in html.split("<input type=\"hidden\" name=\"").skip(1) {
-        let Some((name, rest)) = piece.split_once('"') else {
-            continue;
-        };
-        let Some(value) = rest
-            .split("value=\"")
-            .nth(1)
-            .and_then(|v| v.split('"').next())
-        else {
-            continue;
-        };
-        form.push((name.to_owned(), value.replace("&amp;", "&")));
-    }
-    form.push(("username".into(), user.into()));
-    form.push(("password".into(), password.into()));
-    let resp = http
-        .post(format!("{base}/oauth2/authorize"))
-        .header("cookie", cookie)
-        .form(&form)
-        .send()
-        .await?;
-    resp.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            anyhow!(
-                "sign-in did not redirect back to the app (HTTP {})",
-                resp.status()
-            )
-        })
 }
 
 fn claims(token: &str) -> Value {
@@ -273,7 +219,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         "    app opens {}…",
         url.as_str().get(..72).unwrap_or(url.as_str())
     );
-    let callback = browser_sign_in(&base, &url, "demo", &password).await?;
+    let callback = keygate_client::headless::sign_in(&url, "demo", &password).await?;
     println!(
         "    login page redirects to {}…",
         callback.get(..48).unwrap_or(&callback)
