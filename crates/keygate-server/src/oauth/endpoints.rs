@@ -214,7 +214,25 @@ pub(crate) async fn token_proof(
         .map_err(|e| OAuthError::at_token_endpoint(&e))
 }
 
-pub(crate) fn token_response(
+/// Issues the access token for `grant` and answers the token request with it (and the
+/// refresh token, if the grant has one).
+pub(crate) async fn grant_response(
+    svc: &TokenService,
+    grant: AccessGrant,
+    refresh: Option<&OpaqueToken>,
+    issued_token_type: Option<&'static str>,
+) -> Result<Response, OAuthError> {
+    let access = svc.issue_access(&grant).await?;
+    Ok(token_response(
+        &access,
+        refresh,
+        &grant.scopes,
+        grant.jkt.is_some(),
+        issued_token_type,
+    ))
+}
+
+fn token_response(
     access: &keygate_auth::access::IssuedAccessToken,
     refresh: Option<&OpaqueToken>,
     scopes: &ScopeSet,
@@ -383,22 +401,19 @@ async fn authorization_code(
         Redemption::Redeemed => {}
         Redemption::AlreadyUsed { .. } => return Err(OAuthError::invalid_grant()),
     }
-    let access = svc
-        .issue_access(&AccessGrant {
+    grant_response(
+        svc,
+        AccessGrant {
             user,
             client: client_id,
             scopes: scopes.clone(),
             session,
             jkt: jkt.clone(),
-        })
-        .await?;
-    Ok(token_response(
-        &access,
+        },
         Some(&refresh_token),
-        &scopes,
-        jkt.is_some(),
         None,
-    ))
+    )
+    .await
 }
 
 async fn refresh(
@@ -503,22 +518,19 @@ async fn refresh(
         {
             continue;
         }
-        let access = svc
-            .issue_access(&AccessGrant {
+        return grant_response(
+            svc,
+            AccessGrant {
                 user: state.user.clone(),
                 client: client_id.clone(),
                 scopes: state.scopes.clone(),
                 session: state.family.clone(),
                 jkt: state.jkt.clone(),
-            })
-            .await?;
-        return Ok(token_response(
-            &access,
+            },
             Some(&next),
-            &state.scopes,
-            state.jkt.is_some(),
             None,
-        ));
+        )
+        .await;
     }
     Err(OAuthError::invalid_grant())
 }
@@ -577,22 +589,19 @@ async fn client_credentials(
         )
         .await
         .map_err(|e| OAuthError::unavailable(&e))?;
-    let access = svc
-        .issue_access(&AccessGrant {
+    grant_response(
+        svc,
+        AccessGrant {
             user,
             client: client_id,
             scopes: scopes.clone(),
             session,
             jkt: proof_jkt.clone(),
-        })
-        .await?;
-    Ok(token_response(
-        &access,
+        },
         None,
-        &scopes,
-        proof_jkt.is_some(),
         None,
-    ))
+    )
+    .await
 }
 
 /// The session a token belongs to: a refresh token by its hash, an access token by its

@@ -27,7 +27,7 @@ use keygate_vault::now_ms;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use super::endpoints::{Form, client_type, token_proof, token_response};
+use super::endpoints::{Form, client_type, grant_response, token_proof};
 use super::{OAuthError, StartError, TokenService, unix_now};
 use crate::config::{IssuerSettings, JwksLocation};
 
@@ -535,22 +535,19 @@ pub(crate) async fn grant(
         .insert_family(family, refresh_token.hash().as_bytes().to_vec(), audit, now)
         .await
         .map_err(|e| OAuthError::unavailable(&e))?;
-    let access = svc
-        .issue_access(&AccessGrant {
+    grant_response(
+        svc,
+        AccessGrant {
             user: user_id,
             client: client_id,
             scopes: scopes.clone(),
             session,
             jkt: jkt.clone(),
-        })
-        .await?;
-    Ok(token_response(
-        &access,
+        },
         Some(&refresh_token),
-        &scopes,
-        jkt.is_some(),
         Some(ACCESS_TOKEN_TYPE),
-    ))
+    )
+    .await
 }
 
 #[cfg(test)]
