@@ -101,6 +101,33 @@ pub struct FamilyRecord {
     pub revoke_reason: Option<String>,
 }
 
+impl FamilyRecord {
+    /// A new session at generation 0, live, first used `now_ms`.
+    pub fn started(
+        id: String,
+        user_id: String,
+        client_id: String,
+        jkt: Option<String>,
+        scopes: String,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            client_id,
+            jkt,
+            scopes,
+            created_ms: now_ms,
+            last_used_ms: now_ms,
+            generation: 0,
+            previous_generation: None,
+            rotated_ms: None,
+            revoked_ms: None,
+            revoke_reason: None,
+        }
+    }
+}
+
 /// A compare-and-set rotation of a family, with the new token's hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationWrite {

@@ -359,20 +359,14 @@ async fn authorization_code(
     let session = SessionId::generate();
     let now = now_ms();
     let refresh_token = OpaqueToken::generate(TokenKind::Refresh);
-    let family = FamilyRecord {
-        id: session.as_str().to_owned(),
-        user_id: user.as_str().to_owned(),
-        client_id: client.id.clone(),
-        jkt: jkt.as_ref().map(|j| j.as_str().to_owned()),
-        scopes: record.scopes.clone(),
-        created_ms: now,
-        last_used_ms: now,
-        generation: 0,
-        previous_generation: None,
-        rotated_ms: None,
-        revoked_ms: None,
-        revoke_reason: None,
-    };
+    let family = FamilyRecord::started(
+        session.as_str().to_owned(),
+        user.as_str().to_owned(),
+        client.id.clone(),
+        jkt.as_ref().map(|j| j.as_str().to_owned()),
+        record.scopes.clone(),
+        now,
+    );
     let audit = AuditEvent::new(
         format!("user:{}", user.as_str()),
         "token.issue",
@@ -558,20 +552,14 @@ async fn client_credentials(
     let session = SessionId::generate();
     let now = now_ms();
     let scope_text: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-    let family = FamilyRecord {
-        id: session.as_str().to_owned(),
-        user_id: client.id.clone(),
-        client_id: client.id.clone(),
-        jkt: proof_jkt.as_ref().map(|j| j.as_str().to_owned()),
-        scopes: scope_text.join(" "),
-        created_ms: now,
-        last_used_ms: now,
-        generation: 0,
-        previous_generation: None,
-        rotated_ms: None,
-        revoked_ms: None,
-        revoke_reason: None,
-    };
+    let family = FamilyRecord::started(
+        session.as_str().to_owned(),
+        client.id.clone(),
+        client.id.clone(),
+        proof_jkt.as_ref().map(|j| j.as_str().to_owned()),
+        scope_text.join(" "),
+        now,
+    );
     // No refresh token for this grant; the row's token hash is random and unusable.
     let unusable = OpaqueToken::generate(TokenKind::Other);
     svc.store

@@ -506,20 +506,14 @@ pub(crate) async fn grant(
     let session = SessionId::generate();
     let now = now_ms();
     let refresh_token = OpaqueToken::generate(TokenKind::Refresh);
-    let family = FamilyRecord {
-        id: session.as_str().to_owned(),
-        user_id: user.id.clone(),
-        client_id: client.id.clone(),
-        jkt: jkt.as_ref().map(|j| j.as_str().to_owned()),
-        scopes: scopes.to_string(),
-        created_ms: now,
-        last_used_ms: now,
-        generation: 0,
-        previous_generation: None,
-        rotated_ms: None,
-        revoked_ms: None,
-        revoke_reason: None,
-    };
+    let family = FamilyRecord::started(
+        session.as_str().to_owned(),
+        user.id.clone(),
+        client.id.clone(),
+        jkt.as_ref().map(|j| j.as_str().to_owned()),
+        scopes.to_string(),
+        now,
+    );
     let audit = AuditEvent::new(format!("user:{}", user.id), "token.issue", Outcome::Success)
         .target(session.as_str())
         .detail("client", client.id.clone())
