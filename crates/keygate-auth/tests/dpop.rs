@@ -83,6 +83,21 @@ fn proof(key: &SigningKey, htm: &str, htu: &str, iat: UnixTime, jti: &str) -> St
     )
 }
 
+/// A proof for `POST` at the token endpoint carrying the server nonce `nonce`.
+fn proof_with_nonce(key: &SigningKey, nonce: &str, jti: &str, iat: UnixTime) -> String {
+    dpop::create_proof(
+        key,
+        &ProofClaims {
+            htm: "POST",
+            htu: HTU,
+            iat,
+            jti,
+            nonce: Some(nonce),
+            access_token: None,
+        },
+    )
+}
+
 fn reason(result: Result<VerifiedProof, AuthError>) -> Reason {
     let err = result.unwrap_err();
     err.reason()
@@ -673,19 +688,7 @@ fn s15_server_nonce_required_and_use_dpop_nonce_error() {
             .starts_with("DPoP error=\"use_dpop_nonce\"")
     );
     // With the nonce the server sent, the retry passes.
-    let with_nonce = |n: &str, jti: &str, iat: UnixTime| {
-        dpop::create_proof(
-            &key,
-            &ProofClaims {
-                htm: "POST",
-                htu: HTU,
-                iat,
-                jti,
-                nonce: Some(n),
-                access_token: None,
-            },
-        )
-    };
+    let with_nonce = |n: &str, jti: &str, iat: UnixTime| proof_with_nonce(&key, n, jti, iat);
     let p = with_nonce(&nonce, "b", NOW);
     check(&config, "POST", TARGET, &[&p], None, None, &cache(), NOW).unwrap();
     // A made-up or stale nonce gets a fresh one.
@@ -746,19 +749,7 @@ fn s14_a_proof_from_before_a_restart_is_refused_without_this_process_nonce() {
     let nonce = err.dpop_nonce().unwrap().to_owned();
 
     // An honest client signs again with the nonce and is let in, once.
-    let with = |n: &str, jti: &str, iat: UnixTime| {
-        dpop::create_proof(
-            &key,
-            &ProofClaims {
-                htm: "POST",
-                htu: HTU,
-                iat,
-                jti,
-                nonce: Some(n),
-                access_token: None,
-            },
-        )
-    };
+    let with = |n: &str, jti: &str, iat: UnixTime| proof_with_nonce(&key, n, jti, iat);
     let retry = with(&nonce, "after-the-restart", started);
     check(
         &after,

@@ -239,6 +239,16 @@ async fn token_request(
     form: &[(&str, &str)],
     proof: Option<String>,
 ) -> (StatusCode, Value) {
+    let (status, _, body) = token_request_with_nonce(app, form, proof).await;
+    (status, body)
+}
+
+/// [`token_request`], also returning the `DPoP-Nonce` header.
+async fn token_request_with_nonce(
+    app: &TestApp,
+    form: &[(&str, &str)],
+    proof: Option<String>,
+) -> (StatusCode, Option<String>, Value) {
     let mut req = app
         .http
         .post(format!("{}/oauth2/token", app.base))
@@ -248,7 +258,11 @@ async fn token_request(
     }
     let resp = req.send().await.unwrap();
     let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let nonce = resp
+        .headers()
+        .get("dpop-nonce")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, nonce, resp.json().await.unwrap_or(Value::Null))
 }
 
 async fn exchange(
@@ -1116,14 +1130,14 @@ async fn a_proof_accepted_before_a_restart_is_refused_after_it() {
     let (_, t0) = exchange(&app, &device, &code, &verifier).await;
     let r0 = t0["refresh_token"].as_str().unwrap().to_owned();
     let seen = device.proof(&app, "POST", "/oauth2/token", None);
-    let form = |r: &str| {
-        vec![
-            ("grant_type".to_owned(), "refresh_token".to_owned()),
-            ("refresh_token".to_owned(), r.to_owned()),
-            ("client_id".to_owned(), device.client_id.clone()),
+    let form = |r| {
+        [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", r),
+            ("client_id", device.client_id.as_str()),
         ]
     };
-    let ((s, _), t1) = token_request_owned(&app, &form(&r0), &seen).await;
+    let (s, _, t1) = token_request_with_nonce(&app, &form(&r0), Some(seen.clone())).await;
     assert_eq!(
         s,
         StatusCode::OK,
@@ -1137,7 +1151,7 @@ async fn a_proof_accepted_before_a_restart_is_refused_after_it() {
     let app = TestApp::start(dir, token).await;
 
     // The same proof again: the new process's cache never saw it.
-    let ((s, nonce), b) = token_request_owned(&app, &form(&r1), &seen).await;
+    let (s, nonce, b) = token_request_with_nonce(&app, &form(&r1), Some(seen)).await;
     assert_eq!(
         (s, b["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("use_dpop_nonce")),
@@ -1157,30 +1171,8 @@ async fn a_proof_accepted_before_a_restart_is_refused_after_it() {
             access_token: None,
         },
     );
-    let ((s, _), t2) = token_request_owned(&app, &form(&r1), &retry).await;
+    let (s, _, t2) = token_request_with_nonce(&app, &form(&r1), Some(retry)).await;
     assert_eq!(s, StatusCode::OK, "{t2}");
     let mut app = app;
     app.stop().await;
-}
-
-/// A token request with a proof; returns (status, DPoP-Nonce header) and the body.
-async fn token_request_owned(
-    app: &TestApp,
-    form: &[(String, String)],
-    proof: &str,
-) -> ((StatusCode, Option<String>), Value) {
-    let resp = app
-        .http
-        .post(format!("{}/oauth2/token", app.base))
-        .header("DPoP", proof)
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let nonce = resp
-        .headers()
-        .get("dpop-nonce")
-        .map(|v| v.to_str().unwrap().to_owned());
-    ((status, nonce), resp.json().await.unwrap_or(Value::Null))
 }

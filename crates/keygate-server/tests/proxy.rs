@@ -253,16 +253,7 @@ async fn proxied_call_injects_the_key_and_the_app_never_sees_it() {
     assert_eq!(calls, 1, "one successful call recorded for alice on openai");
 
     // Prometheus counters carry no user ids and no keys.
-    let metrics = w
-        .app
-        .http
-        .get(format!("{}/metrics", w.app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.app.text("/metrics").await;
     assert!(metrics.contains("openai"));
     assert!(!metrics.contains(&w.key) && !metrics.contains("alice"));
     w.app.stop().await;
@@ -480,16 +471,7 @@ async fn canary_key_never_reaches_logs_metrics_audit_or_the_app() {
         "the canary was injected"
     );
 
-    let metrics = w
-        .app
-        .http
-        .get(format!("{}/metrics", w.app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.app.text("/metrics").await;
     let (_, audit) = w.app.get("/admin/v1/audit?tail=1000&limit=1000").await;
     w.app.stop().await;
     let log_text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();

@@ -621,8 +621,8 @@ async fn a_code_redeems_once_and_a_replay_revokes_its_family(db: &TestDb) {
     store.close().await;
 }
 
-async fn parallel_rotations_leave_one_successor(db: &TestDb) {
-    let store = Arc::new(open(db).await);
+/// Client `app`, user `alice` (`u1`) and her session `f1` with its first refresh token.
+async fn alice_signed_in(store: &SqlStore, first_token: Vec<u8>) {
     store
         .create_client(client_rec("app"), ev("client.add"), 5)
         .await
@@ -634,12 +634,17 @@ async fn parallel_rotations_leave_one_successor(db: &TestDb) {
     store
         .insert_family(
             family_rec("f1", "u1", "app"),
-            vec![0; 32],
+            first_token,
             ev("token.issue"),
             6,
         )
         .await
         .unwrap();
+}
+
+async fn parallel_rotations_leave_one_successor(db: &TestDb) {
+    let store = Arc::new(open(db).await);
+    alice_signed_in(&store, vec![0; 32]).await;
     let mut tasks = Vec::new();
     for i in 0..50u8 {
         let store = store.clone();
@@ -859,23 +864,7 @@ async fn grouped_rotations_commit_together_and_fail_alone(db: &TestDb) {
 async fn the_change_epoch_moves_only_on_writes_a_cache_could_contradict(db: &TestDb) {
     let store = open(db).await;
     let e0 = store.change_epoch();
-    store
-        .create_client(client_rec("app"), ev("client.add"), 5)
-        .await
-        .unwrap();
-    store
-        .create_user(user_rec("u1", "alice"), ev("user.add"), 5)
-        .await
-        .unwrap();
-    store
-        .insert_family(
-            family_rec("f1", "u1", "app"),
-            vec![1; 32],
-            ev("token.issue"),
-            6,
-        )
-        .await
-        .unwrap();
+    alice_signed_in(&store, vec![1; 32]).await;
     assert!(
         store
             .rotate_family(rotation("f1", vec![2; 32]), ev("token.refresh"))
