@@ -517,20 +517,64 @@ fn parse(token: &str) -> Result<Parsed<'_>, IdTokenError> {
     })
 }
 
-/// The `iss` of a token, **unverified**: only for choosing which trusted issuer's
-/// policy and keys to verify it with. Never use it for anything else.
-pub fn unverified_issuer(token: &str) -> Result<String, IdTokenError> {
-    let parsed = parse(token)?;
-    let claims = json::parse_object(&parsed.payload).ok_or(IdTokenError::BadJson)?;
-    match claims.get("iss") {
-        Some(Value::String(iss)) if !iss.is_empty() && iss.len() <= 1024 => Ok(iss.clone()),
-        _ => Err(IdTokenError::WrongIssuer),
+/// A token split, its header checked and its claims read, its signature not yet
+/// checked. Parse once: pick the trusted issuer by [`UnverifiedIdToken::issuer`], then
+/// [`UnverifiedIdToken::verify`] against that issuer's policy and keys.
+pub struct UnverifiedIdToken<'a> {
+    parsed: Parsed<'a>,
+    /// The claims, or why they do not parse (reported only after the signature check,
+    /// as [`verify`] always has).
+    claims: Result<Map<String, Value>, IdTokenError>,
+}
+
+impl<'a> UnverifiedIdToken<'a> {
+    /// Splits `token` and checks its header; nothing cryptographic.
+    pub fn parse(token: &'a str) -> Result<Self, IdTokenError> {
+        let parsed = parse(token)?;
+        let claims = json::parse_object(&parsed.payload).ok_or(IdTokenError::BadJson);
+        Ok(Self { parsed, claims })
+    }
+
+    /// The `iss`, **unverified**: only for choosing which trusted issuer's policy and
+    /// keys to verify the token with. Never use it for anything else.
+    pub fn issuer(&self) -> Result<&str, IdTokenError> {
+        match self.claims.as_ref().map_err(|e| *e)?.get("iss") {
+            Some(Value::String(iss)) if !iss.is_empty() && iss.len() <= 1024 => Ok(iss),
+            _ => Err(IdTokenError::WrongIssuer),
+        }
+    }
+
+    /// The `kid`, unverified (to decide whether a JWKS refresh could help).
+    pub fn kid(&self) -> Option<&str> {
+        self.parsed.kid.as_deref()
+    }
+
+    /// Verifies the token against `policy` and the issuer's `jwks` at `now` (see
+    /// [`verify`]).
+    pub fn verify(
+        &self,
+        policy: &IdTokenPolicy,
+        jwks: &Jwks,
+        now: UnixTime,
+    ) -> Result<VerifiedIdToken, IdTokenError> {
+        verify_parsed(
+            policy,
+            jwks,
+            &self.parsed,
+            self.claims.as_ref().map_err(|e| *e),
+            now,
+        )
     }
 }
 
-/// The `kid` of a token, unverified (to decide whether a JWKS refresh could help).
+/// The `iss` of a token, **unverified** (see [`UnverifiedIdToken::issuer`]).
+pub fn unverified_issuer(token: &str) -> Result<String, IdTokenError> {
+    UnverifiedIdToken::parse(token)?.issuer().map(str::to_owned)
+}
+
+/// The `kid` of a token, unverified (see [`UnverifiedIdToken::kid`]).
 pub fn unverified_kid(token: &str) -> Result<Option<String>, IdTokenError> {
-    parse(token).map(|p| p.kid)
+    Ok(UnverifiedIdToken::parse(token)?.kid().map(str::to_owned))
 }
 
 /// A NumericDate (RFC 7519 §2): an integer or a finite number, taken in whole seconds.
@@ -557,14 +601,23 @@ pub fn verify(
     token: &str,
     now: UnixTime,
 ) -> Result<VerifiedIdToken, IdTokenError> {
-    let parsed = parse(token)?;
+    UnverifiedIdToken::parse(token)?.verify(policy, jwks, now)
+}
+
+fn verify_parsed(
+    policy: &IdTokenPolicy,
+    jwks: &Jwks,
+    parsed: &Parsed<'_>,
+    claims: Result<&Map<String, Value>, IdTokenError>,
+    now: UnixTime,
+) -> Result<VerifiedIdToken, IdTokenError> {
     let alg = ExternalAlg::from_name(&parsed.alg_name)
         .filter(|a| policy.algorithms.contains(a))
         .ok_or(IdTokenError::AlgNotAllowed)?;
     let key = jwks.find(parsed.kid.as_deref(), alg)?;
     key.verify(alg, parsed.input, &parsed.signature)?;
 
-    let claims = json::parse_object(&parsed.payload).ok_or(IdTokenError::BadJson)?;
+    let claims = claims?;
     match claims.get("iss") {
         Some(Value::String(iss)) if *iss == policy.issuer => {}
         _ => return Err(IdTokenError::WrongIssuer),
@@ -580,12 +633,12 @@ pub fn verify(
         return Err(IdTokenError::WrongAudience);
     }
     let skew = policy.skew_secs.clamp(0, MAX_SKEW_SECS);
-    let exp = numeric_date(&claims, "exp")?.ok_or(IdTokenError::MalformedClaims)?;
-    let iat = numeric_date(&claims, "iat")?.ok_or(IdTokenError::MalformedClaims)?;
+    let exp = numeric_date(claims, "exp")?.ok_or(IdTokenError::MalformedClaims)?;
+    let iat = numeric_date(claims, "iat")?.ok_or(IdTokenError::MalformedClaims)?;
     if now.0 >= exp.saturating_add(skew) {
         return Err(IdTokenError::Expired);
     }
-    if let Some(nbf) = numeric_date(&claims, "nbf")? {
+    if let Some(nbf) = numeric_date(claims, "nbf")? {
         if nbf > now.0.saturating_add(skew) {
             return Err(IdTokenError::NotYetValid);
         }

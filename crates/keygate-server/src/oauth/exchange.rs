@@ -289,10 +289,13 @@ async fn verify_subject_token<'a>(
     svc: &'a TokenService,
     token: &str,
 ) -> Result<(&'a TrustedIssuer, VerifiedIdToken), (Option<&'a TrustedIssuer>, Refusal)> {
-    let iss = idtoken::unverified_issuer(token).map_err(|e| (None, Refusal::Token(e)))?;
+    // Parsed once: the unverified `iss` picks the issuer, then the same parse is verified.
+    let unverified =
+        idtoken::UnverifiedIdToken::parse(token).map_err(|e| (None, Refusal::Token(e)))?;
+    let iss = unverified.issuer().map_err(|e| (None, Refusal::Token(e)))?;
     let issuer = svc
         .issuers
-        .by_issuer(&iss)
+        .by_issuer(iss)
         .ok_or((None, Refusal::UnknownIssuer))?;
     let fail = |r| (Some(issuer), r);
     let keys = issuer
@@ -300,19 +303,19 @@ async fn verify_subject_token<'a>(
         .keys()
         .await
         .map_err(|_| fail(Refusal::KeysUnavailable))?;
-    match idtoken::verify(&issuer.policy, &keys, token, unix_now()) {
+    match unverified.verify(&issuer.policy, &keys, unix_now()) {
         Ok(v) => Ok((issuer, v)),
         Err(IdTokenError::UnknownKid) => {
-            let kid = idtoken::unverified_kid(token)
-                .ok()
-                .flatten()
+            let kid = unverified
+                .kid()
                 .ok_or_else(|| fail(Refusal::Token(IdTokenError::UnknownKid)))?;
             let fresh = issuer
                 .jwks
-                .refresh_for_kid(&kid)
+                .refresh_for_kid(kid)
                 .await
                 .ok_or_else(|| fail(Refusal::Token(IdTokenError::UnknownKid)))?;
-            idtoken::verify(&issuer.policy, &fresh, token, unix_now())
+            unverified
+                .verify(&issuer.policy, &fresh, unix_now())
                 .map(|v| (issuer, v))
                 .map_err(|e| fail(Refusal::Token(e)))
         }
