@@ -268,11 +268,11 @@ impl std::fmt::Debug for RestartGuard {
 }
 
 impl DpopConfig {
-    /// Defaults: EdDSA and ES256, proofs at most 60 s old, 5 s of future skew, no nonce.
+    /// Defaults: Ed25519 (named `EdDSA` or `Ed25519`) and ES256, proofs at most 60 s old, 5 s of future skew, no nonce.
     pub fn new(public_base: PublicBaseUrl) -> Self {
         Self {
             public_base,
-            allowed_algs: vec![Algorithm::EdDsa, Algorithm::Es256],
+            allowed_algs: vec![Algorithm::EdDsa, Algorithm::Ed25519, Algorithm::Es256],
             max_age_secs: 60,
             future_skew_secs: 5,
             nonces: None,

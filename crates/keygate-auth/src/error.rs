@@ -239,7 +239,7 @@ impl fmt::Debug for AuthError {
 }
 
 /// The algorithms keygate accepts in DPoP proofs, as advertised in challenges.
-pub(crate) const DPOP_ALGS: &str = "EdDSA ES256";
+pub(crate) const DPOP_ALGS: &str = "EdDSA Ed25519 ES256";
 
 impl AuthError {
     /// An error with a given code and reason (for callers composing checks).
@@ -352,12 +352,12 @@ mod tests {
         let e = AuthError::proof(Reason::HtuMismatch);
         assert_eq!(
             e.www_authenticate().unwrap(),
-            "DPoP error=\"invalid_dpop_proof\", error_description=\"The DPoP proof is invalid\", algs=\"EdDSA ES256\""
+            "DPoP error=\"invalid_dpop_proof\", error_description=\"The DPoP proof is invalid\", algs=\"EdDSA Ed25519 ES256\""
         );
         let bare = AuthError::token(Reason::MissingAuthorization);
         assert_eq!(
             bare.www_authenticate().unwrap(),
-            "DPoP algs=\"EdDSA ES256\""
+            "DPoP algs=\"EdDSA Ed25519 ES256\""
         );
         let nonce = AuthError::use_nonce(Reason::NonceMissing, "n".into());
         assert_eq!(nonce.dpop_nonce(), Some("n"));

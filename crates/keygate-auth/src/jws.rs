@@ -1,7 +1,7 @@
 //! Strict compact JWS (RFC 7515) parsing, signing and signature verification.
 //!
-//! keygate accepts exactly two algorithms, `EdDSA` (Ed25519, RFC 8037) and `ES256`
-//! (RFC 7518 §3.4). Everything else — `none` in any spelling, HMAC, RSA — is rejected
+//! keygate accepts exactly two signature schemes: Ed25519 (RFC 8037), named `EdDSA` or by
+//! its fully-specified name `Ed25519` (RFC 9864), and `ES256` (RFC 7518 §3.4). Everything else — `none` in any spelling, HMAC, RSA — is rejected
 //! before any key is touched (S01). The parser bounds the input (S05), accepts only
 //! canonical unpadded base64url, rejects duplicate member names and any `crit`.
 
@@ -16,8 +16,13 @@ pub const MAX_COMPACT_LEN: usize = 8 * 1024;
 /// A JWS algorithm keygate supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {
-    /// Ed25519 signatures (RFC 8037).
+    /// Ed25519 signatures (RFC 8037), under the polymorphic name `EdDSA`.
     EdDsa,
+    /// Ed25519 signatures under their fully-specified name `Ed25519` (RFC 9864 §2.2), which
+    /// current JOSE libraries emit instead of `EdDSA`. The same signature scheme; kept a
+    /// separate value so each verifier lists the names it accepts (S01): DPoP proofs take
+    /// both, keygate's own access tokens only the name keygate signs with.
+    Ed25519,
     /// ECDSA P-256 with SHA-256, signatures as 64-byte R‖S (RFC 7518 §3.4).
     Es256,
 }
@@ -27,8 +32,18 @@ impl Algorithm {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::EdDsa => "EdDSA",
+            Self::Ed25519 => "Ed25519",
             Self::Es256 => "ES256",
         }
+    }
+
+    /// Whether signatures under this name are made with `key`'s kind of key.
+    pub fn fits(self, key: &VerificationKey) -> bool {
+        matches!(
+            (self, key),
+            (Self::EdDsa | Self::Ed25519, VerificationKey::Ed25519(_))
+                | (Self::Es256, VerificationKey::P256(_))
+        )
     }
 
     /// Parses an `alg` value exactly (names are case-sensitive, RFC 7515 §4.1.1), and
@@ -36,6 +51,7 @@ impl Algorithm {
     pub fn parse(alg: &str) -> Result<Self, JoseError> {
         match alg {
             "EdDSA" => Ok(Self::EdDsa),
+            "Ed25519" => Ok(Self::Ed25519),
             "ES256" => Ok(Self::Es256),
             _ if alg.trim().eq_ignore_ascii_case("none") => Err(JoseError::AlgNone),
             _ if alg.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("hs")) => {
@@ -236,7 +252,7 @@ pub fn verify_signature(
     input: &[u8],
     signature: &[u8],
 ) -> Result<(), JoseError> {
-    if key.algorithm() != alg {
+    if !alg.fits(key) {
         return Err(JoseError::AlgKeyMismatch);
     }
     match key {
@@ -298,13 +314,16 @@ mod tests {
     fn alg_classification() {
         assert_eq!(Algorithm::parse("EdDSA"), Ok(Algorithm::EdDsa));
         assert_eq!(Algorithm::parse("ES256"), Ok(Algorithm::Es256));
+        assert_eq!(Algorithm::parse("Ed25519"), Ok(Algorithm::Ed25519));
         for none in ["none", "None", "NONE", "nOnE"] {
             assert_eq!(Algorithm::parse(none), Err(JoseError::AlgNone));
         }
         for hs in ["HS256", "hs384", "HS512"] {
             assert_eq!(Algorithm::parse(hs), Err(JoseError::AlgSymmetric));
         }
-        for other in ["RS256", "es256", "eddsa", "PS256", "ES256K", "Ed25519", ""] {
+        for other in [
+            "RS256", "es256", "eddsa", "ed25519", "Ed448", "ESP256", "PS256", "ES256K", "",
+        ] {
             assert_eq!(Algorithm::parse(other), Err(JoseError::AlgUnsupported));
         }
     }

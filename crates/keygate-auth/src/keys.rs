@@ -111,7 +111,9 @@ impl SigningKey {
     /// A fresh key from the OS CSPRNG.
     pub fn generate(alg: Algorithm) -> Self {
         match alg {
-            Algorithm::EdDsa => Self::from_ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
+            Algorithm::EdDsa | Algorithm::Ed25519 => {
+                Self::from_ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng))
+            }
             Algorithm::Es256 => Self::from_p256(p256::ecdsa::SigningKey::random(&mut OsRng)),
         }
     }
@@ -136,7 +138,7 @@ impl SigningKey {
     /// encrypted by the vault.
     pub fn from_secret_bytes(alg: Algorithm, bytes: &[u8]) -> Result<Self, KeyError> {
         match alg {
-            Algorithm::EdDsa => {
+            Algorithm::EdDsa | Algorithm::Ed25519 => {
                 let seed: &[u8; 32] = bytes.try_into().map_err(|_| KeyError::InvalidKey)?;
                 Ok(Self::from_ed25519(ed25519_dalek::SigningKey::from_bytes(
                     seed,

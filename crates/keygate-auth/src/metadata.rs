@@ -28,7 +28,7 @@ pub fn authorization_server_metadata(base: &PublicBaseUrl, issuer: &str) -> Valu
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "dpop_signing_alg_values_supported": ["EdDSA", "Ed25519", "ES256"],
         "authorization_response_iss_parameter_supported": true
     })
 }

@@ -289,6 +289,58 @@ fn s13_alg_none_hmac_and_key_mismatch_are_rejected() {
     }
 }
 
+/// Regression: a proof from a current JOSE library, which names Ed25519 by its
+/// fully-specified RFC 9864 name, was refused with `invalid_dpop_proof`.
+#[test]
+fn s13_fully_specified_ed25519_name_is_accepted_with_an_okp_key_only() {
+    let config = dpop_config(BASE);
+    let body = json!({"jti":"j","htm":"POST","htu":HTU,"iat":NOW.0}).to_string();
+    let ed = SigningKey::generate(Algorithm::EdDsa);
+    let jwk = serde_json::Value::Object(ed.verification_key().to_jwk().to_json());
+    let h = json!({"alg":"Ed25519","typ":"dpop+jwt","jwk":jwk}).to_string();
+    let p = raw_token(&ed, &h, &body);
+    let verified = check(&config, "POST", TARGET, &[&p], None, None, &cache(), NOW).unwrap();
+    assert_eq!(verified.jkt(), &ed.verification_key().thumbprint());
+
+    // The name still has to fit the key: Ed25519 over a P-256 key is refused.
+    let es = SigningKey::generate(Algorithm::Es256);
+    let jwk = serde_json::Value::Object(es.verification_key().to_jwk().to_json());
+    let h = json!({"alg":"Ed25519","typ":"dpop+jwt","jwk":jwk}).to_string();
+    let p = raw_token(&es, &h, &body);
+    assert_eq!(
+        reason(check(
+            &config,
+            "POST",
+            TARGET,
+            &[&p],
+            None,
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::Jose(JoseError::AlgKeyMismatch)
+    );
+
+    // And a deployment may still narrow the list to the polymorphic name alone.
+    let mut narrow = dpop_config(BASE);
+    narrow.allowed_algs = vec![Algorithm::EdDsa, Algorithm::Es256];
+    let h = json!({"alg":"Ed25519","typ":"dpop+jwt","jwk":serde_json::Value::Object(ed.verification_key().to_jwk().to_json())}).to_string();
+    let p = raw_token(&ed, &h, &body);
+    assert_eq!(
+        reason(check(
+            &narrow,
+            "POST",
+            TARGET,
+            &[&p],
+            None,
+            None,
+            &cache(),
+            NOW
+        )),
+        Reason::AlgNotAllowed
+    );
+}
+
 #[test]
 fn s13_signature_must_verify_with_the_header_jwk() {
     let config = dpop_config(BASE);
@@ -1001,7 +1053,10 @@ fn unbound_token_with_dpop_scheme_and_missing_credentials() {
     assert_eq!(err.reason(), Reason::UnboundTokenAsDpop);
     let err = resource(&s, &[], &[], &Revocations(vec![])).unwrap_err();
     assert_eq!(err.reason(), Reason::MissingAuthorization);
-    assert_eq!(err.www_authenticate().unwrap(), "DPoP algs=\"EdDSA ES256\"");
+    assert_eq!(
+        err.www_authenticate().unwrap(),
+        "DPoP algs=\"EdDSA Ed25519 ES256\""
+    );
     // A stolen bound token with the thief's own key.
     let thief = SigningKey::generate(Algorithm::Es256);
     let p = dpop::create_proof(

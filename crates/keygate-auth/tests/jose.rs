@@ -228,6 +228,22 @@ fn s01_per_token_type_allowed_algorithms() {
     assert_eq!(err.reason(), Reason::AlgNotAllowed);
 }
 
+/// RFC 9864's fully-specified `Ed25519` is accepted in DPoP proofs only: keygate signs
+/// its access tokens as `EdDSA`, so a token naming `Ed25519` was not made by keygate's
+/// signer and is refused even with a valid signature by keygate's own key.
+#[test]
+fn s01_access_tokens_refuse_the_fully_specified_ed25519_name() {
+    let keys = key_set(Algorithm::EdDsa);
+    let key = &keys.active().unwrap().key;
+    let token = raw_token(
+        key,
+        &header(&keys, "Ed25519", ""),
+        &standard_claims(NOW).to_string(),
+    );
+    let err = access::verify(&config(), &keys, &token, NOW).unwrap_err();
+    assert_eq!(err.reason(), Reason::AlgNotAllowed);
+}
+
 // ---------------------------------------------------------------- S02
 
 #[test]

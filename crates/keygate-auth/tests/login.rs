@@ -431,7 +431,7 @@ fn server_metadata_advertises_s256_only_and_dpop_algs() {
     );
     assert_eq!(
         doc["dpop_signing_alg_values_supported"],
-        serde_json::json!(["EdDSA", "ES256"])
+        serde_json::json!(["EdDSA", "Ed25519", "ES256"])
     );
     assert!(
         !doc["grant_types_supported"]

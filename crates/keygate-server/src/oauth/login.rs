@@ -31,6 +31,8 @@ use super::{TokenService, unix_now};
 use crate::AppState;
 
 const CSRF_COOKIE: &str = "kg_csrf";
+/// What the TOTP step asks for.
+const TOTP_PROMPT: &str = "Enter the code from your authenticator app.";
 /// How long the password step's ticket stays valid for the TOTP step.
 const TICKET_SECS: i64 = 300;
 
@@ -209,10 +211,15 @@ fn render(page: Page<'_>, status: StatusCode, set_cookie: bool) -> Response {
     }
     let csrf = mac(&page.svc.csrf_key, &[&page.csrf_cookie]);
     let scopes: Vec<&str> = page.req.scopes.iter().map(|s| s.as_str()).collect();
-    let message = page
-        .message
-        .map(|m| format!("<p class=\"msg\" role=\"alert\">{}</p>", html_escape(m)))
-        .unwrap_or_default();
+    // The TOTP step's prompt is an instruction, not a failure: it is not styled or
+    // announced as an alert.
+    let message = match (page.message, &page.totp_ticket) {
+        (None, _) => String::new(),
+        (Some(m), Some(_)) if m == TOTP_PROMPT => {
+            format!("<p class=\"note\">{}</p>", html_escape(m))
+        }
+        (Some(m), _) => format!("<p class=\"msg\" role=\"alert\">{}</p>", html_escape(m)),
+    };
     let fields = match &page.totp_ticket {
         None => format!(
             "<label>Username<input name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" required value=\"{}\"></label>\
@@ -238,7 +245,7 @@ h1{{font-size:1.4rem;margin:0 0 .5rem}}p{{margin:.25rem 0 1rem;color:#444}}\
 label{{display:block;margin:.75rem 0;font-weight:600}}\
 input:not([type=hidden]){{display:block;width:100%;box-sizing:border-box;font-size:1.1rem;padding:.7rem;margin-top:.3rem;border:1px solid #bbb;border-radius:8px}}\
 button{{width:100%;font-size:1.1rem;padding:.8rem;margin-top:1rem;border:0;border-radius:8px;background:#1a5fd0;color:#fff}}\
-.msg{{color:#a00;font-weight:600}}</style></head><body><main>\
+.msg{{color:#a00;font-weight:600}}.note{{color:#111}}</style></head><body><main>\
 <h1>Sign in</h1><p><strong>{app}</strong> asks for: {scopes}</p>{message}\
 <form method=\"post\" action=\"/oauth2/authorize\">{hidden}<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{fields}\
 <button type=\"submit\">Continue</button></form></main></body></html>",
@@ -248,10 +255,19 @@ button{{width:100%;font-size:1.1rem;padding:.8rem;margin-top:1rem;border:0;borde
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    // `form-action` governs the form's whole navigation, and browsers (Chromium at least)
+    // check it again at every redirect the post is answered with. The post ends in a 303
+    // to the app's redirect URI, so `'self'` alone blocks the very sign-in it protects.
+    // The directive therefore names keygate and the one redirect target this page was
+    // rendered for, already checked against the client's registered URIs: the form still
+    // cannot be sent anywhere else, and every other directive stays as strict as before.
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {}; frame-ancestors 'none'",
+        form_action_source(&page.req.redirect_uri)
     );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
     if set_cookie {
         let secure = if page.svc.issuer.starts_with("https://") {
             "; Secure"
@@ -266,6 +282,46 @@ button{{width:100%;font-size:1.1rem;padding:.8rem;margin-top:1rem;border:0;borde
         }
     }
     (status, headers, Html(body)).into_response()
+}
+
+/// The CSP source expression (CSP3 §2.3.1) that lets the login form's redirect reach
+/// `redirect_uri`, a URI already matched against the client's registration:
+/// - `http(s)` with a host name or IPv4 address: exactly its origin, port included (for a
+///   loopback redirect that is the port the app listens on for this one request);
+/// - an IPv6 literal, which CSP's host grammar cannot express: the scheme (`http:`);
+/// - a private-use scheme (RFC 8252 §7.1, `com.example.app:/cb`): that scheme.
+///
+/// Anything that cannot be written as a source yields `'none'`, which adds nothing.
+fn form_action_source(redirect_uri: &str) -> String {
+    let Ok(url) = url::Url::parse(redirect_uri) else {
+        return "'none'".to_owned();
+    };
+    // The url crate already holds the scheme to RFC 3986's grammar, which is CSP's too;
+    // checked again because the value lands in a header.
+    let scheme = url.scheme();
+    let scheme_ok = scheme
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok || scheme.is_empty() {
+        return "'none'".to_owned();
+    }
+    match (scheme, url.host()) {
+        ("http" | "https", Some(url::Host::Domain(host))) => {
+            let host_ok = host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            match url.port_or_known_default() {
+                Some(port) if host_ok => format!("{scheme}://{host}:{port}"),
+                _ => "'none'".to_owned(),
+            }
+        }
+        ("http" | "https", Some(url::Host::Ipv4(ip))) => match url.port_or_known_default() {
+            Some(port) => format!("{scheme}://{ip}:{port}"),
+            None => "'none'".to_owned(),
+        },
+        // IPv6 loopback (`http://[::1]:port/…`) and private-use schemes.
+        _ => format!("{scheme}:"),
+    }
 }
 
 fn error_page(status: StatusCode, message: &str) -> Response {
@@ -412,7 +468,7 @@ pub(super) async fn submit(
             )
         }
         Step::NeedTotp(ticket) => render(
-            page("Enter the code from your authenticator app.", Some(ticket)),
+            page(TOTP_PROMPT, Some(ticket)),
             StatusCode::OK,
             false,
         ),
@@ -598,4 +654,27 @@ async fn issue_code(svc: &TokenService, user: &UserRecord, req: &AuthzRequest) -
         ],
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_action_source;
+
+    #[test]
+    fn form_action_names_exactly_the_redirect_target() {
+        for (uri, source) in [
+            ("http://127.0.0.1:53211/callback", "http://127.0.0.1:53211"),
+            (
+                "https://app.example.com/cb?x=1",
+                "https://app.example.com:443",
+            ),
+            ("http://localhost:8000/cb", "http://localhost:8000"),
+            ("com.example.app:/oauth/callback", "com.example.app:"),
+            ("com.example.app://oauth/callback", "com.example.app:"),
+            ("http://[::1]:8000/cb", "http:"),
+            ("not a uri", "'none'"),
+        ] {
+            assert_eq!(form_action_source(uri), source, "{uri}");
+        }
+    }
 }
