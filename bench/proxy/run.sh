@@ -63,40 +63,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need() { command -v "$1" >/dev/null 2>&1; }
-missing=()
-need nginx || missing+=(nginx-light)
-[ "$WRK" = 1 ] && ! need wrk && missing+=(wrk)
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing ${missing[*]} from Debian's packages" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-NGINX="$(command -v nginx)"
-
-echo "building keygate and keygate-loadgen (release)" >&2
-(cd "$ROOT" && cargo build --release -q -p keygate -p keygate-loadgen)
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-KEYGATE="$BIN/keygate"
-LOADGEN="$BIN/keygate-loadgen"
+# shellcheck source=../lib/setup.sh
+. "$ROOT/bench/lib/setup.sh"
+if [ "$WRK" = 1 ]; then bench_need nginx nginx-light wrk wrk; else bench_need nginx nginx-light; fi
+bench_build
 
 # --- 1. the upstream: nginx answering 200 with a small JSON body ---------------------
-mkdir -p "$WORK/upstream" "$WORK/proxy" "$WORK/results"
-cat > "$WORK/upstream.conf" <<EOF
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/upstream;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$UPSTREAM_PORT;
-    location / { default_type application/json; return 200 '{"ok":true}'; }
-  }
-}
-EOF
-"$NGINX" -c "$WORK/upstream.conf" -p "$WORK/upstream"
+mkdir -p "$WORK/proxy" "$WORK/results"
+bench_upstream "$UPSTREAM_PORT"
+NGINX="$(command -v nginx)"
 
 # --- 2. the floor: nginx proxying with a header injected and upstream keep-alive -------
 cat > "$WORK/proxy.conf" <<EOF
@@ -124,41 +99,7 @@ EOF
 "$NGINX" -c "$WORK/proxy.conf" -p "$WORK/proxy"
 
 # --- 3. keygate --------------------------------------------------------------------------
-INIT="$("$KEYGATE" init --dir "$WORK/keygate" --listen "127.0.0.1:$KEYGATE_PORT" --format json)"
-ADMIN_TOKEN="$(printf %s "$INIT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
-# DPoP "optional" lets the confidential client's Bearer token through for rows 3a and 3d;
-# rows 3b and 3c use a DPoP-bound token, which is then checked exactly as when required.
-KEYGATE_LOG=error KEYGATE_TOKENS__DPOP=optional KEYGATE_TOKENS__ACCESS_TTL=1h \
-  "$KEYGATE" serve --config "$WORK/keygate/keygate.toml" >"$WORK/keygate.log" 2>&1 &
-KEYGATE_PID=$!
-PIDS+=("$KEYGATE_PID")
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$KEYGATE_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-export KEYGATE_ADDR="http://127.0.0.1:$KEYGATE_PORT" KEYGATE_TOKEN="$ADMIN_TOKEN"
-printf %s "sk-bench-key" | "$KEYGATE" secret put bench --stdin >/dev/null
-cat > "$WORK/routes.toml" <<EOF
-# Token verification only: no scopes, no limits (allow-list and injection are part of
-# every route).
-[routes.verify]
-upstream = "http://127.0.0.1:$UPSTREAM_PORT"
-secret   = "bench"
-inject   = { header = "Authorization", value = "Bearer {secret}" }
-allow    = ["GET /hello"]
-
-# Full policy.
-[routes.bench]
-upstream = "http://127.0.0.1:$UPSTREAM_PORT"
-secret   = "bench"
-inject   = { header = "Authorization", value = "Bearer {secret}" }
-allow    = ["GET /hello"]
-scopes   = ["bench"]
-limits   = { rate = "1000000/sec", burst = 1000000, per = "client" }
-EOF
-"$KEYGATE" route apply "$WORK/routes.toml" >/dev/null
-CLIENT="$("$KEYGATE" client add bench-backend --confidential --scopes bench --format json)"
-CLIENT_ID="$(printf %s "$CLIENT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')"
-KEYGATE_LOADGEN_CLIENT_SECRET="$(printf %s "$CLIENT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')"
-export KEYGATE_LOADGEN_CLIENT_SECRET
-TOKEN_URL="http://127.0.0.1:$KEYGATE_PORT/oauth2/token"
+bench_keygate "$KEYGATE_PORT" "$UPSTREAM_PORT"
 BEARER="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench)"
 # client_credentials with a DPoP proof: keygate binds the token (cnf.jkt) to the key,
 # and the generator checks that it did.

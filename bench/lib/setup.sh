@@ -1,0 +1,98 @@
+# Shared set-up for the scripts under bench/ (sourced, not run): Debian packages, the
+# release build, an nginx upstream answering a static 200, and a keygate with the bench
+# secret, routes and a confidential client. Each function documents what it sets.
+#
+# The caller sets ROOT (the repository), WORK (a scratch directory it removes) and the
+# PIDS array (processes its exit trap kills).
+
+# Installs the named Debian packages when the command they provide is missing:
+# bench_need CMD PACKAGE [CMD PACKAGE]…
+bench_need() {
+  local missing=()
+  while [ "$#" -ge 2 ]; do
+    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+    shift 2
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]} from Debian's packages" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Builds keygate and keygate-loadgen (release); sets KEYGATE and LOADGEN.
+bench_build() {
+  echo "building keygate and keygate-loadgen (release)" >&2
+  (cd "$ROOT" && cargo build --release -q -p keygate -p keygate-loadgen)
+  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+  KEYGATE="$bin/keygate"
+  LOADGEN="$bin/keygate-loadgen"
+}
+
+# nginx answering 200 with a small JSON body on 127.0.0.1:PORT; its pid file is
+# $WORK/upstream.pid. bench_upstream PORT
+bench_upstream() {
+  mkdir -p "$WORK/upstream"
+  cat > "$WORK/upstream.conf" <<CONF
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/upstream;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$1;
+    location / { default_type application/json; return 200 '{"ok":true}'; }
+  }
+}
+CONF
+  "$(command -v nginx)" -c "$WORK/upstream.conf" -p "$WORK/upstream"
+}
+
+# keygate on 127.0.0.1:PORT in $WORK/keygate, DPoP optional and hour-long access tokens,
+# with secret `bench`, routes `verify` (token only) and `bench` (full policy) to
+# 127.0.0.1:UPSTREAM_PORT, and a confidential client. Sets KEYGATE_PID, KEYGATE_ADDR,
+# KEYGATE_TOKEN, CLIENT_ID, KEYGATE_LOADGEN_CLIENT_SECRET and TOKEN_URL; extra
+# environment for `keygate serve` may be passed as NAME=VALUE arguments.
+# bench_keygate PORT UPSTREAM_PORT [NAME=VALUE]…
+bench_keygate() {
+  local port="$1" upstream_port="$2"
+  shift 2
+  local init admin_token client
+  init="$("$KEYGATE" init --dir "$WORK/keygate" --listen "127.0.0.1:$port" --format json)"
+  admin_token="$(printf %s "$init" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
+  # DPoP "optional" lets the confidential client's Bearer token through; a DPoP-bound
+  # token is then checked exactly as when DPoP is required.
+  env KEYGATE_LOG=error KEYGATE_TOKENS__DPOP=optional KEYGATE_TOKENS__ACCESS_TTL=1h "$@" \
+    "$KEYGATE" serve --config "$WORK/keygate/keygate.toml" >"$WORK/keygate.log" 2>&1 &
+  KEYGATE_PID=$!
+  PIDS+=("$KEYGATE_PID")
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  export KEYGATE_ADDR="http://127.0.0.1:$port" KEYGATE_TOKEN="$admin_token"
+  printf %s "sk-bench-key" | "$KEYGATE" secret put bench --stdin >/dev/null
+  cat > "$WORK/routes.toml" <<CONF
+# Token verification only: no scopes, no limits (allow-list and injection are part of
+# every route).
+[routes.verify]
+upstream = "http://127.0.0.1:$upstream_port"
+secret   = "bench"
+inject   = { header = "Authorization", value = "Bearer {secret}" }
+allow    = ["GET /hello"]
+
+# Full policy.
+[routes.bench]
+upstream = "http://127.0.0.1:$upstream_port"
+secret   = "bench"
+inject   = { header = "Authorization", value = "Bearer {secret}" }
+allow    = ["GET /hello"]
+scopes   = ["bench"]
+limits   = { rate = "1000000/sec", burst = 1000000, per = "client" }
+CONF
+  "$KEYGATE" route apply "$WORK/routes.toml" >/dev/null
+  client="$("$KEYGATE" client add bench-backend --confidential --scopes bench --format json)"
+  CLIENT_ID="$(printf %s "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')"
+  KEYGATE_LOADGEN_CLIENT_SECRET="$(printf %s "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')"
+  export KEYGATE_LOADGEN_CLIENT_SECRET
+  TOKEN_URL="http://127.0.0.1:$port/oauth2/token"
+}

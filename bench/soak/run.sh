@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Memory soak of the proxy, run by hand (not part of CI's test gate):
+#
+#   bench/soak/run.sh [MINUTES] [RATE]        defaults: 10 minutes at 2,000 req/s
+#
+# Does keygate's resident memory stay flat under sustained load, and does it come back
+# down when the load stops? One release keygate on SQLite proxies to an nginx upstream
+# for MINUTES, in rounds of 30 s that alternate Bearer and DPoP traffic on the
+# full-policy route, each round with a fresh access token (and for DPoP a fresh device
+# key and one proof per request), so token issuance, the replay cache, the verified-token
+# cache, usage sums and the limiter all see new keys all along. VmRSS of the keygate
+# process is sampled every 5 s, then for IDLE seconds (default 60) after the load.
+#
+# It prints the samples and: RSS after set-up, after the first round, at the end of
+# the load and after the idle period, and the least-squares slope of RSS over the second
+# half of the load (MiB per minute), where caches should have reached their bounds.
+set -euo pipefail
+
+MINUTES="${1:-10}"
+RATE="${2:-2000}"
+IDLE="${IDLE:-60}"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/keygate-soak-XXXXXX")"
+UPSTREAM_PORT=18191
+KEYGATE_PORT=18193
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# shellcheck source=../lib/setup.sh
+. "$ROOT/bench/lib/setup.sh"
+bench_need nginx nginx-light
+bench_build
+bench_upstream "$UPSTREAM_PORT"
+bench_keygate "$KEYGATE_PORT" "$UPSTREAM_PORT"
+URL="http://127.0.0.1:$KEYGATE_PORT/proxy/bench/hello"
+
+SAMPLES="$WORK/rss.csv"
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$KEYGATE_PID/status"; }
+sampler() { # every 5 s: seconds since start, phase, VmRSS in KiB
+  local t0 phase
+  t0="$(date +%s)"
+  while kill -0 "$KEYGATE_PID" 2>/dev/null; do
+    phase="$(cat "$WORK/phase" 2>/dev/null || echo setup)"
+    echo "$(( $(date +%s) - t0 )),$phase,$(rss_kib)" >> "$SAMPLES"
+    sleep 5
+  done
+}
+echo setup > "$WORK/phase"
+sampler &
+PIDS+=($!)
+
+ROUNDS=$(( MINUTES * 2 ))
+echo "soak: $MINUTES min at $RATE req/s (rounds of 30 s, Bearer and DPoP alternating), then ${IDLE}s idle" >&2
+errors=0
+requests=0
+for round in $(seq 1 "$ROUNDS"); do
+  echo "load" > "$WORK/phase"
+  if [ $(( round % 2 )) -eq 1 ]; then
+    kind=bearer
+    token="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench)"
+    dpop=()
+  else
+    kind=dpop
+    key="$WORK/dpop-$round.key"
+    token="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench --dpop-key "$key")"
+    dpop=(--dpop-key "$key")
+  fi
+  # 28 s of load (1 s warm-up + 27 s window); the rest of the round is token set-up.
+  out="$(KEYGATE_LOADGEN_ACCESS_TOKEN="$token" "$LOADGEN" run "$URL" -c 16 -w 1 -d 27 \
+    --rate "$RATE" "${dpop[@]}" --json)"
+  read -r ok errs < <(printf %s "$out" | python3 -c \
+    'import json,sys; r=json.load(sys.stdin); print(r["ok"], sum(r["errors"].values()))')
+  requests=$(( requests + ok ))
+  errors=$(( errors + errs ))
+  printf '  round %2d/%d %-6s %6d ok %4d errors  RSS %6d KiB\n' "$round" "$ROUNDS" "$kind" "$ok" "$errs" "$(rss_kib)" >&2
+  rm -f "$WORK/dpop-$round.key"
+done
+echo idle > "$WORK/phase"
+sleep "$IDLE"
+
+echo
+echo "memory soak: $MINUTES min at $RATE req/s then ${IDLE}s idle, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "requests answered 2xx: $requests; errors: $errors"
+python3 - "$SAMPLES" <<'PY'
+import csv, sys
+rows = [(int(t), p, int(k)) for t, p, k in csv.reader(open(sys.argv[1]))]
+load = [(t, k) for t, p, k in rows if p == "load"]
+idle = [(t, k) for t, p, k in rows if p == "idle"]
+setup = [k for t, p, k in rows if p == "setup"]
+mib = lambda k: k / 1024
+print("samples (s, phase, RSS MiB):", " ".join(f"{t}:{p[0]}:{mib(k):.1f}" for t, p, k in rows))
+if not load:
+    sys.exit("no samples under load")
+half = load[len(load) // 2:]
+n = len(half)
+mt = sum(t for t, _ in half) / n
+mk = sum(k for _, k in half) / n
+var = sum((t - mt) ** 2 for t, _ in half) or 1
+slope = sum((t - mt) * (k - mk) for t, k in half) / var  # KiB per second
+first = [k for t, k in load if t - load[0][0] >= 30][:1] or [load[0][1]]
+print(f"RSS after set-up        {mib(setup[-1] if setup else load[0][1]):7.1f} MiB")
+print(f"RSS after the 1st round {mib(first[0]):7.1f} MiB")
+print(f"RSS peak under load     {mib(max(k for _, k in load)):7.1f} MiB")
+print(f"RSS at the end of load  {mib(load[-1][1]):7.1f} MiB")
+if idle:
+    print(f"RSS after idle          {mib(idle[-1][1]):7.1f} MiB")
+print(f"slope over the second half of the load: {slope * 60 / 1024:+.3f} MiB/min "
+      f"({'flat' if abs(slope * 60 / 1024) < 0.25 else 'NOT flat'} by the |slope| < 0.25 MiB/min rule)")
+PY
