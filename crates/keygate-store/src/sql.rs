@@ -87,10 +87,13 @@ impl SqlStore {
                         .after_connect(|conn, _| {
                             Box::pin(async move {
                                 // Durability first: every commit reaches the disk (S33).
+                                // secure_delete zeroes freed cells and pages, so a
+                                // destroyed version's bytes do not linger in free space.
                                 conn.execute(
                                     "PRAGMA journal_mode = WAL; \
                                      PRAGMA synchronous = FULL; \
                                      PRAGMA foreign_keys = ON; \
+                                     PRAGMA secure_delete = ON; \
                                      PRAGMA busy_timeout = 10000;",
                                 )
                                 .await?;
@@ -134,16 +137,6 @@ impl SqlStore {
         })
     }
 
-    /// The same store without group commit: every rotation and replay insert commits (and
-    /// syncs) on its own. For the rotation benchmark's comparison; keygate never uses it.
-    #[doc(hidden)]
-    pub fn without_group_commit(&self) -> Self {
-        Self {
-            group: None,
-            ..self.clone()
-        }
-    }
-
     /// Begins a write transaction that does not take the audit chain's lock (for data that
     /// is not a security event, such as usage counters).
     async fn begin_plain(&self) -> Result<Tx> {
@@ -153,6 +146,39 @@ impl SqlStore {
         })
     }
 
+    /// After values were erased on SQLite: copies the WAL into the database file and
+    /// truncates it, so the page images that still held them are gone from the WAL too
+    /// (secure_delete has already zeroed them in the pages themselves, including pages
+    /// that earlier splits and merges freed with a copy of the row in them). A reader that
+    /// holds an old snapshot for longer than the busy timeout makes it incomplete; that is
+    /// logged, and the next checkpoint finishes the job.
+    async fn truncate_wal(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.write)
+            .await
+        {
+            Ok(row) if row.try_get::<i64, _>(0).unwrap_or(1) == 0 => {}
+            Ok(_) => tracing::warn!(
+                "WAL checkpoint after erasing secret versions was blocked by a reader; old page images stay in the WAL until the next checkpoint"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "WAL checkpoint after erasing secret versions failed; old page images stay in the WAL until the next checkpoint"
+            ),
+        }
+    }
+    /// The same store without group commit: every rotation and replay insert commits (and
+    /// syncs) on its own. For the rotation benchmark's comparison; keygate never uses it.
+    #[doc(hidden)]
+    pub fn without_group_commit(&self) -> Self {
+        Self {
+            group: None,
+            ..self.clone()
+        }
+    }
     /// Begins a write transaction that holds the store's write lock from its first
     /// statement, so everything it reads stays current until it commits.
     /// SQLite's `(journal_mode, synchronous)` as a pooled connection sees them; `None`
@@ -697,6 +723,9 @@ impl Store for SqlStore {
         self.append(&mut tx, audit.detail("version", version), new.now_ms)
             .await?;
         self.commit(tx).await?;
+        if pruned > 0 {
+            self.truncate_wal().await;
+        }
         Ok(version)
     }
 
@@ -734,7 +763,9 @@ impl Store for SqlStore {
             audit,
             now_ms,
         )
-        .await
+        .await?;
+        self.truncate_wal().await;
+        Ok(())
     }
 
     async fn set_max_versions(
@@ -829,6 +860,8 @@ impl Store for SqlStore {
         )
         .await?;
         self.commit(tx).await?;
+        // The data keys wrapped by the old master key must not stay readable in the WAL.
+        self.truncate_wal().await;
         Ok(())
     }
 
