@@ -104,25 +104,44 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
             Json(json!({"ready": false, "reason": "storage"})),
         );
     }
+    // Reads alone do not show a full disk: every write (and so every audited operation)
+    // fails while reads still work.
+    if let Err(e) = s.store.check_writes().await {
+        tracing::error!(error = %e, "readiness: store writes failing");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "store: writes failing"})),
+        );
+    }
     (StatusCode::OK, Json(json!({"ready": true})))
 }
 
 /// Opens the store and the vault the configuration names. The vault may come up sealed.
 pub async fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Vault>)> {
+    let store = open_store(config).await?;
+    let vault = open_vault(config, store.clone()).await?;
+    Ok((store, vault))
+}
+
+/// Opens the store the configuration names.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if config.storage_url.starts_with("sqlite:") {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
-    let store: Arc<dyn Store> = Arc::new(
+    Ok(Arc::new(
         SqlStore::connect(&config.storage_url)
             .await
             .context("opening storage")?,
-    );
+    ))
+}
+
+async fn open_vault(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<Vault>> {
     let provider = config.master_key.as_ref().map(|m| m.provider());
     let vault = Vault::open(store.clone(), provider.as_deref(), config.vault)
         .await
         .context("opening the vault")?;
-    Ok((store, Arc::new(vault)))
+    Ok(Arc::new(vault))
 }
 
 /// A running server.
@@ -152,7 +171,17 @@ impl RunningServer {
 /// Validates everything, opens storage, binds `config.listen` and serves in the
 /// background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let (store, vault) = open(&config).await?;
+    let store = open_store(&config).await?;
+    start_with_store(config, store).await
+}
+
+/// [`start`] on a store the caller opened from `config`'s storage URL (the tests keep a
+/// handle on it to simulate faults).
+pub async fn start_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<RunningServer> {
+    let vault = open_vault(&config, store.clone()).await?;
     let admins = store
         .admin_credentials()
         .await
