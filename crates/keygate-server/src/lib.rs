@@ -398,7 +398,8 @@ pub async fn init_dir(dir: &Path, listen: SocketAddr) -> anyhow::Result<InitOutp
 }
 
 /// [`init_dir`] with another storage URL written into the configuration (e.g. a
-/// PostgreSQL database instead of the SQLite default).
+/// PostgreSQL database instead of the SQLite default). That store is migrated and
+/// initialised; one that already holds a set-up is refused before any file is written.
 pub async fn init_dir_with_storage(
     dir: &Path,
     listen: SocketAddr,
@@ -415,16 +416,6 @@ pub async fn init_dir_with_storage(
             );
         }
     }
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    let master = MasterKey::generate();
-    write_key_file(&master_key_path, &master)
-        .with_context(|| format!("writing {}", master_key_path.display()))?;
     let mut template = Config::template(listen);
     if let Some(url) = storage_url {
         template = template.replace(
@@ -432,25 +423,81 @@ pub async fn init_dir_with_storage(
             &format!("url = {}", toml::Value::String(url.to_owned())),
         );
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&config_path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, template.as_bytes()))
-        .with_context(|| format!("writing {}", config_path.display()))?;
+    // Validated before anything is created; the URL itself never goes into an error, as it
+    // may hold a database password.
     let config = Config::from_toml(&template, dir, std::iter::empty())?;
-    let store = SqlStore::connect(&config.storage_url)
-        .await
-        .context("creating the database")?;
-    let (admin_token, credential) = admin_token::generate("first admin (keygate init)");
-    Vault::initialize(&store, &master, credential)
-        .await
-        .context("initialising the vault")?;
-    store.close().await;
+    let created_data_dir = !data_dir.exists();
+    let result = init_files_and_store(
+        &config,
+        &template,
+        &config_path,
+        &master_key_path,
+        &data_dir,
+    )
+    .await;
+    if result.is_err() {
+        // Leave nothing that would make a corrected second attempt refuse.
+        let _ = std::fs::remove_file(&config_path);
+        let _ = std::fs::remove_file(&master_key_path);
+        if created_data_dir {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+    }
+    let admin_token = result?;
     Ok(InitOutput {
         config_path,
         master_key_path,
         data_dir,
         admin_token,
     })
+}
+
+async fn init_files_and_store(
+    config: &Config,
+    template: &str,
+    config_path: &Path,
+    master_key_path: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<SecretString> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let store = SqlStore::connect(&config.storage_url)
+        .await
+        .context("opening the store named by storage.url")?;
+    // A second set-up would bring a second master key the store's data was not sealed
+    // with; refuse it before writing one.
+    let existing = store.system_keys().await;
+    if !matches!(existing, Ok(None)) {
+        store.close().await;
+        existing.context("reading the store named by storage.url")?;
+        anyhow::bail!(
+            "the store named by storage.url is already initialised: refusing to set it up again (serve it with its existing configuration and master key)"
+        );
+    }
+    let master = MasterKey::generate();
+    write_key_file(master_key_path, &master)
+        .with_context(|| format!("writing {}", master_key_path.display()))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        // storage.url may carry a database password.
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(config_path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, template.as_bytes()))
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let (admin_token, credential) = admin_token::generate("first admin (keygate init)");
+    let initialized = Vault::initialize(&store, &master, credential)
+        .await
+        .context("initialising the vault");
+    store.close().await;
+    initialized?;
+    Ok(admin_token)
 }
