@@ -90,6 +90,9 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// How long `/readyz` waits for the store's probe write after writes have failed.
+const READY_WRITE_PROBE: Duration = Duration::from_secs(5);
+
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if s.vault.sealed().is_some() {
         return (
@@ -105,9 +108,18 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         );
     }
     // Reads alone do not show a full disk: every write (and so every audited operation)
-    // fails while reads still work.
-    if let Err(e) = s.store.check_writes().await {
-        tracing::error!(error = %e, "readiness: store writes failing");
+    // fails while reads still work. The probe write waits for the writer, so it is bounded:
+    // an orchestrator's readiness check must get an answer.
+    let writes = tokio::time::timeout(READY_WRITE_PROBE, s.store.check_writes()).await;
+    let failing = match writes {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "probe write took longer than {READY_WRITE_PROBE:?}"
+        )),
+    };
+    if let Some(cause) = failing {
+        tracing::error!(error = %cause, "readiness: store writes failing");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"ready": false, "reason": "store: writes failing"})),
