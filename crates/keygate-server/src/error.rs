@@ -45,6 +45,17 @@ impl ApiError {
         )
     }
 
+    /// An audited operation refused because its audit entry could not be written (S23):
+    /// says so, so an operator looks at the audit store rather than at the secret.
+    pub fn audit_unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "audit entry could not be written; operation refused");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit entry for this operation could not be written, so it was refused; try again later",
+        )
+    }
+
     pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "dependency unavailable");
         Self::new(
@@ -90,15 +101,24 @@ impl From<VaultError> for ApiError {
             VaultError::KeyRotated => {
                 ApiError::new(S::SERVICE_UNAVAILABLE, "key_rotated", e.to_string())
             }
-            VaultError::Store(inner) => ApiError::unavailable(inner),
+            VaultError::Store(inner) => ApiError::from_store(inner),
             VaultError::Tampered(_) | VaultError::MasterKey(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl ApiError {
+    fn from_store(e: &keygate_store::StoreError) -> Self {
+        match e {
+            keygate_store::StoreError::AuditUnavailable(_) => ApiError::audit_unavailable(e),
+            _ => ApiError::unavailable(e),
         }
     }
 }
 
 impl From<keygate_store::StoreError> for ApiError {
     fn from(e: keygate_store::StoreError) -> Self {
-        ApiError::unavailable(&e)
+        ApiError::from_store(&e)
     }
 }
 

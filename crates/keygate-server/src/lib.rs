@@ -90,6 +90,9 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// How long `/readyz` waits for the store's probe write after writes have failed.
+const READY_WRITE_PROBE: Duration = Duration::from_secs(5);
+
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if s.vault.sealed().is_some() {
         return (
@@ -104,25 +107,53 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
             Json(json!({"ready": false, "reason": "storage"})),
         );
     }
+    // Reads alone do not show a full disk: every write (and so every audited operation)
+    // fails while reads still work. The probe write waits for the writer, so it is bounded:
+    // an orchestrator's readiness check must get an answer.
+    let writes = tokio::time::timeout(READY_WRITE_PROBE, s.store.check_writes()).await;
+    let failing = match writes {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "probe write took longer than {READY_WRITE_PROBE:?}"
+        )),
+    };
+    if let Some(cause) = failing {
+        tracing::error!(error = %cause, "readiness: store writes failing");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "store: writes failing"})),
+        );
+    }
     (StatusCode::OK, Json(json!({"ready": true})))
 }
 
 /// Opens the store and the vault the configuration names. The vault may come up sealed.
 pub async fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Vault>)> {
+    let store = open_store(config).await?;
+    let vault = open_vault(config, store.clone()).await?;
+    Ok((store, vault))
+}
+
+/// Opens the store the configuration names.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if config.storage_url.starts_with("sqlite:") {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
-    let store: Arc<dyn Store> = Arc::new(
+    Ok(Arc::new(
         SqlStore::connect(&config.storage_url)
             .await
             .context("opening storage")?,
-    );
+    ))
+}
+
+async fn open_vault(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<Vault>> {
     let provider = config.master_key.as_ref().map(|m| m.provider());
     let vault = Vault::open(store.clone(), provider.as_deref(), config.vault)
         .await
         .context("opening the vault")?;
-    Ok((store, Arc::new(vault)))
+    Ok(Arc::new(vault))
 }
 
 /// A running server.
@@ -152,7 +183,17 @@ impl RunningServer {
 /// Validates everything, opens storage, binds `config.listen` and serves in the
 /// background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let (store, vault) = open(&config).await?;
+    let store = open_store(&config).await?;
+    start_with_store(config, store).await
+}
+
+/// [`start`] on a store the caller opened from `config`'s storage URL (the tests keep a
+/// handle on it to simulate faults).
+pub async fn start_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<RunningServer> {
+    let vault = open_vault(&config, store.clone()).await?;
     let admins = store
         .admin_credentials()
         .await
@@ -369,7 +410,8 @@ pub async fn init_dir(dir: &Path, listen: SocketAddr) -> anyhow::Result<InitOutp
 }
 
 /// [`init_dir`] with another storage URL written into the configuration (e.g. a
-/// PostgreSQL database instead of the SQLite default).
+/// PostgreSQL database instead of the SQLite default). That store is migrated and
+/// initialised; one that already holds a set-up is refused before any file is written.
 pub async fn init_dir_with_storage(
     dir: &Path,
     listen: SocketAddr,
@@ -386,16 +428,6 @@ pub async fn init_dir_with_storage(
             );
         }
     }
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    let master = MasterKey::generate();
-    write_key_file(&master_key_path, &master)
-        .with_context(|| format!("writing {}", master_key_path.display()))?;
     let mut template = Config::template(listen);
     if let Some(url) = storage_url {
         template = template.replace(
@@ -403,25 +435,81 @@ pub async fn init_dir_with_storage(
             &format!("url = {}", toml::Value::String(url.to_owned())),
         );
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&config_path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, template.as_bytes()))
-        .with_context(|| format!("writing {}", config_path.display()))?;
+    // Validated before anything is created; the URL itself never goes into an error, as it
+    // may hold a database password.
     let config = Config::from_toml(&template, dir, std::iter::empty())?;
-    let store = SqlStore::connect(&config.storage_url)
-        .await
-        .context("creating the database")?;
-    let (admin_token, credential) = admin_token::generate("first admin (keygate init)");
-    Vault::initialize(&store, &master, credential)
-        .await
-        .context("initialising the vault")?;
-    store.close().await;
+    let created_data_dir = !data_dir.exists();
+    let result = init_files_and_store(
+        &config,
+        &template,
+        &config_path,
+        &master_key_path,
+        &data_dir,
+    )
+    .await;
+    if result.is_err() {
+        // Leave nothing that would make a corrected second attempt refuse.
+        let _ = std::fs::remove_file(&config_path);
+        let _ = std::fs::remove_file(&master_key_path);
+        if created_data_dir {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+    }
+    let admin_token = result?;
     Ok(InitOutput {
         config_path,
         master_key_path,
         data_dir,
         admin_token,
     })
+}
+
+async fn init_files_and_store(
+    config: &Config,
+    template: &str,
+    config_path: &Path,
+    master_key_path: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<SecretString> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let store = SqlStore::connect(&config.storage_url)
+        .await
+        .context("opening the store named by storage.url")?;
+    // A second set-up would bring a second master key the store's data was not sealed
+    // with; refuse it before writing one.
+    let existing = store.system_keys().await;
+    if !matches!(existing, Ok(None)) {
+        store.close().await;
+        existing.context("reading the store named by storage.url")?;
+        anyhow::bail!(
+            "the store named by storage.url is already initialised: refusing to set it up again (serve it with its existing configuration and master key)"
+        );
+    }
+    let master = MasterKey::generate();
+    write_key_file(master_key_path, &master)
+        .with_context(|| format!("writing {}", master_key_path.display()))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        // storage.url may carry a database password.
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(config_path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, template.as_bytes()))
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let (admin_token, credential) = admin_token::generate("first admin (keygate init)");
+    let initialized = Vault::initialize(&store, &master, credential)
+        .await
+        .context("initialising the vault");
+    store.close().await;
+    initialized?;
+    Ok(admin_token)
 }

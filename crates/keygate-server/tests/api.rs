@@ -312,3 +312,82 @@ async fn second_init_is_refused() {
         key_before
     );
 }
+
+/// Issue 19: after one "database or disk is full" every later write answered 503 until a
+/// restart, while `/readyz` still said ready. The full disk is simulated with SQLite's
+/// `max_page_count` on the server's own store (see `SqlStore::simulate_full_disk`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_is_not_ready_and_writes_recover() {
+    use keygate_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let init = init_dir(dir.path(), common::free_addr()).await.unwrap();
+    let config = common::load_config(dir.path(), &[]);
+    let store = keygate_store::SqlStore::connect(&config.storage_url)
+        .await
+        .unwrap();
+    let server = keygate_server::start_with_store(config, std::sync::Arc::new(store.clone()))
+        .await
+        .unwrap();
+    let mut app = TestApp {
+        db: None,
+        base: format!("http://{}", server.addr()),
+        server: Some(server),
+        dir,
+        token: init.admin_token,
+        http: reqwest::Client::new(),
+    };
+    let readyz = |app: &TestApp| {
+        let req = app.http.get(format!("{}/readyz", app.base));
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, _) = app.put("openai", json!({"value": "sk-first"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let big = "x".repeat(40_000);
+
+    store.simulate_full_disk(true).await.unwrap();
+    let (s, b) = app.put("openai", json!({"value": big})).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+    );
+    // Fill the pages the file still has, as a full disk would not have them either.
+    for pad in [500, 50, 0] {
+        for i in 0..10_000 {
+            let event =
+                keygate_audit::AuditEvent::new("test", "filler", keygate_audit::Outcome::Success)
+                    .detail("pad", "x".repeat(pad))
+                    .detail("i", i);
+            if store.append_audit(event, 1).await.is_err() {
+                break;
+            }
+        }
+    }
+    let (s, b) = readyz(&app).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        b,
+        json!({"ready": false, "reason": "store: writes failing"})
+    );
+    // A read that must be audited says why it was refused.
+    let (s, b) = app.get("/admin/v1/secrets/openai").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(b["error"], "audit_unavailable", "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("audit entry"),
+        "{b}"
+    );
+    assert!(!b.to_string().contains("sk-first"));
+
+    // Space is back: ready again and writes go through, with no restart.
+    store.simulate_full_disk(false).await.unwrap();
+    let (s, b) = readyz(&app).await;
+    assert_eq!((s, b), (StatusCode::OK, json!({"ready": true})));
+    let (s, b) = app.put("openai", json!({"value": big})).await;
+    assert_eq!((s, b["version"].as_i64()), (StatusCode::OK, Some(2)), "{b}");
+    let (s, b) = app.get("/admin/v1/secrets/openai?version=1").await;
+    assert_eq!((s, b["value"].as_str()), (StatusCode::OK, Some("sk-first")));
+    app.stop().await;
+}

@@ -142,6 +142,11 @@ impl SqlStore {
     /// One transaction for all of `ops`: every answer, or the first error (and nothing
     /// written).
     async fn try_batch(&self, ops: &[Op]) -> Result<Vec<Answer>> {
+        let result = self.try_batch_in_one(ops).await;
+        self.note(result)
+    }
+
+    async fn try_batch_in_one(&self, ops: &[Op]) -> Result<Vec<Answer>> {
         let mut tx = self.begin_write().await?;
         let mut head: Option<Head> = None;
         let mut answers = Vec::with_capacity(ops.len());

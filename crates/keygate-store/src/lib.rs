@@ -62,6 +62,10 @@ pub enum StoreError {
     BadUrl(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// An audited operation (a secret read) was refused because its audit entry could not
+    /// be written (S23); the inner error says why.
+    #[error("the audit entry could not be written, so the operation was refused: {0}")]
+    AuditUnavailable(#[source] Box<StoreError>),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -256,7 +260,8 @@ pub trait Store: TokenStore + Send + Sync + 'static {
     async fn secret_versions(&self, name: &str) -> Result<Vec<VersionMeta>>;
 
     /// Reads one version. With `audit`, the read is itself a security event and its entry
-    /// commits before the value is returned.
+    /// commits before the value is returned; if that entry cannot be written the read fails
+    /// with [`StoreError::AuditUnavailable`].
     async fn read_version(
         &self,
         name: &str,
@@ -355,6 +360,13 @@ pub trait Store: TokenStore + Send + Sync + 'static {
 
     /// Runs the database's own consistency check (SQLite `integrity_check`).
     async fn integrity_check(&self) -> Result<()>;
+
+    /// Whether writes go through, for readiness. Free while no write has failed for a
+    /// storage reason (disk full, I/O error, a lost connection); after such a failure it
+    /// tries one small committed write, and reports healthy again once that succeeds.
+    async fn check_writes(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Closes connections, flushing what the back end buffers.
     async fn close(&self);

@@ -8,12 +8,14 @@
 //!   serialises appends to the hash chain across every replica.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_audit::{AuditEntry, AuditEvent, GENESIS, Outcome};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row, Transaction};
+use sqlx::{AnyPool, Connection, Executor, Row, Transaction};
 
 use crate::group::{Answer, GroupCommit, Op, lost};
 use crate::{
@@ -49,7 +51,14 @@ pub struct SqlStore {
     pub(crate) read: AnyPool,
     /// Bumped after every committed write through this handle that can change an answer
     /// an in-process cache holds (see [`Store::change_epoch`]).
-    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    epoch: Arc<AtomicU64>,
+    /// Set when a write failed for a storage reason; cleared only by a probe write that
+    /// commits ([`Store::check_writes`]), so small writes that still fit cannot make a
+    /// full disk look healthy.
+    writes_failing: Arc<AtomicBool>,
+    /// SQLite, tests only: a page limit every new writer connection applies, so a
+    /// simulated full disk outlives the connection it was first set on.
+    page_limit: Arc<AtomicU64>,
     /// The group committer for rotations (both back ends) and DPoP replay inserts
     /// (SQLite); `None` inside the committer itself.
     pub(crate) group: Option<GroupCommit>,
@@ -80,25 +89,59 @@ impl SqlStore {
                 };
                 let opts = AnyConnectOptions::from_str(&url)
                     .map_err(|e| StoreError::BadUrl(e.to_string()))?;
+                let page_limit = Arc::new(AtomicU64::new(0));
+                let writes_failing = Arc::new(AtomicBool::new(false));
                 let pool = |max: u32| {
+                    let page_limit = page_limit.clone();
                     AnyPoolOptions::new()
                         .max_connections(max)
                         .acquire_timeout(Duration::from_secs(30))
-                        .after_connect(|conn, _| {
+                        .after_connect(move |conn, _| {
+                            let limit = page_limit.load(Ordering::SeqCst);
                             Box::pin(async move {
                                 // Durability first: every commit reaches the disk (S33).
+                                // secure_delete zeroes freed cells and pages, so a
+                                // destroyed version's bytes do not linger in free space.
                                 conn.execute(
                                     "PRAGMA journal_mode = WAL; \
                                      PRAGMA synchronous = FULL; \
                                      PRAGMA foreign_keys = ON; \
+                                     PRAGMA secure_delete = ON; \
                                      PRAGMA busy_timeout = 10000;",
                                 )
                                 .await?;
+                                if limit > 0 {
+                                    conn.execute(&*format!("PRAGMA max_page_count = {limit}"))
+                                        .await?;
+                                }
                                 Ok(())
                             })
                         })
                 };
-                let write = pool(1).connect_with(opts.clone()).await?;
+                let failing = writes_failing.clone();
+                let write = pool(1)
+                    .after_release(move |conn, _| {
+                        let failing = failing.clone();
+                        Box::pin(async move {
+                            // A write that fails inside SQLite (disk full, I/O error) can
+                            // end its transaction without sqlx knowing: the ROLLBACK sqlx
+                            // then sends fails, its transaction depth stays at 1, and every
+                            // later BEGIN on this, the only writer connection, is refused.
+                            // Such a connection is closed; the pool opens a clean one.
+                            // The ping queues behind that ROLLBACK, so the depth is final.
+                            conn.ping().await?;
+                            if conn.is_in_transaction() {
+                                failing.store(true, Ordering::SeqCst);
+                                tracing::warn!(
+                                    "a failed write left the SQLite writer connection inside a transaction; replacing the connection"
+                                );
+                                return Ok(false);
+                            }
+                            Ok(true)
+                        })
+                    })
+                    .connect_with(opts.clone())
+                    .await?;
                 SQLITE_MIGRATIONS.run(&write).await?;
                 let read = pool(4).connect_with(opts).await?;
                 SqlStore {
@@ -106,6 +149,8 @@ impl SqlStore {
                     write,
                     read,
                     epoch: Default::default(),
+                    writes_failing,
+                    page_limit,
                     group: None,
                 }
             }
@@ -123,6 +168,8 @@ impl SqlStore {
                     write: pool.clone(),
                     read: pool,
                     epoch: Default::default(),
+                    writes_failing: Default::default(),
+                    page_limit: Default::default(),
                     group: None,
                 }
             }
@@ -147,10 +194,74 @@ impl SqlStore {
     /// Begins a write transaction that does not take the audit chain's lock (for data that
     /// is not a security event, such as usage counters).
     async fn begin_plain(&self) -> Result<Tx> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.write.begin().await?,
-        })
+        let tx = match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.write.begin().await,
+        };
+        self.note(tx.map_err(StoreError::from))
+    }
+
+    /// Passes `result` through, remembering a storage failure for [`Store::check_writes`].
+    pub(crate) fn note<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            if is_storage_failure(e) {
+                self.writes_failing.store(true, Ordering::SeqCst);
+            }
+        }
+        result
+    }
+
+    /// Test support: makes SQLite writes that need a new page fail with "database or disk
+    /// is full" (`full`), or lifts that. A small real file system cannot be had in a
+    /// test; `max_page_count` fails the same way, at the same places in SQLite, except
+    /// that writes that fit into pages the file already has still succeed. The limit
+    /// holds for every writer connection opened until it is lifted.
+    #[doc(hidden)]
+    pub async fn simulate_full_disk(&self, full: bool) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
+        let mut conn = self.write.acquire().await?;
+        let limit = if full {
+            sqlx::query("PRAGMA page_count")
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get::<i64, _>(0)?
+        } else {
+            // SQLite clamps this to its compiled-in maximum.
+            i64::from(u32::MAX - 1)
+        };
+        sqlx::query(&format!("PRAGMA max_page_count = {limit}"))
+            .execute(&mut *conn)
+            .await?;
+        self.page_limit
+            .store(if full { limit as u64 } else { 0 }, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// After values were erased on SQLite: copies the WAL into the database file and
+    /// truncates it, so the page images that still held them are gone from the WAL too
+    /// (secure_delete has already zeroed them in the pages themselves, including pages
+    /// that earlier splits and merges freed with a copy of the row in them). A reader that
+    /// holds an old snapshot for longer than the busy timeout makes it incomplete; that is
+    /// logged, and the next checkpoint finishes the job.
+    async fn truncate_wal(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.write)
+            .await
+        {
+            Ok(row) if row.try_get::<i64, _>(0).unwrap_or(1) == 0 => {}
+            Ok(_) => tracing::warn!(
+                "WAL checkpoint after erasing secret versions was blocked by a reader; old page images stay in the WAL until the next checkpoint"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "WAL checkpoint after erasing secret versions failed; old page images stay in the WAL until the next checkpoint"
+            ),
+        }
     }
 
     /// Begins a write transaction that holds the store's write lock from its first
@@ -192,8 +303,8 @@ impl SqlStore {
     /// Commits, then bumps the change epoch: a cache that read before the bump sees a
     /// different epoch afterwards and reads again. The default for every write.
     pub(crate) async fn commit(&self, tx: Tx) -> Result<()> {
-        tx.commit().await?;
-        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.note(tx.commit().await.map_err(StoreError::from))?;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -204,8 +315,7 @@ impl SqlStore {
     /// writes must use [`Self::commit`]. Keeping the epoch quiet under sign-in load keeps
     /// those caches warm.
     pub(crate) async fn commit_additive(&self, tx: Tx) -> Result<()> {
-        tx.commit().await?;
-        Ok(())
+        self.note(tx.commit().await.map_err(StoreError::from))
     }
 
     /// Runs one UPDATE that must change a row, with its audit entry, in one write
@@ -345,6 +455,27 @@ async fn quota_count(
     }
 }
 
+/// Whether `e` says the database could not do its work (disk full, I/O, a lost or wedged
+/// connection), as opposed to a refusal of this particular write (a constraint).
+fn is_storage_failure(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.kind(), sqlx::error::ErrorKind::Other)
+        }
+        StoreError::Database(
+            sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::InvalidSavePointStatement
+            | sqlx::Error::BeginFailed,
+        ) => true,
+        StoreError::AuditUnavailable(inner) => is_storage_failure(inner),
+        _ => false,
+    }
+}
+
 fn hash32(bytes: Vec<u8>) -> Result<[u8; 32]> {
     bytes
         .try_into()
@@ -390,7 +521,7 @@ fn audit_entry(r: &AnyRow) -> Result<AuditEntry> {
 #[async_trait]
 impl Store for SqlStore {
     fn change_epoch(&self) -> u64 {
-        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+        self.epoch.load(Ordering::SeqCst)
     }
 
     fn backend(&self) -> &'static str {
@@ -585,7 +716,8 @@ impl Store for SqlStore {
                     .await?
             }
             Some((event, now_ms)) => {
-                let mut tx = self.begin_write().await?;
+                let audit_failed = |e: StoreError| StoreError::AuditUnavailable(Box::new(e));
+                let mut tx = self.begin_write().await.map_err(audit_failed)?;
                 let row = sqlx::query(SQL)
                     .bind(name)
                     .bind(version)
@@ -607,8 +739,9 @@ impl Store for SqlStore {
                     }
                     None => event,
                 };
-                self.append(&mut tx, event, now_ms).await?;
-                self.commit(tx).await?;
+                let appended = self.append(&mut tx, event, now_ms).await;
+                self.note(appended).map_err(audit_failed)?;
+                self.commit(tx).await.map_err(audit_failed)?;
                 row
             }
         };
@@ -697,6 +830,9 @@ impl Store for SqlStore {
         self.append(&mut tx, audit.detail("version", version), new.now_ms)
             .await?;
         self.commit(tx).await?;
+        if pruned > 0 {
+            self.truncate_wal().await;
+        }
         Ok(version)
     }
 
@@ -734,7 +870,9 @@ impl Store for SqlStore {
             audit,
             now_ms,
         )
-        .await
+        .await?;
+        self.truncate_wal().await;
+        Ok(())
     }
 
     async fn set_max_versions(
@@ -829,6 +967,8 @@ impl Store for SqlStore {
         )
         .await?;
         self.commit(tx).await?;
+        // The data keys wrapped by the old master key must not stay readable in the WAL.
+        self.truncate_wal().await;
         Ok(())
     }
 
@@ -984,6 +1124,32 @@ impl Store for SqlStore {
                 "SQLite integrity_check: {verdict}"
             )))
         }
+    }
+
+    async fn check_writes(&self) -> Result<()> {
+        if !self.writes_failing.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Big enough to need new pages (and WAL space) on any page size SQLite allows, so
+        // a disk that only has room for small writes still reads as failing.
+        const PROBE: &str = "readiness_probe";
+        let mut tx = self.begin_plain().await?;
+        let probe = async {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+                .bind(PROBE)
+                .bind(vec![0u8; 128 * 1024])
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM meta WHERE key = $1")
+                .bind(PROBE)
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, StoreError>(())
+        };
+        self.note(probe.await)?;
+        self.commit_additive(tx).await?;
+        self.writes_failing.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
     async fn close(&self) {

@@ -255,6 +255,73 @@ async fn audited_read_commits_its_entry(db: &TestDb) {
     store.close().await;
 }
 
+/// Issue 19: after one "database or disk is full", every later write failed with
+/// "attempted to call begin_with at non-zero transaction depth" until a restart: SQLite had
+/// rolled the failed transaction back itself, sqlx's ROLLBACK then failed, and the only
+/// writer connection went back to the pool counted as inside a transaction. The full disk
+/// is simulated with `max_page_count` (see `SqlStore::simulate_full_disk`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_does_not_wedge_the_store() {
+    let db = TestDb::sqlite().unwrap();
+    let store = open(&db).await;
+    store
+        .write_version(new_version("k", 0, 1), ev("secret.put"))
+        .await
+        .unwrap();
+    store.check_writes().await.unwrap();
+
+    store.simulate_full_disk(true).await.unwrap();
+    let big = NewVersion {
+        sealed: Sealed {
+            wrapped_key: vec![7; 60],
+            ciphertext: vec![7; 64 * 1024],
+        },
+        ..new_version("k", 1, 2)
+    };
+    let err = store
+        .write_version(big.clone(), ev("secret.put"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("full"), "{err}");
+    // Small writes still fit into pages the file has; fill them, as a full disk would.
+    for pad in [500, 50, 0] {
+        let mut filled = false;
+        for i in 0..10_000 {
+            let event = ev("filler").detail("pad", "x".repeat(pad)).detail("i", i);
+            if store.append_audit(event, 2000).await.is_err() {
+                filled = true;
+                break;
+            }
+        }
+        assert!(filled, "the simulated disk never filled up");
+    }
+    store.check_writes().await.unwrap_err();
+    let read = store
+        .read_version("k", 1, Some((ev("secret.read").target("k"), 3000)))
+        .await;
+    match read {
+        Err(e @ StoreError::AuditUnavailable(_)) => {
+            assert!(
+                e.to_string().contains("audit entry could not be written"),
+                "{e}"
+            )
+        }
+        other => panic!("an audited read must fail on its audit entry: {other:?}"),
+    }
+
+    // Space is back: the very next write succeeds on the same store handle.
+    store.simulate_full_disk(false).await.unwrap();
+    assert_eq!(store.write_version(big, ev("secret.put")).await.unwrap(), 2);
+    store
+        .read_version("k", 2, Some((ev("secret.read").target("k"), 4000)))
+        .await
+        .unwrap()
+        .unwrap();
+    store.check_writes().await.unwrap();
+    assert_chain_intact(&store).await;
+    store.close().await;
+}
+
 async fn delete_undelete_destroy(db: &TestDb) {
     let store = open(db).await;
     store

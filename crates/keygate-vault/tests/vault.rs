@@ -464,3 +464,87 @@ async fn fingerprints_are_keyed_hmacs_of_current_values(db: &TestDb) {
     let text = serde_json::to_string(&file).unwrap();
     assert!(!text.contains("current-value-of-a"));
 }
+
+/// Random hex of `len` characters, without a dependency: each block is a freshly keyed
+/// SipHash.
+fn random_hex(len: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    while out.len() < len {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(out.len());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out.truncate(len);
+    out
+}
+
+/// Issue 19: after `secret destroy`, the version's wrapped data key and ciphertext stayed
+/// in the SQLite file's free space and in the WAL, where the master key still opened them.
+/// Covers a value in its row, one spilling to overflow pages, and a version pruned by
+/// `max_versions`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroyed_version_is_not_left_in_the_sqlite_files() {
+    let db = TestDb::sqlite().unwrap();
+    let (store, vault) = setup(&db).await;
+    let values = [
+        ("small", format!("sk-canary-{}", random_hex(40))),
+        ("large", random_hex(20_000)),
+        ("pruned", format!("sk-canary-{}", random_hex(40))),
+    ];
+    let mut erased = Vec::new();
+    for (name, value) in &values {
+        vault.put(&n(name), v(value), None, "t").await.unwrap();
+        let pool = raw(&db).await;
+        let row = sqlx::query(
+            "SELECT wrapped_key, ciphertext FROM secret_versions WHERE name = $1 AND version = 1",
+        )
+        .bind(*name)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        erased.push((
+            *name,
+            "wrapped data key",
+            row.try_get::<Vec<u8>, _>(0).unwrap(),
+        ));
+        erased.push((*name, "ciphertext", row.try_get::<Vec<u8>, _>(1).unwrap()));
+        erased.push((*name, "plaintext", value.as_bytes().to_vec()));
+        pool.close().await;
+    }
+    for name in ["small", "large"] {
+        vault.put(&n(name), v("next"), None, "t").await.unwrap();
+        vault.destroy(&n(name), 1, "t").await.unwrap();
+    }
+    vault
+        .set_max_versions(&n("pruned"), Some(1), "t")
+        .await
+        .unwrap();
+    vault.put(&n("pruned"), v("next"), None, "t").await.unwrap();
+    let (_, history) = vault.history(&n("pruned")).await.unwrap();
+    assert!(history[0].destroyed_ms.is_some(), "version 1 was pruned");
+
+    let path = db.url().strip_prefix("sqlite://").unwrap().to_owned();
+    let assert_gone = |when: &str| {
+        for suffix in ["", "-wal", "-shm"] {
+            let Ok(bytes) = std::fs::read(format!("{path}{suffix}")) else {
+                continue;
+            };
+            for (name, what, value) in &erased {
+                // A prefix also finds a copy that was only partly overwritten.
+                let needle = &value[..value.len().min(32)];
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{when}: the {what} of destroyed version 1 of {name} is still in keygate.db{suffix}"
+                );
+            }
+        }
+    };
+    assert_gone("store open");
+    for (name, _) in &values {
+        let (ver, val) = vault.get(&n(name), None, "t").await.unwrap();
+        assert_eq!((ver, val.expose_secret()), (2, "next"));
+    }
+    store.close().await;
+    assert_gone("store closed");
+}

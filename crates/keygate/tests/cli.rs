@@ -42,6 +42,80 @@ fn init_writes_a_private_key_and_refuses_a_second_time() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
 
+/// Issue 19: `keygate init` ignored `storage.url` / `KEYGATE_STORAGE__URL`, so a
+/// PostgreSQL deployment could not get its first admin credential. Runs on a throw-away
+/// schema of the database named by `KEYGATE_TEST_POSTGRES_URL`.
+#[tokio::test]
+async fn init_sets_up_the_postgres_store_named_by_storage_url() {
+    if std::env::var(keygate_store::testing::POSTGRES_ENV).is_err() {
+        println!("skipped: KEYGATE_TEST_POSTGRES_URL not set");
+        return;
+    }
+    let Some(db) = keygate_store::testing::TestDb::postgres("init on PostgreSQL").await else {
+        return;
+    };
+    let init = |dir: &std::path::Path, port: u16, url_from_env: bool| {
+        let mut cmd = keygate();
+        cmd.args(["init", "--format", "json", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--dir")
+            .arg(dir);
+        if url_from_env {
+            cmd.env("KEYGATE_STORAGE__URL", db.url());
+        } else {
+            cmd.arg("--storage-url").arg(db.url());
+        }
+        cmd.output().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let out = init(dir.path(), port, false);
+    assert!(out.status.success(), "init: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let setup = Setup {
+        token: v["admin_token"].as_str().unwrap().to_owned(),
+        config: dir.path().join("keygate.toml"),
+        dir,
+        port,
+    };
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    assert!(config.contains(db.url()), "storage.url written: {config}");
+    assert!(!setup.data_dir().join("keygate.db").exists());
+
+    // The first admin credential lives in PostgreSQL and works against a server on it.
+    let server = setup.serve(&setup.dir.path().join("server.log"), &[]);
+    let put = setup.cli(
+        &["secret", "put", "openai", "--stdin"],
+        Some("sk-on-postgres"),
+    );
+    assert!(put.status.success(), "{}", stderr(&put));
+    let get = setup.cli(&["secret", "get", "openai"], None);
+    assert_eq!(stdout(&get), "sk-on-postgres\n");
+    server.stop();
+
+    // A second set-up of the same store (URL from the environment this time) is refused
+    // before it writes anything.
+    let again_dir = tempfile::tempdir().unwrap();
+    let again = init(again_dir.path(), common::free_port(), true);
+    assert_eq!(again.status.code(), Some(1));
+    let err = stderr(&again);
+    assert!(err.contains("already initialised"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("postgres://"), "no URL in the error: {err}");
+    assert!(
+        std::fs::read_dir(again_dir.path())
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing left behind"
+    );
+    // The refused attempt left the store as it was.
+    let server = setup.serve(&setup.dir.path().join("server.log"), &[]);
+    let get = setup.cli(&["secret", "get", "openai"], None);
+    assert_eq!(stdout(&get), "sk-on-postgres\n");
+    server.stop();
+}
+
 #[test]
 fn bad_config_fails_before_binding_and_names_the_field() {
     let dir = tempfile::tempdir().unwrap();

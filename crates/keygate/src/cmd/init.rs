@@ -1,4 +1,4 @@
-//! `keygate init --dir DIR`
+//! `keygate init --dir DIR [--storage-url URL]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use super::Format;
 
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  keygate init --dir /etc/keygate\n  keygate serve --config /etc/keygate/keygate.toml"
+    after_help = "Example:\n  keygate init --dir /etc/keygate\n  keygate serve --config /etc/keygate/keygate.toml\n\nOn PostgreSQL:\n  keygate init --dir /etc/keygate --storage-url postgres://keygate@db.internal/keygate"
 )]
 pub struct InitArgs {
     /// Directory to set up (created if missing); an existing set-up is never overwritten
@@ -20,6 +20,11 @@ pub struct InitArgs {
     /// Address the server will listen on
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Store to initialise and write into the configuration (postgres://… or sqlite://…);
+    /// default: SQLite in DIR/keygate-data. A store that is already set up is refused.
+    // The value may hold a database password: never shown in --help.
+    #[arg(long, env = "KEYGATE_STORAGE__URL", hide_env_values = true)]
+    storage_url: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -27,7 +32,8 @@ pub struct InitArgs {
 pub async fn run(a: InitArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&a.dir)?;
     let dir = a.dir.canonicalize()?;
-    let out = keygate_server::init_dir(&dir, a.listen).await?;
+    let out =
+        keygate_server::init_dir_with_storage(&dir, a.listen, a.storage_url.as_deref()).await?;
     match a.format {
         Format::Json => println!(
             "{}",
@@ -45,6 +51,11 @@ pub async fn run(a: InitArgs) -> anyhow::Result<ExitCode> {
                 out.master_key_path.display()
             );
             println!("Created {}", out.data_dir.display());
+            if a.storage_url.is_some() {
+                println!(
+                    "Initialised the store named by storage.url (written to the configuration)"
+                );
+            }
             println!();
             println!("Admin token (shown once, store it in your password manager):");
             println!("  {}", out.admin_token.expose_secret());
