@@ -312,3 +312,55 @@ async fn second_init_is_refused() {
         key_before
     );
 }
+
+/// Issue 19: a request head without Host, with two Host lines or an invalid one was
+/// answered 200 (RFC 9112 §3.2 requires 400); an LF-only head was never answered; two
+/// Authorization lines were accepted when the first was valid. Every endpoint refuses
+/// them (the check is in the connection's framing guard), and closes.
+#[tokio::test]
+async fn ambiguous_request_heads_get_400_and_close_on_every_endpoint() {
+    use common::{raw, status_of};
+    use std::time::Duration;
+    let mut app = TestApp::spawn().await;
+    let token = app.token.expose_secret().to_owned();
+    let ok = format!(
+        "GET /admin/v1/secrets HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let (resp, _) = raw(app.addr(), ok.as_bytes(), Duration::from_secs(3)).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let mut cases: Vec<String> = Vec::new();
+    for target in [
+        "/healthz",
+        "/admin/v1/secrets",
+        "/oauth2/token",
+        "/proxy/openai/v1/models",
+    ] {
+        cases.push(format!(
+            "GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n"
+        ));
+        cases.push(format!(
+            "GET {target} HTTP/1.1\r\nHost: g\r\nHost: h\r\nConnection: close\r\n\r\n"
+        ));
+        cases.push(format!(
+            "GET {target} HTTP/1.1\r\nHost: g\r\nhost: g\r\nConnection: close\r\n\r\n"
+        ));
+        for bad in ["user@g", "g/x", "g:80:80", "g:http", "[::1", "g h"] {
+            cases.push(format!(
+                "GET {target} HTTP/1.1\r\nHost: {bad}\r\nConnection: close\r\n\r\n"
+            ));
+        }
+        cases.push(format!("GET {target} HTTP/1.1\nHost: g\n\n"));
+        cases.push(format!(
+            "GET {target} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {token}\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n"
+        ));
+        cases.push(format!(
+            "GET {target} HTTP/1.1\r\nHost: g\r\nAuthorization: DPoP {token}\r\nauthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ));
+    }
+    for case in cases {
+        let (resp, closed) = raw(app.addr(), case.as_bytes(), Duration::from_secs(3)).await;
+        assert_eq!(status_of(&resp), 400, "{case:?}: {resp:?}");
+        assert!(closed, "{case:?}: connection left open");
+    }
+    app.stop().await;
+}
