@@ -448,6 +448,25 @@ level  = "info"   # KEYGATE_LOG overrides this filter
     }
 }
 
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// ` at line L column C` for a TOML parse error that has a position, else nothing.
+pub(crate) fn toml_error_position(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let (line, column) = line_col(text, span.start);
+            format!(" at line {line} column {column}")
+        }
+        None => String::new(),
+    }
+}
+
 fn overlay_env(
     doc: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,

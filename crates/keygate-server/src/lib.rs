@@ -24,6 +24,7 @@ pub mod admin_token;
 pub mod audit_ops;
 pub mod config;
 pub mod error;
+pub mod json_body;
 pub mod logging;
 pub mod oauth;
 pub mod proxy;

@@ -313,6 +313,120 @@ async fn second_init_is_refused() {
     );
 }
 
+/// Issue 19: serde's messages repeated submitted values (`invalid type: integer 9428…`),
+/// escaped quotes defeated the trimming, and unknown field names were echoed.
+#[tokio::test]
+async fn json_error_bodies_name_the_field_never_the_submitted_value() {
+    use reqwest::Method;
+    let mut app = TestApp::spawn().await;
+    let canary = "sk-canary-19a";
+    let cases: Vec<(Method, &str, String, &str)> = vec![
+        (
+            Method::PUT,
+            "/admin/v1/secrets/a",
+            r#"{"value": 94281234567890123456789012345678901234567890}"#.into(),
+            "`value`: wrong type",
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/secrets/a",
+            format!(r#"{{"value": "x", "cas": "a\"b\"\" {canary} \"c"}}"#),
+            "`cas`: wrong type",
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/secrets/a",
+            format!(r#"{{"value": "x", "{canary}": 1}}"#),
+            "unknown field",
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/secrets/a",
+            format!(r#"{{"value": "x", "{canary}\"": 1, "cas": 1}}"#),
+            "unknown field",
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/secrets/a",
+            format!(r#"{{"value": "{canary}", "value": "y"}}"#),
+            "duplicate key at line 1",
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/secrets/a",
+            format!("{{\"value\":\n  \"{canary}\" \"x\"}}"),
+            "malformed JSON at line 2",
+        ),
+        (
+            Method::PATCH,
+            "/admin/v1/secrets/a",
+            format!(r#"{{"max_versions": "{canary}"}}"#),
+            "`max_versions`: wrong type",
+        ),
+        (
+            Method::POST,
+            "/admin/v1/users",
+            format!(
+                r#"{{"name": "u", "password": "long enough pw", "scopes": ["a", {{"{canary}": "{canary}"}}]}}"#
+            ),
+            "`scopes[1]`: wrong type",
+        ),
+        (
+            Method::POST,
+            "/admin/v1/users",
+            format!(r#"{{"name": "u", "scopes": ["{canary}"]}}"#),
+            "`password`: missing field",
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/routes",
+            serde_json::json!({"toml": format!("[routes.r]\nupstream = [\"{canary}\"]\n")})
+                .to_string(),
+            "`routes.r.upstream`: wrong type",
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/routes",
+            serde_json::json!({"toml": format!("[routes.r]\n{canary} = \"{canary}\"\n")})
+                .to_string(),
+            "`routes.r`: unknown field",
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/routes",
+            serde_json::json!({"toml": format!("[routes.\"{canary} \\\"Q\"]\nupstream = 1\n")})
+                .to_string(),
+            "invalid route name",
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/routes",
+            serde_json::json!({"toml": format!("[routes.r]\nupstream = \"{canary}\n")}).to_string(),
+            "not valid TOML at line 2 column",
+        ),
+    ];
+    for (method, path, body, want) in cases {
+        let (s, text) = app.send_raw_json(method.clone(), path, &body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{method} {path} {body}: {text}");
+        assert!(text.contains(want), "{method} {path} {body}: {text}");
+        assert!(!text.contains("canary"), "{method} {path} {body}: {text}");
+        assert!(!text.contains("9428"), "{method} {path} {body}: {text}");
+    }
+    // Query strings: neither an unknown parameter's name nor a value is repeated.
+    for path in [
+        format!("/admin/v1/secrets/a?{canary}=1"),
+        format!("/admin/v1/audit?limit={canary}"),
+    ] {
+        let (s, b) = app.get(&path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {b}");
+        assert!(!b.to_string().contains("canary"), "{path}: {b}");
+    }
+    let (s, b) = app.get("/admin/v1/secrets").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["secrets"].as_array().unwrap().len(), 0);
+    app.stop().await;
+}
+
 /// Issue 19: a request head without Host, with two Host lines or an invalid one was
 /// answered 200 (RFC 9112 §3.2 requires 400); an LF-only head was never answered; two
 /// Authorization lines were accepted when the first was valid. Every endpoint refuses
