@@ -295,14 +295,27 @@ struct RawLog {
 struct RawHttp {
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: i64,
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    body_read_timeout: Duration,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body_bytes(),
+            body_read_timeout: default_body_read_timeout(),
+            request_timeout: default_request_timeout(),
         }
     }
+}
+
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_max_body_bytes() -> i64 {
@@ -346,6 +359,12 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_body_bytes: usize,
+    /// Non-proxy endpoints: the whole request body must arrive within this time. Proxied
+    /// calls: the longest wait for the next piece of the body.
+    pub body_read_timeout: Duration,
+    /// Non-proxy endpoints: the longest time from the request head to the response head.
+    /// Proxied calls are exempt (their responses stream, e.g. server-sent events).
+    pub request_timeout: Duration,
     pub tokens: TokenSettings,
     /// The routes of the `[routes.*]` tables, validated (and as written).
     pub routes: keygate_proxy::RouteTable,
@@ -624,6 +643,16 @@ impl RawConfig {
                 "must be between 1024 and 1073741824",
             ));
         }
+        let timeouts = Duration::from_millis(100)..=Duration::from_secs(3600);
+        if !timeouts.contains(&self.http.body_read_timeout) {
+            return Err(err(
+                "http.body_read_timeout",
+                "must be between 100ms and 1h",
+            ));
+        }
+        if !timeouts.contains(&self.http.request_timeout) {
+            return Err(err("http.request_timeout", "must be between 100ms and 1h"));
+        }
         let tokens = self.tokens.validate(base)?;
         let routes =
             keygate_proxy::RouteTable::from_raw(&self.routes).map_err(|e| ConfigError {
@@ -653,6 +682,8 @@ impl RawConfig {
             log_format,
             log_level,
             max_body_bytes: self.http.max_body_bytes as usize,
+            body_read_timeout: self.http.body_read_timeout,
+            request_timeout: self.http.request_timeout,
             tokens,
             routes,
             routes_raw: self.routes,
@@ -965,6 +996,22 @@ mod tests {
                 "{text:?}: expected field {field}, got {e}"
             );
         }
+    }
+
+    #[test]
+    fn http_timeouts_default_and_are_bounded() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        let c = load(
+            "[http]\nbody_read_timeout = \"2s\"\nrequest_timeout = \"1m\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.body_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.request_timeout, Duration::from_secs(60));
+        let e = load("[http]\nrequest_timeout = \"2h\"", &[]).unwrap_err();
+        assert_eq!(e.field, "http.request_timeout");
     }
 
     const ISSUER: &str = r#"

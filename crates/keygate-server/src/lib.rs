@@ -23,6 +23,7 @@ pub mod admin;
 pub mod admin_token;
 pub mod audit_ops;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod json_body;
 pub mod logging;
@@ -76,6 +77,13 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::admin::router())
         .merge(proxy::router())
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            deadline::Deadlines {
+                body_read: state.config.body_read_timeout,
+                request: state.config.request_timeout,
+            },
+            deadline::enforce,
+        ))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |req: &axum::http::Request<_>| {

@@ -478,3 +478,58 @@ async fn ambiguous_request_heads_get_400_and_close_on_every_endpoint() {
     }
     app.stop().await;
 }
+
+/// Issue 19: an anonymous POST trickling its body (one byte every few seconds) held its
+/// connection open indefinitely. With `http.body_read_timeout` the server answers 408 and
+/// closes once the body is late.
+#[tokio::test]
+async fn trickled_request_body_gets_408_and_close_within_the_deadline() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut app = TestApp::spawn_with(&[
+        ("KEYGATE_HTTP__BODY_READ_TIMEOUT", "1s"),
+        ("KEYGATE_HTTP__REQUEST_TIMEOUT", "5s"),
+    ])
+    .await;
+    let token = app.token.expose_secret().to_owned();
+    let heads = [
+        "POST /oauth2/token HTTP/1.1\r\nHost: g\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n".to_owned(),
+        format!("PUT /admin/v1/secrets/slow HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"),
+        "POST /oauth2/token HTTP/1.1\r\nHost: g\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned(),
+    ];
+    for head in heads {
+        let stream = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let chunked = head.contains("chunked");
+        let writer = tokio::spawn(async move {
+            wr.write_all(head.as_bytes()).await.ok();
+            for _ in 0..40 {
+                let piece: &[u8] = if chunked { b"1\r\na\r\n" } else { b"a" };
+                if wr.write_all(piece).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(8), rd.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => break false,
+            }
+        };
+        let elapsed = started.elapsed();
+        writer.abort();
+        let text = String::from_utf8_lossy(&buf);
+        assert_eq!(common::status_of(&text), 408, "{text:?}");
+        assert!(closed, "connection left open: {text:?}");
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    }
+    // A prompt request still works.
+    let (s, _) = app.put("fast", json!({"value": "v"})).await;
+    assert_eq!(s, StatusCode::OK);
+    app.stop().await;
+}
