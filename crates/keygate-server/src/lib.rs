@@ -127,7 +127,25 @@ pub async fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Vault>
             .await
             .context("opening storage")?,
     );
-    let provider = config.master_key.as_ref().map(|m| m.provider());
+    if let Some(config::MasterKeySource::File(path)) = &config.master_key {
+        // A missing or unreadable file leaves the vault sealed (S21); one that others can
+        // read has leaked already, so keygate refuses to run on it unless told otherwise.
+        if path.exists() {
+            if let Err(reason) = keygate_vault::check_key_file_permissions(path) {
+                if !config.allow_insecure_key_permissions {
+                    anyhow::bail!(
+                        "master key file {}: {reason}; refusing to start (or pass --allow-insecure-key-permissions)",
+                        path.display()
+                    );
+                }
+                tracing::warn!(file = %path.display(), %reason, "master key file readable by others; starting anyway (--allow-insecure-key-permissions)");
+            }
+        }
+    }
+    let provider = config
+        .master_key
+        .as_ref()
+        .map(|m| m.provider_with(config.allow_insecure_key_permissions));
     let vault = Vault::open(store.clone(), provider.as_deref(), config.vault)
         .await
         .context("opening the vault")?;
