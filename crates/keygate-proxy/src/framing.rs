@@ -1,5 +1,11 @@
 //! Strict framing checks on a request head (S28, RFC 9112 §6.3 and §3.2).
 //!
+//! RFC 9112 §3.2: an HTTP/1.1 request without `Host` (checked on the raw head, see
+//! [`crate::h1guard::check_raw_head`]), with two `Host` lines or with an invalid one is
+//! answered 400. Two `Authorization` lines are refused too: which one a
+//! component reads (first, last, or both joined) differs, so a valid first credential
+//! could cover a second one another reader acts on.
+//!
 //! A head that two parsers could read differently (`Content-Length` beside
 //! `Transfer-Encoding`, two lengths, a length with junk in it, bare CR/LF/NUL in a value)
 //! is how request smuggling starts, so it is refused with a 400 and the connection is
@@ -45,6 +51,14 @@ pub enum FramingError {
     BadChunk,
     #[error("connection already refused")]
     Refused,
+    #[error("HTTP/1.1 request without a Host field")]
+    MissingHost,
+    #[error("more than one Host field")]
+    DuplicateHost,
+    #[error("Host is not a valid host[:port]")]
+    InvalidHost,
+    #[error("more than one Authorization field")]
+    DuplicateAuthorization,
 }
 
 /// The declared body length of a head that passed the checks.
@@ -74,6 +88,50 @@ pub fn check_field(name: &[u8], value: &[u8]) -> Result<(), FramingError> {
     Ok(())
 }
 
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2): an IP literal in brackets or a
+/// reg-name, then an optional decimal port. Empty is allowed (RFC 9112 §3.2: a request
+/// target without an authority sends an empty Host).
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let (literal, after) = rest.split_at(end);
+        let after = after.get(1..).unwrap_or_default();
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        {
+            return false;
+        }
+        match after {
+            [] => return true,
+            [b':', port @ ..] => (&b"x"[..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (
+                value.get(..colon).unwrap_or_default(),
+                Some(value.get(colon + 1..).unwrap_or_default()),
+            ),
+            None => (value, None),
+        }
+    };
+    let reg_name = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    let port_ok = port.is_none_or(|p| {
+        p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(p)
+                .ok()
+                .is_none_or(|t| t.is_empty() || t.parse::<u16>().is_ok())
+    });
+    reg_name && port_ok
+}
+
 fn parse_content_length(value: &[u8]) -> Result<u64, FramingError> {
     // RFC 9110 §8.6: 1*DIGIT. No sign, no spaces inside, no lists ("5, 5"), no hex.
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -94,9 +152,24 @@ where
 {
     let mut length: Option<u64> = None;
     let mut transfer_encoding: Option<&[u8]> = None;
+    let mut host = false;
+    let mut authorization = false;
     for (name, value) in fields {
         check_field(name, value)?;
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if name.eq_ignore_ascii_case(b"host") {
+            if host {
+                return Err(FramingError::DuplicateHost);
+            }
+            host = true;
+            if !valid_host(value) {
+                return Err(FramingError::InvalidHost);
+            }
+        } else if name.eq_ignore_ascii_case(b"authorization") {
+            if authorization {
+                return Err(FramingError::DuplicateAuthorization);
+            }
+            authorization = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             if length.is_some() {
                 return Err(FramingError::DuplicateContentLength);
             }
@@ -109,7 +182,7 @@ where
             transfer_encoding = Some(value);
         }
     }
-    match (length, transfer_encoding) {
+    let framing = match (length, transfer_encoding) {
         (Some(_), Some(_)) => Err(FramingError::LengthAndChunked),
         (None, Some(te)) => {
             if version == Version::HTTP_10 {
@@ -128,7 +201,8 @@ where
         }
         (Some(n), None) => Ok(BodyFraming::Length(n)),
         (None, None) => Ok(BodyFraming::None),
-    }
+    }?;
+    Ok(framing)
 }
 
 /// Checks the request target form: only origin-form (`/path?query`) is proxied.
@@ -280,16 +354,68 @@ mod tests {
     fn ordinary_heads_pass() {
         let v = Version::HTTP_11;
         assert_eq!(
-            check_fields(v, fields(&[("content-length", b"12")])),
+            check_fields(v, fields(&[("host", b"g"), ("content-length", b"12")])),
             Ok(BodyFraming::Length(12))
         );
         assert_eq!(
-            check_fields(v, fields(&[("transfer-encoding", b"Chunked")])),
+            check_fields(
+                v,
+                fields(&[("Host", b"g"), ("transfer-encoding", b"Chunked")])
+            ),
             Ok(BodyFraming::Chunked)
         );
         assert_eq!(
-            check_fields(v, fields(&[("x-a", b"tab\there")])),
+            check_fields(v, fields(&[("host", b"g"), ("x-a", b"tab\there")])),
             Ok(BodyFraming::None)
+        );
+        for host in [
+            &b"gate.example.com"[..],
+            b"gate.example.com:8443",
+            b"127.0.0.1:80",
+            b"[::1]:8080",
+            b"[2001:db8::1]",
+            b"",
+        ] {
+            assert_eq!(
+                check_fields(v, [(&b"host"[..], host)]),
+                Ok(BodyFraming::None),
+                "{host:?}"
+            );
+        }
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn host_and_authorization_must_be_single_and_valid() {
+        use FramingError as F;
+        let v = Version::HTTP_11;
+        let cases: &[(&[(&str, &[u8])], F)] = &[
+            (&[("host", b"a"), ("Host", b"b")], F::DuplicateHost),
+            (&[("host", b"a"), ("host", b"a")], F::DuplicateHost),
+            (&[("host", b"a b")], F::InvalidHost),
+            (&[("host", b"a/b")], F::InvalidHost),
+            (&[("host", b"user@a")], F::InvalidHost),
+            (&[("host", b"a:80:80")], F::InvalidHost),
+            (&[("host", b"a:99999")], F::InvalidHost),
+            (&[("host", b"a:http")], F::InvalidHost),
+            (&[("host", b"[::1")], F::InvalidHost),
+            (&[("host", b"[::1]x")], F::InvalidHost),
+            (&[("host", b"a\\b")], F::InvalidHost),
+            (
+                &[
+                    ("host", b"a"),
+                    ("authorization", b"Bearer x"),
+                    ("Authorization", b"Bearer y"),
+                ],
+                F::DuplicateAuthorization,
+            ),
+        ];
+        for (list, want) in cases {
+            assert_eq!(check_fields(v, fields(list)), Err(*want), "{list:?}");
+        }
+        assert_eq!(
+            check_fields(Version::HTTP_2, fields(&[("host", b"a"), ("host", b"b")])),
+            Err(F::DuplicateHost)
         );
     }
 

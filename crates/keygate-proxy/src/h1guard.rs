@@ -125,7 +125,25 @@ pub fn check_raw_head(head: &[u8]) -> Result<BodyFraming, FramingError> {
             return Err(FramingError::HeadTooLarge);
         }
     }
-    check_fields(version, fields)
+    // RFC 9112 §3.2: every HTTP/1.1 request carries Host (HTTP/1.0 may omit it). Checked
+    // here, on the bytes of an HTTP/1 connection, rather than in `check_fields`, which
+    // also sees HTTP/2 heads and requests built in process.
+    let has_host = fields.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"host"));
+    let framing = check_fields(version, fields)?;
+    if version == Version::HTTP_11 && !has_host {
+        return Err(FramingError::MissingHost);
+    }
+    Ok(framing)
+}
+
+/// Whether `buf[from..end]` holds an LF not preceded by CR, or a CR followed by anything
+/// but LF (a CR at `end - 1` waits for the next byte).
+fn bare_line_break(buf: &[u8], from: usize, end: usize) -> bool {
+    (from..end.min(buf.len())).any(|i| match buf.get(i) {
+        Some(b'\n') => i == 0 || buf.get(i - 1) != Some(&b'\r'),
+        Some(b'\r') => buf.get(i + 1).is_some_and(|&next| next != b'\n'),
+        _ => false,
+    })
 }
 
 #[derive(Debug)]
@@ -186,6 +204,13 @@ impl RequestScanner {
                         .unwrap_or_default()
                         .windows(4)
                         .position(|w| w == b"\r\n\r\n");
+                    // A head is CRLF-delimited: a bare LF (`GET / HTTP/1.1\nHost: x\n\n`)
+                    // or CR is refused as soon as it arrives. Waiting for a CRLF CRLF that
+                    // never comes would leave such a request unanswered.
+                    let head_end = found.map_or(buf.len(), |at| from + at + 4);
+                    if bare_line_break(buf, old.saturating_sub(1), head_end) {
+                        return self.refuse(FramingError::ControlCharacter, out);
+                    }
                     let Some(at) = found else {
                         input = &[];
                         if buf.len() > MAX_HEAD {
@@ -489,9 +514,31 @@ POST /b HTTP/1.1\r\nHost: g\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r
             );
         }
         assert_eq!(
-            check_raw_head(b"\r\nPOST /x HTTP/1.1\r\nContent-Length:  7 \r\n\r\n"),
+            check_raw_head(b"\r\nPOST /x HTTP/1.1\r\nHost: g\r\nContent-Length:  7 \r\n\r\n"),
             Ok(BodyFraming::Length(7))
         );
+    }
+
+    #[test]
+    fn lf_only_head_is_refused_without_waiting_for_crlf_and_host_is_required() {
+        for step in [1, 3, 64] {
+            let (out, r) = scan_all(b"GET / HTTP/1.1\nHost: x\n\n", step);
+            assert_eq!(r, Err(FramingError::ControlCharacter), "step {step}");
+            assert_eq!(out, POISON);
+        }
+        let (_, r) = scan_all(b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n", 1);
+        assert_eq!(r, Err(FramingError::ControlCharacter));
+        assert_eq!(
+            check_raw_head(b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n"),
+            Err(FramingError::MissingHost)
+        );
+        assert_eq!(
+            check_raw_head(b"GET / HTTP/1.0\r\n\r\n"),
+            Ok(BodyFraming::None)
+        );
+        // A body after a good head may hold bare LFs.
+        let ok = b"POST /a HTTP/1.1\r\nHost: g\r\nContent-Length: 3\r\n\r\na\nb";
+        assert_eq!(scan_all(ok, 4096), (ok.to_vec(), Ok(())));
     }
 
     #[test]
@@ -502,7 +549,8 @@ POST /b HTTP/1.1\r\nHost: g\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r
             b"5\nabcde\r\n",
             b"0\r\nA b: c\r\n\r\n",
         ] {
-            let mut stream = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            let mut stream =
+                b"POST /c HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
             stream.extend_from_slice(body);
             let (_, r) = scan_all(&stream, 3);
             assert!(r.is_err(), "{:?}", String::from_utf8_lossy(body));

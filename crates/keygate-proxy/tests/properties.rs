@@ -94,7 +94,7 @@ proptest! {
              prop_oneof![Just("5"), Just("chunked"), Just("5, 5"), Just(" 7"), Just("+1"), Just("gzip, chunked"), Just("a\rb")]),
             0..5)
     ) {
-        let mut head = b"POST /x HTTP/1.1\r\n".to_vec();
+        let mut head = b"POST /x HTTP/1.1\r\nHost: g\r\n".to_vec();
         for (n, v) in &fields {
             head.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
         }
@@ -117,10 +117,10 @@ proptest! {
         let mut stream = Vec::new();
         for (i, body) in bodies.iter().enumerate() {
             if i % 2 == 0 {
-                stream.extend_from_slice(format!("POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+                stream.extend_from_slice(format!("POST /a HTTP/1.1\r\nHost: g\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
                 stream.extend_from_slice(body);
             } else {
-                stream.extend_from_slice(b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+                stream.extend_from_slice(b"POST /b HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n");
                 if !body.is_empty() {
                     stream.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
                     stream.extend_from_slice(body);

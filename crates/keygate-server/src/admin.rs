@@ -1,7 +1,6 @@
 //! The admin API (`/admin/v1/…`): thin handlers that parse, call the vault or the store,
 //! and map the result.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -17,7 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
-use crate::error::{ApiError, json_rejection};
+use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -92,21 +91,89 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// A JSON body whose rejection is a safe [`ApiError`].
+/// A JSON body whose errors name the field and the kind of problem, never the input
+/// (see [`crate::json_body`]).
 pub struct Body<T>(pub T);
 
 impl<T, S> axum::extract::FromRequest<S> for Body<T>
 where
-    Json<T>: axum::extract::FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(r) => Err(json_rejection(r)),
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a request body with Content-Type: application/json",
+            ));
         }
+        let bytes =
+            match <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(req, state)
+                .await
+            {
+                Ok(b) => b,
+                Err(r) => return Err(body_read_error(&r)),
+            };
+        crate::json_body::from_json_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
+
+/// Query parameters whose rejection never repeats a parameter's name or value (axum's
+/// text quotes both).
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(q)) => Ok(Params(q)),
+            Err(_) => Err(ApiError::bad_request(
+                "invalid query string: an unknown parameter, or a value of the wrong type",
+            )),
+        }
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5
+                && sub
+                    .get(sub.len() - 5..)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
+}
+
+/// A body that could not be read: too large, or the connection failed or timed out.
+fn body_read_error(r: &axum::extract::rejection::BytesRejection) -> ApiError {
+    if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            r.status(),
+            "too_large",
+            "the request body is larger than this server accepts",
+        )
+    } else {
+        tracing::debug!(error = %r.body_text(), "request body could not be read");
+        ApiError::bad_request("the request body could not be read")
     }
 }
 
@@ -159,7 +226,7 @@ async fn get_secret(
     admin: Admin,
     State(s): State<AppState>,
     Path(raw): Path<String>,
-    Query(q): Query<VersionQuery>,
+    Params(q): Params<VersionQuery>,
 ) -> Result<Response, ApiError> {
     let name = name(&raw)?;
     let (version, value) = s.vault.get(&name, q.version, &admin.actor()).await?;
@@ -302,7 +369,7 @@ struct AuditQuery {
 async fn audit_entries(
     _admin: Admin,
     State(s): State<AppState>,
-    Query(q): Query<AuditQuery>,
+    Params(q): Params<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

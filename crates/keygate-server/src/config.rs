@@ -26,8 +26,19 @@ pub struct ConfigError {
 fn err(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.to_owned(),
-        message: message.into(),
+        message: one_line(&message.into()),
     }
+}
+
+/// Config errors are printed as one line (`keygate: config error at …`); some library
+/// messages carry line breaks (or a trailing one).
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Environment variables with the `KEYGATE_` prefix that are not configuration fields.
@@ -295,14 +306,27 @@ struct RawLog {
 struct RawHttp {
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: i64,
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    body_read_timeout: Duration,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body_bytes(),
+            body_read_timeout: default_body_read_timeout(),
+            request_timeout: default_request_timeout(),
         }
     }
+}
+
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_max_body_bytes() -> i64 {
@@ -318,8 +342,16 @@ pub enum MasterKeySource {
 
 impl MasterKeySource {
     pub fn provider(&self) -> Box<dyn MasterKeyProvider> {
+        self.provider_with(false)
+    }
+
+    /// The provider; with `allow_insecure`, a key file others may read is still used.
+    pub fn provider_with(&self, allow_insecure: bool) -> Box<dyn MasterKeyProvider> {
         match self {
-            MasterKeySource::File(path) => Box::new(FileKeyProvider { path: path.clone() }),
+            MasterKeySource::File(path) => Box::new(FileKeyProvider {
+                path: path.clone(),
+                allow_insecure_permissions: allow_insecure,
+            }),
             MasterKeySource::Env(var) => Box::new(EnvKeyProvider { var: var.clone() }),
         }
     }
@@ -346,7 +378,16 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_body_bytes: usize,
+    /// Non-proxy endpoints: the whole request body must arrive within this time. Proxied
+    /// calls: the longest wait for the next piece of the body.
+    pub body_read_timeout: Duration,
+    /// Non-proxy endpoints: the longest time from the request head to the response head.
+    /// Proxied calls are exempt (their responses stream, e.g. server-sent events).
+    pub request_timeout: Duration,
     pub tokens: TokenSettings,
+    /// Start with a master key file that others may read (`keygate serve
+    /// --allow-insecure-key-permissions`; never from the file).
+    pub allow_insecure_key_permissions: bool,
     /// The routes of the `[routes.*]` tables, validated (and as written).
     pub routes: keygate_proxy::RouteTable,
     pub routes_raw: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
@@ -369,7 +410,20 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            err("(file)", format!("not valid TOML: {}", e.message()))
+            // A value the parser refuses (an integer out of range) is reported at its
+            // field when the field can be found.
+            let field = e
+                .span()
+                .and_then(|span| field_at(text, span))
+                .unwrap_or_else(|| "(file)".to_owned());
+            err(
+                &field,
+                format!(
+                    "not valid TOML{}: {}",
+                    toml_error_position(text, &e),
+                    e.message()
+                ),
+            )
         })?;
         let master_env = doc
             .get("master_key")
@@ -382,7 +436,7 @@ impl Config {
                 let path = e.path().to_string();
                 err(
                     if path == "." { "(file)" } else { &path },
-                    e.into_inner().to_string(),
+                    e.into_inner().message(),
                 )
             })?;
         raw.validate(base)
@@ -445,6 +499,66 @@ format = "json"   # or "text"
 level  = "info"   # KEYGATE_LOG overrides this filter
 "#
         )
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The dotted path (`vault.max_versions`, `tokens.issuers[0].jwks_max_age`) of the value
+/// at `span`, found by putting a marker string in its place and parsing again.
+fn field_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    const MARKER: &str = "\u{1}keygate-field-marker";
+    // The span may cover only part of a scalar (a number, a date): take the whole token.
+    let rest = text.get(span.start..)?;
+    let end = if rest.starts_with(['"', '\'', '[', '{']) {
+        span.end
+    } else {
+        let token = rest.find(['\n', '#', ',', ']', '}']).unwrap_or(rest.len());
+        (span.start + rest.get(..token)?.trim_end().len()).max(span.end)
+    };
+    let patched = format!(
+        "{}\"\\u0001keygate-field-marker\"{}",
+        text.get(..span.start)?,
+        text.get(end..)?
+    );
+    let doc: toml::Table = patched.parse().ok()?;
+    fn find(v: &toml::Value, path: String) -> Option<String> {
+        match v {
+            toml::Value::String(s) if s == MARKER => Some(path),
+            toml::Value::Table(t) => t.iter().find_map(|(k, v)| {
+                find(
+                    v,
+                    if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    },
+                )
+            }),
+            toml::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| find(v, format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+    find(&toml::Value::Table(doc), String::new())
+}
+
+/// ` at line L column C` for a TOML parse error that has a position, else nothing.
+pub(crate) fn toml_error_position(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let (line, column) = line_col(text, span.start);
+            format!(" at line {line} column {column}")
+        }
+        None => String::new(),
     }
 }
 
@@ -605,11 +719,21 @@ impl RawConfig {
                 "must be between 1024 and 1073741824",
             ));
         }
+        let timeouts = Duration::from_millis(100)..=Duration::from_secs(3600);
+        if !timeouts.contains(&self.http.body_read_timeout) {
+            return Err(err(
+                "http.body_read_timeout",
+                "must be between 100ms and 1h",
+            ));
+        }
+        if !timeouts.contains(&self.http.request_timeout) {
+            return Err(err("http.request_timeout", "must be between 100ms and 1h"));
+        }
         let tokens = self.tokens.validate(base)?;
         let routes =
             keygate_proxy::RouteTable::from_raw(&self.routes).map_err(|e| ConfigError {
                 field: e.field,
-                message: e.message,
+                message: one_line(&e.message),
             })?;
         let max_value_bytes = self.vault.max_value_bytes as usize;
         let checkpoint_file = resolve(
@@ -634,7 +758,10 @@ impl RawConfig {
             log_format,
             log_level,
             max_body_bytes: self.http.max_body_bytes as usize,
+            body_read_timeout: self.http.body_read_timeout,
+            request_timeout: self.http.request_timeout,
             tokens,
+            allow_insecure_key_permissions: false,
             routes,
             routes_raw: self.routes,
         })
@@ -946,6 +1073,59 @@ mod tests {
                 "{text:?}: expected field {field}, got {e}"
             );
         }
+    }
+
+    #[test]
+    fn config_messages_are_one_line_with_position_and_field() {
+        // A TOML syntax error: its line and column.
+        let e = load(
+            "listen = \"127.0.0.1:1\"\n[vault]\nmax_versions = = 3\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("line 3 column"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        // An integer too large for TOML: reported at its field, with the position.
+        let e = load("[vault]\nmax_versions = 99999999999999999999\n", &[]).unwrap_err();
+        assert_eq!(e.field, "vault.max_versions", "{e}");
+        assert!(e.to_string().contains("line 2 column 16"), "{e}");
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        let e = load(
+            &format!("{ISSUER}jwks_max_age = 99999999999999999999\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "tokens.issuers[0].jwks_max_age", "{e}");
+        // Messages from the deserializer and validation stay on one line.
+        for text in [
+            "[vault]\nmax_versions = \"ten\"",
+            "[vault]\nmax_verions = 3",
+            "colour = true",
+            "[audit]\ncheckpoint_interval = \"soon\"",
+            "[http]\nbody_read_timeout = \"0s\"",
+            "[routes.r]\nupstream = 1",
+        ] {
+            let e = load(text, &[]).unwrap_err().to_string();
+            assert_eq!(e.trim_end().lines().count(), 1, "{text:?}: {e:?}");
+            assert!(!e.contains('\n'), "{text:?}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn http_timeouts_default_and_are_bounded() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        let c = load(
+            "[http]\nbody_read_timeout = \"2s\"\nrequest_timeout = \"1m\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.body_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.request_timeout, Duration::from_secs(60));
+        let e = load("[http]\nrequest_timeout = \"2h\"", &[]).unwrap_err();
+        assert_eq!(e.field, "http.request_timeout");
     }
 
     const ISSUER: &str = r#"

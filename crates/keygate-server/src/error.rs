@@ -121,33 +121,3 @@ impl From<keygate_store::StoreError> for ApiError {
         ApiError::from_store(&e)
     }
 }
-
-/// Turns a JSON body rejection into a specific but safe message: quoted fragments of the
-/// input (which could be a secret) are cut out of the parser's text.
-pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
-    use axum::extract::rejection::JsonRejection as J;
-    let status = rejection.status();
-    let text = rejection.body_text();
-    let mut safe = String::with_capacity(text.len());
-    let mut in_quote = false;
-    for c in text.chars() {
-        match c {
-            '"' if !in_quote => {
-                in_quote = true;
-                safe.push_str("\"…");
-            }
-            '"' => {
-                in_quote = false;
-                safe.push('"');
-            }
-            _ if in_quote => {}
-            _ => safe.push(c),
-        }
-    }
-    let code = match rejection {
-        J::MissingJsonContentType(_) => "unsupported_media_type",
-        _ if status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        _ => "bad_request",
-    };
-    ApiError::new(status, code, safe)
-}

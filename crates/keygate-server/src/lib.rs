@@ -23,7 +23,9 @@ pub mod admin;
 pub mod admin_token;
 pub mod audit_ops;
 pub mod config;
+pub mod deadline;
 pub mod error;
+pub mod json_body;
 pub mod logging;
 pub mod oauth;
 pub mod proxy;
@@ -75,6 +77,13 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::admin::router())
         .merge(proxy::router())
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            deadline::Deadlines {
+                body_read: state.config.body_read_timeout,
+                request: state.config.request_timeout,
+            },
+            deadline::enforce,
+        ))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |req: &axum::http::Request<_>| {
@@ -149,7 +158,25 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 async fn open_vault(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<Vault>> {
-    let provider = config.master_key.as_ref().map(|m| m.provider());
+    if let Some(config::MasterKeySource::File(path)) = &config.master_key {
+        // A missing or unreadable file leaves the vault sealed (S21); one that others can
+        // read has leaked already, so keygate refuses to run on it unless told otherwise.
+        if path.exists() {
+            if let Err(reason) = keygate_vault::check_key_file_permissions(path) {
+                if !config.allow_insecure_key_permissions {
+                    anyhow::bail!(
+                        "master key file {}: {reason}; refusing to start (or pass --allow-insecure-key-permissions)",
+                        path.display()
+                    );
+                }
+                tracing::warn!(file = %path.display(), %reason, "master key file readable by others; starting anyway (--allow-insecure-key-permissions)");
+            }
+        }
+    }
+    let provider = config
+        .master_key
+        .as_ref()
+        .map(|m| m.provider_with(config.allow_insecure_key_permissions));
     let vault = Vault::open(store.clone(), provider.as_deref(), config.vault)
         .await
         .context("opening the vault")?;

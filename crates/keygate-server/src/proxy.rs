@@ -438,7 +438,11 @@ async fn apply_routes(
 ) -> Result<Json<Value>, ApiError> {
     let px = proxy_state(&s)?;
     let doc: toml::Table = body.toml.parse().map_err(|e: toml::de::Error| {
-        ApiError::bad_request(format!("not valid TOML: {}", e.message()))
+        // The parser's text may quote the document; only the position is given.
+        ApiError::bad_request(format!(
+            "`toml`: not valid TOML{}",
+            crate::config::toml_error_position(&body.toml, &e)
+        ))
     })?;
     let mut applied = BTreeMap::new();
     if let Some(routes) = doc.get("routes") {
@@ -446,9 +450,16 @@ async fn apply_routes(
             ApiError::bad_request("`routes` must be a table of [routes.NAME] tables")
         })?;
         for (name, value) in routes {
-            let raw: RawRoute = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
-                ApiError::bad_request(format!("routes.{name}.{}: {}", e.path(), e.inner()))
-            })?;
+            if keygate_proxy::RouteName::parse(name).is_err() {
+                return Err(ApiError::bad_request(
+                    "`routes`: invalid route name (1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit)",
+                ));
+            }
+            let label = format!("routes.{name}");
+            let raw: RawRoute = serde_json::to_value(value)
+                .map_err(|_| crate::json_body::DocumentError::invalid_value())
+                .and_then(crate::json_body::from_value)
+                .map_err(|e| ApiError::bad_request(e.within(&label).to_string()))?;
             applied.insert(name.clone(), raw);
         }
     }
@@ -485,7 +496,7 @@ struct UsageQuery {
 async fn usage(
     _admin: Admin,
     State(s): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<UsageQuery>,
+    crate::admin::Params(q): crate::admin::Params<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let minutes = q.minutes.unwrap_or(60);
     if !(1..=60 * 24 * 31).contains(&minutes) {

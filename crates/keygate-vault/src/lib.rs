@@ -14,7 +14,7 @@
 //! use keygate_vault::{FileKeyProvider, SecretName, Vault, VaultLimits};
 //! use secrecy::SecretString;
 //!
-//! let provider = FileKeyProvider { path: "master.key".into() };
+//! let provider = FileKeyProvider::new("master.key");
 //! let vault = Vault::open(store, Some(&provider), VaultLimits::default()).await?;
 //! let name = SecretName::parse("openai")?;
 //! let v = vault.put(&name, SecretString::from("sk-…"), None, "admin:root").await?;
@@ -36,7 +36,8 @@ mod master;
 mod name;
 
 pub use master::{
-    EnvKeyProvider, FileKeyProvider, MasterKey, MasterKeyError, MasterKeyProvider, write_key_file,
+    EnvKeyProvider, FileKeyProvider, MasterKey, MasterKeyError, MasterKeyProvider,
+    check_key_file_permissions, write_key_file,
 };
 pub use name::{InvalidName, SecretName};
 

@@ -73,10 +73,27 @@ pub trait MasterKeyProvider: Send + Sync {
 }
 
 /// A file holding the 32 raw key bytes (as `keygate init` writes it) or their hex or
-/// base64 text. It must not be readable by group or others.
+/// base64 text. It must not be readable by group or others, unless
+/// `allow_insecure_permissions` (an operator's explicit choice) says otherwise.
 #[derive(Debug, Clone)]
 pub struct FileKeyProvider {
     pub path: PathBuf,
+    pub allow_insecure_permissions: bool,
+}
+
+impl FileKeyProvider {
+    /// A provider that refuses a key file others may read.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            allow_insecure_permissions: false,
+        }
+    }
+}
+
+/// `Err(reason)` when group or others may read the key file (e.g. mode 0644).
+pub fn check_key_file_permissions(path: &Path) -> Result<(), String> {
+    check_private(path)
 }
 
 /// An environment variable holding the key as 64 hex digits or base64.
@@ -111,7 +128,9 @@ impl MasterKeyProvider for FileKeyProvider {
             path: self.path.clone(),
             reason,
         };
-        check_private(&self.path).map_err(err)?;
+        if !self.allow_insecure_permissions {
+            check_private(&self.path).map_err(err)?;
+        }
         let bytes = Zeroizing::new(std::fs::read(&self.path).map_err(|e| err(e.to_string()))?);
         if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
             return Ok(MasterKey::from_bytes(raw));
@@ -190,7 +209,7 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        let loaded = FileKeyProvider { path: path.clone() }.load().unwrap();
+        let loaded = FileKeyProvider::new(path.clone()).load().unwrap();
         assert_eq!(loaded.check_value(), key.check_value());
         assert!(write_key_file(&path, &key).is_err(), "must not overwrite");
     }
@@ -203,7 +222,7 @@ mod tests {
         let path = dir.path().join("master.key");
         std::fs::write(&path, [7u8; 32]).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = FileKeyProvider { path }.load().unwrap_err().to_string();
+        let err = FileKeyProvider::new(path).load().unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");
     }
 

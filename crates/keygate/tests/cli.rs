@@ -560,3 +560,59 @@ fn the_demo_runs_every_step() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+/// Issue 19: a master key file with mode 0644 only left a warning in the log (the server
+/// ran, sealed). `serve` now refuses it with a one-line reason, and starts on it (unsealed)
+/// only with `--allow-insecure-key-permissions`.
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_world_readable_master_key_unless_allowed() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+    let setup = Setup::new();
+    let key = setup.dir.path().join("master.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let serve = |extra: &[&str]| {
+        let mut cmd = keygate();
+        cmd.args(["serve", "--config"])
+            .arg(&setup.config)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", setup.port))
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let mut child = serve(&[]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("serve kept running on a 0644 master key");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("master.key"), "{err}");
+    assert!(err.contains("644"), "{err}");
+    assert!(err.contains("--allow-insecure-key-permissions"), "{err}");
+
+    let mut child = serve(&["--allow-insecure-key-permissions"]);
+    common::wait_healthy(setup.port);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", setup.port)).unwrap();
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "unsealed: {answer}");
+}

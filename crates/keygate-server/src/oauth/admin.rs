@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::TokenService;
 use crate::AppState;
-use crate::admin::{Admin, Body};
+use crate::admin::{Admin, Body, Params};
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
@@ -339,7 +339,7 @@ struct SessionQuery {
 async fn list_sessions(
     _admin: Admin,
     State(s): State<AppState>,
-    Query(q): Query<SessionQuery>,
+    Params(q): Params<SessionQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = tokens(&s)?;
     let user_id = match &q.user {

@@ -174,3 +174,62 @@ impl TestApp {
         .await
     }
 }
+
+impl TestApp {
+    /// The server's socket address, for raw-socket tests.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// PUT/POST a raw body (not necessarily valid JSON) as the admin.
+    pub async fn send_raw_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token.expose_secret())
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.text().await.unwrap())
+    }
+}
+
+/// Sends raw bytes and reads until the server closes or `wait` passes. Returns the text
+/// and whether the server closed the connection.
+pub async fn raw(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    wait: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&buf).into_owned(), closed)
+}
+
+/// The status code of a raw HTTP/1 response (0 if there is none).
+pub fn status_of(raw_response: &str) -> u16 {
+    raw_response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

@@ -19,6 +19,10 @@ pub struct ServeArgs {
     /// Listen address, overriding the configuration's `listen`
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Start even if the master key file is readable by group or others (e.g. mode 0644);
+    /// without it such a key file is refused
+    #[arg(long)]
+    allow_insecure_key_permissions: bool,
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -26,6 +30,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = a.listen {
         config.listen = listen;
     }
+    config.allow_insecure_key_permissions = a.allow_insecure_key_permissions;
     keygate_server::logging::init(config.log_format, &config.log_level);
     let server = keygate_server::start(config).await?;
     wait_for_stop().await.context("waiting for a stop signal")?;

@@ -45,10 +45,7 @@ async fn rekey(config_path: PathBuf, new_key_file: PathBuf) -> anyhow::Result<Ex
             .with_context(|| format!("writing {}", new_key_file.display()))?;
         key
     } else {
-        FileKeyProvider {
-            path: new_key_file.clone(),
-        }
-        .load()?
+        FileKeyProvider::new(new_key_file.clone()).load()?
     };
     if new.check_value() == old.check_value() {
         bail!("the new key is the key already in use");
