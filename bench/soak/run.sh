@@ -45,12 +45,15 @@ sampler() { # every 5 s: seconds since start, phase, VmRSS in KiB
   local t0 phase
   t0="$(date +%s)"
   while kill -0 "$KEYGATE_PID" 2>/dev/null; do
-    phase="$(cat "$WORK/phase" 2>/dev/null || echo setup)"
-    echo "$(( $(date +%s) - t0 )),$phase,$(rss_kib)" >> "$SAMPLES"
+    phase="$(cat "$WORK/phase")"
+    echo "$(( $(date +%s) - t0 + 1 )),$phase,$(rss_kib)" >> "$SAMPLES"
     sleep 5
   done
 }
-echo setup > "$WORK/phase"
+# The set-up sample is taken here, before any load, so the sampler's race with the first
+# round cannot mislabel it.
+echo "0,setup,$(rss_kib)" > "$SAMPLES"
+echo load > "$WORK/phase"
 sampler &
 PIDS+=($!)
 
@@ -102,7 +105,7 @@ mt = sum(t for t, _ in half) / n
 mk = sum(k for _, k in half) / n
 var = sum((t - mt) ** 2 for t, _ in half) or 1
 slope = sum((t - mt) * (k - mk) for t, k in half) / var  # KiB per second
-first = [k for t, k in load if t - load[0][0] >= 30][:1] or [load[0][1]]
+first = [k for t, k in load if t >= 30][:1] or [load[0][1]]
 print(f"RSS after set-up        {mib(setup[-1] if setup else load[0][1]):7.1f} MiB")
 print(f"RSS after the 1st round {mib(first[0]):7.1f} MiB")
 print(f"RSS peak under load     {mib(max(k for _, k in load)):7.1f} MiB")
