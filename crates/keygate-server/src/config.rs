@@ -63,6 +63,8 @@ struct RawConfig {
     #[serde(default)]
     tokens: RawTokens,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
     routes: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
 }
 
@@ -88,6 +90,31 @@ struct RawTokens {
     /// `[[tokens.issuers]]`: identity providers whose ID tokens are exchanged (RFC 8693).
     #[serde(default)]
     issuers: Vec<RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_auth_failure_window", with = "humantime_serde")]
+    auth_failure_window: Duration,
+    #[serde(default = "default_auth_failure_limit")]
+    auth_failure_limit: i64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            auth_failure_window: default_auth_failure_window(),
+            auth_failure_limit: default_auth_failure_limit(),
+        }
+    }
+}
+
+fn default_auth_failure_window() -> Duration {
+    crate::admin_guard::AdminAuthLimits::default().window
+}
+fn default_auth_failure_limit() -> i64 {
+    crate::admin_guard::AdminAuthLimits::default().limit as i64
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,6 +374,8 @@ pub struct Config {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub tokens: TokenSettings,
+    /// Failed admin authentication per source (`[admin]`).
+    pub admin_auth: crate::admin_guard::AdminAuthLimits,
     /// The routes of the `[routes.*]` tables, validated (and as written).
     pub routes: keygate_proxy::RouteTable,
     pub routes_raw: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
@@ -439,6 +468,13 @@ key_rotation     = "30d"  # the signing key rotates on this schedule (and on `ke
 #   jwks_url = "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"
 # Auth0: issuer = "https://TENANT.auth0.com/", audience = the application's client id,
 #   jwks_url = "https://TENANT.auth0.com/.well-known/jwks.json"
+
+[admin]
+# Failed admin authentication per client address (IPv6 per /64): the first failure in a
+# window is audited, later ones become one audit entry with their count; past the limit
+# the address gets 429 with Retry-After.
+auth_failure_window = "60s"
+auth_failure_limit  = 10
 
 [log]
 format = "json"   # or "text"
@@ -606,6 +642,7 @@ impl RawConfig {
             ));
         }
         let tokens = self.tokens.validate(base)?;
+        let admin_auth = self.admin.validate()?;
         let routes =
             keygate_proxy::RouteTable::from_raw(&self.routes).map_err(|e| ConfigError {
                 field: e.field,
@@ -635,6 +672,7 @@ impl RawConfig {
             log_level,
             max_body_bytes: self.http.max_body_bytes as usize,
             tokens,
+            admin_auth,
             routes,
             routes_raw: self.routes,
         })
@@ -717,6 +755,25 @@ impl RawTokens {
             refresh_grace_secs,
             key_rotation_secs,
             issuers,
+        })
+    }
+}
+
+impl RawAdmin {
+    fn validate(self) -> Result<crate::admin_guard::AdminAuthLimits, ConfigError> {
+        if !(1..=3600).contains(&self.auth_failure_window.as_secs()) {
+            return Err(err(
+                "admin.auth_failure_window",
+                "must be between 1s and 1h",
+            ));
+        }
+        let limit = u64::try_from(self.auth_failure_limit)
+            .ok()
+            .filter(|l| (1..=1_000_000).contains(l))
+            .ok_or_else(|| err("admin.auth_failure_limit", "must be between 1 and 1000000"))?;
+        Ok(crate::admin_guard::AdminAuthLimits {
+            window: self.auth_failure_window,
+            limit,
         })
     }
 }
