@@ -90,6 +90,17 @@ struct RawTokens {
     /// `[[tokens.issuers]]`: identity providers whose ID tokens are exchanged (RFC 8693).
     #[serde(default)]
     issuers: Vec<RawIssuer>,
+    #[serde(default = "default_login_ip_max_failures")]
+    login_ip_max_failures: i64,
+    #[serde(default = "default_login_ip_window", with = "humantime_serde")]
+    login_ip_window: Duration,
+}
+
+fn default_login_ip_max_failures() -> i64 {
+    100
+}
+fn default_login_ip_window() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +206,8 @@ impl Default for RawTokens {
             refresh_grace: default_refresh_grace(),
             key_rotation: default_key_rotation(),
             issuers: Vec::new(),
+            login_ip_max_failures: default_login_ip_max_failures(),
+            login_ip_window: default_login_ip_window(),
         }
     }
 }
@@ -239,6 +252,10 @@ pub struct TokenSettings {
     pub key_rotation_secs: i64,
     /// Identity providers trusted for token exchange (`[[tokens.issuers]]`).
     pub issuers: Vec<IssuerSettings>,
+    /// Failed sign-ins from one address (all accounts together) per window before that
+    /// address is throttled: high, since a carrier NAT puts thousands of phones behind one.
+    pub login_ip_max_failures: u32,
+    pub login_ip_window_secs: i64,
 }
 
 fn default_public_url() -> String {
@@ -446,6 +463,11 @@ signing_alg = "EdDSA"     # or "ES256"
 refresh_idle     = "14d"  # a session unused this long ends
 refresh_absolute = "90d"  # a session ends this long after sign-in
 key_rotation     = "30d"  # the signing key rotates on this schedule (and on `keygate keys rotate`)
+# Sign-in guessing is throttled per account and per (account, address) after 5 failures;
+# one address (a carrier NAT serves thousands of phones) only after this many failures
+# of all its users together within the window:
+login_ip_max_failures = 100
+login_ip_window       = "15m"
 
 # Token exchange (RFC 8693): apps that already sign users in with Firebase Auth, Sign in
 # with Apple, Auth0 or any OIDC provider exchange its ID token at /oauth2/token
@@ -728,6 +750,19 @@ impl RawTokens {
                 "must be at least 2h (a next key is published an hour before it signs)",
             ));
         }
+        let login_ip_max_failures = u32::try_from(self.login_ip_max_failures)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| {
+                err(
+                    "tokens.login_ip_max_failures",
+                    "must be between 1 and 1000000",
+                )
+            })?;
+        let login_ip_window_secs = secs(self.login_ip_window);
+        if !(1..=24 * 3600).contains(&login_ip_window_secs) {
+            return Err(err("tokens.login_ip_window", "must be between 1s and 24h"));
+        }
         let mut issuers: Vec<IssuerSettings> = Vec::with_capacity(self.issuers.len());
         for (i, raw) in self.issuers.into_iter().enumerate() {
             let issuer = raw.validate(&format!("tokens.issuers[{i}]"), base)?;
@@ -755,6 +790,8 @@ impl RawTokens {
             refresh_grace_secs,
             key_rotation_secs,
             issuers,
+            login_ip_max_failures,
+            login_ip_window_secs,
         })
     }
 }
