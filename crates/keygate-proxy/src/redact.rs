@@ -136,7 +136,8 @@ impl Redactor {
     }
 }
 
-/// Redacts the key in a streamed response body (every status, S30) without buffering it.
+/// Redacts the key in a streamed response body (every body that is not a buffered error
+/// body, S30) without buffering it.
 ///
 /// Only the forms an upstream plausibly echoes in a successful answer are searched — the
 /// clear key, its JSON form (`/` escaped) and the exact encoding it was injected in
