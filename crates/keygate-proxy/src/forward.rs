@@ -1,8 +1,9 @@
 //! Forwarding: a pooled upstream client (hyper 1, HTTP/1.1 and HTTP/2, rustls with the
 //! web PKI roots plus an optional extra CA and client certificate) and
 //! [`Forwarder::forward`], which streams the request and response bodies without
-//! buffering them, applies timeouts, never follows redirects, and redacts upstream error
-//! bodies that echo the key.
+//! buffering them, applies timeouts, never follows redirects, and redacts the key from
+//! every response body (error bodies buffered and scanned for every encoding, the others
+//! as they stream).
 
 use std::error::Error as StdError;
 use std::future::Future as _;
@@ -33,7 +34,7 @@ use crate::error::{Fault, ProxyError};
 use crate::framing::{self, BodyFraming};
 use crate::headers::{self, ForwardedInfo};
 use crate::limit::RatePermit;
-use crate::redact::Redactor;
+use crate::redact::{Redactor, StreamRedactor};
 use crate::route::{AuthorizedCall, Injection, Route, UpstreamTls};
 use crate::usage::{ProxyMetrics, StatusClass, UsageEvent, UsageSink};
 
@@ -227,6 +228,83 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A successful (or any non-error) upstream body with the key masked as it streams by.
+struct RedactingBody<B> {
+    inner: B,
+    redactor: StreamRedactor,
+    trailers: Option<http::HeaderMap>,
+    ended: bool,
+    warned: bool,
+}
+
+impl<B> Body for RedactingBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                if this.redactor.holding() {
+                    return Poll::Ready(Some(Ok(Frame::data(this.redactor.finish()))));
+                }
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = this.redactor.push(data);
+                        if this.redactor.redacted() && !this.warned {
+                            this.warned = true;
+                            tracing::warn!("upstream response body echoed the key; redacted");
+                        }
+                        if out.is_empty() {
+                            continue;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                    Err(frame) => {
+                        // Trailers end the body; held bytes go out before them.
+                        this.trailers = frame.into_trailers().ok();
+                        this.ended = true;
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.redactor.holding()
+            && self.trailers.is_none()
+            && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Masks have the length of what they replace, so the upstream's hint stays exact.
+        let held = self.redactor.held_len() as u64;
+        if self.ended {
+            return SizeHint::with_exact(held);
+        }
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(held));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint
     }
 }
 
@@ -509,6 +587,7 @@ impl Forwarder {
             forwarded,
         )?;
         let redactor = Redactor::new(&secret, route.injection());
+        let stream_redactor = StreamRedactor::new(&secret, route.injection());
         drop(secret);
 
         let exceeded = Arc::new(AtomicBool::new(false));
@@ -601,9 +680,14 @@ impl Forwarder {
             }
             full(replaced)
         } else {
-            upstream_body
-                .map_err(|e| -> BoxError { Box::new(e) })
-                .boxed_unsync()
+            RedactingBody {
+                inner: upstream_body,
+                redactor: stream_redactor,
+                trailers: None,
+                ended: false,
+                warned: false,
+            }
+            .boxed_unsync()
         };
 
         let body = ProxyBody {

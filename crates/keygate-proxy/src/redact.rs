@@ -1,10 +1,13 @@
 //! Finding the injected key in upstream output (S30): some upstreams echo the credential
 //! they received in error bodies ("invalid key sk-…"), in clear, base64 (HTTP Basic) or
 //! URL-encoded form (query injection). The forwarder replaces every such occurrence
-//! before the body reaches the app.
+//! before the body reaches the app: [`Redactor`] in small buffered error bodies and
+//! headers, [`StreamRedactor`] in every streamed body.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use memchr::memmem;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
@@ -133,6 +136,166 @@ impl Redactor {
     }
 }
 
+/// Redacts the key in a streamed response body (every body that is not a buffered error
+/// body, S30) without buffering it.
+///
+/// Only the forms an upstream plausibly echoes in a successful answer are searched — the
+/// clear key, its JSON form (`/` escaped) and the exact encoding it was injected in
+/// (query value, Basic credentials) — so the scan stays one or two SIMD passes per chunk.
+/// A match is replaced by a mask of the same length, so `Content-Length` stays true and no
+/// body has to be held to re-frame it. A key split across chunks is caught by holding back
+/// the end of a chunk only while it could still be the start of a key: an event stream's
+/// `\n\n` is never held, so events still arrive one by one.
+pub struct StreamRedactor {
+    // memchr keeps its own copy of each needle, which is not zeroised on drop; the
+    // injected header value (a plain `HeaderValue` in the outgoing request) has the same
+    // lifetime, so this adds no new exposure window.
+    finders: Vec<memmem::Finder<'static>>,
+    /// Bytes held back from the previous chunk: a proper prefix of some needle.
+    held: Zeroizing<Vec<u8>>,
+    redacted: bool,
+}
+
+impl std::fmt::Debug for StreamRedactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamRedactor")
+            .field("forms", &self.finders.len())
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
+impl StreamRedactor {
+    /// The searched forms of `secret` as injected by `injection`.
+    pub fn new(secret: &SecretString, injection: &Injection) -> Self {
+        let clear = secret.expose_secret();
+        let mut needles: Vec<Zeroizing<Vec<u8>>> = vec![Zeroizing::new(clear.as_bytes().to_vec())];
+        needles.push(Zeroizing::new(clear.replace('/', "\\/").into_bytes()));
+        match injection {
+            Injection::Header { .. } => {}
+            Injection::Query { .. } => needles.push(Zeroizing::new(
+                utf8_percent_encode(clear, QUERY_VALUE)
+                    .to_string()
+                    .into_bytes(),
+            )),
+            Injection::Basic { username } => {
+                let pair = Zeroizing::new(format!("{username}:{clear}"));
+                needles.push(Zeroizing::new(
+                    STANDARD.encode(pair.as_bytes()).into_bytes(),
+                ));
+            }
+        }
+        let mut finders: Vec<memmem::Finder<'static>> = Vec::with_capacity(needles.len());
+        for n in &needles {
+            if !n.is_empty() && !finders.iter().any(|f| f.needle() == n.as_slice()) {
+                finders.push(memmem::Finder::new(n.as_slice()).into_owned());
+            }
+        }
+        Self {
+            finders,
+            held: Zeroizing::new(Vec::new()),
+            redacted: false,
+        }
+    }
+
+    /// Whether any key was masked so far.
+    pub fn redacted(&self) -> bool {
+        self.redacted
+    }
+
+    /// Whether bytes are held back waiting for the next chunk.
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// How many bytes are held back.
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The next chunk to pass on (possibly empty): what is known not to hold the key, masked.
+    pub fn push(&mut self, chunk: Bytes) -> Bytes {
+        let buf = if self.held.is_empty() {
+            chunk
+        } else {
+            let mut joined = Vec::with_capacity(self.held.len() + chunk.len());
+            joined.extend_from_slice(&self.held);
+            joined.extend_from_slice(&chunk);
+            self.held.clear();
+            Bytes::from(joined)
+        };
+        let buf = self.mask(buf);
+        let keep = self.partial_match_len(&buf);
+        if keep == 0 {
+            return buf;
+        }
+        let cut = buf.len() - keep;
+        self.held
+            .extend_from_slice(buf.get(cut..).unwrap_or_default());
+        buf.slice(..cut)
+    }
+
+    /// The held-back bytes at the end of the body: they turned out not to be a key.
+    pub fn finish(&mut self) -> Bytes {
+        let rest = Bytes::copy_from_slice(&self.held);
+        self.held.clear();
+        rest
+    }
+
+    fn mask(&mut self, buf: Bytes) -> Bytes {
+        let mut hits: Vec<(usize, usize)> = Vec::new();
+        for f in &self.finders {
+            let len = f.needle().len();
+            hits.extend(f.find_iter(&buf).map(|at| (at, len)));
+        }
+        if hits.is_empty() {
+            return buf;
+        }
+        self.redacted = true;
+        let mut out = buf.to_vec();
+        for (at, len) in hits {
+            if let Some(range) = out.get_mut(at..at + len) {
+                fill_mask(range);
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// The length of the longest suffix of `buf` that is a proper prefix of a needle.
+    fn partial_match_len(&self, buf: &[u8]) -> usize {
+        let mut longest = 0;
+        for f in &self.finders {
+            let needle = f.needle();
+            let (Some(&first), Some(window)) = (needle.first(), needle.len().checked_sub(1)) else {
+                continue;
+            };
+            let from = buf.len().saturating_sub(window);
+            let tail = buf.get(from..).unwrap_or_default();
+            // The leftmost candidate start is the longest suffix; stop at the first one.
+            for at in memchr::memchr_iter(first, tail) {
+                let suffix = tail.get(at..).unwrap_or_default();
+                if suffix.len() > longest && needle.starts_with(suffix) {
+                    longest = suffix.len();
+                    break;
+                }
+            }
+        }
+        longest
+    }
+}
+
+/// `[REDACTED]` padded with `*` to the length of what it replaces (all `*` when shorter).
+fn fill_mask(range: &mut [u8]) {
+    let marker = if range.len() >= REDACTED.len() {
+        REDACTED
+    } else {
+        &[]
+    };
+    for (i, b) in range.iter_mut().enumerate() {
+        *b = marker.get(i).copied().unwrap_or(b'*');
+    }
+}
+
 /// `%2F` → `%2f`, leaving the other characters alone.
 fn lowercase_escapes(encoded: &str) -> Vec<u8> {
     let mut out = encoded.as_bytes().to_vec();
@@ -210,5 +373,75 @@ mod tests {
         let echoed = format!("got Basic {}", STANDARD.encode("api:s3cret-value"));
         let out = r.redact(echoed.as_bytes()).unwrap();
         assert_eq!(out, b"got Basic [REDACTED]");
+    }
+
+    fn stream(r: &mut StreamRedactor, chunks: &[&[u8]]) -> (Vec<u8>, Vec<Bytes>) {
+        let mut frames = Vec::new();
+        for c in chunks {
+            frames.push(r.push(Bytes::copy_from_slice(c)));
+        }
+        frames.push(r.finish());
+        (frames.concat(), frames)
+    }
+
+    #[test]
+    fn success_body_key_split_across_chunks_is_masked_at_every_split() {
+        let key = "sk-live-0123456789abcdef";
+        let body = format!("{{\"echo\":\"Bearer {key}\",\"again\":\"{key}\"}}");
+        for split in 0..=body.len() {
+            for second in split..=body.len() {
+                let mut r = StreamRedactor::new(&SecretString::from(key), &header());
+                let b = body.as_bytes();
+                let (out, _) = stream(&mut r, &[&b[..split], &b[split..second], &b[second..]]);
+                assert_eq!(out.len(), b.len(), "masks keep the length");
+                assert!(
+                    !out.windows(key.len()).any(|w| w == key.as_bytes()),
+                    "split at {split}/{second}: {}",
+                    String::from_utf8_lossy(&out)
+                );
+                assert!(r.redacted());
+            }
+        }
+    }
+
+    #[test]
+    fn success_body_without_key_passes_unchanged_and_unheld() {
+        let key = "sk-live-0123456789abcdef";
+        let mut r = StreamRedactor::new(&SecretString::from(key), &header());
+        // Ends of events never look like the start of the key: nothing is held back.
+        let events: [&[u8]; 3] = [b"data: {\"a\":1}\n\n", b"data: sk-\n\n", b"data: s"];
+        let (out, frames) = stream(&mut r, &events);
+        assert_eq!(out, events.concat());
+        assert_eq!(frames[0].as_ref(), events[0]);
+        assert_eq!(frames[1].as_ref(), events[1]);
+        // "s" could begin the key: held until the next chunk or the end.
+        assert_eq!(frames[2].as_ref(), b"data: ");
+        assert_eq!(frames[3].as_ref(), b"s");
+        assert!(!r.redacted());
+    }
+
+    #[test]
+    fn success_body_masks_injected_forms() {
+        let key = "k/ey+with=odd&chars";
+        let basic = Injection::Basic {
+            username: "api".into(),
+        };
+        let query = Injection::Query { name: "key".into() };
+        let forms = [
+            (basic, STANDARD.encode(format!("api:{key}"))),
+            (query, utf8_percent_encode(key, QUERY_VALUE).to_string()),
+            (header(), key.replace('/', "\\/")),
+        ];
+        for (inj, form) in forms {
+            let mut r = StreamRedactor::new(&SecretString::from(key), &inj);
+            let body = format!("you sent {form} ok");
+            let (out, _) = stream(&mut r, &[body.as_bytes()]);
+            let out = String::from_utf8(out).unwrap();
+            assert!(!out.contains(&form), "{out}");
+            assert!(
+                out.starts_with("you sent [REDACTED]*") && out.ends_with(" ok"),
+                "{out}"
+            );
+        }
     }
 }

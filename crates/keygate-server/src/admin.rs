@@ -1,9 +1,11 @@
 //! The admin API (`/admin/v1/…`): thin handlers that parse, call the vault or the store,
 //! and map the result.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
 use keygate_audit::{AuditEvent, Outcome};
@@ -16,6 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::admin_guard::{Failure, Gate, source_of};
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
@@ -51,9 +54,26 @@ impl Admin {
 }
 
 impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
+    // A response rather than an `ApiError`: the 429 carries `Retry-After`.
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        if let Gate::Refuse(wait) = state.admin_guard.gate(source, now_ms()) {
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed admin authentications from this address; retry later",
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return Err(resp);
+        }
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -79,15 +99,28 @@ impl FromRequestParts<AppState> for Admin {
                 "invalid"
             }
         };
+        let now = now_ms();
+        let Failure::Audit(earlier) = state.admin_guard.failed(source, now) else {
+            // Part of a burst: one entry with its count is written when the window closes.
+            return Err(ApiError::unauthorized().into_response());
+        };
         let event = AuditEvent::new("anonymous", "admin.auth", Outcome::Denied)
             .target(format!("{} {}", parts.method, parts.uri.path()))
-            .detail("reason", reason);
-        if let Err(e) = state.store.append_audit(event, now_ms()).await {
-            // The refusal stands either way; a failed audit write makes it a 503.
-            return Err(ApiError::unavailable(&e));
+            .detail("reason", reason)
+            .detail("source", source_of(source).to_string())
+            .detail("count", 1);
+        for e in earlier
+            .iter()
+            .map(|b| b.event())
+            .chain(std::iter::once(event))
+        {
+            if let Err(e) = state.store.append_audit(e, now).await {
+                // The refusal stands either way; a failed audit write makes it a 503.
+                return Err(ApiError::unavailable(&e).into_response());
+            }
         }
         tracing::warn!(reason, path = %parts.uri.path(), "admin authentication refused");
-        Err(ApiError::unauthorized())
+        Err(ApiError::unauthorized().into_response())
     }
 }
 

@@ -74,6 +74,8 @@ struct RawConfig {
     #[serde(default)]
     tokens: RawTokens,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
     routes: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
 }
 
@@ -99,6 +101,42 @@ struct RawTokens {
     /// `[[tokens.issuers]]`: identity providers whose ID tokens are exchanged (RFC 8693).
     #[serde(default)]
     issuers: Vec<RawIssuer>,
+    #[serde(default = "default_login_ip_max_failures")]
+    login_ip_max_failures: i64,
+    #[serde(default = "default_login_ip_window", with = "humantime_serde")]
+    login_ip_window: Duration,
+}
+
+fn default_login_ip_max_failures() -> i64 {
+    100
+}
+fn default_login_ip_window() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_auth_failure_window", with = "humantime_serde")]
+    auth_failure_window: Duration,
+    #[serde(default = "default_auth_failure_limit")]
+    auth_failure_limit: i64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            auth_failure_window: default_auth_failure_window(),
+            auth_failure_limit: default_auth_failure_limit(),
+        }
+    }
+}
+
+fn default_auth_failure_window() -> Duration {
+    crate::admin_guard::AdminAuthLimits::default().window
+}
+fn default_auth_failure_limit() -> i64 {
+    crate::admin_guard::AdminAuthLimits::default().limit as i64
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +217,8 @@ impl Default for RawTokens {
             refresh_grace: default_refresh_grace(),
             key_rotation: default_key_rotation(),
             issuers: Vec::new(),
+            login_ip_max_failures: default_login_ip_max_failures(),
+            login_ip_window: default_login_ip_window(),
         }
     }
 }
@@ -223,6 +263,10 @@ pub struct TokenSettings {
     pub key_rotation_secs: i64,
     /// Identity providers trusted for token exchange (`[[tokens.issuers]]`).
     pub issuers: Vec<IssuerSettings>,
+    /// Failed sign-ins from one address (all accounts together) per window before that
+    /// address is throttled: high, since a carrier NAT puts thousands of phones behind one.
+    pub login_ip_max_failures: u32,
+    pub login_ip_window_secs: i64,
 }
 
 fn default_public_url() -> String {
@@ -388,6 +432,8 @@ pub struct Config {
     /// Start with a master key file that others may read (`keygate serve
     /// --allow-insecure-key-permissions`; never from the file).
     pub allow_insecure_key_permissions: bool,
+    /// Failed admin authentication per source (`[admin]`).
+    pub admin_auth: crate::admin_guard::AdminAuthLimits,
     /// The routes of the `[routes.*]` tables, validated (and as written).
     pub routes: keygate_proxy::RouteTable,
     pub routes_raw: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
@@ -471,6 +517,11 @@ signing_alg = "EdDSA"     # or "ES256"
 refresh_idle     = "14d"  # a session unused this long ends
 refresh_absolute = "90d"  # a session ends this long after sign-in
 key_rotation     = "30d"  # the signing key rotates on this schedule (and on `keygate keys rotate`)
+# Sign-in guessing is throttled per account and per (account, address) after 5 failures;
+# one address (a carrier NAT serves thousands of phones) only after this many failures
+# of all its users together within the window:
+login_ip_max_failures = 100
+login_ip_window       = "15m"
 
 # Token exchange (RFC 8693): apps that already sign users in with Firebase Auth, Sign in
 # with Apple, Auth0 or any OIDC provider exchange its ID token at /oauth2/token
@@ -493,6 +544,13 @@ key_rotation     = "30d"  # the signing key rotates on this schedule (and on `ke
 #   jwks_url = "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"
 # Auth0: issuer = "https://TENANT.auth0.com/", audience = the application's client id,
 #   jwks_url = "https://TENANT.auth0.com/.well-known/jwks.json"
+
+[admin]
+# Failed admin authentication per client address (IPv6 per /64): the first failure in a
+# window is audited, later ones become one audit entry with their count; past the limit
+# the address gets 429 with Retry-After.
+auth_failure_window = "60s"
+auth_failure_limit  = 10
 
 [log]
 format = "json"   # or "text"
@@ -730,6 +788,7 @@ impl RawConfig {
             return Err(err("http.request_timeout", "must be between 100ms and 1h"));
         }
         let tokens = self.tokens.validate(base)?;
+        let admin_auth = self.admin.validate()?;
         let routes =
             keygate_proxy::RouteTable::from_raw(&self.routes).map_err(|e| ConfigError {
                 field: e.field,
@@ -762,6 +821,7 @@ impl RawConfig {
             request_timeout: self.http.request_timeout,
             tokens,
             allow_insecure_key_permissions: false,
+            admin_auth,
             routes,
             routes_raw: self.routes,
         })
@@ -817,6 +877,19 @@ impl RawTokens {
                 "must be at least 2h (a next key is published an hour before it signs)",
             ));
         }
+        let login_ip_max_failures = u32::try_from(self.login_ip_max_failures)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| {
+                err(
+                    "tokens.login_ip_max_failures",
+                    "must be between 1 and 1000000",
+                )
+            })?;
+        let login_ip_window_secs = secs(self.login_ip_window);
+        if !(1..=24 * 3600).contains(&login_ip_window_secs) {
+            return Err(err("tokens.login_ip_window", "must be between 1s and 24h"));
+        }
         let mut issuers: Vec<IssuerSettings> = Vec::with_capacity(self.issuers.len());
         for (i, raw) in self.issuers.into_iter().enumerate() {
             let issuer = raw.validate(&format!("tokens.issuers[{i}]"), base)?;
@@ -844,6 +917,27 @@ impl RawTokens {
             refresh_grace_secs,
             key_rotation_secs,
             issuers,
+            login_ip_max_failures,
+            login_ip_window_secs,
+        })
+    }
+}
+
+impl RawAdmin {
+    fn validate(self) -> Result<crate::admin_guard::AdminAuthLimits, ConfigError> {
+        if !(1..=3600).contains(&self.auth_failure_window.as_secs()) {
+            return Err(err(
+                "admin.auth_failure_window",
+                "must be between 1s and 1h",
+            ));
+        }
+        let limit = u64::try_from(self.auth_failure_limit)
+            .ok()
+            .filter(|l| (1..=1_000_000).contains(l))
+            .ok_or_else(|| err("admin.auth_failure_limit", "must be between 1 and 1000000"))?;
+        Ok(crate::admin_guard::AdminAuthLimits {
+            window: self.auth_failure_window,
+            limit,
         })
     }
 }

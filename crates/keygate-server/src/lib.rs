@@ -20,8 +20,10 @@
 )]
 
 pub mod admin;
+pub mod admin_guard;
 pub mod admin_token;
 pub mod audit_ops;
+mod bounded;
 pub mod config;
 pub mod deadline;
 pub mod error;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Admin credentials as (id, SHA-256 of the token), loaded at start.
     pub admins: Arc<Vec<(String, Vec<u8>)>>,
+    /// Failed admin authentication per source: limits and audit aggregation.
+    pub admin_guard: Arc<admin_guard::AdminAuthGuard>,
     pub config: Arc<Config>,
     /// The token service; `None` while the vault is sealed (its endpoints answer 503).
     pub tokens: Option<Arc<oauth::TokenService>>,
@@ -189,6 +193,7 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     checkpoints: JoinHandle<()>,
+    admin_bursts: JoinHandle<()>,
     store: Arc<dyn Store>,
 }
 
@@ -202,6 +207,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.http.await;
+        let _ = self.admin_bursts.await;
         let _ = self.checkpoints.await;
         self.store.close().await;
     }
@@ -241,11 +247,13 @@ pub async fn start_with_store(
         )),
         None => None,
     };
+    let admin_guard = Arc::new(admin_guard::AdminAuthGuard::new(config.admin_auth));
     let config = Arc::new(config);
     let state = AppState {
         vault: vault.clone(),
         store: store.clone(),
         admins: Arc::new(admins),
+        admin_guard: admin_guard.clone(),
         config: config.clone(),
         tokens: tokens.clone(),
         proxy,
@@ -264,6 +272,11 @@ pub async fn start_with_store(
         config.checkpoint_interval,
         stop_rx.clone(),
     ));
+    let admin_bursts = tokio::spawn(admin_burst_loop(
+        store.clone(),
+        admin_guard,
+        stop_rx.clone(),
+    ));
     if let Some(t) = tokens {
         tokio::spawn(replay_horizon_loop(t.clone(), stop_rx.clone()));
         tokio::spawn(token_maintenance(t, stop_rx));
@@ -277,6 +290,7 @@ pub async fn start_with_store(
         stop,
         http,
         checkpoints,
+        admin_bursts,
         store,
     })
 }
@@ -340,6 +354,32 @@ async fn serve_http1(
 }
 
 /// Signs the chain head into the checkpoint file every `interval`, and once more on stop.
+/// Writes the aggregated entry of each burst of failed admin authentication whose window
+/// has closed, once a second, and every pending one at shutdown.
+async fn admin_burst_loop(
+    store: Arc<dyn Store>,
+    guard: Arc<admin_guard::AdminAuthGuard>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        let now = now_ms();
+        for burst in guard.take_closed(now, stopping) {
+            if let Err(e) = store.append_audit(burst.event(), now).await {
+                tracing::error!(error = %e, count = burst.count, "audit of repeated admin authentication failures failed");
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 async fn checkpoint_loop(
     store: Arc<dyn Store>,
     vault: Arc<Vault>,

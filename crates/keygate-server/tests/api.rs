@@ -44,8 +44,8 @@ async fn missing_or_wrong_admin_token_is_401_and_audited() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = app
-        .http
+    // From another address: a second failure from the same one would be aggregated.
+    let r = from(std::net::Ipv4Addr::new(127, 0, 0, 3))
         .get(format!("{}/admin/v1/secrets", app.base))
         .bearer_auth("kga_wrong-token-value")
         .send()
@@ -65,6 +65,85 @@ async fn missing_or_wrong_admin_token_is_401_and_audited() {
     assert_eq!(denials[0]["details"]["reason"], "missing");
     assert_eq!(denials[1]["details"]["reason"], "invalid");
     assert!(!audit.to_string().contains("kga_wrong-token-value"));
+    app.stop().await;
+}
+
+/// A client whose connections come from `ip` (any 127/8 address reaches the loopback).
+fn from(ip: std::net::Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(ip))
+        .build()
+        .unwrap()
+}
+
+fn admin_auth_denials(audit: &Value) -> Vec<Value> {
+    audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "admin.auth" && e["outcome"] == "denied")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_admin_auth_flood_is_aggregated_and_rate_limited() {
+    let mut app = TestApp::spawn_with(&[("KEYGATE_ADMIN__AUTH_FAILURE_WINDOW", "5s")]).await;
+    let attacker = from(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let (mut unauthorized, mut limited) = (0, 0);
+    for i in 0..500 {
+        let r = attacker
+            .get(format!("{}/admin/v1/secrets", app.base))
+            .bearer_auth(format!("kga_guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        match r.status() {
+            StatusCode::UNAUTHORIZED => unauthorized += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=5).contains(&wait), "{wait}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+        if i % 100 == 50 {
+            // The real admin, from another address, is not slowed by the flood.
+            let (s, _) = app.get("/admin/v1/secrets").await;
+            assert_eq!(s, StatusCode::OK);
+        }
+    }
+    assert!(limited > 0 && unauthorized + limited == 500);
+    assert!(
+        unauthorized <= 10 * 20,
+        "at most the limit per window is checked"
+    );
+
+    // Once the windows have closed, every failure is in the log, in a handful of entries.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (denials, counted) = loop {
+        let (_, audit) = app.get("/admin/v1/audit?tail=1000&limit=1000").await;
+        let denials = admin_auth_denials(&audit);
+        let counted: u64 = denials
+            .iter()
+            .map(|e| e["details"]["count"].as_u64().unwrap_or(1))
+            .sum();
+        if counted >= 500 || std::time::Instant::now() > deadline {
+            break (denials, counted);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(counted, 500);
+    assert!(denials.len() <= 8, "{} audit entries", denials.len());
+    assert!(
+        denials
+            .iter()
+            .all(|e| e["details"]["source"] == "127.0.0.2")
+    );
     app.stop().await;
 }
 

@@ -167,6 +167,30 @@ async fn submit(
     page: &LoginPage,
     fields: &[(&str, &str)],
 ) -> (StatusCode, Option<String>, String) {
+    submit_via(&no_redirects(), app, page, fields).await
+}
+
+/// [`submit`] from another client address (any 127/8 address reaches the loopback).
+async fn submit_from(
+    ip: [u8; 4],
+    app: &TestApp,
+    page: &LoginPage,
+    fields: &[(&str, &str)],
+) -> (StatusCode, Option<String>, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap();
+    submit_via(&client, app, page, fields).await
+}
+
+async fn submit_via(
+    client: &reqwest::Client,
+    app: &TestApp,
+    page: &LoginPage,
+    fields: &[(&str, &str)],
+) -> (StatusCode, Option<String>, String) {
     let mut form: Vec<(String, String)> = Vec::new();
     for name in [
         "client_id",
@@ -189,7 +213,7 @@ async fn submit(
         form.retain(|(n, _)| n != k);
         form.push(((*k).into(), (*v).into()));
     }
-    let resp = no_redirects()
+    let resp = client
         .post(format!("{}/oauth2/authorize", app.base))
         .header("cookie", &page.cookie)
         .form(&form)
@@ -848,6 +872,94 @@ async fn login_page_refusals_do_not_enumerate_users() {
         .0;
     }
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_throttle_on_a_shared_address_does_not_lock_out_other_users() {
+    let mut app = TestApp::spawn_with(&[("KEYGATE_TOKENS__LOGIN_IP_MAX_FAILURES", "16")]).await;
+    let device = Device::new(&setup(&app).await);
+    let (s, b) = app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/users",
+            Some(json!({"name": "bob", "password": PASSWORD, "scopes": ["ai"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let verifier = pkce::generate_verifier();
+    let challenge = pkce::challenge_for(&verifier);
+    let jkt = device.jkt();
+    let query = authz_query(&device, challenge.as_str(), &jkt);
+    let page = open_login(&app, &query).await;
+    let guess = |user: &'static str| [("username", user), ("password", "guess-guess-guess")];
+    let nat = [127, 0, 0, 10];
+
+    // Someone behind a carrier NAT guesses alice's password until that pair is throttled…
+    let mut failures = 0;
+    let mut throttled = false;
+    for _ in 0..10 {
+        match submit_from(nat, &app, &page, &guess("alice")).await.0 {
+            StatusCode::UNAUTHORIZED => failures += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                throttled = true;
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(throttled && (5..=8).contains(&failures), "{failures}");
+    // …and bob, behind the same address, still signs in.
+    let (s, location, body) = submit_from(
+        nat,
+        &app,
+        &page,
+        &[("username", "bob"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert!(location.unwrap().starts_with(REDIRECT));
+
+    // Guessing alice from many addresses, one guess each, trips her account-wide key.
+    let mut from_fresh_addresses = 0;
+    let mut account_throttled = false;
+    for n in 20..40 {
+        match submit_from([127, 0, 0, n], &app, &page, &guess("alice"))
+            .await
+            .0
+        {
+            StatusCode::UNAUTHORIZED => from_fresh_addresses += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                account_throttled = true;
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(account_throttled, "{from_fresh_addresses}");
+    assert!(failures + from_fresh_addresses <= 13);
+
+    // Spraying one password over many accounts from one address hits its ceiling.
+    let sprayer = [127, 0, 0, 50];
+    let mut sprayed = 0;
+    let mut ceiling = false;
+    for i in 0..20 {
+        let user = format!("user{i}");
+        let fields = [
+            ("username", user.as_str()),
+            ("password", "guess-guess-guess"),
+        ];
+        match submit_from(sprayer, &app, &page, &fields).await.0 {
+            StatusCode::UNAUTHORIZED => sprayed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                ceiling = true;
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(ceiling);
+    assert_eq!(sprayed, 16, "login_ip_max_failures");
     app.stop().await;
 }
 

@@ -42,6 +42,14 @@ async fn fake_upstream(recorder: Recorder) -> String {
             }),
         )
         .route(
+            "/v1/echo/{kind}",
+            get(
+                |axum::extract::Path(kind): axum::extract::Path<String>, headers: HeaderMap| async move {
+                    echo(&kind, &headers)
+                },
+            ),
+        )
+        .route(
             "/v1/stream",
             get(move |uri: axum::http::Uri, headers: HeaderMap| async move {
                 r2.0.lock().unwrap().push((uri.to_string(), headers));
@@ -59,6 +67,53 @@ async fn fake_upstream(recorder: Recorder) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
+}
+
+/// A careless upstream that answers 200 with the credential it received, in pieces:
+/// `split` cuts the key across chunks, `sse` sends it in two events 800 ms apart, `fixed`
+/// sends one body with a `Content-Length`, `clean` sends no key but chunk ends that look
+/// like its start.
+fn echo(kind: &str, headers: &HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let value = headers["authorization"].to_str().unwrap().to_owned();
+    let key = value.strip_prefix("Bearer ").unwrap().to_owned();
+    let leak = |parts: Vec<String>| -> Vec<(&'static str, Duration)> {
+        parts
+            .into_iter()
+            .map(|p| (&*Box::leak(p.into_boxed_str()), Duration::from_millis(30)))
+            .collect()
+    };
+    let (head, tail) = key.split_at(7);
+    let parts = match kind {
+        "split" => leak(vec![
+            format!("{{\"you_sent\":\"{}", &value[..value.len() - 3]),
+            format!("{}\",\"again\":\"{head}", &value[value.len() - 3..]),
+            format!("{tail}\"}}"),
+        ]),
+        "sse" => vec![
+            (
+                &*Box::leak(format!("data: {{\"key\":\"{key}\"}}\n\n").into_boxed_str()),
+                Duration::ZERO,
+            ),
+            (
+                &*Box::leak(format!("data: second {key}\n\n").into_boxed_str()),
+                Duration::from_millis(800),
+            ),
+        ],
+        "fixed" => {
+            return (
+                [("content-type", "application/json")],
+                format!("{{\"auth\":\"{value}\"}}"),
+            )
+                .into_response();
+        }
+        _ => leak(vec![
+            "{\"note\":\"sk-".to_owned(),
+            format!("canary\",\"almost\":\"{head}"),
+            "\u{e9}\"}".to_owned(),
+        ]),
+    };
+    axum::body::Body::from_stream(async_stream(parts)).into_response()
 }
 
 fn async_stream(
@@ -114,7 +169,7 @@ async fn world_with(limits: &str) -> World {
 upstream = "{upstream}"
 secret   = "openai"
 inject   = {{ header = "Authorization", value = "Bearer {{secret}}" }}
-allow    = ["POST /v1/chat/completions", "GET /v1/stream"]
+allow    = ["POST /v1/chat/completions", "GET /v1/stream", "GET /v1/echo/*"]
 scopes   = ["ai"]
 limits   = {{ {limits}, per = "user" }}
 "#
@@ -371,6 +426,79 @@ async fn server_sent_events_stream_through() {
     assert!(
         first_at + Duration::from_millis(500) < done_at,
         "the first event arrived before the upstream finished ({first_at:?} vs {done_at:?})"
+    );
+    w.app.stop().await;
+}
+
+async fn echoed(w: &World, kind: &str) -> (reqwest::header::HeaderMap, Vec<Vec<u8>>) {
+    let mut resp = w
+        .client
+        .request(Method::GET, &format!("/proxy/openai/v1/echo/{kind}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let headers = resp.headers().clone();
+    let mut chunks = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        chunks.push(c.to_vec());
+    }
+    (headers, chunks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_success_body_echoing_the_key_is_redacted() {
+    let mut w = world("1000/min", 50).await;
+    for kind in ["split", "fixed"] {
+        let (headers, chunks) = echoed(&w, kind).await;
+        let body = String::from_utf8(chunks.concat()).unwrap();
+        assert!(!body.contains(&w.key), "{kind}: {body}");
+        assert!(!body.contains(&w.key[..w.key.len() - 3]), "{kind}: {body}");
+        assert!(body.contains("[REDACTED]"), "{kind}: {body}");
+        if let Some(len) = headers.get("content-length") {
+            assert_eq!(len.to_str().unwrap(), body.len().to_string(), "{kind}");
+        }
+    }
+    // Clean bodies pass byte for byte, even where a chunk ends like the key begins.
+    let (_, chunks) = echoed(&w, "clean").await;
+    let (head, _) = w.key.split_at(7);
+    assert_eq!(
+        chunks.concat(),
+        format!("{{\"note\":\"sk-canary\",\"almost\":\"{head}\u{e9}\"}}").into_bytes()
+    );
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_success_events_echoing_the_key_are_redacted_event_by_event() {
+    let mut w = world("1000/min", 50).await;
+    let started = std::time::Instant::now();
+    let mut resp = w
+        .client
+        .request(Method::GET, "/proxy/openai/v1/echo/sse")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = resp.chunk().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    let first = String::from_utf8(first.to_vec()).unwrap();
+    assert!(
+        first.starts_with("data: {\"key\":\"[REDACTED]") && first.ends_with("\n\n"),
+        "{first}"
+    );
+    let mut rest = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(
+        rest.starts_with("data: second [REDACTED]") && !rest.contains(&w.key),
+        "{rest}"
+    );
+    assert!(
+        first_at + Duration::from_millis(500) < started.elapsed(),
+        "the first event arrived on its own ({first_at:?})"
     );
     w.app.stop().await;
 }

@@ -428,11 +428,7 @@ pub(super) async fn submit(
         totp_ticket: ticket,
         username: &username,
     };
-    let throttle_keys = vec![
-        format!("acct:{}", username.to_lowercase()),
-        format!("ip:{}", peer.ip()),
-    ];
-    if let Some(wait) = svc.throttled(&throttle_keys) {
+    if let Some(wait) = svc.throttle.retry_after(&username, peer.ip(), unix_now()) {
         let mut resp = render(
             page("Too many attempts. Wait a moment, then try again.", None),
             StatusCode::TOO_MANY_REQUESTS,
@@ -459,7 +455,7 @@ pub(super) async fn submit(
     };
     match outcome {
         Step::Failed(reason) => {
-            svc.record_login(&throttle_keys, false);
+            svc.throttle.record(&username, peer.ip(), false, unix_now());
             audit_login(&svc, &username, &req, Outcome::Failure, reason).await;
             render(
                 page("The username, password or code is not right.", None),
@@ -473,7 +469,7 @@ pub(super) async fn submit(
             false,
         ),
         Step::SignedIn(user) => {
-            svc.record_login(&throttle_keys, true);
+            svc.throttle.record(&username, peer.ip(), true, unix_now());
             issue_code(&svc, &user, &req).await
         }
     }

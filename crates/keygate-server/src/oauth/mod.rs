@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod error;
 pub mod exchange;
 mod login;
+mod throttle;
 
 pub use error::OAuthError;
 
@@ -28,7 +29,7 @@ use keygate_auth::refresh::RefreshPolicy;
 use keygate_auth::resource::{
     ResourceRequest, ResourceVerifier, RevocationCheck, RevocationUnavailable, VerifiedAccess,
 };
-use keygate_auth::throttle::{FailureRecord, ThrottlePolicy};
+use keygate_auth::throttle::ThrottlePolicy;
 use keygate_store::{SigningKeyRecord, Store};
 use keygate_vault::{Vault, now_ms};
 use secrecy::SecretBox;
@@ -177,10 +178,9 @@ pub struct TokenService {
     pub revocation: StoreRevocation,
     pub refresh_policy: RefreshPolicy,
     pub hasher: PasswordHasher,
-    pub throttle_policy: ThrottlePolicy,
-    /// Failed sign-ins per account and per client address (S18); in process, so a
-    /// restart forgets them, which only ever loosens the delay.
-    throttle: std::sync::Mutex<std::collections::HashMap<String, FailureRecord>>,
+    /// Failed sign-ins per account, per (account, address) and per address (S18); in
+    /// process, so a restart forgets them, which only ever loosens the delay.
+    pub(crate) throttle: throttle::LoginThrottle,
     pub audit_key: AuditKey,
     /// Keys CSRF tokens of the login form.
     pub(crate) csrf_key: [u8; 32],
@@ -337,8 +337,11 @@ impl TokenService {
             ))),
             settings,
             hasher,
-            throttle_policy: ThrottlePolicy::default(),
-            throttle: Default::default(),
+            throttle: throttle::LoginThrottle::new(
+                ThrottlePolicy::default(),
+                config.tokens.login_ip_max_failures,
+                config.tokens.login_ip_window_secs,
+            ),
             audit_key: keyring.audit.clone(),
             csrf_key,
         };
@@ -551,38 +554,6 @@ impl TokenService {
             unix_now(),
         )
         .await
-    }
-
-    /// Seconds to wait before another sign-in attempt for any of `keys`, if any.
-    pub(crate) fn throttled(&self, keys: &[String]) -> Option<i64> {
-        let now = unix_now();
-        let map = self.throttle.lock().ok()?;
-        keys.iter()
-            .filter_map(|k| {
-                map.get(k)
-                    .and_then(|r| self.throttle_policy.retry_after(r, now))
-            })
-            .max()
-    }
-
-    pub(crate) fn record_login(&self, keys: &[String], success: bool) {
-        let now = unix_now();
-        if let Ok(mut map) = self.throttle.lock() {
-            if map.len() > 100_000 {
-                // Bounded memory: start over rather than grow without end (forgetting
-                // failures only ever shortens a delay; it never locks anyone out).
-                map.clear();
-            }
-            for k in keys {
-                let record = map.get(k).copied().unwrap_or_default();
-                let next = if success {
-                    self.throttle_policy.after_success()
-                } else {
-                    self.throttle_policy.after_failure(&record, now)
-                };
-                map.insert(k.clone(), next);
-            }
-        }
     }
 
     /// A keyed reference to a token for the audit log (S22).
