@@ -463,11 +463,7 @@ pub(super) async fn submit(
                 false,
             )
         }
-        Step::NeedTotp(ticket) => render(
-            page(TOTP_PROMPT, Some(ticket)),
-            StatusCode::OK,
-            false,
-        ),
+        Step::NeedTotp(ticket) => render(page(TOTP_PROMPT, Some(ticket)), StatusCode::OK, false),
         Step::SignedIn(user) => {
             svc.throttle.record(&username, peer.ip(), true, unix_now());
             issue_code(&svc, &user, &req).await
