@@ -549,7 +549,8 @@ fn the_demo_runs_every_step() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
     for expected in [
-        "that is the vault's key (match)",
+        "that is the vault's key (SHA-256 match)",
+        "(version 2)",
         "-> HTTP 403",
         "429 (Retry-After:",
         "same session: true",

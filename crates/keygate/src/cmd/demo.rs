@@ -57,8 +57,16 @@ fn random_hex(n: usize) -> String {
     hex::encode(raw)
 }
 
-/// The third-party API: answers with the `Authorization` header it received, so the demo
-/// can show that keygate injected the key (a real API would never echo it).
+/// SHA-256 of an `Authorization` value, hex: how the demo's upstream reports what it got.
+fn fingerprint(value: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(value.as_bytes()))
+}
+
+/// The third-party API: describes the `Authorization` header it received, masked and as a
+/// SHA-256 fingerprint, so the demo can show that keygate injected the vault's key. It
+/// does not echo the key itself: keygate would redact it from the answer anyway (S30),
+/// as it does for any upstream that echoes the credential it was sent.
 async fn echo_upstream() -> anyhow::Result<String> {
     let app = axum::Router::new().fallback(
         |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap| async move {
@@ -68,11 +76,13 @@ async fn echo_upstream() -> anyhow::Result<String> {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned)
             };
+            let auth = header("authorization").unwrap_or_default();
             axum::Json(json!({
                 "upstream_saw": {
                     "method": method.as_str(),
                     "path": uri.to_string(),
-                    "authorization": header("authorization"),
+                    "authorization_masked": mask(auth.trim_start_matches("Bearer ")),
+                    "authorization_sha256": fingerprint(&auth),
                     "dpop": header("dpop"),
                     "x_forwarded_for": header("x-forwarded-for"),
                 }
@@ -244,16 +254,20 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         .await?;
     let status = resp.status().as_u16();
     let seen: Value = resp.json().await.unwrap_or(Value::Null);
-    let auth = seen["upstream_saw"]["authorization"]
-        .as_str()
-        .unwrap_or_default();
+    let saw = |field: &str| {
+        seen["upstream_saw"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     println!(
         "    HTTP {status}; the upstream received Authorization: Bearer {}",
-        mask(auth.trim_start_matches("Bearer "))
+        saw("authorization_masked")
     );
     println!(
-        "    that is the vault's key ({}), injected by keygate; the app's DPoP token and proof were not forwarded (dpop header upstream: {})",
-        if auth == format!("Bearer {}", key_v1.expose_secret()) {
+        "    that is the vault's key (SHA-256 {}), injected by keygate; the app's DPoP token and proof were not forwarded (dpop header upstream: {})",
+        if saw("authorization_sha256") == fingerprint(&format!("Bearer {}", key_v1.expose_secret()))
+        {
             "match"
         } else {
             "MISMATCH"
@@ -289,13 +303,17 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         .json()
         .await
         .unwrap_or(Value::Null);
-    let auth = seen["upstream_saw"]["authorization"]
-        .as_str()
-        .unwrap_or_default();
+    let saw = |field: &str| {
+        seen["upstream_saw"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     println!(
         "    upstream now receives Bearer {} ({})",
-        mask(auth.trim_start_matches("Bearer ")),
-        if auth.ends_with(key_v2.expose_secret()) {
+        saw("authorization_masked"),
+        if saw("authorization_sha256") == fingerprint(&format!("Bearer {}", key_v2.expose_secret()))
+        {
             "version 2"
         } else {
             "NOT version 2"
