@@ -11,8 +11,9 @@
 # cache, usage sums and the limiter all see new keys all along. VmRSS of the keygate
 # process is sampled every 5 s, then for IDLE seconds (default 60) after the load.
 #
-# It prints the samples and: RSS after set-up, after the first round, at the end of
-# the load and after the idle period, and the least-squares slope of RSS over the second
+# It prints the samples, the peak RSS of each round (each round starts with a fresh token
+# and key, so RSS saws within a round), RSS after set-up, at the end of the load and after
+# the idle period, and the least-squares slope of the per-round peaks over the second
 # half of the load (MiB per minute), where caches should have reached their bounds.
 set -euo pipefail
 
@@ -53,7 +54,7 @@ sampler() { # every 5 s: seconds since start, phase, VmRSS in KiB
 # The set-up sample is taken here, before any load, so the sampler's race with the first
 # round cannot mislabel it.
 echo "0,setup,$(rss_kib)" > "$SAMPLES"
-echo load > "$WORK/phase"
+echo load0 > "$WORK/phase"
 sampler &
 PIDS+=($!)
 
@@ -62,7 +63,7 @@ echo "soak: $MINUTES min at $RATE req/s (rounds of 30 s, Bearer and DPoP alterna
 errors=0
 requests=0
 for round in $(seq 1 "$ROUNDS"); do
-  echo "load" > "$WORK/phase"
+  echo "load$round" > "$WORK/phase"
   if [ $(( round % 2 )) -eq 1 ]; then
     kind=bearer
     token="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench)"
@@ -92,26 +93,35 @@ echo "requests answered 2xx: $requests; errors: $errors"
 python3 - "$SAMPLES" <<'PY'
 import csv, sys
 rows = [(int(t), p, int(k)) for t, p, k in csv.reader(open(sys.argv[1]))]
-load = [(t, k) for t, p, k in rows if p == "load"]
-idle = [(t, k) for t, p, k in rows if p == "idle"]
-setup = [k for t, p, k in rows if p == "setup"]
 mib = lambda k: k / 1024
-print("samples (s, phase, RSS MiB):", " ".join(f"{t}:{p[0]}:{mib(k):.1f}" for t, p, k in rows))
+print("samples (s, phase, RSS MiB):", " ".join(f"{t}:{p}:{mib(k):.1f}" for t, p, k in rows))
+load = [(t, p, k) for t, p, k in rows if p.startswith("load")]
+idle = [k for t, p, k in rows if p == "idle"]
 if not load:
     sys.exit("no samples under load")
-half = load[len(load) // 2:]
-n = len(half)
-mt = sum(t for t, _ in half) / n
-mk = sum(k for _, k in half) / n
-var = sum((t - mt) ** 2 for t, _ in half) or 1
-slope = sum((t - mt) * (k - mk) for t, k in half) / var  # KiB per second
-first = [k for t, k in load if t >= 30][:1] or [load[0][1]]
-print(f"RSS after set-up        {mib(setup[-1] if setup else load[0][1]):7.1f} MiB")
-print(f"RSS after the 1st round {mib(first[0]):7.1f} MiB")
-print(f"RSS peak under load     {mib(max(k for _, k in load)):7.1f} MiB")
-print(f"RSS at the end of load  {mib(load[-1][1]):7.1f} MiB")
+# Each round starts with a fresh token (and DPoP key), so RSS saws up and down within a
+# round; its peak per round is what would keep rising if something grew without bound.
+peaks = {}
+for t, p, k in load:
+    r = int(p[4:])
+    if r > 0:
+        peaks[r] = max(peaks.get(r, 0), k)
+rounds = sorted(peaks)
+print("peak RSS per round (MiB):", " ".join(f"{mib(peaks[r]):.1f}" for r in rounds))
+half = rounds[len(rounds) // 2:]
+slope = 0.0
+if len(half) >= 2:
+    mr = sum(half) / len(half)
+    mk = sum(peaks[r] for r in half) / len(half)
+    var = sum((r - mr) ** 2 for r in half)
+    slope = sum((r - mr) * (peaks[r] - mk) for r in half) / var  # KiB per round (30 s)
+per_min = slope * 2 / 1024
+print(f"RSS after set-up           {mib(rows[0][2]):7.1f} MiB")
+print(f"peak RSS, first round      {mib(peaks[rounds[0]]):7.1f} MiB")
+print(f"peak RSS, whole load       {mib(max(peaks.values())):7.1f} MiB")
+print(f"RSS at the end of the load {mib(load[-1][2]):7.1f} MiB")
 if idle:
-    print(f"RSS after idle          {mib(idle[-1][1]):7.1f} MiB")
-print(f"slope over the second half of the load: {slope * 60 / 1024:+.3f} MiB/min "
-      f"({'flat' if abs(slope * 60 / 1024) < 0.25 else 'NOT flat'} by the |slope| < 0.25 MiB/min rule)")
+    print(f"RSS after idle             {mib(idle[-1]):7.1f} MiB")
+print(f"slope of the per-round peak over the second half of the load: {per_min:+.3f} MiB/min "
+      f"({'flat' if abs(per_min) < 0.25 else 'NOT flat'} by the |slope| < 0.25 MiB/min rule)")
 PY
