@@ -92,6 +92,26 @@ async function fillPassword(page, username, password) {
   await page.getByLabel('Password').fill(password);
 }
 
+/**
+ * Presses Continue and waits until the browser reaches the app's loopback listener with no
+ * CSP violation on the way; returns the code it brought, after checking `state` and `iss`.
+ */
+async function continueToLoopbackApp(page, screenshot, cspViolations, state) {
+  await Promise.all([
+    page.waitForURL((u) => u.toString().startsWith(appLoopback.redirectUri), { timeout: 10_000 }),
+    page.getByRole('button', { name: 'Continue' }).click(),
+  ]);
+  await screenshot('back-in-app');
+  assert.deepEqual(cspViolations, []);
+  const hit = appLoopback.hits.at(-1);
+  assert.equal(hit.pathname, '/callback');
+  assert.equal(hit.searchParams.get('state'), state);
+  assert.equal(hit.searchParams.get('iss'), kg.base);
+  const code = hit.searchParams.get('code');
+  assert.match(code ?? '', /^kgc_/);
+  return code;
+}
+
 /** Redeems `code` for tokens with a DPoP proof by `device`; checks the binding. */
 async function redeem({ clientId, redirectUri, code, verifier, device }) {
   const r = await kg.token(device, {
@@ -145,18 +165,7 @@ describe('sign-in through the login page in Chromium', () => {
       await screenshot('login-page');
       await fillPassword(page, 'alice', PASSWORD);
       await screenshot('filled');
-      await Promise.all([
-        page.waitForURL((u) => u.toString().startsWith(appLoopback.redirectUri), { timeout: 10_000 }),
-        page.getByRole('button', { name: 'Continue' }).click(),
-      ]);
-      await screenshot('back-in-app');
-      assert.deepEqual(cspViolations, []);
-      const hit = appLoopback.hits.at(-1);
-      assert.equal(hit.pathname, '/callback');
-      assert.equal(hit.searchParams.get('state'), 'st-loopback');
-      assert.equal(hit.searchParams.get('iss'), kg.base);
-      const code = hit.searchParams.get('code');
-      assert.match(code ?? '', /^kgc_/);
+      const code = await continueToLoopbackApp(page, screenshot, cspViolations, 'st-loopback');
       await redeem({ clientId, redirectUri: appLoopback.redirectUri, code, verifier: p.verifier, device });
     } finally {
       await context.close();
@@ -220,15 +229,7 @@ describe('sign-in through the login page in Chromium', () => {
         await assertFitsViewport(page);
         await screenshot('totp-step');
         await codeField.fill(totp(seed));
-        await Promise.all([
-          page.waitForURL((u) => u.toString().startsWith(appLoopback.redirectUri), { timeout: 10_000 }),
-          page.getByRole('button', { name: 'Continue' }).click(),
-        ]);
-        await screenshot('back-in-app');
-        assert.deepEqual(cspViolations, []);
-        const hit = appLoopback.hits.at(-1);
-        assert.equal(hit.searchParams.get('state'), 'st-totp');
-        const code = hit.searchParams.get('code');
+        const code = await continueToLoopbackApp(page, screenshot, cspViolations, 'st-totp');
         await redeem({ clientId, redirectUri: appLoopback.redirectUri, code, verifier: p.verifier, device });
       } finally {
         await context.close();

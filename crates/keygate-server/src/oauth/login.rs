@@ -265,9 +265,11 @@ button{{width:100%;font-size:1.1rem;padding:.8rem;margin-top:1rem;border:0;borde
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {}; frame-ancestors 'none'",
         form_action_source(&page.req.redirect_uri)
     );
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
+    // Should the header ever not build, the page keeps the strict policy rather than none.
+    let csp = HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    ));
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     if set_cookie {
         let secure = if page.svc.issuer.starts_with("https://") {
             "; Secure"
@@ -285,7 +287,8 @@ button{{width:100%;font-size:1.1rem;padding:.8rem;margin-top:1rem;border:0;borde
 }
 
 /// The CSP source expression (CSP3 §2.3.1) that lets the login form's redirect reach
-/// `redirect_uri`, a URI already matched against the client's registration:
+/// `redirect_uri`, a URI already matched against the client's registration (which never
+/// holds `javascript:`, `data:` or another scheme that runs or embeds content):
 /// - `http(s)` with a host name or IPv4 address: exactly its origin, port included (for a
 ///   loopback redirect that is the port the app listens on for this one request);
 /// - an IPv6 literal, which CSP's host grammar cannot express: the scheme (`http:`);
