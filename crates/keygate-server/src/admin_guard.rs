@@ -49,6 +49,18 @@ struct Window {
     last_ms: i64,
 }
 
+impl Window {
+    /// The window with one more failure at `now_ms`, not yet audited.
+    fn counted(self, now_ms: i64) -> Self {
+        Self {
+            failures: self.failures.saturating_add(1),
+            pending: self.pending.saturating_add(1),
+            last_ms: now_ms,
+            ..self
+        }
+    }
+}
+
 /// Failures of one source that are in no audit entry yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Burst {
@@ -154,13 +166,7 @@ impl AdminAuthGuard {
         if now_ms >= end || w.failures < self.limits.limit {
             return Gate::Check;
         }
-        let w = Window {
-            failures: w.failures.saturating_add(1),
-            pending: w.pending.saturating_add(1),
-            last_ms: now_ms,
-            ..w
-        };
-        self.keep(&mut sources, source, w);
+        self.keep(&mut sources, source, w.counted(now_ms));
         let wait_ms = u64::try_from(end.saturating_sub(now_ms)).unwrap_or(0);
         Gate::Refuse(wait_ms.div_ceil(1000).max(1))
     }
@@ -176,13 +182,7 @@ impl AdminAuthGuard {
             };
             if let Some(w) = sources.remove(&source) {
                 if now_ms < w.start_ms.saturating_add(window_ms) {
-                    let w = Window {
-                        failures: w.failures.saturating_add(1),
-                        pending: w.pending.saturating_add(1),
-                        last_ms: now_ms,
-                        ..w
-                    };
-                    self.keep(&mut sources, source, w);
+                    self.keep(&mut sources, source, w.counted(now_ms));
                     return Failure::Counted;
                 }
                 earlier.extend(burst(&source, &w));

@@ -403,26 +403,43 @@ async fn daily_quota_is_kept_in_the_store() {
     w.app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_sent_events_stream_through() {
-    let mut w = world("1000/min", 50).await;
+/// A streamed GET: the first chunk and when it came, the rest and when it ended.
+struct Streamed {
+    first: String,
+    first_at: Duration,
+    rest: String,
+    done_at: Duration,
+}
+
+async fn stream_of(w: &World, path: &str) -> Streamed {
     let started = std::time::Instant::now();
-    let mut resp = w
-        .client
-        .request(Method::GET, "/proxy/openai/v1/stream")
-        .send()
-        .await
-        .unwrap();
+    let mut resp = w.client.request(Method::GET, path).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let first = resp.chunk().await.unwrap().unwrap();
     let first_at = started.elapsed();
-    assert!(String::from_utf8_lossy(&first).contains("first"));
     let mut rest = Vec::new();
     while let Some(c) = resp.chunk().await.unwrap() {
         rest.extend_from_slice(&c);
     }
-    let done_at = started.elapsed();
-    assert!(String::from_utf8_lossy(&rest).contains("second"));
+    Streamed {
+        first: String::from_utf8(first.to_vec()).unwrap(),
+        first_at,
+        rest: String::from_utf8(rest).unwrap(),
+        done_at: started.elapsed(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_stream_through() {
+    let mut w = world("1000/min", 50).await;
+    let Streamed {
+        first,
+        first_at,
+        rest,
+        done_at,
+    } = stream_of(&w, "/proxy/openai/v1/stream").await;
+    assert!(first.contains("first"));
+    assert!(rest.contains("second"));
     assert!(
         first_at + Duration::from_millis(500) < done_at,
         "the first event arrived before the upstream finished ({first_at:?} vs {done_at:?})"
@@ -472,32 +489,22 @@ async fn upstream_success_body_echoing_the_key_is_redacted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_success_events_echoing_the_key_are_redacted_event_by_event() {
     let mut w = world("1000/min", 50).await;
-    let started = std::time::Instant::now();
-    let mut resp = w
-        .client
-        .request(Method::GET, "/proxy/openai/v1/echo/sse")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let first = resp.chunk().await.unwrap().unwrap();
-    let first_at = started.elapsed();
-    let first = String::from_utf8(first.to_vec()).unwrap();
+    let Streamed {
+        first,
+        first_at,
+        rest,
+        done_at,
+    } = stream_of(&w, "/proxy/openai/v1/echo/sse").await;
     assert!(
         first.starts_with("data: {\"key\":\"[REDACTED]") && first.ends_with("\n\n"),
         "{first}"
     );
-    let mut rest = Vec::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        rest.extend_from_slice(&c);
-    }
-    let rest = String::from_utf8(rest).unwrap();
     assert!(
         rest.starts_with("data: second [REDACTED]") && !rest.contains(&w.key),
         "{rest}"
     );
     assert!(
-        first_at + Duration::from_millis(500) < started.elapsed(),
+        first_at + Duration::from_millis(500) < done_at,
         "the first event arrived on its own ({first_at:?})"
     );
     w.app.stop().await;
