@@ -128,7 +128,13 @@ impl SqlStore {
                             // then sends fails, its transaction depth stays at 1, and every
                             // later BEGIN on this, the only writer connection, is refused.
                             // Such a connection is closed; the pool opens a clean one.
-                            // The ping queues behind that ROLLBACK, so the depth is final.
+                            // A committed write leaves the depth at 0 and costs nothing
+                            // here; only a depth above 0 (a dropped transaction whose
+                            // ROLLBACK may still be queued) takes the ping, which runs
+                            // behind that ROLLBACK, so the depth read after it is final.
+                            if !conn.is_in_transaction() {
+                                return Ok(true);
+                            }
                             conn.ping().await?;
                             if conn.is_in_transaction() {
                                 failing.store(true, Ordering::SeqCst);
