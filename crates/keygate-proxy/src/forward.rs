@@ -498,22 +498,30 @@ impl Forwarder {
         B::Error: Into<BoxError>,
     {
         let start = Instant::now();
-        let user = call.user().clone();
-        let client = call.client().clone();
-        let route = call.route().name().clone();
+        // Built once: the response's usage guard takes it, or an error records it here.
+        let mut event = Some(UsageEvent {
+            user: call.user().clone(),
+            client: call.client().clone(),
+            session: access.session().clone(),
+            jkt: access.jkt().cloned(),
+            client_ip: forwarded.client_ip,
+            cost: 1,
+            route: call.route().name().clone(),
+            status_class: StatusClass::Success,
+            latency: Duration::ZERO,
+            fault: None,
+        });
         let result = self
-            .forward_inner(access, call, permit, secret, request, forwarded, start)
+            .forward_inner(
+                access, call, permit, secret, request, forwarded, start, &mut event,
+            )
             .await;
-        if let Err(e) = &result {
-            self.metrics.refused(Some(&route), e);
-            self.usage.record(UsageEvent {
-                user,
-                client,
-                route,
-                status_class: StatusClass::of(e.status()),
-                latency: start.elapsed(),
-                fault: Some(e.fault()),
-            });
+        if let (Err(e), Some(mut event)) = (&result, event) {
+            self.metrics.refused(Some(&event.route), e);
+            event.status_class = StatusClass::of(e.status());
+            event.latency = start.elapsed();
+            event.fault = Some(e.fault());
+            self.usage.record(event);
         }
         result
     }
@@ -528,6 +536,7 @@ impl Forwarder {
         request: Request<B>,
         forwarded: &ForwardedInfo,
         start: Instant,
+        event: &mut Option<UsageEvent>,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -640,13 +649,9 @@ impl Forwarder {
         }
         let status = head.status;
         let guard = UsageGuard {
-            event: Some(UsageEvent {
-                user: call.user().clone(),
-                client: call.client().clone(),
-                route: route.name().clone(),
-                status_class: StatusClass::of(status),
-                latency: Duration::ZERO,
-                fault: None,
+            event: event.take().map(|mut e| {
+                e.status_class = StatusClass::of(status);
+                e
             }),
             start,
             usage: Arc::clone(&self.usage),

@@ -11,7 +11,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use keygate_auth::ids::{ClientId, UserId};
+use std::net::IpAddr;
+
+use keygate_auth::ids::{ClientId, SessionId, UserId};
+use keygate_auth::jwk::Jkt;
 use tokio::sync::mpsc;
 
 use crate::error::{Fault, ProxyError};
@@ -56,13 +59,21 @@ impl StatusClass {
     }
 }
 
-/// One finished proxied call.
+/// One finished proxied call: what the usage aggregation and the monitor see.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageEvent {
     /// The token's user.
     pub user: UserId,
     /// The token's client.
     pub client: ClientId,
+    /// The token's session (refresh family).
+    pub session: SessionId,
+    /// The DPoP key's thumbprint, for a DPoP-bound token.
+    pub jkt: Option<Jkt>,
+    /// The address the call came from.
+    pub client_ip: IpAddr,
+    /// What the call cost, in the route's cost units (1 unless the route meters cost).
+    pub cost: u64,
     /// The route.
     pub route: RouteName,
     /// The status class answered to the app.
@@ -353,6 +364,10 @@ mod tests {
         let event = |user: &str, ms: u64| UsageEvent {
             user: UserId::parse(user).unwrap(),
             client: ClientId::parse("c").unwrap(),
+            session: SessionId::parse("s").unwrap(),
+            jkt: None,
+            client_ip: IpAddr::from([192, 0, 2, 1]),
+            cost: 1,
             route: RouteName::parse("r").unwrap(),
             status_class: StatusClass::Success,
             latency: Duration::from_millis(ms),
@@ -389,6 +404,10 @@ mod tests {
         let e = UsageEvent {
             user: UserId::parse("u").unwrap(),
             client: ClientId::parse("c").unwrap(),
+            session: SessionId::parse("s").unwrap(),
+            jkt: None,
+            client_ip: IpAddr::from([192, 0, 2, 1]),
+            cost: 1,
             route: RouteName::parse("r").unwrap(),
             status_class: StatusClass::Success,
             latency: Duration::from_millis(1),
