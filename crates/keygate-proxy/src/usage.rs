@@ -90,6 +90,28 @@ pub trait UsageSink: Send + Sync {
     fn record(&self, event: UsageEvent);
 }
 
+/// Hands every event to each of several sinks (usage sums, the monitor, cost budgets).
+pub struct TeeUsageSink(pub Vec<std::sync::Arc<dyn UsageSink>>);
+
+impl std::fmt::Debug for TeeUsageSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeeUsageSink")
+            .field("sinks", &self.0.len())
+            .finish()
+    }
+}
+
+impl UsageSink for TeeUsageSink {
+    fn record(&self, event: UsageEvent) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for sink in rest {
+                sink.record(event.clone());
+            }
+            last.record(event);
+        }
+    }
+}
+
 /// Discards events.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoUsage;
