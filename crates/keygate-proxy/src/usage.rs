@@ -88,9 +88,16 @@ pub struct UsageEvent {
 pub trait UsageSink: Send + Sync {
     /// Takes one event.
     fn record(&self, event: UsageEvent);
+
+    /// Looks at an event that another sink will own. The default clones it; a sink that
+    /// only counts should read it in place, so a [`TeeUsageSink`] adds no copy per call.
+    fn record_ref(&self, event: &UsageEvent) {
+        self.record(event.clone());
+    }
 }
 
-/// Hands every event to each of several sinks (usage sums, the monitor, cost budgets).
+/// Hands every event to each of several sinks (the monitor, cost budgets, usage sums):
+/// each but the last through [`UsageSink::record_ref`], the last takes it.
 pub struct TeeUsageSink(pub Vec<std::sync::Arc<dyn UsageSink>>);
 
 impl std::fmt::Debug for TeeUsageSink {
@@ -105,7 +112,7 @@ impl UsageSink for TeeUsageSink {
     fn record(&self, event: UsageEvent) {
         if let Some((last, rest)) = self.0.split_last() {
             for sink in rest {
-                sink.record(event.clone());
+                sink.record_ref(&event);
             }
             last.record(event);
         }
