@@ -26,12 +26,15 @@
     )
 )]
 
+pub mod alerts;
 mod group;
 mod sql;
+mod sql_alerts;
 mod sql_tokens;
 pub mod testing;
 pub mod tokens;
 
+pub use alerts::{AlertRecord, AlertStore};
 pub use sql::SqlStore;
 pub use tokens::{
     ClientRecord, CodeRecord, FamilyRecord, Redemption, RotationWrite, SigningKeyRecord,
@@ -198,9 +201,9 @@ pub struct UsageRow {
 }
 
 /// keygate's persistent state: the vault and audit operations below, and the token
-/// service's in [`TokenStore`].
+/// service's in [`TokenStore`], the monitor's in [`AlertStore`].
 #[async_trait]
-pub trait Store: TokenStore + Send + Sync + 'static {
+pub trait Store: TokenStore + AlertStore + Send + Sync + 'static {
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;
 

@@ -360,6 +360,28 @@ impl TokenStore for SqlStore {
         .await
     }
 
+    async fn enable_user(&self, id: &str, audit: AuditEvent, now_ms: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT disabled_ms FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let disabled: Option<i64> = row.try_get(0)?;
+        if disabled.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE users SET disabled_ms = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        self.append(&mut tx, audit, now_ms).await?;
+        self.commit(tx).await?;
+        Ok(true)
+    }
+
     async fn set_user_totp(
         &self,
         id: &str,

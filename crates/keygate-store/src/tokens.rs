@@ -185,6 +185,9 @@ pub trait TokenStore: Send + Sync {
     /// Disables a user and revokes every family of theirs, in one transaction (S12).
     /// Returns how many families were revoked.
     async fn disable_user(&self, id: &str, audit: AuditEvent, now_ms: i64) -> Result<u64>;
+    /// Lets a disabled user sign in again (their revoked sessions stay revoked).
+    /// [`crate::StoreError::NotFound`] if there is no such user; false if not disabled.
+    async fn enable_user(&self, id: &str, audit: AuditEvent, now_ms: i64) -> Result<bool>;
     async fn set_user_totp(
         &self,
         id: &str,

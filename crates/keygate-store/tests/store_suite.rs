@@ -589,6 +589,23 @@ async fn users_are_unique_and_disabling_revokes_their_sessions(db: &TestDb) {
         store.list_families(Some("u1"), true).await.unwrap().len(),
         2
     );
+    assert!(store.enable_user("u1", ev("user.enable"), 8).await.unwrap());
+    assert_eq!(
+        store.user_by_id("u1").await.unwrap().unwrap().disabled_ms,
+        None
+    );
+    assert!(
+        store.family_revoked("f1").await.unwrap(),
+        "enabling revives no session"
+    );
+    assert!(
+        !store.enable_user("u1", ev("user.enable"), 9).await.unwrap(),
+        "already enabled"
+    );
+    assert!(matches!(
+        store.enable_user("nobody", ev("user.enable"), 9).await,
+        Err(keygate_store::StoreError::NotFound)
+    ));
     assert_chain_intact(&store).await;
     store.close().await;
 }
@@ -812,7 +829,80 @@ async fn quotas_count_atomically_per_window(db: &TestDb) {
     store.close().await;
 }
 
-on_both_backends!(usage_aggregates_add_up);
+on_both_backends!(
+    usage_aggregates_add_up,
+    alerts_are_kept_until_acknowledged_once
+);
+
+async fn alerts_are_kept_until_acknowledged_once(db: &TestDb) {
+    use keygate_store::{AlertRecord, AlertStore};
+    let store = open(db).await;
+    let alert = |id: &str, at: i64| AlertRecord {
+        id: id.into(),
+        incident: "spike/user:u1".into(),
+        rule: "spike".into(),
+        kind: "spike".into(),
+        subject: "user:u1".into(),
+        action: "throttle".into(),
+        step: 0,
+        evidence: r#"{"calls":400,"baseline_per_min":20.0}"#.into(),
+        created_ms: at,
+        acked_ms: None,
+        acked_by: None,
+    };
+    let (_, head0) = store.audit_head().await.unwrap();
+    store
+        .insert_alert(alert("al_1", 10), ev("monitor.alert"), 10)
+        .await
+        .unwrap();
+    store
+        .insert_alert(alert("al_2", 20), ev("monitor.alert"), 20)
+        .await
+        .unwrap();
+    assert_ne!(store.audit_head().await.unwrap().1, head0, "audited");
+    let open = store.list_alerts(true, 10).await.unwrap();
+    assert_eq!(
+        open.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["al_2", "al_1"],
+        "newest first"
+    );
+    assert_eq!(open[1], alert("al_1", 10), "every field round-trips");
+    assert!(
+        store
+            .ack_alert("al_1", "admin:ops", ev("alert.ack"), 30)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .ack_alert("al_1", "admin:other", ev("alert.ack"), 40)
+            .await
+            .unwrap(),
+        "a second acknowledgement changes nothing"
+    );
+    let acked = store.alert("al_1").await.unwrap().unwrap();
+    assert_eq!(
+        (acked.acked_ms, acked.acked_by.as_deref()),
+        (Some(30), Some("admin:ops"))
+    );
+    assert_eq!(store.list_alerts(true, 10).await.unwrap().len(), 1);
+    assert_eq!(store.list_alerts(false, 10).await.unwrap().len(), 2);
+    assert!(matches!(
+        store
+            .ack_alert("al_9", "admin:ops", ev("alert.ack"), 50)
+            .await,
+        Err(keygate_store::StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .insert_alert(alert("al_1", 60), ev("monitor.alert"), 60)
+            .await
+            .is_err(),
+        "ids are unique"
+    );
+    assert_chain_intact(&store).await;
+    store.close().await;
+}
 
 async fn usage_aggregates_add_up(db: &TestDb) {
     use keygate_store::UsageRow;
