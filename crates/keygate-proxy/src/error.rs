@@ -62,6 +62,12 @@ pub enum ProxyError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The monitor put a tighter limit on this user, session, client or network.
+    #[error("throttled by the monitor")]
+    Throttled {
+        /// When to retry.
+        retry_after: Duration,
+    },
     /// A quota was used up.
     #[error("quota exhausted")]
     QuotaExceeded {
@@ -102,6 +108,7 @@ impl ProxyError {
             | E::BodyTooLarge
             | E::ClientBody
             | E::RateLimited { .. }
+            | E::Throttled { .. }
             | E::QuotaExceeded { .. } => Fault::Client,
             E::UpstreamConnect | E::UpstreamTimeout | E::UpstreamProtocol => Fault::Upstream,
             E::Unavailable(_) | E::Keygate(_) => Fault::Keygate,
@@ -116,7 +123,9 @@ impl ProxyError {
             E::UnknownRoute => StatusCode::NOT_FOUND,
             E::NotAllowed | E::InsufficientScope => StatusCode::FORBIDDEN,
             E::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            E::RateLimited { .. } | E::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::RateLimited { .. } | E::Throttled { .. } | E::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             E::UpstreamConnect | E::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             E::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -136,6 +145,7 @@ impl ProxyError {
             E::BodyTooLarge => "body_too_large",
             E::ClientBody => "bad_body",
             E::RateLimited { .. } => "rate_limited",
+            E::Throttled { .. } => "throttled",
             E::QuotaExceeded { .. } => "quota_exceeded",
             E::UpstreamConnect => "upstream_unreachable",
             E::UpstreamTimeout => "upstream_timeout",
@@ -156,6 +166,7 @@ impl ProxyError {
             E::BodyTooLarge => "the request body is too large for this route",
             E::ClientBody => "the request body could not be read",
             E::RateLimited { .. } => "too many requests; retry later",
+            E::Throttled { .. } => "unusual traffic: calls are limited for a while; retry later",
             E::QuotaExceeded { .. } => "quota exhausted; retry in the next window",
             E::UpstreamConnect => "the upstream service could not be reached",
             E::UpstreamTimeout => "the upstream service did not answer in time",
@@ -184,9 +195,9 @@ impl ProxyError {
     /// The `Retry-After` delay, for 429s.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProxyError::RateLimited { retry_after } | ProxyError::QuotaExceeded { retry_after } => {
-                Some(*retry_after)
-            }
+            ProxyError::RateLimited { retry_after }
+            | ProxyError::Throttled { retry_after }
+            | ProxyError::QuotaExceeded { retry_after } => Some(*retry_after),
             _ => None,
         }
     }

@@ -101,6 +101,7 @@ pub mod limit;
 pub mod path;
 pub mod redact;
 pub mod route;
+pub mod throttle;
 pub mod usage;
 
 pub use error::{Fault, ProxyError};

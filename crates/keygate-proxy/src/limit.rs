@@ -239,6 +239,11 @@ impl InMemoryRateLimiter {
         decision
     }
 
+    /// The GCRA step now, on the limiter's monotonic clock.
+    pub fn acquire_now(&self, key: &LimitKey, policy: &RatePolicy) -> RateDecision {
+        self.acquire_at(key, policy, self.origin.elapsed())
+    }
+
     /// Keys currently held.
     pub fn len(&self) -> usize {
         self.state.lock().map(|s| s.tats.len()).unwrap_or(0)
