@@ -29,6 +29,7 @@ pub mod deadline;
 pub mod error;
 pub mod json_body;
 pub mod logging;
+pub mod monitor;
 pub mod oauth;
 pub mod proxy;
 
@@ -65,6 +66,8 @@ pub struct AppState {
     pub tokens: Option<Arc<oauth::TokenService>>,
     /// The proxy; `None` while the vault is sealed (proxied calls answer 503).
     pub proxy: Option<Arc<proxy::ProxyState>>,
+    /// The monitor; `None` while the vault is sealed or with `[monitor] enabled = false`.
+    pub monitor: Option<Arc<monitor::MonitorService>>,
 }
 
 /// The whole HTTP surface.
@@ -80,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::endpoints::router())
         .merge(oauth::admin::router())
         .merge(proxy::router())
+        .merge(monitor::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             deadline::Deadlines {
@@ -195,11 +199,18 @@ pub struct RunningServer {
     checkpoints: JoinHandle<()>,
     admin_bursts: JoinHandle<()>,
     store: Arc<dyn Store>,
+    monitor: Option<Arc<monitor::MonitorService>>,
 }
 
 impl RunningServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The monitor, when it runs: tests drive its evaluation with
+    /// [`monitor::MonitorService::run_once`] after moving their clock.
+    pub fn monitor(&self) -> Option<&Arc<monitor::MonitorService>> {
+        self.monitor.as_ref()
     }
 
     /// Stops accepting, finishes in-flight requests, writes a last checkpoint and closes
@@ -220,11 +231,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     start_with_store(config, store).await
 }
 
+/// What tests may replace when starting a server.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The monitor's clock (default: the system clock). A test moves a
+    /// [`keygate_monitor::clock::ManualClock`] to simulate hours of traffic.
+    pub monitor_clock: Option<Arc<dyn keygate_monitor::clock::Clock>>,
+}
+
 /// [`start`] on a store the caller opened from `config`'s storage URL (the tests keep a
 /// handle on it to simulate faults).
 pub async fn start_with_store(
     config: Config,
     store: Arc<dyn Store>,
+) -> anyhow::Result<RunningServer> {
+    start_with_options(config, store, StartOptions::default()).await
+}
+
+/// [`start_with_store`] with test options.
+pub async fn start_with_options(
+    config: Config,
+    store: Arc<dyn Store>,
+    options: StartOptions,
 ) -> anyhow::Result<RunningServer> {
     let vault = open_vault(&config, store.clone()).await?;
     let admins = store
@@ -239,11 +267,45 @@ pub async fn start_with_store(
         Err(oauth::StartError::Sealed) => None,
         Err(e) => return Err(anyhow::anyhow!(e).context("starting the token service")),
     };
+    let settings = &config.monitor;
+    let monitor = match &tokens {
+        Some(_) if settings.enabled() => {
+            let clock = options
+                .monitor_clock
+                .unwrap_or_else(|| Arc::new(keygate_monitor::clock::SystemClock));
+            let geo = match settings.geoip_db() {
+                Some(path) => Some(
+                    keygate_monitor::geo::GeoDb::open(path)
+                        .with_context(|| format!("monitor.geoip_db: {}", path.display()))?,
+                ),
+                None => {
+                    tracing::info!("monitor: no GeoIP database (monitor.geoip_db); new-network rules use address prefixes only, impossible travel is off");
+                    None
+                }
+            };
+            let m = Arc::new(keygate_monitor::Monitor::new(
+                settings.clone(),
+                geo,
+                clock.clone(),
+            ));
+            Some(Arc::new(monitor::MonitorService::new(
+                m,
+                clock,
+                Arc::new(keygate_proxy::throttle::Throttles::new()),
+                store.clone(),
+            )))
+        }
+        _ => None,
+    };
     let proxy = match &tokens {
         Some(_) => Some(Arc::new(
-            proxy::ProxyState::start(&config, store.clone())
-                .await
-                .context("starting the proxy")?,
+            proxy::ProxyState::start(
+                &config,
+                store.clone(),
+                monitor.as_ref().map(|m| m.monitor.clone()),
+            )
+            .await
+            .context("starting the proxy")?,
         )),
         None => None,
     };
@@ -257,6 +319,7 @@ pub async fn start_with_store(
         config: config.clone(),
         tokens: tokens.clone(),
         proxy,
+        monitor: monitor.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -277,6 +340,12 @@ pub async fn start_with_store(
         admin_guard,
         stop_rx.clone(),
     ));
+    if let Some(m) = &monitor {
+        if let Some(t) = &tokens {
+            let _ = t.monitor.set(m.monitor.clone());
+        }
+        tokio::spawn(monitor::run(m.clone(), stop_rx.clone()));
+    }
     if let Some(t) = tokens {
         tokio::spawn(replay_horizon_loop(t.clone(), stop_rx.clone()));
         tokio::spawn(token_maintenance(t, stop_rx));
@@ -292,6 +361,7 @@ pub async fn start_with_store(
         checkpoints,
         admin_bursts,
         store,
+        monitor,
     })
 }
 

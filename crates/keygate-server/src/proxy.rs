@@ -129,6 +129,9 @@ pub struct ProxyState {
         std::collections::HashMap<String, (secrecy::SecretString, u64, std::time::Instant)>,
     >,
     pub metrics: Arc<ProxyMetrics>,
+    /// Where usage events go (the forwarder's sink): calls refused after the token was
+    /// verified are recorded here too, so the monitor sees attempts, not only forwards.
+    usage: Arc<dyn keygate_proxy::usage::UsageSink>,
     /// `X-Forwarded-Proto` and `X-Forwarded-Host` from the configured public URL, never
     /// from the request (S25, S26).
     proto: &'static str,
@@ -156,14 +159,23 @@ pub enum RoutesError {
 
 impl ProxyState {
     /// Builds the proxy from the configuration and the routes stored by the admin API.
+    /// Usage events go to the monitor (when it runs) and are summed for the store.
     pub async fn start(
         config: &crate::config::Config,
         store: Arc<dyn keygate_store::Store>,
+        monitor: Option<Arc<keygate_monitor::Monitor>>,
     ) -> Result<Self, RoutesError> {
         let metrics = Arc::new(ProxyMetrics::new());
-        let sink = Arc::new(keygate_proxy::usage::SummingUsageSink::new(100_000));
-        tokio::spawn(flush_usage(store.clone(), sink.clone()));
-        let forwarder = Forwarder::new(ForwarderConfig::default(), sink, metrics.clone());
+        let summing = Arc::new(keygate_proxy::usage::SummingUsageSink::new(100_000));
+        tokio::spawn(flush_usage(store.clone(), summing.clone()));
+        let mut sinks: Vec<Arc<dyn keygate_proxy::usage::UsageSink>> = Vec::new();
+        if let Some(m) = monitor {
+            sinks.push(m);
+        }
+        sinks.push(summing);
+        let sink: Arc<dyn keygate_proxy::usage::UsageSink> =
+            Arc::new(keygate_proxy::usage::TeeUsageSink(sinks));
+        let forwarder = Forwarder::new(ForwarderConfig::default(), sink.clone(), metrics.clone());
         let applied = match store.get_meta(ROUTES_META).await? {
             None => BTreeMap::new(),
             Some(bytes) => {
@@ -193,6 +205,7 @@ impl ProxyState {
             ),
             forwarder,
             metrics,
+            usage: sink,
             proto: if config.public_url.scheme() == "https" {
                 "https"
             } else {
@@ -249,6 +262,30 @@ impl ProxyState {
             );
         }
         Ok(value)
+    }
+
+    /// Counts a call refused before forwarding (scope, throttle, limits, key) as usage
+    /// of its user, so a client hammering past its limits still shows as a spike.
+    fn refused_call(
+        &self,
+        access: &keygate_auth::resource::VerifiedAccess,
+        route: &keygate_proxy::RouteName,
+        client_ip: std::net::IpAddr,
+        e: &ProxyError,
+    ) -> Response {
+        self.usage.record(keygate_proxy::usage::UsageEvent {
+            user: access.user().clone(),
+            client: access.client().clone(),
+            session: access.session().clone(),
+            jkt: access.jkt().cloned(),
+            client_ip,
+            cost: 0,
+            route: route.clone(),
+            status_class: keygate_proxy::usage::StatusClass::of(e.status()),
+            latency: std::time::Duration::ZERO,
+            fault: Some(e.fault()),
+        });
+        refuse(Some(self), Some(route), e)
     }
 
     pub fn routes(&self) -> Arc<RouteTable> {
@@ -336,15 +373,39 @@ async fn proxy(
         .await;
     let access = match verified {
         Ok(a) => a,
-        Err(e) => return OAuthError::at_resource(&e).into_response(),
+        Err(e) => {
+            if let Some(m) = &s.monitor {
+                use keygate_auth::error::ErrorCode;
+                let ip = peer.ip();
+                match e.code() {
+                    ErrorCode::InvalidToken => {
+                        m.signal(keygate_monitor::Signal::TokenRefused { ip, client: None });
+                    }
+                    ErrorCode::InvalidDpopProof => {
+                        m.signal(keygate_monitor::Signal::ProofRefused {
+                            ip,
+                            client: None,
+                            user: None,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            return OAuthError::at_resource(&e).into_response();
+        }
     };
     let call = match route.authorize(&access, request.method(), &target) {
         Ok(c) => c,
-        Err(e) => return refuse(Some(px), Some(&name), &e),
+        Err(e) => return px.refused_call(&access, &name, peer.ip(), &e),
     };
+    if let Some(m) = &s.monitor {
+        if let Err(e) = m.throttles.check(&access, peer.ip(), m.now_ms()) {
+            return px.refused_call(&access, &name, peer.ip(), &e);
+        }
+    }
     let permit = match px.gate.admit(&call, peer.ip()).await {
         Ok(p) => p,
-        Err(e) => return refuse(Some(px), Some(&name), &e),
+        Err(e) => return px.refused_call(&access, &name, peer.ip(), &e),
     };
     let secret = match px.secret(&s.vault, route.secret_name()).await {
         Ok(secret) => secret,
@@ -374,11 +435,14 @@ async fn proxy(
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let body = s
+    let mut body = s
         .proxy
         .as_ref()
         .map(|p| p.metrics.render())
         .unwrap_or_default();
+    if let Some(m) = &s.monitor {
+        body.push_str(&m.render_metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

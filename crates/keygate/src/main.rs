@@ -69,6 +69,12 @@ enum Command {
     /// Proxy routes: which upstream, which calls, which key, which limits
     #[command(subcommand)]
     Route(cmd::route::RouteCommand),
+    /// What the monitor saw and did: alerts, acknowledgement, current rates
+    #[command(subcommand)]
+    Alert(cmd::alert::AlertCommand),
+    /// Throttles the monitor put in force, and lifting them
+    #[command(subcommand)]
+    Throttle(cmd::alert::ThrottleCommand),
     /// Find API keys and other secrets in files, git history, staged changes and APK/IPA
     /// packages (exit 0: none, 1: findings, 2: error)
     Scan(keygate_scan::cli::ScanArgs),
@@ -127,6 +133,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Session(c) => cmd::tokens::session(c).await,
         Command::Keys(c) => cmd::tokens::keys(c).await,
         Command::Route(c) => cmd::route::run(c).await,
+        Command::Alert(c) => cmd::alert::alert(c).await,
+        Command::Throttle(c) => cmd::alert::throttle(c).await,
         Command::Scan(_) | Command::Hook(_) => Ok(ExitCode::from(2)),
     }
 }

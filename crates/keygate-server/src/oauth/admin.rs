@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/users", get(list_users).post(add_user))
         .route("/admin/v1/users/{name}/disable", post(disable_user))
+        .route("/admin/v1/users/{name}/enable", post(enable_user))
         .route("/admin/v1/users/{name}/mfa", post(enrol_mfa))
         .route("/admin/v1/clients", get(list_clients).post(add_client))
         .route("/admin/v1/clients/{id}", delete(remove_client))
@@ -175,6 +176,25 @@ async fn disable_user(
     Ok(Json(
         json!({"name": name, "disabled": true, "revoked_sessions": revoked}),
     ))
+}
+
+/// Lets a disabled user (by an operator or by the monitor) sign in again. Sessions
+/// revoked when the user was disabled stay revoked.
+async fn enable_user(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = tokens(&s)?;
+    let user = user_named(&svc, &name).await?;
+    let audit =
+        AuditEvent::new(admin.actor(), "user.enable", Outcome::Success).target(name.clone());
+    let changed = svc
+        .store
+        .enable_user(&user.id, audit, now_ms())
+        .await
+        .map_err(store_err)?;
+    Ok(Json(json!({"name": name, "enabled": true, "changed": changed})))
 }
 
 async fn enrol_mfa(

@@ -287,6 +287,7 @@ fn family_state(f: &FamilyRecord) -> Result<FamilyState, OAuthError> {
 
 async fn token(
     State(s): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
@@ -295,7 +296,7 @@ async fn token(
     let client = authenticate_client(&svc, &headers, &form).await?;
     match form.require("grant_type")? {
         "authorization_code" => authorization_code(&svc, &headers, &form, &client).await,
-        "refresh_token" => refresh(&svc, &headers, &form, &client).await,
+        "refresh_token" => refresh(&svc, &headers, &form, &client, peer.ip()).await,
         "client_credentials" => client_credentials(&svc, &headers, &form, &client).await,
         super::exchange::GRANT_TYPE => super::exchange::grant(&svc, &headers, &form, &client).await,
         "password" => Err(OAuthError::unsupported_grant_type()),
@@ -415,8 +416,15 @@ async fn refresh(
     headers: &HeaderMap,
     form: &Form,
     client: &ClientRecord,
+    ip: std::net::IpAddr,
 ) -> Result<Response, OAuthError> {
-    let proof_jkt = token_proof(svc, headers).await?;
+    let proof_jkt = token_proof(svc, headers).await.inspect_err(|_| {
+        svc.signal(keygate_monitor::Signal::ProofRefused {
+            ip,
+            client: ClientId::parse(&client.id).ok(),
+            user: None,
+        });
+    })?;
     let presented = form.require("refresh_token")?;
     let hash = TokenHash::of(presented);
     let (family_id, generation) = svc
@@ -480,7 +488,18 @@ async fn refresh(
                 );
                 return Err(OAuthError::at_token_endpoint(&reuse.to_error()));
             }
-            RefreshDecision::Reject(r) => return Err(OAuthError::at_token_endpoint(&r.to_error())),
+            RefreshDecision::Reject(r) => {
+                if matches!(r, keygate_auth::refresh::RefreshRejection::KeyMismatch) {
+                    // A refresh token shown with a key other than its session's: stolen.
+                    svc.signal(keygate_monitor::Signal::KeyMismatch {
+                        session: state.family.clone(),
+                        user: state.user.clone(),
+                        client: client_id.clone(),
+                        ip,
+                    });
+                }
+                return Err(OAuthError::at_token_endpoint(&r.to_error()));
+            }
         };
         let next = OpaqueToken::generate(TokenKind::Refresh);
         let write = RotationWrite {

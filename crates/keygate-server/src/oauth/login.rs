@@ -459,6 +459,13 @@ pub(super) async fn submit(
     match outcome {
         Step::Failed(reason) => {
             svc.throttle.record(&username, peer.ip(), false, unix_now());
+            svc.signal(keygate_monitor::Signal::LoginFailed {
+                ip: peer.ip(),
+                client: keygate_auth::ids::ClientId::parse(&req.client.id).ok(),
+                user: user
+                    .as_ref()
+                    .and_then(|u| keygate_auth::ids::UserId::parse(&u.id).ok()),
+            });
             audit_login(&svc, &username, &req, Outcome::Failure, reason).await;
             render(
                 page("The username, password or code is not right.", None),

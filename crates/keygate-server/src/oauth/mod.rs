@@ -186,6 +186,9 @@ pub struct TokenService {
     pub(crate) csrf_key: [u8; 32],
     /// Identity providers whose ID tokens are exchanged (`[[tokens.issuers]]`).
     pub issuers: exchange::TrustedIssuers,
+    /// The monitor, once the server has started it: failed sign-ins, refused proofs and
+    /// refresh tokens presented with another key are signalled to it.
+    pub monitor: std::sync::OnceLock<Arc<keygate_monitor::Monitor>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -315,6 +318,7 @@ impl TokenService {
         let issuers = exchange::TrustedIssuers::load(&settings.issuers).await?;
         let service = Self {
             issuers,
+            monitor: std::sync::OnceLock::new(),
             replay,
             revocation: StoreRevocation::new(store.clone()),
             refresh_policy: RefreshPolicy {
@@ -554,6 +558,13 @@ impl TokenService {
             unix_now(),
         )
         .await
+    }
+
+    /// Tells the monitor, when it runs; never blocks.
+    pub(crate) fn signal(&self, signal: keygate_monitor::Signal) {
+        if let Some(m) = self.monitor.get() {
+            m.signal(signal);
+        }
     }
 
     /// A keyed reference to a token for the audit log (S22).

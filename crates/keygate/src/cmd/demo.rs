@@ -35,6 +35,10 @@ pub struct DemoArgs {
 
 const REDIRECT: &str = "com.example.demo:/oauth/callback";
 
+/// The monitor rule the demo adds to the configuration `keygate init` wrote.
+const DEMO_RULE: &str = "demo-burst";
+const DEMO_CEILING: u32 = 20;
+
 struct Steps(u32);
 
 impl Steps {
@@ -138,6 +142,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     step.next("keygate serve: validate the config, open the store, unseal the vault, listen");
+    // The demo's own monitor rule: an absolute ceiling, so a burst is caught without
+    // hours of baseline; the default rules stay on.
+    let mut text = std::fs::read_to_string(&init.config_path)?;
+    text.push_str(&demo_monitor_config());
+    std::fs::write(&init.config_path, text)?;
     let config = Config::load(&init.config_path)?;
     let server = keygate_server::start(config).await?;
     let base = format!("http://{}", server.addr());
@@ -373,6 +382,71 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or("")
     );
 
+    step.next("the monitor acts by itself: a scripted burst from another user is throttled, then revoked, and alerted");
+    admin
+        .call(
+            Method::POST,
+            "/admin/v1/users",
+            Some(json!({"name": "mallory", "password": password, "scopes": ["ai"]})),
+        )
+        .await?;
+    let bot = Client::builder(
+        ClientConfig::new(&base, &client_id, REDIRECT)?,
+        Arc::new(MemoryKeyStore::generate()),
+        Arc::new(MemoryTokenCache::new()),
+    )
+    .discover()
+    .await?;
+    let (url, pending) = bot.authorization_url(&["ai"])?;
+    let callback = keygate_client::headless::sign_in(&url, "mallory", &password).await?;
+    bot.exchange_code(pending, &callback, None).await?;
+    println!(
+        "    rule {DEMO_RULE}: more than {DEMO_CEILING} calls a minute from one user -> throttle, still going after 2s -> revoke"
+    );
+    let started = std::time::Instant::now();
+    let mut statuses: std::collections::BTreeMap<u16, u32> = Default::default();
+    let mut revoked_after = None;
+    while started.elapsed() < std::time::Duration::from_secs(15) {
+        let status = match bot
+            .request(AppMethod::GET, "/proxy/openai/v1/models")
+            .send()
+            .await
+        {
+            Ok(resp) => resp.status().as_u16(),
+            // The client's refresh after a 401 fails once the session is revoked.
+            Err(_) => 401,
+        };
+        *statuses.entry(status).or_default() += 1;
+        if status == 401 {
+            revoked_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let summary: Vec<String> = statuses
+        .iter()
+        .map(|(status, n)| format!("{n}x HTTP {status}"))
+        .collect();
+    println!(
+        "    mallory's burst: {} -> {}",
+        summary.join(", "),
+        match revoked_after {
+            Some(t) => format!("session revoked by the monitor after {:.1}s", t.as_secs_f64()),
+            None => "not revoked within 15s (a bug!)".to_owned(),
+        }
+    );
+    let alerts = admin.get("/admin/v1/alerts").await?;
+    for a in alerts["alerts"].as_array().into_iter().flatten().rev() {
+        println!(
+            "    keygate alert list: {} {:<8} rule {} on {} ({})",
+            a["id"].as_str().unwrap_or_default(),
+            a["action"].as_str().unwrap_or_default(),
+            a["rule"].as_str().unwrap_or_default(),
+            a["subject"].as_str().unwrap_or_default(),
+            a["evidence"]["result"].as_str().unwrap_or_default(),
+        );
+    }
+
     step.next("keygate audit tail: who did what; keys and tokens appear only as keyed hashes");
     let r = admin.get("/admin/v1/audit?tail=8").await?;
     for e in r["entries"].as_array().into_iter().flatten() {
@@ -425,4 +499,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn demo_monitor_config() -> String {
+    format!(
+        "\n[monitor]\ninterval = \"500ms\"\n\n[[monitor.rules]]\nname = \"{DEMO_RULE}\"\nkind = \"ceiling\"\nscope = \"user\"\ncalls_per_minute = {DEMO_CEILING}\nactions = [\"throttle\", \"revoke\"]\nthrottle_per_minute = 6\nthrottle_for = \"10m\"\nescalate_after = \"2s\"\n"
+    )
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod alert;
 pub mod audit;
 pub mod demo;
 pub mod init;

@@ -54,6 +54,9 @@ pub enum UserCommand {
     /// Disable a user: every session of theirs is revoked at once
     #[command(after_help = "Example:\n  keygate user disable alice")]
     Disable { name: String },
+    /// Let a disabled user (by an operator or by the monitor) sign in again
+    #[command(after_help = "Example:\n  keygate user enable alice")]
+    Enable { name: String },
     /// Enrol TOTP; prints the otpauth:// URI once (scan it into an authenticator app)
     #[command(after_help = "Example:\n  keygate user mfa alice")]
     Mfa { name: String },
@@ -202,6 +205,16 @@ pub async fn user(c: UserCommand) -> anyhow::Result<ExitCode> {
                 "user {name} disabled; {} session(s) revoked",
                 r["revoked_sessions"]
             );
+        }
+        UserCommand::Enable { name } => {
+            let r = api
+                .call(Method::POST, &format!("/admin/v1/users/{name}/enable"), None)
+                .await?;
+            if r["changed"].as_bool().unwrap_or(false) {
+                println!("user {name} enabled; they sign in again to get a new session");
+            } else {
+                println!("user {name} was not disabled; nothing changed");
+            }
         }
         UserCommand::Mfa { name } => {
             let r = api

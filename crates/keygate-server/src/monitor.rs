@@ -1,0 +1,495 @@
+//! The monitor in the server: keygate-monitor decides, this module carries it out.
+//!
+//! The proxy hands every finished call to the monitor through the usage tee (a short lock,
+//! no allocation for a subject already seen); the token service and the proxy's refusals
+//! add [`Signal`]s. Every `[monitor] interval` the loop below asks the monitor for
+//! findings and acts on each: an alert row (audited), then the rule's action — a throttle
+//! in the proxy, a revoked session family, a disabled user or a rotated route key — each
+//! audited with the rule and its evidence, never a token or a key. Alerts also go to the
+//! webhooks and the log, and move per-rule, per-action Prometheus counters.
+//!
+//! Time comes from a [`Clock`], so tests run hours of simulated traffic in seconds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use keygate_audit::{AuditEvent, Outcome};
+use keygate_monitor::clock::Clock;
+use keygate_monitor::{Action, Finding, Monitor, Signal, Subject};
+use keygate_proxy::throttle::{NetPrefix, Throttle, ThrottleSubject, Throttles};
+use keygate_store::{AlertRecord, Store, StoreError};
+use serde_json::{Value, json};
+
+/// The audit actor of everything the monitor does.
+pub const ACTOR: &str = "monitor";
+
+/// Carries out the route-key rotation a `rotate` action asks for (the rotation scheduler's
+/// manual path). Returns the new version, or why it could not.
+pub trait RotateRoute: Send + Sync {
+    /// Rotates the key of route `route` now.
+    fn rotate(
+        &self,
+        route: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, String>> + Send + '_>>;
+}
+
+/// Where alerts are announced besides the store and the log (the webhooks).
+pub trait AlertNotify: Send + Sync {
+    /// Announces one alert; must not block.
+    fn alert(&self, alert: &Value);
+}
+
+/// The monitor and what it acts on.
+pub struct MonitorService {
+    pub monitor: Arc<Monitor>,
+    pub clock: Arc<dyn Clock>,
+    pub throttles: Arc<Throttles>,
+    store: Arc<dyn Store>,
+    rotate: Mutex<Option<Arc<dyn RotateRoute>>>,
+    notify: Mutex<Option<Arc<dyn AlertNotify>>>,
+    /// (rule, action, outcome) → count, for `/metrics`. Rule names come from the
+    /// configuration: a bounded label set with no user ids.
+    counts: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+}
+
+impl std::fmt::Debug for MonitorService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorService").finish_non_exhaustive()
+    }
+}
+
+impl MonitorService {
+    pub fn new(
+        monitor: Arc<Monitor>,
+        clock: Arc<dyn Clock>,
+        throttles: Arc<Throttles>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        Self {
+            monitor,
+            clock,
+            throttles,
+            store,
+            rotate: Mutex::new(None),
+            notify: Mutex::new(None),
+            counts: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Connects the rotation path for `rotate` actions.
+    pub fn set_rotator(&self, rotate: Arc<dyn RotateRoute>) {
+        if let Ok(mut r) = self.rotate.lock() {
+            *r = Some(rotate);
+        }
+    }
+
+    /// Connects the webhooks.
+    pub fn set_notify(&self, notify: Arc<dyn AlertNotify>) {
+        if let Ok(mut n) = self.notify.lock() {
+            *n = Some(notify);
+        }
+    }
+
+    /// A signal from the token service or the proxy's refusals.
+    pub fn signal(&self, signal: Signal) {
+        self.monitor.signal(signal);
+    }
+
+    /// Now, on the monitor's clock (Unix ms).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// One evaluation: asks the monitor for findings and acts on each. Returns the
+    /// alerts written.
+    pub async fn run_once(&self) -> Vec<AlertRecord> {
+        let now = self.clock.now_ms();
+        self.throttles.expire(now);
+        let findings = self.monitor.evaluate();
+        let mut out = Vec::with_capacity(findings.len());
+        for finding in findings {
+            match self.act(&finding, now).await {
+                Ok(alert) => out.push(alert),
+                Err(e) => {
+                    tracing::error!(rule = %finding.rule, action = %finding.action, error = %e, "the monitor could not record or carry out an action");
+                }
+            }
+        }
+        out
+    }
+
+    fn count(&self, rule: &str, action: &'static str, outcome: &'static str) {
+        if let Ok(mut c) = self.counts.lock() {
+            *c.entry((rule.to_owned(), action, outcome)).or_default() += 1;
+        }
+    }
+
+    /// Carries out one finding. The alert row is written whatever the action's outcome,
+    /// with the outcome in its evidence.
+    async fn act(&self, f: &Finding, now: i64) -> Result<AlertRecord, StoreError> {
+        let action = action_name(&f.action);
+        let mut evidence = f.evidence.clone();
+        let outcome = self.carry_out(f, now, &mut evidence).await;
+        let (result, label) = match &outcome {
+            Ok(done) => (Value::String(done.clone()), "done"),
+            Err(why) => (Value::String(format!("failed: {why}")), "failed"),
+        };
+        evidence.insert("result".into(), result);
+        evidence.insert("detected_after_ms".into(), json!(f.at_ms - f.started_ms));
+        self.count(&f.rule, action, label);
+        let alert = AlertRecord {
+            id: alert_id(),
+            incident: f.incident.clone(),
+            rule: f.rule.clone(),
+            kind: f.kind.to_string(),
+            subject: f.subject.to_string(),
+            action: action.to_owned(),
+            step: i64::try_from(f.step).unwrap_or(i64::MAX),
+            evidence: Value::Object(evidence.clone()).to_string(),
+            created_ms: now,
+            acked_ms: None,
+            acked_by: None,
+        };
+        let audit = AuditEvent::new(
+            ACTOR,
+            "monitor.alert",
+            if outcome.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+        )
+        .target(alert.subject.clone())
+        .detail("alert", alert.id.clone())
+        .detail("rule", alert.rule.clone())
+        .detail("action", action)
+        .detail("evidence", Value::Object(evidence));
+        self.store.insert_alert(alert.clone(), audit, now).await?;
+        tracing::warn!(
+            alert = %alert.id,
+            rule = %alert.rule,
+            subject = %alert.subject,
+            action,
+            outcome = label,
+            "monitor alert"
+        );
+        if let Some(n) = self.notify.lock().ok().and_then(|n| n.clone()) {
+            n.alert(&alert_json(&alert));
+        }
+        Ok(alert)
+    }
+
+    /// The action itself; what was done, or why it was not.
+    async fn carry_out(
+        &self,
+        f: &Finding,
+        now: i64,
+        evidence: &mut serde_json::Map<String, Value>,
+    ) -> Result<String, String> {
+        let audit = |what: &str| {
+            AuditEvent::new(ACTOR, what, Outcome::Success)
+                .target(f.subject.to_string())
+                .detail("rule", f.rule.clone())
+                .detail("evidence", Value::Object(f.evidence.clone()))
+        };
+        match &f.action {
+            Action::Alert => Ok("alerted".into()),
+            Action::Throttle {
+                per_minute,
+                for_secs,
+            } => {
+                let subject = throttle_subject(&f.subject)
+                    .ok_or_else(|| format!("{} cannot be throttled", f.subject))?;
+                let until_ms =
+                    now.saturating_add(i64::try_from(*for_secs).unwrap_or(i64::MAX / 2) * 1000);
+                self.throttles.set(
+                    subject.clone(),
+                    Throttle {
+                        per_minute: *per_minute,
+                        until_ms,
+                        reason: f.rule.clone(),
+                    },
+                );
+                evidence.insert("throttle_until_ms".into(), json!(until_ms));
+                let entry = audit("monitor.throttle")
+                    .detail("per_minute", *per_minute)
+                    .detail("until_ms", until_ms);
+                self.store
+                    .append_audit(entry, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(format!("{subject} limited to {per_minute}/min"))
+            }
+            Action::Revoke => {
+                let families: Vec<String> = match &f.subject {
+                    Subject::Session { session, .. } => vec![session.as_str().to_owned()],
+                    Subject::User(user) => self
+                        .store
+                        .list_families(Some(user.as_str()), false)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .into_iter()
+                        .map(|fam| fam.id)
+                        .collect(),
+                    other => return Err(format!("{other} has no sessions to revoke")),
+                };
+                let mut revoked = 0u64;
+                for id in &families {
+                    let reason = format!("monitor: {}", f.rule);
+                    match self
+                        .store
+                        .revoke_family(id, &reason, audit("monitor.revoke"), now)
+                        .await
+                    {
+                        Ok(true) => revoked += 1,
+                        Ok(false) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                evidence.insert("revoked_sessions".into(), json!(revoked));
+                Ok(format!("{revoked} session(s) revoked"))
+            }
+            Action::Disable => {
+                let user = match &f.subject {
+                    Subject::User(user) | Subject::Session { user, .. } => user,
+                    other => return Err(format!("{other} is not a user")),
+                };
+                let revoked = self
+                    .store
+                    .disable_user(user.as_str(), audit("monitor.disable"), now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                evidence.insert("revoked_sessions".into(), json!(revoked));
+                Ok(format!("user disabled, {revoked} session(s) revoked"))
+            }
+            Action::Rotate => {
+                let Subject::Route(route) = &f.subject else {
+                    return Err(format!("{} has no key to rotate", f.subject));
+                };
+                let rotator = self
+                    .rotate
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .ok_or_else(|| "no rotation path is configured".to_owned())?;
+                let version = rotator.rotate(route.as_str()).await?;
+                evidence.insert("new_version".into(), json!(version));
+                Ok(format!("route key rotated to version {version}"))
+            }
+        }
+    }
+
+    /// Acknowledges an alert: it leaves the open list and its incident starts afresh.
+    pub async fn ack(&self, id: &str, by: &str) -> Result<bool, StoreError> {
+        let alert = self.store.alert(id).await?.ok_or(StoreError::NotFound)?;
+        let audit = AuditEvent::new(by, "alert.ack", Outcome::Success)
+            .target(alert.subject.clone())
+            .detail("alert", id.to_owned())
+            .detail("rule", alert.rule.clone());
+        let changed = self.store.ack_alert(id, by, audit, self.now_ms()).await?;
+        self.monitor.reset_incident(&alert.incident);
+        Ok(changed)
+    }
+
+    /// Counters per rule and action, in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::from(
+            "# HELP keygate_monitor_actions_total Actions the monitor took, by rule, action and outcome.\n# TYPE keygate_monitor_actions_total counter\n",
+        );
+        if let Ok(counts) = self.counts.lock() {
+            for ((rule, action, outcome), n) in counts.iter() {
+                let _ = writeln!(
+                    out,
+                    "keygate_monitor_actions_total{{rule=\"{rule}\",action=\"{action}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        out
+    }
+}
+
+/// The evaluation loop: every interval until `stop`.
+pub async fn run(service: Arc<MonitorService>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(service.monitor.interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        service.run_once().await;
+    }
+}
+
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Alert => "alert",
+        Action::Throttle { .. } => "throttle",
+        Action::Revoke => "revoke",
+        Action::Disable => "disable",
+        Action::Rotate => "rotate",
+    }
+}
+
+fn throttle_subject(subject: &Subject) -> Option<ThrottleSubject> {
+    Some(match subject {
+        Subject::User(u) => ThrottleSubject::User(u.clone()),
+        Subject::Session { session, .. } => ThrottleSubject::Session(session.clone()),
+        Subject::Client(c) => ThrottleSubject::Client(c.clone()),
+        Subject::Ip(prefix) => ThrottleSubject::Network(NetPrefix::parse(prefix)?),
+        Subject::Route(_) => return None,
+    })
+}
+
+fn alert_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    format!("al_{}", hex::encode(bytes))
+}
+
+/// An alert as the API, the CLI and the webhooks show it.
+pub fn alert_json(a: &AlertRecord) -> Value {
+    json!({
+        "id": a.id,
+        "incident": a.incident,
+        "rule": a.rule,
+        "kind": a.kind,
+        "subject": a.subject,
+        "action": a.action,
+        "step": a.step,
+        "evidence": serde_json::from_str::<Value>(&a.evidence).unwrap_or(Value::Null),
+        "created_ms": a.created_ms,
+        "acked_ms": a.acked_ms,
+        "acked_by": a.acked_by,
+    })
+}
+
+// --- the operator surface: /admin/v1/alerts, /admin/v1/throttles, /admin/v1/monitor ---
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+
+use crate::AppState;
+use crate::admin::Admin;
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/alerts", get(list_alerts))
+        .route("/admin/v1/alerts/{id}/ack", post(ack_alert))
+        .route("/admin/v1/throttles", get(list_throttles))
+        .route("/admin/v1/throttles/{subject}", delete(lift_throttle))
+        .route("/admin/v1/monitor", get(snapshot))
+}
+
+fn service(s: &AppState) -> Result<&Arc<MonitorService>, ApiError> {
+    s.monitor.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "monitor_off",
+            "the monitor is not running (vault sealed, or [monitor] enabled = false)",
+        )
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertQuery {
+    /// Acknowledged alerts too.
+    all: Option<bool>,
+    limit: Option<i64>,
+}
+
+async fn list_alerts(
+    _admin: Admin,
+    State(s): State<AppState>,
+    crate::admin::Params(q): crate::admin::Params<AlertQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+    }
+    let alerts = s
+        .store
+        .list_alerts(!q.all.unwrap_or(false), limit)
+        .await?;
+    let alerts: Vec<Value> = alerts.iter().map(alert_json).collect();
+    Ok(Json(json!({"alerts": alerts})))
+}
+
+async fn ack_alert(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let changed = match s.monitor.as_ref() {
+        Some(m) => m.ack(&id, &admin.actor()).await,
+        // Alerts stay readable and acknowledgeable with the monitor off.
+        None => {
+            let audit = AuditEvent::new(admin.actor(), "alert.ack", Outcome::Success)
+                .detail("alert", id.clone());
+            s.store
+                .ack_alert(&id, &admin.actor(), audit, keygate_vault::now_ms())
+                .await
+        }
+    };
+    match changed {
+        Ok(changed) => Ok(Json(json!({"id": id, "acked": true, "changed": changed}))),
+        Err(StoreError::NotFound) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such alert",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list_throttles(
+    _admin: Admin,
+    State(s): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let m = service(&s)?;
+    let list: Vec<Value> = m
+        .throttles
+        .list(m.now_ms())
+        .into_iter()
+        .map(|(subject, t)| {
+            json!({
+                "subject": subject.to_string(),
+                "per_minute": t.per_minute,
+                "until_ms": t.until_ms,
+                "reason": t.reason,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"throttles": list})))
+}
+
+async fn lift_throttle(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(subject): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let m = service(&s)?;
+    let parsed = ThrottleSubject::parse(&subject).ok_or_else(|| {
+        ApiError::bad_request(
+            "subject must be user:ID, session:ID, client:ID or ip:PREFIX (as `keygate throttle list` shows it)",
+        )
+    })?;
+    let lifted = m.throttles.lift(&parsed);
+    if lifted {
+        let audit = AuditEvent::new(admin.actor(), "throttle.lift", Outcome::Success)
+            .target(subject.clone());
+        s.store.append_audit(audit, m.now_ms()).await?;
+    }
+    Ok(Json(json!({"subject": subject, "lifted": lifted})))
+}
+
+async fn snapshot(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let m = service(&s)?;
+    let snap = serde_json::to_value(m.monitor.snapshot()).map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(snap))
+}
