@@ -55,3 +55,6 @@ mod monitor;
 
 pub use finding::{Action, Finding, RuleKind, Subject};
 pub use monitor::{DroppedCounts, IncidentSnapshot, Monitor, Signal, Snapshot, SubjectSnapshot};
+
+#[cfg(test)]
+mod tests;
