@@ -255,7 +255,8 @@ fn main() {
                     .collect();
                 (!dests.is_empty()).then(|| {
                     let dest = dests[rng.below(dests.len())];
-                    let depart = T0 + 3_600_000 + (rng.next() * (end - T0 - 7_200_000) as f64) as i64;
+                    let depart =
+                        T0 + 3_600_000 + (rng.next() * (end - T0 - 7_200_000) as f64) as i64;
                     let flight_h = km(city, dest) / 700.0 + 1.5;
                     let arrive = depart + (flight_h * 3_600_000.0) as i64;
                     let mut hotel = base.clone();
@@ -332,7 +333,9 @@ fn main() {
                 Kind::ImpossibleTravel => {
                     // Same country, ≥ 1500 km away: only the speed gives it away.
                     let far: Vec<usize> = (0..CITIES.len())
-                        .filter(|&c| CITIES[c].0 == CITIES[home_city].0 && km(c, home_city) > 1500.0)
+                        .filter(|&c| {
+                            CITIES[c].0 == CITIES[home_city].0 && km(c, home_city) > 1500.0
+                        })
                         .collect();
                     let city = if far.is_empty() {
                         // No such city at home: another continent.

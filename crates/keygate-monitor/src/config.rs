@@ -9,9 +9,9 @@
 //! name = "user-spike"
 //! kind = "spike"
 //! scope = "user"
-//! window = "20s"
+//! window = "15s"
 //! factor = 10.0
-//! min_calls = 10
+//! min_calls = 12
 //! actions = ["alert", "throttle"]
 //! escalate_after = "1m"
 //! throttle_per_minute = 10
@@ -230,9 +230,15 @@ impl Scope {
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [Self::User, Self::Session, Self::Route, Self::Client, Self::Ip]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            Self::User,
+            Self::Session,
+            Self::Route,
+            Self::Client,
+            Self::Ip,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 
@@ -371,7 +377,7 @@ fn rule(name: &str, kind: &str, scope: &str) -> RawRule {
 ///
 /// | name | kind | scope | ladder |
 /// |---|---|---|---|
-/// | `user-spike` | spike (20s window, 10×, ≥ 10 calls) | user | alert → throttle after 1m |
+/// | `user-spike` | spike (15s window, 10×, ≥ 12 calls) | user | alert → throttle after 1m |
 /// | `route-spike` | spike (60s window, 5×, ≥ 200 calls) | route | alert |
 /// | `user-ceiling` | ceiling (300 calls/min over 10s) | user | alert → throttle after 1m |
 /// | `new-network` | new_network | session | alert |
@@ -439,7 +445,10 @@ impl RawMonitor {
         }
         let b = &self.baseline;
         if b.short < self.interval {
-            return Err(err("monitor.baseline.short", "must be at least the interval"));
+            return Err(err(
+                "monitor.baseline.short",
+                "must be at least the interval",
+            ));
         }
         if b.long < b.short {
             return Err(err(
@@ -582,7 +591,11 @@ fn validate_rule(
             raw.calls_per_minute.is_some(),
             &[RuleKind::Ceiling],
         ),
-        ("cost_per_day", raw.cost_per_day.is_some(), &[RuleKind::Ceiling]),
+        (
+            "cost_per_day",
+            raw.cost_per_day.is_some(),
+            &[RuleKind::Ceiling],
+        ),
         ("min_count", raw.min_count.is_some(), &[RuleKind::Refusals]),
         (
             "max_speed_kmh",
@@ -612,7 +625,7 @@ fn validate_rule(
                     format!("must be a number above 1 (got {factor})"),
                 ));
             }
-            let min_calls = raw.min_calls.unwrap_or(10);
+            let min_calls = raw.min_calls.unwrap_or(12);
             if min_calls == 0 {
                 return Err(err(
                     format!("{at}.min_calls"),
@@ -620,7 +633,7 @@ fn validate_rule(
                 ));
             }
             RuleParams::Spike {
-                window: window(raw.window, Duration::from_secs(20), at, interval)?,
+                window: window(raw.window, Duration::from_secs(15), at, interval)?,
                 factor,
                 min_calls,
             }
@@ -688,7 +701,9 @@ fn validate_rule(
         Some(list) => {
             let mut set = BTreeSet::new();
             for (j, name) in list.iter().enumerate() {
-                let parsed = RouteName::parse(name).ok().filter(|_| known_routes.contains(name));
+                let parsed = RouteName::parse(name)
+                    .ok()
+                    .filter(|_| known_routes.contains(name));
                 let Some(parsed) = parsed else {
                     return Err(err(
                         format!("{at}.routes[{j}]"),
@@ -751,7 +766,10 @@ fn validate_rule(
                 format!("{name} cannot apply to scope {scope}: it needs scope {needs}"),
             ));
         }
-        if ladder.iter().any(|a: &Action| a.as_str() == action.as_str()) {
+        if ladder
+            .iter()
+            .any(|a: &Action| a.as_str() == action.as_str())
+        {
             return Err(err(field, format!("{name} appears twice in the ladder")));
         }
         ladder.push(action);
@@ -795,7 +813,10 @@ fn validate_rule(
     }
     let cooldown = raw.cooldown.unwrap_or(cooldown);
     if cooldown < interval {
-        return Err(err(format!("{at}.cooldown"), "must be at least the interval"));
+        return Err(err(
+            format!("{at}.cooldown"),
+            "must be at least the interval",
+        ));
     }
     Ok(Rule {
         name: raw.name,

@@ -249,13 +249,17 @@ impl fmt::Display for Prefix {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_are_stable_snake_case() {
         assert_eq!(RuleKind::NewNetwork.to_string(), "new_network");
-        assert_eq!(RuleKind::parse("impossible_travel"), Some(RuleKind::ImpossibleTravel));
+        assert_eq!(
+            RuleKind::parse("impossible_travel"),
+            Some(RuleKind::ImpossibleTravel)
+        );
         assert_eq!(RuleKind::parse("Spike"), None);
         let throttle = Action::Throttle {
             per_minute: 5,

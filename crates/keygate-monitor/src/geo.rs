@@ -94,11 +94,10 @@ impl GeoDb {
                 }
             }
         })?;
-        let reader =
-            maxminddb::Reader::from_source(bytes).map_err(|e| GeoError::Corrupt {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let reader = maxminddb::Reader::from_source(bytes).map_err(|e| GeoError::Corrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
         // Country and ASN databases carry no coordinates; impossible travel needs them.
         let kind = &reader.metadata().database_type;
         let has_locations = kind.contains("City") || kind.contains("Enterprise");
@@ -331,9 +330,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("geo.mmdb");
         let bytes = write_mmdb(&[
-            ([198, 51, 0, 0].into(), 16, info("DE", Some((52.5, 13.4)), Some(3320))),
+            (
+                [198, 51, 0, 0].into(),
+                16,
+                info("DE", Some((52.5, 13.4)), Some(3320)),
+            ),
             ([198, 51, 100, 0].into(), 24, info("FR", None, None)),
-            ("2001:db8::".parse().unwrap(), 32, info("JP", Some((35.7, 139.7)), None)),
+            (
+                "2001:db8::".parse().unwrap(),
+                32,
+                info("JP", Some((35.7, 139.7)), None),
+            ),
         ]);
         std::fs::write(&path, bytes).unwrap();
         let db = GeoDb::open(&path).unwrap();

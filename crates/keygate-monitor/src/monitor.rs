@@ -234,7 +234,12 @@ impl Stats {
         let mut calls = 0;
         let mut cost = 0;
         let mut first = now;
-        for s in self.slots.iter().rev().take_while(|s| s.end_ms > now - window_ms) {
+        for s in self
+            .slots
+            .iter()
+            .rev()
+            .take_while(|s| s.end_ms > now - window_ms)
+        {
             calls += s.calls;
             cost += s.cost;
             first = first.min(s.first_ms);
@@ -697,9 +702,16 @@ impl Monitor {
                     .users
                     .entry(user.clone())
                     .or_insert_with(|| Stats::new(now, self.interval_ms));
-                self.fold_subject(stats, count, now, dt, Scope::User, &mut fires, || {
-                    Subject::User(user.clone())
-                }, None);
+                self.fold_subject(
+                    stats,
+                    count,
+                    now,
+                    dt,
+                    Scope::User,
+                    &mut fires,
+                    || Subject::User(user.clone()),
+                    None,
+                );
             }
         }
         let mut routes: HashMap<&RouteName, Count> = HashMap::new();
@@ -716,9 +728,16 @@ impl Monitor {
                 .routes
                 .entry((*route).clone())
                 .or_insert_with(|| Stats::new(now, self.interval_ms));
-            self.fold_subject(stats, count, now, dt, Scope::Route, &mut fires, || {
-                Subject::Route((*route).clone())
-            }, Some(route));
+            self.fold_subject(
+                stats,
+                count,
+                now,
+                dt,
+                Scope::Route,
+                &mut fires,
+                || Subject::Route((*route).clone()),
+                Some(route),
+            );
         }
         drop(routes);
         for accum in &spare {
@@ -781,7 +800,7 @@ impl Monitor {
         stats.last_ms = now;
         // Rules see the baseline as it was before this interval.
         let base = self.baseline(stats, now);
-        let mut spiking = false;
+        let mut spiking: Option<Duration> = None;
         for (i, rule) in self.config.rules.iter().enumerate() {
             if rule.scope != scope {
                 continue;
@@ -804,7 +823,7 @@ impl Monitor {
                     let (calls, _, first) = stats.window(now, w);
                     let rate = calls as f64 * MINUTE_MS / w as f64;
                     if calls >= min_calls && rate >= factor * base.per_min {
-                        spiking = true;
+                        spiking = Some(spiking.map_or(rule.cooldown, |c| c.max(rule.cooldown)));
                         fires.push(Fire {
                             rule: i,
                             subject: subject(),
@@ -859,11 +878,8 @@ impl Monitor {
                 _ => {}
             }
         }
-        if spiking {
-            stats.hot_until_ms = now + ms(self.config.rules.first().map_or(
-                Duration::from_secs(600),
-                |r| r.cooldown,
-            ));
+        if let Some(cooldown) = spiking {
+            stats.hot_until_ms = now + ms(cooldown);
         }
         let b = &self.config.baseline;
         let mut calls = count.calls as f64;
@@ -885,14 +901,17 @@ impl Monitor {
         now: i64,
         fires: &mut Vec<Fire>,
     ) {
-        let family = st.families.entry(session.clone()).or_insert_with(|| Family {
-            jkt: None,
-            prefixes: Vec::new(),
-            countries: Vec::new(),
-            pending: Vec::new(),
-            last_loc: None,
-            last_ms: now,
-        });
+        let family = st
+            .families
+            .entry(session.clone())
+            .or_insert_with(|| Family {
+                jkt: None,
+                prefixes: Vec::new(),
+                countries: Vec::new(),
+                pending: Vec::new(),
+                last_loc: None,
+                last_ms: now,
+            });
         family.last_ms = now;
         let subject = || Subject::Session {
             session: session.clone(),
@@ -912,7 +931,10 @@ impl Monitor {
                     started_ms: now - self.interval_ms,
                     evidence: evidence(vec![
                         ("source", json!("event")),
-                        ("thumbprints_in_interval", json!(if count.jkt_changed { 2 } else { 1 })),
+                        (
+                            "thumbprints_in_interval",
+                            json!(if count.jkt_changed { 2 } else { 1 }),
+                        ),
                     ]),
                 });
             }
@@ -948,7 +970,14 @@ impl Monitor {
                     let mut ev = evidence(vec![
                         ("prefix", json!(prefix.to_string())),
                         ("known_prefixes", json!(family.prefixes.len())),
-                        ("by", json!(if self.geo.is_some() { "country" } else { "prefix" })),
+                        (
+                            "by",
+                            json!(if self.geo.is_some() {
+                                "country"
+                            } else {
+                                "prefix"
+                            }),
+                        ),
                     ]);
                     if let Some(c) = &country {
                         ev.insert("country".into(), json!(c));
@@ -1050,7 +1079,12 @@ impl Monitor {
                     first_ms: now,
                     ..RefCount::default()
                 };
-                for (_, c) in stats.slots.iter().rev().take_while(|(end, _)| *end > now - w) {
+                for (_, c) in stats
+                    .slots
+                    .iter()
+                    .rev()
+                    .take_while(|(end, _)| *end > now - w)
+                {
                     sum.token += c.token;
                     sum.proof += c.proof;
                     sum.login += c.login;
