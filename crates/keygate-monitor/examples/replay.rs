@@ -220,13 +220,14 @@ fn main() {
         })
         .collect();
     std::fs::write(&db_path, write_mmdb(&entries)).unwrap();
-    let geo = GeoDb::open(&db_path).unwrap();
+    let use_geo = !args.iter().any(|a| a == "--no-geo");
+    let geo = use_geo.then(|| GeoDb::open(&db_path).unwrap());
 
     let config = RawMonitor::default()
         .validate(Path::new("."), &BTreeSet::new())
         .unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let monitor = Monitor::new(config, Some(geo), clock.clone());
+    let monitor = Monitor::new(config, geo, clock.clone());
 
     let routes = ["chat", "maps", "speech"].map(|r| RouteName::parse(r).unwrap());
     let client = ClientId::parse("mobile-app").unwrap();
@@ -521,7 +522,12 @@ fn main() {
     let wall = wall.elapsed();
 
     println!(
-        "replay: {n_users} users, {hours} h simulated, seed {seed}, {events} calls, {} ticks of {} s, wall {:.1} s",
+        "replay: {n_users} users, {hours} h simulated, seed {seed}, GeoIP {}, {events} calls, {} ticks of {} s, wall {:.1} s",
+        if use_geo {
+            "on"
+        } else {
+            "off (prefix rules only)"
+        },
         eval_times.len(),
         TICK_MS / 1000,
         wall.as_secs_f64()

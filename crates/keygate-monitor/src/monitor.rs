@@ -698,10 +698,11 @@ impl Monitor {
         let mut fires = Vec::new();
         for accum in &spare {
             for (user, count) in &accum.users {
-                let stats = st
-                    .users
-                    .entry(user.clone())
-                    .or_insert_with(|| Stats::new(now, self.interval_ms));
+                let Some(stats) =
+                    seen_or_insert(&mut st.users, user, || Stats::new(now, self.interval_ms))
+                else {
+                    continue;
+                };
                 self.fold_subject(
                     stats,
                     count,
@@ -724,10 +725,11 @@ impl Monitor {
             }
         }
         for (route, count) in &routes {
-            let stats = st
-                .routes
-                .entry((*route).clone())
-                .or_insert_with(|| Stats::new(now, self.interval_ms));
+            let Some(stats) =
+                seen_or_insert(&mut st.routes, *route, || Stats::new(now, self.interval_ms))
+            else {
+                continue;
+            };
             self.fold_subject(
                 stats,
                 count,
@@ -901,17 +903,16 @@ impl Monitor {
         now: i64,
         fires: &mut Vec<Fire>,
     ) {
-        let family = st
-            .families
-            .entry(session.clone())
-            .or_insert_with(|| Family {
-                jkt: None,
-                prefixes: Vec::new(),
-                countries: Vec::new(),
-                pending: Vec::new(),
-                last_loc: None,
-                last_ms: now,
-            });
+        let Some(family) = seen_or_insert(&mut st.families, session, || Family {
+            jkt: None,
+            prefixes: Vec::new(),
+            countries: Vec::new(),
+            pending: Vec::new(),
+            last_loc: None,
+            last_ms: now,
+        }) else {
+            return;
+        };
         family.last_ms = now;
         let subject = || Subject::Session {
             session: session.clone(),
@@ -1049,10 +1050,12 @@ impl Monitor {
             }
         }
         for (key, count) in &signals.refusals {
-            let stats = st.refusals.entry(key.clone()).or_insert_with(|| RefStats {
+            let Some(stats) = seen_or_insert(&mut st.refusals, key, || RefStats {
                 slots: VecDeque::new(),
                 last_ms: now,
-            });
+            }) else {
+                continue;
+            };
             stats.last_ms = now;
             stats.slots.push_back((now, *count));
             while stats
@@ -1173,11 +1176,33 @@ impl Monitor {
             });
         }
         let rules = &self.config.rules;
+        let mut quiet_families = Vec::new();
         st.incidents.retain(|_, inc| {
-            rules
+            let open = rules
                 .get(inc.rule)
-                .is_some_and(|r| now - inc.last_fire_ms < ms(r.cooldown))
+                .is_some_and(|r| now - inc.last_fire_ms < ms(r.cooldown));
+            if !open && rules.get(inc.rule).map(|r| r.kind) == Some(RuleKind::NewNetwork) {
+                if let Subject::Session { session, .. } = &inc.subject {
+                    quiet_families.push(session.clone());
+                }
+            }
+            open
         });
+        // A new network known only by its prefix was alerted once and then went quiet:
+        // it joins the family's networks, so a mobile user's second network alerts once,
+        // not every cooldown. A network in a new country stays flagged until acknowledged.
+        for session in quiet_families {
+            if let Some(f) = st.families.get_mut(&session) {
+                let pending = std::mem::take(&mut f.pending);
+                for (prefix, country) in pending {
+                    if country.is_none() {
+                        remember(&mut f.prefixes, prefix, now);
+                    } else {
+                        f.pending.push((prefix, country));
+                    }
+                }
+            }
+        }
         out
     }
 
@@ -1303,6 +1328,19 @@ impl Monitor {
             incidents,
         }
     }
+}
+
+/// The entry for `key`, cloning the key only when it is new (evaluation runs every
+/// interval over every active subject; most are already known).
+fn seen_or_insert<'m, K: Hash + Eq + Clone, V>(
+    map: &'m mut HashMap<K, V>,
+    key: &K,
+    fresh: impl FnOnce() -> V,
+) -> Option<&'m mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.clone(), fresh());
+    }
+    map.get_mut(key)
 }
 
 /// Adds or refreshes `item` in a bounded history, forgetting the least recent entry.
