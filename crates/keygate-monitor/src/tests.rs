@@ -659,3 +659,17 @@ fn empty_section_gives_the_default_rules() {
     );
     assert_eq!(c.rules[0].ladder, vec![Action::Alert, Action::Rotate]);
 }
+
+#[test]
+fn prefix_only_new_network_alerts_once_then_joins_the_family() {
+    let rig = rig(DEFAULTS);
+    rig.monitor.observe(&event("lena", "fam", "198.51.100.7"));
+    assert!(rig.tick().is_empty());
+    rig.monitor.observe(&event("lena", "fam", "203.0.113.5"));
+    assert_eq!(rig.tick().len(), 1);
+    // Quiet for longer than the cooldown: the incident closes and the network is learnt.
+    steady(&rig, &event("lena", "fam", "198.51.100.7"), 1.0, 11);
+    assert!(rig.monitor.snapshot().incidents.is_empty());
+    rig.monitor.observe(&event("lena", "fam", "203.0.113.5"));
+    assert!(rig.tick().is_empty(), "the mobile network now belongs to the family");
+}
