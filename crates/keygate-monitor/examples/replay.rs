@@ -5,7 +5,7 @@
 //! `cargo run --release -p keygate-monitor --features test-support --example replay -- --users 5000 --hours 6 --seed 1`
 //!
 //! Benign traffic: every user has a home city, a mean rate (log-normal, median 0.5 calls
-//! a minute, 0.05..2), a local-time diurnal cycle (×0.2 at night to ×1.5 in the evening),
+//! a minute, 0.05..2), a local-time diurnal cycle (×0.2 at 04:00 to ×1.5 at 16:00),
 //! app sessions (active about a third of the time at three times the mean rate, Poisson
 //! within), two home networks (Wi-Fi and mobile, switched at session starts) and for a
 //! few users a domestic flight (≤ 700 km/h plus 90 minutes of airport time) to a hotel
@@ -405,7 +405,7 @@ fn main() {
                 continue;
             }
             let hour = ((now - T0) as f64 / 3_600_000.0 + u.tz).rem_euclid(24.0);
-            // Low at 04:00, high around 20:00.
+            // Low at 04:00, high at 16:00.
             let diurnal = 0.85 - 0.65 * ((hour - 4.0) / 24.0 * std::f64::consts::TAU).cos();
             let mean = 3.0 * u.rate * diurnal / 30.0;
             let n = rng.poisson(mean);

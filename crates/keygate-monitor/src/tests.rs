@@ -671,5 +671,8 @@ fn prefix_only_new_network_alerts_once_then_joins_the_family() {
     steady(&rig, &event("lena", "fam", "198.51.100.7"), 1.0, 11);
     assert!(rig.monitor.snapshot().incidents.is_empty());
     rig.monitor.observe(&event("lena", "fam", "203.0.113.5"));
-    assert!(rig.tick().is_empty(), "the mobile network now belongs to the family");
+    assert!(
+        rig.tick().is_empty(),
+        "the mobile network now belongs to the family"
+    );
 }
