@@ -676,3 +676,32 @@ fn prefix_only_new_network_alerts_once_then_joins_the_family() {
         "the mobile network now belongs to the family"
     );
 }
+
+#[test]
+fn usage_sink_feeds_the_snapshot_which_serialises() {
+    use keygate_proxy::usage::UsageSink;
+    let rig = rig(DEFAULTS);
+    let mut e = event("mia", "fam", "198.51.100.7");
+    e.cost = 7;
+    rig.monitor.record(e.clone());
+    rig.monitor.record_ref(&e);
+    rig.monitor.signal(Signal::KeyMismatch {
+        session: SessionId::parse("fam").unwrap(),
+        user: UserId::parse("mia").unwrap(),
+        client: ClientId::parse("app").unwrap(),
+        ip: ip("198.51.100.7"),
+    });
+    assert_eq!(rig.tick().len(), 1);
+    let snap = rig.monitor.snapshot();
+    let mia = snap.users.iter().find(|u| u.name == "mia").unwrap();
+    assert_eq!(mia.rate_per_min, 2.0);
+    assert_eq!(mia.cost_today, 14);
+    assert!(!mia.baseline_counts, "too young to count");
+    let json = serde_json::to_value(&snap).unwrap();
+    assert_eq!(json["geoip"], "none: prefix rules only");
+    assert_eq!(json["dropped"]["users"], 0);
+    assert_eq!(json["incidents"][0]["kind"], "key_change");
+    assert_eq!(json["incidents"][0]["action"], "revoke");
+    assert_eq!(json["incidents"][0]["subject"]["scope"], "session");
+    assert_eq!(json["routes"][0]["name"], "openai");
+}
