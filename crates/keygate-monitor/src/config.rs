@@ -18,7 +18,8 @@
 //! throttle_for = "15m"
 //! ```
 //!
-//! With no `[[monitor.rules]]`, [`default_rules`] apply. Two rules of the same kind and
+//! [`default_rules`] apply unless `default_rules = false`; `[[monitor.rules]]` add to them,
+//! and a rule named like a default replaces it. Two rules of the same kind and
 //! scope are allowed (a 5× alert and a 20× throttle are a sensible pair); each keeps its
 //! own incidents because an incident is keyed by rule name and subject.
 
@@ -59,7 +60,12 @@ pub struct RawMonitor {
     /// How baselines learn.
     #[serde(default)]
     pub baseline: RawBaseline,
-    /// The rules; empty means [`default_rules`].
+    /// Whether the built-in [`default_rules`] apply alongside `rules` (default true). A
+    /// configured rule with a default's name replaces that default; adding a rule never
+    /// silently turns the others off.
+    #[serde(default = "yes")]
+    pub default_rules: bool,
+    /// Rules added to (or replacing, by name) the defaults.
     #[serde(default)]
     pub rules: Vec<RawRule>,
 }
@@ -74,6 +80,7 @@ impl Default for RawMonitor {
             max_keys: default_max_keys(),
             max_subjects: default_max_subjects(),
             baseline: RawBaseline::default(),
+            default_rules: true,
             rules: Vec::new(),
         }
     }
@@ -473,15 +480,24 @@ impl RawMonitor {
                 Some(full)
             }
         };
-        let raw_rules = if self.rules.is_empty() {
-            default_rules()
-        } else {
-            self.rules
-        };
+        let configured: BTreeSet<String> = self.rules.iter().map(|r| r.name.clone()).collect();
+        let mut raw_rules: Vec<(String, RawRule)> = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (format!("monitor.rules[{i}]"), r))
+            .collect();
+        if self.default_rules {
+            raw_rules.extend(
+                default_rules()
+                    .into_iter()
+                    .filter(|r| !configured.contains(&r.name))
+                    .map(|r| (format!("monitor (default rule {})", r.name), r)),
+            );
+        }
         let mut rules = Vec::with_capacity(raw_rules.len());
         let mut names = BTreeSet::new();
-        for (i, raw) in raw_rules.into_iter().enumerate() {
-            let at = format!("monitor.rules[{i}]");
+        for (at, raw) in raw_rules {
             let rule = validate_rule(raw, &at, self.interval, self.cooldown, routes)?;
             if !names.insert(rule.name.clone()) {
                 return Err(err(

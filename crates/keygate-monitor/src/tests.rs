@@ -32,7 +32,11 @@ fn config(toml_text: &str) -> crate::config::MonitorConfig {
     struct File {
         monitor: RawMonitor,
     }
-    let file: File = toml::from_str(toml_text).unwrap();
+    let mut file: File = toml::from_str(toml_text).unwrap();
+    // A test that writes its own rules watches only those.
+    if !file.monitor.rules.is_empty() {
+        file.monitor.default_rules = false;
+    }
     let routes: BTreeSet<String> = ["openai", "maps"].iter().map(|s| s.to_string()).collect();
     file.monitor.validate(Path::new("/"), &routes).unwrap()
 }
@@ -627,6 +631,44 @@ fn config_errors_name_the_field() {
     // Unknown keys are refused while parsing.
     let unknown: Result<RawMonitor, _> = toml::from_str("intervall = \"2s\"");
     assert!(unknown.unwrap_err().to_string().contains("intervall"));
+}
+
+#[test]
+fn configured_rules_add_to_the_defaults_and_replace_them_by_name() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        monitor: RawMonitor,
+    }
+    let parse = |text: &str| {
+        let file: File = toml::from_str(text).unwrap();
+        let names: Vec<String> = file
+            .monitor
+            .validate(Path::new("/"), &BTreeSet::new())
+            .unwrap()
+            .rules
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names
+    };
+    let added = parse(
+        "[monitor]\n[[monitor.rules]]\nname = \"burst\"\nkind = \"ceiling\"\ncalls_per_minute = 20\n",
+    );
+    assert_eq!(added.first().map(String::as_str), Some("burst"));
+    assert!(
+        added.iter().any(|n| n == "key-change"),
+        "defaults stay on: {added:?}"
+    );
+    assert_eq!(added.len(), 8);
+    let replaced = parse(
+        "[monitor]\n[[monitor.rules]]\nname = \"user-spike\"\nkind = \"spike\"\nfactor = 20.0\n",
+    );
+    assert_eq!(replaced.len(), 7, "same name replaces: {replaced:?}");
+    let only = parse(
+        "[monitor]\ndefault_rules = false\n[[monitor.rules]]\nname = \"burst\"\nkind = \"ceiling\"\ncalls_per_minute = 20\n",
+    );
+    assert_eq!(only, ["burst"]);
+    assert!(parse("[monitor]\ndefault_rules = false\n").is_empty());
 }
 
 #[test]

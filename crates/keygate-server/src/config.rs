@@ -77,6 +77,8 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     routes: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
+    #[serde(default)]
+    monitor: keygate_monitor::config::RawMonitor,
 }
 
 #[derive(Debug, Deserialize)]
@@ -437,6 +439,8 @@ pub struct Config {
     /// The routes of the `[routes.*]` tables, validated (and as written).
     pub routes: keygate_proxy::RouteTable,
     pub routes_raw: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
+    /// `[monitor]`: rules, baselines, GeoIP.
+    pub monitor: keygate_monitor::config::MonitorConfig,
 }
 
 impl Config {
@@ -794,6 +798,19 @@ impl RawConfig {
                 field: e.field,
                 message: one_line(&e.message),
             })?;
+        // A rule may name only routes of this file: admin-applied routes come and go.
+        let route_names = self.routes.keys().cloned().collect();
+        let monitor = self
+            .monitor
+            .validate(base, &route_names)
+            .map_err(|e| ConfigError {
+                field: if e.field.starts_with("monitor") {
+                    e.field
+                } else {
+                    format!("monitor.{}", e.field)
+                },
+                message: one_line(&e.message),
+            })?;
         let max_value_bytes = self.vault.max_value_bytes as usize;
         let checkpoint_file = resolve(
             base,
@@ -824,6 +841,7 @@ impl RawConfig {
             admin_auth,
             routes,
             routes_raw: self.routes,
+            monitor,
         })
     }
 }

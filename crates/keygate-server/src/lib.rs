@@ -269,17 +269,19 @@ pub async fn start_with_options(
     };
     let settings = &config.monitor;
     let monitor = match &tokens {
-        Some(_) if settings.enabled() => {
+        Some(_) if settings.enabled => {
             let clock = options
                 .monitor_clock
                 .unwrap_or_else(|| Arc::new(keygate_monitor::clock::SystemClock));
-            let geo = match settings.geoip_db() {
+            let geo = match &settings.geoip_db {
                 Some(path) => Some(
                     keygate_monitor::geo::GeoDb::open(path)
                         .with_context(|| format!("monitor.geoip_db: {}", path.display()))?,
                 ),
                 None => {
-                    tracing::info!("monitor: no GeoIP database (monitor.geoip_db); new-network rules use address prefixes only, impossible travel is off");
+                    tracing::info!(
+                        "monitor: no GeoIP database (monitor.geoip_db); new-network rules use address prefixes only, impossible travel is off"
+                    );
                     None
                 }
             };

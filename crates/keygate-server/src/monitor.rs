@@ -412,10 +412,7 @@ async fn list_alerts(
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 10000"));
     }
-    let alerts = s
-        .store
-        .list_alerts(!q.all.unwrap_or(false), limit)
-        .await?;
+    let alerts = s.store.list_alerts(!q.all.unwrap_or(false), limit).await?;
     let alerts: Vec<Value> = alerts.iter().map(alert_json).collect();
     Ok(Json(json!({"alerts": alerts})))
 }
@@ -447,10 +444,7 @@ async fn ack_alert(
     }
 }
 
-async fn list_throttles(
-    _admin: Admin,
-    State(s): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+async fn list_throttles(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let m = service(&s)?;
     let list: Vec<Value> = m
         .throttles

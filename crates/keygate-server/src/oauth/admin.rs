@@ -194,7 +194,9 @@ async fn enable_user(
         .enable_user(&user.id, audit, now_ms())
         .await
         .map_err(store_err)?;
-    Ok(Json(json!({"name": name, "enabled": true, "changed": changed})))
+    Ok(Json(
+        json!({"name": name, "enabled": true, "changed": changed}),
+    ))
 }
 
 async fn enrol_mfa(

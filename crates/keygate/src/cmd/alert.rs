@@ -13,7 +13,9 @@ use crate::client::AdminClient;
 pub enum AlertCommand {
     /// List alerts, newest first: open ones unless --all, then webhook deliveries that
     /// failed for good (dead letters)
-    #[command(after_help = "Example:\n  keygate alert list\n  keygate alert list --all --format json")]
+    #[command(
+        after_help = "Example:\n  keygate alert list\n  keygate alert list --all --format json"
+    )]
     List {
         /// Acknowledged alerts too
         #[arg(long)]

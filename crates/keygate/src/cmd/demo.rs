@@ -431,7 +431,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         "    mallory's burst: {} -> {}",
         summary.join(", "),
         match revoked_after {
-            Some(t) => format!("session revoked by the monitor after {:.1}s", t.as_secs_f64()),
+            Some(t) => format!(
+                "session revoked by the monitor after {:.1}s",
+                t.as_secs_f64()
+            ),
             None => "not revoked within 15s (a bug!)".to_owned(),
         }
     );

@@ -208,7 +208,11 @@ pub async fn user(c: UserCommand) -> anyhow::Result<ExitCode> {
         }
         UserCommand::Enable { name } => {
             let r = api
-                .call(Method::POST, &format!("/admin/v1/users/{name}/enable"), None)
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/users/{name}/enable"),
+                    None,
+                )
                 .await?;
             if r["changed"].as_bool().unwrap_or(false) {
                 println!("user {name} enabled; they sign in again to get a new session");
