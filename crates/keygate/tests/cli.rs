@@ -557,9 +557,57 @@ fn the_demo_runs_every_step() {
         "next call HTTP 401",
         "audit verify: ok=true",
         "keys, tokens or passwords in clear: none",
+        "session revoked by the monitor after",
+        "revoke   rule demo-burst",
+        "monitor.revoke",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+}
+
+/// The monitor's operator commands against a real server: alerts (none yet), an unknown
+/// alert, throttles, and a user disabled then enabled again.
+#[test]
+fn alert_throttle_and_user_enable_commands() {
+    let setup = Setup::new();
+    let log = setup.dir.path().join("server.log");
+    let server = setup.serve(&log, &[]);
+    let list = setup.cli(&["alert", "list"], None);
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert_eq!(stdout(&list).trim(), "no open alerts");
+    let json = setup.cli(&["alert", "list", "--all", "--format", "json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["alerts"], serde_json::json!([]));
+    let ack = setup.cli(&["alert", "ack", "al_0000000000000000"], None);
+    assert_eq!(ack.status.code(), Some(1));
+    assert!(stderr(&ack).contains("HTTP 404"), "{}", stderr(&ack));
+    let throttles = setup.cli(&["throttle", "list"], None);
+    assert_eq!(stdout(&throttles).trim(), "no throttles in force");
+    let lift = setup.cli(&["throttle", "lift", "team:x"], None);
+    assert_eq!(lift.status.code(), Some(1));
+    assert!(stderr(&lift).contains("user:ID"), "{}", stderr(&lift));
+    let monitor = setup.cli(&["alert", "monitor", "--format", "json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&monitor.stdout).unwrap();
+    assert_eq!(v["geoip"], "none: prefix rules only", "{v}");
+
+    let add = setup.cli(
+        &["user", "add", "erin", "--password-stdin", "--scopes", "ai"],
+        Some("a long enough password"),
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    setup.cli(&["user", "disable", "erin"], None);
+    let enable = setup.cli(&["user", "enable", "erin"], None);
+    assert!(
+        stdout(&enable).contains("user erin enabled"),
+        "{}",
+        stderr(&enable)
+    );
+    let again = setup.cli(&["user", "enable", "erin"], None);
+    assert!(stdout(&again).contains("was not disabled"), "{}", stdout(&again));
+    let users = setup.cli(&["user", "list", "--format", "json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&users.stdout).unwrap();
+    assert_eq!(v["users"][0]["disabled"], false, "{v}");
+    server.stop();
 }
 
 /// Issue 19: a master key file with mode 0644 only left a warning in the log (the server

@@ -37,7 +37,7 @@ const REDIRECT: &str = "com.example.demo:/oauth/callback";
 
 /// The monitor rule the demo adds to the configuration `keygate init` wrote.
 const DEMO_RULE: &str = "demo-burst";
-const DEMO_CEILING: u32 = 20;
+const DEMO_CEILING: u32 = 120;
 
 struct Steps(u32);
 
