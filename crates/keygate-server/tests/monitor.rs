@@ -123,6 +123,17 @@ async fn world(monitor: &str) -> World {
 
 /// A signed-in user with a DPoP key (a session family), as a mobile app would be.
 async fn signed_in(w: &World, name: &str) -> Client {
+    signed_in_with(w, name, Arc::new(MemoryTokenCache::new()))
+        .await
+        .0
+}
+
+/// [`signed_in`] keeping its tokens in `cache`; also returns the app's configuration.
+async fn signed_in_with(
+    w: &World,
+    name: &str,
+    cache: Arc<MemoryTokenCache>,
+) -> (Client, ClientConfig) {
     let app = &w.app;
     let (s, b) = app
         .call(
@@ -140,14 +151,10 @@ async fn signed_in(w: &World, name: &str) -> Client {
         )
         .await;
     let config = ClientConfig::new(&app.base, c["client_id"].as_str().unwrap(), REDIRECT).unwrap();
-    let client = Client::builder(
-        config,
-        Arc::new(MemoryKeyStore::generate()),
-        Arc::new(MemoryTokenCache::new()),
-    )
-    .discover()
-    .await
-    .unwrap();
+    let client = Client::builder(config.clone(), Arc::new(MemoryKeyStore::generate()), cache)
+        .discover()
+        .await
+        .unwrap();
     let (url, pending) = client.authorization_url(&["ai"]).unwrap();
     let callback = keygate_client::headless::sign_in(&url, name, PASSWORD)
         .await
@@ -156,7 +163,7 @@ async fn signed_in(w: &World, name: &str) -> Client {
         .exchange_code(pending, &callback, None)
         .await
         .unwrap();
-    client
+    (client, config)
 }
 
 async fn models(client: &Client) -> u16 {
@@ -394,5 +401,33 @@ async fn steady_traffic_from_50_users_over_simulated_hours_raises_no_alert() {
         "every user has a baseline after three hours: {snap}"
     );
     assert_eq!(snap["geoip"], "none: prefix rules only");
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_shown_with_another_key_revokes_its_session_at_once() {
+    // The default rules, as shipped: key-change revokes on first sight.
+    let mut w = world("[monitor]\ninterval = \"1s\"\n").await;
+    let cache = Arc::new(MemoryTokenCache::new());
+    let (alice, config) = signed_in_with(&w, "alice", cache.clone()).await;
+    assert_eq!(models(&alice).await, 200);
+    assert!(w.tick(Duration::from_secs(2)).await.is_empty());
+    // The refresh token leaks (same token cache); the thief has its own DPoP key.
+    let thief = Client::builder(config, Arc::new(MemoryKeyStore::generate()), cache)
+        .discover()
+        .await
+        .unwrap();
+    assert!(thief.refresh().await.is_err(), "keygate refuses the other key (S16)");
+    let alerts = w.tick(Duration::from_secs(2)).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        (alerts[0].rule.as_str(), alerts[0].action.as_str()),
+        ("key-change", "revoke")
+    );
+    assert!(alerts[0].subject.starts_with("session:"), "{alerts:?}");
+    assert!(alerts[0].evidence.contains("\"revoked_sessions\":1"), "{alerts:?}");
+    // Revoked before the thief could try anything else: the owner's next call fails too.
+    assert_eq!(models(&alice).await, 401);
+    assert!(w.tick(Duration::from_secs(2)).await.is_empty(), "once");
     w.app.stop().await;
 }
