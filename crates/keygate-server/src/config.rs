@@ -1177,6 +1177,23 @@ mod tests {
             ),
             ("", &[("KEYGATE_BOGUS", "1")], "bogus"),
             ("listen = [", &[], "(file)"),
+            (
+                "[monitor]\ngeoip_db = \"missing.mmdb\"",
+                &[],
+                "monitor.geoip_db",
+            ),
+            ("[monitor]\ninterval = \"5ms\"", &[], "monitor.interval"),
+            (
+                "[monitor]\n[[monitor.rules]]\nname = \"r\"\nkind = \"spike\"\nscope = \"route\"\nroutes = [\"nope\"]",
+                &[],
+                "monitor.rules[0].routes[0]",
+            ),
+            (
+                "[monitor]\n[[monitor.rules]]\nname = \"r\"\nkind = \"spike\"\nactions = [\"rotate\"]",
+                &[],
+                "monitor.rules[0].actions[0]",
+            ),
+            ("[monitor]\nrulez = []", &[], "monitor"),
         ];
         for (text, env, field) in cases {
             let e = load(text, env).unwrap_err();

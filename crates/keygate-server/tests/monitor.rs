@@ -431,3 +431,37 @@ async fn a_refresh_token_shown_with_another_key_revokes_its_session_at_once() {
     assert!(w.tick(Duration::from_secs(2)).await.is_empty(), "once");
     w.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_geoip_database_stops_the_start_with_a_clear_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    keygate_server::init_dir(dir.path(), free_addr()).await.unwrap();
+    std::fs::write(dir.path().join("geo.mmdb"), b"not a maxmind database at all").unwrap();
+    let path = dir.path().join("keygate.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n[monitor]\ngeoip_db = \"geo.mmdb\"\n");
+    std::fs::write(&path, text).unwrap();
+    let config = load_config(dir.path(), &[]);
+    let err = keygate_server::start(config).await.err().expect("refused");
+    let text = format!("{err:#}");
+    assert!(text.starts_with("monitor.geoip_db: "), "{text}");
+    assert!(text.contains("MaxMind"), "{text}");
+
+    // A valid database is used, and the monitor says so.
+    let db = keygate_monitor::geo::testing::write_mmdb(&[(
+        "127.0.0.0".parse().unwrap(),
+        8,
+        keygate_monitor::geo::GeoInfo {
+            country: "NL".into(),
+            asn: Some(64_500),
+            location: Some((52.37, 4.90)),
+        },
+    )]);
+    std::fs::write(dir.path().join("geo.mmdb"), db).unwrap();
+    let config = load_config(dir.path(), &[]);
+    let server = keygate_server::start(config).await.unwrap();
+    let snap = server.monitor().unwrap().monitor.snapshot();
+    assert!(snap.geoip.ends_with("geo.mmdb"), "{}", snap.geoip);
+    assert_eq!(snap.impossible_travel, "active");
+    server.shutdown().await;
+}
