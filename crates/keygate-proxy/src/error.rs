@@ -31,6 +31,25 @@ impl Fault {
     }
 }
 
+/// A cost budget's window: a UTC day or a UTC calendar month.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BudgetWindow {
+    /// The UTC day.
+    Daily,
+    /// The UTC calendar month.
+    Monthly,
+}
+
+impl BudgetWindow {
+    /// `daily` or `monthly`, as in the route's `budget` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetWindow::Daily => "daily",
+            BudgetWindow::Monthly => "monthly",
+        }
+    }
+}
+
 /// Why a proxied call did not produce an upstream response. `Display` is for logs and
 /// never holds secret material; the app sees only [`ProxyError::generic_body`].
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +87,14 @@ pub enum ProxyError {
         /// Until the next window.
         retry_after: Duration,
     },
+    /// The user's cost budget for the route is used up in `window`.
+    #[error("{} cost budget exhausted", window.as_str())]
+    BudgetExhausted {
+        /// The window whose budget is used up (the longer one when both are).
+        window: BudgetWindow,
+        /// Until that window ends.
+        retry_after: Duration,
+    },
     /// Connecting to the upstream failed (DNS, TCP, TLS).
     #[error("upstream connection failed")]
     UpstreamConnect,
@@ -102,7 +129,8 @@ impl ProxyError {
             | E::BodyTooLarge
             | E::ClientBody
             | E::RateLimited { .. }
-            | E::QuotaExceeded { .. } => Fault::Client,
+            | E::QuotaExceeded { .. }
+            | E::BudgetExhausted { .. } => Fault::Client,
             E::UpstreamConnect | E::UpstreamTimeout | E::UpstreamProtocol => Fault::Upstream,
             E::Unavailable(_) | E::Keygate(_) => Fault::Keygate,
         }
@@ -116,7 +144,9 @@ impl ProxyError {
             E::UnknownRoute => StatusCode::NOT_FOUND,
             E::NotAllowed | E::InsufficientScope => StatusCode::FORBIDDEN,
             E::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            E::RateLimited { .. } | E::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::RateLimited { .. } | E::QuotaExceeded { .. } | E::BudgetExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             E::UpstreamConnect | E::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             E::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -137,6 +167,7 @@ impl ProxyError {
             E::ClientBody => "bad_body",
             E::RateLimited { .. } => "rate_limited",
             E::QuotaExceeded { .. } => "quota_exceeded",
+            E::BudgetExhausted { .. } => "budget_exhausted",
             E::UpstreamConnect => "upstream_unreachable",
             E::UpstreamTimeout => "upstream_timeout",
             E::UpstreamProtocol => "upstream_error",
@@ -157,6 +188,14 @@ impl ProxyError {
             E::ClientBody => "the request body could not be read",
             E::RateLimited { .. } => "too many requests; retry later",
             E::QuotaExceeded { .. } => "quota exhausted; retry in the next window",
+            E::BudgetExhausted {
+                window: BudgetWindow::Daily,
+                ..
+            } => "daily cost budget exhausted; retry in the next UTC day",
+            E::BudgetExhausted {
+                window: BudgetWindow::Monthly,
+                ..
+            } => "monthly cost budget exhausted; retry in the next UTC month",
             E::UpstreamConnect => "the upstream service could not be reached",
             E::UpstreamTimeout => "the upstream service did not answer in time",
             E::UpstreamProtocol => "the upstream service failed",
@@ -184,9 +223,9 @@ impl ProxyError {
     /// The `Retry-After` delay, for 429s.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProxyError::RateLimited { retry_after } | ProxyError::QuotaExceeded { retry_after } => {
-                Some(*retry_after)
-            }
+            ProxyError::RateLimited { retry_after }
+            | ProxyError::QuotaExceeded { retry_after }
+            | ProxyError::BudgetExhausted { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -205,6 +244,7 @@ impl ProxyError {
             headers.insert(http::header::RETRY_AFTER, retry_after_value(after));
             let policy = match self {
                 ProxyError::QuotaExceeded { .. } => "quota",
+                ProxyError::BudgetExhausted { .. } => "budget",
                 _ => "rate",
             };
             let state = format!("\"{policy}\";r=0;t={}", retry_after_secs(after));

@@ -20,6 +20,7 @@ use http::header::HeaderName;
 
 use keygate_auth::ids::UserId;
 
+use crate::budget::Budgets;
 use crate::error::{ProxyError, retry_after_secs};
 use crate::path::RouteName;
 use crate::route::{AuthorizedCall, LimitPer, QuotaPeriod, QuotaSpec, RateSpec};
@@ -509,13 +510,16 @@ impl RatePermit {
 }
 
 /// Applies a call's route limits: rate first (cheap, refuses floods before they touch
-/// the quota store), then quota.
+/// the stores), then the user's cost budget (read only, so a refused call uses up no
+/// quota), then quota.
 pub struct LimitGate {
     rate: Arc<dyn RateLimiter>,
     /// Used when `rate` is unavailable, with a degraded policy (S35).
     fallback: InMemoryRateLimiter,
     fallback_divisor: u32,
     quota: Arc<dyn QuotaStore>,
+    /// Cost budgets; a route with a budget is refused (fail closed) while this is unset.
+    budgets: Option<Arc<Budgets>>,
 }
 
 impl LimitGate {
@@ -531,7 +535,15 @@ impl LimitGate {
             fallback: InMemoryRateLimiter::new(100_000),
             fallback_divisor,
             quota,
+            budgets: None,
         }
+    }
+
+    /// Enforces routes' cost budgets with `budgets` (which must also receive the
+    /// forwarder's usage events, or spending never grows).
+    pub fn with_budgets(mut self, budgets: Arc<Budgets>) -> Self {
+        self.budgets = Some(budgets);
+        self
     }
 
     /// An in-process gate (embedded deployment, tests).
@@ -592,6 +604,12 @@ impl LimitGate {
                 }
             }
         };
+        if call.route().budget().is_some() {
+            match &self.budgets {
+                Some(budgets) => budgets.check_at(call, now_unix).await?,
+                None => return Err(ProxyError::Unavailable("cost budgets")),
+            }
+        }
         let quota = match &limits.quota {
             None => None,
             Some(spec) => {
