@@ -26,12 +26,15 @@
     )
 )]
 
+pub mod budgets;
 mod group;
 mod sql;
+mod sql_budgets;
 mod sql_tokens;
 pub mod testing;
 pub mod tokens;
 
+pub use budgets::{BudgetRow, BudgetSpent, BudgetStore};
 pub use sql::SqlStore;
 pub use tokens::{
     ClientRecord, CodeRecord, FamilyRecord, Redemption, RotationWrite, SigningKeyRecord,
@@ -197,10 +200,10 @@ pub struct UsageRow {
     pub latency_ms_max: i64,
 }
 
-/// keygate's persistent state: the vault and audit operations below, and the token
-/// service's in [`TokenStore`].
+/// keygate's persistent state: the vault and audit operations below, the token
+/// service's in [`TokenStore`] and the proxy's cost budgets in [`BudgetStore`].
 #[async_trait]
-pub trait Store: TokenStore + Send + Sync + 'static {
+pub trait Store: TokenStore + BudgetStore + Send + Sync + 'static {
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;
 
