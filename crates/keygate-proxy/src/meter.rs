@@ -514,4 +514,34 @@ mod tests {
             Err(Unreadable::Unsupported)
         );
     }
+
+    proptest::proptest! {
+        /// Any bytes, cut anywhere: no panic, the same answer as in one piece, and the
+        /// kept data within its bound.
+        #[test]
+        fn sse_parser_is_split_invariant_and_bounded(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    &b"data: {\"a\":1}"[..], b"data:[DONE]", b"data", b"\r", b"\n", b"\r\n",
+                    b": c", b"event: x", b"{\"usage\":{\"n\":", b"2}}", b"data: ",
+                ]),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+        ) {
+            let stream: Vec<u8> = parts.concat();
+            let mut whole = SseLastEvent::new(32);
+            whole.push(&stream);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces = SseLastEvent::new(32);
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                pieces.push(&stream[from..cut]);
+                from = cut;
+            }
+            proptest::prop_assert_eq!(whole.last_event(), pieces.last_event());
+            proptest::prop_assert!(pieces.data.len() <= 32 && pieces.line.len() <= 32 + 6);
+        }
+    }
 }
