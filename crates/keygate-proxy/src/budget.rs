@@ -26,7 +26,7 @@
 //! seconds of the user's calls.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -155,6 +155,9 @@ pub struct Budgets {
     pending: Mutex<Pending>,
     /// Routes a budget was checked on: only their events are summed.
     routes: RwLock<HashSet<RouteName>>,
+    /// Whether `routes` is non-empty: while no route has a budget, recording an event
+    /// takes no lock.
+    any_route: AtomicBool,
     dropped: AtomicU64,
 }
 
@@ -191,6 +194,7 @@ impl Budgets {
             cached: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
             routes: RwLock::new(HashSet::new()),
+            any_route: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         }
     }
@@ -250,6 +254,7 @@ impl Budgets {
         if !known {
             if let Ok(mut routes) = self.routes.write() {
                 routes.insert(route.clone());
+                self.any_route.store(true, Ordering::Release);
             }
         }
     }
@@ -371,7 +376,7 @@ impl UsageSink for Budgets {
     /// Sums the event's cost when its route has a budget: no clone of the event, and no
     /// key clone unless the (user, route) pair is new since the last take.
     fn record_ref(&self, event: &UsageEvent) {
-        if event.cost == 0 {
+        if event.cost == 0 || !self.any_route.load(Ordering::Acquire) {
             return;
         }
         let budgeted = self

@@ -9,6 +9,10 @@
 //!   event whose data is JSON (at most [`MAX_SSE_EVENT`] bytes), so `data: [DONE]` and
 //!   similar markers are skipped.
 //!
+//! When the body stops early (the app went away, the upstream failed), the cost is read
+//! from what had passed: for a stream, its last complete JSON event. Error responses
+//! (4xx, 5xx) are not metered: they count at `per_call`.
+//!
 //! A cost is a non-negative JSON integer. A number with a fraction is rounded up (a cost
 //! is charged, never given away). Anything else — a missing member, a string, a negative
 //! number, a compressed or oversize body, another content type — makes the cost
