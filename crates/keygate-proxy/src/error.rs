@@ -31,6 +31,25 @@ impl Fault {
     }
 }
 
+/// A cost budget's window: a UTC day or a UTC calendar month.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BudgetWindow {
+    /// The UTC day.
+    Daily,
+    /// The UTC calendar month.
+    Monthly,
+}
+
+impl BudgetWindow {
+    /// `daily` or `monthly`, as in the route's `budget` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetWindow::Daily => "daily",
+            BudgetWindow::Monthly => "monthly",
+        }
+    }
+}
+
 /// Why a proxied call did not produce an upstream response. `Display` is for logs and
 /// never holds secret material; the app sees only [`ProxyError::generic_body`].
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +93,14 @@ pub enum ProxyError {
         /// Until the next window.
         retry_after: Duration,
     },
+    /// The user's cost budget for the route is used up in `window`.
+    #[error("{} cost budget exhausted", window.as_str())]
+    BudgetExhausted {
+        /// The window whose budget is used up (the longer one when both are).
+        window: BudgetWindow,
+        /// Until that window ends.
+        retry_after: Duration,
+    },
     /// Connecting to the upstream failed (DNS, TCP, TLS).
     #[error("upstream connection failed")]
     UpstreamConnect,
@@ -109,7 +136,8 @@ impl ProxyError {
             | E::ClientBody
             | E::RateLimited { .. }
             | E::Throttled { .. }
-            | E::QuotaExceeded { .. } => Fault::Client,
+            | E::QuotaExceeded { .. }
+            | E::BudgetExhausted { .. } => Fault::Client,
             E::UpstreamConnect | E::UpstreamTimeout | E::UpstreamProtocol => Fault::Upstream,
             E::Unavailable(_) | E::Keygate(_) => Fault::Keygate,
         }
@@ -123,9 +151,10 @@ impl ProxyError {
             E::UnknownRoute => StatusCode::NOT_FOUND,
             E::NotAllowed | E::InsufficientScope => StatusCode::FORBIDDEN,
             E::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            E::RateLimited { .. } | E::Throttled { .. } | E::QuotaExceeded { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            E::RateLimited { .. }
+            | E::Throttled { .. }
+            | E::QuotaExceeded { .. }
+            | E::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::UpstreamConnect | E::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             E::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -147,6 +176,7 @@ impl ProxyError {
             E::RateLimited { .. } => "rate_limited",
             E::Throttled { .. } => "throttled",
             E::QuotaExceeded { .. } => "quota_exceeded",
+            E::BudgetExhausted { .. } => "budget_exhausted",
             E::UpstreamConnect => "upstream_unreachable",
             E::UpstreamTimeout => "upstream_timeout",
             E::UpstreamProtocol => "upstream_error",
@@ -168,6 +198,14 @@ impl ProxyError {
             E::RateLimited { .. } => "too many requests; retry later",
             E::Throttled { .. } => "unusual traffic: calls are limited for a while; retry later",
             E::QuotaExceeded { .. } => "quota exhausted; retry in the next window",
+            E::BudgetExhausted {
+                window: BudgetWindow::Daily,
+                ..
+            } => "daily cost budget exhausted; retry in the next UTC day",
+            E::BudgetExhausted {
+                window: BudgetWindow::Monthly,
+                ..
+            } => "monthly cost budget exhausted; retry in the next UTC month",
             E::UpstreamConnect => "the upstream service could not be reached",
             E::UpstreamTimeout => "the upstream service did not answer in time",
             E::UpstreamProtocol => "the upstream service failed",
@@ -197,7 +235,8 @@ impl ProxyError {
         match self {
             ProxyError::RateLimited { retry_after }
             | ProxyError::Throttled { retry_after }
-            | ProxyError::QuotaExceeded { retry_after } => Some(*retry_after),
+            | ProxyError::QuotaExceeded { retry_after }
+            | ProxyError::BudgetExhausted { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -216,6 +255,7 @@ impl ProxyError {
             headers.insert(http::header::RETRY_AFTER, retry_after_value(after));
             let policy = match self {
                 ProxyError::QuotaExceeded { .. } => "quota",
+                ProxyError::BudgetExhausted { .. } => "budget",
                 _ => "rate",
             };
             let state = format!("\"{policy}\";r=0;t={}", retry_after_secs(after));

@@ -34,8 +34,9 @@ use crate::error::{Fault, ProxyError};
 use crate::framing::{self, BodyFraming};
 use crate::headers::{self, ForwardedInfo};
 use crate::limit::RatePermit;
+use crate::meter::{BodyMeter, cost_from_header};
 use crate::redact::{Redactor, StreamRedactor};
-use crate::route::{AuthorizedCall, Injection, Route, UpstreamTls};
+use crate::route::{AuthorizedCall, CostSource, Injection, Route, UpstreamTls};
 use crate::usage::{ProxyMetrics, StatusClass, UsageEvent, UsageSink};
 
 /// Boxed error type of bodies.
@@ -308,9 +309,18 @@ where
     }
 }
 
-/// Records usage and metrics once, when the response body ends or is dropped.
+/// Reads a `cost.json` route's cost from the body as it passes (see [`crate::meter`]).
+struct CostMeter {
+    /// The route, for its JSON path (an `Arc` clone per metered call, no path copy).
+    route: Arc<Route>,
+    body: BodyMeter,
+}
+
+/// Records usage and metrics once, when the response body ends or is dropped; a metered
+/// route's cost is read from what the body meter saw by then.
 struct UsageGuard {
     event: Option<UsageEvent>,
+    meter: Option<CostMeter>,
     start: Instant,
     usage: Arc<dyn UsageSink>,
     metrics: Arc<ProxyMetrics>,
@@ -319,6 +329,17 @@ struct UsageGuard {
 impl Drop for UsageGuard {
     fn drop(&mut self) {
         if let Some(mut event) = self.event.take() {
+            if let Some(meter) = self.meter.take() {
+                if let CostSource::Json(path) = &meter.route.cost().source {
+                    match meter.body.finish(path) {
+                        Ok(cost) => event.cost = cost,
+                        Err(why) => {
+                            tracing::debug!(route = %event.route, reason = %why, "cost unreadable; counted at per_call");
+                            self.metrics.cost_unreadable(&event.route);
+                        }
+                    }
+                }
+            }
             event.latency = self.start.elapsed();
             self.metrics
                 .observe(&event.route, event.status_class, event.latency);
@@ -384,6 +405,12 @@ impl Body for ProxyBody {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(meter), Some(data)) = (
+                    this.guard.as_mut().and_then(|g| g.meter.as_mut()),
+                    frame.data_ref(),
+                ) {
+                    meter.body.observe(data);
+                }
                 let next = tokio::time::Instant::now() + this.idle;
                 this.idle_timer.as_mut().reset(next);
                 Poll::Ready(Some(Ok(frame)))
@@ -505,7 +532,7 @@ impl Forwarder {
             session: access.session().clone(),
             jkt: access.jkt().cloned(),
             client_ip: forwarded.client_ip,
-            cost: 1,
+            cost: call.route().cost().per_call,
             route: call.route().name().clone(),
             status_class: StatusClass::Success,
             latency: Duration::ZERO,
@@ -521,6 +548,8 @@ impl Forwarder {
             event.status_class = StatusClass::of(e.status());
             event.latency = start.elapsed();
             event.fault = Some(e.fault());
+            // No upstream response: nothing was spent.
+            event.cost = 0;
             self.usage.record(event);
         }
         result
@@ -643,22 +672,48 @@ impl Forwarder {
             return Err(ProxyError::UpstreamProtocol);
         }
         let (mut head, upstream_body) = response.into_parts();
+        let status = head.status;
+        let errored = status.is_client_error() || status.is_server_error();
+        // Error responses cost `per_call`: they are not metered.
+        let meter = match &route.cost().source {
+            CostSource::Fixed => None,
+            _ if errored => None,
+            CostSource::Header(name) => {
+                match head
+                    .headers
+                    .get(name)
+                    .map(|v| cost_from_header(v.as_bytes()))
+                {
+                    Some(Ok(cost)) => {
+                        if let Some(e) = event.as_mut() {
+                            e.cost = cost;
+                        }
+                    }
+                    _ => self.metrics.cost_unreadable(route.name()),
+                }
+                None
+            }
+            CostSource::Json(_) => Some(CostMeter {
+                route: Arc::clone(&route),
+                body: BodyMeter::for_response(&head.headers),
+            }),
+        };
         head.headers = headers::inbound_response_headers(&head.headers, &redactor);
         for (name, value) in permit.headers() {
             head.headers.insert(name, value);
         }
-        let status = head.status;
         let guard = UsageGuard {
             event: event.take().map(|mut e| {
                 e.status_class = StatusClass::of(status);
                 e
             }),
+            meter,
             start,
             usage: Arc::clone(&self.usage),
             metrics: Arc::clone(&self.metrics),
         };
 
-        let inner = if status.is_client_error() || status.is_server_error() {
+        let inner = if errored {
             let body = self
                 .read_error_body(upstream_body, &head.headers, deadline, timeouts.idle)
                 .await;

@@ -10,8 +10,9 @@
 //! 2. keygate-auth's `verify_request` yields a [`VerifiedAccess`].
 //! 3. [`route::Route::authorize`] checks the allow-list and scopes for that token and
 //!    yields an [`route::AuthorizedCall`] (S30).
-//! 4. [`limit::LimitGate::admit`] applies rate and quota and yields a
-//!    [`limit::RatePermit`] (or a 429 with `Retry-After`).
+//! 4. [`limit::LimitGate::admit`] applies rate, the user's cost budget
+//!    ([`budget::Budgets`]) and quota, and yields a [`limit::RatePermit`] (or a 429 with
+//!    `Retry-After`).
 //! 5. [`forward::Forwarder::forward`] takes all three proofs plus the key as a
 //!    `SecretString`, builds the upstream request from the route only (S25), cleans the
 //!    headers (S26, S27), injects the key, streams both bodies and redacts upstream error
@@ -25,6 +26,8 @@
 //! | [`h1guard`] | the same checks on the raw HTTP/1 byte stream, before the server's parser |
 //! | [`headers`] | outbound/inbound header hygiene and key injection |
 //! | [`limit`] | GCRA rate limiter and quota traits + in-memory implementations, permits |
+//! | [`budget`] | per-user cost budgets: the check, the spending sink, the ledger trait |
+//! | [`meter`] | reading a call's cost from the response header, JSON body or event stream |
 //! | [`forward`] | pooled upstream client, streaming, timeouts, redaction |
 //! | [`redact`] | finding the key in clear/base64/URL-encoded form |
 //! | [`usage`] | usage events and Prometheus counters |
@@ -92,19 +95,22 @@
     )
 )]
 
+pub mod budget;
 pub mod error;
 pub mod forward;
 pub mod framing;
 pub mod h1guard;
 pub mod headers;
 pub mod limit;
+pub mod meter;
 pub mod path;
 pub mod redact;
 pub mod route;
 pub mod throttle;
 pub mod usage;
 
-pub use error::{Fault, ProxyError};
+pub use budget::Budgets;
+pub use error::{BudgetWindow, Fault, ProxyError};
 pub use forward::{Forwarder, ForwarderConfig, ProxyBody};
 pub use headers::ForwardedInfo;
 pub use limit::{LimitGate, RatePermit};

@@ -20,6 +20,7 @@ use http::header::HeaderName;
 
 use keygate_auth::ids::UserId;
 
+use crate::budget::Budgets;
 use crate::error::{ProxyError, retry_after_secs};
 use crate::path::RouteName;
 use crate::route::{AuthorizedCall, LimitPer, QuotaPeriod, QuotaSpec, RateSpec};
@@ -514,13 +515,16 @@ impl RatePermit {
 }
 
 /// Applies a call's route limits: rate first (cheap, refuses floods before they touch
-/// the quota store), then quota.
+/// the stores), then the user's cost budget (read only, so a refused call uses up no
+/// quota), then quota.
 pub struct LimitGate {
     rate: Arc<dyn RateLimiter>,
     /// Used when `rate` is unavailable, with a degraded policy (S35).
     fallback: InMemoryRateLimiter,
     fallback_divisor: u32,
     quota: Arc<dyn QuotaStore>,
+    /// Cost budgets; a route with a budget is refused (fail closed) while this is unset.
+    budgets: Option<Arc<Budgets>>,
 }
 
 impl LimitGate {
@@ -536,7 +540,15 @@ impl LimitGate {
             fallback: InMemoryRateLimiter::new(100_000),
             fallback_divisor,
             quota,
+            budgets: None,
         }
+    }
+
+    /// Enforces routes' cost budgets with `budgets` (which must also receive the
+    /// forwarder's usage events, or spending never grows).
+    pub fn with_budgets(mut self, budgets: Arc<Budgets>) -> Self {
+        self.budgets = Some(budgets);
+        self
     }
 
     /// An in-process gate (embedded deployment, tests).
@@ -597,6 +609,12 @@ impl LimitGate {
                 }
             }
         };
+        if call.route().budget().is_some() {
+            match &self.budgets {
+                Some(budgets) => budgets.check_at(call, now_unix).await?,
+                None => return Err(ProxyError::Unavailable("cost budgets")),
+            }
+        }
         let quota = match &limits.quota {
             None => None,
             Some(spec) => {
@@ -771,5 +789,46 @@ mod tests {
         );
         // The ended window's counter is gone.
         assert_eq!(s.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_budget_refusal_uses_no_quota_and_a_gate_without_budgets_fails_closed() {
+        use crate::budget::{BudgetSpend, InMemoryBudgetLedger};
+        use crate::path::ProxyTarget;
+        use crate::route::RouteTable;
+        use keygate_auth::ids::UserId;
+        let table = RouteTable::from_toml(
+            "[routes.r]\nupstream = \"https://u.example\"\nsecret = \"s\"\ninject = { query = \"k\" }\nallow = [\"GET /a\"]\nlimits = { quota = \"2/day\" }\nbudget = { daily = 10 }\n",
+        )
+        .unwrap();
+        let route = table.iter().next().unwrap().clone();
+        let call = AuthorizedCall::for_tests(
+            route.clone(),
+            ProxyTarget::parse("/proxy/", "/proxy/r/a").unwrap(),
+            UserId::parse("alice").unwrap(),
+        );
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let now = 1_796_558_400;
+        let bare = LimitGate::in_memory(100);
+        assert_eq!(
+            bare.admit_at(&call, ip, now).await.unwrap_err().code(),
+            "unavailable",
+            "a budgeted route is refused when no budgets are wired"
+        );
+        let ledger = Arc::new(InMemoryBudgetLedger::new());
+        ledger.add(vec![BudgetSpend {
+            user: UserId::parse("alice").unwrap(),
+            route: route.name().clone(),
+            day: (now / 86_400) as i64,
+            cost: 10,
+        }]);
+        let quota = Arc::new(InMemoryQuotaStore::new());
+        let gate = LimitGate::new(Arc::new(InMemoryRateLimiter::new(100)), quota.clone(), 1)
+            .with_budgets(Arc::new(Budgets::new(ledger, Duration::from_secs(1), 100)));
+        for _ in 0..3 {
+            let err = gate.admit_at(&call, ip, now).await.unwrap_err();
+            assert_eq!(err.code(), "budget_exhausted");
+        }
+        assert!(quota.is_empty(), "no quota was counted for refused calls");
     }
 }

@@ -56,6 +56,44 @@ pub struct RawRoute {
     /// Extra trust and client certificate for the upstream.
     #[serde(default)]
     pub tls: Option<RawTls>,
+    /// What one call costs, and where the upstream reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<RawCost>,
+    /// Cost budgets per user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<RawBudget>,
+}
+
+/// `cost = { per_call = 1, header = "x-usage-cost", json = "usage.total_tokens" }`.
+///
+/// `per_call` is what a call costs when the upstream's report is absent or unreadable;
+/// `header` or `json` (at most one) names where the upstream reports the real cost.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    /// Cost of a call without a readable report. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_call: Option<u64>,
+    /// A response header holding the cost as a decimal integer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A dotted path into the JSON response body (or the last JSON event of a
+    /// `text/event-stream`), e.g. `usage.total_tokens` or `choices[0].usage.cost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<String>,
+}
+
+/// `budget = { daily = 100000, monthly = 2000000 }`: cost units per user per UTC day
+/// and per UTC calendar month.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Cost units per user per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u64>,
+    /// Cost units per user per UTC calendar month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u64>,
 }
 
 /// `inject = { header = "…", value = "…{secret}…" } | { query = "…" } | { basic = { username = "…" } }`.
@@ -464,6 +502,119 @@ pub struct UpstreamTls {
     pub client_identity: Option<(String, String)>,
 }
 
+/// Longest `cost.json` path, in steps.
+pub const MAX_JSON_PATH_STEPS: usize = 16;
+
+/// Largest cost or budget value: the store keeps them as signed 64-bit integers.
+pub const MAX_COST: u64 = i64::MAX as u64;
+
+/// One step of a [`JsonPath`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JsonStep {
+    /// An object member. A member name of digits also indexes an array (`choices.0`).
+    Key(String),
+    /// An array element, written `[N]`.
+    Index(usize),
+}
+
+/// A dotted path into a JSON document: `usage.total_tokens`, `choices[0].usage.cost`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonPath {
+    steps: Vec<JsonStep>,
+    text: String,
+}
+
+impl JsonPath {
+    /// Parses `name(.name)*` where each name may be followed by `[N]` indices. Names are
+    /// non-empty and hold no `.`, `[` or `]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() || text.len() > 256 {
+            return Err("the path must be 1-256 characters".into());
+        }
+        let mut steps = Vec::new();
+        for segment in text.split('.') {
+            let (name, mut rest) = match segment.find('[') {
+                Some(i) => segment.split_at(i),
+                None => (segment, ""),
+            };
+            if name.is_empty() || name.contains(']') {
+                return Err(format!(
+                    "'{segment}': every dotted segment starts with a member name"
+                ));
+            }
+            steps.push(JsonStep::Key(name.to_owned()));
+            while !rest.is_empty() {
+                let close = rest
+                    .find(']')
+                    .filter(|_| rest.starts_with('['))
+                    .ok_or_else(|| format!("'{segment}': expected [INDEX]"))?;
+                let index = rest
+                    .get(1..close)
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| format!("'{segment}': an index is a non-negative integer"))?;
+                steps.push(JsonStep::Index(index));
+                rest = rest.get(close + 1..).unwrap_or_default();
+            }
+        }
+        if steps.len() > MAX_JSON_PATH_STEPS {
+            return Err(format!("at most {MAX_JSON_PATH_STEPS} steps"));
+        }
+        Ok(Self {
+            steps,
+            text: text.to_owned(),
+        })
+    }
+
+    /// The steps, outermost first.
+    pub fn steps(&self) -> &[JsonStep] {
+        &self.steps
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Where the upstream reports a call's cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CostSource {
+    /// Nowhere: every call costs `per_call`, and nothing is read per call.
+    Fixed,
+    /// A response header holding a decimal integer.
+    Header(HeaderName),
+    /// A path into the JSON body, or into the last JSON event of an event stream.
+    Json(JsonPath),
+}
+
+/// What a call costs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CostSpec {
+    /// The cost when the report is absent or unreadable (and of every call when
+    /// `source` is [`CostSource::Fixed`]).
+    pub per_call: u64,
+    /// Where the report is read.
+    pub source: CostSource,
+}
+
+impl Default for CostSpec {
+    fn default() -> Self {
+        Self {
+            per_call: 1,
+            source: CostSource::Fixed,
+        }
+    }
+}
+
+/// Per-user cost budgets of a route, in cost units. At least one is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetSpec {
+    /// Per UTC day.
+    pub daily: Option<u64>,
+    /// Per UTC calendar month.
+    pub monthly: Option<u64>,
+}
+
 /// A validated route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -477,6 +628,8 @@ pub struct Route {
     timeouts: Timeouts,
     max_body_bytes: u64,
     tls: UpstreamTls,
+    cost: CostSpec,
+    budget: Option<BudgetSpec>,
 }
 
 impl Route {
@@ -536,6 +689,14 @@ impl Route {
                 }
             }
         };
+        let cost = match &raw.cost {
+            None => CostSpec::default(),
+            Some(c) => parse_cost(c).map_err(|(f, m)| at.err(&format!("cost{f}"), m))?,
+        };
+        let budget = match &raw.budget {
+            None => None,
+            Some(b) => Some(parse_budget(b).map_err(|(f, m)| at.err(&format!("budget{f}"), m))?),
+        };
         Ok(Self {
             name: route_name,
             upstream,
@@ -547,6 +708,8 @@ impl Route {
             timeouts,
             max_body_bytes,
             tls,
+            cost,
+            budget,
         })
     }
 
@@ -589,6 +752,14 @@ impl Route {
     /// Upstream TLS material.
     pub fn tls(&self) -> &UpstreamTls {
         &self.tls
+    }
+    /// What a call costs and where the upstream reports it.
+    pub fn cost(&self) -> &CostSpec {
+        &self.cost
+    }
+    /// Per-user cost budgets, if any.
+    pub fn budget(&self) -> Option<&BudgetSpec> {
+        self.budget.as_ref()
     }
 
     /// Whether the allow-list admits `method` on `path`.
@@ -636,6 +807,18 @@ pub struct AuthorizedCall {
 }
 
 impl AuthorizedCall {
+    /// A call as if authorised, for unit tests of the later steps.
+    #[cfg(test)]
+    pub(crate) fn for_tests(route: Arc<Route>, target: ProxyTarget, user: UserId) -> Self {
+        Self {
+            route,
+            target,
+            method: Method::GET,
+            client: ClientId::parse("test-client").expect("a valid client id"),
+            user,
+        }
+    }
+
     /// The route.
     pub fn route(&self) -> &Arc<Route> {
         &self.route
@@ -796,6 +979,45 @@ fn parse_limits(raw: RawLimits) -> Result<Limits, (&'static str, String)> {
         Some(_) => return Err(("per", "must be user, client or ip".into())),
     };
     Ok(Limits { rate, quota, per })
+}
+
+/// Validates `cost = { … }`; errors name the sub-field as `""` or `".json"` etc.
+fn parse_cost(raw: &RawCost) -> Result<CostSpec, (&'static str, String)> {
+    let per_call = raw.per_call.unwrap_or(1);
+    if per_call > MAX_COST {
+        return Err((".per_call", format!("must be at most {MAX_COST}")));
+    }
+    let source = match (&raw.header, &raw.json) {
+        (Some(_), Some(_)) => {
+            return Err(("", "set at most one of header and json".into()));
+        }
+        (Some(h), None) => {
+            let name = HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| (".header", "not a valid header name".to_owned()))?;
+            CostSource::Header(name)
+        }
+        (None, Some(j)) => CostSource::Json(JsonPath::parse(j).map_err(|m| (".json", m))?),
+        (None, None) => CostSource::Fixed,
+    };
+    Ok(CostSpec { per_call, source })
+}
+
+/// Validates `budget = { … }`.
+fn parse_budget(raw: &RawBudget) -> Result<BudgetSpec, (&'static str, String)> {
+    for (field, value) in [(".daily", raw.daily), (".monthly", raw.monthly)] {
+        match value {
+            Some(0) => return Err((field, "must be positive".into())),
+            Some(v) if v > MAX_COST => return Err((field, format!("must be at most {MAX_COST}"))),
+            _ => {}
+        }
+    }
+    if raw.daily.is_none() && raw.monthly.is_none() {
+        return Err(("", "set daily, monthly or both".into()));
+    }
+    Ok(BudgetSpec {
+        daily: raw.daily,
+        monthly: raw.monthly,
+    })
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h`.
@@ -1019,6 +1241,13 @@ limits   = { rate = "1/s", per = "ip" }
             (format!("{BASE}allow = [\"GET /a\"]\nlimits = {{ burst = 3 }}"), "routes.r.limits.burst: "),
             (format!("{BASE}allow = [\"GET /a\"]\ntimeouts = {{ connect = \"5 parsecs\" }}"), "routes.r.timeouts.connect: "),
             (format!("{BASE}allow = [\"GET /a\"]\nscopes = [\"ok\", \"bad scope\"]"), "routes.r.scopes[1]: "),
+            (format!("{BASE}allow = [\"GET /a\"]\ncost = {{ header = \"x-cost\", json = \"usage.n\" }}"), "routes.r.cost: "),
+            (format!("{BASE}allow = [\"GET /a\"]\ncost = {{ header = \"bad header\" }}"), "routes.r.cost.header: "),
+            (format!("{BASE}allow = [\"GET /a\"]\ncost = {{ json = \"usage..n\" }}"), "routes.r.cost.json: "),
+            (format!("{BASE}allow = [\"GET /a\"]\ncost = {{ json = \"usage[x]\" }}"), "routes.r.cost.json: "),
+            (format!("{BASE}allow = [\"GET /a\"]\nbudget = {{ daily = 0 }}"), "routes.r.budget.daily: "),
+            (format!("{BASE}allow = [\"GET /a\"]\nbudget = {{ monthly = 0 }}"), "routes.r.budget.monthly: "),
+            (format!("{BASE}allow = [\"GET /a\"]\nbudget = {{}}"), "routes.r.budget: "),
             ("upstream = \"ftp://u.example\"\nsecret = \"s\"\ninject = { query = \"key\" }\nallow = [\"GET /a\"]".into(), "routes.r.upstream: "),
             ("upstream = \"https://user:pw@u.example\"\nsecret = \"s\"\ninject = { query = \"key\" }\nallow = [\"GET /a\"]".into(), "routes.r.upstream: "),
             ("upstream = \"https://u.example/?a=b\"\nsecret = \"s\"\ninject = { query = \"key\" }\nallow = [\"GET /a\"]".into(), "routes.r.upstream: "),
@@ -1044,6 +1273,39 @@ limits   = { rate = "1/s", per = "ip" }
             .unwrap_err()
             .to_string();
         assert!(bad_name.starts_with("routes.Bad: "), "{bad_name}");
+    }
+
+    #[test]
+    fn cost_and_budget_parse_with_defaults() {
+        let table = RouteTable::from_toml(&format!(
+            "[routes.r]\n{BASE}allow = [\"GET /a\"]\ncost = {{ json = \"usage.total_tokens\" }}\nbudget = {{ daily = 100000, monthly = 2000000 }}\n\
+             [routes.h]\n{BASE}allow = [\"GET /a\"]\ncost = {{ per_call = 3, header = \"X-Usage-Cost\" }}\n\
+             [routes.plain]\n{BASE}allow = [\"GET /a\"]\n"
+        ))
+        .unwrap();
+        let get = |n: &str| table.get(&RouteName::parse(n).unwrap()).unwrap().clone();
+        let r = get("r");
+        assert_eq!(r.cost().per_call, 1);
+        assert!(
+            matches!(&r.cost().source, CostSource::Json(p) if p.as_str() == "usage.total_tokens")
+        );
+        assert_eq!(
+            r.budget(),
+            Some(&BudgetSpec {
+                daily: Some(100_000),
+                monthly: Some(2_000_000)
+            })
+        );
+        let h = get("h");
+        assert_eq!(h.cost().per_call, 3);
+        assert!(matches!(&h.cost().source, CostSource::Header(n) if n == "x-usage-cost"));
+        let plain = get("plain");
+        assert_eq!(plain.cost(), &CostSpec::default());
+        assert!(plain.budget().is_none());
+        // Routes without cost or budget serialise as before (stored admin routes).
+        let raw: RawRoute = toml::from_str(&format!("{BASE}allow = [\"GET /a\"]")).unwrap();
+        let json = toml::to_string(&raw).unwrap();
+        assert!(!json.contains("cost") && !json.contains("budget"), "{json}");
     }
 
     #[test]

@@ -72,7 +72,9 @@ pub struct UsageEvent {
     pub jkt: Option<Jkt>,
     /// The address the call came from.
     pub client_ip: IpAddr,
-    /// What the call cost, in the route's cost units (1 unless the route meters cost).
+    /// What the call cost, in the route's cost units: read from the response when the
+    /// route meters cost (see [`crate::meter`]), else the route's `per_call` (default 1);
+    /// 0 when no upstream response came (keygate or the connection failed first).
     pub cost: u64,
     /// The route.
     pub route: RouteName,
@@ -271,6 +273,7 @@ struct Series {
 pub struct ProxyMetrics {
     responses: Mutex<BTreeMap<(String, &'static str), Series>>,
     refusals: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+    cost_unreadable: Mutex<BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for ProxyMetrics {
@@ -312,6 +315,20 @@ impl ProxyMetrics {
         let route = route.map_or("unknown", RouteName::as_str).to_owned();
         *map.entry((route, error.code(), error.fault().as_str()))
             .or_default() += 1;
+    }
+
+    /// Counts a metered call whose cost could not be read (it was counted at the route's
+    /// `per_call`).
+    pub fn cost_unreadable(&self, route: &RouteName) {
+        let Ok(mut map) = self.cost_unreadable.lock() else {
+            return;
+        };
+        match map.get_mut(route.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                map.insert(route.as_str().to_owned(), 1);
+            }
+        }
     }
 
     /// The Prometheus text exposition.
@@ -365,6 +382,16 @@ impl ProxyMetrics {
                 );
             }
         }
+        out.push_str("# HELP keygate_proxy_cost_unreadable_total Metered calls whose cost could not be read from the response; each counted at the route's per_call.\n");
+        out.push_str("# TYPE keygate_proxy_cost_unreadable_total counter\n");
+        if let Ok(map) = self.cost_unreadable.lock() {
+            for (route, n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "keygate_proxy_cost_unreadable_total{{route=\"{route}\"}} {n}"
+                );
+            }
+        }
         out
     }
 }
@@ -380,7 +407,10 @@ mod tests {
         m.observe(&r, StatusClass::Success, Duration::from_millis(20));
         m.refused(Some(&r), &ProxyError::NotAllowed);
         m.refused(None, &ProxyError::UnknownRoute);
+        m.cost_unreadable(&r);
+        m.cost_unreadable(&r);
         let text = m.render();
+        assert!(text.contains("keygate_proxy_cost_unreadable_total{route=\"openai\"} 2"));
         assert!(text.contains("keygate_proxy_requests_total{route=\"openai\",status=\"2xx\"} 1"));
         assert!(text.contains("reason=\"not_allowed\",fault=\"client\"} 1"));
         assert!(text.contains("route=\"unknown\""));

@@ -2,8 +2,10 @@
 //! whose types make every check a precondition of the next:
 //!
 //! framing and path checks → `VerifiedAccess` (token, DPoP proof, revocation) →
-//! `AuthorizedCall` (allow-list, scopes) → `RatePermit` (rate, quota) → the key from the
-//! vault → `Forwarder::forward`, which cleans the headers, injects the key and streams.
+//! `AuthorizedCall` (allow-list, scopes) → `RatePermit` (rate, cost budget, quota) → the
+//! key from the vault → `Forwarder::forward`, which cleans the headers, injects the key,
+//! streams, and meters the call's cost for the budgets (summed in memory, written to the
+//! store once a second by `flush_budgets`).
 //!
 //! Routes come from `[routes.*]` in the configuration, overlaid by routes applied through
 //! the admin API (stored, so every replica and every restart sees them).
@@ -70,6 +72,92 @@ impl keygate_proxy::limit::QuotaStore for StoreQuota {
                 }
             }
         })
+    }
+}
+
+/// Cost budget spending in the store, read by [`keygate_proxy::Budgets`] through its
+/// cache (at most one read per user and budgeted route per second). An unreachable store
+/// refuses budgeted calls (fail closed, like quotas).
+pub struct StoreBudgets(pub Arc<dyn keygate_store::Store>);
+
+impl keygate_proxy::budget::BudgetLedger for StoreBudgets {
+    fn spent<'a>(
+        &'a self,
+        user: &'a keygate_auth::ids::UserId,
+        route: &'a keygate_proxy::RouteName,
+        month_first_day: i64,
+        today: i64,
+    ) -> keygate_proxy::limit::BoxFuture<
+        'a,
+        Result<keygate_proxy::budget::Spent, keygate_proxy::budget::BudgetUnavailable>,
+    > {
+        use keygate_proxy::budget::{BudgetUnavailable, Spent};
+        Box::pin(async move {
+            match self
+                .0
+                .budget_spent(user.as_str(), route.as_str(), month_first_day, today)
+                .await
+            {
+                Ok(s) => Ok(Spent {
+                    day: u64::try_from(s.day).unwrap_or(0),
+                    month: u64::try_from(s.range).unwrap_or(0),
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "budget store unavailable");
+                    Err(BudgetUnavailable)
+                }
+            }
+        })
+    }
+}
+
+/// How often summed costs are written to the store, and how long a replica reuses a
+/// user's spending as read from it: together they bound how far a budget can be
+/// overshot (see [`keygate_proxy::budget`]).
+pub const BUDGET_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Days of budget spending kept: the current month needs at most 31.
+const BUDGET_KEEP_DAYS: i64 = 62;
+
+/// Writes the costs [`keygate_proxy::Budgets`] summed since the last tick to the store,
+/// once every [`BUDGET_FLUSH`]; a batch that fails is put back and retried with the next
+/// (spending that is never written would let users overshoot). Drops days older than
+/// [`BUDGET_KEEP_DAYS`] once an hour. Ends after a last write once it is the only holder.
+async fn flush_budgets(store: Arc<dyn keygate_store::Store>, budgets: Arc<keygate_proxy::Budgets>) {
+    let mut tick = tokio::time::interval(BUDGET_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        let last = Arc::strong_count(&budgets) == 1;
+        let taken = budgets.take();
+        if !taken.is_empty() {
+            let rows = taken
+                .iter()
+                .map(|s| keygate_store::BudgetRow {
+                    user_id: s.user.as_str().to_owned(),
+                    route: s.route.as_str().to_owned(),
+                    day: s.day,
+                    cost: i64::try_from(s.cost).unwrap_or(i64::MAX),
+                })
+                .collect();
+            if let Err(e) = store.budget_add(rows).await {
+                tracing::error!(error = %e, "writing budget spending failed; retrying with the next batch");
+                if !last {
+                    budgets.restore(taken);
+                }
+            }
+        }
+        if ticks % 3600 == 1 {
+            let today = now_ms() / 86_400_000;
+            if let Err(e) = store.purge_budgets(today - BUDGET_KEEP_DAYS).await {
+                tracing::warn!(error = %e, "purging old budget spending failed");
+            }
+        }
+        if last {
+            return;
+        }
     }
 }
 
@@ -168,10 +256,19 @@ impl ProxyState {
         let metrics = Arc::new(ProxyMetrics::new());
         let summing = Arc::new(keygate_proxy::usage::SummingUsageSink::new(100_000));
         tokio::spawn(flush_usage(store.clone(), summing.clone()));
+        let budgets = Arc::new(keygate_proxy::Budgets::new(
+            Arc::new(StoreBudgets(store.clone())),
+            BUDGET_FLUSH,
+            100_000,
+        ));
+        tokio::spawn(flush_budgets(store.clone(), budgets.clone()));
+        // The monitor and budgets look at each event in place; the usage sums, last,
+        // take it.
         let mut sinks: Vec<Arc<dyn keygate_proxy::usage::UsageSink>> = Vec::new();
         if let Some(m) = monitor {
             sinks.push(m);
         }
+        sinks.push(budgets.clone());
         sinks.push(summing);
         let sink: Arc<dyn keygate_proxy::usage::UsageSink> =
             Arc::new(keygate_proxy::usage::TeeUsageSink(sinks));
@@ -198,11 +295,13 @@ impl ProxyState {
             // Rates in process (a Redis limiter replaces this on scale-out); quotas in the
             // store, so they hold across restarts and replicas.
             secrets: Default::default(),
+            // Cost budgets read spending from the store too (through a 1 s cache).
             gate: LimitGate::new(
                 Arc::new(keygate_proxy::limit::InMemoryRateLimiter::new(100_000)),
                 Arc::new(StoreQuota(store)),
                 1,
-            ),
+            )
+            .with_budgets(budgets),
             forwarder,
             metrics,
             usage: sink,

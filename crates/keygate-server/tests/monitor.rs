@@ -417,7 +417,10 @@ async fn a_refresh_token_shown_with_another_key_revokes_its_session_at_once() {
         .discover()
         .await
         .unwrap();
-    assert!(thief.refresh().await.is_err(), "keygate refuses the other key (S16)");
+    assert!(
+        thief.refresh().await.is_err(),
+        "keygate refuses the other key (S16)"
+    );
     let alerts = w.tick(Duration::from_secs(2)).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(
@@ -425,7 +428,10 @@ async fn a_refresh_token_shown_with_another_key_revokes_its_session_at_once() {
         ("key-change", "revoke")
     );
     assert!(alerts[0].subject.starts_with("session:"), "{alerts:?}");
-    assert!(alerts[0].evidence.contains("\"revoked_sessions\":1"), "{alerts:?}");
+    assert!(
+        alerts[0].evidence.contains("\"revoked_sessions\":1"),
+        "{alerts:?}"
+    );
     // Revoked before the thief could try anything else: the owner's next call fails too.
     assert_eq!(models(&alice).await, 401);
     assert!(w.tick(Duration::from_secs(2)).await.is_empty(), "once");
@@ -435,8 +441,14 @@ async fn a_refresh_token_shown_with_another_key_revokes_its_session_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_geoip_database_stops_the_start_with_a_clear_reason() {
     let dir = tempfile::tempdir().unwrap();
-    keygate_server::init_dir(dir.path(), free_addr()).await.unwrap();
-    std::fs::write(dir.path().join("geo.mmdb"), b"not a maxmind database at all").unwrap();
+    keygate_server::init_dir(dir.path(), free_addr())
+        .await
+        .unwrap();
+    std::fs::write(
+        dir.path().join("geo.mmdb"),
+        b"not a maxmind database at all",
+    )
+    .unwrap();
     let path = dir.path().join("keygate.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str("\n[monitor]\ngeoip_db = \"geo.mmdb\"\n");

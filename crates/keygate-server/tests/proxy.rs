@@ -33,7 +33,19 @@ struct Recorder(Arc<Mutex<Vec<(String, HeaderMap)>>>);
 async fn fake_upstream(recorder: Recorder) -> String {
     let r1 = recorder.clone();
     let r2 = recorder.clone();
+    let r3 = recorder.clone();
     let app = Router::new()
+        .route(
+            "/v1/metered/{kind}",
+            get(
+                move |axum::extract::Path(kind): axum::extract::Path<String>,
+                      uri: axum::http::Uri,
+                      headers: HeaderMap| async move {
+                    r3.0.lock().unwrap().push((uri.to_string(), headers));
+                    metered(&kind)
+                },
+            ),
+        )
         .route(
             "/v1/chat/completions",
             post(move |uri: axum::http::Uri, headers: HeaderMap| async move {
@@ -116,6 +128,41 @@ fn echo(kind: &str, headers: &HeaderMap) -> axum::response::Response {
     axum::body::Body::from_stream(async_stream(parts)).into_response()
 }
 
+/// An upstream that reports what a call cost: in its JSON body (`json`: 17, `big`: 60),
+/// in its last JSON event (`sse`: 30, split across chunks and followed by `[DONE]`, the
+/// first event 800 ms before the rest), in a header (`header`: 9), or unreadably
+/// (`missing`, `text`).
+fn metered(kind: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let json_body =
+        |body: &'static str| ([("content-type", "application/json")], body).into_response();
+    match kind {
+        "json" => json_body(r#"{"id":"x","usage":{"prompt_tokens":7,"total_tokens":17}}"#),
+        "big" => json_body(r#"{"usage":{"total_tokens":60}}"#),
+        "missing" => json_body(r#"{"choices":[]}"#),
+        "text" => json_body(r#"{"usage":{"total_tokens":"lots"}}"#),
+        "header" => ([("x-usage-cost", "9")], "metered by header").into_response(),
+        _ => (
+            [("content-type", "text/event-stream")],
+            axum::body::Body::from_stream(async_stream(vec![
+                (
+                    "data: {\"delta\":\"hel\",\"usage\":null}\n\n",
+                    Duration::ZERO,
+                ),
+                (
+                    "data: {\"delta\":\"lo\"}\r\n\r\ndata: {\"usage\":\r\ndata: {\"total_",
+                    Duration::from_millis(800),
+                ),
+                (
+                    "tokens\":30}}\r\n\r\ndata: [DONE]\n\n",
+                    Duration::from_millis(30),
+                ),
+            ])),
+        )
+            .into_response(),
+    }
+}
+
 fn async_stream(
     parts: Vec<(&'static str, Duration)>,
 ) -> impl futures_core::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
@@ -154,6 +201,12 @@ async fn world(rate: &str, burst: u32) -> World {
 
 /// `limits` is the inside of the route's `limits = { … }`.
 async fn world_with(limits: &str) -> World {
+    world_routes(limits, "").await
+}
+
+/// Like [`world_with`], with more `[routes.*]` tables after `openai`; `UPSTREAM` in them
+/// stands for the fake upstream's URL.
+async fn world_routes(limits: &str, extra: &str) -> World {
     let app = TestApp::spawn().await;
     let recorder = Recorder::default();
     let upstream = fake_upstream(recorder.clone()).await;
@@ -163,6 +216,7 @@ async fn world_with(limits: &str) -> World {
     );
     let (s, _) = app.put("openai", json!({"value": key})).await;
     assert_eq!(s, StatusCode::OK);
+    let extra = extra.replace("UPSTREAM", &upstream);
     let routes = format!(
         r#"
 [routes.openai]
@@ -172,6 +226,7 @@ inject   = {{ header = "Authorization", value = "Bearer {{secret}}" }}
 allow    = ["POST /v1/chat/completions", "GET /v1/stream", "GET /v1/echo/*"]
 scopes   = ["ai"]
 limits   = {{ {limits}, per = "user" }}
+{extra}
 "#
     );
     let (s, b) = app
@@ -182,12 +237,6 @@ limits   = {{ {limits}, per = "user" }}
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    app.call(
-        reqwest::Method::POST,
-        "/admin/v1/users",
-        Some(json!({"name": "alice", "password": PASSWORD, "scopes": ["ai"]})),
-    )
-    .await;
     let (_, c) = app
         .call(
             reqwest::Method::POST,
@@ -195,7 +244,24 @@ limits   = {{ {limits}, per = "user" }}
             Some(json!({"name": "ios-app", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"]})),
         )
         .await;
-    let config = ClientConfig::new(&app.base, c["client_id"].as_str().unwrap(), REDIRECT).unwrap();
+    let client = signed_in(&app, c["client_id"].as_str().unwrap(), "alice").await;
+    World {
+        app,
+        recorder,
+        client,
+        key,
+    }
+}
+
+/// Creates `user` (with the `ai` scope) and signs it in on the app `client_id`.
+async fn signed_in(app: &TestApp, client_id: &str, user: &str) -> Client {
+    app.call(
+        reqwest::Method::POST,
+        "/admin/v1/users",
+        Some(json!({"name": user, "password": PASSWORD, "scopes": ["ai"]})),
+    )
+    .await;
+    let config = ClientConfig::new(&app.base, client_id, REDIRECT).unwrap();
     let client = Client::builder(
         config,
         Arc::new(MemoryKeyStore::generate()),
@@ -205,19 +271,14 @@ limits   = {{ {limits}, per = "user" }}
     .await
     .unwrap();
     let (url, pending) = client.authorization_url(&["ai"]).unwrap();
-    let callback = keygate_client::headless::sign_in(&url, "alice", PASSWORD)
+    let callback = keygate_client::headless::sign_in(&url, user, PASSWORD)
         .await
         .unwrap();
     client
         .exchange_code(pending, &callback, None)
         .await
         .unwrap();
-    World {
-        app,
-        recorder,
-        client,
-        key,
-    }
+    client
 }
 
 async fn chat(w: &World) -> reqwest::Response {
@@ -655,4 +716,256 @@ async fn a_revocation_by_another_replica_takes_effect_within_the_stated_bound() 
     assert_eq!(chat(&w).await.status(), StatusCode::UNAUTHORIZED);
     keygate_store::Store::close(&other).await;
     w.app.stop().await;
+}
+
+const METERED: &str = r#"
+[routes.metered]
+upstream = "UPSTREAM"
+secret   = "openai"
+inject   = { header = "Authorization", value = "Bearer {secret}" }
+allow    = ["GET /v1/metered/*"]
+scopes   = ["ai"]
+cost     = { per_call = 5, json = "usage.total_tokens" }
+budget   = { daily = 100, monthly = 100000 }
+
+[routes.headered]
+upstream = "UPSTREAM"
+secret   = "openai"
+inject   = { header = "Authorization", value = "Bearer {secret}" }
+allow    = ["GET /v1/metered/*"]
+scopes   = ["ai"]
+cost     = { header = "x-usage-cost" }
+budget   = { monthly = 1000000 }
+"#;
+
+/// GET `/proxy/{route}/v1/metered/{kind}` as `client`; status and body.
+async fn metered_call(
+    client: &Client,
+    route: &str,
+    kind: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let resp = client
+        .request(Method::GET, &format!("/proxy/{route}/v1/metered/{kind}"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
+/// A second handle on the server's store, as another replica would have.
+async fn other_replica(w: &World) -> keygate_store::SqlStore {
+    keygate_store::SqlStore::connect(&w.app.store_url())
+        .await
+        .unwrap()
+}
+
+/// Today's spending of `user` on `route` as written to the store, once it reaches `want`
+/// (the server writes once a second), or what it was after 5 s.
+async fn spent_today(store: &keygate_store::SqlStore, user: &str, route: &str, want: i64) -> i64 {
+    use keygate_store::{BudgetStore, TokenStore};
+    let id = store.user_by_name(user).await.unwrap().unwrap().id;
+    let today = keygate_vault::now_ms() / 86_400_000;
+    let mut spent = 0;
+    for _ in 0..50 {
+        spent = store
+            .budget_spent(&id, route, today, today)
+            .await
+            .unwrap()
+            .day;
+        if spent >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    spent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metered_costs_are_read_from_json_bodies_event_streams_and_headers() {
+    let mut w = world_routes(r#"rate = "1000/min", burst = 50"#, METERED).await;
+    let store = other_replica(&w).await;
+
+    let (s, _, body) = metered_call(&w.client, "metered", "json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.contains("\"total_tokens\":17"),
+        "the body passes unchanged: {body}"
+    );
+    assert_eq!(
+        spent_today(&store, "alice", "metered", 17).await,
+        17,
+        "cost from the JSON body"
+    );
+
+    // A stream: the app gets the first event on its own, every byte unchanged, and the
+    // cost comes from the last JSON event (split across chunks, before `[DONE]`).
+    let Streamed {
+        first,
+        first_at,
+        rest,
+        done_at,
+    } = stream_of(&w, "/proxy/metered/v1/metered/sse").await;
+    assert_eq!(first, "data: {\"delta\":\"hel\",\"usage\":null}\n\n");
+    assert_eq!(
+        rest,
+        "data: {\"delta\":\"lo\"}\r\n\r\ndata: {\"usage\":\r\ndata: {\"total_tokens\":30}}\r\n\r\ndata: [DONE]\n\n"
+    );
+    assert!(
+        first_at + Duration::from_millis(500) < done_at,
+        "the first event arrived before the upstream finished ({first_at:?} vs {done_at:?})"
+    );
+    assert_eq!(
+        spent_today(&store, "alice", "metered", 47).await,
+        47,
+        "cost from the last JSON event"
+    );
+
+    let (s, _, _) = metered_call(&w.client, "headered", "header").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        spent_today(&store, "alice", "headered", 9).await,
+        9,
+        "cost from the header"
+    );
+    let metrics = w.app.text("/metrics").await;
+    assert!(
+        !metrics.contains("keygate_proxy_cost_unreadable_total{"),
+        "every cost so far was readable:\n{metrics}"
+    );
+
+    // Missing and non-numeric costs count `per_call` (5) and move the counter.
+    for kind in ["missing", "text"] {
+        let (s, _, _) = metered_call(&w.client, "metered", kind).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    // The header route without the header: `per_call` defaults to 1.
+    let (s, _, _) = metered_call(&w.client, "headered", "json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(spent_today(&store, "alice", "metered", 57).await, 57);
+    assert_eq!(spent_today(&store, "alice", "headered", 10).await, 10);
+    let metrics = w.app.text("/metrics").await;
+    assert!(
+        metrics.contains("keygate_proxy_cost_unreadable_total{route=\"metered\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keygate_proxy_cost_unreadable_total{route=\"headered\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("alice") && !metrics.contains(&w.key));
+    keygate_store::Store::close(&store).await;
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_over_the_daily_budget_gets_429_and_the_upstream_is_not_called() {
+    let mut w = world_routes(r#"rate = "1000/min", burst = 50"#, METERED).await;
+    let store = other_replica(&w).await;
+    // 60 + 60: the second call starts below the budget of 100, so it is admitted.
+    for want in [60, 120] {
+        let (s, _, _) = metered_call(&w.client, "metered", "big").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(spent_today(&store, "alice", "metered", want).await, want);
+    }
+    let hits = w.recorder.0.lock().unwrap().len();
+    let (s, headers, body) = metered_call(&w.client, "metered", "big").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "budget_exhausted");
+    assert_eq!(body["fault"], "client");
+    assert!(
+        body["message"].as_str().unwrap().contains("daily"),
+        "{body}"
+    );
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let left_today = 86_400 - (keygate_vault::now_ms() / 1000) % 86_400;
+    assert!(
+        (1..=86_400).contains(&retry) && retry.abs_diff(left_today as u64) <= 5,
+        "Retry-After {retry} is the end of the UTC day ({left_today} s away)"
+    );
+    assert_eq!(
+        w.recorder.0.lock().unwrap().len(),
+        hits,
+        "a refused call never reaches the upstream"
+    );
+
+    // Another user on the same route, and alice on another route, are unaffected.
+    let (_, c) = w
+        .app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/clients",
+            Some(json!({"name": "android-app", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"]})),
+        )
+        .await;
+    let bob = signed_in(&w.app, c["client_id"].as_str().unwrap(), "bob").await;
+    let (s, _, _) = metered_call(&bob, "metered", "big").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(chat(&w).await.status(), StatusCode::OK);
+    assert_eq!(w.recorder.0.lock().unwrap().len(), hits + 2);
+
+    // Spending lives in the store: still refused after a restart.
+    keygate_store::Store::close(&store).await;
+    w.app.stop().await;
+    let dir = std::mem::replace(&mut w.app.dir, tempfile::tempdir().unwrap());
+    let token = w.app.token.clone();
+    w.app = TestApp::start(dir, token).await;
+    let (s, _, body) = metered_call(&w.client, "metered", "big").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("budget_exhausted"));
+    let metrics = w.app.text("/metrics").await;
+    assert!(
+        metrics.contains("reason=\"budget_exhausted\",fault=\"client\"} 1"),
+        "{metrics}"
+    );
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_and_budget_settings_are_validated_naming_the_field() {
+    let mut app = TestApp::spawn().await;
+    let route = |extra: &str| {
+        format!(
+            "[routes.ai]\nupstream = \"https://api.example.com\"\nsecret = \"k\"\ninject = {{ header = \"X-Key\" }}\nallow = [\"GET /a\"]\n{extra}\n"
+        )
+    };
+    for (extra, field) in [
+        (
+            "cost = { header = \"x-cost\", json = \"usage.total_tokens\" }",
+            "routes.ai.cost",
+        ),
+        ("cost = { json = \"usage..total\" }", "routes.ai.cost.json"),
+        ("cost = { header = \"no spaces\" }", "routes.ai.cost.header"),
+        ("cost = { per_call = -1 }", "routes.ai"),
+        ("budget = { daily = 0 }", "routes.ai.budget.daily"),
+        ("budget = { weekly = 5 }", "routes.ai"),
+        ("budget = {}", "routes.ai.budget"),
+    ] {
+        let (s, b) = app
+            .call(
+                reqwest::Method::PUT,
+                "/admin/v1/routes",
+                Some(json!({"toml": route(extra)})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{extra}: {b}");
+        assert!(
+            b["message"].as_str().unwrap().contains(field),
+            "{extra}: {b}"
+        );
+    }
+    let (s, b) = app
+        .call(
+            reqwest::Method::PUT,
+            "/admin/v1/routes",
+            Some(json!({"toml": route("cost = { per_call = 2, json = \"choices[0].usage.cost\" }\nbudget = { daily = 10 }")})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, show) = app.get("/admin/v1/routes/ai").await;
+    assert_eq!(show["route"]["cost"]["json"], "choices[0].usage.cost");
+    assert_eq!(show["route"]["budget"]["daily"], 10);
+    app.stop().await;
 }

@@ -27,14 +27,17 @@
 )]
 
 pub mod alerts;
+pub mod budgets;
 mod group;
 mod sql;
 mod sql_alerts;
+mod sql_budgets;
 mod sql_tokens;
 pub mod testing;
 pub mod tokens;
 
 pub use alerts::{AlertRecord, AlertStore};
+pub use budgets::{BudgetRow, BudgetSpent, BudgetStore};
 pub use sql::SqlStore;
 pub use tokens::{
     ClientRecord, CodeRecord, FamilyRecord, Redemption, RotationWrite, SigningKeyRecord,
@@ -200,10 +203,11 @@ pub struct UsageRow {
     pub latency_ms_max: i64,
 }
 
-/// keygate's persistent state: the vault and audit operations below, and the token
-/// service's in [`TokenStore`], the monitor's in [`AlertStore`].
+/// keygate's persistent state: the vault and audit operations below, the token
+/// service's in [`TokenStore`], the monitor's alerts in [`AlertStore`] and the proxy's
+/// cost budgets in [`BudgetStore`].
 #[async_trait]
-pub trait Store: TokenStore + AlertStore + Send + Sync + 'static {
+pub trait Store: TokenStore + AlertStore + BudgetStore + Send + Sync + 'static {
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;
 

@@ -199,7 +199,7 @@ impl SqlStore {
 
     /// Begins a write transaction that does not take the audit chain's lock (for data that
     /// is not a security event, such as usage counters).
-    async fn begin_plain(&self) -> Result<Tx> {
+    pub(crate) async fn begin_plain(&self) -> Result<Tx> {
         let tx = match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.write.begin().await,

@@ -1067,3 +1067,71 @@ async fn the_change_epoch_moves_only_on_writes_a_cache_could_contradict(db: &Tes
     assert!(store.change_epoch() > e2, "a secret write moves the epoch");
     store.close().await;
 }
+
+on_both_backends!(budget_spending_adds_up_per_day_and_range);
+
+async fn budget_spending_adds_up_per_day_and_range(db: &TestDb) {
+    use keygate_store::{BudgetRow, BudgetSpent, BudgetStore};
+    let store = Arc::new(open(db).await);
+    let row = |user: &str, route: &str, day: i64, cost: i64| BudgetRow {
+        user_id: user.into(),
+        route: route.into(),
+        day,
+        cost,
+    };
+    let epoch = store.change_epoch();
+    store
+        .budget_add(vec![
+            row("alice", "openai", 100, 30),
+            row("alice", "openai", 101, 5),
+            row("alice", "other", 101, 1000),
+            row("bob", "openai", 101, 7),
+            row("alice", "openai", 90, 9),
+        ])
+        .await
+        .unwrap();
+    // Concurrent batches from several replicas add, never overwrite.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .budget_add(vec![row("alice", "openai", 101, 2)])
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        store
+            .budget_spent("alice", "openai", 95, 101)
+            .await
+            .unwrap(),
+        BudgetSpent { day: 25, range: 55 },
+        "day 90 is outside the range; other routes and users do not count"
+    );
+    assert_eq!(
+        store
+            .budget_spent("carol", "openai", 95, 101)
+            .await
+            .unwrap(),
+        BudgetSpent::default()
+    );
+    assert_eq!(
+        store.change_epoch(),
+        epoch,
+        "spending is no state a security cache holds"
+    );
+    assert_eq!(store.purge_budgets(100).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .budget_spent("alice", "openai", 0, 101)
+            .await
+            .unwrap()
+            .range,
+        55
+    );
+    store.close().await;
+}

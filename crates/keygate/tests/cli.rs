@@ -603,7 +603,11 @@ fn alert_throttle_and_user_enable_commands() {
         stderr(&enable)
     );
     let again = setup.cli(&["user", "enable", "erin"], None);
-    assert!(stdout(&again).contains("was not disabled"), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains("was not disabled"),
+        "{}",
+        stdout(&again)
+    );
     let users = setup.cli(&["user", "list", "--format", "json"], None);
     let v: serde_json::Value = serde_json::from_slice(&users.stdout).unwrap();
     assert_eq!(v["users"][0]["disabled"], false, "{v}");
