@@ -27,11 +27,14 @@
 )]
 
 mod group;
+pub mod rotation;
 mod sql;
+mod sql_rotation;
 mod sql_tokens;
 pub mod testing;
 pub mod tokens;
 
+pub use rotation::{DeadLetter, RotationDone, RotationSchedule, RotationStore, ScheduleWrite};
 pub use sql::SqlStore;
 pub use tokens::{
     ClientRecord, CodeRecord, FamilyRecord, Redemption, RotationWrite, SigningKeyRecord,
@@ -197,10 +200,11 @@ pub struct UsageRow {
     pub latency_ms_max: i64,
 }
 
-/// keygate's persistent state: the vault and audit operations below, and the token
-/// service's in [`TokenStore`].
+/// keygate's persistent state: the vault and audit operations below, the token
+/// service's in [`TokenStore`], and rotation schedules and webhook dead letters in
+/// [`RotationStore`].
 #[async_trait]
-pub trait Store: TokenStore + Send + Sync + 'static {
+pub trait Store: TokenStore + RotationStore + Send + Sync + 'static {
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;
 
