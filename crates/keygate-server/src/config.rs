@@ -77,6 +77,20 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     routes: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
+    /// `[rotation]`: the scheduler and its `[rotation.hooks.NAME]`.
+    #[serde(default)]
+    rotation: crate::rotation::RawRotation,
+    #[serde(default)]
+    monitor: RawMonitor,
+}
+
+/// `[monitor]`, for now only its `[[monitor.webhooks]]` (the integrator merges it with the
+/// monitor's own schema).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitor {
+    #[serde(default)]
+    webhooks: Vec<crate::webhooks::RawWebhook>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -437,6 +451,10 @@ pub struct Config {
     /// The routes of the `[routes.*]` tables, validated (and as written).
     pub routes: keygate_proxy::RouteTable,
     pub routes_raw: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
+    /// Secret rotation (`[rotation]`).
+    pub rotation: crate::rotation::RotationConfig,
+    /// Webhooks (`[[monitor.webhooks]]`).
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 impl Config {
@@ -794,6 +812,8 @@ impl RawConfig {
                 field: e.field,
                 message: one_line(&e.message),
             })?;
+        let rotation = self.rotation.validate()?;
+        let webhooks = crate::webhooks::validate(&self.monitor.webhooks)?;
         let max_value_bytes = self.vault.max_value_bytes as usize;
         let checkpoint_file = resolve(
             base,
@@ -824,6 +844,8 @@ impl RawConfig {
             admin_auth,
             routes,
             routes_raw: self.routes,
+            rotation,
+            webhooks,
         })
     }
 }
@@ -943,7 +965,7 @@ impl RawAdmin {
 }
 
 /// Whether a URL's host is a loopback address (plain `http` is allowed only there).
-fn is_loopback(url: &url::Url) -> bool {
+pub(crate) fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),

@@ -31,6 +31,8 @@ pub mod json_body;
 pub mod logging;
 pub mod oauth;
 pub mod proxy;
+pub mod rotation;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,6 +67,19 @@ pub struct AppState {
     pub tokens: Option<Arc<oauth::TokenService>>,
     /// The proxy; `None` while the vault is sealed (proxied calls answer 503).
     pub proxy: Option<Arc<proxy::ProxyState>>,
+    /// Signed event delivery (`[[monitor.webhooks]]`).
+    pub webhooks: Arc<webhooks::Webhooks>,
+    /// The secret rotation scheduler.
+    pub rotation: Arc<rotation::Rotator>,
+}
+
+/// What a caller of [`start_with_options`] may inject.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The rotation scheduler's clock (Unix ms); the wall clock by default.
+    pub clock: Option<rotation::Clock>,
+    /// Also told every rotation notice (they always go to the log and the webhooks).
+    pub rotation_notify: Option<Arc<dyn rotation::RotationNotify>>,
 }
 
 /// The whole HTTP surface.
@@ -194,12 +209,26 @@ pub struct RunningServer {
     http: JoinHandle<std::io::Result<()>>,
     checkpoints: JoinHandle<()>,
     admin_bursts: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
+    webhook_worker: JoinHandle<()>,
     store: Arc<dyn Store>,
+    rotation: Arc<rotation::Rotator>,
+    webhooks: Arc<webhooks::Webhooks>,
 }
 
 impl RunningServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The rotation scheduler (tests drive [`rotation::Rotator::run_due`] directly).
+    pub fn rotation(&self) -> &Arc<rotation::Rotator> {
+        &self.rotation
+    }
+
+    /// The webhook service.
+    pub fn webhooks(&self) -> &Arc<webhooks::Webhooks> {
+        &self.webhooks
     }
 
     /// Stops accepting, finishes in-flight requests, writes a last checkpoint and closes
@@ -208,6 +237,8 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let _ = self.http.await;
         let _ = self.admin_bursts.await;
+        let _ = self.scheduler.await;
+        let _ = self.webhook_worker.await;
         let _ = self.checkpoints.await;
         self.store.close().await;
     }
@@ -225,6 +256,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 pub async fn start_with_store(
     config: Config,
     store: Arc<dyn Store>,
+) -> anyhow::Result<RunningServer> {
+    start_with_options(config, store, StartOptions::default()).await
+}
+
+/// [`start_with_store`] with an injected rotation clock and notice sink.
+pub async fn start_with_options(
+    config: Config,
+    store: Arc<dyn Store>,
+    options: StartOptions,
 ) -> anyhow::Result<RunningServer> {
     let vault = open_vault(&config, store.clone()).await?;
     let admins = store
@@ -248,6 +288,16 @@ pub async fn start_with_store(
         None => None,
     };
     let admin_guard = Arc::new(admin_guard::AdminAuthGuard::new(config.admin_auth));
+    let webhooks = Arc::new(webhooks::Webhooks::new(config.webhooks.clone()));
+    let mut sinks: Vec<Arc<dyn rotation::RotationNotify>> = vec![webhooks.clone()];
+    sinks.extend(options.rotation_notify);
+    let rotator = Arc::new(rotation::Rotator::new(
+        vault.clone(),
+        store.clone(),
+        config.rotation.clone(),
+        options.clock.unwrap_or_else(rotation::system_clock),
+        Arc::new(rotation::TeeNotify(sinks)),
+    ));
     let config = Arc::new(config);
     let state = AppState {
         vault: vault.clone(),
@@ -257,6 +307,8 @@ pub async fn start_with_store(
         config: config.clone(),
         tokens: tokens.clone(),
         proxy,
+        webhooks: webhooks.clone(),
+        rotation: rotator.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -277,6 +329,8 @@ pub async fn start_with_store(
         admin_guard,
         stop_rx.clone(),
     ));
+    let scheduler = tokio::spawn(rotator.clone().run(stop_rx.clone()));
+    let webhook_worker = webhooks.spawn(vault.clone(), store.clone(), stop_rx.clone());
     if let Some(t) = tokens {
         tokio::spawn(replay_horizon_loop(t.clone(), stop_rx.clone()));
         tokio::spawn(token_maintenance(t, stop_rx));
@@ -291,7 +345,11 @@ pub async fn start_with_store(
         http,
         checkpoints,
         admin_bursts,
+        scheduler,
+        webhook_worker,
         store,
+        rotation: rotator,
+        webhooks,
     })
 }
 
