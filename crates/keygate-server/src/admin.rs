@@ -469,9 +469,7 @@ impl From<crate::rotation::ScheduleError> for ApiError {
                 "not_scheduled",
                 "this secret has no rotation schedule",
             ),
-            E::Failed(reason) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "rotation_failed", reason)
-            }
+            E::Failed(reason) => ApiError::new(StatusCode::BAD_GATEWAY, "rotation_failed", reason),
             E::Vault(v) => v.into(),
             E::Store(st) => st.into(),
         }

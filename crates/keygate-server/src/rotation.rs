@@ -19,9 +19,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_store::{
-    RotationDone, RotationSchedule, ScheduleWrite, Store, StoreError,
-};
+use keygate_store::{RotationDone, RotationSchedule, ScheduleWrite, Store, StoreError};
 use keygate_vault::{SecretName, Vault, VaultError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -118,20 +116,14 @@ impl RawRotation {
         }
         let retry_interval = self.retry_interval.unwrap_or(d.retry_interval);
         if retry_interval > Duration::from_secs(7 * 86_400) {
-            return Err(err(
-                "rotation.retry_interval".into(),
-                "must be at most 7d",
-            ));
+            return Err(err("rotation.retry_interval".into(), "must be at most 7d"));
         }
         let overdue_grace = self.overdue_grace.unwrap_or(d.overdue_grace);
         let mut hooks = BTreeMap::new();
         for (name, raw) in self.hooks {
             let at = format!("rotation.hooks.{name}");
             if !valid_hook_name(&name) {
-                return Err(err(
-                    at,
-                    "a hook name is 1-64 letters, digits, '-' and '_'",
-                ));
+                return Err(err(at, "a hook name is 1-64 letters, digits, '-' and '_'"));
             }
             let timeout = raw.timeout.unwrap_or(Duration::from_secs(30));
             if !(Duration::from_millis(10)..=Duration::from_secs(600)).contains(&timeout) {
@@ -433,7 +425,10 @@ pub fn system_clock() -> Clock {
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("secret not found")]
     UnknownSecret,
     #[error("secret has no rotation schedule")]
@@ -542,9 +537,7 @@ impl Rotator {
         }
         let now = self.now_ms();
         let existing = self.store.schedule(name.as_str()).await?;
-        let since = existing
-            .and_then(|s| s.last_rotated_ms)
-            .unwrap_or(now);
+        let since = existing.and_then(|s| s.last_rotated_ms).unwrap_or(now);
         let write = ScheduleWrite {
             secret: name.as_str().to_owned(),
             every_ms: ms(every),
@@ -569,7 +562,11 @@ impl Rotator {
     }
 
     /// Removes `name`'s schedule.
-    pub async fn clear_schedule(&self, name: &SecretName, actor: &str) -> Result<(), ScheduleError> {
+    pub async fn clear_schedule(
+        &self,
+        name: &SecretName,
+        actor: &str,
+    ) -> Result<(), ScheduleError> {
         let audit = keygate_audit::AuditEvent::new(
             actor,
             "secret.unschedule",

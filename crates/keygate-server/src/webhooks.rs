@@ -129,8 +129,7 @@ impl RawWebhook {
             field: format!("{at}.{f}"),
             message: m.to_owned(),
         };
-        let url = url::Url::parse(&self.url)
-            .map_err(|_| err("url", "not an absolute URL"))?;
+        let url = url::Url::parse(&self.url).map_err(|_| err("url", "not an absolute URL"))?;
         let ok = match url.scheme() {
             "https" => url.host().is_some(),
             "http" => crate::config::is_loopback(&url),
@@ -309,7 +308,8 @@ async fn worker(
                 _ = stop.wait_for(|s| *s) => break,
             };
             let Ok(permit) = permit else { break };
-            let (hook, job, vault, store) = (hook.clone(), job.clone(), vault.clone(), store.clone());
+            let (hook, job, vault, store) =
+                (hook.clone(), job.clone(), vault.clone(), store.clone());
             tasks.spawn(async move {
                 deliver(index, &hook, &client, &job, &vault, store.as_ref()).await;
                 drop(permit);

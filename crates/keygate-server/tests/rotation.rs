@@ -2,7 +2,12 @@
 //! (signatures, retries, dead letters, Slack shape), on the real server with SQLite. The
 //! scheduler's clock is injected; its background pass is set to an hour so only the test
 //! drives it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -142,7 +147,10 @@ const NEXT_SH: (&str, &str) = ("next.sh", r#"read v; echo "${v}-next""#);
 #[tokio::test]
 async fn scheduled_rotation_writes_a_new_version_and_destroys_the_previous_after_the_overlap() {
     let (app, clock, notices) = spawn(NEXT_HOOK, &[NEXT_SH]).await;
-    assert_eq!(app.put("openai", json!({"value": "sk-one"})).await.0, StatusCode::OK);
+    assert_eq!(
+        app.put("openai", json!({"value": "sk-one"})).await.0,
+        StatusCode::OK
+    );
     let (status, s) = schedule(
         &app,
         "openai",
@@ -159,10 +167,16 @@ async fn scheduled_rotation_writes_a_new_version_and_destroys_the_previous_after
     let r = rotator(&app).run_due().await.unwrap();
     assert_eq!(r.rotated, vec![("openai".to_owned(), 2)]);
     let (_, current) = value(&app, "openai", None).await;
-    assert_eq!((current["version"].clone(), current["value"].clone()), (json!(2), json!("sk-one-next")));
+    assert_eq!(
+        (current["version"].clone(), current["value"].clone()),
+        (json!(2), json!("sk-one-next"))
+    );
     // Inside the overlap both versions are readable.
     let (status, old) = value(&app, "openai", Some(1)).await;
-    assert_eq!((status, old["value"].clone()), (StatusCode::OK, json!("sk-one")));
+    assert_eq!(
+        (status, old["value"].clone()),
+        (StatusCode::OK, json!("sk-one"))
+    );
     assert_eq!(
         notices.take(),
         vec![RotationNotice::Rotated {
@@ -195,9 +209,16 @@ async fn scheduled_rotation_writes_a_new_version_and_destroys_the_previous_after
     let r = rotator(&app).run_due().await.unwrap();
     assert_eq!(r.destroyed, vec![("openai".to_owned(), 1)]);
     let (status, _) = value(&app, "openai", Some(1)).await;
-    assert_eq!(status, StatusCode::GONE, "the previous value is destroyed after the overlap");
+    assert_eq!(
+        status,
+        StatusCode::GONE,
+        "the previous value is destroyed after the overlap"
+    );
     let (status, current) = value(&app, "openai", None).await;
-    assert_eq!((status, current["value"].clone()), (StatusCode::OK, json!("sk-one-next")));
+    assert_eq!(
+        (status, current["value"].clone()),
+        (StatusCode::OK, json!("sk-one-next"))
+    );
     assert_eq!(
         notices.take(),
         vec![RotationNotice::PreviousDestroyed {
@@ -205,14 +226,22 @@ async fn scheduled_rotation_writes_a_new_version_and_destroys_the_previous_after
             version: 1
         }]
     );
-    assert_eq!(rotation_of(&app, "openai").await["previous_version"], Value::Null);
+    assert_eq!(
+        rotation_of(&app, "openai").await["previous_version"],
+        Value::Null
+    );
 }
 
 #[tokio::test]
 async fn without_overlap_the_previous_version_is_destroyed_at_once() {
     let (app, clock, _notices) = spawn(NEXT_HOOK, &[NEXT_SH]).await;
     app.put("openai", json!({"value": "sk-one"})).await;
-    let (status, _) = schedule(&app, "openai", json!({"rotate_every": "1d", "hook": "next"})).await;
+    let (status, _) = schedule(
+        &app,
+        "openai",
+        json!({"rotate_every": "1d", "hook": "next"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     clock.advance(24 * HOUR);
     let r = rotator(&app).run_due().await.unwrap();
@@ -240,8 +269,13 @@ const FAILING_SH: &[(&str, &str)] = &[
 #[tokio::test]
 async fn failing_hooks_keep_the_old_version_and_say_why() {
     let (app, clock, notices) = spawn(FAILING_HOOKS, FAILING_SH).await;
-    for (secret, hook) in [("a-fails", "fails"), ("b-empty", "empty"), ("c-slow", "slow")] {
-        app.put(secret, json!({"value": format!("value-of-{secret}")})).await;
+    for (secret, hook) in [
+        ("a-fails", "fails"),
+        ("b-empty", "empty"),
+        ("c-slow", "slow"),
+    ] {
+        app.put(secret, json!({"value": format!("value-of-{secret}")}))
+            .await;
         let (status, body) =
             schedule(&app, secret, json!({"rotate_every": "1h", "hook": hook})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -249,7 +283,10 @@ async fn failing_hooks_keep_the_old_version_and_say_why() {
     clock.advance(HOUR);
     let started = Instant::now();
     let r = rotator(&app).run_due().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(4), "the slow hook was cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the slow hook was cut off"
+    );
     assert_eq!(r.failed, ["a-fails", "b-empty", "c-slow"]);
     assert!(r.rotated.is_empty());
 
@@ -262,11 +299,22 @@ async fn failing_hooks_keep_the_old_version_and_say_why() {
             })
             .unwrap_or_else(|| panic!("no Failed notice for {secret}: {got:?}"))
     };
-    assert!(reason("a-fails").contains("exited"), "{}", reason("a-fails"));
-    assert!(reason("b-empty").contains("no value"), "{}", reason("b-empty"));
+    assert!(
+        reason("a-fails").contains("exited"),
+        "{}",
+        reason("a-fails")
+    );
+    assert!(
+        reason("b-empty").contains("no value"),
+        "{}",
+        reason("b-empty")
+    );
     assert!(reason("c-slow").contains("within"), "{}", reason("c-slow"));
     for secret in ["a-fails", "b-empty", "c-slow"] {
-        assert!(!reason(secret).contains("value-of"), "a reason never holds the value");
+        assert!(
+            !reason(secret).contains("value-of"),
+            "a reason never holds the value"
+        );
         let (_, current) = value(&app, secret, None).await;
         assert_eq!(current["version"], 1, "{secret} keeps its version");
         assert_eq!(current["value"], json!(format!("value-of-{secret}")));
@@ -285,7 +333,12 @@ async fn failing_hooks_keep_the_old_version_and_say_why() {
 async fn an_overdue_rotation_is_reported_once() {
     let (app, clock, notices) = spawn(FAILING_HOOKS, FAILING_SH).await;
     app.put("openai", json!({"value": "sk-one"})).await;
-    schedule(&app, "openai", json!({"rotate_every": "1d", "hook": "fails"})).await;
+    schedule(
+        &app,
+        "openai",
+        json!({"rotate_every": "1d", "hook": "fails"}),
+    )
+    .await;
     clock.advance(24 * HOUR);
     let due = clock.now();
     rotator(&app).run_due().await.unwrap();
@@ -362,13 +415,25 @@ async fn schedules_are_validated_and_errors_name_the_field() {
         let message = answer["message"].as_str().unwrap();
         assert!(message.contains(field), "{body}: {message}");
     }
-    assert_eq!(rotation_of(&app, "openai").await, Value::Null, "nothing was scheduled");
+    assert_eq!(
+        rotation_of(&app, "openai").await,
+        Value::Null,
+        "nothing was scheduled"
+    );
 
-    let (status, _) = schedule(&app, "openai", json!({"rotate_every": "1h", "hook": "next"})).await;
+    let (status, _) = schedule(
+        &app,
+        "openai",
+        json!({"rotate_every": "1h", "hook": "next"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let path = "/admin/v1/secrets/openai/schedule";
     assert_eq!(app.call(Method::DELETE, path, None).await.0, StatusCode::OK);
-    assert_eq!(app.call(Method::DELETE, path, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.call(Method::DELETE, path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(rotation_of(&app, "openai").await, Value::Null);
 }
 
@@ -384,14 +449,30 @@ async fn rotate_by_hand_runs_the_hook_now() {
     let (status, _) = app.call(Method::POST, &rotate("openai"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no schedule, no hook to run");
 
-    schedule(&app, "openai", json!({"rotate_every": "30d", "overlap": "1h", "hook": "next"})).await;
+    schedule(
+        &app,
+        "openai",
+        json!({"rotate_every": "30d", "overlap": "1h", "hook": "next"}),
+    )
+    .await;
     let (status, body) = app.call(Method::POST, &rotate("openai"), None).await;
-    assert_eq!((status, body["version"].clone()), (StatusCode::OK, json!(2)));
+    assert_eq!(
+        (status, body["version"].clone()),
+        (StatusCode::OK, json!(2))
+    );
     assert_eq!(value(&app, "openai", None).await.1["value"], "sk-one-next");
-    assert!(matches!(notices.take().as_slice(), [RotationNotice::Rotated { version: 2, .. }]));
+    assert!(matches!(
+        notices.take().as_slice(),
+        [RotationNotice::Rotated { version: 2, .. }]
+    ));
 
     app.put("anthropic", json!({"value": "sk-ant"})).await;
-    schedule(&app, "anthropic", json!({"rotate_every": "30d", "hook": "fails"})).await;
+    schedule(
+        &app,
+        "anthropic",
+        json!({"rotate_every": "30d", "hook": "fails"}),
+    )
+    .await;
     let (status, body) = app.call(Method::POST, &rotate("anthropic"), None).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body["message"].as_str().unwrap().contains("exited"));
@@ -433,9 +514,7 @@ async fn receiver(status: u16, delay: Duration) -> Receiver {
 }
 
 fn webhook_toml(url: &str, extra: &str) -> String {
-    format!(
-        "\n[[monitor.webhooks]]\nurl = \"{url}\"\nsecret = \"hook-key\"\n{extra}\n"
-    )
+    format!("\n[[monitor.webhooks]]\nurl = \"{url}\"\nsecret = \"hook-key\"\n{extra}\n")
 }
 
 /// The next delivery whose `data.secret` is `secret`.
@@ -460,7 +539,8 @@ async fn webhooks_are_signed_with_the_key_from_the_vault() {
         webhook_toml(&r.url, "events = [\"secret.changed\", \"secret.rotated\"]")
     );
     let (app, _clock, _notices) = spawn(&extra, &[NEXT_SH]).await;
-    app.put("hook-key", json!({"value": "whsec-test-key"})).await;
+    app.put("hook-key", json!({"value": "whsec-test-key"}))
+        .await;
     app.put("openai", json!({"value": "sk-live-1"})).await;
 
     let (headers, body) = next_for(&mut r, "openai").await;
@@ -468,7 +548,10 @@ async fn webhooks_are_signed_with_the_key_from_the_vault() {
     assert!(!text.contains("sk-live-1"), "no value in a webhook");
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["event"], "secret.changed");
-    assert_eq!(v["data"], json!({"secret": "openai", "action": "put", "version": 1}));
+    assert_eq!(
+        v["data"],
+        json!({"secret": "openai", "action": "put", "version": 1})
+    );
     assert_eq!(v["id"].as_str().unwrap().len(), 32);
     assert_eq!(headers["x-keygate-event"], "secret.changed");
     let ts = headers["x-keygate-timestamp"].to_str().unwrap();
@@ -484,8 +567,14 @@ async fn webhooks_are_signed_with_the_key_from_the_vault() {
     assert_eq!(headers["x-keygate-signature"].to_str().unwrap(), expected);
 
     // Rotation notices reach the webhooks too.
-    schedule(&app, "openai", json!({"rotate_every": "30d", "hook": "next"})).await;
-    app.call(Method::POST, "/admin/v1/secrets/openai/rotate", None).await;
+    schedule(
+        &app,
+        "openai",
+        json!({"rotate_every": "30d", "hook": "next"}),
+    )
+    .await;
+    app.call(Method::POST, "/admin/v1/secrets/openai/rotate", None)
+        .await;
     let mut events = Vec::new();
     while events.len() < 2 {
         let (_, b) = next_for(&mut r, "openai").await;
@@ -518,9 +607,13 @@ async fn dead_letters_when(app: &TestApp, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn a_failing_receiver_is_retried_then_dead_lettered() {
     let r = receiver(500, Duration::ZERO).await;
-    let extra = webhook_toml(&r.url, "events = [\"secret.changed\"]\nretries = 2\nbackoff = \"10ms\"");
+    let extra = webhook_toml(
+        &r.url,
+        "events = [\"secret.changed\"]\nretries = 2\nbackoff = \"10ms\"",
+    );
     let (app, _clock, _notices) = spawn(&extra, &[]).await;
-    app.put("hook-key", json!({"value": "whsec-test-key"})).await;
+    app.put("hook-key", json!({"value": "whsec-test-key"}))
+        .await;
 
     let letters = dead_letters_when(&app, 1).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
@@ -528,8 +621,15 @@ async fn a_failing_receiver_is_retried_then_dead_lettered() {
     assert_eq!(d["event"], "secret.changed");
     assert_eq!(d["attempts"], 3);
     assert_eq!(d["last_error"], "answered 500");
-    assert_eq!(d["webhook"], "0 127.0.0.1", "index and host, never the path");
-    assert_eq!(r.hits.load(Ordering::SeqCst), 3, "one attempt and two retries");
+    assert_eq!(
+        d["webhook"], "0 127.0.0.1",
+        "index and host, never the path"
+    );
+    assert_eq!(
+        r.hits.load(Ordering::SeqCst),
+        3,
+        "one attempt and two retries"
+    );
 }
 
 #[tokio::test]
@@ -541,7 +641,9 @@ async fn a_slow_receiver_never_slows_the_admin_call() {
     );
     let (app, _clock, _notices) = spawn(&extra, &[]).await;
     let started = Instant::now();
-    let (status, _) = app.put("hook-key", json!({"value": "whsec-test-key"})).await;
+    let (status, _) = app
+        .put("hook-key", json!({"value": "whsec-test-key"}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         started.elapsed() < Duration::from_secs(1),
@@ -559,7 +661,8 @@ async fn slack_webhooks_get_one_line_of_text() {
     let mut r = receiver(200, Duration::ZERO).await;
     let extra = webhook_toml(&r.url, "events = [\"secret.changed\"]\nformat = \"slack\"");
     let (app, _clock, _notices) = spawn(&extra, &[]).await;
-    app.put("hook-key", json!({"value": "whsec-test-key"})).await;
+    app.put("hook-key", json!({"value": "whsec-test-key"}))
+        .await;
     app.put("openai", json!({"value": "sk-live-1"})).await;
     let (_, body) = next_for(&mut r, "openai").await;
     let v: Value = serde_json::from_slice(&body).unwrap();
@@ -579,7 +682,10 @@ fn rotation_and_webhook_config_errors_name_the_field() {
             "[rotation.hooks.x]\ncommand = [\"/bin/true\"]\nurl = \"https://h.example/\"\n",
             "rotation.hooks.x",
         ),
-        ("[rotation.hooks.x]\ncommand = [\"true\"]\n", "rotation.hooks.x.command"),
+        (
+            "[rotation.hooks.x]\ncommand = [\"true\"]\n",
+            "rotation.hooks.x.command",
+        ),
         (
             "[rotation.hooks.x]\nurl = \"http://h.example/rotate\"\n",
             "rotation.hooks.x.url",
@@ -588,7 +694,10 @@ fn rotation_and_webhook_config_errors_name_the_field() {
             "[rotation.hooks.x]\nurl = \"https://h.example/\"\ntimeout = \"1h\"\n",
             "rotation.hooks.x.timeout",
         ),
-        ("[rotation]\ncheck_interval = \"2h\"\n", "rotation.check_interval"),
+        (
+            "[rotation]\ncheck_interval = \"2h\"\n",
+            "rotation.check_interval",
+        ),
         (
             "[[monitor.webhooks]]\nurl = \"http://h.example/\"\nevents = [\"*\"]\nsecret = \"k\"\n",
             "monitor.webhooks[0].url",
@@ -623,5 +732,8 @@ fn rotation_and_webhook_config_errors_name_the_field() {
         keygate_server::config::Config::from_toml(&ok, dir.path(), std::iter::empty()).unwrap();
     assert_eq!(config.rotation.hooks["x"].timeout, Duration::from_secs(30));
     assert_eq!(config.webhooks[0].retries, 5);
-    assert!(config.webhooks[0].wants("secret.rotated"), "\"*\" takes every event");
+    assert!(
+        config.webhooks[0].wants("secret.rotated"),
+        "\"*\" takes every event"
+    );
 }

@@ -94,8 +94,7 @@ pub trait RotationStore: Send + Sync {
     async fn record_rotation(&self, secret: &str, done: RotationDone) -> Result<()>;
 
     /// Records a failed attempt; the schedule's due time stays.
-    async fn record_rotation_failure(&self, secret: &str, error: &str, now_ms: i64)
-    -> Result<()>;
+    async fn record_rotation_failure(&self, secret: &str, error: &str, now_ms: i64) -> Result<()>;
 
     /// Records that the overdue notice was raised, so it is raised once.
     async fn mark_overdue_notified(&self, secret: &str, now_ms: i64) -> Result<()>;

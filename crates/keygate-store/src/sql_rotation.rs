@@ -109,12 +109,7 @@ impl RotationStore for SqlStore {
         .await
     }
 
-    async fn record_rotation_failure(
-        &self,
-        secret: &str,
-        error: &str,
-        now_ms: i64,
-    ) -> Result<()> {
+    async fn record_rotation_failure(&self, secret: &str, error: &str, now_ms: i64) -> Result<()> {
         self.plain_write(
             sqlx::query(
                 "UPDATE rotation_schedules SET last_error = $1, last_error_ms = $2 \

@@ -1010,7 +1010,10 @@ async fn rotation_schedules_keep_their_history(db: &TestDb) {
     store.mark_overdue_notified("openai", 1300).await.unwrap();
     let s = store.schedule("openai").await.unwrap().unwrap();
     assert_eq!(s.last_error.as_deref(), Some("hook exited with status 1"));
-    assert_eq!((s.last_error_ms, s.overdue_notified_ms), (Some(1200), Some(1300)));
+    assert_eq!(
+        (s.last_error_ms, s.overdue_notified_ms),
+        (Some(1200), Some(1300))
+    );
 
     store
         .record_rotation(
@@ -1031,8 +1034,14 @@ async fn rotation_schedules_keep_their_history(db: &TestDb) {
         .unwrap();
     let s = store.schedule("openai").await.unwrap().unwrap();
     assert_eq!(s.every_ms, 200);
-    assert_eq!(s.created_ms, 1000, "a replaced schedule keeps its creation time");
-    assert_eq!((s.last_rotated_ms, s.previous_version), (Some(1400), Some(1)));
+    assert_eq!(
+        s.created_ms, 1000,
+        "a replaced schedule keeps its creation time"
+    );
+    assert_eq!(
+        (s.last_rotated_ms, s.previous_version),
+        (Some(1400), Some(1))
+    );
     assert_eq!(s.overlap_ends_ms, Some(1900));
     assert_eq!((s.last_error, s.overdue_notified_ms), (None, None));
 
@@ -1063,7 +1072,10 @@ async fn rotation_schedules_keep_their_history(db: &TestDb) {
         2
     );
     assert_eq!(
-        actions.iter().filter(|a| **a == "secret.unschedule").count(),
+        actions
+            .iter()
+            .filter(|a| **a == "secret.unschedule")
+            .count(),
         1,
         "the refused second clear writes no entry"
     );

@@ -638,7 +638,15 @@ fn secret_schedule_and_rotate_drive_the_rotation_hooks() {
     assert!(put.status.success(), "{}", stderr(&put));
     let sched = setup.cli(
         &[
-            "secret", "schedule", "openai", "--every", "30d", "--overlap", "1h", "--hook", "next",
+            "secret",
+            "schedule",
+            "openai",
+            "--every",
+            "30d",
+            "--overlap",
+            "1h",
+            "--hook",
+            "next",
         ],
         None,
     );
@@ -649,7 +657,9 @@ fn secret_schedule_and_rotate_drive_the_rotation_hooks() {
         stdout(&sched)
     );
     let bad = setup.cli(
-        &["secret", "schedule", "openai", "--every", "30d", "--hook", "nope"],
+        &[
+            "secret", "schedule", "openai", "--every", "30d", "--hook", "nope",
+        ],
         None,
     );
     assert!(!bad.status.success());
@@ -665,12 +675,19 @@ fn secret_schedule_and_rotate_drive_the_rotation_hooks() {
     let get = setup.cli(&["secret", "get", "openai"], None);
     assert_eq!(stdout(&get).trim(), "sk-one-next");
     let old = setup.cli(&["secret", "get", "openai", "--version", "1"], None);
-    assert_eq!(stdout(&old).trim(), "sk-one", "the previous version stays for the overlap");
+    assert_eq!(
+        stdout(&old).trim(),
+        "sk-one",
+        "the previous version stays for the overlap"
+    );
 
     let clear = setup.cli(&["secret", "schedule", "openai", "--clear"], None);
     assert!(clear.status.success(), "{}", stderr(&clear));
     assert_eq!(stdout(&clear).trim(), "openai: rotation schedule removed");
     let again = setup.cli(&["secret", "rotate", "openai"], None);
     assert!(!again.status.success(), "no schedule, nothing to rotate");
-    assert!(!std::fs::read_to_string(&log).unwrap().contains("sk-one"), "no value in the log");
+    assert!(
+        !std::fs::read_to_string(&log).unwrap().contains("sk-one"),
+        "no value in the log"
+    );
 }

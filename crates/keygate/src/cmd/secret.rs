@@ -350,7 +350,9 @@ fn print_schedules(r: &Value) {
     let empty = Vec::new();
     let schedules = r["schedules"].as_array().unwrap_or(&empty);
     if schedules.is_empty() {
-        println!("no rotation schedules: `keygate secret schedule NAME --every 30d --hook HOOK` adds one");
+        println!(
+            "no rotation schedules: `keygate secret schedule NAME --every 30d --hook HOOK` adds one"
+        );
         return;
     }
     println!(
