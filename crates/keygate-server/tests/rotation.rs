@@ -737,3 +737,67 @@ fn rotation_and_webhook_config_errors_name_the_field() {
         "\"*\" takes every event"
     );
 }
+
+#[tokio::test]
+async fn a_url_hook_gets_the_value_and_answers_the_next_one_and_oversize_output_fails() {
+    // The URL hook: the body is the current value, the answer the new one.
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let hook = axum::Router::new().route(
+        "/rotate",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body.to_vec());
+                format!("{}-from-url\n", String::from_utf8_lossy(&body))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/rotate", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+    let extra = format!(
+        "\n[rotation.hooks.remote]\nurl = \"{url}\"\ntimeout = \"2s\"\n\n[rotation.hooks.big]\ncommand = [\"{{dir}}/big.sh\"]\n"
+    );
+    let (app, _clock, notices) = spawn(
+        &extra,
+        &[("big.sh", "read v; head -c 70000 /dev/zero | tr '\\0' 'x'")],
+    )
+    .await;
+    app.put("openai", json!({"value": "sk-one"})).await;
+    schedule(
+        &app,
+        "openai",
+        json!({"rotate_every": "1d", "hook": "remote"}),
+    )
+    .await;
+    let (status, body) = app
+        .call(Method::POST, "/admin/v1/secrets/openai/rotate", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(seen.recv().await.unwrap(), b"sk-one");
+    assert_eq!(
+        value(&app, "openai", None).await.1["value"],
+        "sk-one-from-url"
+    );
+
+    app.put("anthropic", json!({"value": "sk-ant"})).await;
+    schedule(
+        &app,
+        "anthropic",
+        json!({"rotate_every": "1d", "hook": "big"}),
+    )
+    .await;
+    let (status, body) = app
+        .call(Method::POST, "/admin/v1/secrets/anthropic/rotate", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("larger than"),
+        "{body}"
+    );
+    assert_eq!(value(&app, "anthropic", None).await.1["version"], 1);
+    assert!(notices.take().iter().any(|n| matches!(
+        n,
+        RotationNotice::Failed { secret, .. } if secret == "anthropic"
+    )));
+}
