@@ -35,6 +35,13 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/secrets/{name}/rollback", post(rollback))
         .route("/admin/v1/secrets/{name}/undelete", post(undelete))
         .route("/admin/v1/secrets/{name}/destroy", post(destroy))
+        .route(
+            "/admin/v1/secrets/{name}/schedule",
+            axum::routing::put(set_schedule).delete(clear_schedule),
+        )
+        .route("/admin/v1/secrets/{name}/rotate", post(rotate_now))
+        .route("/admin/v1/rotation", get(rotation_list))
+        .route("/admin/v1/webhooks/dead-letters", get(dead_letters))
         .route("/admin/v1/secret-fingerprints", get(fingerprints))
         .route("/admin/v1/audit", get(audit_entries))
         .route("/admin/v1/audit/verify", get(audit_verify))
@@ -289,6 +296,7 @@ async fn put_secret(
         .put(&name, body.value, body.cas, &admin.actor())
         .await?;
     tracing::info!(secret = %name, version, "secret version written");
+    changed(&s, &name, "put", Some(version));
     Ok(Json(json!({"name": name.as_str(), "version": version})))
 }
 
@@ -320,6 +328,7 @@ async fn delete_secret(
 ) -> Result<Json<Value>, ApiError> {
     let name = name(&raw)?;
     s.vault.delete(&name, &admin.actor()).await?;
+    changed(&s, &name, "delete", None);
     Ok(Json(json!({"name": name.as_str(), "deleted": true})))
 }
 
@@ -330,6 +339,7 @@ async fn undelete(
 ) -> Result<Json<Value>, ApiError> {
     let name = name(&raw)?;
     s.vault.undelete(&name, &admin.actor()).await?;
+    changed(&s, &name, "undelete", None);
     Ok(Json(json!({"name": name.as_str(), "deleted": false})))
 }
 
@@ -360,6 +370,7 @@ async fn rollback(
 ) -> Result<Json<Value>, ApiError> {
     let name = name(&raw)?;
     let version = s.vault.rollback(&name, body.to, &admin.actor()).await?;
+    changed(&s, &name, "rollback", Some(version));
     Ok(Json(
         json!({"name": name.as_str(), "version": version, "from_version": body.to}),
     ))
@@ -379,6 +390,7 @@ async fn destroy(
 ) -> Result<Json<Value>, ApiError> {
     let name = name(&raw)?;
     s.vault.destroy(&name, body.version, &admin.actor()).await?;
+    changed(&s, &name, "destroy", Some(body.version));
     Ok(Json(
         json!({"name": name.as_str(), "version": body.version, "destroyed": true}),
     ))
@@ -433,4 +445,119 @@ async fn audit_verify(_admin: Admin, State(s): State<AppState>) -> Result<Json<V
     let key = s.vault.keyring().map(|k| &k.checkpoint);
     let v = crate::audit_ops::verify(s.store.as_ref(), &s.config.checkpoint_file, key).await;
     Ok(Json(crate::audit_ops::verification_json(&v)))
+}
+
+/// Tells the webhooks a secret changed: its name, what happened and the version; never a
+/// value.
+fn changed(s: &AppState, name: &SecretName, action: &str, version: Option<i64>) {
+    s.webhooks.send(
+        "secret.changed",
+        json!({"secret": name.as_str(), "action": action, "version": version}),
+    );
+}
+
+impl From<crate::rotation::ScheduleError> for ApiError {
+    fn from(e: crate::rotation::ScheduleError) -> Self {
+        use crate::rotation::ScheduleError as E;
+        match e {
+            E::Invalid { field, message } => ApiError::bad_request(format!("`{field}`: {message}")),
+            E::UnknownSecret => {
+                ApiError::bad_request("`secret`: no such secret (write a version first)")
+            }
+            E::NotScheduled => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_scheduled",
+                "this secret has no rotation schedule",
+            ),
+            E::Failed(reason) => ApiError::new(StatusCode::BAD_GATEWAY, "rotation_failed", reason),
+            E::Vault(v) => v.into(),
+            E::Store(st) => st.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleBody {
+    rotate_every: String,
+    overlap: Option<String>,
+    hook: String,
+}
+
+async fn set_schedule(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Body(body): Body<ScheduleBody>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    let schedule = s
+        .rotation
+        .set_schedule(
+            &name,
+            &body.rotate_every,
+            body.overlap.as_deref(),
+            &body.hook,
+            &admin.actor(),
+        )
+        .await?;
+    Ok(Json(crate::rotation::schedule_json(&schedule)))
+}
+
+async fn clear_schedule(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    s.rotation.clear_schedule(&name, &admin.actor()).await?;
+    Ok(Json(json!({"secret": name.as_str(), "scheduled": false})))
+}
+
+async fn rotate_now(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name(&raw)?;
+    let version = s.rotation.rotate_now(&name).await?;
+    tracing::info!(secret = %name, version, actor = %admin.actor(), "secret rotated by hand");
+    Ok(Json(json!({"secret": name.as_str(), "version": version})))
+}
+
+async fn rotation_list(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let schedules = s.store.schedules().await?;
+    Ok(Json(json!({
+        "schedules": schedules.iter().map(crate::rotation::schedule_json).collect::<Vec<_>>(),
+        "hooks": s.rotation.hooks().keys().collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    limit: Option<i64>,
+}
+
+async fn dead_letters(
+    _admin: Admin,
+    State(s): State<AppState>,
+    Params(q): Params<DeadLetterQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let letters = s.store.dead_letters(limit).await?;
+    Ok(Json(json!({
+        "dead_letters": letters.iter().map(|d| json!({
+            "id": d.id,
+            "webhook": d.webhook,
+            "event": d.event,
+            "attempts": d.attempts,
+            "last_error": d.last_error,
+            "failed_ms": d.failed_ms,
+        })).collect::<Vec<_>>(),
+        "dropped": s.webhooks.dropped(),
+    })))
 }

@@ -77,7 +77,20 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     routes: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
+    /// `[rotation]`: the scheduler and its `[rotation.hooks.NAME]`.
     #[serde(default)]
+    rotation: crate::rotation::RawRotation,
+    #[serde(default)]
+    monitor: RawMonitorSection,
+}
+
+/// `[monitor]`: the monitor's own schema (rules, baselines, GeoIP) and the alert sinks
+/// `[[monitor.webhooks]]`, which the server owns.
+#[derive(Debug, Default, Deserialize)]
+struct RawMonitorSection {
+    #[serde(default)]
+    webhooks: Vec<crate::webhooks::RawWebhook>,
+    #[serde(flatten)]
     monitor: keygate_monitor::config::RawMonitor,
 }
 
@@ -441,6 +454,10 @@ pub struct Config {
     pub routes_raw: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
     /// `[monitor]`: rules, baselines, GeoIP.
     pub monitor: keygate_monitor::config::MonitorConfig,
+    /// Secret rotation (`[rotation]`).
+    pub rotation: crate::rotation::RotationConfig,
+    /// Webhooks (`[[monitor.webhooks]]`).
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 impl Config {
@@ -802,6 +819,7 @@ impl RawConfig {
         let route_names = self.routes.keys().cloned().collect();
         let monitor = self
             .monitor
+            .monitor
             .validate(base, &route_names)
             .map_err(|e| ConfigError {
                 field: if e.field.starts_with("monitor") {
@@ -811,6 +829,8 @@ impl RawConfig {
                 },
                 message: one_line(&e.message),
             })?;
+        let rotation = self.rotation.validate()?;
+        let webhooks = crate::webhooks::validate(&self.monitor.webhooks)?;
         let max_value_bytes = self.vault.max_value_bytes as usize;
         let checkpoint_file = resolve(
             base,
@@ -842,6 +862,8 @@ impl RawConfig {
             routes,
             routes_raw: self.routes,
             monitor,
+            rotation,
+            webhooks,
         })
     }
 }
@@ -961,7 +983,7 @@ impl RawAdmin {
 }
 
 /// Whether a URL's host is a loopback address (plain `http` is allowed only there).
-fn is_loopback(url: &url::Url) -> bool {
+pub(crate) fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),

@@ -32,6 +32,8 @@ pub mod logging;
 pub mod monitor;
 pub mod oauth;
 pub mod proxy;
+pub mod rotation;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,23 @@ pub struct AppState {
     pub proxy: Option<Arc<proxy::ProxyState>>,
     /// The monitor; `None` while the vault is sealed or with `[monitor] enabled = false`.
     pub monitor: Option<Arc<monitor::MonitorService>>,
+    /// Signed event delivery (`[[monitor.webhooks]]`).
+    pub webhooks: Arc<webhooks::Webhooks>,
+    /// The secret rotation scheduler.
+    pub rotation: Arc<rotation::Rotator>,
+}
+
+/// What tests may replace when starting a server.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The rotation scheduler's clock (Unix ms); the wall clock by default.
+    pub clock: Option<rotation::Clock>,
+    /// Also told every rotation notice (they always go to the log, the alerts and the
+    /// webhooks).
+    pub rotation_notify: Option<Arc<dyn rotation::RotationNotify>>,
+    /// The monitor's clock (default: the system clock). A test moves a
+    /// [`keygate_monitor::clock::ManualClock`] to simulate hours of traffic.
+    pub monitor_clock: Option<Arc<dyn keygate_monitor::clock::Clock>>,
 }
 
 /// The whole HTTP surface.
@@ -198,8 +217,12 @@ pub struct RunningServer {
     http: JoinHandle<std::io::Result<()>>,
     checkpoints: JoinHandle<()>,
     admin_bursts: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
+    webhook_worker: JoinHandle<()>,
     store: Arc<dyn Store>,
     monitor: Option<Arc<monitor::MonitorService>>,
+    rotation: Arc<rotation::Rotator>,
+    webhooks: Arc<webhooks::Webhooks>,
 }
 
 impl RunningServer {
@@ -213,12 +236,24 @@ impl RunningServer {
         self.monitor.as_ref()
     }
 
+    /// The rotation scheduler (tests drive [`rotation::Rotator::run_due`] directly).
+    pub fn rotation(&self) -> &Arc<rotation::Rotator> {
+        &self.rotation
+    }
+
+    /// The webhook service.
+    pub fn webhooks(&self) -> &Arc<webhooks::Webhooks> {
+        &self.webhooks
+    }
+
     /// Stops accepting, finishes in-flight requests, writes a last checkpoint and closes
     /// the store.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.http.await;
         let _ = self.admin_bursts.await;
+        let _ = self.scheduler.await;
+        let _ = self.webhook_worker.await;
         let _ = self.checkpoints.await;
         self.store.close().await;
     }
@@ -231,14 +266,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     start_with_store(config, store).await
 }
 
-/// What tests may replace when starting a server.
-#[derive(Default)]
-pub struct StartOptions {
-    /// The monitor's clock (default: the system clock). A test moves a
-    /// [`keygate_monitor::clock::ManualClock`] to simulate hours of traffic.
-    pub monitor_clock: Option<Arc<dyn keygate_monitor::clock::Clock>>,
-}
-
 /// [`start`] on a store the caller opened from `config`'s storage URL (the tests keep a
 /// handle on it to simulate faults).
 pub async fn start_with_store(
@@ -248,7 +275,7 @@ pub async fn start_with_store(
     start_with_options(config, store, StartOptions::default()).await
 }
 
-/// [`start_with_store`] with test options.
+/// [`start_with_store`] with injected clocks and a rotation notice sink (tests).
 pub async fn start_with_options(
     config: Config,
     store: Arc<dyn Store>,
@@ -312,6 +339,26 @@ pub async fn start_with_options(
         None => None,
     };
     let admin_guard = Arc::new(admin_guard::AdminAuthGuard::new(config.admin_auth));
+    let webhooks = Arc::new(webhooks::Webhooks::new(config.webhooks.clone()));
+    let mut sinks: Vec<Arc<dyn rotation::RotationNotify>> = vec![
+        webhooks.clone(),
+        Arc::new(monitor::RotationAlerts::new(store.clone())),
+    ];
+    sinks.extend(options.rotation_notify);
+    let rotator = Arc::new(rotation::Rotator::new(
+        vault.clone(),
+        store.clone(),
+        config.rotation.clone(),
+        options.clock.unwrap_or_else(rotation::system_clock),
+        Arc::new(rotation::TeeNotify(sinks)),
+    ));
+    if let (Some(m), Some(px)) = (&monitor, &proxy) {
+        m.set_notify(webhooks.clone());
+        m.set_rotator(Arc::new(monitor::RouteKeyRotation {
+            proxy: px.clone(),
+            rotator: rotator.clone(),
+        }));
+    }
     let config = Arc::new(config);
     let state = AppState {
         vault: vault.clone(),
@@ -322,6 +369,8 @@ pub async fn start_with_options(
         tokens: tokens.clone(),
         proxy,
         monitor: monitor.clone(),
+        webhooks: webhooks.clone(),
+        rotation: rotator.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -342,6 +391,8 @@ pub async fn start_with_options(
         admin_guard,
         stop_rx.clone(),
     ));
+    let scheduler = tokio::spawn(rotator.clone().run(stop_rx.clone()));
+    let webhook_worker = webhooks.spawn(vault.clone(), store.clone(), stop_rx.clone());
     if let Some(m) = &monitor {
         if let Some(t) = &tokens {
             let _ = t.monitor.set(m.monitor.clone());
@@ -362,8 +413,12 @@ pub async fn start_with_options(
         http,
         checkpoints,
         admin_bursts,
+        scheduler,
+        webhook_worker,
         store,
         monitor,
+        rotation: rotator,
+        webhooks,
     })
 }
 

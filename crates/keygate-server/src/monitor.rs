@@ -309,6 +309,98 @@ impl MonitorService {
     }
 }
 
+/// Monitor alerts go to the webhooks as `alert` events.
+impl AlertNotify for crate::webhooks::Webhooks {
+    fn alert(&self, alert: &Value) {
+        self.send("alert", alert.clone());
+    }
+}
+
+/// A `rotate` action: the route's key, through the rotation scheduler's manual path (the
+/// secret needs a schedule with a hook; without one the alert says so).
+pub struct RouteKeyRotation {
+    pub proxy: Arc<crate::proxy::ProxyState>,
+    pub rotator: Arc<crate::rotation::Rotator>,
+}
+
+impl RotateRoute for RouteKeyRotation {
+    fn rotate(
+        &self,
+        route: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, String>> + Send + '_>>
+    {
+        let secret = keygate_proxy::RouteName::parse(route)
+            .ok()
+            .and_then(|name| self.proxy.routes().get(&name).map(|r| r.secret_name().to_owned()));
+        Box::pin(async move {
+            let secret = secret.ok_or_else(|| "the route no longer exists".to_owned())?;
+            let name = keygate_vault::SecretName::parse(&secret).map_err(|e| e.to_string())?;
+            self.rotator
+                .rotate_now(&name)
+                .await
+                .map_err(|e| format!("rotating secret {secret}: {e}"))
+        })
+    }
+}
+
+/// Rotation failures and overdue rotations become alerts (kind `rotation`), like the
+/// monitor's own, so `keygate alert list` shows them; successes stay in the audit log.
+pub struct RotationAlerts {
+    store: Arc<dyn Store>,
+}
+
+impl RotationAlerts {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+impl crate::rotation::RotationNotify for RotationAlerts {
+    fn notify(&self, notice: crate::rotation::RotationNotice) {
+        use crate::rotation::RotationNotice as N;
+        let (rule, secret, evidence) = match &notice {
+            N::Failed { secret, reason } => (
+                "rotation-failed",
+                secret.clone(),
+                json!({"reason": reason, "result": "the old version stays current"}),
+            ),
+            N::Overdue { secret, due_ms } => (
+                "rotation-overdue",
+                secret.clone(),
+                json!({"due_ms": due_ms}),
+            ),
+            N::Rotated { .. } | N::PreviousDestroyed { .. } => return,
+        };
+        let now = keygate_vault::now_ms();
+        let subject = format!("secret:{secret}");
+        let alert = AlertRecord {
+            id: alert_id(),
+            incident: format!("{rule}:{subject}"),
+            rule: rule.to_owned(),
+            kind: "rotation".to_owned(),
+            subject: subject.clone(),
+            action: "alert".to_owned(),
+            step: 0,
+            evidence: evidence.to_string(),
+            created_ms: now,
+            acked_ms: None,
+            acked_by: None,
+        };
+        let audit = AuditEvent::new(ACTOR, "monitor.alert", Outcome::Failure)
+            .target(subject)
+            .detail("alert", alert.id.clone())
+            .detail("rule", rule)
+            .detail("evidence", evidence);
+        let store = self.store.clone();
+        // Notices come from the scheduler's task; the alert is written beside it.
+        tokio::spawn(async move {
+            if let Err(e) = store.insert_alert(alert, audit, now).await {
+                tracing::error!(error = %e, "could not record a rotation alert");
+            }
+        });
+    }
+}
+
 /// The evaluation loop: every interval until `stop`.
 pub async fn run(service: Arc<MonitorService>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(service.monitor.interval());
@@ -414,7 +506,23 @@ async fn list_alerts(
     }
     let alerts = s.store.list_alerts(!q.all.unwrap_or(false), limit).await?;
     let alerts: Vec<Value> = alerts.iter().map(alert_json).collect();
-    Ok(Json(json!({"alerts": alerts})))
+    let dead: Vec<Value> = s
+        .store
+        .dead_letters(limit)
+        .await?
+        .into_iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "target": d.webhook,
+                "event": d.event,
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+                "created_ms": d.failed_ms,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"alerts": alerts, "dead_letters": dead})))
 }
 
 async fn ack_alert(

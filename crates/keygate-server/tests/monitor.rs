@@ -89,6 +89,7 @@ async fn world(monitor: &str) -> World {
         store,
         StartOptions {
             monitor_clock: Some(clock.clone()),
+            ..Default::default()
         },
     )
     .await

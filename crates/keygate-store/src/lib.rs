@@ -29,15 +29,18 @@
 pub mod alerts;
 pub mod budgets;
 mod group;
+pub mod rotation;
 mod sql;
 mod sql_alerts;
 mod sql_budgets;
+mod sql_rotation;
 mod sql_tokens;
 pub mod testing;
 pub mod tokens;
 
 pub use alerts::{AlertRecord, AlertStore};
 pub use budgets::{BudgetRow, BudgetSpent, BudgetStore};
+pub use rotation::{DeadLetter, RotationDone, RotationSchedule, RotationStore, ScheduleWrite};
 pub use sql::SqlStore;
 pub use tokens::{
     ClientRecord, CodeRecord, FamilyRecord, Redemption, RotationWrite, SigningKeyRecord,
@@ -204,10 +207,11 @@ pub struct UsageRow {
 }
 
 /// keygate's persistent state: the vault and audit operations below, the token
-/// service's in [`TokenStore`], the monitor's alerts in [`AlertStore`] and the proxy's
-/// cost budgets in [`BudgetStore`].
+/// service's in [`TokenStore`], the monitor's alerts in [`AlertStore`], the proxy's cost
+/// budgets in [`BudgetStore`], and rotation schedules and webhook dead letters in
+/// [`RotationStore`].
 #[async_trait]
-pub trait Store: TokenStore + AlertStore + BudgetStore + Send + Sync + 'static {
+pub trait Store: TokenStore + AlertStore + BudgetStore + RotationStore + Send + Sync + 'static {
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;
 

@@ -1133,5 +1133,132 @@ async fn budget_spending_adds_up_per_day_and_range(db: &TestDb) {
             .range,
         55
     );
+
+on_both_backends!(
+    rotation_schedules_keep_their_history,
+    dead_letters_are_kept_newest_first,
+);
+
+/// A schedule is audited when set and cleared; a replaced schedule keeps its rotation
+/// history; a success clears the last error and the overdue mark.
+async fn rotation_schedules_keep_their_history(db: &TestDb) {
+    use keygate_store::{RotationDone, RotationStore, ScheduleWrite};
+    let store = open(db).await;
+    let write = |every: i64| ScheduleWrite {
+        secret: "openai".into(),
+        every_ms: every,
+        overlap_ms: 500,
+        hook: "rotate-openai".into(),
+        next_due_ms: 1000 + every,
+    };
+    store
+        .set_schedule(write(100), ev("secret.schedule"), 1000)
+        .await
+        .unwrap();
+    let s = store.schedule("openai").await.unwrap().unwrap();
+    assert_eq!((s.every_ms, s.next_due_ms, s.created_ms), (100, 1100, 1000));
+    assert_eq!(s.last_rotated_ms, None);
+
+    store
+        .record_rotation_failure("openai", "hook exited with status 1", 1200)
+        .await
+        .unwrap();
+    store.mark_overdue_notified("openai", 1300).await.unwrap();
+    let s = store.schedule("openai").await.unwrap().unwrap();
+    assert_eq!(s.last_error.as_deref(), Some("hook exited with status 1"));
+    assert_eq!(
+        (s.last_error_ms, s.overdue_notified_ms),
+        (Some(1200), Some(1300))
+    );
+
+    store
+        .record_rotation(
+            "openai",
+            RotationDone {
+                rotated_ms: 1400,
+                next_due_ms: 1500,
+                previous_version: Some(1),
+                overlap_ends_ms: Some(1900),
+            },
+        )
+        .await
+        .unwrap();
+    // Replacing the schedule keeps the pending previous version.
+    store
+        .set_schedule(write(200), ev("secret.schedule"), 1450)
+        .await
+        .unwrap();
+    let s = store.schedule("openai").await.unwrap().unwrap();
+    assert_eq!(s.every_ms, 200);
+    assert_eq!(
+        s.created_ms, 1000,
+        "a replaced schedule keeps its creation time"
+    );
+    assert_eq!(
+        (s.last_rotated_ms, s.previous_version),
+        (Some(1400), Some(1))
+    );
+    assert_eq!(s.overlap_ends_ms, Some(1900));
+    assert_eq!((s.last_error, s.overdue_notified_ms), (None, None));
+
+    store.clear_previous_version("openai").await.unwrap();
+    let s = store.schedule("openai").await.unwrap().unwrap();
+    assert_eq!((s.previous_version, s.overlap_ends_ms), (None, None));
+
+    assert_eq!(store.schedules().await.unwrap().len(), 1);
+    store
+        .clear_schedule("openai", ev("secret.unschedule"), 2000)
+        .await
+        .unwrap();
+    assert!(store.schedule("openai").await.unwrap().is_none());
+    assert!(matches!(
+        store
+            .clear_schedule("openai", ev("secret.unschedule"), 2001)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.record_rotation_failure("openai", "x", 1).await,
+        Err(StoreError::NotFound)
+    ));
+    let entries = store.audit_entries(0, 100).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "secret.schedule").count(),
+        2
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "secret.unschedule")
+            .count(),
+        1,
+        "the refused second clear writes no entry"
+    );
+    assert_chain_intact(&store).await;
+    store.close().await;
+}
+
+async fn dead_letters_are_kept_newest_first(db: &TestDb) {
+    use keygate_store::{DeadLetter, RotationStore};
+    let store = open(db).await;
+    for (id, at) in [("d1", 10), ("d2", 30), ("d3", 20)] {
+        store
+            .add_dead_letter(DeadLetter {
+                id: id.into(),
+                webhook: "0 hooks.example.com".into(),
+                event: "secret.rotated".into(),
+                attempts: 3,
+                last_error: "status 500".into(),
+                failed_ms: at,
+            })
+            .await
+            .unwrap();
+    }
+    let all = store.dead_letters(10).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["d2", "d3", "d1"]);
+    assert_eq!(all[0].attempts, 3);
+    assert_eq!(store.dead_letters(1).await.unwrap().len(), 1);
     store.close().await;
 }

@@ -394,6 +394,31 @@ impl Vault {
             .await
     }
 
+    /// Writes a rotated value as the version after `expected_current` (check-and-set, so
+    /// a version an operator wrote meanwhile is never overwritten), audited as
+    /// `secret.rotate` by `actor` with the hook's name; never the value.
+    pub async fn put_rotated(
+        &self,
+        name: &SecretName,
+        value: SecretString,
+        expected_current: i64,
+        actor: &str,
+        hook: &str,
+    ) -> Result<i64> {
+        let keys = self.keys()?;
+        self.check_value(&value)?;
+        self.write(
+            keys,
+            name,
+            &value,
+            Some(expected_current),
+            actor,
+            "secret.rotate",
+            Some(("hook", hook.into())),
+        )
+        .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn write(
         &self,
@@ -403,7 +428,7 @@ impl Vault {
         cas: Option<i64>,
         actor: &str,
         action: &str,
-        rolled_back_from: Option<i64>,
+        detail: Option<(&str, serde_json::Value)>,
     ) -> Result<i64> {
         // Optimistic: encrypt against the version we expect to follow, let the store's
         // conditional write decide; without CAS, retry a few times on a race.
@@ -423,8 +448,8 @@ impl Vault {
                 value.expose_secret().as_bytes(),
             )?;
             let mut audit = AuditEvent::new(actor, action, Outcome::Success).target(name.as_str());
-            if let Some(from) = rolled_back_from {
-                audit = audit.detail("from_version", from);
+            if let Some((key, value)) = &detail {
+                audit = audit.detail(key, value.clone());
             }
             let result = self
                 .store
@@ -542,7 +567,7 @@ impl Vault {
             Some(meta.current_version),
             actor,
             "secret.rollback",
-            Some(to),
+            Some(("from_version", to.into())),
         )
         .await
     }

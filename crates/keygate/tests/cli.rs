@@ -669,3 +669,77 @@ fn serve_refuses_a_world_readable_master_key_unless_allowed() {
     let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "unsealed: {answer}");
 }
+
+#[test]
+fn secret_schedule_and_rotate_drive_the_rotation_hooks() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let hook = setup.dir.path().join("next.sh");
+    std::fs::write(&hook, "#!/bin/sh\nread v; echo \"${v}-next\"\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut text = std::fs::read_to_string(&setup.config).unwrap();
+    text.push_str(&format!(
+        "\n[rotation.hooks.next]\ncommand = [\"{}\"]\n",
+        hook.display()
+    ));
+    std::fs::write(&setup.config, text).unwrap();
+    let log = setup.dir.path().join("server.log");
+    let _server = setup.serve(&log, &[]);
+
+    let put = setup.cli(&["secret", "put", "openai", "--stdin"], Some("sk-one\n"));
+    assert!(put.status.success(), "{}", stderr(&put));
+    let sched = setup.cli(
+        &[
+            "secret",
+            "schedule",
+            "openai",
+            "--every",
+            "30d",
+            "--overlap",
+            "1h",
+            "--hook",
+            "next",
+        ],
+        None,
+    );
+    assert!(sched.status.success(), "{}", stderr(&sched));
+    assert!(
+        stdout(&sched).starts_with("openai: rotates every 30days with hook next (overlap 1h)"),
+        "{}",
+        stdout(&sched)
+    );
+    let bad = setup.cli(
+        &[
+            "secret", "schedule", "openai", "--every", "30d", "--hook", "nope",
+        ],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("`hook`"), "{}", stderr(&bad));
+
+    let listed = setup.cli(&["secret", "schedules"], None);
+    assert!(stdout(&listed).contains("openai"), "{}", stdout(&listed));
+    assert!(stdout(&listed).contains("30days"), "{}", stdout(&listed));
+
+    let rotated = setup.cli(&["secret", "rotate", "openai"], None);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert_eq!(stdout(&rotated).trim(), "openai: rotated to version 2");
+    let get = setup.cli(&["secret", "get", "openai"], None);
+    assert_eq!(stdout(&get).trim(), "sk-one-next");
+    let old = setup.cli(&["secret", "get", "openai", "--version", "1"], None);
+    assert_eq!(
+        stdout(&old).trim(),
+        "sk-one",
+        "the previous version stays for the overlap"
+    );
+
+    let clear = setup.cli(&["secret", "schedule", "openai", "--clear"], None);
+    assert!(clear.status.success(), "{}", stderr(&clear));
+    assert_eq!(stdout(&clear).trim(), "openai: rotation schedule removed");
+    let again = setup.cli(&["secret", "rotate", "openai"], None);
+    assert!(!again.status.success(), "no schedule, nothing to rotate");
+    assert!(
+        !std::fs::read_to_string(&log).unwrap().contains("sk-one"),
+        "no value in the log"
+    );
+}

@@ -78,6 +78,34 @@ pub enum SecretCommand {
         #[arg(long)]
         max_versions: i64,
     },
+    /// Set (or with --clear remove) a secret's rotation schedule
+    #[command(
+        after_help = "Example:\n  keygate secret schedule openai --every 30d --overlap 1h --hook openai-admin\n  keygate secret schedule openai --clear\n\nThe hook is a [rotation.hooks.NAME] entry of keygate.toml. Inside the overlap the\nprevious version stays readable; after it, its value is destroyed."
+    )]
+    Schedule {
+        name: String,
+        /// Rotate this often (e.g. 30d, 12h)
+        #[arg(long, required_unless_present = "clear")]
+        every: Option<String>,
+        /// Keep the previous version readable this long after a rotation (default 0s)
+        #[arg(long, conflicts_with = "clear")]
+        overlap: Option<String>,
+        /// The hook that makes the new value
+        #[arg(long, required_unless_present = "clear")]
+        hook: Option<String>,
+        /// Remove the schedule
+        #[arg(long, conflicts_with_all = ["every", "hook"])]
+        clear: bool,
+    },
+    /// Rotate a scheduled secret now, with its schedule's hook
+    #[command(after_help = "Example:\n  keygate secret rotate openai")]
+    Rotate { name: String },
+    /// List rotation schedules: next due time and last error
+    #[command(after_help = "Example:\n  keygate secret schedules")]
+    Schedules {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Export keyed fingerprints of current values for `keygate scan --fingerprints`
     #[command(
         after_help = "Example:\n  keygate secret fingerprints --out managed.json\n  keygate scan . --fingerprints managed.json"
@@ -202,6 +230,49 @@ pub async fn run(c: SecretCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("{name}: keeps the values of its last {max_versions} versions");
         }
+        SecretCommand::Schedule {
+            name,
+            every,
+            overlap,
+            hook,
+            clear,
+        } => {
+            let path = format!("/admin/v1/secrets/{name}/schedule");
+            if clear {
+                client.call(Method::DELETE, &path, None).await?;
+                println!("{name}: rotation schedule removed");
+            } else {
+                let mut body = json!({"rotate_every": every, "hook": hook});
+                if let Some(o) = overlap {
+                    body["overlap"] = json!(o);
+                }
+                let r = client.call(Method::PUT, &path, Some(body)).await?;
+                println!(
+                    "{name}: rotates every {} with hook {} (overlap {}); next due {}",
+                    r["rotate_every"].as_str().unwrap_or_default(),
+                    r["hook"].as_str().unwrap_or_default(),
+                    r["overlap"].as_str().unwrap_or_default(),
+                    ts(r["next_due_ms"].as_i64().unwrap_or_default())
+                );
+            }
+        }
+        SecretCommand::Rotate { name } => {
+            let r = client
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/secrets/{name}/rotate"),
+                    None,
+                )
+                .await?;
+            println!("{name}: rotated to version {}", r["version"]);
+        }
+        SecretCommand::Schedules { format } => {
+            let r = client.get("/admin/v1/rotation").await?;
+            match format {
+                Format::Json => println!("{r}"),
+                Format::Text => print_schedules(&r),
+            }
+        }
         SecretCommand::Fingerprints { out } => {
             let r = client.get("/admin/v1/secret-fingerprints").await?;
             let text = format!("{r}\n");
@@ -271,6 +342,31 @@ fn print_history(r: &Value) {
             "{:>7}  {:<20}  {state}",
             n,
             ts(v["created_ms"].as_i64().unwrap_or_default())
+        );
+    }
+}
+
+fn print_schedules(r: &Value) {
+    let empty = Vec::new();
+    let schedules = r["schedules"].as_array().unwrap_or(&empty);
+    if schedules.is_empty() {
+        println!(
+            "no rotation schedules: `keygate secret schedule NAME --every 30d --hook HOOK` adds one"
+        );
+        return;
+    }
+    println!(
+        "{:<32} {:<10} {:<16} {:<20}  LAST ERROR",
+        "NAME", "EVERY", "HOOK", "NEXT DUE"
+    );
+    for s in schedules {
+        println!(
+            "{:<32} {:<10} {:<16} {:<20}  {}",
+            s["secret"].as_str().unwrap_or_default(),
+            s["rotate_every"].as_str().unwrap_or_default(),
+            s["hook"].as_str().unwrap_or_default(),
+            ts(s["next_due_ms"].as_i64().unwrap_or_default()),
+            s["last_error"].as_str().unwrap_or("-"),
         );
     }
 }
