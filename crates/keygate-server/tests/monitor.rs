@@ -223,9 +223,41 @@ throttle_for = "15m"
 escalate_after = "20s"
 "#;
 
+/// A webhook receiver: every delivery's headers and body.
+async fn receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(axum::http::HeaderMap, Vec<u8>)>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = Router::new().route(
+        "/hooks/keygate",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((headers, body.to_vec()));
+                    StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/keygate", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx)
+}
+
+const HOOK_KEY: &str = "whsec-monitor-test-key";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_spiking_20x_is_throttled_then_revoked_and_everyone_is_told_why() {
-    let mut w = world(SPIKE).await;
+    let (hook_url, mut deliveries) = receiver().await;
+    let mut w = world(&format!(
+        "{SPIKE}\n[[monitor.webhooks]]\nurl = \"{hook_url}\"\nevents = [\"alert\"]\nsecret = \"hook-key\"\n"
+    ))
+    .await;
+    let (s, _) = w.app.put("hook-key", json!({"value": HOOK_KEY})).await;
+    assert_eq!(s, StatusCode::OK);
     let alice = signed_in(&w, "alice").await;
     let bob = signed_in(&w, "bob").await;
 
@@ -309,11 +341,36 @@ async fn a_user_spiking_20x_is_throttled_then_revoked_and_everyone_is_told_why()
         "{metrics}"
     );
 
+    // Both alerts reached the webhook, signed with the key from the vault.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let (headers, body) = tokio::time::timeout(Duration::from_secs(10), deliveries.recv())
+            .await
+            .expect("a webhook delivery within 10s")
+            .unwrap();
+        use hmac::{Hmac, Mac};
+        let ts = headers["x-keygate-timestamp"].to_str().unwrap();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_KEY.as_bytes()).unwrap();
+        mac.update(format!("{ts}.").as_bytes());
+        mac.update(&body);
+        let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(headers["x-keygate-signature"].to_str().unwrap(), expected);
+        assert_eq!(headers["x-keygate-event"], "alert");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["data"]["rule"], "user-spike", "{v}");
+        assert!(!String::from_utf8_lossy(&body).contains(HOOK_KEY));
+        seen.push(v["data"]["action"].as_str().unwrap().to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, ["revoke", "throttle"]);
+
     // Idempotent: the incident goes on, nothing more is done or sent.
     for _ in 0..20 {
         models(&alice).await;
     }
     assert!(w.tick(Duration::from_secs(10)).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(deliveries.try_recv().is_err(), "no further webhook");
 
     // The operator reverses it: ack, lift the throttle; alice signs in again.
     let id = throttle["id"].as_str().unwrap();
