@@ -50,7 +50,9 @@ CONF
   "$(command -v nginx)" -c "$WORK/upstream.conf" -p "$WORK/upstream"
 }
 
-# keygate on 127.0.0.1:PORT in $WORK/keygate, DPoP optional and hour-long access tokens,
+# keygate on 127.0.0.1:PORT in $BENCH_KEYGATE_DIR (default $WORK/keygate), DPoP optional
+# and hour-long access tokens (BENCH_KEYGATE_APPEND, if set, is appended to its
+# keygate.toml before it starts),
 # with secret `bench`, routes `verify` (token only) and `bench` (full policy) to
 # 127.0.0.1:UPSTREAM_PORT, and a confidential client. Sets KEYGATE_PID, KEYGATE_ADDR,
 # KEYGATE_TOKEN, CLIENT_ID, KEYGATE_LOADGEN_CLIENT_SECRET and TOKEN_URL; extra
@@ -60,12 +62,16 @@ bench_keygate() {
   local port="$1" upstream_port="$2"
   shift 2
   local init admin_token client
-  init="$("$KEYGATE" init --dir "$WORK/keygate" --listen "127.0.0.1:$port" --format json)"
+  local dir="${BENCH_KEYGATE_DIR:-$WORK/keygate}"
+  init="$("$KEYGATE" init --dir "$dir" --listen "127.0.0.1:$port" --format json)"
   admin_token="$(printf %s "$init" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
+  if [ -n "${BENCH_KEYGATE_APPEND:-}" ]; then
+    printf '\n%s\n' "$BENCH_KEYGATE_APPEND" >> "$dir/keygate.toml"
+  fi
   # DPoP "optional" lets the confidential client's Bearer token through; a DPoP-bound
   # token is then checked exactly as when DPoP is required.
   env KEYGATE_LOG=error KEYGATE_TOKENS__DPOP=optional KEYGATE_TOKENS__ACCESS_TTL=1h "$@" \
-    "$KEYGATE" serve --config "$WORK/keygate/keygate.toml" >"$WORK/keygate.log" 2>&1 &
+    "$KEYGATE" serve --config "$dir/keygate.toml" >"$dir.log" 2>&1 &
   KEYGATE_PID=$!
   PIDS+=("$KEYGATE_PID")
   for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

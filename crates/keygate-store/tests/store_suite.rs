@@ -1133,6 +1133,8 @@ async fn budget_spending_adds_up_per_day_and_range(db: &TestDb) {
             .range,
         55
     );
+    store.close().await;
+}
 
 on_both_backends!(
     rotation_schedules_keep_their_history,
