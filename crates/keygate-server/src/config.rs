@@ -84,14 +84,32 @@ struct RawConfig {
     monitor: RawMonitorSection,
 }
 
-/// `[monitor]`: the monitor's own schema (rules, baselines, GeoIP) and the alert sinks
-/// `[[monitor.webhooks]]`, which the server owns.
-#[derive(Debug, Default, Deserialize)]
+/// `[monitor]`: the monitor's own schema (rules, baselines, GeoIP; keygate-monitor's
+/// `RawMonitor`) and the alert sinks `[[monitor.webhooks]]`, which the server owns. Split
+/// by hand rather than with `#[serde(flatten)]`, which would let a misspelt key through.
+#[derive(Debug, Default)]
 struct RawMonitorSection {
-    #[serde(default)]
     webhooks: Vec<crate::webhooks::RawWebhook>,
-    #[serde(flatten)]
     monitor: keygate_monitor::config::RawMonitor,
+}
+
+impl<'de> Deserialize<'de> for RawMonitorSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(d)?;
+        // Errors keep their path: `webhooks[0].url`, `rules[1].factor`.
+        let at = |e: serde_path_to_error::Error<toml::de::Error>| {
+            D::Error::custom(format!("{}: {}", e.path(), e.inner().message()))
+        };
+        let webhooks = match table.remove("webhooks") {
+            None => Vec::new(),
+            Some(v) => serde_path_to_error::deserialize(v).map_err(|e| {
+                D::Error::custom(format!("webhooks{}: {}", e.path(), e.inner().message()))
+            })?,
+        };
+        let monitor = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(at)?;
+        Ok(Self { webhooks, monitor })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1216,6 +1234,7 @@ mod tests {
                 "monitor.rules[0].actions[0]",
             ),
             ("[monitor]\nrulez = []", &[], "monitor"),
+            ("[monitor]\n[[monitor.webhooks]]\nurl = 5", &[], "monitor"),
         ];
         for (text, env, field) in cases {
             let e = load(text, env).unwrap_err();
@@ -1224,6 +1243,23 @@ mod tests {
                 "{text:?}: expected field {field}, got {e}"
             );
         }
+    }
+
+    #[test]
+    fn monitor_section_errors_keep_their_path() {
+        let e = load("[monitor]\nrulez = []", &[]).unwrap_err().to_string();
+        assert!(e.contains("rulez"), "{e}");
+        let e = load(
+            "[monitor]\n[[monitor.rules]]\nname = \"r\"\nkind = \"spike\"\nfactor = \"big\"",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rules[0].factor"), "{e}");
+        let e = load("[monitor]\n[[monitor.webhooks]]\nurll = \"https://x\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("webhooks[0]") && e.contains("urll"), "{e}");
     }
 
     #[test]

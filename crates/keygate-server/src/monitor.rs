@@ -327,11 +327,15 @@ impl RotateRoute for RouteKeyRotation {
     fn rotate(
         &self,
         route: &str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, String>> + Send + '_>>
-    {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, String>> + Send + '_>> {
         let secret = keygate_proxy::RouteName::parse(route)
             .ok()
-            .and_then(|name| self.proxy.routes().get(&name).map(|r| r.secret_name().to_owned()));
+            .and_then(|name| {
+                self.proxy
+                    .routes()
+                    .get(&name)
+                    .map(|r| r.secret_name().to_owned())
+            });
         Box::pin(async move {
             let secret = secret.ok_or_else(|| "the route no longer exists".to_owned())?;
             let name = keygate_vault::SecretName::parse(&secret).map_err(|e| e.to_string())?;

@@ -535,3 +535,84 @@ async fn a_corrupt_geoip_database_stops_the_start_with_a_clear_reason() {
     assert_eq!(snap.impossible_travel, "active");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_route_gets_its_key_rotated_through_the_rotation_hook() {
+    use std::os::unix::fs::PermissionsExt;
+    let hooks = tempfile::tempdir().unwrap();
+    let hook = hooks.path().join("next.sh");
+    std::fs::write(&hook, "#!/bin/sh\nread v; echo \"${v}-next\"\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut w = world(&format!(
+        "[rotation.hooks.next]\ncommand = [\"{}\"]\n\n[monitor]\ninterval = \"1s\"\ndefault_rules = false\n\n[[monitor.rules]]\nname = \"route-flood\"\nkind = \"ceiling\"\nscope = \"route\"\ncalls_per_minute = 60\nactions = [\"rotate\"]\n",
+        hook.display()
+    ))
+    .await;
+    // Without a schedule (no hook for the key) the action fails, and the alert says why.
+    let token = machine_token(&w.app, "svc-flood").await;
+    let url = format!("{}/proxy/api/v1/models", w.app.base);
+    let flood = |n: usize| {
+        let (http, url, token) = (w.app.http.clone(), url.clone(), token.clone());
+        async move {
+            for _ in 0..n {
+                let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+            }
+        }
+    };
+    flood(20).await;
+    let alerts = w.tick(Duration::from_secs(10)).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        (alerts[0].action.as_str(), alerts[0].subject.as_str()),
+        ("rotate", "route:api")
+    );
+    assert!(
+        alerts[0]
+            .evidence
+            .contains("failed: rotating secret api-key"),
+        "{}",
+        alerts[0].evidence
+    );
+    // With a schedule, the next incident rotates the key; the proxy injects version 2.
+    let (s, b) = w
+        .app
+        .call(
+            reqwest::Method::PUT,
+            "/admin/v1/secrets/api-key/schedule",
+            Some(json!({"rotate_every": "30d", "hook": "next"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let id = alerts[0].id.clone();
+    w.app
+        .call(
+            reqwest::Method::POST,
+            &format!("/admin/v1/alerts/{id}/ack"),
+            None,
+        )
+        .await;
+    flood(20).await;
+    let alerts = w.tick(Duration::from_secs(10)).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        alerts[0]
+            .evidence
+            .contains("route key rotated to version 2"),
+        "{}",
+        alerts[0].evidence
+    );
+    let (_, v) = w.app.get("/admin/v1/secrets/api-key").await;
+    assert_eq!(v["value"], "sk-upstream-key-0123456789-next", "{v}");
+    assert_eq!(v["version"], 2);
+    let (_, audit) = w.app.get("/admin/v1/audit?tail=20").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "secret.rotate"),
+        "{audit}"
+    );
+    w.app.stop().await;
+}

@@ -323,6 +323,25 @@ async fn failing_hooks_keep_the_old_version_and_say_why() {
         assert_eq!(listed["last_error"], json!(reason(secret)));
         assert!(!listed.to_string().contains("value-of"));
     }
+    // Each failure is an alert too (written beside the scheduler's task).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let alerts = loop {
+        let (_, a) = app.get("/admin/v1/alerts").await;
+        let alerts = a["alerts"].as_array().unwrap().clone();
+        if alerts.len() >= 3 || Instant::now() > deadline {
+            break alerts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    for a in &alerts {
+        assert_eq!(a["rule"], "rotation-failed", "{a}");
+        assert!(a["subject"].as_str().unwrap().starts_with("secret:"), "{a}");
+        assert!(
+            !a.to_string().contains("value-of"),
+            "no value in an alert: {a}"
+        );
+    }
 
     // A failed rotation waits for the retry interval instead of running every pass.
     clock.advance(1000);
@@ -631,6 +650,10 @@ async fn a_failing_receiver_is_retried_then_dead_lettered() {
         3,
         "one attempt and two retries"
     );
+    // `keygate alert list` shows dead letters after the alerts.
+    let (_, a) = app.get("/admin/v1/alerts").await;
+    assert_eq!(a["dead_letters"][0]["target"], "0 127.0.0.1", "{a}");
+    assert_eq!(a["dead_letters"][0]["attempts"], 3, "{a}");
 }
 
 #[tokio::test]

@@ -211,7 +211,9 @@ pub struct UsageRow {
 /// budgets in [`BudgetStore`], and rotation schedules and webhook dead letters in
 /// [`RotationStore`].
 #[async_trait]
-pub trait Store: TokenStore + AlertStore + BudgetStore + RotationStore + Send + Sync + 'static {
+pub trait Store:
+    TokenStore + AlertStore + BudgetStore + RotationStore + Send + Sync + 'static
+{
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;
 
