@@ -223,9 +223,14 @@ fn main() {
     let use_geo = !args.iter().any(|a| a == "--no-geo");
     let geo = use_geo.then(|| GeoDb::open(&db_path).unwrap());
 
-    let config = RawMonitor::default()
-        .validate(Path::new("."), &BTreeSet::new())
-        .unwrap();
+    // The server's configuration: the default rules, and the database when there is one
+    // (without it the default new-network rule is off).
+    let config = RawMonitor {
+        geoip_db: use_geo.then(|| db_path.clone()),
+        ..RawMonitor::default()
+    }
+    .validate(Path::new("."), &BTreeSet::new())
+    .unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let monitor = Monitor::new(config, geo, clock.clone());
 

@@ -28,11 +28,17 @@ struct Rig {
 }
 
 fn config(toml_text: &str) -> crate::config::MonitorConfig {
+    config_with(toml_text, None)
+}
+
+/// `toml_text`'s `[monitor]`, with `geoip_db` set to `geo` when given.
+fn config_with(toml_text: &str, geo: Option<&Path>) -> crate::config::MonitorConfig {
     #[derive(serde::Deserialize)]
     struct File {
         monitor: RawMonitor,
     }
     let mut file: File = toml::from_str(toml_text).unwrap();
+    file.monitor.geoip_db = geo.map(Path::to_path_buf);
     // A test that writes its own rules watches only those.
     if !file.monitor.rules.is_empty() {
         file.monitor.default_rules = false;
@@ -47,16 +53,16 @@ fn rig(toml_text: &str) -> Rig {
 
 fn rig_with(toml_text: &str, geo: Option<&[(IpAddr, u8, GeoInfo)]>) -> Rig {
     let clock = Arc::new(ManualClock::new(T0));
-    let (db, dir) = match geo {
-        None => (None, None),
+    let (db, dir, path) = match geo {
+        None => (None, None, None),
         Some(entries) => {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("geo.mmdb");
             std::fs::write(&path, write_mmdb(entries)).unwrap();
-            (Some(GeoDb::open(&path).unwrap()), Some(dir))
+            (Some(GeoDb::open(&path).unwrap()), Some(dir), Some(path))
         }
     };
-    let monitor = Monitor::new(config(toml_text), db, clock.clone());
+    let monitor = Monitor::new(config_with(toml_text, path.as_deref()), db, clock.clone());
     Rig {
         clock,
         monitor,
@@ -316,7 +322,8 @@ actions = ["alert", "rotate"]
 
 #[test]
 fn new_network_by_prefix_without_a_database() {
-    let rig = rig(DEFAULTS);
+    // Not a default without a database: configured explicitly.
+    let rig = rig("[monitor]\n[[monitor.rules]]\nname = \"new-network\"\nkind = \"new_network\"\n");
     assert_eq!(rig.monitor.snapshot().geoip, "none: prefix rules only");
     assert_eq!(
         rig.monitor.snapshot().impossible_travel,
@@ -659,11 +666,15 @@ fn configured_rules_add_to_the_defaults_and_replace_them_by_name() {
         added.iter().any(|n| n == "key-change"),
         "defaults stay on: {added:?}"
     );
-    assert_eq!(added.len(), 8);
+    assert_eq!(
+        added.len(),
+        7,
+        "six defaults without GeoIP, and the new rule"
+    );
     let replaced = parse(
         "[monitor]\n[[monitor.rules]]\nname = \"user-spike\"\nkind = \"spike\"\nfactor = 20.0\n",
     );
-    assert_eq!(replaced.len(), 7, "same name replaces: {replaced:?}");
+    assert_eq!(replaced.len(), 6, "same name replaces: {replaced:?}");
     let only = parse(
         "[monitor]\ndefault_rules = false\n[[monitor.rules]]\nname = \"burst\"\nkind = \"ceiling\"\ncalls_per_minute = 20\n",
     );
@@ -683,11 +694,23 @@ fn empty_section_gives_the_default_rules() {
             "user-spike",
             "route-spike",
             "user-ceiling",
-            "new-network",
             "impossible-travel",
             "key-change",
             "ip-refusals"
-        ]
+        ],
+        "without a GeoIP database the default new-network rule is off"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("geo.mmdb"), write_mmdb(&[])).unwrap();
+    #[derive(serde::Deserialize)]
+    struct File {
+        monitor: RawMonitor,
+    }
+    let file: File = toml::from_str("[monitor]\ngeoip_db = \"geo.mmdb\"\n").unwrap();
+    let with_geo = file.monitor.validate(dir.path(), &BTreeSet::new()).unwrap();
+    assert!(
+        with_geo.rules.iter().any(|r| r.name == "new-network"),
+        "with one it is on"
     );
     let key = c
         .rules
@@ -704,7 +727,7 @@ fn empty_section_gives_the_default_rules() {
 
 #[test]
 fn prefix_only_new_network_alerts_once_then_joins_the_family() {
-    let rig = rig(DEFAULTS);
+    let rig = rig("[monitor]\n[[monitor.rules]]\nname = \"new-network\"\nkind = \"new_network\"\n");
     rig.monitor.observe(&event("lena", "fam", "198.51.100.7"));
     assert!(rig.tick().is_empty());
     rig.monitor.observe(&event("lena", "fam", "203.0.113.5"));
