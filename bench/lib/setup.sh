@@ -70,7 +70,9 @@ bench_keygate() {
   fi
   # DPoP "optional" lets the confidential client's Bearer token through; a DPoP-bound
   # token is then checked exactly as when DPoP is required.
-  env KEYGATE_LOG=error KEYGATE_TOKENS__DPOP=optional KEYGATE_TOKENS__ACCESS_TTL=1h "$@" \
+  # The generator's variables start with KEYGATE_ too; keygate would read them as config.
+  env -u KEYGATE_LOADGEN_CLIENT_SECRET -u KEYGATE_LOADGEN_ACCESS_TOKEN \
+    KEYGATE_LOG=error KEYGATE_TOKENS__DPOP=optional KEYGATE_TOKENS__ACCESS_TTL=1h "$@" \
     "$KEYGATE" serve --config "$dir/keygate.toml" >"$dir.log" 2>&1 &
   KEYGATE_PID=$!
   PIDS+=("$KEYGATE_PID")

@@ -307,7 +307,7 @@ pub async fn start_with_options(
                 ),
                 None => {
                     tracing::info!(
-                        "monitor: no GeoIP database (monitor.geoip_db); new-network rules use address prefixes only, impossible travel is off"
+                        "monitor: no GeoIP database (monitor.geoip_db): the default new-network rule and impossible travel are off; a configured new_network rule works on address prefixes"
                     );
                     None
                 }

@@ -71,38 +71,17 @@ impl World {
 /// A server whose `[monitor]` section is `monitor` (TOML appended to the config), with a
 /// route `api` to a fake upstream that allows `GET /v1/models`.
 async fn world(monitor: &str) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let init = keygate_server::init_dir(dir.path(), free_addr())
-        .await
-        .unwrap();
-    let path = dir.path().join("keygate.toml");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push('\n');
-    text.push_str(monitor);
-    std::fs::write(&path, text).unwrap();
-    // Bearer tokens too: the many-user test uses client-credentials tokens without DPoP.
-    let config = load_config(dir.path(), &[("KEYGATE_TOKENS__DPOP", "optional")]);
-    let store = keygate_server::open_store(&config).await.unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let server = keygate_server::start_with_options(
-        config,
-        store,
+    // Bearer tokens too: the many-user test uses client-credentials tokens without DPoP.
+    let app = TestApp::spawn_with_options(
+        |_| monitor.to_owned(),
+        &[("KEYGATE_TOKENS__DPOP", "optional")],
         StartOptions {
             monitor_clock: Some(clock.clone()),
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
-    let base = format!("http://{}", server.addr());
-    let app = TestApp {
-        db: None,
-        dir,
-        server: Some(server),
-        base,
-        token: init.admin_token,
-        http: reqwest::Client::new(),
-    };
+    .await;
     let (s, _) = app
         .put("api-key", json!({"value": "sk-upstream-key-0123456789"}))
         .await;

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestApp, free_addr, load_config};
+use common::{TestApp, free_addr};
+use keygate_server::StartOptions;
 use keygate_server::rotation::{Clock, RotationNotice, RotationNotify, Rotator};
-use keygate_server::{StartOptions, init_dir};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -70,42 +70,28 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 /// The server with `extra` appended to its keygate.toml (`{dir}` is replaced by the
 /// directory the hook scripts live in), a fake rotation clock and a notice collector.
 async fn spawn(extra: &str, scripts: &[(&str, &str)]) -> (TestApp, FakeClock, Arc<Notices>) {
-    let dir = tempfile::tempdir().unwrap();
-    let init = init_dir(dir.path(), free_addr()).await.unwrap();
-    let hooks_dir = dir.path().join("hooks");
-    std::fs::create_dir_all(&hooks_dir).unwrap();
-    for (name, body) in scripts {
-        script(&hooks_dir, name, body);
-    }
-    let toml_path = dir.path().join("keygate.toml");
-    let mut text = std::fs::read_to_string(&toml_path).unwrap();
-    text.push_str("\n[rotation]\ncheck_interval = \"1h\"\n");
-    text.push_str(&extra.replace("{dir}", &hooks_dir.display().to_string()));
-    std::fs::write(&toml_path, text).unwrap();
-    let config = load_config(dir.path(), &[]);
-    let store = keygate_server::open_store(&config).await.unwrap();
     let clock = FakeClock::new();
     let notices = Arc::new(Notices::default());
-    let server = keygate_server::start_with_options(
-        config,
-        store,
+    let app = TestApp::spawn_with_options(
+        |dir| {
+            let hooks = dir.join("hooks");
+            std::fs::create_dir_all(&hooks).unwrap();
+            for (name, body) in scripts {
+                script(&hooks, name, body);
+            }
+            format!(
+                "[rotation]\ncheck_interval = \"1h\"\n{}",
+                extra.replace("{dir}", &hooks.display().to_string())
+            )
+        },
+        &[],
         StartOptions {
             clock: Some(clock.clock()),
             rotation_notify: Some(notices.clone()),
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
-    let base = format!("http://{}", server.addr());
-    let app = TestApp {
-        db: None,
-        dir,
-        server: Some(server),
-        base,
-        token: init.admin_token,
-        http: reqwest::Client::new(),
-    };
+    .await;
     (app, clock, notices)
 }
 

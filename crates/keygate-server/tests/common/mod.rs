@@ -102,6 +102,37 @@ impl TestApp {
         Some(app)
     }
 
+    /// A fresh directory whose keygate.toml gets what `prepare` returns appended
+    /// (`prepare` may also write files into the directory), started with `options`
+    /// (injected clocks, notice sinks) and configuration overrides `env`.
+    pub async fn spawn_with_options(
+        prepare: impl FnOnce(&Path) -> String,
+        env: &[(&str, &str)],
+        options: keygate_server::StartOptions,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let init = init_dir(dir.path(), free_addr()).await.unwrap();
+        let path = dir.path().join("keygate.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push('\n');
+        text.push_str(&prepare(dir.path()));
+        std::fs::write(&path, text).unwrap();
+        let config = load_config(dir.path(), env);
+        let store = keygate_server::open_store(&config).await.unwrap();
+        let server = keygate_server::start_with_options(config, store, options)
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.addr());
+        Self {
+            db: None,
+            dir,
+            server: Some(server),
+            base,
+            token: init.admin_token,
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub async fn start(dir: tempfile::TempDir, token: SecretString) -> Self {
         Self::start_with(dir, token, &[]).await
     }
