@@ -591,6 +591,25 @@ login_ip_window       = "15m"
 auth_failure_window = "60s"
 auth_failure_limit  = 10
 
+# The monitor watches every proxied call and acts on abuse by itself: spikes against a
+# user's own baseline, ceilings, impossible travel, a session's DPoP key changing, bursts
+# of refused tokens. Actions (alert, throttle, revoke, disable, rotate) are audited and
+# shown by `keygate alert list`. It is on, with its default rules, without this section;
+# [[monitor.rules]] add to them.
+# [monitor]
+# enabled  = true
+# interval = "2s"
+# geoip_db = "./GeoLite2-City.mmdb"   # countries and locations: new-network and impossible-travel rules
+#
+# [[monitor.webhooks]]                # alerts and secret changes, signed with HMAC-SHA256
+# url    = "https://hooks.example.com/keygate"
+# events = ["alert", "secret.rotated", "secret.rotation_failed"]
+# secret = "webhook-key"              # a vault secret holding the HMAC key
+#
+# Secret rotation on a schedule (`keygate secret schedule NAME --every 30d --hook NAME`):
+# [rotation.hooks.openai-admin]
+# command = ["/usr/local/bin/rotate-openai"]   # reads the current value on stdin, prints the new one
+
 [log]
 format = "json"   # or "text"
 level  = "info"   # KEYGATE_LOG overrides this filter

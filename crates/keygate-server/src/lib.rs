@@ -85,7 +85,9 @@ pub struct StartOptions {
     /// webhooks).
     pub rotation_notify: Option<Arc<dyn rotation::RotationNotify>>,
     /// The monitor's clock (default: the system clock). A test moves a
-    /// [`keygate_monitor::clock::ManualClock`] to simulate hours of traffic.
+    /// [`keygate_monitor::clock::ManualClock`] to simulate hours of traffic; with a clock
+    /// given, the background evaluation loop does not run, and the test evaluates with
+    /// [`monitor::MonitorService::run_once`] (so no evaluation races its own).
     pub monitor_clock: Option<Arc<dyn keygate_monitor::clock::Clock>>,
 }
 
@@ -295,6 +297,7 @@ pub async fn start_with_options(
         Err(e) => return Err(anyhow::anyhow!(e).context("starting the token service")),
     };
     let settings = &config.monitor;
+    let monitor_loop = options.monitor_clock.is_none();
     let monitor = match &tokens {
         Some(_) if settings.enabled => {
             let clock = options
@@ -397,7 +400,9 @@ pub async fn start_with_options(
         if let Some(t) = &tokens {
             let _ = t.monitor.set(m.monitor.clone());
         }
-        tokio::spawn(monitor::run(m.clone(), stop_rx.clone()));
+        if monitor_loop {
+            tokio::spawn(monitor::run(m.clone(), stop_rx.clone()));
+        }
     }
     if let Some(t) = tokens {
         tokio::spawn(replay_horizon_loop(t.clone(), stop_rx.clone()));

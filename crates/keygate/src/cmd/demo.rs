@@ -145,9 +145,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     // The demo's own monitor rule: an absolute ceiling, so a burst is caught without
     // hours of baseline; the default rules stay on.
     let mut text = std::fs::read_to_string(&init.config_path)?;
-    text.push_str(&demo_monitor_config());
+    text.push_str(&demo_monitor_rule());
     std::fs::write(&init.config_path, text)?;
-    let config = Config::load(&init.config_path)?;
+    let mut config = Config::load(&init.config_path)?;
+    // Evaluate often, so the walk-through does not wait.
+    config.monitor.interval = std::time::Duration::from_millis(500);
     let server = keygate_server::start(config).await?;
     let base = format!("http://{}", server.addr());
     let ready = reqwest::get(format!("{base}/readyz")).await?;
@@ -504,8 +506,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn demo_monitor_config() -> String {
+/// Added to the `[monitor]` section `keygate init` wrote.
+fn demo_monitor_rule() -> String {
     format!(
-        "\n[monitor]\ninterval = \"500ms\"\n\n[[monitor.rules]]\nname = \"{DEMO_RULE}\"\nkind = \"ceiling\"\nscope = \"user\"\ncalls_per_minute = {DEMO_CEILING}\nactions = [\"throttle\", \"revoke\"]\nthrottle_per_minute = 6\nthrottle_for = \"10m\"\nescalate_after = \"2s\"\n"
+        "\n[[monitor.rules]]\nname = \"{DEMO_RULE}\"\nkind = \"ceiling\"\nscope = \"user\"\ncalls_per_minute = {DEMO_CEILING}\nactions = [\"throttle\", \"revoke\"]\nthrottle_per_minute = 6\nthrottle_for = \"10m\"\nescalate_after = \"2s\"\n"
     )
 }
