@@ -14,13 +14,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
+use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::{Json, Router};
-use keygate_audit::{AuditEvent, Outcome};
 use keygate_auth::resource::ResourceRequest;
 use keygate_proxy::route::RawRoute;
 use keygate_proxy::usage::ProxyMetrics;
@@ -28,11 +27,8 @@ use keygate_proxy::{
     ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget, RouteTable,
 };
 use keygate_vault::now_ms;
-use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::admin::{Admin, Body as JsonBody};
-use crate::error::ApiError;
 use crate::oauth::OAuthError;
 
 /// Quota counters in the store: one atomic statement per counted call, shared by every
@@ -202,7 +198,7 @@ async fn flush_usage(
 pub const SECRET_STALENESS: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where admin-applied routes are kept in the store's `meta` table.
-const ROUTES_META: &str = "routes";
+pub(crate) const ROUTES_META: &str = "routes";
 
 /// The proxy's shared state.
 pub struct ProxyState {
@@ -318,7 +314,7 @@ impl ProxyState {
 
     /// Validates file routes overlaid by `applied`, prepares their upstream clients, and
     /// makes them live.
-    fn install(&self, applied: BTreeMap<String, RawRoute>) -> Result<(), RoutesError> {
+    pub(crate) fn install(&self, applied: BTreeMap<String, RawRoute>) -> Result<(), RoutesError> {
         let mut all = self.file_routes.clone();
         all.extend(applied.clone());
         let table = RouteTable::from_raw(&all)?;
@@ -391,7 +387,12 @@ impl ProxyState {
         self.table.read().map(|t| t.clone()).unwrap_or_default()
     }
 
-    fn raw(&self, name: &str) -> Option<(RawRoute, &'static str)> {
+    /// The routes from the configuration file.
+    pub(crate) fn file_routes(&self) -> &BTreeMap<String, RawRoute> {
+        &self.file_routes
+    }
+
+    pub(crate) fn raw(&self, name: &str) -> Option<(RawRoute, &'static str)> {
         if let Some(r) = self.applied.read().ok().and_then(|a| a.get(name).cloned()) {
             return Some((r, "admin"));
         }
@@ -403,9 +404,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/proxy/{*rest}", any(proxy))
         .route("/metrics", get(metrics))
-        .route("/admin/v1/routes", get(list_routes).put(apply_routes))
-        .route("/admin/v1/routes/{name}", get(show_route))
-        .route("/admin/v1/usage", get(usage))
 }
 
 fn refuse(
@@ -543,157 +541,4 @@ async fn metrics(State(s): State<AppState>) -> Response {
         body.push_str(&m.render_metrics());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
-}
-
-fn proxy_state(s: &AppState) -> Result<&ProxyState, ApiError> {
-    s.proxy.as_deref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "sealed",
-            "the proxy is unavailable while the vault is sealed",
-        )
-    })
-}
-
-async fn list_routes(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let px = proxy_state(&s)?;
-    let routes: Vec<Value> = px
-        .routes()
-        .iter()
-        .map(|r| {
-            let source = px.raw(r.name().as_str()).map_or("config", |(_, src)| src);
-            json!({
-                "name": r.name().as_str(),
-                "upstream": format!("{}://{}{}", r.upstream().scheme(), r.upstream().authority(), r.upstream().base_path()),
-                "secret": r.secret_name(),
-                "allow": r.allow().iter().map(|a| a.as_str()).collect::<Vec<_>>(),
-                "scopes": r.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-                "source": source,
-            })
-        })
-        .collect();
-    Ok(Json(json!({"routes": routes})))
-}
-
-async fn show_route(
-    _admin: Admin,
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let px = proxy_state(&s)?;
-    let (raw, source) = px
-        .raw(&name)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"))?;
-    Ok(Json(json!({"name": name, "source": source, "route": raw})))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApplyBody {
-    /// A TOML document with `[routes.NAME]` tables: it replaces every admin-applied route.
-    toml: String,
-}
-
-async fn apply_routes(
-    admin: Admin,
-    State(s): State<AppState>,
-    JsonBody(body): JsonBody<ApplyBody>,
-) -> Result<Json<Value>, ApiError> {
-    let px = proxy_state(&s)?;
-    let doc: toml::Table = body.toml.parse().map_err(|e: toml::de::Error| {
-        // The parser's text may quote the document; only the position is given.
-        ApiError::bad_request(format!(
-            "`toml`: not valid TOML{}",
-            crate::config::toml_error_position(&body.toml, &e)
-        ))
-    })?;
-    let mut applied = BTreeMap::new();
-    if let Some(routes) = doc.get("routes") {
-        let routes = routes.as_table().ok_or_else(|| {
-            ApiError::bad_request("`routes` must be a table of [routes.NAME] tables")
-        })?;
-        for (name, value) in routes {
-            if keygate_proxy::RouteName::parse(name).is_err() {
-                return Err(ApiError::bad_request(
-                    "`routes`: invalid route name (1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit)",
-                ));
-            }
-            let label = format!("routes.{name}");
-            let raw: RawRoute = serde_json::to_value(value)
-                .map_err(|_| crate::json_body::DocumentError::invalid_value())
-                .and_then(crate::json_body::from_value)
-                .map_err(|e| ApiError::bad_request(e.within(&label).to_string()))?;
-            applied.insert(name.clone(), raw);
-        }
-    }
-    // Validate everything before anything changes.
-    let mut all = px.file_routes.clone();
-    all.extend(applied.clone());
-    RouteTable::from_raw(&all).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let bytes = serde_json::to_vec(&applied).map_err(|e| ApiError::internal(&e))?;
-    let names: Vec<String> = applied.keys().cloned().collect();
-    s.store
-        .set_meta(
-            ROUTES_META,
-            bytes,
-            AuditEvent::new(admin.actor(), "routes.apply", Outcome::Success)
-                .detail("routes", names.clone()),
-            now_ms(),
-        )
-        .await?;
-    px.install(applied)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(json!({"applied": names, "live": px.routes().len()})))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsageQuery {
-    /// A user name (or a client id for client-credentials tokens).
-    user: Option<String>,
-    route: Option<String>,
-    /// How far back, in minutes (default 60).
-    minutes: Option<i64>,
-}
-
-async fn usage(
-    _admin: Admin,
-    State(s): State<AppState>,
-    crate::admin::Params(q): crate::admin::Params<UsageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let minutes = q.minutes.unwrap_or(60);
-    if !(1..=60 * 24 * 31).contains(&minutes) {
-        return Err(ApiError::bad_request("minutes must be between 1 and 44640"));
-    }
-    // Usage is recorded by user id; accept the name operators know.
-    let user_id = match &q.user {
-        Some(name) => Some(
-            s.store
-                .user_by_name(name)
-                .await?
-                .map(|u| u.id)
-                .unwrap_or_else(|| name.clone()),
-        ),
-        None => None,
-    };
-    let since = now_ms() / 60_000 - minutes;
-    let rows = s
-        .store
-        .usage(since, user_id.as_deref(), q.route.as_deref(), 10_000)
-        .await?;
-    let rows: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "minute": r.minute,
-                "user_id": r.user_id,
-                "route": r.route,
-                "status_class": r.status_class,
-                "calls": r.calls,
-                "latency_ms_avg": if r.calls > 0 { r.latency_ms_sum / r.calls } else { 0 },
-                "latency_ms_max": r.latency_ms_max,
-            })
-        })
-        .collect();
-    Ok(Json(json!({"usage": rows})))
 }

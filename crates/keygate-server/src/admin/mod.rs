@@ -21,8 +21,13 @@ use crate::AppState;
 use crate::admin_guard::{Failure, Gate, source_of};
 use crate::error::ApiError;
 
+pub mod routes;
+pub mod usage;
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(routes::router())
+        .merge(usage::router())
         .route("/admin/v1/secrets", get(list_secrets))
         .route(
             "/admin/v1/secrets/{name}",

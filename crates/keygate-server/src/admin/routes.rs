@@ -1,0 +1,126 @@
+//! `/admin/v1/routes`: the live route table, and routes applied through the admin API
+//! (stored, so every replica and every restart sees them).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use keygate_audit::{AuditEvent, Outcome};
+use keygate_proxy::RouteTable;
+use keygate_proxy::route::RawRoute;
+use keygate_vault::now_ms;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::admin::{Admin, Body as JsonBody};
+use crate::error::ApiError;
+use crate::proxy::{ProxyState, ROUTES_META};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/routes", get(list_routes).put(apply_routes))
+        .route("/admin/v1/routes/{name}", get(show_route))
+}
+
+fn proxy_state(s: &AppState) -> Result<&ProxyState, ApiError> {
+    s.proxy.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sealed",
+            "the proxy is unavailable while the vault is sealed",
+        )
+    })
+}
+
+async fn list_routes(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let px = proxy_state(&s)?;
+    let routes: Vec<Value> = px
+        .routes()
+        .iter()
+        .map(|r| {
+            let source = px.raw(r.name().as_str()).map_or("config", |(_, src)| src);
+            json!({
+                "name": r.name().as_str(),
+                "upstream": format!("{}://{}{}", r.upstream().scheme(), r.upstream().authority(), r.upstream().base_path()),
+                "secret": r.secret_name(),
+                "allow": r.allow().iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+                "scopes": r.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "source": source,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"routes": routes})))
+}
+
+async fn show_route(
+    _admin: Admin,
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let px = proxy_state(&s)?;
+    let (raw, source) = px
+        .raw(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"))?;
+    Ok(Json(json!({"name": name, "source": source, "route": raw})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    /// A TOML document with `[routes.NAME]` tables: it replaces every admin-applied route.
+    toml: String,
+}
+
+async fn apply_routes(
+    admin: Admin,
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<ApplyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let px = proxy_state(&s)?;
+    let doc: toml::Table = body.toml.parse().map_err(|e: toml::de::Error| {
+        // The parser's text may quote the document; only the position is given.
+        ApiError::bad_request(format!(
+            "`toml`: not valid TOML{}",
+            crate::config::toml_error_position(&body.toml, &e)
+        ))
+    })?;
+    let mut applied = BTreeMap::new();
+    if let Some(routes) = doc.get("routes") {
+        let routes = routes.as_table().ok_or_else(|| {
+            ApiError::bad_request("`routes` must be a table of [routes.NAME] tables")
+        })?;
+        for (name, value) in routes {
+            if keygate_proxy::RouteName::parse(name).is_err() {
+                return Err(ApiError::bad_request(
+                    "`routes`: invalid route name (1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit)",
+                ));
+            }
+            let label = format!("routes.{name}");
+            let raw: RawRoute = serde_json::to_value(value)
+                .map_err(|_| crate::json_body::DocumentError::invalid_value())
+                .and_then(crate::json_body::from_value)
+                .map_err(|e| ApiError::bad_request(e.within(&label).to_string()))?;
+            applied.insert(name.clone(), raw);
+        }
+    }
+    // Validate everything before anything changes.
+    let mut all = px.file_routes().clone();
+    all.extend(applied.clone());
+    RouteTable::from_raw(&all).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let bytes = serde_json::to_vec(&applied).map_err(|e| ApiError::internal(&e))?;
+    let names: Vec<String> = applied.keys().cloned().collect();
+    s.store
+        .set_meta(
+            ROUTES_META,
+            bytes,
+            AuditEvent::new(admin.actor(), "routes.apply", Outcome::Success)
+                .detail("routes", names.clone()),
+            now_ms(),
+        )
+        .await?;
+    px.install(applied)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(json!({"applied": names, "live": px.routes().len()})))
+}
