@@ -99,6 +99,7 @@ pub mod budget;
 pub mod error;
 pub mod forward;
 pub mod framing;
+pub mod gatekeeper;
 pub mod h1guard;
 pub mod headers;
 pub mod limit;
@@ -112,6 +113,10 @@ pub mod usage;
 pub use budget::Budgets;
 pub use error::{BudgetWindow, Fault, ProxyError};
 pub use forward::{Forwarder, ForwarderConfig, ProxyBody};
+pub use framing::CheckedRequest;
+pub use gatekeeper::{
+    AccessRequest, AccessVerifier, Gatekeeper, GatekeeperConfig, KeySource, KeyUnavailable,
+};
 pub use headers::ForwardedInfo;
 pub use limit::{LimitGate, RatePermit};
 pub use path::{NormalPath, ProxyTarget, RouteName};
