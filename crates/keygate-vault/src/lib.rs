@@ -21,15 +21,6 @@
 //! let (_version, _value) = vault.get(&name, Some(v), "admin:root").await?;
 //! # Ok(()) }
 //! ```
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 pub mod crypto;
 mod master;
