@@ -18,6 +18,7 @@
 //! | [`refresh`], [`code`] | refresh families and authorization codes, with storage contracts |
 //! | [`pkce`], [`password`], [`totp`], [`opaque`], [`redirect`], [`throttle`] | login building blocks |
 //! | [`metadata`] | the RFC 8414 server metadata document |
+//! | [`uri`] | percent-escapes (RFC 3986), shared with the proxy's path normaliser |
 //! | [`error`] | [`AuthError`]: OAuth code, challenge, `DPoP-Nonce`, internal reason |
 //!
 //! # Example: a DPoP-bound token from issue to a verified proxied request
@@ -117,6 +118,7 @@ pub mod refresh;
 pub mod resource;
 pub mod throttle;
 pub mod totp;
+pub mod uri;
 
 pub use clock::{Clock, FixedClock, ManualClock, SystemClock, UnixTime};
 pub use error::{AuthError, Disposition, ErrorCode, Reason};
