@@ -5,7 +5,8 @@
 //! access tokens with a rotating signing key set, RFC 9449 DPoP proofs with a replay-cache
 //! trait and stateless server nonces, PKCE, Argon2id passwords, TOTP, opaque tokens,
 //! redirect-URI matching, authorization codes and the refresh token family state machine.
-//! The server crate wires these to the store and to axum; only it knows status codes.
+//! The server crate wires these to the store and to axum; this crate picks no HTTP status
+//! code (an [`AuthError`] says its [`Disposition`], the server chooses the status).
 //!
 //! | module | owns |
 //! |---|---|

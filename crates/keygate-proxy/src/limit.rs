@@ -128,9 +128,10 @@ pub enum RateDecision {
 #[error("rate limiter unavailable")]
 pub struct LimiterUnavailable;
 
-/// A rate limiter: one atomic GCRA step per call. Implementations: [`InMemoryRateLimiter`]
-/// here; the server adds a Redis one for scale-out (a Lua script or `CL.THROTTLE`-style
-/// command doing the same step atomically with the TAT as value and `reset` as TTL).
+/// A rate limiter: one atomic GCRA step per call. The one implementation is
+/// [`InMemoryRateLimiter`]; a limiter shared by replicas (planned for scale-out, e.g. on
+/// Redis: a Lua script doing the same step atomically with the TAT as value and `reset`
+/// as TTL) would implement this trait.
 pub trait RateLimiter: Send + Sync {
     /// Counts one request against `key` under `policy`.
     fn acquire<'a>(
