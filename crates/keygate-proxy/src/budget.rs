@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use keygate_auth::ids::UserId;
 
 use crate::error::{BudgetWindow, ProxyError};
-use crate::limit::{BoxFuture, QuotaWindow};
+use crate::limit::QuotaWindow;
 use crate::path::RouteName;
 use crate::route::{AuthorizedCall, QuotaPeriod};
 use crate::usage::{UsageEvent, UsageSink};
@@ -55,16 +55,17 @@ pub struct Spent {
 pub struct BudgetUnavailable;
 
 /// Where spending is kept, shared by every replica (the store in the server).
+#[async_trait::async_trait]
 pub trait BudgetLedger: Send + Sync {
     /// What `user` spent on `route` on day `today` and on the days
     /// `month_first_day..=today` (days since the Unix epoch, UTC).
-    fn spent<'a>(
-        &'a self,
-        user: &'a UserId,
-        route: &'a RouteName,
+    async fn spent(
+        &self,
+        user: &UserId,
+        route: &RouteName,
         month_first_day: i64,
         today: i64,
-    ) -> BoxFuture<'a, Result<Spent, BudgetUnavailable>>;
+    ) -> Result<Spent, BudgetUnavailable>;
 }
 
 /// Cost summed for one (user, route, UTC day), to add to the ledger.
@@ -104,15 +105,16 @@ impl InMemoryBudgetLedger {
     }
 }
 
+#[async_trait::async_trait]
 impl BudgetLedger for InMemoryBudgetLedger {
-    fn spent<'a>(
-        &'a self,
-        user: &'a UserId,
-        route: &'a RouteName,
+    async fn spent(
+        &self,
+        user: &UserId,
+        route: &RouteName,
         month_first_day: i64,
         today: i64,
-    ) -> BoxFuture<'a, Result<Spent, BudgetUnavailable>> {
-        let answer = self.days.lock().map_err(|_| BudgetUnavailable).map(|days| {
+    ) -> Result<Spent, BudgetUnavailable> {
+        self.days.lock().map_err(|_| BudgetUnavailable).map(|days| {
             let mut spent = Spent::default();
             for ((u, r, d), cost) in days.iter() {
                 if u == user && r == route && (month_first_day..=today).contains(d) {
@@ -123,8 +125,7 @@ impl BudgetLedger for InMemoryBudgetLedger {
                 }
             }
             spent
-        });
-        Box::pin(std::future::ready(answer))
+        })
     }
 }
 
@@ -513,15 +514,16 @@ mod tests {
     }
 
     struct Down;
+    #[async_trait::async_trait]
     impl BudgetLedger for Down {
-        fn spent<'a>(
-            &'a self,
-            _: &'a UserId,
-            _: &'a RouteName,
+        async fn spent(
+            &self,
+            _: &UserId,
+            _: &RouteName,
             _: i64,
             _: i64,
-        ) -> BoxFuture<'a, Result<Spent, BudgetUnavailable>> {
-            Box::pin(std::future::ready(Err(BudgetUnavailable)))
+        ) -> Result<Spent, BudgetUnavailable> {
+            Err(BudgetUnavailable)
         }
     }
 

@@ -36,7 +36,7 @@ use crate::error::ProxyError;
 use crate::forward::{BoxError, Forwarder, ForwarderConfig, ProxyBody, TlsSetupError};
 use crate::framing::CheckedRequest;
 use crate::headers::ForwardedInfo;
-use crate::limit::{BoxFuture, LimitGate};
+use crate::limit::LimitGate;
 use crate::path::{ProxyTarget, RouteName};
 use crate::route::RouteTable;
 use crate::throttle::Throttles;
@@ -57,12 +57,10 @@ pub struct AccessRequest<'a> {
 
 /// Checks a request's access token, its DPoP proof and revocation (keygate-auth's
 /// `verify_request` behind the token service, in the server).
+#[async_trait::async_trait]
 pub trait AccessVerifier: Send + Sync {
     /// A [`VerifiedAccess`], or the refusal to answer with (401, 400, 403 or 503).
-    fn verify<'a>(
-        &'a self,
-        request: AccessRequest<'a>,
-    ) -> BoxFuture<'a, Result<VerifiedAccess, AuthError>>;
+    async fn verify(&self, request: AccessRequest<'_>) -> Result<VerifiedAccess, AuthError>;
 }
 
 /// The route's key could not be read (deleted, destroyed, sealed, storage down).
@@ -71,13 +69,14 @@ pub trait AccessVerifier: Send + Sync {
 pub struct KeyUnavailable(pub String);
 
 /// Where route keys come from (the vault, in the server).
+#[async_trait::async_trait]
 pub trait KeySource: Send + Sync {
     /// A number that changes whenever a key may have changed through this process (the
     /// store's change epoch): a cached key from an older epoch is never used.
     fn epoch(&self) -> u64;
 
     /// The current version of the secret named `secret`.
-    fn key<'a>(&'a self, secret: &'a str) -> BoxFuture<'a, Result<SecretString, KeyUnavailable>>;
+    async fn key(&self, secret: &str) -> Result<SecretString, KeyUnavailable>;
 }
 
 /// How the gatekeeper presents itself.

@@ -9,9 +9,7 @@
 //! unknown key, which is what makes eviction safe.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,9 +22,6 @@ use crate::budget::Budgets;
 use crate::error::{ProxyError, retry_after_secs};
 use crate::path::RouteName;
 use crate::route::{AuthorizedCall, LimitPer, QuotaPeriod, QuotaSpec, RateSpec};
-
-/// A boxed future, so the traits stay object-safe (`Arc<dyn RateLimiter>`).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A counter key: route, dimension and subject. It holds a user id or an IP address, so it
 /// is for limiter stores only, never for metric labels or logs.
@@ -132,13 +127,14 @@ pub struct LimiterUnavailable;
 /// [`InMemoryRateLimiter`]; a limiter shared by replicas (planned for scale-out, e.g. on
 /// Redis: a Lua script doing the same step atomically with the TAT as value and `reset`
 /// as TTL) would implement this trait.
+#[async_trait::async_trait]
 pub trait RateLimiter: Send + Sync {
     /// Counts one request against `key` under `policy`.
-    fn acquire<'a>(
-        &'a self,
-        key: &'a LimitKey,
-        policy: &'a RatePolicy,
-    ) -> BoxFuture<'a, Result<RateDecision, LimiterUnavailable>>;
+    async fn acquire(
+        &self,
+        key: &LimitKey,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, LimiterUnavailable>;
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -257,14 +253,15 @@ impl InMemoryRateLimiter {
     }
 }
 
+#[async_trait::async_trait]
 impl RateLimiter for InMemoryRateLimiter {
-    fn acquire<'a>(
-        &'a self,
-        key: &'a LimitKey,
-        policy: &'a RatePolicy,
-    ) -> BoxFuture<'a, Result<RateDecision, LimiterUnavailable>> {
+    async fn acquire(
+        &self,
+        key: &LimitKey,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, LimiterUnavailable> {
         let now = self.origin.elapsed();
-        Box::pin(std::future::ready(Ok(self.acquire_at(key, policy, now))))
+        Ok(self.acquire_at(key, policy, now))
     }
 }
 
@@ -342,14 +339,15 @@ pub struct QuotaUnavailable;
 /// Quota counters: one atomic "increment if below limit" per call, per (key, window).
 /// The store-backed implementation does `UPDATE … SET used = used + 1 WHERE used < limit`
 /// (or an upsert) in one statement, and may delete rows of ended windows.
+#[async_trait::async_trait]
 pub trait QuotaStore: Send + Sync {
     /// Counts one request against `key` in `window` unless `limit` is reached.
-    fn consume<'a>(
-        &'a self,
-        key: &'a LimitKey,
+    async fn consume(
+        &self,
+        key: &LimitKey,
         window: QuotaWindow,
         limit: u64,
-    ) -> BoxFuture<'a, Result<QuotaDecision, QuotaUnavailable>>;
+    ) -> Result<QuotaDecision, QuotaUnavailable>;
 }
 
 /// In-process quota counters; counters of ended windows are dropped as time moves on.
@@ -410,14 +408,15 @@ impl InMemoryQuotaStore {
     }
 }
 
+#[async_trait::async_trait]
 impl QuotaStore for InMemoryQuotaStore {
-    fn consume<'a>(
-        &'a self,
-        key: &'a LimitKey,
+    async fn consume(
+        &self,
+        key: &LimitKey,
         window: QuotaWindow,
         limit: u64,
-    ) -> BoxFuture<'a, Result<QuotaDecision, QuotaUnavailable>> {
-        Box::pin(std::future::ready(self.consume_now(key, window, limit)))
+    ) -> Result<QuotaDecision, QuotaUnavailable> {
+        self.consume_now(key, window, limit)
     }
 }
 

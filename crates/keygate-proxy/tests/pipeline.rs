@@ -19,9 +19,8 @@ use common::*;
 use http::{HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use keygate_proxy::limit::{
-    BoxFuture, InMemoryQuotaStore, InMemoryRateLimiter, LimitKey, LimiterUnavailable,
-    QuotaDecision, QuotaStore, QuotaUnavailable, QuotaWindow, RateDecision, RateLimiter,
-    RatePolicy,
+    InMemoryQuotaStore, InMemoryRateLimiter, LimitKey, LimiterUnavailable, QuotaDecision,
+    QuotaStore, QuotaUnavailable, QuotaWindow, RateDecision, RateLimiter, RatePolicy,
 };
 use keygate_proxy::usage::{NoUsage, ProxyMetrics};
 use keygate_proxy::{
@@ -31,26 +30,28 @@ use keygate_proxy::{
 use secrecy::SecretString;
 
 struct DownLimiter(AtomicUsize);
+#[async_trait::async_trait]
 impl RateLimiter for DownLimiter {
-    fn acquire<'a>(
-        &'a self,
-        _: &'a LimitKey,
-        _: &'a RatePolicy,
-    ) -> BoxFuture<'a, Result<RateDecision, LimiterUnavailable>> {
+    async fn acquire(
+        &self,
+        _: &LimitKey,
+        _: &RatePolicy,
+    ) -> Result<RateDecision, LimiterUnavailable> {
         self.0.fetch_add(1, Ordering::Relaxed);
-        Box::pin(std::future::ready(Err(LimiterUnavailable)))
+        Err(LimiterUnavailable)
     }
 }
 
 struct DownQuota;
+#[async_trait::async_trait]
 impl QuotaStore for DownQuota {
-    fn consume<'a>(
-        &'a self,
-        _: &'a LimitKey,
+    async fn consume(
+        &self,
+        _: &LimitKey,
         _: QuotaWindow,
         _: u64,
-    ) -> BoxFuture<'a, Result<QuotaDecision, QuotaUnavailable>> {
-        Box::pin(std::future::ready(Err(QuotaUnavailable)))
+    ) -> Result<QuotaDecision, QuotaUnavailable> {
+        Err(QuotaUnavailable)
     }
 }
 
@@ -229,19 +230,19 @@ async fn a_permit_for_one_call_does_not_open_another() {
 
 /// A ledger in which every user has already spent far more than any budget.
 struct Overspent;
+#[async_trait::async_trait]
 impl keygate_proxy::budget::BudgetLedger for Overspent {
-    fn spent<'a>(
-        &'a self,
-        _: &'a keygate_auth::ids::UserId,
-        _: &'a keygate_proxy::RouteName,
+    async fn spent(
+        &self,
+        _: &keygate_auth::ids::UserId,
+        _: &keygate_proxy::RouteName,
         _: i64,
         _: i64,
-    ) -> BoxFuture<'a, Result<keygate_proxy::budget::Spent, keygate_proxy::budget::BudgetUnavailable>>
-    {
-        Box::pin(std::future::ready(Ok(keygate_proxy::budget::Spent {
+    ) -> Result<keygate_proxy::budget::Spent, keygate_proxy::budget::BudgetUnavailable> {
+        Ok(keygate_proxy::budget::Spent {
             day: 1_000_000,
             month: 1_000_000,
-        })))
+        })
     }
 }
 

@@ -26,12 +26,10 @@ pub const ACTOR: &str = "monitor";
 
 /// Carries out the route-key rotation a `rotate` action asks for (the rotation scheduler's
 /// manual path). Returns the new version, or why it could not.
+#[async_trait::async_trait]
 pub trait RotateRoute: Send + Sync {
     /// Rotates the key of route `route` now.
-    fn rotate(
-        &self,
-        route: &str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, String>> + Send + '_>>;
+    async fn rotate(&self, route: &str) -> Result<i64, String>;
 }
 
 /// Where alerts are announced besides the store and the log (the webhooks).
@@ -323,11 +321,9 @@ pub struct RouteKeyRotation {
     pub rotator: Arc<crate::rotation::Rotator>,
 }
 
+#[async_trait::async_trait]
 impl RotateRoute for RouteKeyRotation {
-    fn rotate(
-        &self,
-        route: &str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, String>> + Send + '_>> {
+    async fn rotate(&self, route: &str) -> Result<i64, String> {
         let secret = keygate_proxy::RouteName::parse(route)
             .ok()
             .and_then(|name| {
@@ -335,15 +331,13 @@ impl RotateRoute for RouteKeyRotation {
                     .routes()
                     .get(&name)
                     .map(|r| r.secret_name().to_owned())
-            });
-        Box::pin(async move {
-            let secret = secret.ok_or_else(|| "the route no longer exists".to_owned())?;
-            let name = keygate_vault::SecretName::parse(&secret).map_err(|e| e.to_string())?;
-            self.rotator
-                .rotate_now(&name)
-                .await
-                .map_err(|e| format!("rotating secret {secret}: {e}"))
-        })
+            })
+            .ok_or_else(|| "the route no longer exists".to_owned())?;
+        let name = keygate_vault::SecretName::parse(&secret).map_err(|e| e.to_string())?;
+        self.rotator
+            .rotate_now(&name)
+            .await
+            .map_err(|e| format!("rotating secret {secret}: {e}"))
     }
 }
 

@@ -32,7 +32,6 @@ use keygate_auth::resource::{
 };
 use keygate_proxy::forward::BoxError;
 use keygate_proxy::h1guard::StrictHttp1;
-use keygate_proxy::limit::BoxFuture;
 use keygate_proxy::{
     AccessRequest, AccessVerifier, ForwarderConfig, Gatekeeper, GatekeeperConfig, KeySource,
     KeyUnavailable, LimitGate, RouteTable,
@@ -297,11 +296,12 @@ struct TestVerifier {
     other_access: VerifiedAccess,
 }
 
+#[async_trait::async_trait]
 impl AccessVerifier for TestVerifier {
-    fn verify<'a>(
-        &'a self,
-        request: AccessRequest<'a>,
-    ) -> BoxFuture<'a, Result<VerifiedAccess, keygate_auth::error::AuthError>> {
+    async fn verify(
+        &self,
+        request: AccessRequest<'_>,
+    ) -> Result<VerifiedAccess, keygate_auth::error::AuthError> {
         use keygate_auth::error::{AuthError, ErrorCode, Reason};
         let refused = match request.headers.get("x-test-refuse").map(|v| v.as_bytes()) {
             Some(b"expired") => Some(AuthError::new(ErrorCode::InvalidToken, Reason::Expired)),
@@ -316,33 +316,32 @@ impl AccessVerifier for TestVerifier {
             _ => None,
         };
         if let Some(e) = refused {
-            return Box::pin(std::future::ready(Err(e)));
+            return Err(e);
         }
         let access = if request.headers.contains_key("x-test-other-user") {
             &self.other_access
         } else {
             &self.access
         };
-        Box::pin(std::future::ready(Ok(access.clone())))
+        Ok(access.clone())
     }
 }
 
 /// Route keys from a fixed list.
 pub struct TestKeys(pub Vec<(String, String)>);
 
+#[async_trait::async_trait]
 impl KeySource for TestKeys {
     fn epoch(&self) -> u64 {
         0
     }
 
-    fn key<'a>(&'a self, secret: &'a str) -> BoxFuture<'a, Result<SecretString, KeyUnavailable>> {
-        let found = self
-            .0
+    async fn key(&self, secret: &str) -> Result<SecretString, KeyUnavailable> {
+        self.0
             .iter()
             .find(|(n, _)| n == secret)
             .map(|(_, v)| SecretString::from(v.clone()))
-            .ok_or_else(|| KeyUnavailable(format!("no secret {secret}")));
-        Box::pin(std::future::ready(found))
+            .ok_or_else(|| KeyUnavailable(format!("no secret {secret}")))
     }
 }
 

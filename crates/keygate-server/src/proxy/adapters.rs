@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use axum::http::{HeaderValue, header};
 use keygate_auth::error::{AuthError, ErrorCode};
+use keygate_auth::ids::UserId;
 use keygate_auth::resource::{ResourceRequest, VerifiedAccess};
+use keygate_proxy::RouteName;
+use keygate_proxy::budget::{BudgetLedger, BudgetUnavailable, Spent};
 use keygate_proxy::gatekeeper::{AccessRequest, AccessVerifier, KeySource, KeyUnavailable};
-use keygate_proxy::limit::BoxFuture;
+use keygate_proxy::limit::{LimitKey, QuotaDecision, QuotaStore, QuotaUnavailable, QuotaWindow};
 use keygate_vault::now_ms;
 use secrecy::SecretString;
 
@@ -19,12 +22,10 @@ use crate::oauth::TokenService;
 /// tokens and proofs are signalled to the monitor with the caller's address.
 pub struct TokenVerifier(pub Arc<TokenService>);
 
+#[async_trait::async_trait]
 impl AccessVerifier for TokenVerifier {
-    fn verify<'a>(
-        &'a self,
-        request: AccessRequest<'a>,
-    ) -> BoxFuture<'a, Result<VerifiedAccess, AuthError>> {
-        Box::pin(async move {
+    async fn verify(&self, request: AccessRequest<'_>) -> Result<VerifiedAccess, AuthError> {
+        {
             let authorization: Vec<&[u8]> = request
                 .headers
                 .get_all(header::AUTHORIZATION)
@@ -63,7 +64,7 @@ impl AccessVerifier for TokenVerifier {
                 }
             }
             verified
-        })
+        }
     }
 }
 
@@ -71,19 +72,18 @@ impl AccessVerifier for TokenVerifier {
 /// rotation through this process is used by the very next call.
 pub struct VaultKeys(pub Arc<keygate_vault::Vault>);
 
+#[async_trait::async_trait]
 impl KeySource for VaultKeys {
     fn epoch(&self) -> u64 {
         self.0.store().change_epoch()
     }
 
-    fn key<'a>(&'a self, secret: &'a str) -> BoxFuture<'a, Result<SecretString, KeyUnavailable>> {
-        Box::pin(async move {
-            self.0
-                .resolve(secret)
-                .await
-                .map(|(_, value)| value)
-                .map_err(|e| KeyUnavailable(e.to_string()))
-        })
+    async fn key(&self, secret: &str) -> Result<SecretString, KeyUnavailable> {
+        self.0
+            .resolve(secret)
+            .await
+            .map(|(_, value)| value)
+            .map_err(|e| KeyUnavailable(e.to_string()))
     }
 }
 
@@ -91,39 +91,34 @@ impl KeySource for VaultKeys {
 /// replica and kept across restarts. An unreachable store refuses the call (S35).
 pub struct StoreQuota(pub Arc<dyn keygate_store::Store>);
 
-impl keygate_proxy::limit::QuotaStore for StoreQuota {
-    fn consume<'a>(
-        &'a self,
-        key: &'a keygate_proxy::limit::LimitKey,
-        window: keygate_proxy::limit::QuotaWindow,
+#[async_trait::async_trait]
+impl QuotaStore for StoreQuota {
+    async fn consume(
+        &self,
+        key: &LimitKey,
+        window: QuotaWindow,
         limit: u64,
-    ) -> keygate_proxy::limit::BoxFuture<
-        'a,
-        Result<keygate_proxy::limit::QuotaDecision, keygate_proxy::limit::QuotaUnavailable>,
-    > {
-        use keygate_proxy::limit::{QuotaDecision, QuotaUnavailable};
-        Box::pin(async move {
-            let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            match self
-                .0
-                .quota_consume(
-                    key.as_str(),
-                    to_i64(window.start),
-                    to_i64(window.end),
-                    to_i64(limit),
-                )
-                .await
-            {
-                Ok(Some(remaining)) => Ok(QuotaDecision::Allowed {
-                    remaining: u64::try_from(remaining).unwrap_or(0),
-                }),
-                Ok(None) => Ok(QuotaDecision::Exhausted),
-                Err(e) => {
-                    tracing::error!(error = %e, "quota store unavailable");
-                    Err(QuotaUnavailable)
-                }
+    ) -> Result<QuotaDecision, QuotaUnavailable> {
+        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        match self
+            .0
+            .quota_consume(
+                key.as_str(),
+                to_i64(window.start),
+                to_i64(window.end),
+                to_i64(limit),
+            )
+            .await
+        {
+            Ok(Some(remaining)) => Ok(QuotaDecision::Allowed {
+                remaining: u64::try_from(remaining).unwrap_or(0),
+            }),
+            Ok(None) => Ok(QuotaDecision::Exhausted),
+            Err(e) => {
+                tracing::error!(error = %e, "quota store unavailable");
+                Err(QuotaUnavailable)
             }
-        })
+        }
     }
 }
 
@@ -132,34 +127,29 @@ impl keygate_proxy::limit::QuotaStore for StoreQuota {
 /// refuses budgeted calls (fail closed, like quotas).
 pub struct StoreBudgets(pub Arc<dyn keygate_store::Store>);
 
-impl keygate_proxy::budget::BudgetLedger for StoreBudgets {
-    fn spent<'a>(
-        &'a self,
-        user: &'a keygate_auth::ids::UserId,
-        route: &'a keygate_proxy::RouteName,
+#[async_trait::async_trait]
+impl BudgetLedger for StoreBudgets {
+    async fn spent(
+        &self,
+        user: &UserId,
+        route: &RouteName,
         month_first_day: i64,
         today: i64,
-    ) -> keygate_proxy::limit::BoxFuture<
-        'a,
-        Result<keygate_proxy::budget::Spent, keygate_proxy::budget::BudgetUnavailable>,
-    > {
-        use keygate_proxy::budget::{BudgetUnavailable, Spent};
-        Box::pin(async move {
-            match self
-                .0
-                .budget_spent(user.as_str(), route.as_str(), month_first_day, today)
-                .await
-            {
-                Ok(s) => Ok(Spent {
-                    day: u64::try_from(s.day).unwrap_or(0),
-                    month: u64::try_from(s.range).unwrap_or(0),
-                }),
-                Err(e) => {
-                    tracing::error!(error = %e, "budget store unavailable");
-                    Err(BudgetUnavailable)
-                }
+    ) -> Result<Spent, BudgetUnavailable> {
+        match self
+            .0
+            .budget_spent(user.as_str(), route.as_str(), month_first_day, today)
+            .await
+        {
+            Ok(s) => Ok(Spent {
+                day: u64::try_from(s.day).unwrap_or(0),
+                month: u64::try_from(s.range).unwrap_or(0),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "budget store unavailable");
+                Err(BudgetUnavailable)
             }
-        })
+        }
     }
 }
 
