@@ -13,7 +13,7 @@ use keygate_store::StoreError;
 
 use super::api::{
     Alert, AlertAcked, AlertDeadLetter, AlertList, AlertQuery, MonitorSnapshot, Throttle,
-    ThrottleLifted, ThrottleList,
+    ThrottleLifted, ThrottleList, UnixMs,
 };
 use super::{Admin, Params};
 use crate::AppState;
@@ -95,7 +95,7 @@ async fn list_throttles(
         .map(|(subject, t)| Throttle {
             subject: subject.to_string(),
             per_minute: t.per_minute,
-            until_ms: t.until_ms,
+            until_ms: UnixMs(t.until_ms),
             reason: t.reason,
         })
         .collect();

@@ -32,6 +32,39 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// A moment as milliseconds since the Unix epoch (UTC). On the wire a plain number, as
+/// every `…_ms` timestamp of the API has always been; in code it cannot be mixed up with
+/// a duration, a count or a version.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct UnixMs(pub i64);
+
+impl UnixMs {
+    pub fn as_i64(self) -> i64 {
+        self.0
+    }
+}
+
+impl From<i64> for UnixMs {
+    fn from(ms: i64) -> Self {
+        Self(ms)
+    }
+}
+
+impl From<UnixMs> for i64 {
+    fn from(ms: UnixMs) -> Self {
+        ms.0
+    }
+}
+
+impl std::fmt::Display for UnixMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 // --- secrets: /admin/v1/secrets… ---
 
 /// A secret's metadata, never its value.
@@ -41,10 +74,10 @@ pub struct SecretInfo {
     /// 0 before the first version is written.
     pub current_version: i64,
     pub max_versions: Option<i64>,
-    pub created_ms: i64,
-    pub updated_ms: i64,
+    pub created_ms: UnixMs,
+    pub updated_ms: UnixMs,
     pub deleted: bool,
-    pub deleted_ms: Option<i64>,
+    pub deleted_ms: Option<UnixMs>,
 }
 
 /// `GET /admin/v1/secrets`
@@ -57,9 +90,9 @@ pub struct SecretList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionInfo {
     pub version: i64,
-    pub created_ms: i64,
+    pub created_ms: UnixMs,
     pub destroyed: bool,
-    pub destroyed_ms: Option<i64>,
+    pub destroyed_ms: Option<UnixMs>,
 }
 
 /// `GET /admin/v1/secrets/{name}/versions`
@@ -221,12 +254,12 @@ pub struct Schedule {
     pub rotate_every_ms: i64,
     pub overlap_ms: i64,
     pub hook: String,
-    pub last_rotated_ms: Option<i64>,
-    pub next_due_ms: i64,
+    pub last_rotated_ms: Option<UnixMs>,
+    pub next_due_ms: UnixMs,
     pub previous_version: Option<i64>,
-    pub overlap_ends_ms: Option<i64>,
+    pub overlap_ends_ms: Option<UnixMs>,
     pub last_error: Option<String>,
-    pub last_error_ms: Option<i64>,
+    pub last_error_ms: Option<UnixMs>,
     pub overdue: bool,
 }
 
@@ -245,12 +278,12 @@ impl From<&keygate_store::RotationSchedule> for Schedule {
             rotate_every_ms: s.every_ms,
             overlap_ms: s.overlap_ms,
             hook: s.hook.clone(),
-            last_rotated_ms: s.last_rotated_ms,
-            next_due_ms: s.next_due_ms,
+            last_rotated_ms: s.last_rotated_ms.map(UnixMs),
+            next_due_ms: UnixMs(s.next_due_ms),
             previous_version: s.previous_version,
-            overlap_ends_ms: s.overlap_ends_ms,
+            overlap_ends_ms: s.overlap_ends_ms.map(UnixMs),
             last_error: s.last_error.clone(),
-            last_error_ms: s.last_error_ms,
+            last_error_ms: s.last_error_ms.map(UnixMs),
             overdue: s.overdue_notified_ms.is_some(),
         }
     }
@@ -295,7 +328,7 @@ pub struct DeadLetter {
     pub event: String,
     pub attempts: i64,
     pub last_error: String,
-    pub failed_ms: i64,
+    pub failed_ms: UnixMs,
 }
 
 impl From<&keygate_store::DeadLetter> for DeadLetter {
@@ -306,7 +339,7 @@ impl From<&keygate_store::DeadLetter> for DeadLetter {
             event: d.event.clone(),
             attempts: d.attempts,
             last_error: d.last_error.clone(),
-            failed_ms: d.failed_ms,
+            failed_ms: UnixMs(d.failed_ms),
         }
     }
 }
@@ -338,7 +371,7 @@ pub struct AuditQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub seq: i64,
-    pub ts_ms: i64,
+    pub ts_ms: UnixMs,
     pub actor: String,
     pub action: String,
     pub target: Option<String>,
@@ -356,7 +389,7 @@ impl From<&keygate_audit::AuditEntry> for AuditEntry {
     fn from(e: &keygate_audit::AuditEntry) -> Self {
         Self {
             seq: e.seq,
-            ts_ms: e.ts_ms,
+            ts_ms: UnixMs(e.ts_ms),
             actor: e.actor.clone(),
             action: e.action.clone(),
             target: e.target.clone(),
@@ -534,7 +567,7 @@ pub struct User {
     pub id: String,
     pub name: String,
     pub scopes: Vec<String>,
-    pub created_ms: i64,
+    pub created_ms: UnixMs,
     pub disabled: bool,
     /// Whether TOTP is enrolled.
     pub mfa: bool,
@@ -546,7 +579,7 @@ impl From<&keygate_store::UserRecord> for User {
             id: u.id.clone(),
             name: u.name.clone(),
             scopes: words(&u.scopes),
-            created_ms: u.created_ms,
+            created_ms: UnixMs(u.created_ms),
             disabled: u.disabled_ms.is_some(),
             mfa: u.totp_sealed.is_some(),
         }
@@ -608,7 +641,7 @@ pub struct Client {
     pub kind: String,
     pub redirect_uris: Vec<String>,
     pub scopes: Vec<String>,
-    pub created_ms: i64,
+    pub created_ms: UnixMs,
     /// A confidential client's secret: only in the answer to its registration (sent with
     /// `Cache-Control: no-store`), never again.
     #[serde(
@@ -627,7 +660,7 @@ impl From<&keygate_store::ClientRecord> for Client {
             kind: c.kind.clone(),
             redirect_uris: c.redirect_uris.clone(),
             scopes: words(&c.scopes),
-            created_ms: c.created_ms,
+            created_ms: UnixMs(c.created_ms),
             client_secret: None,
         }
     }
@@ -683,8 +716,8 @@ pub struct Session {
     pub client_id: String,
     pub scopes: Vec<String>,
     pub dpop_bound: bool,
-    pub created_ms: i64,
-    pub last_used_ms: i64,
+    pub created_ms: UnixMs,
+    pub last_used_ms: UnixMs,
     pub revoked: bool,
     pub revoke_reason: Option<String>,
 }
@@ -697,8 +730,8 @@ impl From<&keygate_store::FamilyRecord> for Session {
             client_id: f.client_id.clone(),
             scopes: words(&f.scopes),
             dpop_bound: f.jkt.is_some(),
-            created_ms: f.created_ms,
-            last_used_ms: f.last_used_ms,
+            created_ms: UnixMs(f.created_ms),
+            last_used_ms: UnixMs(f.last_used_ms),
             revoked: f.revoked_ms.is_some(),
             revoke_reason: f.revoke_reason.clone(),
         }
@@ -727,8 +760,8 @@ pub struct SigningKey {
     pub alg: String,
     /// `next`, `current` or `retired`.
     pub state: String,
-    pub published_ms: i64,
-    pub changed_ms: i64,
+    pub published_ms: UnixMs,
+    pub changed_ms: UnixMs,
 }
 
 impl From<&keygate_store::SigningKeyRecord> for SigningKey {
@@ -737,8 +770,8 @@ impl From<&keygate_store::SigningKeyRecord> for SigningKey {
             kid: k.kid.clone(),
             alg: k.alg.clone(),
             state: k.state.clone(),
-            published_ms: k.created_ms,
-            changed_ms: k.changed_ms,
+            published_ms: UnixMs(k.created_ms),
+            changed_ms: UnixMs(k.changed_ms),
         }
     }
 }
@@ -782,8 +815,8 @@ pub struct Alert {
     pub step: i64,
     /// What the rule saw (free-form: each rule kind has its own fields).
     pub evidence: serde_json::Value,
-    pub created_ms: i64,
-    pub acked_ms: Option<i64>,
+    pub created_ms: UnixMs,
+    pub acked_ms: Option<UnixMs>,
     pub acked_by: Option<String>,
 }
 
@@ -798,8 +831,8 @@ impl From<&keygate_store::AlertRecord> for Alert {
             action: a.action.clone(),
             step: a.step,
             evidence: serde_json::from_str(&a.evidence).unwrap_or(serde_json::Value::Null),
-            created_ms: a.created_ms,
-            acked_ms: a.acked_ms,
+            created_ms: UnixMs(a.created_ms),
+            acked_ms: a.acked_ms.map(UnixMs),
             acked_by: a.acked_by.clone(),
         }
     }
@@ -814,7 +847,7 @@ pub struct AlertDeadLetter {
     pub event: String,
     pub attempts: i64,
     pub last_error: String,
-    pub created_ms: i64,
+    pub created_ms: UnixMs,
 }
 
 impl From<&keygate_store::DeadLetter> for AlertDeadLetter {
@@ -825,7 +858,7 @@ impl From<&keygate_store::DeadLetter> for AlertDeadLetter {
             event: d.event.clone(),
             attempts: d.attempts,
             last_error: d.last_error.clone(),
-            created_ms: d.failed_ms,
+            created_ms: UnixMs(d.failed_ms),
         }
     }
 }
@@ -853,7 +886,7 @@ pub struct Throttle {
     /// `user:ID`, `session:ID`, `client:ID` or `ip:PREFIX`.
     pub subject: String,
     pub per_minute: u32,
-    pub until_ms: i64,
+    pub until_ms: UnixMs,
     /// The monitor rule (or operator) that set it.
     pub reason: String,
 }

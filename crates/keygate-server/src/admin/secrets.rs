@@ -11,8 +11,8 @@ use keygate_vault::SecretName;
 use super::api::{
     ConfigureSecret, Destroy, FingerprintExport, PutSecret, Rollback, RolledBack, Rotated,
     RotationList, Schedule, ScheduleCleared, SecretConfigured, SecretDeleted, SecretHistory,
-    SecretInfo, SecretList, SecretValue, SecretWritten, SetSchedule, VersionDestroyed, VersionInfo,
-    VersionQuery,
+    SecretInfo, SecretList, SecretValue, SecretWritten, SetSchedule, UnixMs, VersionDestroyed,
+    VersionInfo, VersionQuery,
 };
 use super::{Admin, Body, Params, no_store};
 use crate::AppState;
@@ -50,19 +50,19 @@ fn info(m: &SecretMeta) -> SecretInfo {
         name: m.name.clone(),
         current_version: m.current_version,
         max_versions: m.max_versions,
-        created_ms: m.created_ms,
-        updated_ms: m.updated_ms,
+        created_ms: UnixMs(m.created_ms),
+        updated_ms: UnixMs(m.updated_ms),
         deleted: m.deleted_ms.is_some(),
-        deleted_ms: m.deleted_ms,
+        deleted_ms: m.deleted_ms.map(UnixMs),
     }
 }
 
 fn version_info(v: &VersionMeta) -> VersionInfo {
     VersionInfo {
         version: v.version,
-        created_ms: v.created_ms,
+        created_ms: UnixMs(v.created_ms),
         destroyed: v.destroyed_ms.is_some(),
-        destroyed_ms: v.destroyed_ms,
+        destroyed_ms: v.destroyed_ms.map(UnixMs),
     }
 }
 
