@@ -907,3 +907,58 @@ pub struct ThrottleLifted {
 
 /// `GET /admin/v1/monitor`: the monitor's state (defined by keygate-monitor).
 pub type MonitorSnapshot = keygate_monitor::Snapshot;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_numbers_and_an_absent_client_secret_is_absent() {
+        let client = Client {
+            client_id: "app-1a2b".into(),
+            name: "app".into(),
+            kind: "public".into(),
+            redirect_uris: vec![],
+            scopes: vec!["ai".into()],
+            created_ms: UnixMs(1_700_000_000_000),
+            client_secret: None,
+        };
+        let v = serde_json::to_value(&client).unwrap();
+        assert_eq!(v["created_ms"], 1_700_000_000_000_i64);
+        assert_eq!(v["type"], "public");
+        assert!(v.get("client_secret").is_none(), "{v}");
+    }
+
+    #[test]
+    fn a_broken_chain_keeps_a_null_first_bad_seq() {
+        let broken = AuditVerification {
+            ok: false,
+            entries: None,
+            head_seq: None,
+            head_hash: None,
+            checkpoints_checked: None,
+            first_bad_seq: Some(None),
+            error: Some("x".into()),
+            warnings: vec![],
+        };
+        let v = serde_json::to_value(&broken).unwrap();
+        assert!(
+            v.get("first_bad_seq")
+                .is_some_and(serde_json::Value::is_null),
+            "{v}"
+        );
+        assert!(v.get("entries").is_none(), "{v}");
+        let back: AuditVerification = serde_json::from_value(v).unwrap();
+        assert_eq!(back, broken);
+    }
+
+    #[test]
+    fn request_bodies_refuse_unknown_fields_and_put_omits_an_absent_cas() {
+        assert!(serde_json::from_str::<Rollback>(r#"{"to":1,"extra":2}"#).is_err());
+        let put = PutSecret {
+            value: SecretString::from("v"),
+            cas: None,
+        };
+        assert_eq!(serde_json::to_string(&put).unwrap(), r#"{"value":"v"}"#);
+    }
+}
