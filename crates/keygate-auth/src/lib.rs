@@ -127,5 +127,5 @@ pub mod resource;
 pub mod throttle;
 pub mod totp;
 
-pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
+pub use clock::{Clock, FixedClock, ManualClock, SystemClock, UnixTime};
 pub use error::{AuthError, Disposition, ErrorCode, Reason};

@@ -6,6 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
+use keygate_auth::error::{AuthError, Disposition};
+
 use crate::framing::FramingError;
 use crate::path::PathError;
 
@@ -54,6 +56,10 @@ impl BudgetWindow {
 /// never holds secret material; the app sees only [`ProxyError::generic_body`].
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// The access token or its DPoP proof was refused (or could not be checked): answered
+    /// as OAuth does at a resource (RFC 6750 §3, RFC 9449 §7.1), with its challenge.
+    #[error("access refused: {0}")]
+    Access(#[from] AuthError),
     /// The request target or query was refused (S29).
     #[error("bad request target: {0}")]
     BadTarget(#[from] PathError),
@@ -127,7 +133,9 @@ impl ProxyError {
     pub fn fault(&self) -> Fault {
         use ProxyError as E;
         match self {
-            E::BadTarget(_)
+            E::Access(a) if matches!(a.disposition(), Disposition::Unavailable) => Fault::Keygate,
+            E::Access(_)
+            | E::BadTarget(_)
             | E::Framing(_)
             | E::UnknownRoute
             | E::NotAllowed
@@ -147,6 +155,12 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         use ProxyError as E;
         match self {
+            E::Access(a) => match a.disposition() {
+                Disposition::BadRequest => StatusCode::BAD_REQUEST,
+                Disposition::Unauthorized => StatusCode::UNAUTHORIZED,
+                Disposition::Forbidden => StatusCode::FORBIDDEN,
+                Disposition::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            },
             E::BadTarget(_) | E::Framing(_) | E::ClientBody => StatusCode::BAD_REQUEST,
             E::UnknownRoute => StatusCode::NOT_FOUND,
             E::NotAllowed | E::InsufficientScope => StatusCode::FORBIDDEN,
@@ -166,6 +180,7 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         use ProxyError as E;
         match self {
+            E::Access(a) => a.code().as_str(),
             E::BadTarget(_) => "bad_target",
             E::Framing(_) => "bad_framing",
             E::UnknownRoute => "unknown_route",
@@ -188,6 +203,7 @@ impl ProxyError {
     fn message(&self) -> &'static str {
         use ProxyError as E;
         match self {
+            E::Access(a) => a.description(),
             E::BadTarget(_) => "the request path or query is not accepted",
             E::Framing(_) => "the request is malformed",
             E::UnknownRoute => "no such route",
@@ -214,8 +230,16 @@ impl ProxyError {
         }
     }
 
-    /// `{"error": code, "message": text, "fault": who}`: fixed strings only.
+    /// `{"error": code, "message": text, "fault": who}`: fixed strings only. A refused
+    /// token answers as OAuth does: `{"error": code, "error_description": text}`.
     pub fn generic_body(&self) -> Bytes {
+        if let ProxyError::Access(a) = self {
+            return Bytes::from(format!(
+                "{{\"error\":\"{}\",\"error_description\":\"{}\"}}",
+                a.code().as_str(),
+                a.description()
+            ));
+        }
         Bytes::from(format!(
             "{{\"error\":\"{}\",\"message\":\"{}\",\"fault\":\"{}\"}}",
             self.code(),
@@ -265,6 +289,21 @@ impl ProxyError {
         }
         if self.close_connection() {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let ProxyError::Access(a) = self {
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            if let Some(n) = a.dpop_nonce().and_then(|n| HeaderValue::from_str(n).ok()) {
+                headers.insert(http::header::HeaderName::from_static("dpop-nonce"), n);
+            }
+            if let Some(w) = a
+                .www_authenticate()
+                .and_then(|w| HeaderValue::from_str(&w).ok())
+            {
+                headers.insert(http::header::WWW_AUTHENTICATE, w);
+            }
         }
         response
     }

@@ -31,7 +31,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Sleep;
 
 use crate::error::{Fault, ProxyError};
-use crate::framing::{self, BodyFraming};
+use crate::framing::{BodyFraming, CheckedRequest};
 use crate::headers::{self, ForwardedInfo};
 use crate::limit::RatePermit;
 use crate::meter::{BodyMeter, cost_from_header};
@@ -359,9 +359,60 @@ pub enum BodyError {
     Upstream,
 }
 
-/// The response body handed to the app: the upstream body streamed frame by frame (or a
-/// redacted/generic replacement for error bodies), with idle and total deadlines.
-pub struct ProxyBody {
+/// The response body handed to the app: the upstream's, or a refusal's.
+#[derive(Debug)]
+pub struct ProxyBody(BodyKind);
+
+// Unboxed: every forwarded call has an upstream body and boxing it would cost an
+// allocation per call; the small variant is only for refusals.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum BodyKind {
+    Upstream(UpstreamBody),
+    /// A refusal's generic body, sent once.
+    Full(Option<Bytes>),
+}
+
+impl From<Bytes> for ProxyBody {
+    fn from(bytes: Bytes) -> Self {
+        ProxyBody(BodyKind::Full(Some(bytes)))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.get_mut().0 {
+            BodyKind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            BodyKind::Upstream(body) => body.is_end_stream(),
+            BodyKind::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            BodyKind::Upstream(body) => body.size_hint(),
+            BodyKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+/// The upstream body streamed frame by frame (or a redacted/generic replacement for
+/// error bodies), with idle and total deadlines.
+struct UpstreamBody {
     inner: UnsyncBoxBody<Bytes, BoxError>,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
@@ -370,13 +421,13 @@ pub struct ProxyBody {
     done: bool,
 }
 
-impl std::fmt::Debug for ProxyBody {
+impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ProxyBody")
+        f.write_str("UpstreamBody")
     }
 }
 
-impl ProxyBody {
+impl UpstreamBody {
     fn finish(&mut self, fault: Option<Fault>) {
         self.done = true;
         if let Some(mut guard) = self.guard.take() {
@@ -387,7 +438,7 @@ impl ProxyBody {
     }
 }
 
-impl Body for ProxyBody {
+impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -503,9 +554,9 @@ impl Forwarder {
     /// Requires the proofs of every check: `access` (token, proof, revocation), `call`
     /// (allow-list and scope for that token) and `permit` (rate and quota for that call).
     /// `secret` is the route's current key; it is used here and dropped (zeroized) when
-    /// the request is built. The request's own head is checked again for framing (S28),
-    /// its headers cleaned (S26, S27) and its target replaced by the route's upstream
-    /// plus the checked path (S25, S29).
+    /// the request is built. The request comes with its framing checked (S28, by
+    /// [`CheckedRequest`]); its headers are cleaned (S26, S27) and its target replaced by
+    /// the route's upstream plus the checked path (S25, S29).
     ///
     /// Usage and metrics are recorded here for every outcome, errors included (as a
     /// usage event with the error's status class and fault, and in
@@ -517,7 +568,7 @@ impl Forwarder {
         call: AuthorizedCall,
         permit: RatePermit,
         secret: SecretString,
-        request: Request<B>,
+        request: CheckedRequest<B>,
         forwarded: &ForwardedInfo,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
@@ -562,7 +613,7 @@ impl Forwarder {
         call: AuthorizedCall,
         permit: RatePermit,
         secret: SecretString,
-        request: Request<B>,
+        request: CheckedRequest<B>,
         forwarded: &ForwardedInfo,
         start: Instant,
         event: &mut Option<UsageEvent>,
@@ -577,13 +628,13 @@ impl Forwarder {
             ));
         }
         let route = Arc::clone(call.route());
-        let (parts, body) = request.into_parts();
+        let framing = request.framing();
+        let (parts, body) = request.into_inner().into_parts();
         if parts.method != *call.method() {
             return Err(ProxyError::keygate(
                 "request method differs from the authorised call",
             ));
         }
-        let framing = framing::check_request_parts(&parts)?;
         if let BodyFraming::Length(n) = framing {
             if n > route.max_body_bytes() {
                 return Err(ProxyError::BodyTooLarge);
@@ -750,7 +801,7 @@ impl Forwarder {
             .boxed_unsync()
         };
 
-        let body = ProxyBody {
+        let body = UpstreamBody {
             inner,
             idle: timeouts.idle,
             idle_timer: Box::pin(tokio::time::sleep(timeouts.idle)),
@@ -758,7 +809,10 @@ impl Forwarder {
             guard: Some(guard),
             done: false,
         };
-        Ok(Response::from_parts(head, body))
+        Ok(Response::from_parts(
+            head,
+            ProxyBody(BodyKind::Upstream(body)),
+        ))
     }
 
     /// Reads a small error body within the deadlines; `None` when it is too large,

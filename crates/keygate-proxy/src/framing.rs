@@ -266,6 +266,41 @@ pub fn check_request_parts(parts: &http::request::Parts) -> Result<BodyFraming, 
     check_head(parts.version, &parts.method, &parts.uri, &parts.headers)
 }
 
+/// A request whose head passed [`check_head`]. It is the only form
+/// [`Forwarder::forward`](crate::Forwarder::forward) takes, so the head is checked once,
+/// before anything reads it, and cannot change after (no mutable access).
+#[derive(Debug)]
+pub struct CheckedRequest<B> {
+    request: http::Request<B>,
+    framing: BodyFraming,
+}
+
+impl<B> CheckedRequest<B> {
+    /// Checks the head of `request` (the body is not touched).
+    pub fn new(request: http::Request<B>) -> Result<Self, FramingError> {
+        let framing = check_request(&request)?;
+        Ok(Self { request, framing })
+    }
+
+    /// The declared body length.
+    pub fn framing(&self) -> BodyFraming {
+        self.framing
+    }
+
+    /// The request, for the forwarder to take apart.
+    pub fn into_inner(self) -> http::Request<B> {
+        self.request
+    }
+}
+
+impl<B> std::ops::Deref for CheckedRequest<B> {
+    type Target = http::Request<B>;
+
+    fn deref(&self) -> &http::Request<B> {
+        &self.request
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,64 +17,22 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use common::*;
-use http::HeaderValue;
-use keygate_auth::resource::VerifiedAccess;
 use keygate_proxy::h1guard::StrictHttp1;
-use keygate_proxy::usage::{NoUsage, ProxyMetrics};
-use keygate_proxy::{
-    ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget, RouteTable,
-    framing,
-};
-use secrecy::SecretString;
+use keygate_proxy::{Gatekeeper, RouteTable};
 use tokio::net::{TcpListener, TcpStream};
 
-struct AppState {
-    routes: RouteTable,
-    gate: LimitGate,
-    forwarder: Forwarder,
-    metrics: Arc<ProxyMetrics>,
-    access: VerifiedAccess,
-}
-
+/// The whole handler: the gatekeeper runs every step and answers every refusal.
 async fn proxy(
-    State(s): State<Arc<AppState>>,
+    State(gatekeeper): State<Arc<Gatekeeper>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     req: Request,
 ) -> Response {
-    let result = async {
-        framing::check_request(&req)?;
-        let raw = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let target = ProxyTarget::parse("/proxy/", raw)?;
-        let route = s
-            .routes
-            .get(target.route())
-            .cloned()
-            .ok_or(ProxyError::UnknownRoute)?;
-        let call = route.authorize(&s.access, req.method(), &target)?;
-        let permit = s.gate.admit(&call, peer.ip()).await?;
-        let secret = SecretString::from("sk-axum-CANARY");
-        let forwarded = ForwardedInfo {
-            client_ip: peer.ip(),
-            proto: "https",
-            host: HeaderValue::from_static("gate.example.com"),
-        };
-        s.forwarder
-            .forward(&s.access, call, permit, secret, req, &forwarded)
-            .await
-    }
-    .await;
-    match result {
-        Ok(r) => r.map(Body::new),
-        Err(e) => {
-            s.metrics.refused(None, &e);
-            e.to_response::<Body>()
-        }
-    }
+    gatekeeper.handle(req, peer.ip()).await.map(Body::new)
 }
 
 /// The same handler for a plain listener (connect info is the `SocketAddr`).
 async fn proxy_h2(
-    state: State<Arc<AppState>>,
+    state: State<Arc<Gatekeeper>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
@@ -128,18 +86,8 @@ allow = ["GET /v1/models", "POST /v1/chat/completions"]
         up.url()
     ))
     .unwrap();
-    let metrics = Arc::new(ProxyMetrics::new());
-    let state = Arc::new(AppState {
-        routes,
-        gate: LimitGate::in_memory(1000),
-        forwarder: Forwarder::new(
-            ForwarderConfig::default(),
-            Arc::new(NoUsage),
-            Arc::clone(&metrics),
-        ),
-        metrics,
-        access: verified_access("alice", "").await,
-    });
+    let (gatekeeper, _metrics, _usage) = gatekeeper(routes, &[("echo", "sk-axum-CANARY")]).await;
+    let state = Arc::new(gatekeeper);
     let app = axum::Router::new()
         .route("/proxy/{*rest}", axum::routing::any(proxy))
         .with_state(Arc::clone(&state));

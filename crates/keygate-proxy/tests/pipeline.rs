@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use common::*;
 use http::{HeaderValue, Method, Request};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use keygate_proxy::limit::{
     BoxFuture, InMemoryQuotaStore, InMemoryRateLimiter, LimitKey, LimiterUnavailable,
     QuotaDecision, QuotaStore, QuotaUnavailable, QuotaWindow, RateDecision, RateLimiter,
@@ -25,7 +25,8 @@ use keygate_proxy::limit::{
 };
 use keygate_proxy::usage::{NoUsage, ProxyMetrics};
 use keygate_proxy::{
-    ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget, RouteTable,
+    CheckedRequest, ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget,
+    RouteTable,
 };
 use secrecy::SecretString;
 
@@ -167,9 +168,12 @@ async fn a_permit_for_one_call_does_not_open_another() {
         .unwrap();
     let permit_a = gate.admit(&call_a, ip()).await.unwrap();
     let request = || {
-        Request::get("/proxy/b/x")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
+        CheckedRequest::new(
+            Request::get("/proxy/b/x")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .unwrap()
     };
     // Route A's permit on route B's call.
     let err = forwarder
@@ -216,4 +220,261 @@ async fn a_permit_for_one_call_does_not_open_another() {
     // Port 9 on localhost is closed: an upstream failure, not a panic.
     let err = handle.await.unwrap().unwrap_err();
     assert_eq!(err.fault(), keygate_proxy::Fault::Upstream);
+}
+
+// ---------------------------------------------------------------------------------------
+// The gatekeeper: every refusal answered and counted in one place
+// ---------------------------------------------------------------------------------------
+
+/// A ledger in which every user has already spent far more than any budget.
+struct Overspent;
+impl keygate_proxy::budget::BudgetLedger for Overspent {
+    fn spent<'a>(
+        &'a self,
+        _: &'a keygate_auth::ids::UserId,
+        _: &'a keygate_proxy::RouteName,
+        _: i64,
+        _: i64,
+    ) -> BoxFuture<'a, Result<keygate_proxy::budget::Spent, keygate_proxy::budget::BudgetUnavailable>>
+    {
+        Box::pin(std::future::ready(Ok(keygate_proxy::budget::Spent {
+            day: 1_000_000,
+            month: 1_000_000,
+        })))
+    }
+}
+
+const REFUSALS: &str = r#"
+[routes.a]
+upstream = "http://127.0.0.1:9"
+secret = "k"
+inject = { header = "X-Api-Key" }
+allow = ["GET /x", "POST /x"]
+scopes = ["ai"]
+max_body_bytes = 16
+
+[routes.admin]
+upstream = "http://127.0.0.1:9"
+secret = "k"
+inject = { header = "X-Api-Key" }
+allow = ["GET /x"]
+scopes = ["admin"]
+
+[routes.rate]
+upstream = "http://127.0.0.1:9"
+secret = "k"
+inject = { header = "X-Api-Key" }
+allow = ["GET /x"]
+limits = { rate = "1/min", burst = 1 }
+
+[routes.quota]
+upstream = "http://127.0.0.1:9"
+secret = "k"
+inject = { header = "X-Api-Key" }
+allow = ["GET /x"]
+limits = { quota = "1/day" }
+
+[routes.budget]
+upstream = "http://127.0.0.1:9"
+secret = "k"
+inject = { header = "X-Api-Key" }
+allow = ["GET /x"]
+budget = { daily = 10 }
+
+[routes.keyless]
+upstream = "http://127.0.0.1:9"
+secret = "gone"
+inject = { header = "X-Api-Key" }
+allow = ["GET /x"]
+"#;
+
+#[tokio::test]
+async fn every_refusal_is_answered_and_counted_once() {
+    let gate = LimitGate::new(
+        Arc::new(InMemoryRateLimiter::new(1000)),
+        Arc::new(InMemoryQuotaStore::new()),
+        1,
+    )
+    .with_budgets(Arc::new(keygate_proxy::Budgets::new(
+        Arc::new(Overspent),
+        std::time::Duration::from_secs(60),
+        1000,
+    )));
+    let (gatekeeper, metrics, _usage) = gatekeeper_with(
+        RouteTable::from_toml(REFUSALS).unwrap(),
+        &[("k", "sk-k")],
+        gate,
+    )
+    .await;
+    let throttles = Arc::new(keygate_proxy::throttle::Throttles::new());
+    throttles.set(
+        keygate_proxy::throttle::ThrottleSubject::User(
+            keygate_auth::ids::UserId::parse("bob").unwrap(),
+        ),
+        keygate_proxy::throttle::Throttle {
+            per_minute: 1,
+            until_ms: i64::MAX,
+            reason: "test".into(),
+        },
+    );
+    let gatekeeper = gatekeeper.with_throttles(
+        throttles,
+        Arc::new(keygate_auth::clock::ManualClock::new(1_000)),
+    );
+
+    let send = |method: &str, target: &str, headers: &[(&str, &str)]| {
+        let mut b = Request::builder().method(method).uri(target);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    };
+    // (request, status, counted series)
+    let cases: Vec<(Request<Full<Bytes>>, u16, &str)> = vec![
+        (
+            send(
+                "GET",
+                "/proxy/a/x",
+                &[("content-length", "1"), ("content-length", "2")],
+            ),
+            400,
+            r#"route="unknown",reason="bad_framing",fault="client""#,
+        ),
+        (
+            send("GET", "/proxy/a/%2e%2e/x", &[]),
+            400,
+            r#"route="unknown",reason="bad_target",fault="client""#,
+        ),
+        (
+            send("GET", "/proxy/nope/x", &[]),
+            404,
+            r#"route="unknown",reason="unknown_route",fault="client""#,
+        ),
+        (
+            send("GET", "/proxy/a/x", &[("x-test-refuse", "expired")]),
+            401,
+            r#"route="a",reason="invalid_token",fault="client""#,
+        ),
+        (
+            send("GET", "/proxy/a/x", &[("x-test-refuse", "revocation-down")]),
+            503,
+            r#"route="a",reason="temporarily_unavailable",fault="keygate""#,
+        ),
+        (
+            send("DELETE", "/proxy/a/x", &[]),
+            403,
+            r#"route="a",reason="not_allowed",fault="client""#,
+        ),
+        (
+            send("GET", "/proxy/admin/x", &[]),
+            403,
+            r#"route="admin",reason="insufficient_scope",fault="client""#,
+        ),
+        (
+            send("POST", "/proxy/a/x", &[("content-length", "17")]),
+            413,
+            r#"route="a",reason="body_too_large",fault="client""#,
+        ),
+        (
+            send("GET", "/proxy/a/x", &[]),
+            502,
+            r#"route="a",reason="upstream_unreachable",fault="upstream""#,
+        ),
+        (
+            send("GET", "/proxy/rate/x", &[]),
+            502,
+            r#"route="rate",reason="upstream_unreachable",fault="upstream""#,
+        ),
+        (
+            send("GET", "/proxy/rate/x", &[]),
+            429,
+            r#"route="rate",reason="rate_limited",fault="client""#,
+        ),
+        (
+            send("GET", "/proxy/quota/x", &[]),
+            502,
+            r#"route="quota",reason="upstream_unreachable",fault="upstream""#,
+        ),
+        (
+            send("GET", "/proxy/quota/x", &[]),
+            429,
+            r#"route="quota",reason="quota_exceeded",fault="client""#,
+        ),
+        (
+            send("GET", "/proxy/budget/x", &[]),
+            429,
+            r#"route="budget",reason="budget_exhausted",fault="client""#,
+        ),
+        (
+            send("GET", "/proxy/keyless/x", &[]),
+            503,
+            r#"route="keyless",reason="unavailable",fault="keygate""#,
+        ),
+        (
+            send("GET", "/proxy/admin/x", &[("x-test-other-user", "1")]),
+            403,
+            r#"route="admin",reason="insufficient_scope",fault="client""#,
+        ),
+        // Bob is throttled to one call a minute: the first goes through.
+        (
+            send("GET", "/proxy/a/x", &[("x-test-other-user", "1")]),
+            502,
+            r#"route="a",reason="upstream_unreachable",fault="upstream""#,
+        ),
+        (
+            send("GET", "/proxy/a/x", &[("x-test-other-user", "1")]),
+            429,
+            r#"route="a",reason="throttled",fault="client""#,
+        ),
+    ];
+    let mut expected: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (request, status, series) in cases {
+        let what = format!("{} {} → {series}", request.method(), request.uri());
+        let response = gatekeeper.handle(request, ip()).await;
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        *expected.entry(series).or_default() += 1;
+        let text = metrics.render();
+        for (series, n) in &expected {
+            let line = format!("keygate_proxy_refused_total{{{series}}} {n}");
+            assert!(text.contains(&line), "{what}: missing `{line}` in\n{text}");
+        }
+        let total: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("keygate_proxy_refused_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(
+            total,
+            expected.values().sum::<u64>(),
+            "{what}: counted once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_token_answers_as_oauth_does_with_its_challenge() {
+    let (gatekeeper, _, mut usage) =
+        gatekeeper(RouteTable::from_toml(ROUTES).unwrap(), &[("k", "sk-k")]).await;
+    let request = Request::get("/proxy/a/x")
+        .header("x-test-refuse", "expired")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = gatekeeper.handle(request, ip()).await;
+    assert_eq!(response.status(), 401);
+    let h = response.headers();
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["content-type"], "application/json");
+    let challenge = h["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("DPoP error=\"invalid_token\""),
+        "{challenge}"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"error": "invalid_token", "error_description": "The access token is invalid"})
+    );
+    // Before the token is checked there is no user: nothing is recorded as usage.
+    assert!(usage.try_recv().is_err());
 }

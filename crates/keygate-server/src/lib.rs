@@ -68,6 +68,8 @@ pub struct AppState {
     pub tokens: Option<Arc<oauth::TokenService>>,
     /// The proxy; `None` while the vault is sealed (proxied calls answer 503).
     pub proxy: Option<Arc<proxy::ProxyState>>,
+    /// Every proxied call's answer is counted here, refusals while sealed included.
+    pub proxy_metrics: Arc<keygate_proxy::usage::ProxyMetrics>,
     /// The monitor; `None` while the vault is sealed or with `[monitor] enabled = false`.
     pub monitor: Option<Arc<monitor::MonitorService>>,
     /// Signed event delivery (`[[monitor.webhooks]]`).
@@ -79,16 +81,15 @@ pub struct AppState {
 /// What tests may replace when starting a server.
 #[derive(Default)]
 pub struct StartOptions {
-    /// The rotation scheduler's clock (Unix ms); the wall clock by default.
-    pub clock: Option<rotation::Clock>,
+    /// The one clock the monitor, the proxy's throttles and the rotation scheduler read
+    /// (default: the system clock). A test moves a [`keygate_auth::clock::ManualClock`] to
+    /// simulate hours or days; with a clock given, the monitor's background evaluation
+    /// does not run, and the test evaluates with [`monitor::MonitorService::run_once`] (so
+    /// no evaluation races its own).
+    pub clock: Option<Arc<dyn keygate_auth::clock::Clock>>,
     /// Also told every rotation notice (they always go to the log, the alerts and the
     /// webhooks).
     pub rotation_notify: Option<Arc<dyn rotation::RotationNotify>>,
-    /// The monitor's clock (default: the system clock). A test moves a
-    /// [`keygate_monitor::clock::ManualClock`] to simulate hours of traffic; with a clock
-    /// given, the background evaluation loop does not run, and the test evaluates with
-    /// [`monitor::MonitorService::run_once`] (so no evaluation races its own).
-    pub monitor_clock: Option<Arc<dyn keygate_monitor::clock::Clock>>,
 }
 
 /// The whole HTTP surface.
@@ -295,12 +296,12 @@ pub async fn start_with_options(
         Err(e) => return Err(anyhow::anyhow!(e).context("starting the token service")),
     };
     let settings = &config.monitor;
-    let monitor_loop = options.monitor_clock.is_none();
+    let monitor_loop = options.clock.is_none();
+    let clock: Arc<dyn keygate_auth::clock::Clock> = options
+        .clock
+        .unwrap_or_else(|| Arc::new(keygate_auth::clock::SystemClock));
     let monitor = match &tokens {
         Some(_) if settings.enabled => {
-            let clock = options
-                .monitor_clock
-                .unwrap_or_else(|| Arc::new(keygate_monitor::clock::SystemClock));
             let geo = match &settings.geoip_db {
                 Some(path) => Some(
                     keygate_monitor::geo::GeoDb::open(path)
@@ -320,19 +321,26 @@ pub async fn start_with_options(
             ));
             Some(Arc::new(monitor::MonitorService::new(
                 m,
-                clock,
+                clock.clone(),
                 Arc::new(keygate_proxy::throttle::Throttles::new()),
                 store.clone(),
             )))
         }
         _ => None,
     };
+    let proxy_metrics = Arc::new(keygate_proxy::usage::ProxyMetrics::new());
     let proxy = match &tokens {
-        Some(_) => Some(Arc::new(
+        Some(t) => Some(Arc::new(
             proxy::ProxyState::start(
                 &config,
-                store.clone(),
-                monitor.as_ref().map(|m| m.monitor.clone()),
+                proxy::ProxyParts {
+                    store: store.clone(),
+                    vault: vault.clone(),
+                    tokens: t.clone(),
+                    monitor: monitor.clone(),
+                    clock: clock.clone(),
+                    metrics: proxy_metrics.clone(),
+                },
             )
             .await
             .context("starting the proxy")?,
@@ -350,7 +358,7 @@ pub async fn start_with_options(
         vault.clone(),
         store.clone(),
         config.rotation.clone(),
-        options.clock.unwrap_or_else(rotation::system_clock),
+        clock,
         Arc::new(rotation::TeeNotify(sinks)),
     ));
     if let (Some(m), Some(px)) = (&monitor, &proxy) {
@@ -369,6 +377,7 @@ pub async fn start_with_options(
         config: config.clone(),
         tokens: tokens.clone(),
         proxy,
+        proxy_metrics,
         monitor: monitor.clone(),
         webhooks: webhooks.clone(),
         rotation: rotator.clone(),

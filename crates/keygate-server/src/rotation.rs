@@ -413,13 +413,8 @@ impl RotationNotify for crate::webhooks::Webhooks {
     }
 }
 
-/// Unix milliseconds; injectable so tests drive time.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The wall clock.
-pub fn system_clock() -> Clock {
-    Arc::new(keygate_vault::now_ms)
-}
+/// The server's clock (Unix milliseconds); injectable so tests drive time.
+pub type Clock = Arc<dyn keygate_auth::clock::Clock>;
 
 /// Why a schedule change or a manual rotation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -492,7 +487,7 @@ impl Rotator {
 
     /// Now, by the injected clock.
     pub fn now_ms(&self) -> i64 {
-        (self.clock)()
+        self.clock.now_ms()
     }
 
     /// Creates or replaces `name`'s schedule from the operator's strings (`"30d"`,

@@ -77,7 +77,7 @@ async fn world(monitor: &str) -> World {
         |_| monitor.to_owned(),
         &[("KEYGATE_TOKENS__DPOP", "optional")],
         StartOptions {
-            monitor_clock: Some(clock.clone()),
+            clock: Some(clock.clone()),
             ..Default::default()
         },
     )

@@ -969,3 +969,61 @@ async fn cost_and_budget_settings_are_validated_naming_the_field() {
     assert_eq!(show["route"]["budget"]["daily"], 10);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_every_kind_reach_the_metrics_401_included() {
+    let mut w = world("1000/min", 50).await;
+    let anonymous =
+        |method: Method, path: &str| w.app.http.request(method, format!("{}{path}", w.app.base));
+    // No token (the commonest refusal), a bad proof, an unknown route, a refused target,
+    // a method off the allow-list.
+    let r = anonymous(Method::POST, "/proxy/openai/v1/chat/completions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = anonymous(Method::POST, "/proxy/openai/v1/chat/completions")
+        .header("authorization", "DPoP not-a-token")
+        .header("dpop", "not-a-proof")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let r = anonymous(Method::GET, "/proxy/nope/v1/models")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = anonymous(Method::GET, "/proxy/openai/v1/a%00b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = w
+        .client
+        .request(Method::DELETE, "/proxy/openai/v1/chat/completions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    let metrics = w.app.text("/metrics").await;
+    for series in [
+        r#"route="openai",reason="invalid_token",fault="client""#,
+        r#"route="unknown",reason="unknown_route",fault="client""#,
+        r#"route="unknown",reason="bad_target",fault="client""#,
+        r#"route="openai",reason="not_allowed",fault="client""#,
+    ] {
+        assert!(
+            metrics.contains(&format!("keygate_proxy_refused_total{{{series}}}")),
+            "missing {series} in\n{metrics}"
+        );
+    }
+    let refused: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("keygate_proxy_refused_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(refused, 5, "each refusal counted once:\n{metrics}");
+    w.app.stop().await;
+}

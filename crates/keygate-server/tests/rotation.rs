@@ -12,11 +12,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestApp, free_addr};
+use keygate_auth::clock::{Clock as _, ManualClock};
 use keygate_server::StartOptions;
 use keygate_server::rotation::{Clock, RotationNotice, RotationNotify, Rotator};
 use reqwest::{Method, StatusCode};
@@ -25,21 +26,20 @@ use serde_json::{Value, json};
 const HOUR: i64 = 3_600_000;
 
 #[derive(Clone)]
-struct FakeClock(Arc<AtomicI64>);
+struct FakeClock(Arc<ManualClock>);
 
 impl FakeClock {
     fn new() -> Self {
-        Self(Arc::new(AtomicI64::new(keygate_vault::now_ms())))
+        Self(Arc::new(ManualClock::new(keygate_vault::now_ms())))
     }
     fn clock(&self) -> Clock {
-        let t = self.0.clone();
-        Arc::new(move || t.load(Ordering::SeqCst))
+        self.0.clone()
     }
     fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.0.advance_ms(ms);
     }
     fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
+        self.0.now_ms()
     }
 }
 
@@ -88,7 +88,6 @@ async fn spawn(extra: &str, scripts: &[(&str, &str)]) -> (TestApp, FakeClock, Ar
         StartOptions {
             clock: Some(clock.clock()),
             rotation_notify: Some(notices.clone()),
-            ..Default::default()
         },
     )
     .await;

@@ -32,9 +32,10 @@ use keygate_auth::resource::{
 };
 use keygate_proxy::forward::BoxError;
 use keygate_proxy::h1guard::StrictHttp1;
+use keygate_proxy::limit::BoxFuture;
 use keygate_proxy::{
-    ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget, RouteTable,
-    framing,
+    AccessRequest, AccessVerifier, ForwarderConfig, Gatekeeper, GatekeeperConfig, KeySource,
+    KeyUnavailable, LimitGate, RouteTable,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -283,126 +284,136 @@ pub async fn start_upstream() -> Upstream {
 
 pub struct Proxy {
     pub addr: SocketAddr,
-    pub forwarder: Arc<Forwarder>,
+    pub gatekeeper: Arc<Gatekeeper>,
     pub metrics: Arc<keygate_proxy::usage::ProxyMetrics>,
     pub usage: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<keygate_proxy::usage::UsageEvent>>,
 }
 
-struct State {
-    routes: RouteTable,
-    secrets: Vec<(String, String)>,
+/// The token check stands in for `verify_request` on the real headers: a test header
+/// picks which verified user the call belongs to (`x-test-other-user`), or how the token
+/// is refused (`x-test-refuse: expired | missing | revocation-down`).
+struct TestVerifier {
     access: VerifiedAccess,
     other_access: VerifiedAccess,
-    gate: LimitGate,
-    forwarder: Arc<Forwarder>,
-    metrics: Arc<keygate_proxy::usage::ProxyMetrics>,
+}
+
+impl AccessVerifier for TestVerifier {
+    fn verify<'a>(
+        &'a self,
+        request: AccessRequest<'a>,
+    ) -> BoxFuture<'a, Result<VerifiedAccess, keygate_auth::error::AuthError>> {
+        use keygate_auth::error::{AuthError, ErrorCode, Reason};
+        let refused = match request.headers.get("x-test-refuse").map(|v| v.as_bytes()) {
+            Some(b"expired") => Some(AuthError::new(ErrorCode::InvalidToken, Reason::Expired)),
+            Some(b"missing") => Some(AuthError::new(
+                ErrorCode::InvalidToken,
+                Reason::MissingAuthorization,
+            )),
+            Some(b"revocation-down") => Some(AuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                Reason::RevocationUnavailable,
+            )),
+            _ => None,
+        };
+        if let Some(e) = refused {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let access = if request.headers.contains_key("x-test-other-user") {
+            &self.other_access
+        } else {
+            &self.access
+        };
+        Box::pin(std::future::ready(Ok(access.clone())))
+    }
+}
+
+/// Route keys from a fixed list.
+pub struct TestKeys(pub Vec<(String, String)>);
+
+impl KeySource for TestKeys {
+    fn epoch(&self) -> u64 {
+        0
+    }
+
+    fn key<'a>(&'a self, secret: &'a str) -> BoxFuture<'a, Result<SecretString, KeyUnavailable>> {
+        let found = self
+            .0
+            .iter()
+            .find(|(n, _)| n == secret)
+            .map(|(_, v)| SecretString::from(v.clone()))
+            .ok_or_else(|| KeyUnavailable(format!("no secret {secret}")));
+        Box::pin(std::future::ready(found))
+    }
 }
 
 type AppBody = UnsyncBoxBody<Bytes, BoxError>;
 
-fn error_response(e: &ProxyError) -> Response<AppBody> {
-    let r: Response<Full<Bytes>> = e.to_response();
-    r.map(|b| b.map_err(|e| match e {}).boxed_unsync())
-}
-
 async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
-    state: Arc<State>,
+    gatekeeper: Arc<Gatekeeper>,
 ) -> Result<Response<AppBody>, Infallible> {
-    match pipeline(req, peer, &state).await {
-        Ok(r) => Ok(r),
-        Err((route, counted, e)) => {
-            // The forwarder counts its own failures; the handler counts the rest.
-            if !counted {
-                state.metrics.refused(route.as_ref(), &e);
-            }
-            Ok(error_response(&e))
-        }
-    }
+    let response = gatekeeper.handle(req, peer.ip()).await;
+    Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
 }
 
-async fn pipeline(
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    state: &State,
-) -> Result<Response<AppBody>, (Option<keygate_proxy::RouteName>, bool, ProxyError)> {
-    // 1. framing, then the one path normaliser on the raw target.
-    framing::check_head(req.version(), req.method(), req.uri(), req.headers())
-        .map_err(|e| (None, false, e.into()))?;
-    let raw_target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let target = ProxyTarget::parse("/proxy/", raw_target).map_err(|e| (None, false, e.into()))?;
-    let route =
-        state
-            .routes
-            .get(target.route())
-            .cloned()
-            .ok_or((None, false, ProxyError::UnknownRoute))?;
-    let name = Some(route.name().clone());
-    // 2. token (stand-in for verify_request on the real headers: a test header picks
-    //    which verified user the call belongs to).
-    let access = if req.headers().contains_key("x-test-other-user") {
-        &state.other_access
-    } else {
-        &state.access
-    };
-    // 3. allow-list + scope, 4. limits, 5. the key, 6. forward.
-    let call = route
-        .authorize(access, req.method(), &target)
-        .map_err(|e| (name.clone(), false, e))?;
-    let permit = state
-        .gate
-        .admit(&call, peer.ip())
-        .await
-        .map_err(|e| (name.clone(), false, e))?;
-    let secret = state
-        .secrets
-        .iter()
-        .find(|(n, _)| n == route.secret_name())
-        .map(|(_, v)| SecretString::from(v.clone()))
-        .ok_or((name.clone(), false, ProxyError::Unavailable("secret")))?;
-    let forwarded = ForwardedInfo {
-        client_ip: peer.ip(),
-        proto: "https",
-        host: HeaderValue::from_static("gate.example.com"),
-    };
-    let response = state
-        .forwarder
-        .forward(access, call, permit, secret, req, &forwarded)
-        .await
-        .map_err(|e| (name, true, e))?;
-    Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+/// The gatekeeper over `routes` and `secrets`, with the test verifier, in-memory limits,
+/// and usage events on a channel.
+pub async fn gatekeeper(
+    routes: RouteTable,
+    secrets: &[(&str, &str)],
+) -> (
+    Gatekeeper,
+    Arc<keygate_proxy::usage::ProxyMetrics>,
+    tokio::sync::mpsc::Receiver<keygate_proxy::usage::UsageEvent>,
+) {
+    gatekeeper_with(routes, secrets, LimitGate::in_memory(10_000)).await
+}
+
+/// [`gatekeeper`] with the given limit gate.
+pub async fn gatekeeper_with(
+    routes: RouteTable,
+    secrets: &[(&str, &str)],
+    gate: LimitGate,
+) -> (
+    Gatekeeper,
+    Arc<keygate_proxy::usage::ProxyMetrics>,
+    tokio::sync::mpsc::Receiver<keygate_proxy::usage::UsageEvent>,
+) {
+    let metrics = Arc::new(keygate_proxy::usage::ProxyMetrics::new());
+    let (sink, rx) = keygate_proxy::usage::ChannelUsageSink::new(1024);
+    let gatekeeper = Gatekeeper::new(
+        GatekeeperConfig {
+            prefix: "/proxy/",
+            proto: "https",
+            host: HeaderValue::from_static("gate.example.com"),
+            key_staleness: Duration::from_secs(1),
+            forwarder: ForwarderConfig::default(),
+        },
+        Arc::new(TestVerifier {
+            access: verified_access("alice", "ai maps").await,
+            other_access: verified_access("bob", "ai maps").await,
+        }),
+        Arc::new(TestKeys(
+            secrets
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+        )),
+        gate,
+        Arc::new(sink),
+        Arc::clone(&metrics),
+    );
+    gatekeeper.set_routes(routes).unwrap();
+    (gatekeeper, metrics, rx)
 }
 
 /// Starts the proxy with `routes_toml` and `secrets` (name, value).
 pub async fn start_proxy(routes_toml: &str, secrets: &[(&str, &str)]) -> Proxy {
     let routes = RouteTable::from_toml(routes_toml).unwrap();
-    let metrics = Arc::new(keygate_proxy::usage::ProxyMetrics::new());
-    let (sink, rx) = keygate_proxy::usage::ChannelUsageSink::new(1024);
-    let forwarder = Arc::new(Forwarder::new(
-        ForwarderConfig::default(),
-        Arc::new(sink),
-        Arc::clone(&metrics),
-    ));
-    for r in routes.iter() {
-        forwarder.prepare(r).unwrap();
-    }
-    let state = Arc::new(State {
-        routes,
-        secrets: secrets
-            .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect(),
-        access: verified_access("alice", "ai maps").await,
-        other_access: verified_access("bob", "ai maps").await,
-        gate: LimitGate::in_memory(10_000),
-        forwarder: Arc::clone(&forwarder),
-        metrics: Arc::clone(&metrics),
-    });
+    let (gatekeeper, metrics, rx) = gatekeeper(routes, secrets).await;
+    let gatekeeper = Arc::new(gatekeeper);
+    let state = Arc::clone(&gatekeeper);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -421,7 +432,7 @@ pub async fn start_proxy(routes_toml: &str, secrets: &[(&str, &str)]) -> Proxy {
     });
     Proxy {
         addr,
-        forwarder,
+        gatekeeper,
         metrics,
         usage: tokio::sync::Mutex::new(rx),
     }

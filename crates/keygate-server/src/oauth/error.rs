@@ -112,21 +112,6 @@ impl OAuthError {
         out.dpop_nonce = e.dpop_nonce().map(str::to_owned);
         out
     }
-
-    /// A failed check at a protected resource: 401/403/400/503 with the challenge.
-    pub fn at_resource(e: &AuthError) -> Self {
-        tracing::info!(code = e.code().as_str(), reason = %e.reason(), "request refused");
-        let status = match e.disposition() {
-            Disposition::BadRequest => StatusCode::BAD_REQUEST,
-            Disposition::Unauthorized => StatusCode::UNAUTHORIZED,
-            Disposition::Forbidden => StatusCode::FORBIDDEN,
-            Disposition::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        let mut out = Self::new(status, e.code().as_str(), e.description());
-        out.dpop_nonce = e.dpop_nonce().map(str::to_owned);
-        out.www_authenticate = e.www_authenticate();
-        out
-    }
 }
 
 impl IntoResponse for OAuthError {
