@@ -17,15 +17,6 @@
 //!
 //! Exit status: 0 when the run finished (errors of individual requests are reported,
 //! not fatal), 1 when it could not run, 2 for a usage error.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 mod cpu;
 mod load;

@@ -16,15 +16,6 @@
 //! assert_eq!(report.entries, 2);
 //! # Ok::<(), keygate_audit::VerifyError>(())
 //! ```
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 mod checkpoint;
 mod keyed;

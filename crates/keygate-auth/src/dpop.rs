@@ -24,6 +24,7 @@ use crate::error::{AuthError, Reason};
 use crate::jwk::{Jkt, JwkError, PublicJwk};
 use crate::jws::{self, Algorithm};
 use crate::keys::SigningKey;
+use crate::uri::percent_escape;
 
 /// The `typ` of DPoP proofs.
 pub const DPOP_TYP: &str = "dpop+jwt";
@@ -84,15 +85,6 @@ impl PublicBaseUrl {
     }
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Decodes percent-encoded unreserved characters and upper-cases the hex digits of the
 /// rest (RFC 3986 §6.2.2.1–6.2.2.2).
 fn normalise_percent(path: &str) -> String {
@@ -101,10 +93,7 @@ fn normalise_percent(path: &str) -> String {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
-            let hi = bytes.get(i + 1).copied().and_then(hex_value);
-            let lo = bytes.get(i + 2).copied().and_then(hex_value);
-            if let (Some(hi), Some(lo)) = (hi, lo) {
-                let v = hi * 16 + lo;
+            if let Some(v) = percent_escape(bytes, i) {
                 if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                     out.push(char::from(v));
                 } else {

@@ -1,4 +1,5 @@
-//! Identifier newtypes parsed at the edge: users, clients, sessions, scopes.
+//! Identifier newtypes parsed at the edge: users, clients, sessions, scopes, and the
+//! names of vault secrets (one rule for the vault and the proxy's route table).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -160,6 +161,55 @@ impl fmt::Display for ScopeSet {
     }
 }
 
+/// A valid secret name: 1–128 characters of `A–Z a–z 0–9 . _ -`, starting with a letter
+/// or digit. Safe in URLs, file names and log lines. The vault stores secrets under it;
+/// the proxy's route table checks a route's `secret` with it at load time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretName(String);
+
+/// Why a string is not a secret name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid secret name: {0}")]
+pub struct InvalidSecretName(&'static str);
+
+impl SecretName {
+    /// The longest name, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Parses a secret name, saying which rule it breaks.
+    pub fn parse(s: &str) -> Result<Self, InvalidSecretName> {
+        if s.is_empty() {
+            return Err(InvalidSecretName("it is empty"));
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(InvalidSecretName("it is longer than 128 characters"));
+        }
+        if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(InvalidSecretName("it must start with a letter or digit"));
+        }
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(InvalidSecretName(
+                "only letters, digits, '.', '_' and '-' are allowed",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +224,25 @@ mod tests {
         assert!(ScopeSet::parse("").unwrap().is_empty());
         assert!(UserId::parse("has space").is_err());
         assert!(UserId::parse("").is_err());
+    }
+
+    #[test]
+    fn secret_names_accept_plain_names_and_reject_the_rest() {
+        for ok in ["openai", "stripe.live", "MAPS_key-2", "a", &"x".repeat(128)] {
+            assert!(SecretName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "../etc",
+            "a b",
+            "naïve",
+            "a\nb",
+            &"x".repeat(129),
+        ] {
+            assert!(SecretName::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

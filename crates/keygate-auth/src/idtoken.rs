@@ -3,7 +3,9 @@
 //!
 //! This is the one place keygate checks a JWT it did not sign, so it has its own
 //! algorithm list ([`ExternalAlg`]: RS256, ES256, EdDSA) apart from [`crate::jws`], which
-//! serves keygate's own tokens and never learns RSA. The rules:
+//! serves keygate's own tokens and never learns RSA. The parsing is `jws`'s: the same
+//! bound, split, strict JSON and shared header rules, refused with the same
+//! [`JoseError`]s (inside [`IdTokenError::Jose`]). The rules:
 //!
 //! - `alg` must be in the issuer's configured allow-list *and* fit the key the `kid`
 //!   names: its `kty`/`crv`, and its `alg` member when present. `none` in any spelling
@@ -21,13 +23,15 @@
 //!   1–[`MAX_SUBJECT_LEN`] bytes without control characters.
 //!
 //! Errors are [`IdTokenError`] values: fixed, safe to log, never holding token material.
+//! A refusal shared with keygate's own tokens is [`IdTokenError::Jose`], whose text is the
+//! [`JoseError`]'s own (audit entries name it so).
 
 use serde_json::{Map, Value};
 
-use crate::access::MAX_SKEW_SECS;
+use crate::access::{MAX_SKEW_SECS, typ_matches};
 use crate::clock::UnixTime;
-use crate::jwk::PublicJwk;
-use crate::jws::{self, Algorithm, JoseError};
+use crate::jwk::{PRIVATE_MEMBERS, PublicJwk};
+use crate::jws::{self, Algorithm, JoseError, Segments};
 use crate::keys::VerificationKey;
 use crate::{b64, json};
 
@@ -83,33 +87,18 @@ impl std::fmt::Display for ExternalAlg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdTokenError {
-    /// Longer than [`MAX_ID_TOKEN_LEN`].
-    #[error("token too large")]
-    TooLarge,
-    /// Not three dot-separated parts of canonical base64url.
-    #[error("malformed compact serialization")]
-    Malformed,
-    /// Header or claims are not one strict JSON object.
-    #[error("malformed JSON")]
-    BadJson,
-    /// A header member is missing or has the wrong type, or the token is encrypted.
-    #[error("malformed header")]
-    BadHeader,
-    /// `crit` (or `b64`) is present.
-    #[error("unsupported critical header")]
-    Crit,
+    /// Refused by the rules every JWS keygate reads shares: longer than
+    /// [`MAX_ID_TOKEN_LEN`], malformed, bad JSON or header, `crit`, `none`, HMAC, an
+    /// `alg` that does not fit the key the `kid` names, or a signature that does not
+    /// verify ([`JoseError::BadSignature`], also for a malformed one).
+    #[error(transparent)]
+    Jose(#[from] JoseError),
     /// `typ` is present and is not `JWT`.
     #[error("wrong typ")]
     WrongType,
     /// `jwk`, `jku`, `x5u` or `x5c` is present: keys come only from the JWKS.
     #[error("key-carrying header")]
     ForbiddenKeyHeader,
-    /// `alg` is `none` in some spelling.
-    #[error("alg none")]
-    AlgNone,
-    /// `alg` is an HMAC algorithm.
-    #[error("symmetric alg")]
-    AlgSymmetric,
     /// `alg` is not in the issuer's allow-list (or not one keygate knows).
     #[error("algorithm not allowed for this issuer")]
     AlgNotAllowed,
@@ -119,12 +108,6 @@ pub enum IdTokenError {
     /// The `kid` is not in the issuer's JWKS (the caller may refresh the JWKS once).
     #[error("unknown kid")]
     UnknownKid,
-    /// `alg` does not fit the key the `kid` names.
-    #[error("alg does not fit key")]
-    AlgKeyMismatch,
-    /// The signature is malformed or does not verify.
-    #[error("bad signature")]
-    BadSignature,
     /// A claim is missing or of the wrong type.
     #[error("malformed claims")]
     MalformedClaims,
@@ -206,7 +189,7 @@ impl TrustedKey {
         signature: &[u8],
     ) -> Result<(), IdTokenError> {
         if alg != self.alg {
-            return Err(IdTokenError::AlgKeyMismatch);
+            return Err(JoseError::AlgKeyMismatch.into());
         }
         match (&self.material, alg) {
             (KeyMaterial::Rsa { n, e }, ExternalAlg::Rs256) => {
@@ -216,19 +199,20 @@ impl TrustedKey {
                         input,
                         signature,
                     )
-                    .map_err(|_| IdTokenError::BadSignature)
+                    .map_err(|_| JoseError::BadSignature.into())
             }
             (KeyMaterial::Curve(key), ExternalAlg::Es256 | ExternalAlg::EdDsa) => {
                 let own = match alg {
                     ExternalAlg::Es256 => Algorithm::Es256,
                     _ => Algorithm::EdDsa,
                 };
+                // A malformed signature is named as one that does not verify, as for RS256.
                 jws::verify_signature(key, own, input, signature).map_err(|e| match e {
-                    JoseError::AlgKeyMismatch => IdTokenError::AlgKeyMismatch,
-                    _ => IdTokenError::BadSignature,
+                    JoseError::AlgKeyMismatch => e.into(),
+                    _ => JoseError::BadSignature.into(),
                 })
             }
-            _ => Err(IdTokenError::AlgKeyMismatch),
+            _ => Err(JoseError::AlgKeyMismatch.into()),
         }
     }
 }
@@ -239,9 +223,6 @@ pub struct Jwks {
     keys: Vec<TrustedKey>,
     skipped: usize,
 }
-
-/// Members that only private or symmetric keys carry (RFC 7518 §6.3.2, §6.4).
-const SECRET_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 fn rsa_material(n: &str, e: &str) -> Option<KeyMaterial> {
     let n = b64::decode(n)?;
@@ -317,7 +298,7 @@ impl Jwks {
                 jwks.skipped += 1;
                 continue;
             };
-            if SECRET_MEMBERS.iter().any(|m| map.contains_key(*m)) {
+            if PRIVATE_MEMBERS.iter().any(|m| map.contains_key(*m)) {
                 return Err(JwksError::PrivateMembers);
             }
             match trusted_key(map) {
@@ -357,11 +338,11 @@ impl Jwks {
                 }
                 named
                     .find(|k| k.alg == alg)
-                    .ok_or(IdTokenError::AlgKeyMismatch)
+                    .ok_or(JoseError::AlgKeyMismatch.into())
             }
             None => match self.keys.as_slice() {
                 [only] if only.alg == alg => Ok(only),
-                [_] => Err(IdTokenError::AlgKeyMismatch),
+                [_] => Err(JoseError::AlgKeyMismatch.into()),
                 _ => Err(IdTokenError::MissingKid),
             },
         }
@@ -434,54 +415,12 @@ struct Parsed<'a> {
     signature: Vec<u8>,
 }
 
-fn typ_ok(typ: &str) -> bool {
-    let t = if typ.len() > 12 && typ.is_char_boundary(12) {
-        match typ.split_at(12) {
-            (p, rest) if p.eq_ignore_ascii_case("application/") => rest,
-            _ => typ,
-        }
-    } else {
-        typ
-    };
-    t.eq_ignore_ascii_case("JWT")
-}
-
+/// Splits `token` and applies the header rules; nothing cryptographic. The order of the
+/// checks names an unsigned `alg: none` token as such, not as malformed.
 fn parse(token: &str) -> Result<Parsed<'_>, IdTokenError> {
-    if token.len() > MAX_ID_TOKEN_LEN {
-        return Err(IdTokenError::TooLarge);
-    }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(IdTokenError::Malformed);
-    };
-    if h.is_empty() || p.is_empty() {
-        return Err(IdTokenError::Malformed);
-    }
-    let header_bytes = b64::decode(h).ok_or(IdTokenError::Malformed)?;
-    let header = json::parse_object(&header_bytes).ok_or(IdTokenError::BadJson)?;
-    if header.contains_key("crit") || header.contains_key("b64") {
-        return Err(IdTokenError::Crit);
-    }
-    if header.contains_key("enc") || header.contains_key("zip") {
-        return Err(IdTokenError::BadHeader);
-    }
-    let alg_name = match header.get("alg") {
-        Some(Value::String(a)) => a.clone(),
-        _ => return Err(IdTokenError::BadHeader),
-    };
-    // Classified before anything else: an unsigned token (empty third part) with
-    // `alg: none` is named as such.
-    if alg_name.trim().eq_ignore_ascii_case("none") {
-        return Err(IdTokenError::AlgNone);
-    }
-    if alg_name
-        .get(..2)
-        .is_some_and(|p| p.eq_ignore_ascii_case("hs"))
-    {
-        return Err(IdTokenError::AlgSymmetric);
-    }
+    let segments = Segments::split(token)?;
+    let header = segments.header()?;
+    let alg_name = jws::common_header(&header)?.to_owned();
     if ["jwk", "jku", "x5u", "x5c"]
         .iter()
         .any(|m| header.contains_key(*m))
@@ -490,28 +429,17 @@ fn parse(token: &str) -> Result<Parsed<'_>, IdTokenError> {
     }
     match header.get("typ") {
         None => {}
-        Some(Value::String(t)) if typ_ok(t) => {}
+        Some(Value::String(t)) if typ_matches(Some(t), "JWT") => {}
         Some(Value::String(_)) => return Err(IdTokenError::WrongType),
-        Some(_) => return Err(IdTokenError::BadHeader),
+        Some(_) => return Err(JoseError::BadHeader.into()),
     }
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err(IdTokenError::BadHeader),
-    };
-    if s.is_empty() {
-        return Err(IdTokenError::Malformed);
-    }
-    let payload = b64::decode(p).ok_or(IdTokenError::Malformed)?;
-    let signature = b64::decode(s).ok_or(IdTokenError::Malformed)?;
-    let input = token
-        .as_bytes()
-        .get(..h.len() + 1 + p.len())
-        .ok_or(IdTokenError::Malformed)?;
+    let kid = jws::opt_string(&header, "kid")?;
+    let signature = segments.signature()?;
+    let payload = segments.payload()?;
     Ok(Parsed {
         alg_name,
         kid,
-        input,
+        input: segments.signing_input(),
         payload,
         signature,
     })
@@ -531,7 +459,7 @@ impl<'a> UnverifiedIdToken<'a> {
     /// Splits `token` and checks its header; nothing cryptographic.
     pub fn parse(token: &'a str) -> Result<Self, IdTokenError> {
         let parsed = parse(token)?;
-        let claims = json::parse_object(&parsed.payload).ok_or(IdTokenError::BadJson);
+        let claims = json::parse_object(&parsed.payload).ok_or(JoseError::BadJson.into());
         Ok(Self { parsed, claims })
     }
 
@@ -707,19 +635,19 @@ mod tests {
             bad[i] ^= 1;
             assert_eq!(
                 key.verify(ExternalAlg::Rs256, input, &bad),
-                Err(IdTokenError::BadSignature)
+                Err(IdTokenError::Jose(JoseError::BadSignature))
             );
         }
         let mut other = input.to_vec();
         other[10] ^= 1;
         assert_eq!(
             key.verify(ExternalAlg::Rs256, &other, &sig),
-            Err(IdTokenError::BadSignature)
+            Err(IdTokenError::Jose(JoseError::BadSignature))
         );
         // The RSA key never verifies under a curve algorithm.
         assert_eq!(
             key.verify(ExternalAlg::Es256, input, &sig),
-            Err(IdTokenError::AlgKeyMismatch)
+            Err(IdTokenError::Jose(JoseError::AlgKeyMismatch))
         );
         // Its payload is text, not claims: the full verifier stops there, after the
         // signature check.
@@ -727,7 +655,7 @@ mod tests {
         policy.algorithms = vec![ExternalAlg::Rs256];
         assert_eq!(
             verify(&policy, &jwks, RFC7520_JWS, NOW),
-            Err(IdTokenError::BadJson)
+            Err(IdTokenError::Jose(JoseError::BadJson))
         );
     }
 
@@ -745,7 +673,7 @@ mod tests {
         bad[63] ^= 0x40;
         assert_eq!(
             key.verify(ExternalAlg::EdDsa, RFC8037_INPUT.as_bytes(), &bad),
-            Err(IdTokenError::BadSignature)
+            Err(IdTokenError::Jose(JoseError::BadSignature))
         );
     }
 
@@ -935,7 +863,7 @@ mod tests {
         let dup = format!("{dup}.{}", b64::encode(sig));
         assert_eq!(
             verify(&idp.policy, &idp.jwks, &dup, NOW),
-            Err(IdTokenError::BadJson)
+            Err(IdTokenError::Jose(JoseError::BadJson))
         );
     }
 
@@ -958,15 +886,21 @@ mod tests {
         let mut idp = idp();
         let sign = |h: Value| token_with(&idp.es, h, claims());
         let cases = [
-            (json!({"alg": "none", "kid": "es"}), IdTokenError::AlgNone),
-            (json!({"alg": "NoNe", "kid": "es"}), IdTokenError::AlgNone),
+            (
+                json!({"alg": "none", "kid": "es"}),
+                IdTokenError::Jose(JoseError::AlgNone),
+            ),
+            (
+                json!({"alg": "NoNe", "kid": "es"}),
+                IdTokenError::Jose(JoseError::AlgNone),
+            ),
             (
                 json!({"alg": "HS256", "kid": "es"}),
-                IdTokenError::AlgSymmetric,
+                IdTokenError::Jose(JoseError::AlgSymmetric),
             ),
             (
                 json!({"alg": "hs512", "kid": "es"}),
-                IdTokenError::AlgSymmetric,
+                IdTokenError::Jose(JoseError::AlgSymmetric),
             ),
             (
                 json!({"alg": "RS384", "kid": "es"}),
@@ -983,22 +917,28 @@ mod tests {
             // RS256 is allowed, but `es` is a P-256 key.
             (
                 json!({"alg": "RS256", "kid": "es"}),
-                IdTokenError::AlgKeyMismatch,
+                IdTokenError::Jose(JoseError::AlgKeyMismatch),
             ),
             (
                 json!({"alg": "EdDSA", "kid": "es"}),
-                IdTokenError::AlgKeyMismatch,
+                IdTokenError::Jose(JoseError::AlgKeyMismatch),
             ),
             (
                 json!({"alg": "ES256", "kid": "nope"}),
                 IdTokenError::UnknownKid,
             ),
             (json!({"alg": "ES256"}), IdTokenError::MissingKid),
-            (json!({"alg": "ES256", "kid": 7}), IdTokenError::BadHeader),
-            (json!({"kid": "es"}), IdTokenError::BadHeader),
+            (
+                json!({"alg": "ES256", "kid": 7}),
+                IdTokenError::Jose(JoseError::BadHeader),
+            ),
+            (
+                json!({"kid": "es"}),
+                IdTokenError::Jose(JoseError::BadHeader),
+            ),
             (
                 json!({"alg": "ES256", "kid": "es", "crit": ["exp"]}),
-                IdTokenError::Crit,
+                IdTokenError::Jose(JoseError::Crit),
             ),
             (
                 json!({"alg": "ES256", "kid": "es", "typ": "at+jwt"}),
@@ -1022,7 +962,7 @@ mod tests {
             ),
             (
                 json!({"alg": "ES256", "kid": "es", "enc": "A128GCM"}),
-                IdTokenError::BadHeader,
+                IdTokenError::Jose(JoseError::BadHeader),
             ),
         ];
         for (header, expected) in cases {
@@ -1057,19 +997,37 @@ mod tests {
         let sig = good.rsplit_once('.').unwrap().1;
         let swapped = format!("{h}.{}.{sig}", b64::encode(c.to_string()));
         let cases = [
-            (none, IdTokenError::AlgNone),
-            (format!("{input}."), IdTokenError::Malformed),
-            (input.to_owned(), IdTokenError::Malformed),
-            (format!("{good}.x"), IdTokenError::Malformed),
-            (format!("{input}.AAAA"), IdTokenError::BadSignature),
+            (none, IdTokenError::Jose(JoseError::AlgNone)),
+            (
+                format!("{input}."),
+                IdTokenError::Jose(JoseError::Malformed),
+            ),
+            (input.to_owned(), IdTokenError::Jose(JoseError::Malformed)),
+            (
+                format!("{good}.x"),
+                IdTokenError::Jose(JoseError::Malformed),
+            ),
+            (
+                format!("{input}.AAAA"),
+                IdTokenError::Jose(JoseError::BadSignature),
+            ),
             (
                 format!("{input}.{}", b64::encode([0u8; 64])),
-                IdTokenError::BadSignature,
+                IdTokenError::Jose(JoseError::BadSignature),
             ),
-            (swapped, IdTokenError::BadSignature),
-            (format!("{input}.{sig}="), IdTokenError::Malformed),
-            ("x".repeat(MAX_ID_TOKEN_LEN + 1), IdTokenError::TooLarge),
-            ("e30.e30.e30".into(), IdTokenError::BadHeader),
+            (swapped, IdTokenError::Jose(JoseError::BadSignature)),
+            (
+                format!("{input}.{sig}="),
+                IdTokenError::Jose(JoseError::Malformed),
+            ),
+            (
+                "x".repeat(MAX_ID_TOKEN_LEN + 1),
+                IdTokenError::Jose(JoseError::TooLarge),
+            ),
+            (
+                "e30.e30.e30".into(),
+                IdTokenError::Jose(JoseError::BadHeader),
+            ),
         ];
         for (token, expected) in cases {
             assert_eq!(
@@ -1093,7 +1051,10 @@ mod tests {
             unverified_issuer(&es_token(&idp, c)),
             Err(IdTokenError::WrongIssuer)
         );
-        assert_eq!(unverified_issuer("a.b"), Err(IdTokenError::Malformed));
+        assert_eq!(
+            unverified_issuer("a.b"),
+            Err(IdTokenError::Jose(JoseError::Malformed))
+        );
         assert_eq!(
             unverified_kid(&es_token(&idp, claims())),
             Ok(Some("es".into()))

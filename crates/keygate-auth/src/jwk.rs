@@ -13,8 +13,8 @@ use crate::b64;
 use crate::jws::Algorithm;
 use crate::keys::VerificationKey;
 
-/// Members that only private or symmetric keys carry.
-const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+/// Members that only private or symmetric keys carry (RFC 7518 §6.3.2, §6.4).
+pub(crate) const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// Why a JWK is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -4,6 +4,11 @@
 //! its fully-specified name `Ed25519` (RFC 9864), and `ES256` (RFC 7518 §3.4). Everything else — `none` in any spelling, HMAC, RSA — is rejected
 //! before any key is touched (S01). The parser bounds the input (S05), accepts only
 //! canonical unpadded base64url, rejects duplicate member names and any `crit`.
+//!
+//! The first steps — bound, split, decode, the strict header JSON and the header rules
+//! every JWS shares (`Segments`, `common_header`) — also serve [`crate::idtoken`],
+//! which then applies its own algorithm list (it verifies RS256 too) and reports
+//! [`JoseError`] inside [`crate::idtoken::IdTokenError::Jose`].
 
 use serde_json::{Map, Value};
 
@@ -53,13 +58,24 @@ impl Algorithm {
             "EdDSA" => Ok(Self::EdDsa),
             "Ed25519" => Ok(Self::Ed25519),
             "ES256" => Ok(Self::Es256),
-            _ if alg.trim().eq_ignore_ascii_case("none") => Err(JoseError::AlgNone),
-            _ if alg.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("hs")) => {
-                Err(JoseError::AlgSymmetric)
+            _ => {
+                refuse_unsigned_or_symmetric(alg)?;
+                Err(JoseError::AlgUnsupported)
             }
-            _ => Err(JoseError::AlgUnsupported),
         }
     }
+}
+
+/// `none` in any spelling and every HMAC name (`HS*`), refused by every verifier before
+/// a key is looked at, so a public key is never used as an HMAC secret (S01).
+fn refuse_unsigned_or_symmetric(alg: &str) -> Result<(), JoseError> {
+    if alg.trim().eq_ignore_ascii_case("none") {
+        return Err(JoseError::AlgNone);
+    }
+    if alg.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("hs")) {
+        return Err(JoseError::AlgSymmetric);
+    }
+    Ok(())
 }
 
 /// What is wrong with a JWS. Fixed values, safe to log.
@@ -134,23 +150,9 @@ impl JwsHeader {
     }
 
     fn from_json(map: &Map<String, Value>) -> Result<Self, JoseError> {
-        if map.contains_key("crit") || map.contains_key("b64") {
-            return Err(JoseError::Crit);
-        }
-        if map.contains_key("enc") || map.contains_key("zip") {
-            return Err(JoseError::BadHeader);
-        }
-        let alg = match map.get("alg") {
-            Some(Value::String(s)) => Algorithm::parse(s)?,
-            _ => return Err(JoseError::BadHeader),
-        };
-        let opt_string = |name: &str| match map.get(name) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(JoseError::BadHeader),
-        };
-        let typ = opt_string("typ")?;
-        let kid = opt_string("kid")?;
+        let alg = Algorithm::parse(common_header(map)?)?;
+        let typ = opt_string(map, "typ")?;
+        let kid = opt_string(map, "kid")?;
         let jwk = match map.get("jwk") {
             None => None,
             Some(Value::Object(o)) => Some(o.clone()),
@@ -169,6 +171,102 @@ impl JwsHeader {
     }
 }
 
+/// The header rules every JWS keygate reads shares: no `crit` or `b64` (keygate
+/// understands no extension), not a JWE (`enc`, `zip`), and `alg` a string that is
+/// neither `none` nor HMAC. Returns the `alg` value for the caller's own list.
+pub(crate) fn common_header(map: &Map<String, Value>) -> Result<&str, JoseError> {
+    if map.contains_key("crit") || map.contains_key("b64") {
+        return Err(JoseError::Crit);
+    }
+    if map.contains_key("enc") || map.contains_key("zip") {
+        return Err(JoseError::BadHeader);
+    }
+    let Some(Value::String(alg)) = map.get("alg") else {
+        return Err(JoseError::BadHeader);
+    };
+    refuse_unsigned_or_symmetric(alg)?;
+    Ok(alg)
+}
+
+/// An optional string header member; any other type is a bad header.
+pub(crate) fn opt_string(
+    map: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, JoseError> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(JoseError::BadHeader),
+    }
+}
+
+/// A compact JWS bounded (S05) and split into its three parts; nothing decoded yet.
+pub(crate) struct Segments<'a> {
+    token: &'a str,
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Segments<'a> {
+    /// At most [`MAX_COMPACT_LEN`] bytes, exactly three parts, the first two not empty.
+    /// The signature part is checked by [`Segments::signature`], so that an unsigned
+    /// token can be named by its `alg` first.
+    pub(crate) fn split(token: &'a str) -> Result<Self, JoseError> {
+        if token.len() > MAX_COMPACT_LEN {
+            return Err(JoseError::TooLarge);
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JoseError::Malformed);
+        };
+        if header.is_empty() || payload.is_empty() {
+            return Err(JoseError::Malformed);
+        }
+        Ok(Self {
+            token,
+            header,
+            payload,
+            signature,
+        })
+    }
+
+    /// The protected header as one strict JSON object (no duplicate member names).
+    pub(crate) fn header(&self) -> Result<Map<String, Value>, JoseError> {
+        let bytes = b64::decode(self.header).ok_or(JoseError::Malformed)?;
+        json::parse_object(&bytes).ok_or(JoseError::BadJson)
+    }
+
+    /// The payload bytes.
+    pub(crate) fn payload(&self) -> Result<Vec<u8>, JoseError> {
+        b64::decode(self.payload).ok_or(JoseError::Malformed)
+    }
+
+    /// The signature bytes; an empty signature part is malformed.
+    pub(crate) fn signature(&self) -> Result<Vec<u8>, JoseError> {
+        if self.signature.is_empty() {
+            return Err(JoseError::Malformed);
+        }
+        b64::decode(self.signature).ok_or(JoseError::Malformed)
+    }
+
+    /// The length of the signing input `header.payload`.
+    pub(crate) fn signing_input_len(&self) -> usize {
+        self.header.len() + 1 + self.payload.len()
+    }
+
+    /// The signing input `header.payload` (RFC 7515 §5.2).
+    pub(crate) fn signing_input(&self) -> &'a [u8] {
+        let token: &'a str = self.token;
+        token
+            .as_bytes()
+            .get(..self.signing_input_len())
+            .unwrap_or_default()
+    }
+}
+
 /// A parsed, not yet verified, compact JWS.
 #[derive(Clone, Debug)]
 pub struct CompactJws {
@@ -181,26 +279,15 @@ pub struct CompactJws {
 
 /// Parses a compact JWS strictly. Verifies nothing cryptographic.
 pub fn parse_compact(token: &str) -> Result<CompactJws, JoseError> {
-    if token.len() > MAX_COMPACT_LEN {
-        return Err(JoseError::TooLarge);
-    }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JoseError::Malformed);
-    };
-    if h.is_empty() || p.is_empty() || s.is_empty() {
-        return Err(JoseError::Malformed);
-    }
-    let header_bytes = b64::decode(h).ok_or(JoseError::Malformed)?;
-    let payload = b64::decode(p).ok_or(JoseError::Malformed)?;
-    let signature = b64::decode(s).ok_or(JoseError::Malformed)?;
-    let header_json = json::parse_object(&header_bytes).ok_or(JoseError::BadJson)?;
-    let header = JwsHeader::from_json(&header_json)?;
+    let segments = Segments::split(token)?;
+    // Every part is decoded before the header is judged: a malformed token is named
+    // malformed whatever its header says.
+    let signature = segments.signature()?;
+    let payload = segments.payload()?;
+    let header = JwsHeader::from_json(&segments.header()?)?;
     Ok(CompactJws {
         header,
-        signing_input_len: h.len() + 1 + p.len(),
+        signing_input_len: segments.signing_input_len(),
         token: token.to_owned(),
         payload,
         signature,

@@ -5,7 +5,8 @@
 //! access tokens with a rotating signing key set, RFC 9449 DPoP proofs with a replay-cache
 //! trait and stateless server nonces, PKCE, Argon2id passwords, TOTP, opaque tokens,
 //! redirect-URI matching, authorization codes and the refresh token family state machine.
-//! The server crate wires these to the store and to axum; only it knows status codes.
+//! The server crate wires these to the store and to axum; this crate picks no HTTP status
+//! code (an [`AuthError`] says its [`Disposition`], the server chooses the status).
 //!
 //! | module | owns |
 //! |---|---|
@@ -18,6 +19,7 @@
 //! | [`refresh`], [`code`] | refresh families and authorization codes, with storage contracts |
 //! | [`pkce`], [`password`], [`totp`], [`opaque`], [`redirect`], [`throttle`] | login building blocks |
 //! | [`metadata`] | the RFC 8414 server metadata document |
+//! | [`uri`] | percent-escapes (RFC 3986), shared with the proxy's path normaliser |
 //! | [`error`] | [`AuthError`]: OAuth code, challenge, `DPoP-Nonce`, internal reason |
 //!
 //! # Example: a DPoP-bound token from issue to a verified proxied request
@@ -94,15 +96,6 @@
 //! # Ok(())
 //! # }
 //! ```
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 #![warn(missing_docs)]
 
 pub mod access;
@@ -126,6 +119,7 @@ pub mod refresh;
 pub mod resource;
 pub mod throttle;
 pub mod totp;
+pub mod uri;
 
 pub use clock::{Clock, FixedClock, ManualClock, SystemClock, UnixTime};
 pub use error::{AuthError, Disposition, ErrorCode, Reason};

@@ -91,15 +91,6 @@
 //! challenge at a resource) and the response's `Date` header is more than 5 s away from
 //! the device clock, the client adopts the server's time for later proofs' `iat` and
 //! retries once. Token expiry is tracked on the device clock (lifetimes are relative).
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 #![warn(missing_docs)]
 
 mod authorize;

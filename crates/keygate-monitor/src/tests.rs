@@ -1,7 +1,5 @@
 //! Rule tests driven by a [`ManualClock`]: each simulates minutes to hours of traffic.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;

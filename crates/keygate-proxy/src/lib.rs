@@ -63,15 +63,6 @@
 //! ```
 //!
 //! [`VerifiedAccess`]: keygate_auth::resource::VerifiedAccess
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 pub mod budget;
 pub mod error;

@@ -128,9 +128,10 @@ pub enum RateDecision {
 #[error("rate limiter unavailable")]
 pub struct LimiterUnavailable;
 
-/// A rate limiter: one atomic GCRA step per call. Implementations: [`InMemoryRateLimiter`]
-/// here; the server adds a Redis one for scale-out (a Lua script or `CL.THROTTLE`-style
-/// command doing the same step atomically with the TAT as value and `reset` as TTL).
+/// A rate limiter: one atomic GCRA step per call. The one implementation is
+/// [`InMemoryRateLimiter`]; a limiter shared by replicas (planned for scale-out, e.g. on
+/// Redis: a Lua script doing the same step atomically with the TAT as value and `reset`
+/// as TTL) would implement this trait.
 pub trait RateLimiter: Send + Sync {
     /// Counts one request against `key` under `policy`.
     fn acquire<'a>(
@@ -280,31 +281,25 @@ pub struct QuotaWindow {
     pub end: u64,
 }
 
-/// Days since 1970-01-01 → (year, month 1–12, day 1–31), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Shift the epoch to 0000-03-01 so leap days fall at the end of a 400-year era.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day as u32)
-}
-
-/// (year, month 1–12, day) → days since 1970-01-01.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The calendar month (UTC) containing `now`, or `None` past what `time` represents
+/// (after 9999-11).
+fn month_containing(now: u64) -> Option<QuotaWindow> {
+    let date = time::OffsetDateTime::from_unix_timestamp(i64::try_from(now).ok()?)
+        .ok()?
+        .date();
+    let first = date.replace_day(1).ok()?;
+    let next = match first.month() {
+        time::Month::December => {
+            time::Date::from_calendar_date(first.year().checked_add(1)?, time::Month::January, 1)
+        }
+        month => time::Date::from_calendar_date(first.year(), month.next(), 1),
+    }
+    .ok()?;
+    let secs = |d: time::Date| u64::try_from(d.midnight().assume_utc().unix_timestamp()).ok();
+    Some(QuotaWindow {
+        start: secs(first)?,
+        end: secs(next)?,
+    })
 }
 
 impl QuotaWindow {
@@ -319,21 +314,9 @@ impl QuotaWindow {
                     end: start + DAY,
                 }
             }
+            // Past 9999-11 (beyond what `time` represents) a month falls back to a day.
             QuotaPeriod::Month => {
-                let days = i64::try_from(now / DAY).unwrap_or(i64::MAX / 2);
-                let (year, month, _) = civil_from_days(days);
-                let first = days_from_civil(year, month, 1);
-                let (ny, nm) = if month == 12 {
-                    (year + 1, 1)
-                } else {
-                    (year, month + 1)
-                };
-                let next = days_from_civil(ny, nm, 1);
-                let to_secs = |d: i64| u64::try_from(d).unwrap_or(0).saturating_mul(DAY);
-                Self {
-                    start: to_secs(first),
-                    end: to_secs(next),
-                }
+                month_containing(now).unwrap_or_else(|| Self::containing(QuotaPeriod::Day, now))
             }
         }
     }
@@ -762,9 +745,17 @@ mod tests {
         let dec = QuotaWindow::containing(QuotaPeriod::Month, 1_735_603_200); // 2024-12-31
         assert_eq!(dec.start, 1_733_011_200); // 2024-12-01
         assert_eq!(dec.end, 1_735_689_600); // 2025-01-01
-        for d in [-1_000_000i64, -1, 0, 1, 59, 365, 19_782, 2_932_896] {
-            let (y, m, dd) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, dd), d);
+        // Month windows from 1970 to 9999-11: each holds its instant, is 28-31 days
+        // long, and the next one starts where it ends.
+        for d in [0u64, 1, 59, 365, 19_782, 2_932_865] {
+            let t = d * 86_400 + 43_200;
+            let w = QuotaWindow::containing(QuotaPeriod::Month, t);
+            assert!(w.start <= t && t < w.end, "{d}");
+            assert!((28..=31).contains(&((w.end - w.start) / 86_400)), "{d}");
+            assert_eq!(
+                QuotaWindow::containing(QuotaPeriod::Month, w.end).start,
+                w.end
+            );
         }
     }
 

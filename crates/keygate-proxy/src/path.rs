@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use keygate_auth::uri::percent_escape;
+
 /// Longest accepted path, in bytes.
 pub const MAX_PATH_LEN: usize = 8 * 1024;
 /// Most segments accepted in one path.
@@ -91,15 +93,6 @@ fn is_raw_pchar(b: u8) -> bool {
         )
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Whether a percent-encoded byte may appear in a path segment.
 ///
 /// Refused: separators and dots (`%2f`, `%5c`, `%2e`: traversal after decoding),
@@ -132,12 +125,9 @@ fn check_segment(seg: &[u8]) -> Result<(), PathError> {
     while let Some(&b) = seg.get(i) {
         match b {
             b'%' => {
-                let hi = seg.get(i + 1).copied().and_then(hex_value);
-                let lo = seg.get(i + 2).copied().and_then(hex_value);
-                let (Some(hi), Some(lo)) = (hi, lo) else {
+                let Some(byte) = percent_escape(seg, i) else {
                     return Err(PathError::BadPercentEncoding);
                 };
-                let byte = (hi << 4) | lo;
                 if !encoded_byte_allowed(byte) {
                     return Err(PathError::ForbiddenEncoding);
                 }
@@ -239,12 +229,9 @@ pub fn normalize_query(raw: &str) -> Result<NormalQuery, PathError> {
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex_value);
-                let lo = bytes.get(i + 2).copied().and_then(hex_value);
-                let (Some(hi), Some(lo)) = (hi, lo) else {
+                let Some(byte) = percent_escape(bytes, i) else {
                     return Err(PathError::BadQuery);
                 };
-                let byte = (hi << 4) | lo;
                 if byte < 0x20 || byte == 0x7f {
                     return Err(PathError::BadQuery);
                 }

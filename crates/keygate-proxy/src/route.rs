@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method};
-use keygate_auth::ids::{ClientId, Scope, ScopeSet, UserId};
+use keygate_auth::ids::{ClientId, Scope, ScopeSet, SecretName, UserId};
 use keygate_auth::resource::VerifiedAccess;
 use serde::{Deserialize, Serialize};
 
@@ -620,7 +620,7 @@ pub struct BudgetSpec {
 pub struct Route {
     name: RouteName,
     upstream: Upstream,
-    secret: String,
+    secret: SecretName,
     inject: Injection,
     allow: Vec<AllowRule>,
     scopes: ScopeSet,
@@ -643,7 +643,7 @@ impl Route {
             )
         })?;
         let upstream = Upstream::parse(&raw.upstream).map_err(|m| at.err("upstream", m))?;
-        let secret = parse_secret_name(&raw.secret).map_err(|m| at.err("secret", m))?;
+        let secret = SecretName::parse(&raw.secret).map_err(|e| at.err("secret", e.to_string()))?;
         let inject =
             parse_inject(&raw.inject).map_err(|(f, m)| at.err(&format!("inject.{f}"), m))?;
         if raw.allow.is_empty() {
@@ -721,9 +721,9 @@ impl Route {
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
     }
-    /// The vault entry to inject (a vault `SecretName` in the server).
+    /// The vault entry to inject.
     pub fn secret_name(&self) -> &str {
-        &self.secret
+        self.secret.as_str()
     }
     /// How the key is injected.
     pub fn injection(&self) -> &Injection {
@@ -838,18 +838,6 @@ impl AuthorizedCall {
     /// The token's client.
     pub fn client(&self) -> &ClientId {
         &self.client
-    }
-}
-
-fn parse_secret_name(s: &str) -> Result<String, String> {
-    let ok = (1..=128).contains(&s.len())
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err("secret names are 1-128 of letters, digits, '.', '_' and '-'".into())
     }
 }
 

@@ -81,7 +81,8 @@ async fn s35_limiter_outage_degrades_to_a_stricter_local_limit() {
     let access = verified_access("alice", "ai").await;
     let target = ProxyTarget::parse("/proxy/", "/proxy/a/x").unwrap();
     let down = Arc::new(DownLimiter(AtomicUsize::new(0)));
-    // Four replicas share the limit: each allows 8/4 = 2 at once while Redis is down.
+    // Four replicas share the limit: each allows 8/4 = 2 at once while the shared limiter
+    // is down.
     let gate = LimitGate::new(down.clone(), Arc::new(InMemoryQuotaStore::new()), 4);
     let mut allowed = 0;
     for _ in 0..10 {

@@ -9,15 +9,6 @@
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 pub mod admin;
 pub mod admin_guard;

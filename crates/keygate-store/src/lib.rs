@@ -16,15 +16,6 @@
 //! println!("audit log holds {} entries", head.0);
 //! # Ok(()) }
 //! ```
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 pub mod alerts;
 pub mod budgets;

@@ -21,25 +21,17 @@
 //! let (_version, _value) = vault.get(&name, Some(v), "admin:root").await?;
 //! # Ok(()) }
 //! ```
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 pub mod crypto;
 mod master;
-mod name;
 
+/// Secret names are parsed by the one rule in `keygate-auth`, which the proxy's route
+/// table shares.
+pub use keygate_auth::ids::{InvalidSecretName as InvalidName, SecretName};
 pub use master::{
     EnvKeyProvider, FileKeyProvider, MasterKey, MasterKeyError, MasterKeyProvider,
     check_key_file_permissions, write_key_file,
 };
-pub use name::{InvalidName, SecretName};
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -33,6 +33,7 @@ use keygate_store::{SigningKeyRecord, Store};
 use keygate_vault::{Vault, now_ms};
 use secrecy::SecretBox;
 use tokio::sync::RwLock;
+use zeroize::Zeroizing;
 
 use crate::config::{Config, TokenSettings};
 
@@ -181,8 +182,8 @@ pub struct TokenService {
     /// process, so a restart forgets them, which only ever loosens the delay.
     pub(crate) throttle: throttle::LoginThrottle,
     pub audit_key: AuditKey,
-    /// Keys CSRF tokens of the login form.
-    pub(crate) csrf_key: [u8; 32],
+    /// Keys CSRF tokens of the login form (wiped on drop).
+    pub(crate) csrf_key: Zeroizing<[u8; 32]>,
     /// Identity providers whose ID tokens are exchanged (`[[tokens.issuers]]`).
     pub issuers: exchange::TrustedIssuers,
     /// The monitor, once the server has started it: failed sign-ins, refused proofs and
@@ -288,7 +289,7 @@ impl TokenService {
         let settings = config.tokens.clone();
         let mut access = AccessTokenConfig::new(issuer.clone(), issuer.clone());
         access.ttl_secs = settings.access_ttl_secs;
-        let mac: [u8; 32] = *keyring.mac;
+        let mac = keyring.mac.clone();
         let replay = Replay::for_store(&store);
         let until = if replay.in_process() {
             Some(restart_horizon(&store, &public_base).await?)
@@ -296,8 +297,8 @@ impl TokenService {
             None
         };
         // One random key per process, never stored: nonces of the previous process fail.
-        let guard_key = keygate_auth::opaque::random_bytes::<32>();
-        let guard = || until.map(|until| RestartGuard::new(until, guard_key));
+        let guard_key = Zeroizing::new(keygate_auth::opaque::random_bytes::<32>());
+        let guard = || until.map(|until| RestartGuard::new(until, *guard_key));
         let verifier = ResourceVerifier {
             access: access.clone(),
             dpop: dpop_config(&public_base, &settings, &mac, guard()),
@@ -309,10 +310,12 @@ impl TokenService {
             .map_err(|e| StartError::Keys(format!("password hasher: {e}")))?;
         let csrf_key = {
             use hmac::{Hmac, Mac};
-            let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&mac)
+            let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(mac.as_slice())
                 .map_err(|_| StartError::Keys("mac key".into()))?;
             m.update(b"keygate/v1/csrf");
-            m.finalize().into_bytes().into()
+            let mut key = Zeroizing::new([0u8; 32]);
+            key.copy_from_slice(&m.finalize().into_bytes());
+            key
         };
         let issuers = exchange::TrustedIssuers::load(&settings.issuers).await?;
         let service = Self {
