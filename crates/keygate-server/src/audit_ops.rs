@@ -150,24 +150,31 @@ pub async fn write_checkpoint(
     Ok(Some(seq))
 }
 
-/// The JSON form of a verification, shared by the admin API and the CLI.
-pub fn verification_json(v: &Verification) -> serde_json::Value {
+/// A verification as the admin API and the CLI show it.
+pub fn verification(v: &Verification) -> crate::admin::api::AuditVerification {
+    let mut out = crate::admin::api::AuditVerification {
+        ok: v.report.is_ok(),
+        entries: None,
+        head_seq: None,
+        head_hash: None,
+        checkpoints_checked: None,
+        first_bad_seq: None,
+        error: None,
+        warnings: v.warnings.clone(),
+    };
     match &v.report {
-        Ok(r) => serde_json::json!({
-            "ok": true,
-            "entries": r.entries,
-            "head_seq": r.head_seq,
-            "head_hash": hex::encode(r.head_hash),
-            "checkpoints_checked": r.checkpoints_checked,
-            "warnings": v.warnings,
-        }),
-        Err(e) => serde_json::json!({
-            "ok": false,
-            "first_bad_seq": e.seq(),
-            "error": e.to_string(),
-            "warnings": v.warnings,
-        }),
+        Ok(r) => {
+            out.entries = Some(r.entries);
+            out.head_seq = Some(r.head_seq);
+            out.head_hash = Some(hex::encode(r.head_hash));
+            out.checkpoints_checked = Some(r.checkpoints_checked);
+        }
+        Err(e) => {
+            out.first_bad_seq = Some(e.seq());
+            out.error = Some(e.to_string());
+        }
     }
+    out
 }
 
 /// A crash while appending can leave a last line without its newline. It never carried a

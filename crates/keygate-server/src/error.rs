@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use keygate_store::StoreError;
 use keygate_vault::VaultError;
 
 /// An error answered to an HTTP client. The body is `{"error": code, "message": text}`;
@@ -25,6 +26,10 @@ impl ApiError {
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
     pub fn unauthorized() -> Self {
@@ -68,7 +73,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.code, "message": self.message});
+        let body = crate::admin::api::ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -108,16 +116,81 @@ impl From<VaultError> for ApiError {
 }
 
 impl ApiError {
-    fn from_store(e: &keygate_store::StoreError) -> Self {
+    /// The one mapping of a store error to an answer: what the caller can act on gets its
+    /// own status (a missing row 404, a taken name or a lost check-and-set 409); a store
+    /// that cannot answer (or answers with corrupt data) is a 503. The message never holds the
+    /// store's detail beyond what the variant says.
+    fn from_store(e: &StoreError) -> Self {
+        use StatusCode as S;
         match e {
-            keygate_store::StoreError::AuditUnavailable(_) => ApiError::audit_unavailable(e),
-            _ => ApiError::unavailable(e),
+            StoreError::NotFound => ApiError::new(S::NOT_FOUND, "not_found", "not found"),
+            StoreError::Duplicate(what) => {
+                ApiError::new(S::CONFLICT, "exists", format!("{what} already exists"))
+            }
+            StoreError::AlreadyInitialized => ApiError::new(S::CONFLICT, "exists", e.to_string()),
+            StoreError::Conflict { .. } => ApiError::new(S::CONFLICT, "conflict", e.to_string()),
+            StoreError::AuditUnavailable(_) => ApiError::audit_unavailable(e),
+            StoreError::KeyMismatch
+            | StoreError::Corrupt(_)
+            | StoreError::BadUrl(_)
+            | StoreError::Database(_)
+            | StoreError::Migrate(_) => ApiError::unavailable(e),
         }
     }
 }
 
-impl From<keygate_store::StoreError> for ApiError {
-    fn from(e: keygate_store::StoreError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         ApiError::from_store(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_store_error_has_its_status() {
+        let cases = [
+            (StoreError::NotFound, StatusCode::NOT_FOUND, "not_found"),
+            (
+                StoreError::Duplicate("user a".into()),
+                StatusCode::CONFLICT,
+                "exists",
+            ),
+            (
+                StoreError::AlreadyInitialized,
+                StatusCode::CONFLICT,
+                "exists",
+            ),
+            (
+                StoreError::Conflict { current: 3 },
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                StoreError::AuditUnavailable(Box::new(StoreError::Corrupt("x".into()))),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+            ),
+            (
+                StoreError::Corrupt("row 7".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+            ),
+            (
+                StoreError::KeyMismatch,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+            ),
+        ];
+        for (e, status, code) in cases {
+            let what = e.to_string();
+            let api = ApiError::from(e);
+            assert_eq!((api.status, api.code), (status, code), "{what}");
+        }
+        // Through the vault, the same mapping.
+        let api = ApiError::from(VaultError::Store(StoreError::Duplicate("user a".into())));
+        assert_eq!(api.status, StatusCode::CONFLICT);
     }
 }

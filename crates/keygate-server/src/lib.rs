@@ -94,9 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(admin::router())
         .merge(oauth::endpoints::router())
-        .merge(oauth::admin::router())
         .merge(proxy::router())
-        .merge(monitor::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             deadline::Deadlines {

@@ -741,22 +741,3 @@ impl Rotator {
         }
     }
 }
-
-/// A schedule as the admin API shows it.
-pub fn schedule_json(s: &RotationSchedule) -> serde_json::Value {
-    serde_json::json!({
-        "secret": s.secret,
-        "rotate_every": humantime::format_duration(Duration::from_millis(s.every_ms.max(0) as u64)).to_string(),
-        "overlap": humantime::format_duration(Duration::from_millis(s.overlap_ms.max(0) as u64)).to_string(),
-        "rotate_every_ms": s.every_ms,
-        "overlap_ms": s.overlap_ms,
-        "hook": s.hook,
-        "last_rotated_ms": s.last_rotated_ms,
-        "next_due_ms": s.next_due_ms,
-        "previous_version": s.previous_version,
-        "overlap_ends_ms": s.overlap_ends_ms,
-        "last_error": s.last_error,
-        "last_error_ms": s.last_error_ms,
-        "overdue": s.overdue_notified_ms.is_some(),
-    })
-}

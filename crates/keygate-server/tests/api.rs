@@ -691,3 +691,37 @@ async fn trickled_request_body_gets_408_and_close_within_the_deadline() {
     assert_eq!(s, StatusCode::OK);
     app.stop().await;
 }
+
+/// Issue 18: a store error answered through `?` has the status of its kind. Before, the
+/// token-service handlers mapped it by hand (404/409) and every other handler answered
+/// 503 for the same error.
+#[tokio::test]
+async fn store_not_found_and_duplicate_through_question_mark_are_404_and_409() {
+    let mut app = TestApp::spawn().await;
+    let (status, body) = app
+        .call(
+            reqwest::Method::DELETE,
+            "/admin/v1/clients/no-such-client",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "not_found");
+
+    let user = json!({"name": "dup", "password": "a long enough password 1", "scopes": []});
+    let (status, body) = app
+        .call(reqwest::Method::POST, "/admin/v1/users", Some(user.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .call(reqwest::Method::POST, "/admin/v1/users", Some(user))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "exists");
+    assert_eq!(body["message"], "user dup already exists");
+    assert!(
+        !body.to_string().contains("a long enough password 1"),
+        "{body}"
+    );
+    app.stop().await;
+}

@@ -1,9 +1,11 @@
 //! A small client for the admin API, configured by `KEYGATE_ADDR` and `KEYGATE_TOKEN`.
 
 use anyhow::{Context, anyhow, bail};
+use keygate_server::admin::api::ErrorBody;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub struct AdminClient {
     base: String,
@@ -48,49 +50,90 @@ impl AdminClient {
         })
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self
-            .http
-            .request(method, &url)
-            .bearer_auth(self.token.expose_secret());
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token.expose_secret())
+    }
+
+    /// Sends `req` and reads the answer as `R`, or the refusal as an [`ApiRefusal`].
+    async fn send<R: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<R> {
         let resp = req
             .send()
             .await
             .map_err(|e| anyhow!("cannot reach keygate at {}: {}", self.base, without_url(&e)))?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the response")?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(value);
+            // The error names the place in the document, never its contents (a response
+            // may hold a secret).
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow!(
+                    "unexpected answer from keygate (line {}, column {}): is the server a different version?",
+                    e.line(),
+                    e.column()
+                )
+            });
         }
+        let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+        let (code, message) = match body {
+            Some(b) => (b.error, b.message),
+            None => (
+                "error".to_owned(),
+                status
+                    .canonical_reason()
+                    .unwrap_or("request failed")
+                    .to_owned(),
+            ),
+        };
         Err(ApiRefusal {
             status: status.as_u16(),
-            code: value["error"].as_str().unwrap_or("error").to_owned(),
-            message: value["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| {
-                    status
-                        .canonical_reason()
-                        .unwrap_or("request failed")
-                        .to_owned()
-                }),
+            code,
+            message,
         }
         .into())
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(Method::GET, path, None).await
+    pub async fn get<R: DeserializeOwned>(&self, path: &str) -> anyhow::Result<R> {
+        self.send(self.request(Method::GET, path)).await
     }
+
+    /// `GET` with a query string made from `query`.
+    pub async fn get_query<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> anyhow::Result<R> {
+        self.send(self.request(Method::GET, path).query(query))
+            .await
+    }
+
+    /// A request with a JSON body.
+    pub async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<R> {
+        self.send(self.request(method, path).json(body)).await
+    }
+
+    /// A request without a body.
+    pub async fn call_empty<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> anyhow::Result<R> {
+        self.send(self.request(method, path)).await
+    }
+}
+
+/// Prints an answer as one line of JSON (`--format json`), keys sorted.
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    // Through a `Value`, whose map keeps keys sorted: the output does not depend on the
+    // order of a struct's fields.
+    println!("{}", serde_json::to_value(value)?);
+    Ok(())
 }
 
 fn without_url(e: &reqwest::Error) -> String {

@@ -11,8 +11,8 @@ use keygate_audit::{AuditEvent, Outcome};
 use keygate_proxy::RouteTable;
 use keygate_proxy::route::RawRoute;
 use keygate_vault::now_ms;
-use serde_json::{Value, json};
 
+use super::api::{ApplyRoutes, RouteInfo, RouteList, RouteShown, RoutesApplied};
 use crate::AppState;
 use crate::admin::{Admin, Body as JsonBody};
 use crate::error::ApiError;
@@ -34,50 +34,55 @@ fn proxy_state(s: &AppState) -> Result<&ProxyState, ApiError> {
     })
 }
 
-async fn list_routes(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_routes(
+    _admin: Admin,
+    State(s): State<AppState>,
+) -> Result<Json<RouteList>, ApiError> {
     let px = proxy_state(&s)?;
-    let routes: Vec<Value> = px
+    let routes = px
         .routes()
         .iter()
         .map(|r| {
             let source = px.raw(r.name().as_str()).map_or("config", |(_, src)| src);
-            json!({
-                "name": r.name().as_str(),
-                "upstream": format!("{}://{}{}", r.upstream().scheme(), r.upstream().authority(), r.upstream().base_path()),
-                "secret": r.secret_name(),
-                "allow": r.allow().iter().map(|a| a.as_str()).collect::<Vec<_>>(),
-                "scopes": r.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-                "source": source,
-            })
+            RouteInfo {
+                name: r.name().as_str().to_owned(),
+                upstream: format!(
+                    "{}://{}{}",
+                    r.upstream().scheme(),
+                    r.upstream().authority(),
+                    r.upstream().base_path()
+                ),
+                secret: r.secret_name().to_owned(),
+                allow: r.allow().iter().map(|a| a.as_str().to_owned()).collect(),
+                scopes: r.scopes().iter().map(|s| s.as_str().to_owned()).collect(),
+                source: source.to_owned(),
+            }
         })
         .collect();
-    Ok(Json(json!({"routes": routes})))
+    Ok(Json(RouteList { routes }))
 }
 
 async fn show_route(
     _admin: Admin,
     State(s): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RouteShown>, ApiError> {
     let px = proxy_state(&s)?;
     let (raw, source) = px
         .raw(&name)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"))?;
-    Ok(Json(json!({"name": name, "source": source, "route": raw})))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApplyBody {
-    /// A TOML document with `[routes.NAME]` tables: it replaces every admin-applied route.
-    toml: String,
+        .ok_or_else(|| ApiError::not_found("no such route"))?;
+    Ok(Json(RouteShown {
+        name,
+        source: source.to_owned(),
+        route: raw,
+    }))
 }
 
 async fn apply_routes(
     admin: Admin,
     State(s): State<AppState>,
-    JsonBody(body): JsonBody<ApplyBody>,
-) -> Result<Json<Value>, ApiError> {
+    JsonBody(body): JsonBody<ApplyRoutes>,
+) -> Result<Json<RoutesApplied>, ApiError> {
     let px = proxy_state(&s)?;
     let doc: toml::Table = body.toml.parse().map_err(|e: toml::de::Error| {
         // The parser's text may quote the document; only the position is given.
@@ -122,5 +127,8 @@ async fn apply_routes(
         .await?;
     px.install(applied)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(json!({"applied": names, "live": px.routes().len()})))
+    Ok(Json(RoutesApplied {
+        applied: names,
+        live: px.routes().len(),
+    }))
 }

@@ -1,8 +1,7 @@
 //! The token service, wired: keygate-auth's protocol core on top of the store and the
-//! vault. HTTP lives in [`endpoints`] (OAuth) and [`admin`] (users, clients, sessions,
-//! keys); this module holds the state they share and the operations they call.
+//! vault. HTTP lives in [`endpoints`] (OAuth) and [`crate::admin::tokens`] (users, clients,
+//! sessions, keys); this module holds the state they share and the operations they call.
 
-pub mod admin;
 pub mod endpoints;
 pub mod error;
 pub mod exchange;

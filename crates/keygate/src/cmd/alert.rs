@@ -3,11 +3,13 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use keygate_server::admin::api::{AlertAcked, AlertList, AlertQuery, ThrottleLifted, ThrottleList};
 use reqwest::Method;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{Format, ts};
-use crate::client::AdminClient;
+use crate::client::{AdminClient, print_json};
 
 #[derive(Subcommand)]
 pub enum AlertCommand {
@@ -50,11 +52,12 @@ pub enum ThrottleCommand {
     Lift { subject: String },
 }
 
-fn print(format: Format, value: &Value, text: impl FnOnce(&Value)) {
+fn print<T: Serialize>(format: Format, value: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{value}"),
+        Format::Json => print_json(value)?,
         Format::Text => text(value),
     }
+    Ok(())
 }
 
 fn evidence_line(evidence: &Value) -> String {
@@ -76,61 +79,62 @@ pub async fn alert(cmd: AlertCommand) -> anyhow::Result<ExitCode> {
     let api = AdminClient::from_env()?;
     match cmd {
         AlertCommand::List { all, limit, format } => {
-            let r = api
-                .get(&format!("/admin/v1/alerts?all={all}&limit={limit}"))
-                .await?;
+            let query = AlertQuery {
+                all: Some(all),
+                limit: Some(i64::from(limit)),
+            };
+            let r: AlertList = api.get_query("/admin/v1/alerts", &query).await?;
             print(format, &r, |r| {
-                let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
-                if alerts.is_empty() {
+                if r.alerts.is_empty() {
                     println!("no {}alerts", if all { "" } else { "open " });
                 }
-                for a in &alerts {
-                    let state = match a["acked_by"].as_str() {
+                for a in &r.alerts {
+                    let state = match &a.acked_by {
                         Some(by) => format!("acked by {by}"),
                         None => "open".to_owned(),
                     };
                     println!(
                         "{}  {}  {:<9} {:<18} {:<16} {}  [{}]",
-                        a["id"].as_str().unwrap_or_default(),
-                        ts(a["created_ms"].as_i64().unwrap_or_default()),
-                        a["action"].as_str().unwrap_or_default(),
-                        a["rule"].as_str().unwrap_or_default(),
-                        a["subject"].as_str().unwrap_or_default(),
-                        evidence_line(&a["evidence"]),
+                        a.id,
+                        ts(a.created_ms),
+                        a.action,
+                        a.rule,
+                        a.subject,
+                        evidence_line(&a.evidence),
                         state,
                     );
                 }
-                let dead = r["dead_letters"].as_array().cloned().unwrap_or_default();
-                if !dead.is_empty() {
+                if !r.dead_letters.is_empty() {
                     println!("\nwebhook deliveries that failed for good:");
-                    for d in &dead {
+                    for d in &r.dead_letters {
                         println!(
                             "  {}  {}  {}  after {} attempt(s): {}",
-                            ts(d["created_ms"].as_i64().unwrap_or_default()),
-                            d["event"].as_str().unwrap_or_default(),
-                            d["target"].as_str().unwrap_or_default(),
-                            d["attempts"],
-                            d["last_error"].as_str().unwrap_or_default(),
+                            ts(d.created_ms),
+                            d.event,
+                            d.target,
+                            d.attempts,
+                            d.last_error,
                         );
                     }
                 }
-            });
+            })?;
         }
         AlertCommand::Ack { id } => {
-            let r = api
-                .call(Method::POST, &format!("/admin/v1/alerts/{id}/ack"), None)
+            let r: AlertAcked = api
+                .call_empty(Method::POST, &format!("/admin/v1/alerts/{id}/ack"))
                 .await?;
-            if r["changed"].as_bool().unwrap_or(false) {
+            if r.changed {
                 println!("alert {id} acknowledged");
             } else {
                 println!("alert {id} was already acknowledged; nothing changed");
             }
         }
         AlertCommand::Monitor { format } => {
-            let r = api.get("/admin/v1/monitor").await?;
+            // The snapshot is keygate-monitor's document, shown as it comes.
+            let r: Value = api.get("/admin/v1/monitor").await?;
             print(format, &r, |r| {
                 println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
-            });
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -140,32 +144,27 @@ pub async fn throttle(cmd: ThrottleCommand) -> anyhow::Result<ExitCode> {
     let api = AdminClient::from_env()?;
     match cmd {
         ThrottleCommand::List { format } => {
-            let r = api.get("/admin/v1/throttles").await?;
+            let r: ThrottleList = api.get("/admin/v1/throttles").await?;
             print(format, &r, |r| {
-                let list = r["throttles"].as_array().cloned().unwrap_or_default();
-                if list.is_empty() {
+                if r.throttles.is_empty() {
                     println!("no throttles in force");
                 }
-                for t in &list {
+                for t in &r.throttles {
                     println!(
                         "{:<40} {:>5}/min until {}  ({})",
-                        t["subject"].as_str().unwrap_or_default(),
-                        t["per_minute"],
-                        ts(t["until_ms"].as_i64().unwrap_or_default()),
-                        t["reason"].as_str().unwrap_or_default(),
+                        t.subject,
+                        t.per_minute,
+                        ts(t.until_ms),
+                        t.reason,
                     );
                 }
-            });
+            })?;
         }
         ThrottleCommand::Lift { subject } => {
-            let r = api
-                .call(
-                    Method::DELETE,
-                    &format!("/admin/v1/throttles/{subject}"),
-                    None,
-                )
+            let r: ThrottleLifted = api
+                .call_empty(Method::DELETE, &format!("/admin/v1/throttles/{subject}"))
                 .await?;
-            if r["lifted"].as_bool().unwrap_or(false) {
+            if r.lifted {
                 println!("throttle on {subject} lifted");
             } else {
                 println!("no throttle on {subject}; nothing changed");

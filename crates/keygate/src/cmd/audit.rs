@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+use keygate_server::admin::api::{AuditEntries, AuditEntry, AuditQuery, AuditVerification};
 use keygate_server::config::Config;
-use serde_json::Value;
 
 use super::{Format, ts};
-use crate::client::AdminClient;
+use crate::client::{AdminClient, print_json};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -57,22 +57,22 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn verify(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitCode> {
-    let result = match config {
+    let result: AuditVerification = match config {
         Some(path) => {
             let config = Config::load(&path)?;
             let (store, vault) = keygate_server::open(&config).await?;
             let key = vault.keyring().map(|k| &k.checkpoint);
             let v = keygate_server::audit_ops::verify(store.as_ref(), &config.checkpoint_file, key)
                 .await;
-            let mut json = keygate_server::audit_ops::verification_json(&v);
+            let mut result = keygate_server::audit_ops::verification(&v);
             if v.report.is_ok() {
-                if let (Err(e), Some(obj)) = (store.integrity_check().await, json.as_object_mut()) {
-                    obj.insert("ok".into(), Value::Bool(false));
-                    obj.insert("error".into(), Value::String(e.to_string()));
+                if let Err(e) = store.integrity_check().await {
+                    result.ok = false;
+                    result.error = Some(e.to_string());
                 }
             }
             store.close().await;
-            json
+            result
         }
         None => {
             AdminClient::from_env()?
@@ -80,29 +80,30 @@ async fn verify(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitC
                 .await?
         }
     };
-    let ok = result["ok"].as_bool().unwrap_or(false);
+    let ok = result.ok;
     match format {
-        Format::Json => println!("{result}"),
+        Format::Json => print_json(&result)?,
         Format::Text => {
-            for w in result["warnings"].as_array().into_iter().flatten() {
-                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            for w in &result.warnings {
+                eprintln!("warning: {w}");
             }
             if ok {
                 println!(
                     "audit log intact: {} entries, head {} ({}…), {} checkpoints matched",
-                    result["entries"],
-                    result["head_seq"],
-                    result["head_hash"]
-                        .as_str()
+                    result.entries.unwrap_or_default(),
+                    result.head_seq.unwrap_or_default(),
+                    result
+                        .head_hash
+                        .as_deref()
                         .unwrap_or_default()
                         .get(..16)
                         .unwrap_or_default(),
-                    result["checkpoints_checked"],
+                    result.checkpoints_checked.unwrap_or_default(),
                 );
             } else {
                 eprintln!(
                     "keygate: audit log BROKEN: {}",
-                    result["error"].as_str().unwrap_or("unknown error")
+                    result.error.as_deref().unwrap_or("unknown error")
                 );
             }
         }
@@ -116,25 +117,24 @@ async fn verify(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitC
 
 /// One entry as a line of text. Control characters in fields are escaped so a field can
 /// never start a line of its own (S24).
-pub fn entry_line(e: &Value) -> String {
-    let field = |k: &str| -> String {
-        e[k].as_str()
-            .unwrap_or("-")
+pub fn entry_line(e: &AuditEntry) -> String {
+    let field = |v: Option<&str>| -> String {
+        v.unwrap_or("-")
             .chars()
             .flat_map(char::escape_default)
             .collect::<String>()
             .replace("\\'", "'")
             .replace("\\\"", "\"")
     };
-    let details = e["details"].to_string();
+    let details = e.details.to_string();
     format!(
         "{:>6}  {}  {:<8} {:<22} {:<20} {}  {}",
-        e["seq"],
-        ts(e["ts_ms"].as_i64().unwrap_or_default()),
-        field("outcome"),
-        field("action"),
-        field("actor"),
-        field("target"),
+        e.seq,
+        ts(e.ts_ms),
+        field(Some(&e.outcome)),
+        field(Some(&e.action)),
+        field(Some(&e.actor)),
+        field(e.target.as_deref()),
         if details == "{}" {
             String::new()
         } else {
@@ -145,48 +145,58 @@ pub fn entry_line(e: &Value) -> String {
 
 async fn tail(lines: i64, follow: bool, format: Format) -> anyhow::Result<ExitCode> {
     let client = AdminClient::from_env()?;
-    let r = client
-        .get(&format!(
-            "/admin/v1/audit?tail={}&limit=1000",
-            lines.clamp(1, 1000)
-        ))
+    let r: AuditEntries = client
+        .get_query(
+            "/admin/v1/audit",
+            &AuditQuery {
+                tail: Some(lines.clamp(1, 1000)),
+                limit: Some(1000),
+                after: None,
+            },
+        )
         .await?;
     let mut last = 0;
-    let print = |entries: &Vec<Value>, last: &mut i64| {
+    let print = |entries: &[AuditEntry], last: &mut i64| -> anyhow::Result<()> {
         for e in entries {
-            *last = e["seq"].as_i64().unwrap_or(*last);
+            *last = e.seq;
             match format {
-                Format::Json => println!("{e}"),
+                Format::Json => print_json(e)?,
                 Format::Text => println!("{}", entry_line(e)),
             }
         }
+        Ok(())
     };
-    print(r["entries"].as_array().unwrap_or(&Vec::new()), &mut last);
+    print(&r.entries, &mut last)?;
     if !follow {
         return Ok(ExitCode::SUCCESS);
     }
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let r = client
-            .get(&format!("/admin/v1/audit?after={last}&limit=1000"))
-            .await?;
-        print(r["entries"].as_array().unwrap_or(&Vec::new()), &mut last);
+        let r: AuditEntries = client.get_query("/admin/v1/audit", &after(last)).await?;
+        print(&r.entries, &mut last)?;
     }
 }
 
-async fn export(mut after: i64) -> anyhow::Result<ExitCode> {
+fn after(seq: i64) -> AuditQuery {
+    AuditQuery {
+        after: Some(seq),
+        limit: Some(1000),
+        tail: None,
+    }
+}
+
+async fn export(mut after_seq: i64) -> anyhow::Result<ExitCode> {
     let client = AdminClient::from_env()?;
     loop {
-        let r = client
-            .get(&format!("/admin/v1/audit?after={after}&limit=1000"))
+        let r: AuditEntries = client
+            .get_query("/admin/v1/audit", &after(after_seq))
             .await?;
-        let entries = r["entries"].as_array().cloned().unwrap_or_default();
-        if entries.is_empty() {
+        if r.entries.is_empty() {
             break;
         }
-        for e in &entries {
-            println!("{e}");
-            after = e["seq"].as_i64().unwrap_or(after);
+        for e in &r.entries {
+            print_json(e)?;
+            after_seq = e.seq;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,11 @@ use anyhow::Context;
 use axum::http::HeaderMap;
 use clap::Args;
 use keygate_client::{Client, ClientConfig, MemoryKeyStore, MemoryTokenCache, Method as AppMethod};
+use keygate_server::admin::api::{
+    AddClient, AddUser, AlertList, ApplyRoutes, AuditEntries, AuditQuery, AuditVerification,
+    Client as ApiClient, PutSecret, RoutesApplied, SecretWritten, SessionList, SessionRevoked,
+    User,
+};
 use keygate_server::config::{Config, LogFormat};
 use rand::RngCore;
 use reqwest::Method;
@@ -166,23 +171,29 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     step.next(
         "keygate secret put openai: encrypted under a fresh data key, wrapped by the master key",
     );
-    let r = admin
+    let r: SecretWritten = admin
         .call(
             Method::PUT,
             "/admin/v1/secrets/openai",
-            Some(json!({"value": key_v1.expose_secret()})),
+            &PutSecret {
+                value: key_v1.clone(),
+                cas: None,
+            },
         )
         .await?;
     println!(
         "    stored {} as version {}",
         mask(key_v1.expose_secret()),
-        r["version"]
+        r.version
     );
-    let stale = admin
+    let stale: anyhow::Result<SecretWritten> = admin
         .call(
             Method::PUT,
             "/admin/v1/secrets/openai",
-            Some(json!({"value": "sk-stale-write-attempt-000", "cas": 0})),
+            &PutSecret {
+                value: SecretString::from("sk-stale-write-attempt-000"),
+                cas: Some(0),
+            },
         )
         .await;
     println!(
@@ -198,11 +209,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     for line in routes.lines() {
         println!("    {line}");
     }
-    admin
+    let _: RoutesApplied = admin
         .call(
             Method::PUT,
             "/admin/v1/routes",
-            Some(json!({"toml": routes})),
+            &ApplyRoutes { toml: routes },
         )
         .await?;
 
@@ -210,21 +221,26 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         "keygate user add / client add: a user who signs in, and the mobile app as a public client",
     );
     let password = format!("demo-{}", random_hex(8));
-    admin
+    let _: User = admin
         .call(
             Method::POST,
             "/admin/v1/users",
-            Some(json!({"name": "demo", "password": password, "scopes": ["ai"]})),
+            &add_user("demo", &password),
         )
         .await?;
-    let c = admin
+    let c: ApiClient = admin
         .call(
             Method::POST,
             "/admin/v1/clients",
-            Some(json!({"name": "demo-app", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"]})),
+            &AddClient {
+                name: "demo-app".to_owned(),
+                kind: "public".to_owned(),
+                redirect_uris: vec![REDIRECT.to_owned()],
+                scopes: vec!["ai".to_owned()],
+            },
         )
         .await?;
-    let client_id = c["client_id"].as_str().unwrap_or_default().to_owned();
+    let client_id = c.client_id;
     println!("    user demo (scope ai), client {client_id} (public, redirect {REDIRECT})");
 
     step.next("the app signs in: authorization code + PKCE (S256) through keygate's login page, key bound with dpop_jkt");
@@ -300,11 +316,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     step.next("rotate the key: the next call uses version 2, the app changes nothing");
-    admin
+    let _: SecretWritten = admin
         .call(
             Method::PUT,
             "/admin/v1/secrets/openai",
-            Some(json!({"value": key_v2.expose_secret()})),
+            &PutSecret {
+                value: key_v2.clone(),
+                cas: None,
+            },
         )
         .await?;
     let seen: Value = app
@@ -362,13 +381,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     step.next("revocation: the operator ends the session; the very next proxied call is refused");
-    let sessions = admin.get("/admin/v1/sessions").await?;
-    let sid = sessions["sessions"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    admin
-        .call(Method::DELETE, &format!("/admin/v1/sessions/{sid}"), None)
+    let sessions: SessionList = admin.get("/admin/v1/sessions").await?;
+    let sid = sessions
+        .sessions
+        .first()
+        .map(|s| s.id.clone())
+        .unwrap_or_default();
+    let _: SessionRevoked = admin
+        .call_empty(Method::DELETE, &format!("/admin/v1/sessions/{sid}"))
         .await?;
     let resp = app
         .request(AppMethod::GET, "/proxy/openai/v1/models")
@@ -385,11 +405,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     step.next("the monitor acts by itself: a scripted burst from another user is throttled, then revoked, and alerted");
-    admin
+    let _: User = admin
         .call(
             Method::POST,
             "/admin/v1/users",
-            Some(json!({"name": "mallory", "password": password, "scopes": ["ai"]})),
+            &add_user("mallory", &password),
         )
         .await?;
     let bot = Client::builder(
@@ -440,25 +460,41 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             None => "not revoked within 15s (a bug!)".to_owned(),
         }
     );
-    let alerts = admin.get("/admin/v1/alerts").await?;
-    for a in alerts["alerts"].as_array().into_iter().flatten().rev() {
+    let alerts: AlertList = admin.get("/admin/v1/alerts").await?;
+    for a in alerts.alerts.iter().rev() {
         println!(
             "    keygate alert list: {} {:<8} rule {} on {} ({})",
-            a["id"].as_str().unwrap_or_default(),
-            a["action"].as_str().unwrap_or_default(),
-            a["rule"].as_str().unwrap_or_default(),
-            a["subject"].as_str().unwrap_or_default(),
-            a["evidence"]["result"].as_str().unwrap_or_default(),
+            a.id,
+            a.action,
+            a.rule,
+            a.subject,
+            // Evidence is the rule's own document; every rule's has a `result`.
+            a.evidence
+                .get("result")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
         );
     }
 
     step.next("keygate audit tail: who did what; keys and tokens appear only as keyed hashes");
-    let r = admin.get("/admin/v1/audit?tail=8").await?;
-    for e in r["entries"].as_array().into_iter().flatten() {
+    let r: AuditEntries = admin
+        .get_query(
+            "/admin/v1/audit",
+            &AuditQuery {
+                tail: Some(8),
+                ..AuditQuery::default()
+            },
+        )
+        .await?;
+    for e in &r.entries {
         println!("    {}", super::audit::entry_line(e));
     }
-    let v = admin.get("/admin/v1/audit/verify").await?;
-    println!("    audit verify: ok={} entries={}", v["ok"], v["entries"]);
+    let v: AuditVerification = admin.get("/admin/v1/audit/verify").await?;
+    println!(
+        "    audit verify: ok={} entries={}",
+        v.ok,
+        v.entries.unwrap_or_default()
+    );
 
     step.next("at rest: the database files hold only ciphertext and hashes");
     let data = dir.path().join("keygate-data");
@@ -511,4 +547,12 @@ fn demo_monitor_rule() -> String {
     format!(
         "\n[[monitor.rules]]\nname = \"{DEMO_RULE}\"\nkind = \"ceiling\"\nscope = \"user\"\ncalls_per_minute = {DEMO_CEILING}\nactions = [\"throttle\", \"revoke\"]\nthrottle_per_minute = 6\nthrottle_for = \"10m\"\nescalate_after = \"2s\"\n"
     )
+}
+
+fn add_user(name: &str, password: &str) -> AddUser {
+    AddUser {
+        name: name.to_owned(),
+        password: SecretString::from(password.to_owned()),
+        scopes: vec!["ai".to_owned()],
+    }
 }

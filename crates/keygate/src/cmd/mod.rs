@@ -30,7 +30,8 @@ pub fn mask(value: &str) -> String {
 }
 
 /// Milliseconds since the epoch as RFC 3339 UTC, to the second.
-pub fn ts(ms: i64) -> String {
+pub fn ts(ms: impl Into<i64>) -> String {
+    let ms: i64 = ms.into();
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .ok()
         .and_then(|t| {

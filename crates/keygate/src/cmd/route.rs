@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
+use keygate_server::admin::api::{ApplyRoutes, RouteList, RouteShown, RoutesApplied};
 use reqwest::Method;
-use serde_json::{Value, json};
 
 use super::Format;
-use crate::client::AdminClient;
+use crate::client::{AdminClient, print_json};
 
 #[derive(Subcommand)]
 pub enum RouteCommand {
@@ -32,48 +32,42 @@ pub async fn run(c: RouteCommand) -> anyhow::Result<ExitCode> {
     let api = AdminClient::from_env()?;
     match c {
         RouteCommand::List { format } => {
-            let r = api.get("/admin/v1/routes").await?;
+            let r: RouteList = api.get("/admin/v1/routes").await?;
             match format {
-                Format::Json => println!("{r}"),
+                Format::Json => print_json(&r)?,
                 Format::Text => {
                     println!(
                         "{:<16} {:<8} {:<36} {:<16} ALLOW",
                         "ROUTE", "SOURCE", "UPSTREAM", "SECRET"
                     );
-                    for route in r["routes"].as_array().into_iter().flatten() {
-                        let allow: Vec<&str> = route["allow"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .collect();
+                    for route in &r.routes {
                         println!(
                             "{:<16} {:<8} {:<36} {:<16} {}",
-                            route["name"].as_str().unwrap_or_default(),
-                            route["source"].as_str().unwrap_or_default(),
-                            route["upstream"].as_str().unwrap_or_default(),
-                            route["secret"].as_str().unwrap_or_default(),
-                            allow.join(", ")
+                            route.name,
+                            route.source,
+                            route.upstream,
+                            route.secret,
+                            route.allow.join(", ")
                         );
                     }
                 }
             }
         }
         RouteCommand::Show { name } => {
-            let r = api.get(&format!("/admin/v1/routes/{name}")).await?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            let r: RouteShown = api.get(&format!("/admin/v1/routes/{name}")).await?;
+            // Pretty, keys sorted (through a `Value`), as the server's JSON was shown.
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::to_value(&r)?)?
+            );
         }
         RouteCommand::Apply { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let r = api
-                .call(Method::PUT, "/admin/v1/routes", Some(json!({"toml": text})))
+            let r: RoutesApplied = api
+                .call(Method::PUT, "/admin/v1/routes", &ApplyRoutes { toml: text })
                 .await?;
-            println!(
-                "applied {} route(s); {} live",
-                r["applied"].as_array().map_or(0, Vec::len),
-                r["live"]
-            );
+            println!("applied {} route(s); {} live", r.applied.len(), r.live);
         }
     }
     Ok(ExitCode::SUCCESS)

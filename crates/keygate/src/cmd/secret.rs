@@ -6,12 +6,17 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use keygate_server::admin::api::{
+    ConfigureSecret, Destroy, FingerprintExport, PutSecret, Rollback, RolledBack, Rotated,
+    RotationList, Schedule, ScheduleCleared, SecretConfigured, SecretDeleted, SecretHistory,
+    SecretList, SecretValue, SecretWritten, SetSchedule, VersionDestroyed, VersionQuery,
+};
 use reqwest::Method;
-use serde_json::{Value, json};
+use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use super::{Format, ts};
-use crate::client::AdminClient;
+use crate::client::{AdminClient, print_json};
 
 #[derive(Subcommand)]
 pub enum SecretCommand {
@@ -134,98 +139,94 @@ pub async fn run(c: SecretCommand) -> anyhow::Result<ExitCode> {
                     raw.pop();
                 }
             }
-            let value =
-                Zeroizing::new(String::from_utf8(std::mem::take(&mut *raw)).map_err(|_| {
-                    anyhow::anyhow!("the value on standard input is not UTF-8 text")
-                })?);
-            let mut body = json!({"value": value.as_str()});
-            if let Some(n) = cas {
-                body["cas"] = json!(n);
-            }
-            let r = client
-                .call(
-                    Method::PUT,
-                    &format!("/admin/v1/secrets/{name}"),
-                    Some(body),
-                )
+            let value = String::from_utf8(std::mem::take(&mut *raw))
+                .map_err(|_| anyhow::anyhow!("the value on standard input is not UTF-8 text"))?;
+            let body = PutSecret {
+                value: SecretString::from(value),
+                cas,
+            };
+            let r: SecretWritten = client
+                .call(Method::PUT, &format!("/admin/v1/secrets/{name}"), &body)
                 .await?;
-            println!("{name}: wrote version {}", r["version"]);
+            println!("{name}: wrote version {}", r.version);
         }
         SecretCommand::Get {
             name,
             version,
             format,
         } => {
-            let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
-            let r = client.get(&format!("/admin/v1/secrets/{name}{q}")).await?;
+            let r: SecretValue = client
+                .get_query(
+                    &format!("/admin/v1/secrets/{name}"),
+                    &VersionQuery { version },
+                )
+                .await?;
             match format {
-                Format::Json => println!("{r}"),
-                Format::Text => println!("{}", r["value"].as_str().unwrap_or_default()),
+                Format::Json => print_json(&r)?,
+                Format::Text => println!("{}", r.value.expose_secret()),
             }
         }
         SecretCommand::List { format } => {
-            let r = client.get("/admin/v1/secrets").await?;
+            let r: SecretList = client.get("/admin/v1/secrets").await?;
             match format {
-                Format::Json => println!("{r}"),
+                Format::Json => print_json(&r)?,
                 Format::Text => print_list(&r),
             }
         }
         SecretCommand::History { name, format } => {
-            let r = client
+            let r: SecretHistory = client
                 .get(&format!("/admin/v1/secrets/{name}/versions"))
                 .await?;
             match format {
-                Format::Json => println!("{r}"),
+                Format::Json => print_json(&r)?,
                 Format::Text => print_history(&r),
             }
         }
         SecretCommand::Rollback { name, to } => {
-            let r = client
+            let r: RolledBack = client
                 .call(
                     Method::POST,
                     &format!("/admin/v1/secrets/{name}/rollback"),
-                    Some(json!({"to": to})),
+                    &Rollback { to },
                 )
                 .await?;
             println!(
                 "{name}: version {} now holds the value of version {to}",
-                r["version"]
+                r.version
             );
         }
         SecretCommand::Delete { name } => {
-            client
-                .call(Method::DELETE, &format!("/admin/v1/secrets/{name}"), None)
+            let _: SecretDeleted = client
+                .call_empty(Method::DELETE, &format!("/admin/v1/secrets/{name}"))
                 .await?;
             println!(
                 "{name}: deleted (versions kept; `keygate secret undelete {name}` restores it)"
             );
         }
         SecretCommand::Undelete { name } => {
-            client
-                .call(
-                    Method::POST,
-                    &format!("/admin/v1/secrets/{name}/undelete"),
-                    None,
-                )
+            let _: SecretDeleted = client
+                .call_empty(Method::POST, &format!("/admin/v1/secrets/{name}/undelete"))
                 .await?;
             println!("{name}: restored");
         }
         SecretCommand::Destroy { name, version } => {
-            client
+            let _: VersionDestroyed = client
                 .call(
                     Method::POST,
                     &format!("/admin/v1/secrets/{name}/destroy"),
-                    Some(json!({"version": version})),
+                    &Destroy { version },
                 )
                 .await?;
             println!("{name}: version {version} destroyed");
         }
         SecretCommand::Configure { name, max_versions } => {
-            client
+            let _: SecretConfigured = client
                 .call(
                     Method::PATCH,
                     &format!("/admin/v1/secrets/{name}"),
-                    Some(json!({"max_versions": max_versions})),
+                    &ConfigureSecret {
+                        max_versions: Some(max_versions),
+                    },
                 )
                 .await?;
             println!("{name}: keeps the values of its last {max_versions} versions");
@@ -239,50 +240,51 @@ pub async fn run(c: SecretCommand) -> anyhow::Result<ExitCode> {
         } => {
             let path = format!("/admin/v1/secrets/{name}/schedule");
             if clear {
-                client.call(Method::DELETE, &path, None).await?;
+                let _: ScheduleCleared = client.call_empty(Method::DELETE, &path).await?;
                 println!("{name}: rotation schedule removed");
             } else {
-                let mut body = json!({"rotate_every": every, "hook": hook});
-                if let Some(o) = overlap {
-                    body["overlap"] = json!(o);
-                }
-                let r = client.call(Method::PUT, &path, Some(body)).await?;
+                let body = SetSchedule {
+                    rotate_every: every.unwrap_or_default(),
+                    overlap,
+                    hook: hook.unwrap_or_default(),
+                };
+                let r: Schedule = client.call(Method::PUT, &path, &body).await?;
                 println!(
                     "{name}: rotates every {} with hook {} (overlap {}); next due {}",
-                    r["rotate_every"].as_str().unwrap_or_default(),
-                    r["hook"].as_str().unwrap_or_default(),
-                    r["overlap"].as_str().unwrap_or_default(),
-                    ts(r["next_due_ms"].as_i64().unwrap_or_default())
+                    r.rotate_every,
+                    r.hook,
+                    r.overlap,
+                    ts(r.next_due_ms)
                 );
             }
         }
         SecretCommand::Rotate { name } => {
-            let r = client
-                .call(
-                    Method::POST,
-                    &format!("/admin/v1/secrets/{name}/rotate"),
-                    None,
-                )
+            let r: Rotated = client
+                .call_empty(Method::POST, &format!("/admin/v1/secrets/{name}/rotate"))
                 .await?;
-            println!("{name}: rotated to version {}", r["version"]);
+            println!("{name}: rotated to version {}", r.version);
         }
         SecretCommand::Schedules { format } => {
-            let r = client.get("/admin/v1/rotation").await?;
+            let r: RotationList = client.get("/admin/v1/rotation").await?;
             match format {
-                Format::Json => println!("{r}"),
+                Format::Json => print_json(&r)?,
                 Format::Text => print_schedules(&r),
             }
         }
         SecretCommand::Fingerprints { out } => {
-            let r = client.get("/admin/v1/secret-fingerprints").await?;
-            let text = format!("{r}\n");
+            let r: FingerprintExport = client.get("/admin/v1/secret-fingerprints").await?;
+            // The file holds the fingerprint key: it stays in a `Zeroizing` buffer.
+            let text = Zeroizing::new(format!("{}\n", serde_json::to_value(&r)?));
             match out {
-                None => print!("{text}"),
+                None => print!("{}", text.as_str()),
                 Some(path) => {
                     write_private(&path, text.as_bytes())
                         .with_context(|| format!("writing {}", path.display()))?;
-                    let n = r["secrets"].as_array().map_or(0, Vec::len);
-                    println!("wrote fingerprints of {n} secrets to {}", path.display());
+                    println!(
+                        "wrote fingerprints of {} secrets to {}",
+                        r.secrets.len(),
+                        path.display()
+                    );
                 }
             }
         }
@@ -302,54 +304,40 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     opts.open(path)?.write_all(bytes)
 }
 
-fn print_list(r: &Value) {
-    let empty = Vec::new();
-    let secrets = r["secrets"].as_array().unwrap_or(&empty);
-    if secrets.is_empty() {
+fn print_list(r: &SecretList) {
+    if r.secrets.is_empty() {
         println!("no secrets yet: `keygate secret put NAME --stdin` adds one");
         return;
     }
     println!("{:<32} {:>7}  {:<20}  STATUS", "NAME", "VERSION", "UPDATED");
-    for s in secrets {
+    for s in &r.secrets {
         println!(
             "{:<32} {:>7}  {:<20}  {}",
-            s["name"].as_str().unwrap_or_default(),
-            s["current_version"],
-            ts(s["updated_ms"].as_i64().unwrap_or_default()),
-            if s["deleted"].as_bool().unwrap_or(false) {
-                "deleted"
-            } else {
-                "active"
-            }
+            s.name,
+            s.current_version,
+            ts(s.updated_ms),
+            if s.deleted { "deleted" } else { "active" }
         );
     }
 }
 
-fn print_history(r: &Value) {
-    let current = r["secret"]["current_version"].as_i64().unwrap_or_default();
+fn print_history(r: &SecretHistory) {
+    let current = r.secret.current_version;
     println!("{:>7}  {:<20}  STATE", "VERSION", "CREATED");
-    let empty = Vec::new();
-    for v in r["versions"].as_array().unwrap_or(&empty) {
-        let n = v["version"].as_i64().unwrap_or_default();
-        let state = if v["destroyed"].as_bool().unwrap_or(false) {
+    for v in &r.versions {
+        let state = if v.destroyed {
             "destroyed"
-        } else if n == current {
+        } else if v.version == current {
             "current"
         } else {
             "kept"
         };
-        println!(
-            "{:>7}  {:<20}  {state}",
-            n,
-            ts(v["created_ms"].as_i64().unwrap_or_default())
-        );
+        println!("{:>7}  {:<20}  {state}", v.version, ts(v.created_ms));
     }
 }
 
-fn print_schedules(r: &Value) {
-    let empty = Vec::new();
-    let schedules = r["schedules"].as_array().unwrap_or(&empty);
-    if schedules.is_empty() {
+fn print_schedules(r: &RotationList) {
+    if r.schedules.is_empty() {
         println!(
             "no rotation schedules: `keygate secret schedule NAME --every 30d --hook HOOK` adds one"
         );
@@ -359,14 +347,14 @@ fn print_schedules(r: &Value) {
         "{:<32} {:<10} {:<16} {:<20}  LAST ERROR",
         "NAME", "EVERY", "HOOK", "NEXT DUE"
     );
-    for s in schedules {
+    for s in &r.schedules {
         println!(
             "{:<32} {:<10} {:<16} {:<20}  {}",
-            s["secret"].as_str().unwrap_or_default(),
-            s["rotate_every"].as_str().unwrap_or_default(),
-            s["hook"].as_str().unwrap_or_default(),
-            ts(s["next_due_ms"].as_i64().unwrap_or_default()),
-            s["last_error"].as_str().unwrap_or("-"),
+            s.secret,
+            s.rotate_every,
+            s.hook,
+            ts(s.next_due_ms),
+            s.last_error.as_deref().unwrap_or("-"),
         );
     }
 }

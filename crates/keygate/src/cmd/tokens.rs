@@ -5,12 +5,17 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use keygate_server::admin::api::{
+    AddClient, AddUser, Client, ClientList, ClientRemoved, KeyList, KeysRotated, MfaEnrolled,
+    SessionList, SessionQuery, SessionRevoked, UserDisabled, UserEnabled, UserList,
+};
 use reqwest::Method;
-use serde_json::{Value, json};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::{Format, ts};
-use crate::client::AdminClient;
+use crate::client::{AdminClient, print_json};
 
 fn list_arg(s: &Option<String>) -> Vec<String> {
     s.as_deref()
@@ -24,11 +29,12 @@ fn list_arg(s: &Option<String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn print(format: Format, value: &Value, text: impl FnOnce(&Value)) {
+fn print<T: Serialize>(format: Format, value: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{value}"),
+        Format::Json => print_json(value)?,
         Format::Text => text(value),
     }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -146,86 +152,59 @@ pub async fn user(c: UserCommand) -> anyhow::Result<ExitCode> {
                 .read_to_string(&mut raw)
                 .context("reading the password")?;
             let password = raw.strip_suffix('\n').unwrap_or(&raw);
-            let r = api
-                .call(
-                    Method::POST,
-                    "/admin/v1/users",
-                    Some(json!({"name": name, "password": password, "scopes": list_arg(&scopes)})),
-                )
-                .await?;
-            println!(
-                "user {} added (id {})",
-                name,
-                r["id"].as_str().unwrap_or_default()
-            );
+            let body = AddUser {
+                name: name.clone(),
+                password: SecretString::from(password.to_owned()),
+                scopes: list_arg(&scopes),
+            };
+            let r: keygate_server::admin::api::User =
+                api.call(Method::POST, "/admin/v1/users", &body).await?;
+            println!("user {} added (id {})", name, r.id);
         }
         UserCommand::List { format } => {
-            let r = api.get("/admin/v1/users").await?;
+            let r: UserList = api.get("/admin/v1/users").await?;
             print(format, &r, |r| {
                 println!(
                     "{:<24} {:<28} {:<9} {:<4} SCOPES",
                     "NAME", "ID", "STATUS", "MFA"
                 );
-                for u in r["users"].as_array().into_iter().flatten() {
+                for u in &r.users {
                     println!(
                         "{:<24} {:<28} {:<9} {:<4} {}",
-                        u["name"].as_str().unwrap_or_default(),
-                        u["id"].as_str().unwrap_or_default(),
-                        if u["disabled"].as_bool().unwrap_or(false) {
-                            "disabled"
-                        } else {
-                            "active"
-                        },
-                        if u["mfa"].as_bool().unwrap_or(false) {
-                            "yes"
-                        } else {
-                            "no"
-                        },
-                        u["scopes"]
-                            .as_array()
-                            .map(|a| a
-                                .iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(","))
-                            .unwrap_or_default()
+                        u.name,
+                        u.id,
+                        if u.disabled { "disabled" } else { "active" },
+                        if u.mfa { "yes" } else { "no" },
+                        u.scopes.join(",")
                     );
                 }
-            });
+            })?;
         }
         UserCommand::Disable { name } => {
-            let r = api
-                .call(
-                    Method::POST,
-                    &format!("/admin/v1/users/{name}/disable"),
-                    None,
-                )
+            let r: UserDisabled = api
+                .call_empty(Method::POST, &format!("/admin/v1/users/{name}/disable"))
                 .await?;
             println!(
                 "user {name} disabled; {} session(s) revoked",
-                r["revoked_sessions"]
+                r.revoked_sessions
             );
         }
         UserCommand::Enable { name } => {
-            let r = api
-                .call(
-                    Method::POST,
-                    &format!("/admin/v1/users/{name}/enable"),
-                    None,
-                )
+            let r: UserEnabled = api
+                .call_empty(Method::POST, &format!("/admin/v1/users/{name}/enable"))
                 .await?;
-            if r["changed"].as_bool().unwrap_or(false) {
+            if r.changed {
                 println!("user {name} enabled; they sign in again to get a new session");
             } else {
                 println!("user {name} was not disabled; nothing changed");
             }
         }
         UserCommand::Mfa { name } => {
-            let r = api
-                .call(Method::POST, &format!("/admin/v1/users/{name}/mfa"), None)
+            let r: MfaEnrolled = api
+                .call_empty(Method::POST, &format!("/admin/v1/users/{name}/mfa"))
                 .await?;
             println!("TOTP enrolled for {name}. Add it to an authenticator app now (shown once):");
-            println!("{}", r["otpauth_uri"].as_str().unwrap_or_default());
+            println!("{}", r.otpauth_uri.expose_secret());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -243,61 +222,48 @@ pub async fn client(c: ClientCommand) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let kind = if public { "public" } else { "confidential" };
-            let r = api
-                .call(
-                    Method::POST,
-                    "/admin/v1/clients",
-                    Some(json!({"name": name, "type": kind, "redirect_uris": redirect_uris, "scopes": list_arg(&scopes)})),
-                )
-                .await?;
+            let body = AddClient {
+                name,
+                kind: kind.to_owned(),
+                redirect_uris,
+                scopes: list_arg(&scopes),
+            };
+            let r: Client = api.call(Method::POST, "/admin/v1/clients", &body).await?;
             print(format, &r, |r| {
-                println!("client_id: {}", r["client_id"].as_str().unwrap_or_default());
-                if let Some(secret) = r["client_secret"].as_str() {
+                println!("client_id: {}", r.client_id);
+                if let Some(secret) = &r.client_secret {
                     println!(
-                        "client_secret (shown once, store it in the server's secret store): {secret}"
+                        "client_secret (shown once, store it in the server's secret store): {}",
+                        secret.expose_secret()
                     );
                 }
-            });
+            })?;
         }
         ClientCommand::List { format } => {
-            let r = api.get("/admin/v1/clients").await?;
+            let r: ClientList = api.get("/admin/v1/clients").await?;
             print(format, &r, |r| {
                 println!(
                     "{:<36} {:<13} {:<16} REDIRECT URIS",
                     "CLIENT ID", "TYPE", "SCOPES"
                 );
-                for c in r["clients"].as_array().into_iter().flatten() {
-                    let join = |v: &Value| {
-                        v.as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(Value::as_str)
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            })
-                            .unwrap_or_default()
-                    };
+                for c in &r.clients {
                     println!(
                         "{:<36} {:<13} {:<16} {}",
-                        c["client_id"].as_str().unwrap_or_default(),
-                        c["type"].as_str().unwrap_or_default(),
-                        join(&c["scopes"]),
-                        join(&c["redirect_uris"])
+                        c.client_id,
+                        c.kind,
+                        c.scopes.join(","),
+                        c.redirect_uris.join(",")
                     );
                 }
-            });
+            })?;
         }
         ClientCommand::Remove { client_id } => {
-            let r = api
-                .call(
-                    Method::DELETE,
-                    &format!("/admin/v1/clients/{client_id}"),
-                    None,
-                )
+            let r: ClientRemoved = api
+                .call_empty(Method::DELETE, &format!("/admin/v1/clients/{client_id}"))
                 .await?;
             println!(
                 "client {client_id} removed; {} session(s) revoked",
-                r["revoked_sessions"]
+                r.revoked_sessions
             );
         }
     }
@@ -308,42 +274,29 @@ pub async fn session(c: SessionCommand) -> anyhow::Result<ExitCode> {
     let api = AdminClient::from_env()?;
     match c {
         SessionCommand::List { user, all, format } => {
-            let mut q = vec![];
-            if let Some(u) = &user {
-                q.push(format!("user={u}"));
-            }
-            if all {
-                q.push("all=true".into());
-            }
-            let path = if q.is_empty() {
-                "/admin/v1/sessions".to_owned()
-            } else {
-                format!("/admin/v1/sessions?{}", q.join("&"))
-            };
-            let r = api.get(&path).await?;
+            let r: SessionList = api
+                .get_query("/admin/v1/sessions", &SessionQuery { user, all })
+                .await?;
             print(format, &r, |r| {
                 println!(
                     "{:<24} {:<28} {:<28} {:<20} STATE",
                     "SESSION", "USER", "CLIENT", "LAST USED"
                 );
-                for f in r["sessions"].as_array().into_iter().flatten() {
+                for f in &r.sessions {
                     println!(
                         "{:<24} {:<28} {:<28} {:<20} {}",
-                        f["id"].as_str().unwrap_or_default(),
-                        f["user_id"].as_str().unwrap_or_default(),
-                        f["client_id"].as_str().unwrap_or_default(),
-                        ts(f["last_used_ms"].as_i64().unwrap_or_default()),
-                        if f["revoked"].as_bool().unwrap_or(false) {
-                            "revoked"
-                        } else {
-                            "live"
-                        }
+                        f.id,
+                        f.user_id,
+                        f.client_id,
+                        ts(f.last_used_ms),
+                        if f.revoked { "revoked" } else { "live" }
                     );
                 }
-            });
+            })?;
         }
         SessionCommand::Revoke { id } => {
-            api.call(Method::DELETE, &format!("/admin/v1/sessions/{id}"), None)
+            let _: SessionRevoked = api
+                .call_empty(Method::DELETE, &format!("/admin/v1/sessions/{id}"))
                 .await?;
             println!("session {id} revoked");
         }
@@ -355,25 +308,25 @@ pub async fn keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
     let api = AdminClient::from_env()?;
     match c {
         KeysCommand::Rotate => {
-            let r = api
-                .call(Method::POST, "/admin/v1/keys/rotate", None)
+            let r: KeysRotated = api
+                .call_empty(Method::POST, "/admin/v1/keys/rotate")
                 .await?;
-            println!("{}", r["message"].as_str().unwrap_or_default());
+            println!("{}", r.message);
         }
         KeysCommand::List { format } => {
-            let r = api.get("/admin/v1/keys").await?;
+            let r: KeyList = api.get("/admin/v1/keys").await?;
             print(format, &r, |r| {
                 println!("{:<46} {:<6} {:<8} PUBLISHED", "KID", "ALG", "STATE");
-                for k in r["keys"].as_array().into_iter().flatten() {
+                for k in &r.keys {
                     println!(
                         "{:<46} {:<6} {:<8} {}",
-                        k["kid"].as_str().unwrap_or_default(),
-                        k["alg"].as_str().unwrap_or_default(),
-                        k["state"].as_str().unwrap_or_default(),
-                        ts(k["published_ms"].as_i64().unwrap_or_default())
+                        k.kid,
+                        k.alg,
+                        k.state,
+                        ts(k.published_ms)
                     );
                 }
-            });
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,10 +1,10 @@
-//! Admin API for the token service: users, clients, sessions and signing keys.
+//! `/admin/v1/users`, `/clients`, `/sessions` and `/keys`: the token service.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use keygate_audit::{AuditEvent, Outcome};
@@ -13,16 +13,19 @@ use keygate_auth::opaque::{OpaqueToken, TokenKind};
 use keygate_auth::password::PasswordHasher;
 use keygate_auth::redirect::RedirectUri;
 use keygate_auth::totp::{Totp, TotpSeed};
-use keygate_store::{ClientRecord, FamilyRecord, StoreError, UserRecord};
+use keygate_store::{ClientRecord, UserRecord};
 use keygate_vault::now_ms;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
-use super::TokenService;
+use super::api::{
+    AddClient, AddUser, Client, ClientList, ClientRemoved, KeyList, KeysRotated, MfaEnrolled,
+    Session, SessionList, SessionQuery, SessionRevoked, SigningKey, User, UserDisabled,
+    UserEnabled, UserList,
+};
+use super::{Admin, Body, Params, no_store};
 use crate::AppState;
-use crate::admin::{Admin, Body, Params};
 use crate::error::ApiError;
+use crate::oauth::TokenService;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -46,18 +49,6 @@ fn tokens(s: &AppState) -> Result<Arc<TokenService>, ApiError> {
             "the token service is unavailable while the vault is sealed",
         )
     })
-}
-
-fn store_err(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Duplicate(what) => ApiError::new(
-            StatusCode::CONFLICT,
-            "exists",
-            format!("{what} already exists"),
-        ),
-        StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
-        other => ApiError::unavailable(&other),
-    }
 }
 
 fn valid_name(name: &str, what: &str) -> Result<(), ApiError> {
@@ -84,31 +75,11 @@ fn scopes_text(scopes: &[String]) -> Result<String, ApiError> {
     Ok(text)
 }
 
-fn user_json(u: &UserRecord) -> Value {
-    json!({
-        "id": u.id,
-        "name": u.name,
-        "scopes": u.scopes.split_whitespace().collect::<Vec<_>>(),
-        "created_ms": u.created_ms,
-        "disabled": u.disabled_ms.is_some(),
-        "mfa": u.totp_sealed.is_some(),
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddUser {
-    name: String,
-    password: SecretString,
-    #[serde(default)]
-    scopes: Vec<String>,
-}
-
 async fn add_user(
     admin: Admin,
     State(s): State<AppState>,
     Body(b): Body<AddUser>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<User>, ApiError> {
     let svc = tokens(&s)?;
     valid_name(&b.name, "user")?;
     PasswordHasher::check_policy(&b.password).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -136,46 +107,40 @@ async fn add_user(
         subject: None,
     };
     let audit = AuditEvent::new(admin.actor(), "user.add", Outcome::Success).target(b.name.clone());
-    svc.store
-        .create_user(user.clone(), audit, now_ms())
-        .await
-        .map_err(store_err)?;
-    Ok(Json(user_json(&user)))
+    svc.store.create_user(user.clone(), audit, now_ms()).await?;
+    Ok(Json(User::from(&user)))
 }
 
-async fn list_users(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_users(_admin: Admin, State(s): State<AppState>) -> Result<Json<UserList>, ApiError> {
     let svc = tokens(&s)?;
-    let users = svc.store.list_users().await.map_err(store_err)?;
-    Ok(Json(
-        json!({"users": users.iter().map(user_json).collect::<Vec<_>>()}),
-    ))
+    let users = svc.store.list_users().await?;
+    Ok(Json(UserList {
+        users: users.iter().map(User::from).collect(),
+    }))
 }
 
 async fn user_named(svc: &TokenService, name: &str) -> Result<UserRecord, ApiError> {
     svc.store
         .user_by_name(name)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such user"))
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))
 }
 
 async fn disable_user(
     admin: Admin,
     State(s): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserDisabled>, ApiError> {
     let svc = tokens(&s)?;
     let user = user_named(&svc, &name).await?;
     let audit =
         AuditEvent::new(admin.actor(), "user.disable", Outcome::Success).target(name.clone());
-    let revoked = svc
-        .store
-        .disable_user(&user.id, audit, now_ms())
-        .await
-        .map_err(store_err)?;
-    Ok(Json(
-        json!({"name": name, "disabled": true, "revoked_sessions": revoked}),
-    ))
+    let revoked = svc.store.disable_user(&user.id, audit, now_ms()).await?;
+    Ok(Json(UserDisabled {
+        name,
+        disabled: true,
+        revoked_sessions: revoked,
+    }))
 }
 
 /// Lets a disabled user (by an operator or by the monitor) sign in again. Sessions
@@ -184,19 +149,17 @@ async fn enable_user(
     admin: Admin,
     State(s): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserEnabled>, ApiError> {
     let svc = tokens(&s)?;
     let user = user_named(&svc, &name).await?;
     let audit =
         AuditEvent::new(admin.actor(), "user.enable", Outcome::Success).target(name.clone());
-    let changed = svc
-        .store
-        .enable_user(&user.id, audit, now_ms())
-        .await
-        .map_err(store_err)?;
-    Ok(Json(
-        json!({"name": name, "enabled": true, "changed": changed}),
-    ))
+    let changed = svc.store.enable_user(&user.id, audit, now_ms()).await?;
+    Ok(Json(UserEnabled {
+        name,
+        enabled: true,
+        changed,
+    }))
 }
 
 async fn enrol_mfa(
@@ -215,38 +178,12 @@ async fn enrol_mfa(
         AuditEvent::new(admin.actor(), "user.mfa_enrol", Outcome::Success).target(name.clone());
     svc.store
         .set_user_totp(&user.id, sealed, audit, now_ms())
-        .await
-        .map_err(store_err)?;
+        .await?;
     let uri = Totp::default().otpauth_uri(&seed, "keygate", &user.name);
-    let mut resp = Json(json!({"name": name, "otpauth_uri": uri.expose_secret()})).into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    Ok(resp)
-}
-
-fn client_json(c: &ClientRecord) -> Value {
-    json!({
-        "client_id": c.id,
-        "name": c.name,
-        "type": c.kind,
-        "redirect_uris": c.redirect_uris,
-        "scopes": c.scopes.split_whitespace().collect::<Vec<_>>(),
-        "created_ms": c.created_ms,
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddClient {
-    name: String,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    redirect_uris: Vec<String>,
-    #[serde(default)]
-    scopes: Vec<String>,
+    Ok(no_store(MfaEnrolled {
+        name,
+        otpauth_uri: SecretString::from(uri.expose_secret().to_owned()),
+    }))
 }
 
 async fn add_client(
@@ -293,131 +230,94 @@ async fn add_client(
         .detail("type", b.kind.clone());
     svc.store
         .create_client(client.clone(), audit, now_ms())
-        .await
-        .map_err(store_err)?;
-    let mut body = client_json(&client);
-    if let (Some(secret), Some(obj)) = (&secret, body.as_object_mut()) {
-        obj.insert(
-            "client_secret".into(),
-            Value::String(secret.value().expose_secret().to_owned()),
-        );
-    }
-    let mut resp = Json(body).into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    Ok(resp)
+        .await?;
+    let mut body = Client::from(&client);
+    body.client_secret = secret
+        .as_ref()
+        .map(|t| SecretString::from(t.value().expose_secret().to_owned()));
+    Ok(no_store(body))
 }
 
-async fn list_clients(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_clients(
+    _admin: Admin,
+    State(s): State<AppState>,
+) -> Result<Json<ClientList>, ApiError> {
     let svc = tokens(&s)?;
-    let clients = svc.store.list_clients().await.map_err(store_err)?;
-    Ok(Json(
-        json!({"clients": clients.iter().map(client_json).collect::<Vec<_>>()}),
-    ))
+    let clients = svc.store.list_clients().await?;
+    Ok(Json(ClientList {
+        clients: clients.iter().map(Client::from).collect(),
+    }))
 }
 
 async fn remove_client(
     admin: Admin,
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClientRemoved>, ApiError> {
     let svc = tokens(&s)?;
     let audit =
         AuditEvent::new(admin.actor(), "client.remove", Outcome::Success).target(id.clone());
-    let revoked = svc
-        .store
-        .remove_client(&id, audit, now_ms())
-        .await
-        .map_err(store_err)?;
-    Ok(Json(
-        json!({"client_id": id, "removed": true, "revoked_sessions": revoked}),
-    ))
-}
-
-fn session_json(f: &FamilyRecord) -> Value {
-    json!({
-        "id": f.id,
-        "user_id": f.user_id,
-        "client_id": f.client_id,
-        "scopes": f.scopes.split_whitespace().collect::<Vec<_>>(),
-        "dpop_bound": f.jkt.is_some(),
-        "created_ms": f.created_ms,
-        "last_used_ms": f.last_used_ms,
-        "revoked": f.revoked_ms.is_some(),
-        "revoke_reason": f.revoke_reason,
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SessionQuery {
-    user: Option<String>,
-    #[serde(default)]
-    all: bool,
+    let revoked = svc.store.remove_client(&id, audit, now_ms()).await?;
+    Ok(Json(ClientRemoved {
+        client_id: id,
+        removed: true,
+        revoked_sessions: revoked,
+    }))
 }
 
 async fn list_sessions(
     _admin: Admin,
     State(s): State<AppState>,
     Params(q): Params<SessionQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionList>, ApiError> {
     let svc = tokens(&s)?;
     let user_id = match &q.user {
         Some(name) => Some(user_named(&svc, name).await?.id),
         None => None,
     };
-    let families = svc
-        .store
-        .list_families(user_id.as_deref(), q.all)
-        .await
-        .map_err(store_err)?;
-    Ok(Json(
-        json!({"sessions": families.iter().map(session_json).collect::<Vec<_>>()}),
-    ))
+    let families = svc.store.list_families(user_id.as_deref(), q.all).await?;
+    Ok(Json(SessionList {
+        sessions: families.iter().map(Session::from).collect(),
+    }))
 }
 
 async fn revoke_session(
     admin: Admin,
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionRevoked>, ApiError> {
     let svc = tokens(&s)?;
     let audit =
         AuditEvent::new(admin.actor(), "session.revoke", Outcome::Success).target(id.clone());
     let changed = svc
         .store
         .revoke_family(&id, "revoked by admin", audit, now_ms())
-        .await
-        .map_err(store_err)?;
+        .await?;
     if !changed {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such live session",
-        ));
+        return Err(ApiError::not_found("no such live session"));
     }
-    Ok(Json(json!({"id": id, "revoked": true})))
+    Ok(Json(SessionRevoked { id, revoked: true }))
 }
 
-async fn list_keys(_admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_keys(_admin: Admin, State(s): State<AppState>) -> Result<Json<KeyList>, ApiError> {
     let svc = tokens(&s)?;
-    let records = svc.store.signing_keys().await.map_err(store_err)?;
-    let keys: Vec<Value> = records
-        .iter()
-        .map(|k| json!({"kid": k.kid, "alg": k.alg, "state": k.state, "published_ms": k.created_ms, "changed_ms": k.changed_ms}))
-        .collect();
-    Ok(Json(json!({"keys": keys})))
+    let records = svc.store.signing_keys().await?;
+    Ok(Json(KeyList {
+        keys: records.iter().map(SigningKey::from).collect(),
+    }))
 }
 
-async fn rotate_keys(admin: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn rotate_keys(
+    admin: Admin,
+    State(s): State<AppState>,
+) -> Result<Json<KeysRotated>, ApiError> {
     let svc = tokens(&s)?;
     let what = svc
         .rotate_keys(true, &admin.actor())
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(
-        json!({"changed": what.is_some(), "message": what.unwrap_or_else(|| "nothing to do".into())}),
-    ))
+    Ok(Json(KeysRotated {
+        changed: what.is_some(),
+        message: what.unwrap_or_else(|| "nothing to do".into()),
+    }))
 }

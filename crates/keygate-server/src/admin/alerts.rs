@@ -1,0 +1,131 @@
+//! `/admin/v1/alerts`, `/admin/v1/throttles` and `/admin/v1/monitor`: what the monitor
+//! saw and did, and undoing it. The monitor itself is [`crate::monitor`].
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use keygate_audit::{AuditEvent, Outcome};
+use keygate_proxy::throttle::ThrottleSubject;
+use keygate_store::StoreError;
+
+use super::api::{
+    Alert, AlertAcked, AlertDeadLetter, AlertList, AlertQuery, MonitorSnapshot, Throttle,
+    ThrottleLifted, ThrottleList, UnixMs,
+};
+use super::{Admin, Params};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::monitor::MonitorService;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/alerts", get(list_alerts))
+        .route("/admin/v1/alerts/{id}/ack", post(ack_alert))
+        .route("/admin/v1/throttles", get(list_throttles))
+        .route("/admin/v1/throttles/{subject}", delete(lift_throttle))
+        .route("/admin/v1/monitor", get(snapshot))
+}
+
+fn service(s: &AppState) -> Result<&Arc<MonitorService>, ApiError> {
+    s.monitor.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "monitor_off",
+            "the monitor is not running (vault sealed, or [monitor] enabled = false)",
+        )
+    })
+}
+
+async fn list_alerts(
+    _admin: Admin,
+    State(s): State<AppState>,
+    Params(q): Params<AlertQuery>,
+) -> Result<Json<AlertList>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+    }
+    let alerts = s.store.list_alerts(!q.all.unwrap_or(false), limit).await?;
+    let dead = s.store.dead_letters(limit).await?;
+    Ok(Json(AlertList {
+        alerts: alerts.iter().map(Alert::from).collect(),
+        dead_letters: dead.iter().map(AlertDeadLetter::from).collect(),
+    }))
+}
+
+async fn ack_alert(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AlertAcked>, ApiError> {
+    let changed = match s.monitor.as_ref() {
+        Some(m) => m.ack(&id, &admin.actor()).await,
+        // Alerts stay readable and acknowledgeable with the monitor off.
+        None => {
+            let audit = AuditEvent::new(admin.actor(), "alert.ack", Outcome::Success)
+                .detail("alert", id.clone());
+            s.store
+                .ack_alert(&id, &admin.actor(), audit, keygate_vault::now_ms())
+                .await
+        }
+    };
+    let changed = match changed {
+        Err(StoreError::NotFound) => return Err(ApiError::not_found("no such alert")),
+        other => other?,
+    };
+    Ok(Json(AlertAcked {
+        id,
+        acked: true,
+        changed,
+    }))
+}
+
+async fn list_throttles(
+    _admin: Admin,
+    State(s): State<AppState>,
+) -> Result<Json<ThrottleList>, ApiError> {
+    let m = service(&s)?;
+    let throttles = m
+        .throttles
+        .list(m.now_ms())
+        .into_iter()
+        .map(|(subject, t)| Throttle {
+            subject: subject.to_string(),
+            per_minute: t.per_minute,
+            until_ms: UnixMs(t.until_ms),
+            reason: t.reason,
+        })
+        .collect();
+    Ok(Json(ThrottleList { throttles }))
+}
+
+async fn lift_throttle(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(subject): Path<String>,
+) -> Result<Json<ThrottleLifted>, ApiError> {
+    let m = service(&s)?;
+    let parsed = ThrottleSubject::parse(&subject).ok_or_else(|| {
+        ApiError::bad_request(
+            "subject must be user:ID, session:ID, client:ID or ip:PREFIX (as `keygate throttle list` shows it)",
+        )
+    })?;
+    let lifted = m.throttles.lift(&parsed);
+    if lifted {
+        let audit = AuditEvent::new(admin.actor(), "throttle.lift", Outcome::Success)
+            .target(subject.clone());
+        s.store.append_audit(audit, m.now_ms()).await?;
+    }
+    Ok(Json(ThrottleLifted { subject, lifted }))
+}
+
+async fn snapshot(
+    _admin: Admin,
+    State(s): State<AppState>,
+) -> Result<Json<MonitorSnapshot>, ApiError> {
+    let m = service(&s)?;
+    Ok(Json(m.monitor.snapshot()))
+}
