@@ -302,8 +302,13 @@ async fn every_refusal_is_answered_and_counted_once() {
         std::time::Duration::from_secs(60),
         1000,
     )));
+    let up = start_upstream().await;
+    let routes = format!(
+        "{REFUSALS}\n[routes.live]\nupstream = \"{}\"\nsecret = \"k\"\ninject = {{ header = \"X-Api-Key\" }}\nallow = [\"GET /slow\", \"POST /echo\"]\ntimeouts = {{ response = \"200ms\" }}\n",
+        up.url()
+    );
     let (gatekeeper, metrics, _usage) = gatekeeper_with(
-        RouteTable::from_toml(REFUSALS).unwrap(),
+        RouteTable::from_toml(&routes).unwrap(),
         &[("k", "sk-k")],
         gate,
     )
@@ -417,6 +422,11 @@ async fn every_refusal_is_answered_and_counted_once() {
             403,
             r#"route="admin",reason="insufficient_scope",fault="client""#,
         ),
+        (
+            send("GET", "/proxy/live/slow", &[]),
+            504,
+            r#"route="live",reason="upstream_timeout",fault="upstream""#,
+        ),
         // Bob is throttled to one call a minute: the first goes through.
         (
             send("GET", "/proxy/a/x", &[("x-test-other-user", "1")]),
@@ -429,7 +439,28 @@ async fn every_refusal_is_answered_and_counted_once() {
             r#"route="a",reason="throttled",fault="client""#,
         ),
     ];
+    // The app's body breaks off after the head promised five bytes.
+    let (tx, broken) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(1);
+    tx.abort(std::io::Error::other("client went away"));
+    let broken = Request::post("/proxy/live/echo")
+        .header("content-length", "5")
+        .body(broken.boxed_unsync())
+        .unwrap();
     let mut expected: std::collections::BTreeMap<&str, u64> = Default::default();
+    let boxed = |r: Request<Full<Bytes>>| {
+        r.map(|b| {
+            b.map_err(|e| -> std::io::Error { match e {} })
+                .boxed_unsync()
+        })
+    };
+    let cases = cases
+        .into_iter()
+        .map(|(r, status, series)| (boxed(r), status, series))
+        .chain([(
+            broken,
+            400,
+            r#"route="live",reason="bad_body",fault="client""#,
+        )]);
     for (request, status, series) in cases {
         let what = format!("{} {} → {series}", request.method(), request.uri());
         let response = gatekeeper.handle(request, ip()).await;
