@@ -7,10 +7,11 @@ AB_RESULTS="$WORK/results"
 mkdir -p "$AB_RESULTS"
 
 # ab_start_side SIDE PORT BINARY [CONFIG TO APPEND]
-# Starts keygate BINARY as SIDE with a full-policy route, and mints its Bearer and DPoP tokens.
+# Starts keygate BINARY as SIDE with a full-policy route, and mints its Bearer and DPoP
+# tokens. Without CONFIG the monitor watches and alerts only ($BENCH_MONITOR_ALERT_ONLY).
 ab_start_side() {
   local side="$1" port="$2"
-  KEYGATE="$3" BENCH_KEYGATE_DIR="$WORK/kg-$side" BENCH_KEYGATE_APPEND="${4:-}" \
+  KEYGATE="$3" BENCH_KEYGATE_DIR="$WORK/kg-$side" BENCH_KEYGATE_APPEND="${4-$BENCH_MONITOR_ALERT_ONLY}" \
     bench_keygate "$port" "$UPSTREAM_PORT"
   local pid="$KEYGATE_PID"
   local bearer dpop_key="$WORK/dpop-$side.key" dpop

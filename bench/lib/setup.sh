@@ -57,6 +57,11 @@ CONF
 # 127.0.0.1:UPSTREAM_PORT, and a confidential client. Sets KEYGATE_PID, KEYGATE_ADDR,
 # KEYGATE_TOKEN, CLIENT_ID, KEYGATE_LOADGEN_CLIENT_SECRET and TOKEN_URL; extra
 # environment for `keygate serve` may be passed as NAME=VALUE arguments.
+# The monitor as deployed, except that its user rules only alert: a benchmark client making
+# thousands of calls a second is a spike by definition, and a throttle would turn the
+# measurement into one of 429s. bench_keygate appends it unless BENCH_KEYGATE_APPEND is set.
+BENCH_MONITOR_ALERT_ONLY=$'[monitor]\ninterval = "2s"\n\n[[monitor.rules]]\nname = "user-spike"\nkind = "spike"\nscope = "user"\nwindow = "15s"\nfactor = 10.0\nmin_calls = 12\nactions = ["alert"]\n\n[[monitor.rules]]\nname = "user-ceiling"\nkind = "ceiling"\nscope = "user"\ncalls_per_minute = 300\nactions = ["alert"]'
+
 # bench_keygate PORT UPSTREAM_PORT [NAME=VALUE]…
 bench_keygate() {
   local port="$1" upstream_port="$2"
@@ -65,9 +70,7 @@ bench_keygate() {
   local dir="${BENCH_KEYGATE_DIR:-$WORK/keygate}"
   init="$("$KEYGATE" init --dir "$dir" --listen "127.0.0.1:$port" --format json)"
   admin_token="$(printf %s "$init" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
-  if [ -n "${BENCH_KEYGATE_APPEND:-}" ]; then
-    printf '\n%s\n' "$BENCH_KEYGATE_APPEND" >> "$dir/keygate.toml"
-  fi
+  printf '\n%s\n' "${BENCH_KEYGATE_APPEND-$BENCH_MONITOR_ALERT_ONLY}" >> "$dir/keygate.toml"
   # DPoP "optional" lets the confidential client's Bearer token through; a DPoP-bound
   # token is then checked exactly as when DPoP is required.
   # The generator's variables start with KEYGATE_ too; keygate would read them as config.

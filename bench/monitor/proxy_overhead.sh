@@ -44,7 +44,7 @@ bench_upstream "$UPSTREAM_PORT"
 . "$ROOT/bench/lib/ab.sh"
 
 ab_start_side off 18203 "$KEYGATE" $'[monitor]\nenabled = false'
-ab_start_side on 18204 "$KEYGATE" $'[monitor]\ninterval = "2s"\n\n[[monitor.rules]]\nname = "user-spike"\nkind = "spike"\nscope = "user"\nwindow = "15s"\nfactor = 10.0\nmin_calls = 12\nactions = ["alert"]\n\n[[monitor.rules]]\nname = "user-ceiling"\nkind = "ceiling"\nscope = "user"\ncalls_per_minute = 300\nactions = ["alert"]'
+ab_start_side on 18204 "$KEYGATE" "$BENCH_MONITOR_ALERT_ONLY"
 ab_rounds off on
 
 # bench_keygate left KEYGATE_ADDR and KEYGATE_TOKEN pointing at the last side started (on).

@@ -3,12 +3,15 @@
 #
 #   bench/proxy/compare.sh BASE_REV [SECONDS] [CONNECTIONS] [ROUNDS]   defaults: 8 32 3
 #
-# Builds keygate (release) at BASE_REV, in a temporary worktree sharing this checkout's
-# target directory, and from the working tree, then runs both side by side on one nginx
+# Builds keygate (release) at BASE_REV, in a temporary worktree with a target directory of
+# its own (COMPARE_BASE_TARGET, default target/compare-base: cargo hashes workspace members
+# by their path inside the workspace, so two checkouts must not share one), and from the
+# working tree, then runs both side by side on one nginx
 # upstream: full-policy route with a Bearer token, then with DPoP (a fresh ES256 proof per
 # request), alternating rounds so drift in the machine's speed falls on both sides alike.
 # Prints closed-loop requests/s (median of the rounds), keygate's CPU time per request,
-# and the ratio head/base.
+# and the ratio head/base. KEYGATE_BASE_BIN=path uses an already built base binary (built
+# from BASE_REV) instead of building it again.
 set -euo pipefail
 
 BASE_REV="${1:?usage: bench/proxy/compare.sh BASE_REV [SECONDS] [CONNECTIONS] [ROUNDS]}"
@@ -37,10 +40,15 @@ trap cleanup EXIT
 bench_need nginx nginx-light
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BASE_NAME="$(git -C "$ROOT" rev-parse --short "$BASE_REV")"
-echo "building keygate at $BASE_NAME (release)" >&2
-git -C "$ROOT" worktree add --detach -q "$WORK/base-src" "$BASE_REV"
-(cd "$WORK/base-src" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p keygate)
-cp "$TARGET/release/keygate" "$WORK/keygate-base"
+if [ -n "${KEYGATE_BASE_BIN:-}" ]; then
+  cp "$KEYGATE_BASE_BIN" "$WORK/keygate-base"
+else
+  echo "building keygate at $BASE_NAME (release)" >&2
+  git -C "$ROOT" worktree add --detach -q "$WORK/base-src" "$BASE_REV"
+  BASE_TARGET="${COMPARE_BASE_TARGET:-$TARGET/compare-base}"
+  (cd "$WORK/base-src" && CARGO_TARGET_DIR="$BASE_TARGET" cargo build --release -q -p keygate)
+  cp "$BASE_TARGET/release/keygate" "$WORK/keygate-base"
+fi
 bench_build
 cp "$KEYGATE" "$WORK/keygate-head"
 bench_upstream "$UPSTREAM_PORT"

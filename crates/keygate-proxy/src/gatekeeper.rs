@@ -218,7 +218,7 @@ impl Gatekeeper {
         let route = routes
             .get(target.route())
             .cloned()
-            .ok_or(Refusal::early(ProxyError::UnknownRoute))?;
+            .ok_or_else(|| Refusal::early(ProxyError::UnknownRoute))?;
         drop(routes);
         let access = self
             .verifier
