@@ -318,6 +318,21 @@ async fn wrong_or_missing_master_key_starts_sealed() {
     }
     let (s, _) = sealed.put("k", json!({"value": "new"})).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    // A proxied call is refused with 503, and counted like every other refusal.
+    let r = sealed
+        .http
+        .get(format!("{}/proxy/any/v1/models", sealed.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let metrics = sealed.text("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"keygate_proxy_refused_total{route="unknown",reason="unavailable",fault="keygate"} 1"#
+        ),
+        "{metrics}"
+    );
     sealed.stop().await;
 
     // No key file at all: sealed too.
