@@ -5,6 +5,23 @@
 # The caller sets ROOT (the repository), WORK (a scratch directory it removes) and the
 # PIDS array (processes its exit trap kills).
 
+# The exit trap of every bench script (`trap bench_cleanup EXIT`): on failure the tail of
+# each keygate log, then the processes in PIDS, the nginx upstream and any nginx proxy
+# (their pid files in WORK) are stopped and WORK is removed. A script with more to undo
+# defines bench_cleanup_extra, which runs before WORK goes.
+bench_cleanup() {
+  local status=$?
+  if [ "$status" != 0 ]; then
+    for log in "$WORK"/kg-*.log "$WORK"/keygate.log; do [ -f "$log" ] && { echo "--- $log"; tail -n 5 "$log"; }; done
+  fi
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for pidfile in "$WORK/upstream.pid" "$WORK/proxy.pid"; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  if declare -F bench_cleanup_extra >/dev/null; then bench_cleanup_extra; fi
+  rm -rf "$WORK"
+}
+
 # Installs the named Debian packages when the command they provide is missing:
 # bench_need CMD PACKAGE [CMD PACKAGE]…
 bench_need() {

@@ -23,19 +23,10 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/keygate-monbench-XXXXXX")"
 UPSTREAM_PORT=18201
 PIDS=()
-cleanup() {
-  local status=$?
-  if [ "$status" != 0 ]; then
-    for log in "$WORK"/kg-*.log; do [ -f "$log" ] && { echo "--- $log"; tail -n 5 "$log"; }; done
-  fi
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # shellcheck source=../lib/setup.sh
 . "$ROOT/bench/lib/setup.sh"
+trap bench_cleanup EXIT
 bench_need nginx nginx-light
 bench_build
 bench_upstream "$UPSTREAM_PORT"

@@ -23,20 +23,13 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/keygate-compare-XXXXXX")"
 UPSTREAM_PORT=18221
 PIDS=()
-cleanup() {
-  local status=$?
-  if [ "$status" != 0 ]; then
-    for log in "$WORK"/kg-*.log; do [ -f "$log" ] && { echo "--- $log"; tail -n 5 "$log"; }; done
-  fi
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
+bench_cleanup_extra() {
   git -C "$ROOT" worktree remove --force "$WORK/base-src" 2>/dev/null || true
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
 # shellcheck source=../lib/setup.sh
 . "$ROOT/bench/lib/setup.sh"
+trap bench_cleanup EXIT
 bench_need nginx nginx-light
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BASE_NAME="$(git -C "$ROOT" rev-parse --short "$BASE_REV")"

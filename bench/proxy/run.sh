@@ -55,16 +55,10 @@ NGINX_PORT=18182
 KEYGATE_PORT=18183
 PIDS=()
 
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
-  [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # shellcheck source=../lib/setup.sh
 . "$ROOT/bench/lib/setup.sh"
+trap bench_cleanup EXIT
 if [ "$WRK" = 1 ]; then bench_need nginx nginx-light wrk wrk; else bench_need nginx nginx-light; fi
 bench_build
 

@@ -25,15 +25,10 @@ WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/keygate-soak-XXXXXX")"
 UPSTREAM_PORT=18191
 KEYGATE_PORT=18193
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # shellcheck source=../lib/setup.sh
 . "$ROOT/bench/lib/setup.sh"
+trap bench_cleanup EXIT
 bench_need nginx nginx-light
 bench_build
 bench_upstream "$UPSTREAM_PORT"
