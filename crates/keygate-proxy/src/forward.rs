@@ -27,15 +27,16 @@ use percent_encoding::utf8_percent_encode;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::time::Sleep;
 
 use crate::error::{Fault, ProxyError};
 use crate::framing::{BodyFraming, CheckedRequest};
 use crate::headers::{self, ForwardedInfo};
+use crate::key::RouteKey;
 use crate::limit::RatePermit;
 use crate::meter::{BodyMeter, cost_from_header};
-use crate::redact::{Redactor, StreamRedactor};
+use crate::redact::StreamRedactor;
 use crate::route::{AuthorizedCall, CostSource, Injection, Route, UpstreamTls};
 use crate::usage::{ProxyMetrics, StatusClass, UsageEvent, UsageSink};
 
@@ -553,8 +554,8 @@ impl Forwarder {
     ///
     /// Requires the proofs of every check: `access` (token, proof, revocation), `call`
     /// (allow-list and scope for that token) and `permit` (rate and quota for that call).
-    /// `secret` is the route's current key; it is used here and dropped (zeroized) when
-    /// the request is built. The request comes with its framing checked (S28, by
+    /// `key` is the route's current key with its searched forms, prepared for this route
+    /// ([`RouteKey`]). The request comes with its framing checked (S28, by
     /// [`CheckedRequest`]); its headers are cleaned (S26, S27) and its target replaced by
     /// the route's upstream plus the checked path (S25, S29).
     ///
@@ -567,7 +568,7 @@ impl Forwarder {
         access: &VerifiedAccess,
         call: AuthorizedCall,
         permit: RatePermit,
-        secret: SecretString,
+        key: Arc<RouteKey>,
         request: CheckedRequest<B>,
         forwarded: &ForwardedInfo,
     ) -> Result<Response<ProxyBody>, ProxyError>
@@ -591,7 +592,7 @@ impl Forwarder {
         });
         let result = self
             .forward_inner(
-                access, call, permit, secret, request, forwarded, start, &mut event,
+                access, call, permit, key, request, forwarded, start, &mut event,
             )
             .await;
         if let (Err(e), Some(mut event)) = (&result, event) {
@@ -612,7 +613,7 @@ impl Forwarder {
         access: &VerifiedAccess,
         call: AuthorizedCall,
         permit: RatePermit,
-        secret: SecretString,
+        key: Arc<RouteKey>,
         request: CheckedRequest<B>,
         forwarded: &ForwardedInfo,
         start: Instant,
@@ -627,6 +628,10 @@ impl Forwarder {
                 "permit or call belongs to another request",
             ));
         }
+        if key.route() != call.route().name() {
+            return Err(ProxyError::keygate("key prepared for another route"));
+        }
+        let secret = key.secret();
         let route = Arc::clone(call.route());
         let framing = request.framing();
         let (parts, body) = request.into_inner().into_parts();
@@ -672,12 +677,11 @@ impl Forwarder {
         let headers = headers::outbound_request_headers(
             &parts.headers,
             route.injection(),
-            &secret,
+            secret,
             forwarded,
         )?;
-        let redactor = Redactor::new(&secret, route.injection());
-        let stream_redactor = StreamRedactor::new(&secret, route.injection());
-        drop(secret);
+        let redactor = key.redactor();
+        let stream_redactor = StreamRedactor::new(secret, route.injection());
 
         let exceeded = Arc::new(AtomicBool::new(false));
         let client_failed = Arc::new(AtomicBool::new(false));
@@ -749,7 +753,7 @@ impl Forwarder {
                 body: BodyMeter::for_response(&head.headers),
             }),
         };
-        head.headers = headers::inbound_response_headers(&head.headers, &redactor);
+        head.headers = headers::inbound_response_headers(&head.headers, redactor);
         for (name, value) in permit.headers() {
             head.headers.insert(name, value);
         }

@@ -36,9 +36,10 @@ use crate::error::ProxyError;
 use crate::forward::{BoxError, Forwarder, ForwarderConfig, ProxyBody, TlsSetupError};
 use crate::framing::CheckedRequest;
 use crate::headers::ForwardedInfo;
+use crate::key::RouteKey;
 use crate::limit::LimitGate;
 use crate::path::{ProxyTarget, RouteName};
-use crate::route::RouteTable;
+use crate::route::{Route, RouteTable};
 use crate::throttle::Throttles;
 use crate::usage::{ProxyMetrics, StatusClass, UsageEvent, UsageSink};
 
@@ -172,6 +173,8 @@ impl Gatekeeper {
         if let Ok(mut live) = self.routes.write() {
             *live = Arc::new(table);
         }
+        // A route's injection may have changed, and with it the key's prepared forms.
+        self.keys.clear();
         Ok(())
     }
 
@@ -242,7 +245,7 @@ impl Gatekeeper {
                 .map_err(refused)?;
         }
         let permit = self.gate.admit(&call, peer).await.map_err(refused)?;
-        let key = self.keys.get(route.secret_name()).await.map_err(|e| {
+        let key = self.keys.get(&route).await.map_err(|e| {
             // Deleted, destroyed or sealed: never forward without the key.
             tracing::warn!(route = %route.name(), error = %e, "route's key unavailable");
             Refusal::routed(
@@ -359,28 +362,43 @@ pub fn refuse_unavailable(metrics: &ProxyMetrics) -> Response<ProxyBody> {
     e.to_response()
 }
 
-/// Route keys as last read from the [`KeySource`], with its epoch: reused for at most the
-/// configured staleness and never across a change made through this process.
+/// Route keys as last read from the [`KeySource`], prepared for their route
+/// ([`RouteKey`]), with the source's epoch: reused for at most the configured staleness and
+/// never across a change made through this process. Keyed by route (a route's injection
+/// decides the prepared forms); emptied when the routes change.
 struct KeyCache {
     source: Arc<dyn KeySource>,
     staleness: Duration,
-    cached: Mutex<HashMap<String, (SecretString, u64, Instant)>>,
+    cached: Mutex<HashMap<String, CachedKey>>,
 }
 
+/// A prepared key, the source's epoch when it was read, and when.
+type CachedKey = (Arc<RouteKey>, u64, Instant);
+
 impl KeyCache {
-    async fn get(&self, secret: &str) -> Result<SecretString, KeyUnavailable> {
+    async fn get(&self, route: &Route) -> Result<Arc<RouteKey>, KeyUnavailable> {
         let epoch = self.source.epoch();
         if let Ok(cache) = self.cached.lock() {
-            if let Some((value, e, at)) = cache.get(secret) {
+            if let Some((key, e, at)) = cache.get(route.name().as_str()) {
                 if *e == epoch && at.elapsed() < self.staleness {
-                    return Ok(value.clone());
+                    return Ok(Arc::clone(key));
                 }
             }
         }
-        let value = self.source.key(secret).await?;
+        let secret = self.source.key(route.secret_name()).await?;
+        let key = Arc::new(RouteKey::new(secret, route));
         if let Ok(mut cache) = self.cached.lock() {
-            cache.insert(secret.to_owned(), (value.clone(), epoch, Instant::now()));
+            cache.insert(
+                route.name().as_str().to_owned(),
+                (Arc::clone(&key), epoch, Instant::now()),
+            );
         }
-        Ok(value)
+        Ok(key)
+    }
+
+    fn clear(&self) {
+        if let Ok(mut cache) = self.cached.lock() {
+            cache.clear();
+        }
     }
 }

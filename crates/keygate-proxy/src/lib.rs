@@ -71,6 +71,7 @@ pub mod framing;
 pub mod gatekeeper;
 pub mod h1guard;
 pub mod headers;
+pub mod key;
 pub mod limit;
 pub mod meter;
 pub mod path;
@@ -87,6 +88,7 @@ pub use gatekeeper::{
     AccessRequest, AccessVerifier, Gatekeeper, GatekeeperConfig, KeySource, KeyUnavailable,
 };
 pub use headers::ForwardedInfo;
+pub use key::RouteKey;
 pub use limit::{LimitGate, RatePermit};
 pub use path::{NormalPath, ProxyTarget, RouteName};
 pub use route::{AuthorizedCall, Route, RouteTable};

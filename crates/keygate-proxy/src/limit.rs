@@ -457,40 +457,48 @@ impl RatePermit {
     /// The IETF `RateLimit-Policy` and `RateLimit` header values
     /// (draft-ietf-httpapi-ratelimit-headers, structured-field form), for the response.
     pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        let mut policy = Vec::new();
-        let mut state = Vec::new();
+        use std::fmt::Write as _;
+        // Two strings written in place: this runs on every admitted call.
+        let mut policy = String::with_capacity(64);
+        let mut state = String::with_capacity(64);
         if let Some(r) = &self.rate {
-            policy.push(format!(
+            let _ = write!(
+                policy,
                 "\"rate\";q={};w={}",
                 r.policy.burst,
                 r.policy.window.as_secs().max(1)
-            ));
-            state.push(format!(
+            );
+            let _ = write!(
+                state,
                 "\"rate\";r={};t={}",
                 r.remaining,
                 retry_after_secs(r.reset)
-            ));
+            );
         }
         if let Some(q) = &self.quota {
-            policy.push(format!(
-                "\"quota\";q={};w={}",
+            let sep = if policy.is_empty() { "" } else { ", " };
+            let _ = write!(
+                policy,
+                "{sep}\"quota\";q={};w={}",
                 q.spec.count,
                 q.window.end - q.window.start
-            ));
-            state.push(format!(
-                "\"quota\";r={};t={}",
+            );
+            let _ = write!(
+                state,
+                "{sep}\"quota\";r={};t={}",
                 q.remaining,
                 q.window.end.saturating_sub(q.now).max(1)
-            ));
+            );
         }
-        let mut out = Vec::new();
-        if !policy.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&policy.join(", ")) {
-                out.push((HeaderName::from_static("ratelimit-policy"), v));
-            }
-            if let Ok(v) = HeaderValue::from_str(&state.join(", ")) {
-                out.push((HeaderName::from_static("ratelimit"), v));
-            }
+        if policy.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(2);
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(policy)) {
+            out.push((HeaderName::from_static("ratelimit-policy"), v));
+        }
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(state)) {
+            out.push((HeaderName::from_static("ratelimit"), v));
         }
         out
     }

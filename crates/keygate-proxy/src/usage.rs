@@ -271,7 +271,9 @@ struct Series {
 /// Prometheus counters for the proxy.
 #[derive(Default)]
 pub struct ProxyMetrics {
-    responses: Mutex<BTreeMap<(String, &'static str), Series>>,
+    /// route → status class → series: looked up by `&str`, so a counted call allocates
+    /// nothing once its route has been seen.
+    responses: Mutex<BTreeMap<String, BTreeMap<&'static str, Series>>>,
     refusals: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
     cost_unreadable: Mutex<BTreeMap<String, u64>>,
 }
@@ -293,9 +295,11 @@ impl ProxyMetrics {
         let Ok(mut map) = self.responses.lock() else {
             return;
         };
-        let series = map
-            .entry((route.as_str().to_owned(), class.as_str()))
-            .or_default();
+        let classes = match map.get_mut(route.as_str()) {
+            Some(classes) => classes,
+            None => map.entry(route.as_str().to_owned()).or_default(),
+        };
+        let series = classes.entry(class.as_str()).or_default();
         let secs = latency.as_secs_f64();
         series.count += 1;
         series.sum_secs += secs;
@@ -342,7 +346,10 @@ impl ProxyMetrics {
         hist.push_str("# HELP keygate_proxy_duration_seconds Time from forwarding to the end of the response body.\n");
         hist.push_str("# TYPE keygate_proxy_duration_seconds histogram\n");
         if let Ok(map) = self.responses.lock() {
-            for ((route, class), s) in map.iter() {
+            for (route, class, s) in map
+                .iter()
+                .flat_map(|(route, classes)| classes.iter().map(move |(c, s)| (route, c, s)))
+            {
                 let _ = writeln!(
                     out,
                     "keygate_proxy_requests_total{{route=\"{route}\",status=\"{class}\"}} {}",

@@ -25,7 +25,7 @@ use keygate_proxy::limit::{
 use keygate_proxy::usage::{NoUsage, ProxyMetrics};
 use keygate_proxy::{
     CheckedRequest, ForwardedInfo, Forwarder, ForwarderConfig, LimitGate, ProxyError, ProxyTarget,
-    RouteTable,
+    RouteKey, RouteTable,
 };
 use secrecy::SecretString;
 
@@ -183,7 +183,7 @@ async fn a_permit_for_one_call_does_not_open_another() {
             &alice,
             call_b.clone(),
             permit_a,
-            SecretString::from("k1"),
+            Arc::new(RouteKey::new(SecretString::from("k1"), &b)),
             request(),
             &forwarded,
         )
@@ -197,7 +197,21 @@ async fn a_permit_for_one_call_does_not_open_another() {
             &bob,
             call_b.clone(),
             permit_b,
-            SecretString::from("k1"),
+            Arc::new(RouteKey::new(SecretString::from("k1"), &b)),
+            request(),
+            &forwarded,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProxyError::Keygate(_)), "{err}");
+    // Route A's key (prepared for A's injection) on route B's call.
+    let permit_b = gate.admit(&call_b, ip()).await.unwrap();
+    let err = forwarder
+        .forward(
+            &alice,
+            call_b.clone(),
+            permit_b,
+            Arc::new(RouteKey::new(SecretString::from("k1"), &a)),
             request(),
             &forwarded,
         )
@@ -212,7 +226,7 @@ async fn a_permit_for_one_call_does_not_open_another() {
             &alice,
             call_b,
             permit_b,
-            SecretString::from("k1"),
+            Arc::new(RouteKey::new(SecretString::from("k1"), &b)),
             request(),
             &forwarded,
         )

@@ -74,9 +74,10 @@ pub struct AppState {
 pub struct StartOptions {
     /// The one clock the monitor, the proxy's throttles and the rotation scheduler read
     /// (default: the system clock). A test moves a [`keygate_auth::clock::ManualClock`] to
-    /// simulate hours or days; with a clock given, the monitor's background evaluation
-    /// does not run, and the test evaluates with [`monitor::MonitorService::run_once`] (so
-    /// no evaluation races its own).
+    /// simulate hours or days; with a clock given, neither the monitor's background
+    /// evaluation nor the rotation scheduler's passes run, and the test drives them with
+    /// [`monitor::MonitorService::run_once`] and [`rotation::Rotator::run_due`] (so no
+    /// background pass races its own).
     pub clock: Option<Arc<dyn keygate_auth::clock::Clock>>,
     /// Also told every rotation notice (they always go to the log, the alerts and the
     /// webhooks).
@@ -287,7 +288,9 @@ pub async fn start_with_options(
         Err(e) => return Err(anyhow::anyhow!(e).context("starting the token service")),
     };
     let settings = &config.monitor;
-    let monitor_loop = options.clock.is_none();
+    // With an injected clock, the tests drive the monitor's evaluation and the rotation
+    // passes themselves: a background pass would race them (its first runs at once).
+    let background = options.clock.is_none();
     let clock: Arc<dyn keygate_auth::clock::Clock> = options
         .clock
         .unwrap_or_else(|| Arc::new(keygate_auth::clock::SystemClock));
@@ -392,13 +395,17 @@ pub async fn start_with_options(
         admin_guard,
         stop_rx.clone(),
     ));
-    let scheduler = tokio::spawn(rotator.clone().run(stop_rx.clone()));
+    let scheduler = if background {
+        tokio::spawn(rotator.clone().run(stop_rx.clone()))
+    } else {
+        tokio::spawn(async {})
+    };
     let webhook_worker = webhooks.spawn(vault.clone(), store.clone(), stop_rx.clone());
     if let Some(m) = &monitor {
         if let Some(t) = &tokens {
             let _ = t.monitor.set(m.monitor.clone());
         }
-        if monitor_loop {
+        if background {
             tokio::spawn(monitor::run(m.clone(), stop_rx.clone()));
         }
     }

@@ -1,7 +1,7 @@
 //! Secret rotation (schedules, hooks, overlap, failures, overdue notices) and webhooks
 //! (signatures, retries, dead letters, Slack shape), on the real server with SQLite. The
-//! scheduler's clock is injected; its background pass is set to an hour so only the test
-//! drives it.
+//! scheduler's clock is injected, so its background passes do not run and only the test
+//! drives it (`run_due`); `check_interval` is an hour besides.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
