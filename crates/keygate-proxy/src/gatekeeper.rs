@@ -11,7 +11,7 @@
 //! 4. the allow-list and scopes → [`AuthorizedCall`](crate::AuthorizedCall) (S30);
 //! 5. the monitor's throttles, if any;
 //! 6. rate, cost budget and quota → [`RatePermit`](crate::RatePermit);
-//! 7. the route's key, from the [`KeySource`] through a short cache;
+//! 7. the route's key, from the [`KeySource`] through a short cache of [`RouteKey`]s;
 //! 8. [`Forwarder::forward`]: clean headers, inject the key, stream, redact, meter.
 //!
 //! What the gatekeeper does not own comes in through two traits the server implements:

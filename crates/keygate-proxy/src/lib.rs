@@ -16,7 +16,8 @@
 //! 4. [`LimitGate::admit`] applies rate, the user's cost budget ([`budget::Budgets`]) and
 //!    quota, and yields a [`RatePermit`] (or a 429 with `Retry-After`).
 //! 5. The route's key comes from the [`KeySource`] (the vault, in the server) through a
-//!    short cache, as a `SecretString`.
+//!    short cache, prepared with the forms of it responses are searched for
+//!    ([`RouteKey`]).
 //! 6. [`Forwarder::forward`] takes all of it, builds the upstream request from the route
 //!    only (S25), cleans the headers (S26, S27), injects the key, streams both bodies,
 //!    redacts the key wherever a body echoes it (S30) and meters the call's cost.
@@ -42,6 +43,7 @@
 //! | [`throttle`] | the monitor's throttles on users, sessions, clients and networks |
 //! | [`meter`] | reading a call's cost from the response header, JSON body or event stream |
 //! | [`forward`] | pooled upstream client, streaming, timeouts, redaction |
+//! | [`key`] | [`RouteKey`]: a route's key and its searched forms, prepared once per read |
 //! | [`redact`] | finding the key in clear/base64/URL-encoded form |
 //! | [`usage`] | usage events and Prometheus counters |
 //! | [`error`] | [`ProxyError`]: who failed, status, generic body |
