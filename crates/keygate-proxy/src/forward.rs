@@ -628,7 +628,7 @@ impl Forwarder {
                 "permit or call belongs to another request",
             ));
         }
-        if key.route() != call.route().name() {
+        if !key.is_for(call.route()) {
             return Err(ProxyError::keygate("key prepared for another route"));
         }
         let secret = key.secret();

@@ -376,11 +376,13 @@ struct KeyCache {
 type CachedKey = (Arc<RouteKey>, u64, Instant);
 
 impl KeyCache {
-    async fn get(&self, route: &Route) -> Result<Arc<RouteKey>, KeyUnavailable> {
+    async fn get(&self, route: &Arc<Route>) -> Result<Arc<RouteKey>, KeyUnavailable> {
         let epoch = self.source.epoch();
         if let Ok(cache) = self.cached.lock() {
             if let Some((key, e, at)) = cache.get(route.name().as_str()) {
-                if *e == epoch && at.elapsed() < self.staleness {
+                // A key prepared for an earlier version of the route (replaced while this
+                // one was being read) is not used.
+                if *e == epoch && at.elapsed() < self.staleness && key.is_for(route) {
                     return Ok(Arc::clone(key));
                 }
             }

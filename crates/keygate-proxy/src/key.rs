@@ -7,15 +7,16 @@
 //! cache, between the calls of the next moments. The derived forms live exactly as long as
 //! the cached key and are zeroized with it.
 
+use std::sync::Arc;
+
 use secrecy::SecretString;
 
-use crate::path::RouteName;
 use crate::redact::Redactor;
 use crate::route::Route;
 
 /// A route's current key and the forms of it its responses are searched for.
 pub struct RouteKey {
-    route: RouteName,
+    route: Arc<Route>,
     secret: SecretString,
     redactor: Redactor,
 }
@@ -23,25 +24,26 @@ pub struct RouteKey {
 impl std::fmt::Debug for RouteKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteKey")
-            .field("route", &self.route)
+            .field("route", self.route.name())
             .finish_non_exhaustive()
     }
 }
 
 impl RouteKey {
     /// `secret` as `route` injects it.
-    pub fn new(secret: SecretString, route: &Route) -> Self {
+    pub fn new(secret: SecretString, route: &Arc<Route>) -> Self {
         let redactor = Redactor::new(&secret, route.injection());
         Self {
-            route: route.name().clone(),
+            route: Arc::clone(route),
             secret,
             redactor,
         }
     }
 
-    /// The route it was prepared for (its injection decides the searched forms).
-    pub fn route(&self) -> &RouteName {
-        &self.route
+    /// Whether it was prepared for this very route (the same table entry: a route applied
+    /// again, perhaps with another injection, is another route).
+    pub fn is_for(&self, route: &Arc<Route>) -> bool {
+        Arc::ptr_eq(&self.route, route)
     }
 
     /// The key.
