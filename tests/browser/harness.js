@@ -17,7 +17,9 @@ export const artifacts = resolve(
 );
 mkdirSync(artifacts, { recursive: true });
 
-const keygateBin = process.env.KEYGATE_BIN ?? join(repoRoot, 'target', 'debug', 'keygate');
+const keygateBin =
+  process.env.KEYGATE_BIN ??
+  join(process.env.CARGO_TARGET_DIR ?? join(repoRoot, 'target'), 'debug', 'keygate');
 
 export function chromiumPath() {
   return process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
