@@ -186,11 +186,6 @@ impl Gatekeeper {
             .unwrap_or_default()
     }
 
-    /// The counters every answer moves.
-    pub fn metrics(&self) -> &Arc<ProxyMetrics> {
-        &self.metrics
-    }
-
     /// Runs one call through the pipeline. Never fails: a refusal is an answer (status,
     /// generic body, `Retry-After` on 429s, `Connection: close` on framing errors), logged
     /// and counted.

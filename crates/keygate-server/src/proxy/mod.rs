@@ -28,8 +28,7 @@ use keygate_proxy::usage::{ProxyMetrics, SummingUsageSink, TeeUsageSink, UsageSi
 use keygate_proxy::{Gatekeeper, GatekeeperConfig, LimitGate, RouteTable};
 
 use crate::AppState;
-pub use adapters::BUDGET_FLUSH;
-use adapters::{StoreBudgets, StoreQuota, TokenVerifier, VaultKeys};
+use adapters::{BUDGET_FLUSH, StoreBudgets, StoreQuota, TokenVerifier, VaultKeys};
 
 /// How long a route key read from the vault may be reused when the change was made by
 /// *another* replica (a rotation through this process is used by the very next call).
