@@ -1,5 +1,6 @@
-//! Forwarding: a pooled upstream client (hyper 1, HTTP/1.1 and HTTP/2, rustls with the
-//! web PKI roots plus an optional extra CA and client certificate) and
+//! Forwarding: pools of upstream connections ([`crate::upstream`]: hyper 1 connections
+//! driven by the request that uses them, HTTP/1.1 and HTTP/2, rustls with the web PKI
+//! roots plus an optional extra CA and client certificate) and
 //! [`Forwarder::forward`], which streams the request and response bodies without
 //! buffering them, applies timeouts, never follows redirects, and redacts the key from
 //! every response body (error bodies buffered and scanned for every encoding, the others
@@ -18,10 +19,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use keygate_auth::resource::VerifiedAccess;
 use percent_encoding::utf8_percent_encode;
 use rustls::RootCertStore;
@@ -38,13 +36,11 @@ use crate::limit::RatePermit;
 use crate::meter::{BodyMeter, cost_from_header};
 use crate::redact::StreamRedactor;
 use crate::route::{AuthorizedCall, CostSource, Injection, Route, UpstreamTls};
+use crate::upstream::{Pool, SendError, UpstreamIncoming};
 use crate::usage::{ProxyMetrics, StatusClass, UsageEvent, UsageSink};
 
 /// Boxed error type of bodies.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
-
-type OutBody = UnsyncBoxBody<Bytes, BoxError>;
-type HttpClient = Client<HttpsConnector<HttpConnector>, OutBody>;
 
 /// Forwarder settings shared by every route.
 #[derive(Clone, Debug)]
@@ -126,11 +122,11 @@ pub fn tls_config(tls: &UpstreamTls) -> Result<rustls::ClientConfig, TlsSetupErr
     Ok(config)
 }
 
-fn build_client(
+fn build_pool(
     tls: &UpstreamTls,
     connect_timeout: Duration,
     config: &ForwarderConfig,
-) -> Result<HttpClient, TlsSetupError> {
+) -> Result<Pool, TlsSetupError> {
     let tls_config = tls_config(tls)?;
     let mut http = HttpConnector::new();
     // The https connector below decides per scheme; plain http is allowed for upstreams
@@ -144,22 +140,21 @@ fn build_client(
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(https))
+    Ok(Pool::new(
+        https,
+        config.pool_idle_timeout,
+        config.pool_max_idle_per_host,
+    ))
 }
 
 type ClientKey = (UpstreamTls, Duration);
 
 /// Forwards authorised, admitted calls to their upstreams.
 pub struct Forwarder {
-    /// One pooled client per distinct (TLS material, connect timeout); routes that share
-    /// them share connections. Few entries, so a list scanned by reference (no key clone
-    /// per call).
-    clients: Mutex<Vec<(ClientKey, HttpClient)>>,
+    /// One connection pool per distinct (TLS material, connect timeout); routes that
+    /// share them share connections. Few entries, so a list scanned by reference (no key
+    /// clone per call).
+    clients: Mutex<Vec<(ClientKey, Arc<Pool>)>>,
     config: ForwarderConfig,
     usage: Arc<dyn UsageSink>,
     metrics: Arc<ProxyMetrics>,
@@ -506,8 +501,8 @@ fn generic_error_body() -> Bytes {
     )
 }
 
-/// Reads the upstream's source chain for a connect failure.
-fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
+/// A connect failure, or any other.
+fn classify(err: &SendError) -> ProxyError {
     if err.is_connect() {
         return ProxyError::UpstreamConnect;
     }
@@ -535,7 +530,7 @@ impl Forwarder {
         self.client_for(route).map(|_| ())
     }
 
-    fn client_for(&self, route: &Route) -> Result<HttpClient, TlsSetupError> {
+    fn client_for(&self, route: &Route) -> Result<Arc<Pool>, TlsSetupError> {
         let tls = route.tls();
         let connect = route.timeouts().connect;
         let mut clients = self
@@ -543,11 +538,11 @@ impl Forwarder {
             .lock()
             .map_err(|_| TlsSetupError::Config("client pool lock poisoned".into()))?;
         if let Some((_, c)) = clients.iter().find(|((t, d), _)| t == tls && *d == connect) {
-            return Ok(c.clone());
+            return Ok(Arc::clone(c));
         }
-        let client = build_client(tls, connect, &self.config)?;
-        clients.push(((tls.clone(), connect), client.clone()));
-        Ok(client)
+        let pool = Arc::new(build_pool(tls, connect, &self.config)?);
+        clients.push(((tls.clone(), connect), Arc::clone(&pool)));
+        Ok(pool)
     }
 
     /// Forwards one call.
@@ -704,7 +699,9 @@ impl Forwarder {
         let timeouts = *route.timeouts();
         let deadline = tokio::time::Instant::now() + timeouts.total;
         let head_wait = timeouts.response.min(timeouts.total);
-        let response = match tokio::time::timeout(head_wait, client.request(upstream_request)).await
+        let host = route.upstream().host_header();
+        let response = match tokio::time::timeout(head_wait, client.send(upstream_request, host))
+            .await
         {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => {
@@ -823,7 +820,7 @@ impl Forwarder {
     /// compressed (cannot be scanned), or fails.
     async fn read_error_body(
         &self,
-        mut body: hyper::body::Incoming,
+        mut body: UpstreamIncoming,
         headers: &http::HeaderMap,
         deadline: tokio::time::Instant,
         idle: Duration,

@@ -80,6 +80,7 @@ pub mod path;
 pub mod redact;
 pub mod route;
 pub mod throttle;
+mod upstream;
 pub mod usage;
 
 pub use budget::Budgets;

@@ -226,6 +226,8 @@ pub struct Upstream {
     authority: Authority,
     /// No trailing slash; empty for the root.
     base_path: String,
+    /// The `Host` header sent over HTTP/1.1: the authority without a default port.
+    host: http::HeaderValue,
 }
 
 impl Upstream {
@@ -257,10 +259,19 @@ impl Upstream {
             let normal = normalize_path(path).map_err(|e| format!("base path: {e}"))?;
             normal.as_str().trim_end_matches('/').to_owned()
         };
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => authority.as_str().to_owned(),
+            // An IPv6 literal keeps its brackets in `host()`.
+            _ => authority.host().to_owned(),
+        };
+        let host = http::HeaderValue::try_from(host)
+            .map_err(|_| "the host is not a valid Host header value".to_owned())?;
         Ok(Self {
             scheme,
             authority,
             base_path,
+            host,
         })
     }
 
@@ -275,6 +286,10 @@ impl Upstream {
     /// The base path without trailing slash (empty for the root).
     pub fn base_path(&self) -> &str {
         &self.base_path
+    }
+    /// The `Host` header for this upstream: its authority without a default port.
+    pub fn host_header(&self) -> &http::HeaderValue {
+        &self.host
     }
 
     /// Builds the upstream URI for a checked path and query. The query is passed

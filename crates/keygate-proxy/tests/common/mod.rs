@@ -379,6 +379,20 @@ pub async fn gatekeeper_with(
     Arc<keygate_proxy::usage::ProxyMetrics>,
     tokio::sync::mpsc::Receiver<keygate_proxy::usage::UsageEvent>,
 ) {
+    gatekeeper_configured(routes, secrets, gate, ForwarderConfig::default()).await
+}
+
+/// [`gatekeeper`] with the given limit gate and forwarder settings.
+pub async fn gatekeeper_configured(
+    routes: RouteTable,
+    secrets: &[(&str, &str)],
+    gate: LimitGate,
+    forwarder: ForwarderConfig,
+) -> (
+    Gatekeeper,
+    Arc<keygate_proxy::usage::ProxyMetrics>,
+    tokio::sync::mpsc::Receiver<keygate_proxy::usage::UsageEvent>,
+) {
     let metrics = Arc::new(keygate_proxy::usage::ProxyMetrics::new());
     let (sink, rx) = keygate_proxy::usage::ChannelUsageSink::new(1024);
     let gatekeeper = Gatekeeper::new(
@@ -387,7 +401,7 @@ pub async fn gatekeeper_with(
             proto: "https",
             host: HeaderValue::from_static("gate.example.com"),
             key_staleness: Duration::from_secs(1),
-            forwarder: ForwarderConfig::default(),
+            forwarder,
         },
         Arc::new(TestVerifier {
             access: verified_access("alice", "ai maps").await,
@@ -409,8 +423,18 @@ pub async fn gatekeeper_with(
 
 /// Starts the proxy with `routes_toml` and `secrets` (name, value).
 pub async fn start_proxy(routes_toml: &str, secrets: &[(&str, &str)]) -> Proxy {
+    start_proxy_with(routes_toml, secrets, ForwarderConfig::default()).await
+}
+
+/// [`start_proxy`] with the given forwarder settings.
+pub async fn start_proxy_with(
+    routes_toml: &str,
+    secrets: &[(&str, &str)],
+    forwarder: ForwarderConfig,
+) -> Proxy {
     let routes = RouteTable::from_toml(routes_toml).unwrap();
-    let (gatekeeper, metrics, rx) = gatekeeper(routes, secrets).await;
+    let (gatekeeper, metrics, rx) =
+        gatekeeper_configured(routes, secrets, LimitGate::in_memory(10_000), forwarder).await;
     let gatekeeper = Arc::new(gatekeeper);
     let state = Arc::clone(&gatekeeper);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

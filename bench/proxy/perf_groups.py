@@ -1,0 +1,63 @@
+"""Reads `perf report --no-children --sort symbol --stdio` on stdin and prints the top
+symbols by self time and the share of a few groups of symbols (used by profile.sh).
+
+A symbol is counted in the first group whose pattern it matches; what matches none is
+"other". Kernel symbols are `[k]` lines.
+"""
+
+import re
+import sys
+
+TOP = int(sys.argv[1]) if len(sys.argv) > 1 else 25
+
+# (group, regex on the symbol name); order matters: first match wins.
+GROUPS = [
+    ("signature verification (P-256, Ed25519, SHA-2)",
+     r"p256|nistz256|ecp_nistz|ecdsa|ed25519|curve25519|x25519|fiat_|sha256|sha512|"
+     r"ring_core|aws_lc|GFp_|bn_mul|bn_sqr|sha2::|curve25519_dalek|LIMBS_|p521|p384"),
+    ("tokio scheduler and timers",
+     r"tokio::runtime::(scheduler|task|context|time|park|driver|blocking)|tokio::sync::notify|"
+     r"tokio::time|parking_lot|std::sys::.*futex|futex"),
+    ("tokio I/O driver", r"tokio::runtime::io|tokio::io|mio::|epoll"),
+    ("hyper and HTTP (parse, encode, client pool)",
+     r"hyper::|hyper_util::|httparse|http::header|http::uri|h2::|want::"),
+    ("allocation", r"malloc|free|realloc|calloc|_int_|alloc::|__rust_alloc|__rust_dealloc|"
+     r"cfree|tcache|arena_"),
+    ("JSON and base64", r"serde_json|serde::|base64::"),
+    ("keygate", r"keygate"),
+    ("kernel: network and syscalls",
+     r"^\[k\] .*(tcp|ip_|inet|sock|skb|net_|__dev|loopback|lo_xmit|napi|nf_|__x64_sys|"
+     r"entry_SYSCALL|syscall|do_syscall|ep_|epoll)"),
+    ("kernel: other", r"^\[k\]"),
+]
+
+rows = []
+for line in sys.stdin:
+    m = re.match(r"\s*([\d.]+)%\s+(\[[k.]\])\s+(.*\S)", line)
+    if not m:
+        continue
+    pct, space, sym = float(m.group(1)), m.group(2), m.group(3)
+    rows.append((pct, f"{space} {sym}"))
+
+total = sum(p for p, _ in rows) or 1.0
+print(f"top {TOP} symbols by self time:")
+for pct, sym in rows[:TOP]:
+    print(f"  {pct:6.2f}%  {sym[:110]}")
+shares = {name: 0.0 for name, _ in GROUPS}
+shares["other"] = 0.0
+compiled = [(name, re.compile(rx)) for name, rx in GROUPS]
+for pct, sym in rows:
+    kernel = sym.startswith("[k]")
+    group = "other"
+    for name, rx in compiled:
+        # Kernel groups see only kernel symbols (with their "[k]" mark); the others see
+        # only user-space symbols, without it.
+        if name.startswith("kernel") != kernel:
+            continue
+        if rx.search(sym if kernel else sym[4:]):
+            group = name
+            break
+    shares[group] += pct
+print("by group (share of keygate's samples):")
+for name, pct in sorted(shares.items(), key=lambda kv: -kv[1]):
+    print(f"  {100 * pct / total:6.1f}%  {name}")

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Where keygate's proxy spends its CPU, run by hand (not part of CI's test gate):
+#
+#   bench/proxy/profile.sh [SECONDS] [CONNECTIONS]        defaults: 8 32
+#
+# Starts the nginx upstream and a keygate as bench/proxy/run.sh does, drives the
+# full-policy route with a Bearer token and then with DPoP (a fresh ES256 proof per
+# request) in a closed loop, and samples keygate with `perf record` (no call graphs: the
+# release build has no frame pointers, and a flat profile of self time is what the
+# groups below need). For each row it prints the top symbols by self time and the share
+# of a few groups (Tokio's scheduler, hyper, the kernel's network path, allocation,
+# signature verification, …), so a change can be read as "time moved from here to there".
+#
+# Environment: WARMUP (s, default 2), PERF_FREQ (samples/s, default 1999), TOP (symbols
+# listed, default 25), KEYGATE_BIN (profile this binary instead of building),
+# PERF_KEEP=DIR (keep the perf.data files there), BENCH_TMPDIR, CARGO_TARGET_DIR.
+set -euo pipefail
+
+SECONDS_PER_RUN="${1:-8}"
+CONNS="${2:-32}"
+WARMUP="${WARMUP:-2}"
+PERF_FREQ="${PERF_FREQ:-1999}"
+TOP="${TOP:-25}"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/keygate-profile-XXXXXX")"
+UPSTREAM_PORT=18191
+KEYGATE_PORT=18193
+PIDS=()
+
+# shellcheck source=../lib/setup.sh
+. "$ROOT/bench/lib/setup.sh"
+trap bench_cleanup EXIT
+bench_need nginx nginx-light perf linux-perf
+if [ -n "${KEYGATE_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p keygate-loadgen)
+  KEYGATE="$KEYGATE_BIN"
+  LOADGEN="${CARGO_TARGET_DIR:-$ROOT/target}/release/keygate-loadgen"
+else
+  bench_build
+fi
+bench_upstream "$UPSTREAM_PORT"
+bench_keygate "$KEYGATE_PORT" "$UPSTREAM_PORT"
+BEARER="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench)"
+DPOP_KEY="$WORK/dpop.key"
+DPOP_TOKEN="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench --dpop-key "$DPOP_KEY")"
+URL="http://127.0.0.1:$KEYGATE_PORT/proxy/bench/hello"
+
+profile() { # name token [loadgen args…]
+  local name="$1" token="$2"; shift 2
+  local data="$WORK/perf-$name.data"
+  KEYGATE_LOADGEN_ACCESS_TOKEN="$token" "$LOADGEN" run "$URL" -c "$CONNS" \
+    -d "$SECONDS_PER_RUN" -w "$WARMUP" --cpu-pid "$KEYGATE_PID" --clk-tck "$(getconf CLK_TCK)" \
+    --label "$name" --json "$@" > "$WORK/$name.json" &
+  local gen=$!
+  # Sample the measured window only: after the warm-up (and the proofs signed ahead).
+  sleep "$WARMUP"
+  [ "$name" = dpop ] && sleep 2
+  perf record -q -F "$PERF_FREQ" -p "$KEYGATE_PID" -o "$data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null
+  wait "$gen"
+  local rps cpu
+  rps="$(python3 -c 'import json,sys; print(f"{json.load(open(sys.argv[1]))["rps"]:.0f}")' "$WORK/$name.json")"
+  cpu="$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))["cpu_us_per_req"]; print("-" if v is None else f"{v:.1f}")' "$WORK/$name.json")"
+  echo
+  echo "=== full policy, $name: $rps req/s, $cpu µs CPU per request (keygate), $CONNS connections"
+  perf report -i "$data" --no-children --sort symbol --stdio --percent-limit 0 2>/dev/null \
+    | python3 "$ROOT/bench/proxy/perf_groups.py" "$TOP"
+  if [ -n "${PERF_KEEP:-}" ]; then mkdir -p "$PERF_KEEP" && cp "$data" "$PERF_KEEP/"; fi
+}
+
+echo "profiling keygate $("$KEYGATE" --version 2>/dev/null || true) on $(nproc) cores, ${SECONDS_PER_RUN}s per row at $PERF_FREQ Hz" >&2
+profile bearer "$BEARER"
+profile dpop "$DPOP_TOKEN" --dpop-key "$DPOP_KEY"
