@@ -35,6 +35,8 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BASE_NAME="$(git -C "$ROOT" rev-parse --short "$BASE_REV")"
 if [ -n "${KEYGATE_BASE_BIN:-}" ]; then
   cp "$KEYGATE_BASE_BIN" "$WORK/keygate-base"
+  # keygate reads every KEYGATE_* variable as configuration.
+  unset KEYGATE_BASE_BIN
 else
   echo "building keygate at $BASE_NAME (release)" >&2
   git -C "$ROOT" worktree add --detach -q "$WORK/base-src" "$BASE_REV"

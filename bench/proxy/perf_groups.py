@@ -24,10 +24,17 @@ GROUPS = [
     ("allocation", r"malloc|free|realloc|calloc|_int_|alloc::|__rust_alloc|__rust_dealloc|"
      r"cfree|tcache|arena_"),
     ("JSON and base64", r"serde_json|serde::|base64::"),
+    ("memcpy, memset, memcmp (moves and copies)", r"__mem(move|cpy|set|cmp)|^mem(cpy|move|set|cmp)"),
+    ("clock reads", r"clock_gettime|Instant::now|SystemTime::now"),
+    ("axum and tower (routing, service clones)", r"axum::|tower::|tower_http::"),
+    ("bytes (refcounts)", r"bytes::"),
     ("keygate", r"keygate"),
     ("kernel: network and syscalls",
      r"^\[k\] .*(tcp|ip_|inet|sock|skb|net_|__dev|loopback|lo_xmit|napi|nf_|__x64_sys|"
      r"entry_SYSCALL|syscall|do_syscall|ep_|epoll)"),
+    ("kernel: scheduling, wake-ups, context switches",
+     r"^\[k\] .*(_raw_spin_unlock_irqrestore|finish_task_switch|schedule|futex|try_to_wake_up|"
+     r"pick_next|enqueue_|dequeue_|update_curr|__switch_to|wake_up|select_task_rq|ttwu)"),
     ("kernel: other", r"^\[k\]"),
 ]
 
@@ -45,6 +52,7 @@ for pct, sym in rows[:TOP]:
     print(f"  {pct:6.2f}%  {sym[:110]}")
 shares = {name: 0.0 for name, _ in GROUPS}
 shares["other"] = 0.0
+others = []
 compiled = [(name, re.compile(rx)) for name, rx in GROUPS]
 for pct, sym in rows:
     kernel = sym.startswith("[k]")
@@ -58,6 +66,11 @@ for pct, sym in rows:
             group = name
             break
     shares[group] += pct
+    if group == "other":
+        others.append((pct, sym))
 print("by group (share of keygate's samples):")
 for name, pct in sorted(shares.items(), key=lambda kv: -kv[1]):
     print(f"  {100 * pct / total:6.1f}%  {name}")
+print("largest in \"other\":")
+for pct, sym in others[:8]:
+    print(f"  {pct:6.2f}%  {sym[:110]}")

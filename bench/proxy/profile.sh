@@ -12,7 +12,7 @@
 # signature verification, …), so a change can be read as "time moved from here to there".
 #
 # Environment: WARMUP (s, default 2), PERF_FREQ (samples/s, default 1999), TOP (symbols
-# listed, default 25), KEYGATE_BIN (profile this binary instead of building),
+# listed, default 25), BENCH_KEYGATE (profile this binary instead of building),
 # PERF_KEEP=DIR (keep the perf.data files there), BENCH_TMPDIR, CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -31,9 +31,10 @@ PIDS=()
 . "$ROOT/bench/lib/setup.sh"
 trap bench_cleanup EXIT
 bench_need nginx nginx-light perf linux-perf
-if [ -n "${KEYGATE_BIN:-}" ]; then
+if [ -n "${BENCH_KEYGATE:-}" ]; then
+  # Not KEYGATE_*: keygate reads those as configuration.
   (cd "$ROOT" && cargo build --release -q -p keygate-loadgen)
-  KEYGATE="$KEYGATE_BIN"
+  KEYGATE="$BENCH_KEYGATE"
   LOADGEN="${CARGO_TARGET_DIR:-$ROOT/target}/release/keygate-loadgen"
 else
   bench_build
@@ -58,7 +59,7 @@ profile() { # name token [loadgen args…]
   perf record -q -F "$PERF_FREQ" -p "$KEYGATE_PID" -o "$data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null
   wait "$gen"
   local rps cpu
-  rps="$(python3 -c 'import json,sys; print(f"{json.load(open(sys.argv[1]))["rps"]:.0f}")' "$WORK/$name.json")"
+  rps="$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["rps"])' "$WORK/$name.json")"
   cpu="$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))["cpu_us_per_req"]; print("-" if v is None else f"{v:.1f}")' "$WORK/$name.json")"
   echo
   echo "=== full policy, $name: $rps req/s, $cpu µs CPU per request (keygate), $CONNS connections"

@@ -387,6 +387,8 @@ struct RawHttp {
     body_read_timeout: Duration,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     request_timeout: Duration,
+    #[serde(default)]
+    runtime: HttpRuntime,
 }
 
 impl Default for RawHttp {
@@ -395,8 +397,22 @@ impl Default for RawHttp {
             max_body_bytes: default_max_body_bytes(),
             body_read_timeout: default_body_read_timeout(),
             request_timeout: default_request_timeout(),
+            runtime: HttpRuntime::default(),
         }
     }
+}
+
+/// How HTTP connections are spread over the cores (`[http] runtime`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpRuntime {
+    /// One listener; connections are tasks on the process's work-stealing runtime.
+    #[default]
+    Shared,
+    /// One listener per core (`SO_REUSEPORT`, the kernel spreads connections), each
+    /// served by a single-threaded runtime on a thread of its own: a connection's tasks
+    /// never move between threads. Background work stays on the shared runtime.
+    PerCore,
 }
 
 fn default_body_read_timeout() -> Duration {
@@ -461,6 +477,8 @@ pub struct Config {
     /// Non-proxy endpoints: the longest time from the request head to the response head.
     /// Proxied calls are exempt (their responses stream, e.g. server-sent events).
     pub request_timeout: Duration,
+    /// How connections are spread over the cores (`[http] runtime`).
+    pub http_runtime: HttpRuntime,
     pub tokens: TokenSettings,
     /// Start with a master key file that others may read (`keygate serve
     /// --allow-insecure-key-permissions`; never from the file).
@@ -893,6 +911,7 @@ impl RawConfig {
             max_body_bytes: self.http.max_body_bytes as usize,
             body_read_timeout: self.http.body_read_timeout,
             request_timeout: self.http.request_timeout,
+            http_runtime: self.http.runtime,
             tokens,
             allow_insecure_key_permissions: false,
             admin_auth,

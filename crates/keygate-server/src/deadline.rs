@@ -39,32 +39,23 @@ pub struct Deadlines {
 #[error("the request body did not arrive in time")]
 pub struct BodyTimeout;
 
-/// The middleware (`axum::middleware::from_fn_with_state`).
+/// The middleware (`axum::middleware::from_fn_with_state`) of every endpoint the router
+/// serves. (`/proxy/…` does not go through the router: see [`proxied`].)
 pub async fn enforce(State(limits): State<Deadlines>, req: Request, next: Next) -> Response {
-    let streaming = req.uri().path().starts_with("/proxy/");
-    // A proxied call without a body (most of them: GETs) has nothing to time out and no
-    // response deadline: it skips the wrapper and its timer on the hot path.
-    if streaming && req.body().is_end_stream() {
-        return next.run(req).await;
-    }
     let tripped = Arc::new(AtomicBool::new(false));
     let req = req.map(|body| {
         Body::new(DeadlineBody {
             inner: body,
-            sleep: Box::pin(tokio::time::sleep(limits.body_read)),
-            idle: streaming.then_some(limits.body_read),
-            tripped: tripped.clone(),
+            sleep: Some(Box::pin(tokio::time::sleep(limits.body_read))),
+            idle: None,
+            tripped: Some(tripped.clone()),
         })
     });
-    let response = if streaming {
-        next.run(req).await
-    } else {
-        match tokio::time::timeout(limits.request, next.run(req)).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::info!("request refused: no response within http.request_timeout");
-                return timed_out();
-            }
+    let response = match tokio::time::timeout(limits.request, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::info!("request refused: no response within http.request_timeout");
+            return timed_out();
         }
     };
     // However the handler reported the failed read, the client hears 408.
@@ -73,6 +64,38 @@ pub async fn enforce(State(limits): State<Deadlines>, req: Request, next: Next) 
         return timed_out();
     }
     response
+}
+
+/// The deadline of a proxied call: its body may be a long upload, so the limit is on the
+/// wait for each next piece (`body_read`); the response is never cut. A call without a
+/// body (most: GETs) skips the wrapper and its timer. `Err(408 response)` when the body
+/// stalled, however the handler reported the failed read.
+pub async fn proxied<B, F, Fut, R>(
+    body_read: Duration,
+    req: axum::http::Request<B>,
+    handle: F,
+) -> Result<R, Response>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+    F: FnOnce(axum::http::Request<DeadlineBody<B>>) -> Fut,
+    Fut: Future<Output = R>,
+{
+    let tripped = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+    let req = req.map(|body| DeadlineBody {
+        inner: body,
+        sleep: tripped
+            .is_some()
+            .then(|| Box::pin(tokio::time::sleep(body_read))),
+        idle: Some(body_read),
+        tripped: tripped.clone(),
+    });
+    let response = handle(req).await;
+    if tripped.is_some_and(|t| t.load(Ordering::Relaxed)) {
+        tracing::info!("request refused: body not received within http.body_read_timeout");
+        return Err(timed_out());
+    }
+    Ok(response)
 }
 
 fn timed_out() -> Response {
@@ -89,14 +112,20 @@ fn timed_out() -> Response {
 
 /// A request body that fails with [`BodyTimeout`] once its deadline passes: a fixed one,
 /// or with `idle`, one moved forward by every piece that arrives.
-struct DeadlineBody {
-    inner: Body,
-    sleep: Pin<Box<Sleep>>,
+/// Without a deadline (`sleep` and `tripped` unset), it passes the body through: a body
+/// that has already ended needs none.
+pub struct DeadlineBody<B = Body> {
+    inner: B,
+    sleep: Option<Pin<Box<Sleep>>>,
     idle: Option<Duration>,
-    tripped: Arc<AtomicBool>,
+    tripped: Option<Arc<AtomicBool>>,
 }
 
-impl HttpBody for DeadlineBody {
+impl<B> HttpBody for DeadlineBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -107,14 +136,17 @@ impl HttpBody for DeadlineBody {
         let this = self.get_mut();
         // What has already arrived is taken first: a late reader is not the client's fault.
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            if let (Some(idle), Some(Ok(_))) = (this.idle, &frame) {
-                this.sleep.as_mut().reset(Instant::now() + idle);
+            if let (Some(idle), Some(sleep), Some(Ok(_))) = (this.idle, this.sleep.as_mut(), &frame)
+            {
+                sleep.as_mut().reset(Instant::now() + idle);
             }
-            return Poll::Ready(frame);
+            return Poll::Ready(frame.map(|f| f.map_err(axum::Error::new)));
         }
-        if this.sleep.as_mut().poll(cx).is_ready() {
-            this.tripped.store(true, Ordering::Relaxed);
-            return Poll::Ready(Some(Err(axum::Error::new(BodyTimeout))));
+        if let (Some(sleep), Some(tripped)) = (this.sleep.as_mut(), &this.tripped) {
+            if sleep.as_mut().poll(cx).is_ready() {
+                tripped.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(axum::Error::new(BodyTimeout))));
+            }
         }
         Poll::Pending
     }

@@ -376,13 +376,20 @@ pub async fn start_with_options(
         webhooks: webhooks.clone(),
         rotation: rotator.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
+    let entry = proxy::ProxyEntry::new(&state);
     let app = router(state);
-    let http = tokio::spawn(serve_http1(listener, app, stop_rx.clone()));
+    let (addr, http) = match config.http_runtime {
+        config::HttpRuntime::Shared => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            let addr = listener.local_addr()?;
+            let served = serve_http1(listener, app, entry, stop_rx.clone());
+            (addr, tokio::spawn(served))
+        }
+        config::HttpRuntime::PerCore => serve_per_core(config.listen, app, entry, stop_rx.clone())?,
+    };
     let checkpoints = tokio::spawn(checkpoint_loop(
         store.clone(),
         vault.clone(),
@@ -436,15 +443,18 @@ pub async fn start_with_options(
 /// keygate-proxy's `StrictHttp1`, which refuses ambiguous framing (Content-Length with
 /// Transfer-Encoding, repeated or invalid Content-Length, CR/LF/NUL in fields) with a 400
 /// and a closed connection before the HTTP parser could quietly repair it (S28). No
-/// HTTP/2 cleartext and no upgrades (S27).
+/// HTTP/2 cleartext and no upgrades (S27). `/proxy/…` calls go from the connection
+/// straight to the gatekeeper ([`proxy::serve`]); everything else to the router.
 async fn serve_http1(
     listener: tokio::net::TcpListener,
     app: Router,
+    entry: proxy::ProxyEntry,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use axum::extract::ConnectInfo;
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
+    let entry = Arc::new(entry);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -461,18 +471,30 @@ async fn serve_http1(
             }
         };
         let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let entry = Arc::clone(&entry);
         let service =
-            app.clone()
-                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                let entry = Arc::clone(&entry);
+                async move {
+                    if req.uri().path().starts_with("/proxy/") {
+                        return Ok::<_, std::convert::Infallible>(
+                            proxy::serve(&entry, req, peer).await,
+                        );
+                    }
+                    let mut req = req.map(axum::body::Body::new);
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    req.map(axum::body::Body::new)
-                });
+                    let response = app.oneshot(req).await?;
+                    Ok(response.map(proxy::ServedBody::App))
+                }
+            });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
             .serve_connection(
                 TokioIo::new(keygate_proxy::h1guard::StrictHttp1::new(stream)),
-                hyper_util::service::TowerToHyperService::new(service),
+                service,
             );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -488,6 +510,68 @@ async fn serve_http1(
         }
     }
     Ok(())
+}
+
+/// `[http] runtime = "per_core"`: one `SO_REUSEPORT` listener per core on `listen`, each
+/// served by [`serve_http1`] on a single-threaded runtime of its own thread. Returns the
+/// bound address and a handle that ends when every serving thread has stopped.
+fn serve_per_core(
+    listen: SocketAddr,
+    app: Router,
+    entry: proxy::ProxyEntry,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bind = |addr: SocketAddr| -> std::io::Result<tokio::net::TcpSocket> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        Ok(socket)
+    };
+    // The first socket settles the port (`listen` may ask for port 0); the others share it.
+    let first = bind(listen).with_context(|| format!("binding {listen}"))?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..cores {
+        sockets.push(bind(addr).with_context(|| format!("binding {addr} again (SO_REUSEPORT)"))?);
+    }
+    let mut threads = Vec::with_capacity(cores);
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let app = app.clone();
+        let entry = entry.clone();
+        let stop = stop.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a per-core runtime")?;
+        let thread = std::thread::Builder::new()
+            .name(format!("keygate-http-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = socket.listen(1024)?;
+                    serve_http1(listener, app, entry, stop).await
+                })
+            })
+            .context("starting a per-core serving thread")?;
+        threads.push(thread);
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut result = Ok(());
+        for thread in threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(std::io::Error::other("a serving thread panicked")),
+            }
+        }
+        result
+    });
+    Ok((addr, joined))
 }
 
 /// Signs the chain head into the checkpoint file every `interval`, and once more on stop.

@@ -18,10 +18,10 @@ use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
 use keygate_auth::clock::Clock;
 use keygate_proxy::route::RawRoute;
 use keygate_proxy::usage::{ProxyMetrics, SummingUsageSink, TeeUsageSink, UsageSink};
@@ -198,22 +198,105 @@ impl ProxyState {
     }
 }
 
+/// `/metrics`. (`/proxy/…` is not a route of the router: [`crate::serve_http1`] hands it
+/// to [`serve`] directly.)
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/proxy/{*rest}", any(proxy))
-        .route("/metrics", get(metrics))
+    Router::new().route("/metrics", get(metrics))
 }
 
-async fn proxy(
-    State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
-    let response = match s.proxy.as_deref() {
-        Some(px) => px.gatekeeper.handle(request, peer.ip()).await,
-        None => keygate_proxy::gatekeeper::refuse_unavailable(&s.proxy_metrics),
-    };
-    response.map(Body::new)
+/// What a proxied call needs from the server, taken once from [`AppState`] for every
+/// connection: the gatekeeper (none while the vault is sealed), the metrics that count
+/// refusals, and the wait allowed for each next piece of a request body.
+#[derive(Clone, Debug)]
+pub struct ProxyEntry {
+    proxy: Option<Arc<ProxyState>>,
+    metrics: Arc<ProxyMetrics>,
+    body_read: std::time::Duration,
+}
+
+impl ProxyEntry {
+    pub fn new(state: &AppState) -> Self {
+        Self {
+            proxy: state.proxy.clone(),
+            metrics: Arc::clone(&state.proxy_metrics),
+            body_read: state.config.body_read_timeout,
+        }
+    }
+}
+
+/// Serves one `/proxy/…` call straight from the connection, outside the router: the
+/// gatekeeper's pipeline is the whole of it, so neither the router's per-request state
+/// clone, its boxed middleware nor its response boxing are paid on the hot path. The
+/// request body keeps its deadline ([`crate::deadline::proxied`]); the call runs in the
+/// same `http` span (method and path, never the query) as routed requests.
+pub async fn serve<B>(
+    entry: &ProxyEntry,
+    request: axum::http::Request<B>,
+    peer: SocketAddr,
+) -> Response<ServedBody>
+where
+    B: hyper::body::Body<Data = axum::body::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    use tracing::Instrument as _;
+    let span =
+        tracing::info_span!("http", method = %request.method(), path = %request.uri().path());
+    async move {
+        let Some(px) = entry.proxy.as_deref() else {
+            return keygate_proxy::gatekeeper::refuse_unavailable(&entry.metrics)
+                .map(ServedBody::Proxy);
+        };
+        match crate::deadline::proxied(entry.body_read, request, |request| {
+            px.gatekeeper.handle(request, peer.ip())
+        })
+        .await
+        {
+            Ok(response) => response.map(ServedBody::Proxy),
+            Err(timed_out) => timed_out.map(ServedBody::App),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// A response body of the HTTP server: the gatekeeper's (unboxed) or the router's.
+// Unboxed on purpose: every proxied call has the large variant, and boxing it would be an
+// allocation per call.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum ServedBody {
+    Proxy(keygate_proxy::ProxyBody),
+    App(Body),
+}
+
+impl hyper::body::Body for ServedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<axum::body::Bytes>, axum::BoxError>>>
+    {
+        match self.get_mut() {
+            ServedBody::Proxy(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ServedBody::App(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ServedBody::Proxy(b) => b.is_end_stream(),
+            ServedBody::App(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ServedBody::Proxy(b) => b.size_hint(),
+            ServedBody::App(b) => b.size_hint(),
+        }
+    }
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
