@@ -8,10 +8,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use keygate_auth::UnixTime;
 use keygate_auth::access::{self, AccessGrant, AccessTokenCache, AccessTokenConfig};
 use keygate_auth::dpop::{
-    self, DpopConfig, Freshness, ProofClaims, ProofRequest, PublicBaseUrl, ReplayCache,
-    ReplayCacheUnavailable, ReplayKey,
+    self, DpopConfig, Freshness, ProofClaims, ProofKeyCache, ProofRequest, PublicBaseUrl,
+    ReplayCache, ReplayCacheUnavailable, ReplayKey,
 };
 use keygate_auth::ids::{ClientId, ScopeSet, SessionId, UserId};
+use keygate_auth::jwk::PublicJwk;
 use keygate_auth::jws::Algorithm;
 use keygate_auth::keys::{RotationPolicy, SigningKey, SigningKeySet};
 use secrecy::ExposeSecret;
@@ -73,6 +74,9 @@ fn bench(c: &mut Criterion) {
         );
     }
     let dpop_config = DpopConfig::new(PublicBaseUrl::parse("https://gate.example.com").unwrap());
+    let mut dpop_uncached =
+        DpopConfig::new(PublicBaseUrl::parse("https://gate.example.com").unwrap());
+    dpop_uncached.key_cache = ProofKeyCache::new(0);
     for alg in [Algorithm::EdDsa, Algorithm::Es256] {
         let device = SigningKey::generate(alg);
         let proof = dpop::create_proof(
@@ -87,25 +91,37 @@ fn bench(c: &mut Criterion) {
             },
         );
         let jkt = device.verification_key().thumbprint();
-        c.bench_function(&format!("dpop_proof_verify_{}", alg.as_str()), |b| {
+        // The part of a proof check a per-key cache could skip (RFC 9449 allows caching
+        // the key, never a verdict): the `jwk` member to a checked public key.
+        let jwk_json = device.verification_key().to_jwk().to_json();
+        c.bench_function(&format!("dpop_proof_jwk_parse_{}", alg.as_str()), |b| {
             b.iter(|| {
-                let headers: [&[u8]; 1] = [proof.as_bytes()];
-                let request = ProofRequest {
-                    method: "POST",
-                    target: "/proxy/openai/v1/chat/completions",
-                    dpop_headers: &headers,
-                    access_token: Some("token"),
-                    expected_jkt: Some(&jkt),
-                };
-                block_on(dpop::verify_proof(
-                    &dpop_config,
-                    &request,
-                    &NoReplayCache,
-                    NOW,
-                ))
-                .unwrap()
+                PublicJwk::from_json(black_box(&jwk_json))
+                    .unwrap()
+                    .verification_key()
+                    .unwrap()
             })
         });
+        // With the proof key cache (the default), then with it off (capacity 0: every
+        // proof parses its key, as before the cache).
+        for (suffix, config) in [("", &dpop_config), ("_uncached", &dpop_uncached)] {
+            c.bench_function(
+                &format!("dpop_proof_verify_{}{suffix}", alg.as_str()),
+                |b| {
+                    b.iter(|| {
+                        let headers: [&[u8]; 1] = [proof.as_bytes()];
+                        let request = ProofRequest {
+                            method: "POST",
+                            target: "/proxy/openai/v1/chat/completions",
+                            dpop_headers: &headers,
+                            access_token: Some("token"),
+                            expected_jkt: Some(&jkt),
+                        };
+                        block_on(dpop::verify_proof(config, &request, &NoReplayCache, NOW)).unwrap()
+                    })
+                },
+            );
+        }
     }
 }
 

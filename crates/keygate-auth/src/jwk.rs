@@ -30,8 +30,9 @@ pub enum JwkError {
     Unsupported,
 }
 
-/// A public JWK. Coordinates are kept as canonical base64url strings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A public JWK. Coordinates are kept as canonical base64url strings, so two values are
+/// equal exactly when they name the same key (which lets it key a cache).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PublicJwk {
     /// `kty: OKP`, `crv: Ed25519` (RFC 8037).
     Ed25519 {

@@ -16,12 +16,13 @@ use common::*;
 use keygate_auth::access::{self, VerifiedAccessToken};
 use keygate_auth::b64;
 use keygate_auth::dpop::{
-    self, DpopConfig, Freshness, InMemoryReplayCache, NonceIssuer, ProofClaims, ProofRequest,
-    PublicBaseUrl, ReplayCache, ReplayCacheUnavailable, ReplayKey, RestartGuard, VerifiedProof,
+    self, DpopConfig, Freshness, InMemoryReplayCache, NonceIssuer, ProofClaims, ProofKeyCache,
+    ProofRequest, PublicBaseUrl, ReplayCache, ReplayCacheUnavailable, ReplayKey, RestartGuard,
+    VerifiedProof,
 };
 use keygate_auth::error::{Disposition, ErrorCode, Reason};
 use keygate_auth::ids::Scope;
-use keygate_auth::jwk::Jkt;
+use keygate_auth::jwk::{Jkt, PublicJwk};
 use keygate_auth::jws::{Algorithm, JoseError};
 use keygate_auth::keys::SigningKey;
 use keygate_auth::resource::{
@@ -422,6 +423,121 @@ fn s13_private_members_in_the_proof_jwk_are_rejected() {
         )),
         Reason::ProofJwkPrivate
     );
+}
+
+// ---------------------------------------------------------------- proof key cache
+
+#[test]
+fn proof_key_cache_gives_each_jwk_its_own_key() {
+    let cache = ProofKeyCache::new(8);
+    let ed = SigningKey::generate(Algorithm::EdDsa);
+    let es = SigningKey::generate(Algorithm::Es256);
+    let ed_jwk = ed.verification_key().to_jwk();
+    let es_jwk = es.verification_key().to_jwk();
+    assert!(cache.is_empty());
+    assert_eq!(cache.key_for(&ed_jwk).unwrap(), *ed.verification_key());
+    // The second lookup is a hit, and answers with the same key.
+    assert_eq!(cache.key_for(&ed_jwk).unwrap(), *ed.verification_key());
+    assert_eq!(cache.len(), 1);
+    let es_key = cache.key_for(&es_jwk).unwrap();
+    assert_eq!(es_key, *es.verification_key());
+    assert_ne!(es_key, *ed.verification_key());
+    assert_eq!(cache.len(), 2);
+    // Another key of the same kind is a different entry with a different key.
+    let ed2 = SigningKey::generate(Algorithm::EdDsa);
+    let ed2_key = cache.key_for(&ed2.verification_key().to_jwk()).unwrap();
+    assert_eq!(ed2_key, *ed2.verification_key());
+    assert_ne!(ed2_key, *ed.verification_key());
+    assert_eq!(cache.len(), 3);
+}
+
+#[test]
+fn proof_key_cache_is_bounded_and_remembers_no_refusal() {
+    let cache = ProofKeyCache::new(2);
+    let keys: Vec<SigningKey> = (0..5)
+        .map(|i| {
+            SigningKey::generate(if i % 2 == 0 {
+                Algorithm::EdDsa
+            } else {
+                Algorithm::Es256
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        for key in &keys {
+            let jwk = key.verification_key().to_jwk();
+            assert_eq!(cache.key_for(&jwk).unwrap(), *key.verification_key());
+            assert!(cache.len() <= 2);
+        }
+    }
+    // Keys that fail to parse are refused every time and never stored: a small-order
+    // Ed25519 point (the identity) and a P-256 point off the curve.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let bad = [
+        PublicJwk::Ed25519 {
+            x: b64::encode(identity),
+        },
+        PublicJwk::P256 {
+            x: b64::encode([1u8; 32]),
+            y: b64::encode([1u8; 32]),
+        },
+    ];
+    let empty = ProofKeyCache::new(8);
+    for jwk in &bad {
+        assert!(empty.key_for(jwk).is_err());
+        assert!(empty.key_for(jwk).is_err());
+    }
+    assert!(empty.is_empty());
+    // Capacity 0: always parsed, nothing kept.
+    let off = ProofKeyCache::new(0);
+    let jwk = keys[0].verification_key().to_jwk();
+    assert_eq!(off.key_for(&jwk).unwrap(), *keys[0].verification_key());
+    assert!(off.is_empty());
+}
+
+/// A proof key found in the cache spares only the parse: every proof is still checked
+/// in full (signature, htm, replay), for both algorithms.
+#[test]
+fn a_cached_proof_key_still_checks_every_proof() {
+    for alg in [Algorithm::EdDsa, Algorithm::Es256] {
+        let config = dpop_config(BASE);
+        let replay = cache();
+        let key = SigningKey::generate(alg);
+        let first = proof(&key, "POST", HTU, NOW, "first");
+        let run = |p: &str| check(&config, "POST", TARGET, &[p], None, None, &replay, NOW);
+        run(&first).unwrap();
+        assert_eq!(config.key_cache.len(), 1);
+        // The first proof's signature on a second proof's header and claims.
+        let second = proof(&key, "POST", HTU, NOW, "second");
+        let (second_input, _) = second.rsplit_once('.').unwrap();
+        let (_, first_sig) = first.rsplit_once('.').unwrap();
+        let spliced = format!("{second_input}.{first_sig}");
+        assert_eq!(
+            reason(run(&spliced)),
+            Reason::Jose(JoseError::BadSignature),
+            "{alg:?}"
+        );
+        // A wrong method, and the first proof again.
+        let get = proof(&key, "GET", HTU, NOW, "third");
+        assert_eq!(reason(run(&get)), Reason::HtmMismatch, "{alg:?}");
+        assert_eq!(reason(run(&first)), Reason::Replayed, "{alg:?}");
+        // A proof signed by another key naming this key's jwk is still refused.
+        let other = SigningKey::generate(alg);
+        let jwk = serde_json::Value::Object(key.verification_key().to_jwk().to_json());
+        let h = json!({"alg":alg.as_str(),"typ":"dpop+jwt","jwk":jwk}).to_string();
+        let body = json!({"jti":"forged","htm":"POST","htu":HTU,"iat":NOW.0}).to_string();
+        let forged = raw_token(&other, &h, &body);
+        assert_eq!(
+            reason(run(&forged)),
+            Reason::Jose(JoseError::BadSignature),
+            "{alg:?}"
+        );
+        // The untouched second proof passes with the cached key.
+        let verified = run(&second).unwrap();
+        assert_eq!(*verified.jkt(), key.verification_key().thumbprint());
+        assert_eq!(config.key_cache.len(), 1);
+    }
 }
 
 #[test]
