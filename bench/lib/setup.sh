@@ -36,12 +36,21 @@ bench_need() {
   fi
 }
 
-# Builds keygate and keygate-loadgen (release); sets KEYGATE and LOADGEN.
+# Builds keygate and keygate-loadgen (release); sets KEYGATE and LOADGEN. With
+# BENCH_KEYGATE=PATH, that keygate binary is measured instead (e.g. one built from an
+# earlier commit, for a before/after of a whole script); only the generator is built.
+# (Not KEYGATE_*: keygate reads those variables as its configuration.)
 bench_build() {
-  echo "building keygate and keygate-loadgen (release)" >&2
-  (cd "$ROOT" && cargo build --release -q -p keygate -p keygate-loadgen)
   local bin="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-  KEYGATE="$bin/keygate"
+  if [ -n "${BENCH_KEYGATE:-}" ]; then
+    echo "building keygate-loadgen (release); keygate is $BENCH_KEYGATE" >&2
+    (cd "$ROOT" && cargo build --release -q -p keygate-loadgen)
+    KEYGATE="$BENCH_KEYGATE"
+  else
+    echo "building keygate and keygate-loadgen (release)" >&2
+    (cd "$ROOT" && cargo build --release -q -p keygate -p keygate-loadgen)
+    KEYGATE="$bin/keygate"
+  fi
   LOADGEN="$bin/keygate-loadgen"
 }
 

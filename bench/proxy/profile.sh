@@ -12,7 +12,7 @@
 # signature verification, …), so a change can be read as "time moved from here to there".
 #
 # Environment: WARMUP (s, default 2), PERF_FREQ (samples/s, default 1999), TOP (symbols
-# listed, default 25), BENCH_KEYGATE (profile this binary instead of building),
+# listed, default 25), BENCH_KEYGATE (profile this binary instead of building one),
 # PERF_KEEP=DIR (keep the perf.data files there), BENCH_TMPDIR, CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -31,14 +31,7 @@ PIDS=()
 . "$ROOT/bench/lib/setup.sh"
 trap bench_cleanup EXIT
 bench_need nginx nginx-light perf linux-perf
-if [ -n "${BENCH_KEYGATE:-}" ]; then
-  # Not KEYGATE_*: keygate reads those as configuration.
-  (cd "$ROOT" && cargo build --release -q -p keygate-loadgen)
-  KEYGATE="$BENCH_KEYGATE"
-  LOADGEN="${CARGO_TARGET_DIR:-$ROOT/target}/release/keygate-loadgen"
-else
-  bench_build
-fi
+bench_build
 bench_upstream "$UPSTREAM_PORT"
 bench_keygate "$KEYGATE_PORT" "$UPSTREAM_PORT"
 BEARER="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench)"

@@ -1190,6 +1190,29 @@ mod tests {
     }
 
     #[test]
+    fn http_runtime_defaults_to_shared_and_names_its_choices() {
+        let template = Config::template("127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            load(&template, &[]).unwrap().http_runtime,
+            HttpRuntime::Shared
+        );
+        let per_core = format!("{template}\n[http]\nruntime = \"per_core\"\n");
+        assert_eq!(
+            load(&per_core, &[]).unwrap().http_runtime,
+            HttpRuntime::PerCore
+        );
+        let from_env = load(&template, &[("KEYGATE_HTTP__RUNTIME", "per_core")]).unwrap();
+        assert_eq!(from_env.http_runtime, HttpRuntime::PerCore);
+        let e = load(&format!("{template}\n[http]\nruntime = \"threads\"\n"), &[]).unwrap_err();
+        assert_eq!(e.field, "http.runtime");
+        assert!(
+            e.message.contains("shared") && e.message.contains("per_core"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn template_is_valid_and_paths_are_relative_to_the_file() {
         let c = load(&Config::template("127.0.0.1:9000".parse().unwrap()), &[]).unwrap();
         assert_eq!(c.listen.port(), 9000);

@@ -207,7 +207,12 @@ async fn world_with(limits: &str) -> World {
 /// Like [`world_with`], with more `[routes.*]` tables after `openai`; `UPSTREAM` in them
 /// stands for the fake upstream's URL.
 async fn world_routes(limits: &str, extra: &str) -> World {
-    let app = TestApp::spawn().await;
+    world_env(limits, extra, &[]).await
+}
+
+/// Like [`world_routes`], on a server started with configuration overrides `env`.
+async fn world_env(limits: &str, extra: &str, env: &[(&str, &str)]) -> World {
+    let app = TestApp::spawn_with(env).await;
     let recorder = Recorder::default();
     let upstream = fake_upstream(recorder.clone()).await;
     let key = format!(
@@ -373,6 +378,55 @@ async fn proxied_call_injects_the_key_and_the_app_never_sees_it() {
     assert!(metrics.contains("openai"));
     assert!(!metrics.contains(&w.key) && !metrics.contains("alice"));
     w.app.stop().await;
+}
+
+/// `[http] runtime = "per_core"`: every listener serves the whole surface (proxy, token
+/// service, admin), and the server stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_core_runtime_serves_every_endpoint_on_every_listener() {
+    let mut w = world_env(
+        "rate = \"1000/min\", burst = 50",
+        "",
+        &[("KEYGATE_HTTP__RUNTIME", "per_core")],
+    )
+    .await;
+    // Fresh connections each time, so the kernel spreads them over the listeners.
+    for _ in 0..12 {
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let r = fresh
+            .get(format!("{}/healthz", w.app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = fresh
+            .post(format!("{}/proxy/openai/v1/chat/completions", w.app.base))
+            .header("authorization", "Bearer not-a-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..3 {
+        let resp = chat(&w).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains(&w.key), "{body}");
+    }
+    let seen = w.recorder.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    let injected = format!("Bearer {}", w.key);
+    assert!(
+        seen.iter()
+            .all(|(_, headers)| headers["authorization"] == injected.as_str()),
+        "the key was not injected on every call"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(15), w.app.stop())
+        .await
+        .expect("the per-core server stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
