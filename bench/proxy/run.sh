@@ -132,7 +132,7 @@ ROWS=(
 
 loadgen() { # phase name url kind pids [extra args…]
   local phase="$1" name="$2" url="$3" kind="$4" pids="$5"; shift 5
-  local args=(run "$url" -c "$CONNS" -d "$SECONDS_PER_RUN" -w "$WARMUP" -t "$THREADS"
+  local args=(run "$url" -c "${LG_CONNS:-$CONNS}" -d "${LG_SECONDS:-$SECONDS_PER_RUN}" -w "$WARMUP" -t "$THREADS"
     --clk-tck "$HZ" --label "$name" --json "$@")
   for p in $pids; do args+=(--cpu-pid "$p"); done
   local token=""
@@ -180,6 +180,14 @@ for row in "${ROWS[@]}"; do
   loadgen open "$name" "$url" "$kind" "$pids" --rate "$RATE"
 done
 
+# One connection, closed loop: each request's round trip with nothing queued before it.
+SERIAL_SECONDS=5
+echo "one connection: ${SERIAL_SECONDS}s (+${WARMUP}s warm-up) per row" >&2
+for row in "${ROWS[@]}"; do
+  IFS='|' read -r name url kind pids <<<"$row"
+  LG_CONNS=1 LG_SECONDS="$SERIAL_SECONDS" loadgen serial "$name" "$url" "$kind" "$pids"
+done
+
 FSTYPE="$(df --output=fstype "$WORK/keygate" 2>/dev/null | tail -n 1 || echo '?')"
 echo
 echo "proxy benchmark: ${SECONDS_PER_RUN}s per run (+${WARMUP}s warm-up), $CONNS connections, keygate-loadgen -t$THREADS, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -224,6 +232,15 @@ for n in names:
         w = open(p).read().strip() if os.path.exists(p) else ""
         line += f" | {w or '-':>9}"
     print(line)
+serial = {n: load("serial", n) for n in names}
+ng_s = serial["nginx"]
+print()
+print("one connection, closed loop (a request's round trip with nothing queued before it):")
+for n in names:
+    s = serial[n]
+    added_s = s["p50_us"] - ng_s["p50_us"]
+    print(f"  {labels[n]:<38} p50 {us(s['p50_us']):>8}  p99 {us(s['p99_us']):>9}  "
+          f"{('vs nginx ' + ('+' if added_s >= 0 else '') + us(added_s)) if n != 'nginx' else ''}")
 print()
 for n in names:
     for phase, r in (("closed", closed[n]), ("open", opened[n])):
@@ -256,6 +273,8 @@ if wrk:
         print(f"    by wrk:                                  {kb / ng:.2f}x  {verdict(kb / ng >= 0.7)}")
 added_b = opened["kg_full_bearer"]["p50_us"] - ng_o["p50_us"]
 print(f"  <= 50 us added at p50 (full, Bearer):      {'+' if added_b >= 0 else ''}{added_b} us  {verdict(added_b <= 50)}")
+added_sb = serial["kg_full_bearer"]["p50_us"] - ng_s["p50_us"]
+print(f"    with one connection (no queueing):       {'+' if added_sb >= 0 else ''}{added_sb} us  {verdict(added_sb <= 50)}")
 print(f"  (full, DPoP, for reference:                {'+' if added >= 0 else ''}{added} us)")
 full_d = closed["kg_full_dpop"]["rps"]
 print(f"  DPoP full policy >= 15,000 req/s:          {full_d:.0f} req/s  {verdict(full_d >= 15000)} "

@@ -766,9 +766,15 @@ impl Forwarder {
         };
 
         let inner = if errored {
-            let body = self
-                .read_error_body(upstream_body, &head.headers, deadline, timeouts.idle)
-                .await;
+            // Boxed: the error path is the rare one, and its future would otherwise be
+            // carried (and copied) by every call's.
+            let body = Box::pin(self.read_error_body(
+                upstream_body,
+                &head.headers,
+                deadline,
+                timeouts.idle,
+            ))
+            .await;
             let replaced = match body {
                 Some(bytes) => match redactor.redact(&bytes) {
                     Some(clean) => {

@@ -142,7 +142,7 @@ impl Pool {
         // is dropped and the next tried. The request is never sent twice.
         loop {
             match self.checkout(https, &authority) {
-                Checkout::H2(send) => return send_h2(send, request).await,
+                Checkout::H2(send) => return Box::pin(send_h2(send, request)).await,
                 Checkout::H1(mut h1) => {
                     if ready_h1(&mut h1).await.is_err() {
                         continue;
@@ -156,8 +156,10 @@ impl Pool {
                 Checkout::Nothing => break,
             }
         }
-        match self.connect(https, &authority).await? {
-            Fresh::H2(send) => send_h2(send, request).await,
+        // Boxed: connecting (DNS, TCP, TLS handshake) is the rare path and its future is
+        // large; inline it would be carried, and copied, by every call's future.
+        match Box::pin(self.connect(https, &authority)).await? {
+            Fresh::H2(send) => Box::pin(send_h2(send, request)).await,
             Fresh::H1(mut h1) => {
                 ready_h1(&mut h1).await?;
                 match self.exchange_h1(h1, request, host, https, &authority).await {

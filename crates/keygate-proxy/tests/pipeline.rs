@@ -525,3 +525,23 @@ async fn a_refused_token_answers_as_oauth_does_with_its_challenge() {
     // Before the token is checked there is no user: nothing is recorded as usage.
     assert!(usage.try_recv().is_err());
 }
+
+/// The future of a proxied call is held by the server's connection future and hyper's
+/// dispatcher, and moved each time it changes hands: the pipeline's multi-kilobyte state
+/// lives behind one box, so what is moved stays small. (Measured at 12 KB unboxed in a
+/// debug build, which `memmove` showed as ~7% of a call's CPU in `bench/proxy/profile.sh`.)
+#[tokio::test]
+async fn the_call_future_moved_between_layers_stays_small() {
+    let proxy = start_proxy("", &[]).await;
+    let request = Request::builder()
+        .uri("/proxy/none/x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let call = proxy
+        .gatekeeper
+        .handle(request, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let size = std::mem::size_of_val(&call);
+    assert!(size <= 1024, "Gatekeeper::handle's future is {size} bytes");
+    // And it still answers (an unknown route).
+    assert_eq!(call.await.status(), 404);
+}

@@ -485,7 +485,9 @@ async fn serve_http1(
                     }
                     let mut req = req.map(axum::body::Body::new);
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    let response = app.oneshot(req).await?;
+                    // Boxed so the router's future does not size every connection's
+                    // request future, the proxied ones included.
+                    let response = Box::pin(app.oneshot(req)).await?;
                     Ok(response.map(proxy::ServedBody::App))
                 }
             });
