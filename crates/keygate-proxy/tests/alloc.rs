@@ -2,8 +2,10 @@
 //! difference between one call through `Gatekeeper::handle` (full policy: route lookup,
 //! allow-list and scopes, rate limit, key cache, header hygiene and injection, streaming
 //! redaction, usage sums, metrics) and the same call made straight to the upstream with
-//! a pooled hyper client, both in this one run and on one thread. The upstream server's
-//! and the HTTP client's allocations are on both sides and cancel out; the token check is
+//! hyper-util's pooled client (the usual way to call an upstream), both in this one run
+//! and on one thread. The upstream server's allocations are on both sides and cancel out;
+//! keygate's own upstream pool allocates less per call than the reference client, and the
+//! difference credits that to keygate. The token check is
 //! a stand-in (a clone of a real `VerifiedAccess`), so keygate-auth's verification is not
 //! in the figure. The only test in this binary, so no other test allocates meanwhile.
 
@@ -40,12 +42,14 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 const CALLS: usize = 2_000;
 
 /// The pinned bound: allocations the gatekeeper adds to one proxied call. Measured at
-/// 63 (80 through the gatekeeper, 17 straight to the upstream; the counts are whole and the
+/// 57 (74 through the gatekeeper, 17 straight to the upstream; the counts are whole and the
 /// same run to run). It was 104 before the key's searched forms were prepared once per key
 /// rather than per call ([`keygate_proxy::RouteKey`]) and the rate-limit headers written in
-/// place. A change that adds per-call copies fails here; one that removes some should
-/// lower the bound.
-const MAX_ADDED_PER_CALL: f64 = 64.0;
+/// place, and 63 before upstream connections were driven by the call's own task instead of
+/// hyper-util's pooled client (one allocation came back with the call's future boxed once,
+/// which saves copying it). A change that adds per-call copies fails here; one that removes
+/// some should lower the bound.
+const MAX_ADDED_PER_CALL: f64 = 57.0;
 
 struct Verified(VerifiedAccess);
 
