@@ -189,14 +189,18 @@ impl Pool {
             .headers_mut()
             .insert(http::header::HOST, host.clone());
         let pending = h1.send.try_send_request(request);
-        let exchange = Exchange {
+        let mut exchange = Exchange {
             conn: Some(&mut h1.conn),
             response: std::pin::pin!(pending),
         };
-        match exchange.await {
+        let result = (&mut exchange).await;
+        // A connection that already finished (the upstream closed it after a response it
+        // had wholly delivered) is never polled again: a finished future must not be.
+        let finished = exchange.conn.is_none();
+        match result {
             Ok(response) => Ok(response.map(|body| UpstreamIncoming {
                 body,
-                driver: Some(Driver {
+                driver: (!finished).then(|| Driver {
                     h1,
                     pool: Arc::clone(self),
                     https,
@@ -377,11 +381,11 @@ struct Exchange<'a, F> {
     response: Pin<&'a mut F>,
 }
 
-impl<F: Future> Future for Exchange<'_, F> {
+impl<F: Future> Future for &mut Exchange<'_, F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.get_mut();
+        let this = &mut **self.get_mut();
         if let Some(conn) = this.conn.as_mut() {
             // Write the request, read the head. When the connection ends here, the
             // response future resolves with its error.
