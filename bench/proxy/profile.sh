@@ -13,7 +13,10 @@
 #
 # Environment: WARMUP (s, default 2), PERF_FREQ (samples/s, default 1999), TOP (symbols
 # listed, default 25), BENCH_KEYGATE (profile this binary instead of building one),
-# PERF_KEEP=DIR (keep the perf.data files there), BENCH_TMPDIR, CARGO_TARGET_DIR.
+# PERF_KEEP=DIR (keep the perf.data files there), PERF_RECORD_ARGS (e.g. "-g" with a
+# keygate built with frame pointers: RUSTFLAGS="-C force-frame-pointers=yes"
+# CARGO_PROFILE_RELEASE_DEBUG=line-tables-only, in a target directory of its own),
+# BENCH_TMPDIR, CARGO_TARGET_DIR.
 set -euo pipefail
 
 SECONDS_PER_RUN="${1:-8}"
@@ -49,7 +52,8 @@ profile() { # name token [loadgen args…]
   # Sample the measured window only: after the warm-up (and the proofs signed ahead).
   sleep "$WARMUP"
   [ "$name" = dpop ] && sleep 2
-  perf record -q -F "$PERF_FREQ" -p "$KEYGATE_PID" -o "$data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null
+  # shellcheck disable=SC2086
+  perf record -q -F "$PERF_FREQ" ${PERF_RECORD_ARGS:-} -p "$KEYGATE_PID" -o "$data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null
   wait "$gen"
   local rps cpu
   rps="$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["rps"])' "$WORK/$name.json")"
