@@ -4,9 +4,9 @@
 #   bench/proxy/runtime_shape.sh [SECONDS] [CONNECTIONS] [ROUNDS]      defaults: 8 32 3
 #
 # One keygate build, started twice side by side on one nginx upstream: `[http] runtime =
-# "shared"` (one listener, connections as tasks of Tokio's work-stealing runtime, the
-# default) and `"per_core"` (one SO_REUSEPORT listener per core, each served by a
-# single-threaded runtime on its own thread). Both sides run the full-policy route with
+# "shared"` (connections as tasks of Tokio's work-stealing runtime, the default) and
+# `"per_core"` (connections dealt round-robin to one single-threaded runtime per core, each
+# on its own thread). Both sides run the full-policy route with
 # a Bearer token, then with DPoP, in alternating rounds (bench/lib/ab.sh), and the
 # report gives requests/s, keygate's CPU time per request and the ratio per_core/shared.
 set -euo pipefail
@@ -36,4 +36,4 @@ ab_rounds shared per_core
 
 echo
 echo "runtime shape: full-policy route, ${SECONDS_PER_RUN}s per run (+${WARMUP}s warm-up), $CONNS connections, $ROUNDS rounds per side, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-ab_report shared "shared (work-stealing)" per_core "per_core (SO_REUSEPORT)"
+ab_report shared "shared (work-stealing)" per_core "per_core (dealt)"

@@ -47,9 +47,10 @@ const CALLS: usize = 2_000;
 /// rather than per call ([`keygate_proxy::RouteKey`]) and the rate-limit headers written in
 /// place, and 63 before upstream connections were driven by the call's own task instead of
 /// hyper-util's pooled client (one allocation came back with the call's future boxed once,
-/// which saves copying it). A change that adds per-call copies fails here; one that removes
-/// some should lower the bound.
-const MAX_ADDED_PER_CALL: f64 = 57.0;
+/// which saves copying it). The bound leaves one of slack: the figure is a mean over the
+/// calls, and a map or pool growing now and then lifts it a hair above the whole number. A
+/// change that adds per-call copies fails here; one that removes some should lower the bound.
+const MAX_ADDED_PER_CALL: f64 = 58.0;
 
 struct Verified(VerifiedAccess);
 

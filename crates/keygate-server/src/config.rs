@@ -409,8 +409,8 @@ pub enum HttpRuntime {
     /// One listener; connections are tasks on the process's work-stealing runtime.
     #[default]
     Shared,
-    /// One listener per core (`SO_REUSEPORT`, the kernel spreads connections), each
-    /// served by a single-threaded runtime on a thread of its own: a connection's tasks
+    /// One single-threaded runtime per core, each on a thread of its own; accepted
+    /// connections are dealt to them round-robin and stay there, so a connection's tasks
     /// never move between threads. Background work stays on the shared runtime.
     PerCore,
 }

@@ -388,7 +388,9 @@ pub async fn start_with_options(
             let served = serve_http1(listener, app, entry, stop_rx.clone());
             (addr, tokio::spawn(served))
         }
-        config::HttpRuntime::PerCore => serve_per_core(config.listen, app, entry, stop_rx.clone())?,
+        config::HttpRuntime::PerCore => {
+            serve_per_core(config.listen, app, entry, stop_rx.clone()).await?
+        }
     };
     let checkpoints = tokio::spawn(checkpoint_loop(
         store.clone(),
@@ -451,102 +453,124 @@ async fn serve_http1(
     entry: proxy::ProxyEntry,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    use axum::extract::ConnectInfo;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
     let entry = Arc::new(entry);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
+        let Some((stream, peer)) = accept(&listener, &mut stop).await else {
+            break;
+        };
+        serve_connection(&graceful, stream, peer, &app, &entry);
+    }
+    drain(graceful).await;
+    Ok(())
+}
+
+/// The next connection, or `None` once `stop` is set.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s) => return None,
         };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer));
+            }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let entry = Arc::clone(&entry);
-        let service =
-            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                let entry = Arc::clone(&entry);
-                async move {
-                    if req.uri().path().starts_with("/proxy/") {
-                        return Ok::<_, std::convert::Infallible>(
-                            proxy::serve(&entry, req, peer).await,
-                        );
-                    }
-                    let mut req = req.map(axum::body::Body::new);
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    // Boxed so the router's future does not size every connection's
-                    // request future, the proxied ones included.
-                    let response = Box::pin(app.oneshot(req)).await?;
-                    Ok(response.map(proxy::ServedBody::App))
+        }
+    }
+}
+
+/// Serves one connection on the current runtime (see [`serve_http1`]).
+fn serve_connection(
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: &Router,
+    entry: &Arc<proxy::ProxyEntry>,
+) {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let app = app.clone();
+    let entry = Arc::clone(entry);
+    let service =
+        hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+            let app = app.clone();
+            let entry = Arc::clone(&entry);
+            async move {
+                if req.uri().path().starts_with("/proxy/") {
+                    return Ok::<_, std::convert::Infallible>(
+                        proxy::serve(&entry, req, peer).await,
+                    );
                 }
-            });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(
-                TokioIo::new(keygate_proxy::h1guard::StrictHttp1::new(stream)),
-                service,
-            );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection closed with an error");
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                // Boxed so the router's future does not size every connection's
+                // request future, the proxied ones included.
+                let response = Box::pin(app.oneshot(req)).await?;
+                Ok(response.map(proxy::ServedBody::App))
             }
         });
-    }
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(
+            TokioIo::new(keygate_proxy::h1guard::StrictHttp1::new(stream)),
+            service,
+        );
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection closed with an error");
+        }
+    });
+}
+
+/// Lets open connections finish after a stop, for at most 10 s.
+async fn drain(graceful: hyper_util::server::graceful::GracefulShutdown) {
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(Duration::from_secs(10)) => {
             tracing::warn!("connections still open after 10s; stopping anyway");
         }
     }
-    Ok(())
 }
 
-/// `[http] runtime = "per_core"`: one `SO_REUSEPORT` listener per core on `listen`, each
-/// served by [`serve_http1`] on a single-threaded runtime of its own thread. Returns the
-/// bound address and a handle that ends when every serving thread has stopped.
-fn serve_per_core(
+/// `[http] runtime = "per_core"`: one listener on `listen`, accepted on the shared
+/// runtime and dealt round-robin to one single-threaded runtime per core, each on a
+/// thread of its own, where the connection is served from then on (its tasks never
+/// change threads). Dealt rather than split by the kernel with `SO_REUSEPORT`, which hashes
+/// connections onto listeners and can leave a core short of work. Returns the bound
+/// address and a handle that ends when the acceptor and every serving thread stopped.
+async fn serve_per_core(
     listen: SocketAddr,
     app: Router,
     entry: proxy::ProxyEntry,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    type Dealt = (std::net::TcpStream, SocketAddr);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bind = |addr: SocketAddr| -> std::io::Result<tokio::net::TcpSocket> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        Ok(socket)
-    };
-    // The first socket settles the port (`listen` may ask for port 0); the others share it.
-    let first = bind(listen).with_context(|| format!("binding {listen}"))?;
-    let addr = first.local_addr()?;
-    let mut sockets = vec![first];
-    for _ in 1..cores {
-        sockets.push(bind(addr).with_context(|| format!("binding {addr} again (SO_REUSEPORT)"))?);
-    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let entry = Arc::new(entry);
+    let mut workers = Vec::with_capacity(cores);
     let mut threads = Vec::with_capacity(cores);
-    for (i, socket) in sockets.into_iter().enumerate() {
+    for i in 0..cores {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Dealt>();
+        workers.push(tx);
         let app = app.clone();
-        let entry = entry.clone();
-        let stop = stop.clone();
+        let entry = Arc::clone(&entry);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -555,23 +579,47 @@ fn serve_per_core(
             .name(format!("keygate-http-{i}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    let listener = socket.listen(1024)?;
-                    serve_http1(listener, app, entry, stop).await
+                    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+                    // Ends when the acceptor stops dealing (on stop).
+                    while let Some((stream, peer)) = rx.recv().await {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => serve_connection(&graceful, stream, peer, &app, &entry),
+                            Err(e) => tracing::warn!(error = %e, "cannot adopt a connection"),
+                        }
+                    }
+                    drain(graceful).await;
                 })
             })
             .context("starting a per-core serving thread")?;
         threads.push(thread);
     }
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut result = Ok(());
-        for thread in threads {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(_) => result = Err(std::io::Error::other("a serving thread panicked")),
+    let joined = tokio::spawn(async move {
+        let mut stop = stop;
+        let mut next = 0usize;
+        while let Some((stream, peer)) = accept(&listener, &mut stop).await {
+            // Leaves this runtime's reactor; the worker registers it with its own.
+            match stream.into_std() {
+                Ok(stream) => {
+                    if let Some(worker) = workers.get(next % workers.len()) {
+                        let _ = worker.send((stream, peer));
+                    }
+                    next = next.wrapping_add(1);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot hand a connection over"),
             }
         }
-        result
+        drop(workers);
+        tokio::task::spawn_blocking(move || {
+            let mut result = Ok(());
+            for thread in threads {
+                if thread.join().is_err() {
+                    result = Err(std::io::Error::other("a serving thread panicked"));
+                }
+            }
+            result
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     });
     Ok((addr, joined))
 }
