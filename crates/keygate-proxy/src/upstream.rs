@@ -261,30 +261,14 @@ impl Pool {
         };
         let now = Instant::now();
         let idle = IdleH1 { h1, since: now };
-        let at = match hosts
-            .iter()
-            .position(|h| h.https == https && h.authority == authority)
-        {
-            Some(i) => i,
-            None => {
-                hosts.push(Host {
-                    https,
-                    authority,
-                    idle: Vec::new(),
-                    h2: None,
-                });
-                hosts.len() - 1
-            }
-        };
-        let Some(host) = hosts.get_mut(at) else {
-            return;
-        };
-        // Expired ones are at the front (oldest first); so are the ones over the cap.
+        let host = host_entry(&mut hosts, https, &authority);
+        // Oldest first: the expired ones, then any over the cap, go from the front.
         let timeout = self.idle_timeout;
         host.idle.retain(|i| now.duration_since(i.since) < timeout);
-        if host.idle.len() >= self.max_idle {
-            let excess = host.idle.len() + 1 - self.max_idle;
-            host.idle.drain(..excess.min(host.idle.len()));
+        let keep = self.max_idle.saturating_sub(1);
+        if host.idle.len() > keep {
+            let excess = host.idle.len() - keep;
+            host.idle.drain(..excess);
         }
         if self.max_idle > 0 {
             host.idle.push(idle);
@@ -312,18 +296,7 @@ impl Pool {
                 }
             });
             if let Ok(mut hosts) = self.hosts.lock() {
-                match hosts
-                    .iter_mut()
-                    .find(|h| h.https == https && h.authority == *authority)
-                {
-                    Some(host) => host.h2 = Some(send.clone()),
-                    None => hosts.push(Host {
-                        https,
-                        authority: authority.clone(),
-                        idle: Vec::new(),
-                        h2: Some(send.clone()),
-                    }),
-                }
+                host_entry(&mut hosts, https, authority).h2 = Some(send.clone());
             }
             return Ok(Fresh::H2(send));
         }
@@ -333,6 +306,28 @@ impl Pool {
             .map_err(SendError::Exchange)?;
         Ok(Fresh::H1(Box::new(H1 { send, conn })))
     }
+}
+
+/// The entry of one upstream (scheme and authority), added if it is not there yet.
+// `at` is an index just found or just pushed.
+#[allow(clippy::indexing_slicing)]
+fn host_entry<'a>(hosts: &'a mut Vec<Host>, https: bool, authority: &Authority) -> &'a mut Host {
+    let at = match hosts
+        .iter()
+        .position(|h| h.https == https && h.authority == *authority)
+    {
+        Some(i) => i,
+        None => {
+            hosts.push(Host {
+                https,
+                authority: authority.clone(),
+                idle: Vec::new(),
+                h2: None,
+            });
+            hosts.len() - 1
+        }
+    };
+    &mut hosts[at]
 }
 
 enum Fresh {
