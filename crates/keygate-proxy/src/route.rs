@@ -1312,6 +1312,18 @@ limits   = { rate = "1/s", per = "ip" }
     }
 
     #[test]
+    fn host_header_is_the_authority_without_a_default_port() {
+        let host = |url: &str| Upstream::parse(url).unwrap().host_header().clone();
+        assert_eq!(host("https://api.example.com:443/v1"), "api.example.com");
+        assert_eq!(host("https://api.example.com"), "api.example.com");
+        assert_eq!(host("http://api.example.com:80"), "api.example.com");
+        assert_eq!(host("http://127.0.0.1:8080/base"), "127.0.0.1:8080");
+        assert_eq!(host("https://api.example.com:80"), "api.example.com:80");
+        assert_eq!(host("http://[::1]:80"), "[::1]");
+        assert_eq!(host("http://[::1]:9000"), "[::1]:9000");
+    }
+
+    #[test]
     fn upstream_uri_comes_from_the_route() {
         let up = Upstream::parse("https://api.example.com:8443/base/").unwrap();
         let uri = up

@@ -159,3 +159,74 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Pieces = tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>;
+
+    /// A request body fed by a task: `pieces` pieces `gap` apart, then (after `stall`)
+    /// its end.
+    fn fed(pieces: usize, gap: Duration, stall: Duration) -> Body {
+        let (tx, mut rx): (_, Pieces) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..pieces {
+                let _ = tx.send(Ok(Bytes::from_static(b"x"))).await;
+                tokio::time::sleep(gap).await;
+            }
+            tokio::time::sleep(stall).await;
+        });
+        Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+
+    /// The handler: reads the whole body; `true` when it arrived.
+    async fn read_all(req: axum::http::Request<DeadlineBody>) -> bool {
+        axum::body::to_bytes(Body::new(req.into_body()), usize::MAX)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_proxied_body_that_stalls_past_the_limit_gets_408() {
+        let body = fed(1, Duration::ZERO, Duration::from_millis(600));
+        let out = proxied(
+            Duration::from_millis(150),
+            axum::http::Request::new(body),
+            read_all,
+        )
+        .await;
+        let refused = out.expect_err("a stalled body is refused");
+        assert_eq!(refused.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(refused.headers()[header::CONNECTION], "close");
+    }
+
+    #[tokio::test]
+    async fn a_proxied_body_is_limited_per_piece_not_in_total() {
+        // Pieces 100 ms apart, 500 ms in all, under a limit of 250 ms per piece.
+        let body = fed(5, Duration::from_millis(100), Duration::ZERO);
+        let out = proxied(
+            Duration::from_millis(250),
+            axum::http::Request::new(body),
+            read_all,
+        )
+        .await;
+        assert!(
+            out.expect("a steady body is never cut"),
+            "the body was read whole"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_proxied_call_without_a_body_gets_no_timer() {
+        let req = axum::http::Request::new(Body::empty());
+        let out = proxied(Duration::from_millis(1), req, |req| async move {
+            // Nothing to wait for: the ended body passes through without a deadline.
+            assert!(req.body().sleep.is_none() && req.body().tripped.is_none());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            read_all(req).await
+        })
+        .await;
+        assert!(out.expect("no body, no deadline"));
+    }
+}
