@@ -504,14 +504,22 @@ fn serve_connection(
     let entry = Arc::clone(entry);
     let service =
         hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
-            let app = app.clone();
-            let entry = Arc::clone(&entry);
+            // Each request takes only what its path needs: the gatekeeper's entry or the
+            // router.
+            let route = if req.uri().path().starts_with("/proxy/") {
+                Err(Arc::clone(&entry))
+            } else {
+                Ok(app.clone())
+            };
             async move {
-                if req.uri().path().starts_with("/proxy/") {
-                    return Ok::<_, std::convert::Infallible>(
-                        proxy::serve(&entry, req, peer).await,
-                    );
-                }
+                let app = match route {
+                    Err(entry) => {
+                        return Ok::<_, std::convert::Infallible>(
+                            proxy::serve(&entry, req, peer).await,
+                        );
+                    }
+                    Ok(app) => app,
+                };
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
                 // Boxed so the router's future does not size every connection's
