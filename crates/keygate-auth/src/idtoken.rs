@@ -385,6 +385,7 @@ pub struct VerifiedIdToken {
     subject: String,
     issued_at: UnixTime,
     expires_at: UnixTime,
+    claims: Map<String, Value>,
 }
 
 impl VerifiedIdToken {
@@ -403,6 +404,10 @@ impl VerifiedIdToken {
     /// `exp`.
     pub fn expires_at(&self) -> UnixTime {
         self.expires_at
+    }
+    /// A claim of the verified payload (e.g. a CI provider's `repository`, `ref`, `jti`).
+    pub fn claim(&self, name: &str) -> Option<&Value> {
+        self.claims.get(name)
     }
 }
 
@@ -588,6 +593,7 @@ fn verify_parsed(
         subject,
         issued_at: UnixTime(iat),
         expires_at: UnixTime(exp),
+        claims: claims.clone(),
     })
 }
 

@@ -33,6 +33,8 @@ pub enum TokenKind {
     ClientSecret,
     /// An admin API token (`kga_`).
     Admin,
+    /// A machine token for CI jobs and servers (`kgm_`): reads what its policy grants.
+    Machine,
     /// Anything else that needs an unguessable value: CSRF tokens, state (`kgx_`).
     Other,
 }
@@ -45,6 +47,7 @@ impl TokenKind {
             Self::AuthorizationCode => "kgc_",
             Self::ClientSecret => "kgs_",
             Self::Admin => "kga_",
+            Self::Machine => "kgm_",
             Self::Other => "kgx_",
         }
     }

@@ -82,6 +82,185 @@ struct RawConfig {
     rotation: crate::rotation::RawRotation,
     #[serde(default)]
     monitor: RawMonitorSection,
+    /// `[ci]`: OIDC issuers whose CI job tokens log in as machine identities.
+    #[serde(default)]
+    ci: RawCi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCi {
+    #[serde(default)]
+    issuers: Vec<RawCiIssuer>,
+}
+
+/// `[[ci.issuers]]`: the JWKS fields of `[[tokens.issuers]]` (no scopes: a CI identity
+/// gets a policy, never user scopes) and the bindings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCiIssuer {
+    name: String,
+    issuer: String,
+    audience: String,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    #[serde(default = "default_issuer_algorithms")]
+    algorithms: Vec<String>,
+    #[serde(default = "default_subject_claim")]
+    subject_claim: String,
+    #[serde(default = "default_jwks_max_age", with = "humantime_serde")]
+    jwks_max_age: Duration,
+    #[serde(default = "default_jwks_refresh_cooldown", with = "humantime_serde")]
+    jwks_refresh_cooldown: Duration,
+    #[serde(default)]
+    bindings: Vec<RawBinding>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBinding {
+    policy: String,
+    claims: std::collections::BTreeMap<String, String>,
+}
+
+/// A claim condition of a CI binding: the exact value, or a glob where `*` stands for
+/// any run of characters (`refs/heads/release/*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPattern(String);
+
+impl ClaimPattern {
+    #[cfg(test)]
+    pub(crate) fn from_test(pattern: &str) -> Self {
+        Self(pattern.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `value` fits the pattern (case-sensitive, whole value).
+    pub fn matches(&self, value: &str) -> bool {
+        let mut parts = self.0.split('*');
+        let Some(first) = parts.next() else {
+            return false;
+        };
+        let Some(mut rest) = value.strip_prefix(first) else {
+            return false;
+        };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else {
+            // No `*`: exact.
+            return rest.is_empty();
+        };
+        for part in middle {
+            match rest.find(part) {
+                Some(at) => rest = rest.get(at + part.len()..).unwrap_or_default(),
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
+}
+
+/// One `[[ci.issuers.bindings]]`: a job whose token's claims all match gets `policy`.
+#[derive(Debug, Clone)]
+pub struct CiBinding {
+    pub policy: String,
+    /// Claim name and pattern; every one must match.
+    pub claims: Vec<(String, ClaimPattern)>,
+}
+
+/// One `[[ci.issuers]]` entry.
+#[derive(Debug, Clone)]
+pub struct CiIssuerSettings {
+    /// The issuer, its audience and keys (verified by the same code as token exchange).
+    pub issuer: IssuerSettings,
+    /// Tried in order; the first binding whose conditions all hold decides the policy.
+    pub bindings: Vec<CiBinding>,
+}
+
+/// `[ci]`: CI/CD workload identities.
+#[derive(Debug, Clone, Default)]
+pub struct CiSettings {
+    pub issuers: Vec<CiIssuerSettings>,
+}
+
+impl RawCi {
+    fn validate(self, base: &Path) -> Result<CiSettings, ConfigError> {
+        let mut issuers: Vec<CiIssuerSettings> = Vec::with_capacity(self.issuers.len());
+        for (i, raw) in self.issuers.into_iter().enumerate() {
+            let at = format!("ci.issuers[{i}]");
+            let bindings_raw = raw.bindings;
+            let issuer = RawIssuer {
+                name: raw.name,
+                issuer: raw.issuer,
+                audience: raw.audience,
+                jwks_file: raw.jwks_file,
+                jwks_url: raw.jwks_url,
+                algorithms: raw.algorithms,
+                subject_claim: raw.subject_claim,
+                scopes: Vec::new(),
+                jwks_max_age: raw.jwks_max_age,
+                jwks_refresh_cooldown: raw.jwks_refresh_cooldown,
+            }
+            .validate(&at, base)?;
+            if issuers.iter().any(|o| o.issuer.name == issuer.name) {
+                return Err(err(
+                    &format!("{at}.name"),
+                    format!("`{}` names another CI issuer too", issuer.name),
+                ));
+            }
+            if issuers.iter().any(|o| o.issuer.issuer == issuer.issuer) {
+                return Err(err(
+                    &format!("{at}.issuer"),
+                    "another entry trusts the same issuer (tokens are matched to an entry by `iss`)",
+                ));
+            }
+            if bindings_raw.is_empty() {
+                return Err(err(
+                    &format!("{at}.bindings"),
+                    "list at least one binding: claim conditions and the policy they get",
+                ));
+            }
+            let mut bindings = Vec::with_capacity(bindings_raw.len());
+            for (b, raw) in bindings_raw.into_iter().enumerate() {
+                let field = |f: &str| format!("{at}.bindings[{b}].{f}");
+                if !crate::ci::policy_name_ok(&raw.policy) {
+                    return Err(err(
+                        &field("policy"),
+                        "must be 1-64 characters of letters, digits, '.', '-' and '_'",
+                    ));
+                }
+                if raw.claims.is_empty() {
+                    // Without a condition every job the issuer signs for (any repository
+                    // on GitHub) would get the policy.
+                    return Err(err(
+                        &field("claims"),
+                        "name at least one claim condition (e.g. repository = \"acme/app\")",
+                    ));
+                }
+                let mut claims = Vec::with_capacity(raw.claims.len());
+                for (name, pattern) in raw.claims {
+                    if !plain_text(&name, 64) {
+                        return Err(err(&field("claims"), "a claim name must be a plain word"));
+                    }
+                    if pattern.is_empty() || pattern.len() > 1024 || pattern.chars().all(|c| c == '*') {
+                        return Err(err(
+                            &field(&format!("claims.{name}")),
+                            "must be a value or a glob with some fixed text (`*` alone would match anything)",
+                        ));
+                    }
+                    claims.push((name, ClaimPattern(pattern)));
+                }
+                bindings.push(CiBinding {
+                    policy: raw.policy,
+                    claims,
+                });
+            }
+            issuers.push(CiIssuerSettings { issuer, bindings });
+        }
+        Ok(CiSettings { issuers })
+    }
 }
 
 /// `[monitor]`: the monitor's own schema (rules, baselines, GeoIP; keygate-monitor's
@@ -494,6 +673,8 @@ pub struct Config {
     pub rotation: crate::rotation::RotationConfig,
     /// Webhooks (`[[monitor.webhooks]]`).
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// CI/CD workload identities (`[ci]`).
+    pub ci: CiSettings,
 }
 
 impl Config {
@@ -886,6 +1067,7 @@ impl RawConfig {
             })?;
         let rotation = self.rotation.validate()?;
         let webhooks = crate::webhooks::validate(&self.monitor.webhooks)?;
+        let ci = self.ci.validate(base)?;
         let max_value_bytes = self.vault.max_value_bytes as usize;
         let checkpoint_file = resolve(
             base,
@@ -920,6 +1102,7 @@ impl RawConfig {
             monitor,
             rotation,
             webhooks,
+            ci,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod admin_guard;
 pub mod admin_token;
 pub mod audit_ops;
 mod bounded;
+pub mod ci;
 pub mod config;
 pub mod deadline;
 pub mod error;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The token service; `None` while the vault is sealed (its endpoints answer 503).
     pub tokens: Option<Arc<oauth::TokenService>>,
+    /// Machine identities (`/ci/v1/…`, machine client credentials); `None` while sealed.
+    pub ci: Option<Arc<ci::CiService>>,
     /// The proxy; `None` while the vault is sealed (proxied calls answer 503).
     pub proxy: Option<Arc<proxy::ProxyState>>,
     /// Every proxied call's answer is counted here, refusals while sealed included.
@@ -95,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(admin::router())
         .merge(oauth::endpoints::router())
+        .merge(ci::endpoints::router())
         .merge(proxy::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
@@ -287,6 +291,14 @@ pub async fn start_with_options(
         Err(oauth::StartError::Sealed) => None,
         Err(e) => return Err(anyhow::anyhow!(e).context("starting the token service")),
     };
+    let ci = match &tokens {
+        Some(t) => Some(Arc::new(
+            ci::CiService::start(&config.ci, store.clone(), t.audit_key.clone())
+                .await
+                .context("starting the CI service")?,
+        )),
+        None => None,
+    };
     let settings = &config.monitor;
     // With an injected clock, the tests drive the monitor's evaluation and the rotation
     // passes themselves: a background pass would race them (its first runs at once).
@@ -370,6 +382,7 @@ pub async fn start_with_options(
         admin_guard: admin_guard.clone(),
         config: config.clone(),
         tokens: tokens.clone(),
+        ci,
         proxy,
         proxy_metrics,
         monitor: monitor.clone(),

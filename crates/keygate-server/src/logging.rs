@@ -28,6 +28,7 @@ fn patterns() -> &'static [(Regex, &'static str)] {
             ),
             (r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", "[REDACTED-JWT]"),
             (r"\bkga_[A-Za-z0-9_-]{16,}", "[REDACTED-ADMIN-TOKEN]"),
+            (r"\bkg[msr]_[A-Za-z0-9_-]{16,}", "[REDACTED-TOKEN]"),
             (r"\bsk-[A-Za-z0-9_-]{16,}", "[REDACTED-KEY]"),
             (r"\bAKIA[0-9A-Z]{16}\b", "[REDACTED-KEY]"),
             (r"\bAIza[0-9A-Za-z_-]{35}\b", "[REDACTED-KEY]"),

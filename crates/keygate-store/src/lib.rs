@@ -20,10 +20,12 @@
 pub mod alerts;
 pub mod budgets;
 mod group;
+pub mod machines;
 pub mod rotation;
 mod sql;
 mod sql_alerts;
 mod sql_budgets;
+mod sql_machines;
 mod sql_rotation;
 mod sql_tokens;
 pub mod testing;
@@ -31,6 +33,7 @@ pub mod tokens;
 
 pub use alerts::{AlertRecord, AlertStore};
 pub use budgets::{BudgetRow, BudgetSpent, BudgetStore};
+pub use machines::{MachineRecord, MachineStore, MachineTokenRecord, PolicyRecord};
 pub use rotation::{DeadLetter, RotationDone, RotationSchedule, RotationStore, ScheduleWrite};
 pub use sql::SqlStore;
 pub use tokens::{
@@ -199,11 +202,11 @@ pub struct UsageRow {
 
 /// keygate's persistent state: the vault and audit operations below, the token
 /// service's in [`TokenStore`], the monitor's alerts in [`AlertStore`], the proxy's cost
-/// budgets in [`BudgetStore`], and rotation schedules and webhook dead letters in
-/// [`RotationStore`].
+/// budgets in [`BudgetStore`], rotation schedules and webhook dead letters in
+/// [`RotationStore`], and machine identities in [`MachineStore`].
 #[async_trait]
 pub trait Store:
-    TokenStore + AlertStore + BudgetStore + RotationStore + Send + Sync + 'static
+    TokenStore + AlertStore + BudgetStore + RotationStore + MachineStore + Send + Sync + 'static
 {
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;

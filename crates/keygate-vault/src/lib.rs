@@ -473,12 +473,26 @@ impl Vault {
         version: Option<i64>,
         actor: &str,
     ) -> Result<(i64, SecretString)> {
+        self.get_with(
+            name,
+            version,
+            AuditEvent::new(actor, "secret.read", Outcome::Success),
+        )
+        .await
+    }
+
+    /// [`Vault::get`] with the caller's audit entry (actor, action and details such as a
+    /// machine identity's claims); the vault adds the secret's name and the version read.
+    pub async fn get_with(
+        &self,
+        name: &SecretName,
+        version: Option<i64>,
+        audit: AuditEvent,
+    ) -> Result<(i64, SecretString)> {
         let keys = self.keys()?;
         let meta = self.live_meta(name).await?;
         let version = version.unwrap_or(meta.current_version);
-        let audit = AuditEvent::new(actor, "secret.read", Outcome::Success)
-            .target(name.as_str())
-            .detail("version", version);
+        let audit = audit.target(name.as_str()).detail("version", version);
         let record = self
             .store
             .read_version(name.as_str(), version, Some((audit, now_ms())))

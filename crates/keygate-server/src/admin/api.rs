@@ -908,6 +908,115 @@ pub struct ThrottleLifted {
 /// `GET /admin/v1/monitor`: the monitor's state (defined by keygate-monitor).
 pub type MonitorSnapshot = keygate_monitor::Snapshot;
 
+// ---- machine identities: policies and machine credentials ----
+
+/// `PUT /admin/v1/policies/{name}`: what a machine identity may read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutPolicy {
+    /// Secret names and `prefix/*` globs.
+    pub secrets: Vec<String>,
+    /// Lifetime of the machine tokens it is given, in seconds (60..=3600; default 900).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl_secs: Option<i64>,
+    /// Whether versions other than the current one may be read (default false).
+    #[serde(default)]
+    pub any_version: bool,
+}
+
+/// A policy as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    pub secrets: Vec<String>,
+    pub token_ttl_secs: i64,
+    pub any_version: bool,
+    pub created_ms: UnixMs,
+    pub updated_ms: UnixMs,
+}
+
+/// The answer to `PUT /admin/v1/policies/{name}`, with what looked wrong but was kept
+/// (a pattern that names no secret yet, a policy that grants nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyWritten {
+    pub policy: Policy,
+    pub created: bool,
+    pub warnings: Vec<String>,
+}
+
+/// `GET /admin/v1/policies`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyList {
+    pub policies: Vec<Policy>,
+}
+
+/// `POST /admin/v1/machines`: a static machine credential for a server without OIDC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMachine {
+    pub name: String,
+    pub policy: String,
+}
+
+/// A machine credential as the admin API shows it; the secret only in the answer that
+/// creates or rotates it (sent with `Cache-Control: no-store`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Machine {
+    pub name: String,
+    pub client_id: String,
+    pub policy: String,
+    pub created_ms: UnixMs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_ms: Option<UnixMs>,
+    /// Until when the secret before the last rotation is still accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until_ms: Option<UnixMs>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_opt"
+    )]
+    pub client_secret: Option<SecretString>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl From<&keygate_store::MachineRecord> for Machine {
+    fn from(m: &keygate_store::MachineRecord) -> Self {
+        Self {
+            name: m.name.clone(),
+            client_id: m.id.clone(),
+            policy: m.policy.clone(),
+            created_ms: UnixMs(m.created_ms),
+            rotated_ms: m.rotated_ms.map(UnixMs),
+            previous_valid_until_ms: m.previous_until_ms.map(UnixMs),
+            client_secret: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// `GET /admin/v1/machines`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MachineList {
+    pub machines: Vec<Machine>,
+}
+
+/// `POST /admin/v1/machines/{name}/rotate`: a new secret; the old one keeps working for
+/// `overlap_secs` (default 3600, at most 7 days; 0 ends it at once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateMachine {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_secs: Option<i64>,
+}
+
+/// A deleted policy or machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub name: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

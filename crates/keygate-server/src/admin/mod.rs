@@ -21,6 +21,7 @@ use crate::error::ApiError;
 pub mod alerts;
 pub mod api;
 pub mod audit;
+pub mod machines;
 pub mod routes;
 pub mod secrets;
 pub mod tokens;
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .merge(usage::router())
         .merge(tokens::router())
         .merge(alerts::router())
+        .merge(machines::router())
 }
 
 /// Proof that the request carried a valid admin token; handlers take it as an argument,
@@ -92,13 +94,30 @@ impl FromRequestParts<AppState> for Admin {
                 if let Some(id) = found {
                     return Ok(Admin { id });
                 }
-                "invalid"
+                if token.starts_with(keygate_auth::opaque::TokenKind::Machine.prefix()) {
+                    "machine_token"
+                } else {
+                    "invalid"
+                }
+            }
+        };
+        // A machine token is a credential, just not one for this API: 403, not 401.
+        let refusal = || {
+            if reason == "machine_token" {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "a machine token can only read the secrets its policy grants (/ci/v1/secrets); the admin API needs an admin token",
+                )
+                .into_response()
+            } else {
+                ApiError::unauthorized().into_response()
             }
         };
         let now = now_ms();
         let Failure::Audit(earlier) = state.admin_guard.failed(source, now) else {
             // Part of a burst: one entry with its count is written when the window closes.
-            return Err(ApiError::unauthorized().into_response());
+            return Err(refusal());
         };
         let event = AuditEvent::new("anonymous", "admin.auth", Outcome::Denied)
             .target(format!("{} {}", parts.method, parts.uri.path()))
@@ -116,7 +135,7 @@ impl FromRequestParts<AppState> for Admin {
             }
         }
         tracing::warn!(reason, path = %parts.uri.path(), "admin authentication refused");
-        Err(ApiError::unauthorized().into_response())
+        Err(refusal())
     }
 }
 

@@ -124,6 +124,37 @@ pub(crate) async fn authenticate_client(
     headers: &HeaderMap,
     form: &Form,
 ) -> Result<ClientRecord, OAuthError> {
+    let (id, secret) = presented_client(headers, form)?;
+    let client = svc
+        .store
+        .client_by_id(&id)
+        .await
+        .map_err(|e| OAuthError::unavailable(&e))?
+        .filter(|c| c.removed_ms.is_none())
+        .ok_or_else(OAuthError::invalid_client)?;
+    match (client.kind.as_str(), secret, &client.secret_hash) {
+        ("public", None, _) => Ok(client),
+        ("confidential", Some(secret), Some(stored)) => {
+            let stored: [u8; 32] = stored
+                .as_slice()
+                .try_into()
+                .map_err(|_| OAuthError::invalid_client())?;
+            if TokenHash::of(&secret).ct_eq(&TokenHash::from_bytes(stored)) {
+                Ok(client)
+            } else {
+                Err(OAuthError::invalid_client())
+            }
+        }
+        _ => Err(OAuthError::invalid_client()),
+    }
+}
+
+/// The client id and secret a request presents: `client_secret_basic` or
+/// `client_secret_post` (or a bare `client_id`), one method only.
+pub(crate) fn presented_client(
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<(String, Option<String>), OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -160,28 +191,7 @@ pub(crate) async fn authenticate_client(
         (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
         (None, None, _) => return Err(OAuthError::invalid_client()),
     };
-    let client = svc
-        .store
-        .client_by_id(&id)
-        .await
-        .map_err(|e| OAuthError::unavailable(&e))?
-        .filter(|c| c.removed_ms.is_none())
-        .ok_or_else(OAuthError::invalid_client)?;
-    match (client.kind.as_str(), secret, &client.secret_hash) {
-        ("public", None, _) => Ok(client),
-        ("confidential", Some(secret), Some(stored)) => {
-            let stored: [u8; 32] = stored
-                .as_slice()
-                .try_into()
-                .map_err(|_| OAuthError::invalid_client())?;
-            if TokenHash::of(&secret).ct_eq(&TokenHash::from_bytes(stored)) {
-                Ok(client)
-            } else {
-                Err(OAuthError::invalid_client())
-            }
-        }
-        _ => Err(OAuthError::invalid_client()),
-    }
+    Ok((id, secret))
 }
 
 pub(crate) fn client_type(c: &ClientRecord) -> ClientType {
@@ -293,6 +303,17 @@ async fn token(
 ) -> Result<Response, OAuthError> {
     let svc = service(&s)?;
     let form = Form::parse(&body)?;
+    // A machine credential (`keygate machine add`) is not an OAuth client: its
+    // client_credentials grant gives a machine token that reads what its policy grants.
+    if form.get("grant_type") == Some("client_credentials") {
+        let (id, secret) = presented_client(&headers, &form)?;
+        if crate::ci::is_machine_id(&id) {
+            let ci = s.ci.as_ref().ok_or_else(|| {
+                OAuthError::unavailable(&"the CI service is not running (vault sealed)")
+            })?;
+            return crate::ci::machine_login(ci, &id, secret.as_deref(), &form).await;
+        }
+    }
     let client = authenticate_client(&svc, &headers, &form).await?;
     match form.require("grant_type")? {
         "authorization_code" => authorization_code(&svc, &headers, &form, &client).await,

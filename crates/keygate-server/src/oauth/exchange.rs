@@ -269,14 +269,14 @@ impl TrustedIssuers {
 }
 
 /// Why a subject token was refused; fixed values for logs and audit entries.
-enum Refusal {
+pub(crate) enum Refusal {
     UnknownIssuer,
     Token(IdTokenError),
     KeysUnavailable,
 }
 
 impl Refusal {
-    fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             Self::UnknownIssuer => "issuer not trusted".into(),
             Self::Token(e) => e.to_string(),
@@ -285,16 +285,17 @@ impl Refusal {
     }
 }
 
-async fn verify_subject_token<'a>(
-    svc: &'a TokenService,
+/// Verifies an ID token against the issuer its unverified `iss` names among `issuers`
+/// (token exchange's `[[tokens.issuers]]`, CI login's `[[ci.issuers]]`).
+pub(crate) async fn verify_subject_token<'a>(
+    issuers: &'a TrustedIssuers,
     token: &str,
 ) -> Result<(&'a TrustedIssuer, VerifiedIdToken), (Option<&'a TrustedIssuer>, Refusal)> {
     // Parsed once: the unverified `iss` picks the issuer, then the same parse is verified.
     let unverified =
         idtoken::UnverifiedIdToken::parse(token).map_err(|e| (None, Refusal::Token(e)))?;
     let iss = unverified.issuer().map_err(|e| (None, Refusal::Token(e)))?;
-    let issuer = svc
-        .issuers
+    let issuer = issuers
         .by_issuer(iss)
         .ok_or((None, Refusal::UnknownIssuer))?;
     let fail = |r| (Some(issuer), r);
@@ -467,7 +468,7 @@ pub(crate) async fn grant(
         None => None,
     };
 
-    let (issuer, verified) = match verify_subject_token(svc, token).await {
+    let (issuer, verified) = match verify_subject_token(&svc.issuers, token).await {
         Ok(v) => v,
         Err((issuer, refusal)) => {
             let reason = refusal.reason();
