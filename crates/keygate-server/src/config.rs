@@ -244,7 +244,10 @@ impl RawCi {
                     if !plain_text(&name, 64) {
                         return Err(err(&field("claims"), "a claim name must be a plain word"));
                     }
-                    if pattern.is_empty() || pattern.len() > 1024 || pattern.chars().all(|c| c == '*') {
+                    if pattern.is_empty()
+                        || pattern.len() > 1024
+                        || pattern.chars().all(|c| c == '*')
+                    {
                         return Err(err(
                             &field(&format!("claims.{name}")),
                             "must be a value or a glob with some fixed text (`*` alone would match anything)",

@@ -14,7 +14,7 @@ use crate::Result;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyRecord {
     pub name: String,
-    /// JSON array of secret names and `prefix/*` globs.
+    /// JSON array of secret names and prefix globs (`deploy.*`).
     pub secrets: String,
     /// Lifetime of a machine token carrying this policy.
     pub token_ttl_secs: i64,
@@ -82,8 +82,12 @@ impl std::fmt::Debug for MachineTokenRecord {
 #[async_trait]
 pub trait MachineStore: Send + Sync {
     /// Creates or replaces a policy (audited); true if it was created.
-    async fn put_policy(&self, policy: PolicyRecord, audit: AuditEvent, now_ms: i64)
-    -> Result<bool>;
+    async fn put_policy(
+        &self,
+        policy: PolicyRecord,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<bool>;
     async fn policy(&self, name: &str) -> Result<Option<PolicyRecord>>;
     async fn list_policies(&self) -> Result<Vec<PolicyRecord>>;
     /// Deletes a policy and every machine token that carries it (audited).
@@ -91,8 +95,12 @@ pub trait MachineStore: Send + Sync {
     async fn delete_policy(&self, name: &str, audit: AuditEvent, now_ms: i64) -> Result<()>;
 
     /// Adds a machine credential (audited); [`crate::StoreError::Duplicate`] on a taken name.
-    async fn insert_machine(&self, machine: MachineRecord, audit: AuditEvent, now_ms: i64)
-    -> Result<()>;
+    async fn insert_machine(
+        &self,
+        machine: MachineRecord,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<()>;
     async fn machine_by_id(&self, id: &str) -> Result<Option<MachineRecord>>;
     async fn machine_by_name(&self, name: &str) -> Result<Option<MachineRecord>>;
     async fn list_machines(&self) -> Result<Vec<MachineRecord>>;

@@ -258,10 +258,12 @@ impl MachineStore for SqlStore {
     }
 
     async fn purge_machine_tokens(&self, now_ms: i64) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM machine_tokens WHERE expires_ms <= $1")
-            .bind(now_ms)
-            .execute(&self.write)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM machine_tokens WHERE expires_ms <= $1")
+                .bind(now_ms)
+                .execute(&self.write)
+                .await?
+                .rows_affected(),
+        )
     }
 }

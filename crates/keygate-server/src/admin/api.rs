@@ -914,7 +914,7 @@ pub type MonitorSnapshot = keygate_monitor::Snapshot;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutPolicy {
-    /// Secret names and `prefix/*` globs.
+    /// Secret names and prefix globs (`deploy.*`; `*` alone: every secret).
     pub secrets: Vec<String>,
     /// Lifetime of the machine tokens it is given, in seconds (60..=3600; default 900).
     #[serde(default, skip_serializing_if = "Option::is_none")]

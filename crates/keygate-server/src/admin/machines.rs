@@ -111,8 +111,8 @@ async fn put_policy(
             "secrets: at most 256 names and globs per policy",
         ));
     }
-    let grants = Grants::parse(&body.secrets)
-        .map_err(|e| ApiError::bad_request(format!("secrets: {e}")))?;
+    let grants =
+        Grants::parse(&body.secrets).map_err(|e| ApiError::bad_request(format!("secrets: {e}")))?;
     let ttl = body.token_ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
     if !TOKEN_TTL_RANGE.contains(&ttl) {
         return Err(ApiError::bad_request(
@@ -193,7 +193,13 @@ async fn list_machines(
     _admin: Admin,
     State(s): State<AppState>,
 ) -> Result<Json<MachineList>, ApiError> {
-    let machines = s.store.list_machines().await?.iter().map(Machine::from).collect();
+    let machines = s
+        .store
+        .list_machines()
+        .await?
+        .iter()
+        .map(Machine::from)
+        .collect();
     Ok(Json(MachineList { machines }))
 }
 

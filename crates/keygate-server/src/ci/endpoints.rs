@@ -135,10 +135,7 @@ async fn read(
                 .await?
                 .map(|meta| meta.current_version);
             if current != Some(v) {
-                let reason = format!(
-                    "policy `{}` grants the current version only",
-                    m.policy.name
-                );
+                let reason = format!("policy `{}` grants the current version only", m.policy.name);
                 return Err(refuse(&s, &m, &name, reason).await);
             }
         }

@@ -1,7 +1,7 @@
 //! Machine identities for CI/CD pipelines and servers.
 //!
 //! A **policy** (`keygate policy`, `/admin/v1/policies`) names the secrets an identity may
-//! read (names and `prefix/*` globs), how long its token lives and whether versions other
+//! read (names and prefix globs such as `deploy.*`), how long its token lives and whether versions other
 //! than the current one may be read. Two ways in, both ending in the same short-lived
 //! machine token (`kgm_…`, stored as its hash) that carries one policy and can do nothing
 //! else (the admin API answers it 403, the proxy 401):
@@ -98,29 +98,27 @@ pub fn is_machine_id(id: &str) -> bool {
 pub enum SecretPattern {
     /// A secret's exact name.
     Exact(String),
-    /// `prefix/*` (the prefix keeps its `/`) or `*` (every secret: an empty prefix).
+    /// `prefix*`: every secret whose name starts with the prefix and is longer (`deploy.*`
+    /// covers `deploy.stripe`, not `deploy`); `*` alone covers every secret.
     Prefix(String),
 }
 
 impl SecretPattern {
-    /// Parses a name or a glob whose only `*` is at the end, after a `/` (or alone).
+    /// Parses a secret name, or a glob whose only `*` ends it.
     pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.find('*').is_some_and(|at| at + 1 != raw.len()) {
+            return Err(format!(
+                "`{raw}`: `*` may only end a pattern (e.g. `deploy.*`)"
+            ));
+        }
         match raw.strip_suffix('*') {
             Some(prefix) => {
-                if prefix.contains('*') {
-                    return Err(format!(
-                        "`{raw}`: `*` may only end a pattern (`payments/*`)"
-                    ));
-                }
-                if !prefix.is_empty() && !prefix.ends_with('/') {
-                    return Err(format!(
-                        "`{raw}`: a glob covers a whole path segment; write `{prefix}/*` or the full name"
-                    ));
-                }
-                let stem = prefix.trim_end_matches('/');
-                if !stem.is_empty() {
-                    keygate_vault::SecretName::parse(stem)
-                        .map_err(|e| format!("`{raw}`: {e}"))?;
+                if !prefix.is_empty() {
+                    // A prefix is the start of a valid name: check it as one (a trailing
+                    // separator such as `.` is a valid name character too).
+                    keygate_vault::SecretName::parse(prefix).map_err(|e| {
+                        format!("`{raw}`: the part before `*` is not a secret name's start: {e}")
+                    })?;
                 }
                 Ok(Self::Prefix(prefix.to_owned()))
             }
@@ -274,7 +272,9 @@ impl CiService {
         audit: AuditEvent,
     ) -> Result<Issued, CiRefusal> {
         let token = OpaqueToken::generate(TokenKind::Machine);
-        let ttl = policy.token_ttl_secs.clamp(*TOKEN_TTL_RANGE.start(), *TOKEN_TTL_RANGE.end());
+        let ttl = policy
+            .token_ttl_secs
+            .clamp(*TOKEN_TTL_RANGE.start(), *TOKEN_TTL_RANGE.end());
         let now = now_ms();
         let token_ref = self.token_ref("machine_token", token.value().expose_secret());
         let audit = with_claims(
@@ -665,26 +665,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secret_patterns_are_names_or_whole_segment_globs() {
+    fn secret_patterns_are_names_or_prefix_globs() {
         let p = |s: &str| SecretPattern::parse(s);
         assert_eq!(p("stripe").unwrap(), SecretPattern::Exact("stripe".into()));
         assert_eq!(
-            p("payments/*").unwrap(),
-            SecretPattern::Prefix("payments/".into())
+            p("deploy.*").unwrap(),
+            SecretPattern::Prefix("deploy.".into())
         );
         assert_eq!(p("*").unwrap(), SecretPattern::Prefix(String::new()));
-        for bad in ["pay*", "a/*/b", "*/x", "a/**", "", "bad name"] {
+        for bad in [
+            "a*b",
+            "de*ploy.*",
+            "*x",
+            "a**",
+            "",
+            "bad name",
+            "payments/*",
+            ".x*",
+        ] {
             assert!(p(bad).is_err(), "{bad}");
         }
-        let g = Grants::parse(&["payments/*".into(), "maps".into()]).unwrap();
-        assert!(g.allows("payments/stripe"));
-        assert!(g.allows("payments/a/b"));
+        let g = Grants::parse(&["deploy.*".into(), "maps".into()]).unwrap();
+        assert!(g.allows("deploy.stripe"));
+        assert!(g.allows("deploy.a.b"));
         assert!(g.allows("maps"));
-        assert!(!g.allows("payments"), "the prefix alone is another secret");
-        assert!(!g.allows("payments-old/x"));
+        assert!(!g.allows("deploy."), "the prefix alone is not covered");
+        assert!(!g.allows("deploy"));
+        assert!(!g.allows("deployx"));
         assert!(!g.allows("mapsx"));
         assert!(!g.allows("other"));
         assert!(Grants::parse(&["*".into()]).unwrap().allows("anything"));
+        assert!(!Grants::parse(&[]).unwrap().allows("anything"));
     }
 
     #[test]
@@ -699,6 +710,9 @@ mod tests {
         assert!(p("*/app").matches("acme/app"));
         assert!(p("a*b*c").matches("a-x-b-y-c"));
         assert!(!p("a*b*c").matches("a-x-c-y-b"));
-        assert!(!p("ab*ba").matches("aba"), "overlapping ends do not count twice");
+        assert!(
+            !p("ab*ba").matches("aba"),
+            "overlapping ends do not count twice"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! directory, and typed helpers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod idp;
+
 use std::path::Path;
 
 use keygate_server::config::Config;
