@@ -149,6 +149,7 @@ pub struct Command {
     env: EnvVars,
     extra_masked: Vec<Zeroizing<Vec<u8>>>,
     inherit_env: bool,
+    removed: Vec<OsString>,
     stdout: Option<Sink>,
     stderr: Option<Sink>,
     grace: Duration,
@@ -181,6 +182,7 @@ impl Command {
             env: Vec::new(),
             extra_masked: Vec::new(),
             inherit_env: true,
+            removed: Vec::new(),
             stdout: None,
             stderr: None,
             grace: DEFAULT_GRACE,
@@ -226,6 +228,13 @@ impl Command {
     /// `true`) or from an empty one plus the variables set here.
     pub fn inherit_env(mut self, inherit: bool) -> Self {
         self.inherit_env = inherit;
+        self
+    }
+
+    /// Leaves `name` out of the inherited environment (e.g. this process's own
+    /// credentials, which the child has no business holding).
+    pub fn env_remove(mut self, name: impl Into<OsString>) -> Self {
+        self.removed.push(name.into());
         self
     }
 
@@ -391,7 +400,19 @@ impl Supervisor {
     /// masker is rebuilt from the new values (plus [`Command::mask_value`]
     /// ones), so output of the new child masks the new values.
     pub async fn restart(&mut self, env: EnvVars) -> Result<(), SpawnError> {
+        let masked = std::mem::take(&mut self.cmd.extra_masked);
+        self.restart_masking(env, masked).await
+    }
+
+    /// [`Supervisor::restart`] that also replaces the [`Command::mask_value`]
+    /// values (e.g. new values served through [`crate::fifo_once`]).
+    pub async fn restart_masking(
+        &mut self,
+        env: EnvVars,
+        masked: Vec<Zeroizing<Vec<u8>>>,
+    ) -> Result<(), SpawnError> {
         let program = self.cmd.program_name();
+        self.cmd.extra_masked = masked;
         self.shutdown()
             .await
             .map_err(|source| SpawnError::Io { program, source })?;
@@ -460,6 +481,9 @@ fn spawn(
         .kill_on_drop(true);
     if !cmd.inherit_env {
         proc.env_clear();
+    }
+    for name in &cmd.removed {
+        proc.env_remove(name);
     }
     for (name, value) in &cmd.env {
         proc.env(name, value.as_str());

@@ -48,6 +48,12 @@ const NOT_CONFIG: &[&str] = &[
     "KEYGATE_LOG",
     "KEYGATE_MASTER_KEY",
     "KEYGATE_CONFIG",
+    // `keygate run`'s machine identity.
+    "KEYGATE_CLIENT_ID",
+    "KEYGATE_CLIENT_SECRET",
+    "KEYGATE_ID_TOKEN",
+    "KEYGATE_ID_TOKEN_FILE",
+    "KEYGATE_AUDIENCE",
 ];
 
 #[derive(Debug, Deserialize)]

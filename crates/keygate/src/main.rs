@@ -75,6 +75,18 @@ enum Command {
     /// Throttles the monitor put in force, and lifting them
     #[command(subcommand)]
     Throttle(cmd::alert::ThrottleCommand),
+    /// Policies: which secrets a CI job or server (a machine identity) may read
+    #[command(subcommand)]
+    Policy(cmd::machine::PolicyCommand),
+    /// Static machine credentials for servers without OIDC
+    #[command(subcommand)]
+    Machine(cmd::machine::MachineCommand),
+    /// Run a command with secrets in its environment only, masked in its output, as a
+    /// machine identity (CI job or server)
+    Run(cmd::run::RunArgs),
+    /// CI/CD set-up: example pipelines using OIDC and `keygate run`
+    #[command(subcommand)]
+    Ci(cmd::ci::CiCommand),
     /// Find API keys and other secrets in files, git history, staged changes and APK/IPA
     /// packages (exit 0: none, 1: findings, 2: error)
     Scan(keygate_scan::cli::ScanArgs),
@@ -135,6 +147,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Route(c) => cmd::route::run(c).await,
         Command::Alert(c) => cmd::alert::alert(c).await,
         Command::Throttle(c) => cmd::alert::throttle(c).await,
+        Command::Policy(c) => cmd::machine::policy(c).await,
+        Command::Machine(c) => cmd::machine::machine(c).await,
+        Command::Run(a) => cmd::run::run(a).await,
+        Command::Ci(c) => cmd::ci::run(c),
         Command::Scan(_) | Command::Hook(_) => Ok(ExitCode::from(2)),
     }
 }

@@ -2,9 +2,12 @@
 
 pub mod alert;
 pub mod audit;
+pub mod ci;
 pub mod demo;
 pub mod init;
+pub mod machine;
 pub mod route;
+pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod tokens;
