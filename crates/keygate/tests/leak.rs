@@ -43,6 +43,18 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[test]
 fn canaries_never_appear_in_clear() {
     let setup = Setup::new();
+    // A CI issuer, so a job's ID token goes through the same checks as everything else.
+    let issuer_key = keygate_auth::keys::SigningKey::generate(keygate_auth::jws::Algorithm::Es256);
+    let mut jwk = issuer_key.verification_key().to_jwk().to_json();
+    jwk.insert("kid".into(), "ci1".into());
+    let jwks = setup.dir.path().join("ci-jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str(&format!(
+        "\n[[ci.issuers]]\nname = \"ci\"\nissuer = \"https://ci.example\"\naudience = \"keygate\"\njwks_file = \"{}\"\nalgorithms = [\"ES256\"]\n\n[[ci.issuers.bindings]]\npolicy = \"deploy\"\nclaims = {{ repository = \"acme/app\" }}\n",
+        jwks.display()
+    ));
+    std::fs::write(&setup.config, config).unwrap();
     let log = setup.dir.path().join("server.log");
     let trace = [("KEYGATE_LOG", "trace")];
     let server = setup.serve(&log, &trace);
@@ -156,7 +168,78 @@ fn canaries_never_appear_in_clear() {
         .env("KEYGATE_TOKEN", &token_canary);
     let out = bad.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    outputs.push(("bad token stderr".into(), out.stderr));
+    let bad_token_stderr = out.stderr;
+
+    // Machine identities: a policy, a machine credential (printed once), its rotation,
+    // `keygate run` as the machine and as a CI job, whose child prints the values.
+    run(
+        "put deploy",
+        &["secret", "put", "deploy.key", "--stdin"],
+        Some(&values[3]),
+        false,
+    );
+    run(
+        "policy put",
+        &["policy", "put", "deploy", "--secret", "deploy.*"],
+        None,
+        false,
+    );
+    run("policy list", &["policy", "list"], None, false);
+    let added = run(
+        "machine add",
+        &[
+            "machine", "add", "runner", "--policy", "deploy", "--format", "json",
+        ],
+        None,
+        true,
+    );
+    let machine: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
+    let machine_id = machine["client_id"].as_str().unwrap().to_owned();
+    let first_secret = machine["client_secret"].as_str().unwrap().to_owned();
+    let rotated = run(
+        "machine rotate",
+        &["machine", "rotate", "runner", "--format", "json"],
+        None,
+        true,
+    );
+    let rotated: serde_json::Value = serde_json::from_slice(&rotated.stdout).unwrap();
+    let machine_secret = rotated["client_secret"].as_str().unwrap().to_owned();
+    run("machine list", &["machine", "list"], None, false);
+    let echo = "echo \"$K\"; echo \"$K\" >&2";
+    let mut as_machine = common::keygate();
+    as_machine
+        .args(["run", "--secret", "K=deploy.key", "--", "sh", "-c", echo])
+        .env("KEYGATE_ADDR", setup.base())
+        .env("KEYGATE_CLIENT_ID", &machine_id)
+        .env("KEYGATE_CLIENT_SECRET", &machine_secret);
+    let out = as_machine.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "****");
+    outputs.push(("run as machine".into(), [out.stdout, out.stderr].concat()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = serde_json::Map::new();
+    header.insert("kid".into(), "ci1".into());
+    let id_token = keygate_auth::jws::sign_compact(
+        &issuer_key,
+        header,
+        &serde_json::json!({"iss": "https://ci.example", "aud": "keygate", "sub": "job",
+            "iat": now, "exp": now + 300, "jti": canary("jti"), "repository": "acme/app"}),
+    );
+    for attempt in ["run as CI job", "run as CI job (replayed)"] {
+        let mut as_job = common::keygate();
+        as_job
+            .args(["run", "--secret", "K=deploy.key", "--", "sh", "-c", echo])
+            .env("KEYGATE_ADDR", setup.base())
+            .env("KEYGATE_ID_TOKEN", &id_token);
+        let out = as_job.output().unwrap();
+        let replay = attempt.ends_with("(replayed)");
+        assert_eq!(out.status.success(), !replay, "{attempt}: {}", stderr(&out));
+        outputs.push((attempt.into(), [out.stdout, out.stderr].concat()));
+    }
+    outputs.push(("bad token stderr".into(), bad_token_stderr));
     server.stop();
 
     let out = setup.offline(&[
@@ -198,6 +281,9 @@ fn canaries_never_appear_in_clear() {
     let mut needles = values.clone();
     needles.push(token_canary);
     needles.push(setup.token.clone());
+    needles.push(first_secret);
+    needles.push(machine_secret);
+    needles.push(id_token);
     let mut found = Vec::new();
     for (label, bytes) in &haystacks {
         for n in &needles {

@@ -15,7 +15,9 @@ pub enum Provider {
 #[derive(Subcommand)]
 pub enum CiCommand {
     /// Print a pipeline using OIDC and `keygate run`, and the `[[ci.issuers]]` it needs
-    #[command(after_help = "Example:\n  keygate ci example --provider github > .github/workflows/deploy.yml")]
+    #[command(
+        after_help = "Example:\n  keygate ci example --provider github > .github/workflows/deploy.yml"
+    )]
     Example {
         #[arg(long, value_enum)]
         provider: Provider,

@@ -132,7 +132,10 @@ fn print_credentials(m: &Machine, format: Format, verb: &str) -> anyhow::Result<
     println!("client secret: {secret}");
     println!("The secret is shown once; keygate keeps only its hash.");
     if let Some(until) = m.previous_valid_until_ms {
-        println!("The previous secret is accepted until {}.", ts(until.as_i64()));
+        println!(
+            "The previous secret is accepted until {}.",
+            ts(until.as_i64())
+        );
     }
     Ok(())
 }
@@ -191,7 +194,10 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             let r: Deleted = api
                 .call_empty(Method::DELETE, &format!("/admin/v1/policies/{name}"))
                 .await?;
-            println!("policy {} deleted; its machine tokens no longer work", r.name);
+            println!(
+                "policy {} deleted; its machine tokens no longer work",
+                r.name
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -206,7 +212,11 @@ pub async fn machine(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let r: Machine = api
-                .call(Method::POST, "/admin/v1/machines", &AddMachine { name, policy })
+                .call(
+                    Method::POST,
+                    "/admin/v1/machines",
+                    &AddMachine { name, policy },
+                )
                 .await?;
             print_credentials(&r, format, "added")?;
         }
@@ -241,7 +251,10 @@ pub async fn machine(cmd: MachineCommand) -> anyhow::Result<ExitCode> {
             let r: Deleted = api
                 .call_empty(Method::DELETE, &format!("/admin/v1/machines/{name}"))
                 .await?;
-            println!("machine {} deleted; its machine tokens no longer work", r.name);
+            println!(
+                "machine {} deleted; its machine tokens no longer work",
+                r.name
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -86,11 +86,9 @@ fn parse_spec(raw: &str, flag: &str, what: &str) -> anyhow::Result<Spec> {
         .ok_or_else(|| anyhow!("{flag} `{raw}`: expected {what}=NAME or {what}=NAME@VERSION"))?;
     let (name, version) = match source.rsplit_once('@') {
         Some((name, v)) => {
-            let version = v
-                .parse::<i64>()
-                .ok()
-                .filter(|v| *v > 0)
-                .ok_or_else(|| anyhow!("{flag} `{raw}`: the version after @ must be a number ≥ 1"))?;
+            let version = v.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                anyhow!("{flag} `{raw}`: the version after @ must be a number ≥ 1")
+            })?;
             (name, Some(version))
         }
         None => (source, None),
@@ -135,7 +133,10 @@ pub fn env_name_for(secret: &str) -> String {
 /// How this process proves who it is.
 enum Credentials {
     Token(SecretString),
-    Client { id: String, secret: SecretString },
+    Client {
+        id: String,
+        secret: SecretString,
+    },
     IdToken(SecretString),
     IdTokenFile(PathBuf),
     GitHub {
@@ -161,8 +162,9 @@ impl Credentials {
             bail!("KEYGATE_TOKEN is not a machine token (kgm_…)");
         }
         if let Some(id) = var("KEYGATE_CLIENT_ID") {
-            let secret = var("KEYGATE_CLIENT_SECRET")
-                .ok_or_else(|| anyhow!("KEYGATE_CLIENT_ID is set but KEYGATE_CLIENT_SECRET is not"))?;
+            let secret = var("KEYGATE_CLIENT_SECRET").ok_or_else(|| {
+                anyhow!("KEYGATE_CLIENT_ID is set but KEYGATE_CLIENT_SECRET is not")
+            })?;
             return Ok(Self::Client {
                 id,
                 secret: SecretString::from(secret),
@@ -212,7 +214,12 @@ async fn refusal(what: &str, resp: reqwest::Response) -> anyhow::Error {
     let status = resp.status();
     let body: Option<ErrorBody> = resp.json().await.ok();
     match body {
-        Some(b) => anyhow!("{what}: {} (HTTP {}, {})", b.message, status.as_u16(), b.error),
+        Some(b) => anyhow!(
+            "{what}: {} (HTTP {}, {})",
+            b.message,
+            status.as_u16(),
+            b.error
+        ),
         None => anyhow!("{what}: HTTP {}", status.as_u16()),
     }
 }
@@ -235,11 +242,7 @@ impl Session {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
-        anyhow!(
-            "cannot reach keygate at {}: {}",
-            self.base,
-            e.without_url()
-        )
+        anyhow!("cannot reach keygate at {}: {}", self.base, e.without_url())
     }
 
     async fn fresh_token(&self) -> anyhow::Result<SecretString> {
@@ -289,14 +292,19 @@ impl Session {
                     .bearer_auth(request_token.expose_secret())
                     .send()
                     .await
-                    .map_err(|e| anyhow!("fetching the GitHub Actions ID token: {}", e.without_url()))?;
+                    .map_err(|e| {
+                        anyhow!("fetching the GitHub Actions ID token: {}", e.without_url())
+                    })?;
                 if !resp.status().is_success() {
                     bail!(
                         "GitHub Actions refused the ID token request (HTTP {}); does the job have `permissions: id-token: write`?",
                         resp.status().as_u16()
                     );
                 }
-                let t: GitHubToken = resp.json().await.context("reading GitHub's ID token answer")?;
+                let t: GitHubToken = resp
+                    .json()
+                    .await
+                    .context("reading GitHub's ID token answer")?;
                 t.value
             }
         };
@@ -336,7 +344,9 @@ impl Session {
             }
             return Ok(resp);
         }
-        Err(anyhow!("{what}: the machine token was refused after a fresh login"))
+        Err(anyhow!(
+            "{what}: the machine token was refused after a fresh login"
+        ))
     }
 
     async fn granted(&mut self) -> anyhow::Result<GrantedSecrets> {
@@ -479,7 +489,10 @@ impl Plan {
     }
 
     /// The versions that would be read now, for `--watch`.
-    async fn current_versions(&self, session: &mut Session) -> anyhow::Result<BTreeMap<String, i64>> {
+    async fn current_versions(
+        &self,
+        session: &mut Session,
+    ) -> anyhow::Result<BTreeMap<String, i64>> {
         let granted = session.granted().await?;
         let mut now = BTreeMap::new();
         for s in granted.secrets {
@@ -572,7 +585,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if !vanished.is_empty() {
             eprintln!(
                 "keygate run: watch: secret `{}` is no longer readable; the command keeps running with the value it has",
-                vanished.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("`, `")
+                vanished
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("`, `")
             );
             continue;
         }
