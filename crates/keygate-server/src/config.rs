@@ -1734,4 +1734,72 @@ scopes   = ["ai"]
             Some(MasterKeySource::Env("KEYGATE_MASTER_KEY".into()))
         );
     }
+
+    #[test]
+    fn ci_issuers_need_bindings_with_conditions_and_refuse_unsafe_algorithms() {
+        let base = r#"
+[[ci.issuers]]
+name = "github"
+issuer = "https://token.actions.githubusercontent.com"
+audience = "https://keygate.example.com"
+jwks_file = "gh.json"
+"#;
+        let ok = format!(
+            "{base}\n[[ci.issuers.bindings]]\npolicy = \"deploy\"\nclaims = {{ repository = \"acme/app\", ref = \"refs/heads/*\" }}\n"
+        );
+        let c = load(&ok, &[]).unwrap();
+        let issuer = &c.ci.issuers[0];
+        assert_eq!(
+            issuer.issuer.jwks,
+            JwksLocation::File("/etc/keygate/gh.json".into())
+        );
+        assert_eq!(issuer.bindings[0].policy, "deploy");
+        let claims: Vec<(&str, &str)> = issuer.bindings[0]
+            .claims
+            .iter()
+            .map(|(k, p)| (k.as_str(), p.as_str()))
+            .collect();
+        assert_eq!(
+            claims,
+            [("ref", "refs/heads/*"), ("repository", "acme/app")]
+        );
+
+        let e = load(base, &[]).unwrap_err();
+        assert_eq!(e.field, "ci.issuers[0].bindings", "{e}");
+        let e = load(
+            &format!("{base}\n[[ci.issuers.bindings]]\npolicy = \"p\"\nclaims = {{}}\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "ci.issuers[0].bindings[0].claims", "{e}");
+        let e = load(
+            &format!("{base}\n[[ci.issuers.bindings]]\npolicy = \"p\"\nclaims = {{ repository = \"*\" }}\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.field, "ci.issuers[0].bindings[0].claims.repository",
+            "{e}"
+        );
+        let e = load(
+            &format!(
+                "{base}\n[[ci.issuers.bindings]]\npolicy = \"bad name\"\nclaims = {{ a = \"b\" }}\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "ci.issuers[0].bindings[0].policy", "{e}");
+        let hs = ok.replace(
+            "jwks_file = \"gh.json\"",
+            "jwks_file = \"gh.json\"\nalgorithms = [\"HS256\"]",
+        );
+        let e = load(&hs, &[]).unwrap_err();
+        assert_eq!(e.field, "ci.issuers[0].algorithms", "{e}");
+        assert!(e.message.contains("never accepted"), "{e}");
+        let scoped = ok.replace(
+            "jwks_file = \"gh.json\"",
+            "jwks_file = \"gh.json\"\nscopes = [\"x\"]",
+        );
+        assert!(load(&scoped, &[]).is_err(), "a CI identity has no scopes");
+    }
 }

@@ -426,7 +426,7 @@ async fn every_bad_id_token_is_refused_with_its_reason_and_audited() {
     // Every refusal is audited with its reason; no token appears in clear.
     let audit = audit_text(&app).await;
     let denied = audit.matches("\"action\":\"ci.login\"").count();
-    assert!(denied >= cases.len() + 1, "{denied} ci.login entries");
+    assert!(denied > cases.len(), "{denied} ci.login entries");
     for reason in [
         "replay",
         "no binding",
@@ -463,9 +463,24 @@ async fn client_credentials(app: &TestApp, id: &str, secret: &str) -> (StatusCod
 }
 
 #[tokio::test]
-async fn a_machine_credential_logs_in_and_rotates_with_an_overlap() {
+async fn a_machine_credential_logs_in_and_rotates_with_an_overlap_sqlite() {
     let mut app = ci_app(None).await.unwrap();
-    seed(&app).await;
+    machine_credentials(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_machine_credential_logs_in_and_rotates_with_an_overlap_postgres() {
+    let Some(mut app) = ci_app(Some("ci_machines")).await else {
+        eprintln!("skipped: KEYGATE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    machine_credentials(&app).await;
+    app.stop().await;
+}
+
+async fn machine_credentials(app: &TestApp) {
+    seed(app).await;
     // A machine needs an existing policy.
     let (s, v) = app
         .call(
@@ -506,25 +521,25 @@ async fn a_machine_credential_logs_in_and_rotates_with_an_overlap() {
     assert_eq!(list["machines"][0]["name"], "billing-worker");
     assert!(list["machines"][0].get("client_secret").is_none());
 
-    let (s, t) = client_credentials(&app, &id, &secret).await;
+    let (s, t) = client_credentials(app, &id, &secret).await;
     assert_eq!(s, StatusCode::OK, "{t}");
     let token = t["access_token"].as_str().unwrap().to_owned();
     assert_eq!(t["identity"], "machine:billing-worker");
-    let (s, v) = as_machine(&app, &token, "/ci/v1/secrets/deploy.maps").await;
+    let (s, v) = as_machine(app, &token, "/ci/v1/secrets/deploy.maps").await;
     assert_eq!(
         (s, v["value"].as_str()),
         (StatusCode::OK, Some("maps-key-value-2"))
     );
-    let (s, _) = as_machine(&app, &token, "/ci/v1/secrets/prod.db").await;
+    let (s, _) = as_machine(app, &token, "/ci/v1/secrets/prod.db").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
     // Wrong secret, unknown id: invalid_client, audited for a known machine.
-    let (s, v) = client_credentials(&app, &id, "kgs_wrong").await;
+    let (s, v) = client_credentials(app, &id, "kgs_wrong").await;
     assert_eq!(
         (s, v["error"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("invalid_client"))
     );
-    let (s, _) = client_credentials(&app, "m_000000000000000000000000", &secret).await;
+    let (s, _) = client_credentials(app, "m_000000000000000000000000", &secret).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // Rotation with an overlap: both secrets work; then rotation without one: only new.
@@ -539,11 +554,11 @@ async fn a_machine_credential_logs_in_and_rotates_with_an_overlap() {
     let second = r["client_secret"].as_str().unwrap().to_owned();
     assert_ne!(second, secret);
     assert_eq!(
-        client_credentials(&app, &id, &secret).await.0,
+        client_credentials(app, &id, &secret).await.0,
         StatusCode::OK
     );
     assert_eq!(
-        client_credentials(&app, &id, &second).await.0,
+        client_credentials(app, &id, &second).await.0,
         StatusCode::OK
     );
     let (s, r) = app
@@ -556,17 +571,14 @@ async fn a_machine_credential_logs_in_and_rotates_with_an_overlap() {
     assert_eq!(s, StatusCode::OK);
     let third = r["client_secret"].as_str().unwrap().to_owned();
     assert_eq!(
-        client_credentials(&app, &id, &second).await.0,
+        client_credentials(app, &id, &second).await.0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        client_credentials(&app, &id, &secret).await.0,
+        client_credentials(app, &id, &secret).await.0,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(
-        client_credentials(&app, &id, &third).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(client_credentials(app, &id, &third).await.0, StatusCode::OK);
 
     // Deleting the machine ends its tokens at once.
     let (s, _) = app
@@ -574,11 +586,11 @@ async fn a_machine_credential_logs_in_and_rotates_with_an_overlap() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
-        as_machine(&app, &token, "/ci/v1/secrets").await.0,
+        as_machine(app, &token, "/ci/v1/secrets").await.0,
         StatusCode::UNAUTHORIZED
     );
 
-    let audit = audit_text(&app).await;
+    let audit = audit_text(app).await;
     for action in [
         "machine.add",
         "machine.login",
@@ -590,7 +602,6 @@ async fn a_machine_credential_logs_in_and_rotates_with_an_overlap() {
     for s in [&secret, &second, &third, &token] {
         assert!(!audit.contains(s.as_str()), "a credential is in the audit");
     }
-    app.stop().await;
 }
 
 #[tokio::test]
