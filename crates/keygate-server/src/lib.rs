@@ -726,7 +726,8 @@ async fn replay_horizon_loop(tokens: Arc<oauth::TokenService>, mut stop: watch::
 }
 
 /// Once a minute: scheduled signing-key rotation (S06), picking up keys another replica
-/// rotated, and dropping expired DPoP replay entries and old quota counters.
+/// rotated, and dropping expired DPoP (and CI `jti`) replay entries, expired machine tokens
+/// and old quota counters.
 async fn token_maintenance(tokens: Arc<oauth::TokenService>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -745,6 +746,9 @@ async fn token_maintenance(tokens: Arc<oauth::TokenService>, mut stop: watch::Re
         }
         if let Err(e) = tokens.store.purge_dpop(now_ms()).await {
             tracing::error!(error = %e, "purging DPoP replay entries failed");
+        }
+        if let Err(e) = tokens.store.purge_machine_tokens(now_ms()).await {
+            tracing::error!(error = %e, "purging expired machine tokens failed");
         }
         // Quota windows that ended more than a day ago are of no use.
         if let Err(e) = tokens.store.purge_quotas(now_ms() / 1000 - 86_400).await {

@@ -1264,3 +1264,109 @@ async fn dead_letters_are_kept_newest_first(db: &TestDb) {
     assert_eq!(store.dead_letters(1).await.unwrap().len(), 1);
     store.close().await;
 }
+
+on_both_backends!(machine_tokens_end_with_their_policy_machine_or_lifetime);
+
+async fn machine_tokens_end_with_their_policy_machine_or_lifetime(db: &TestDb) {
+    use keygate_store::{MachineRecord, MachineStore, MachineTokenRecord, PolicyRecord};
+    let store = open(db).await;
+    let ev = |a: &str| AuditEvent::new("admin:test", a, Outcome::Success);
+    let policy = |name: &str, secrets: &str| PolicyRecord {
+        name: name.into(),
+        secrets: secrets.into(),
+        token_ttl_secs: 600,
+        any_version: false,
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    assert!(
+        store
+            .put_policy(policy("p", r#"["a"]"#), ev("policy.put"), 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_policy(policy("p", r#"["a","b.*"]"#), ev("policy.put"), 2)
+            .await
+            .unwrap(),
+        "a second put replaces"
+    );
+    let p = store.policy("p").await.unwrap().unwrap();
+    assert_eq!((p.secrets.as_str(), p.created_ms), (r#"["a","b.*"]"#, 1));
+    store
+        .put_policy(policy("q", "[]"), ev("policy.put"), 3)
+        .await
+        .unwrap();
+    let machine = MachineRecord {
+        id: "m_1".into(),
+        name: "runner".into(),
+        policy: "q".into(),
+        secret_hash: vec![1; 32],
+        previous_hash: None,
+        previous_until_ms: None,
+        created_ms: 1,
+        rotated_ms: None,
+    };
+    store
+        .insert_machine(machine.clone(), ev("machine.add"), 3)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_machine(machine, ev("machine.add"), 3).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    store
+        .rotate_machine_secret("runner", vec![2; 32], 5000, ev("machine.rotate"), 4)
+        .await
+        .unwrap();
+    let m = store.machine_by_id("m_1").await.unwrap().unwrap();
+    assert_eq!(m.secret_hash, vec![2; 32]);
+    assert_eq!(m.previous_hash, Some(vec![1; 32]));
+    assert_eq!((m.previous_until_ms, m.rotated_ms), (Some(5000), Some(4)));
+
+    let token = |hash: u8, identity: &str, policy: &str, expires_ms: i64| MachineTokenRecord {
+        hash: vec![hash; 32],
+        identity: identity.into(),
+        policy: policy.into(),
+        claims: r#"{"repository":"acme/app"}"#.into(),
+        created_ms: 10,
+        expires_ms,
+    };
+    for t in [
+        token(1, "ci:gh:x", "p", 1000),
+        token(2, "machine:runner", "q", 1000),
+        token(3, "ci:gh:y", "q", 100),
+    ] {
+        store
+            .insert_machine_token(t, ev("ci.login"), 10)
+            .await
+            .unwrap();
+    }
+    assert!(store.machine_token(&[1; 32], 50).await.unwrap().is_some());
+    assert!(
+        store.machine_token(&[3; 32], 100).await.unwrap().is_none(),
+        "expired"
+    );
+    assert_eq!(store.purge_machine_tokens(100).await.unwrap(), 1);
+    // Deleting the policy ends its tokens; deleting the machine ends its own.
+    store
+        .delete_policy("p", ev("policy.delete"), 20)
+        .await
+        .unwrap();
+    assert!(store.machine_token(&[1; 32], 50).await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_policy("p", ev("policy.delete"), 20).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.machine_token(&[2; 32], 50).await.unwrap().is_some());
+    store
+        .delete_machine("runner", ev("machine.delete"), 21)
+        .await
+        .unwrap();
+    assert!(store.machine_token(&[2; 32], 50).await.unwrap().is_none());
+    assert!(store.machine_by_name("runner").await.unwrap().is_none());
+    assert_eq!(store.list_policies().await.unwrap().len(), 1);
+    assert_chain_intact(&store).await;
+    store.close().await;
+}
