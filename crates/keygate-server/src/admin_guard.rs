@@ -1,4 +1,6 @@
 //! Failed admin authentication, limited and aggregated per source before the audit log.
+//! The same guard, with its own instance and action name (`ci.login`), stands in front of
+//! the unauthenticated CI login.
 //!
 //! Every refusal used to be one durable, hash-chained audit row, so anyone who could reach
 //! `/admin/v1/` could grow the log at request rate. Now the first failure of a source in a
@@ -64,6 +66,8 @@ impl Window {
 /// Failures of one source that are in no audit entry yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Burst {
+    /// The audit action of the entry (`admin.auth`, `ci.login`).
+    pub action: &'static str,
     pub source: String,
     pub count: u64,
     pub first_ms: i64,
@@ -73,7 +77,7 @@ pub struct Burst {
 impl Burst {
     /// The single audit entry that stands for the whole burst.
     pub fn event(&self) -> AuditEvent {
-        AuditEvent::new("anonymous", "admin.auth", Outcome::Denied)
+        AuditEvent::new("anonymous", self.action, Outcome::Denied)
             .target("(repeated)")
             .detail("reason", "repeated")
             .detail("source", self.source.clone())
@@ -103,6 +107,7 @@ pub enum Failure {
 
 #[derive(Debug)]
 pub struct AdminAuthGuard {
+    action: &'static str,
     limits: AdminAuthLimits,
     sources: Mutex<BoundedMap<IpAddr, Window>>,
     /// Bursts of evicted sources, written with the next audited failure or flush.
@@ -123,8 +128,9 @@ pub fn source_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn burst(source: &IpAddr, w: &Window) -> Option<Burst> {
+fn burst(action: &'static str, source: &IpAddr, w: &Window) -> Option<Burst> {
     (w.pending > 0).then(|| Burst {
+        action,
         source: source.to_string(),
         count: w.pending,
         first_ms: w.start_ms,
@@ -134,11 +140,20 @@ fn burst(source: &IpAddr, w: &Window) -> Option<Burst> {
 
 impl AdminAuthGuard {
     pub fn new(limits: AdminAuthLimits) -> Self {
-        Self::with_capacity(limits, MAX_SOURCES)
+        Self::for_action(limits, "admin.auth")
+    }
+
+    /// A guard whose aggregated entries are audited as `action`.
+    pub fn for_action(limits: AdminAuthLimits, action: &'static str) -> Self {
+        Self {
+            action,
+            ..Self::with_capacity(limits, MAX_SOURCES)
+        }
     }
 
     fn with_capacity(limits: AdminAuthLimits, cap: usize) -> Self {
         Self {
+            action: "admin.auth",
             limits,
             sources: Mutex::new(BoundedMap::new(cap)),
             evicted: Mutex::new(Vec::new()),
@@ -185,7 +200,7 @@ impl AdminAuthGuard {
                     self.keep(&mut sources, source, w.counted(now_ms));
                     return Failure::Counted;
                 }
-                earlier.extend(burst(&source, &w));
+                earlier.extend(burst(self.action, &source, &w));
             }
             let fresh = Window {
                 start_ms: now_ms,
@@ -207,7 +222,7 @@ impl AdminAuthGuard {
         if let Ok(mut sources) = self.sources.lock() {
             let closed =
                 sources.extract_if(|_, w| all || now_ms >= w.start_ms.saturating_add(window_ms));
-            out.extend(closed.iter().filter_map(|(s, w)| burst(s, w)));
+            out.extend(closed.iter().filter_map(|(s, w)| burst(self.action, s, w)));
         }
         out
     }
@@ -218,7 +233,7 @@ impl AdminAuthGuard {
             return;
         }
         if let Ok(mut evicted) = self.evicted.lock() {
-            evicted.extend(dropped.iter().filter_map(|(s, w)| burst(s, w)));
+            evicted.extend(dropped.iter().filter_map(|(s, w)| burst(self.action, s, w)));
         }
     }
 

@@ -291,11 +291,25 @@ pub async fn start_with_options(
         Err(oauth::StartError::Sealed) => None,
         Err(e) => return Err(anyhow::anyhow!(e).context("starting the token service")),
     };
+    // Refused CI logins, per source: as for the admin API, with a limit ten times as
+    // high (many jobs share a CI provider's runner addresses).
+    let ci_guard = Arc::new(admin_guard::AdminAuthGuard::for_action(
+        admin_guard::AdminAuthLimits {
+            limit: config.admin_auth.limit.saturating_mul(10),
+            ..config.admin_auth
+        },
+        "ci.login",
+    ));
     let ci = match &tokens {
         Some(t) => Some(Arc::new(
-            ci::CiService::start(&config.ci, store.clone(), t.audit_key.clone())
-                .await
-                .context("starting the CI service")?,
+            ci::CiService::start(
+                &config.ci,
+                store.clone(),
+                t.audit_key.clone(),
+                ci_guard.clone(),
+            )
+            .await
+            .context("starting the CI service")?,
         )),
         None => None,
     };
@@ -414,7 +428,7 @@ pub async fn start_with_options(
     ));
     let admin_bursts = tokio::spawn(admin_burst_loop(
         store.clone(),
-        admin_guard,
+        vec![admin_guard, ci_guard],
         stop_rx.clone(),
     ));
     let scheduler = if background {
@@ -646,11 +660,11 @@ async fn serve_per_core(
 }
 
 /// Signs the chain head into the checkpoint file every `interval`, and once more on stop.
-/// Writes the aggregated entry of each burst of failed admin authentication whose window
-/// has closed, once a second, and every pending one at shutdown.
+/// Writes the aggregated entry of each burst of failed admin authentication (and refused
+/// CI logins) whose window has closed, once a second, and every pending one at shutdown.
 async fn admin_burst_loop(
     store: Arc<dyn Store>,
-    guard: Arc<admin_guard::AdminAuthGuard>,
+    guards: Vec<Arc<admin_guard::AdminAuthGuard>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -661,7 +675,7 @@ async fn admin_burst_loop(
             _ = stop.wait_for(|s| *s) => true,
         };
         let now = now_ms();
-        for burst in guard.take_closed(now, stopping) {
+        for burst in guards.iter().flat_map(|g| g.take_closed(now, stopping)) {
             if let Err(e) = store.append_audit(burst.event(), now).await {
                 tracing::error!(error = %e, count = burst.count, "audit of repeated admin authentication failures failed");
             }

@@ -423,15 +423,18 @@ async fn every_bad_id_token_is_refused_with_its_reason_and_audited() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    // Every refusal is audited with its reason; no token appears in clear.
+    // Refusals of genuine job tokens are each audited with the job's claims; made-up
+    // tokens once per source and window, the rest of the burst counted (see the 429 test).
     let audit = audit_text(&app).await;
     let denied = audit.matches("\"action\":\"ci.login\"").count();
-    assert!(denied > cases.len(), "{denied} ci.login entries");
+    assert!(denied >= 7, "{denied} ci.login entries");
     for reason in [
         "replay",
         "no binding",
         "does not exist",
         "issuer is not trusted",
+        "mallory/app",
+        "refs/tags/v1.2.0",
     ] {
         assert!(audit.contains(reason), "audit lacks `{reason}`");
     }
@@ -663,4 +666,49 @@ async fn policies_validate_their_input_and_warn_about_what_they_cannot_see() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn made_up_tokens_are_aggregated_per_source_and_then_refused_with_429() {
+    // The CI login's limit is ten times the admin API's: 10 here.
+    let mut app = TestApp::spawn_prepared(
+        None,
+        ci_config,
+        &[("KEYGATE_ADMIN__AUTH_FAILURE_LIMIT", "1")],
+    )
+    .await
+    .unwrap();
+    let count = |audit: String| audit.matches("\"action\":\"ci.login\"").count();
+    let before = count(audit_text(&app).await);
+    for i in 0..10 {
+        let (s, body) = login(&app, &format!("garbage-{i}")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{i}: {body}");
+    }
+    let genuine = idp().token("gh1", &job("j-late", "acme/app", "refs/heads/main"));
+    let (s, body) = login(&app, &genuine).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let resp = app
+        .http
+        .post(format!("{}/ci/v1/login", app.base))
+        .json(&json!({ "id_token": "garbage" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("retry-after"));
+    let after = count(audit_text(&app).await);
+    assert_eq!(after - before, 1, "eleven refusals, one entry so far");
+    app.stop().await;
+    // At shutdown the rest of the burst is written as one entry with its count.
+    let store = keygate_store::SqlStore::connect(&app.store_url())
+        .await
+        .unwrap();
+    let entries = keygate_store::Store::audit_entries(&store, 0, 10_000)
+        .await
+        .unwrap();
+    let burst = entries
+        .iter()
+        .rev()
+        .find(|e| e.action == "ci.login")
+        .unwrap();
+    assert!(burst.details.contains("\"count\":11"), "{}", burst.details);
 }

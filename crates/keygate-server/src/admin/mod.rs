@@ -72,14 +72,7 @@ impl FromRequestParts<AppState> for Admin {
                 .insert(header::RETRY_AFTER, HeaderValue::from(wait));
             return Err(resp);
         }
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            });
+        let presented = bearer(&parts.headers);
         let reason = match presented {
             None => "missing",
             Some(token) => {
@@ -137,6 +130,17 @@ impl FromRequestParts<AppState> for Admin {
         tracing::warn!(reason, path = %parts.uri.path(), "admin authentication refused");
         Err(refusal())
     }
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
 }
 
 /// A JSON body whose errors name the field and the kind of problem, never the input

@@ -1,10 +1,12 @@
 //! `/ci/v1/…`: the CI login and what a machine token may do: list and read the secrets
 //! its policy grants. Nothing else accepts a machine token.
 
-use axum::extract::{FromRequestParts, Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use keygate_audit::Outcome;
@@ -15,6 +17,7 @@ use super::{CiService, MachineIdentity};
 use crate::AppState;
 use crate::admin::api::{SecretValue, UnixMs, VersionQuery};
 use crate::admin::{Body, Params, no_store};
+use crate::admin_guard::Gate;
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
@@ -61,9 +64,28 @@ fn ci(s: &AppState) -> Result<&CiService, ApiError> {
     })
 }
 
-async fn login(State(s): State<AppState>, Body(body): Body<CiLogin>) -> Result<Response, ApiError> {
-    let issued = ci(&s)?.login_with_id_token(body.id_token.trim()).await?;
-    Ok(issued.response())
+async fn login(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(body): Body<CiLogin>,
+) -> Result<Response, Response> {
+    let ci = ci(&s).map_err(IntoResponse::into_response)?;
+    let source = peer.ip();
+    if let Gate::Refuse(wait) = ci.guard.gate(source, now_ms()) {
+        let mut resp = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many refused CI logins from this address; retry later",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return Err(resp);
+    }
+    match ci.login_with_id_token(body.id_token.trim(), source).await {
+        Ok(issued) => Ok(issued.response()),
+        Err(r) => Err(ApiError::from(r).into_response()),
+    }
 }
 
 /// A request authenticated by a machine token.
@@ -74,15 +96,7 @@ impl FromRequestParts<AppState> for Machine {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let ci = ci(state)?;
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .unwrap_or_default();
+        let token = crate::admin::bearer(&parts.headers).unwrap_or_default();
         Ok(Machine(ci.identify(token).await?))
     }
 }

@@ -20,6 +20,7 @@
 //! non-secret claims (repository, ref, run id…); tokens appear as keyed hashes only.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -34,6 +35,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::admin_guard::{AdminAuthGuard, Failure, source_of};
 use crate::config::{CiBinding, CiSettings};
 use crate::error::ApiError;
 use crate::oauth::OAuthError;
@@ -205,6 +207,8 @@ fn with_claims(mut event: AuditEvent, claims: &Map<String, Value>) -> AuditEvent
 /// The CI service: trusted CI issuers and their bindings, machine tokens.
 pub struct CiService {
     issuers: TrustedIssuers,
+    /// Failed logins per source: aggregated in the audit, 429 past the limit.
+    pub(crate) guard: Arc<AdminAuthGuard>,
     bindings: HashMap<String, Vec<CiBinding>>,
     store: Arc<dyn Store>,
     audit_key: AuditKey,
@@ -241,6 +245,7 @@ impl CiService {
         settings: &CiSettings,
         store: Arc<dyn Store>,
         audit_key: AuditKey,
+        guard: Arc<AdminAuthGuard>,
     ) -> anyhow::Result<Self> {
         let issuer_settings: Vec<_> = settings.issuers.iter().map(|i| i.issuer.clone()).collect();
         let issuers = TrustedIssuers::load(&issuer_settings)
@@ -253,6 +258,7 @@ impl CiService {
             .collect();
         Ok(Self {
             issuers,
+            guard,
             bindings,
             store,
             audit_key,
@@ -305,7 +311,11 @@ impl CiService {
     }
 
     /// `POST /ci/v1/login`: a CI job's ID token for a machine token.
-    pub async fn login_with_id_token(&self, id_token: &str) -> Result<Issued, CiRefusal> {
+    pub async fn login_with_id_token(
+        &self,
+        id_token: &str,
+        source: IpAddr,
+    ) -> Result<Issued, CiRefusal> {
         let id_ref = self.token_ref("ci_id_token", id_token);
         let refuse = |issuer: Option<&str>, claims: Option<&Map<String, Value>>, r: CiRefusal| {
             let mut event = AuditEvent::new(
@@ -324,9 +334,22 @@ impl CiService {
         let (issuer_name, verified, claims, policy) = match outcome {
             Ok(v) => v,
             Err((issuer, claims, r)) => {
+                let verified = claims.is_some();
                 let (event, r) = refuse(issuer.as_deref(), claims.as_ref(), r);
+                let event = event.detail("source", source_of(source).to_string());
                 tracing::info!(issuer = issuer.as_deref().unwrap_or("-"), reason = %r.message, "CI login refused");
-                self.audit_or_log(event).await;
+                if verified || r.status == StatusCode::SERVICE_UNAVAILABLE {
+                    // A genuine job token (its signature held) refused by policy, or an
+                    // outage: always one entry with the job's claims.
+                    self.audit_or_log(event).await;
+                } else if let Failure::Audit(earlier) = self.guard.failed(source, now_ms()) {
+                    // Tokens anyone can make up: the first refusal of a source in a window
+                    // is audited in full, the rest of the burst as one entry with a count.
+                    for e in earlier.iter().map(|b| b.event()) {
+                        self.audit_or_log(e).await;
+                    }
+                    self.audit_or_log(event).await;
+                }
                 return Err(r);
             }
         };
