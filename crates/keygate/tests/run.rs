@@ -421,6 +421,11 @@ fn watch_restarts_the_command_when_a_secret_gets_a_new_version() {
         .cli(&["secret", "put", "deploy.maps", "--stdin"], Some(newer));
     assert!(out.status.success());
     wait_for(&rx, &format!("start len={}", newer.len()), &mut seen);
+    // A secret that vanishes: a warning, and the command keeps running with what it has.
+    let out = w.setup.cli(&["secret", "delete", "deploy.maps"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(child.try_wait().unwrap().is_none(), "still running");
     sigterm(child.id());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(143), "sh dies of the forwarded TERM");
@@ -432,6 +437,10 @@ fn watch_restarts_the_command_when_a_secret_gets_a_new_version() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(err.contains("restarting the command"), "{err}");
+    assert!(
+        err.contains("secret `deploy.maps` is no longer readable; the command keeps running"),
+        "{err}"
+    );
     let text = seen.join("\n");
     assert!(text.contains("value=****"), "{text}");
     assert_masked(&text, &[MAPS, newer]);

@@ -338,13 +338,14 @@ impl CiService {
                 let (event, r) = refuse(issuer.as_deref(), claims.as_ref(), r);
                 let event = event.detail("source", source_of(source).to_string());
                 tracing::info!(issuer = issuer.as_deref().unwrap_or("-"), reason = %r.message, "CI login refused");
-                if verified || r.status == StatusCode::SERVICE_UNAVAILABLE {
-                    // A genuine job token (its signature held) refused by policy, or an
-                    // outage: always one entry with the job's claims.
+                if verified {
+                    // A genuine job token (its signature held) refused by policy: always
+                    // one entry with the job's claims.
                     self.audit_or_log(event).await;
                 } else if let Failure::Audit(earlier) = self.guard.failed(source, now_ms()) {
-                    // Tokens anyone can make up: the first refusal of a source in a window
-                    // is audited in full, the rest of the burst as one entry with a count.
+                    // Tokens anyone can make up (an unverifiable one during a JWKS outage
+                    // included): the first refusal of a source in a window is audited in
+                    // full, the rest of the burst as one entry with a count.
                     for e in earlier.iter().map(|b| b.event()) {
                         self.audit_or_log(e).await;
                     }
