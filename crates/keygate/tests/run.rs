@@ -238,6 +238,22 @@ exit 7
     assert_masked(&e, &[STRIPE, MAPS]);
     assert!(!o.contains(&w.client_secret) && !e.contains(&w.client_secret));
     empty_dir(tmp.path());
+    // Nor in the server's data directory (database, WAL, checkpoints) in clear.
+    let mut files = vec![w.setup.data_dir()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            for v in [STRIPE, MAPS] {
+                assert!(
+                    !bytes.windows(v.len()).any(|win| win == v.as_bytes()),
+                    "{v} in {}",
+                    path.display()
+                );
+            }
+        }
+    }
 }
 
 #[test]
