@@ -792,6 +792,22 @@ login_ip_window       = "15m"
 # Auth0: issuer = "https://TENANT.auth0.com/", audience = the application's client id,
 #   jwks_url = "https://TENANT.auth0.com/.well-known/jwks.json"
 
+# CI/CD jobs log in as machine identities with their OIDC ID token (POST /ci/v1/login,
+# `keygate run`); a binding's claim conditions (exact, or `*` globs) pick the policy that
+# says what the job may read (`keygate policy put`). `keygate ci example --provider github`
+# prints a whole workflow.
+#
+# [[ci.issuers]]
+# name       = "github"
+# issuer     = "https://token.actions.githubusercontent.com"
+# audience   = "https://keygate.example.com"   # the audience the job requests
+# jwks_url   = "https://token.actions.githubusercontent.com/.well-known/jwks"
+# algorithms = ["RS256"]
+#
+# [[ci.issuers.bindings]]                      # first match wins; every condition must hold
+# policy = "deploy"
+# claims = {{ repository = "acme/app", ref = "refs/heads/main", environment = "production" }}
+
 [admin]
 # Failed admin authentication per client address (IPv6 per /64): the first failure in a
 # window is audited, later ones become one audit entry with their count; past the limit
