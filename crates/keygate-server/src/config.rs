@@ -91,6 +91,127 @@ struct RawConfig {
     /// `[ci]`: OIDC issuers whose CI job tokens log in as machine identities.
     #[serde(default)]
     ci: RawCi,
+    /// `[tls]`: HTTPS termination and whether plain HTTP may leave loopback.
+    #[serde(default)]
+    tls: RawTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ocsp: Option<PathBuf>,
+    #[serde(default)]
+    sni: Vec<RawSni>,
+    listen: Option<String>,
+    #[serde(default)]
+    allow_plain: bool,
+    #[serde(default, with = "humantime_serde")]
+    reload_interval: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSni {
+    names: Vec<String>,
+    cert: PathBuf,
+    key: PathBuf,
+    ocsp: Option<PathBuf>,
+}
+
+/// A certificate chain (leaf first), its private key and an optional OCSP response to
+/// staple, as files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ocsp: Option<PathBuf>,
+}
+
+/// `[tls]` with certificates: keygate terminates TLS itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Served when the client names no host, or one no `[[tls.sni]]` entry has.
+    pub default: CertFiles,
+    /// Certificates chosen by the server name the client asks for (lower case).
+    pub sni: Vec<(Vec<String>, CertFiles)>,
+    /// A separate HTTPS listener; `None`: `listen` itself speaks HTTPS.
+    pub listen: Option<SocketAddr>,
+    /// How often the files are checked for changes (they are also reloaded on SIGHUP).
+    pub reload_interval: Duration,
+}
+
+impl RawTls {
+    /// The TLS settings (if any certificate is configured) and `allow_plain`.
+    fn validate(self, base: &Path) -> Result<(Option<TlsSettings>, bool), ConfigError> {
+        let files = |cert: PathBuf, key: PathBuf, ocsp: Option<PathBuf>| CertFiles {
+            cert: resolve(base, &cert),
+            key: resolve(base, &key),
+            ocsp: ocsp.map(|o| resolve(base, &o)),
+        };
+        let default = match (self.cert, self.key) {
+            (Some(c), Some(k)) => files(c, k, self.ocsp),
+            (None, None) => {
+                if !self.sni.is_empty() || self.listen.is_some() || self.ocsp.is_some() {
+                    return Err(err(
+                        "tls.cert",
+                        "set `cert` and `key` (the default certificate) to serve HTTPS",
+                    ));
+                }
+                return Ok((None, self.allow_plain));
+            }
+            (Some(_), None) => return Err(err("tls.key", "`cert` is set but `key` is not")),
+            (None, Some(_)) => return Err(err("tls.cert", "`key` is set but `cert` is not")),
+        };
+        let mut sni = Vec::with_capacity(self.sni.len());
+        for (i, raw) in self.sni.into_iter().enumerate() {
+            if raw.names.is_empty() {
+                return Err(err(
+                    &format!("tls.sni[{i}].names"),
+                    "list at least one host name",
+                ));
+            }
+            let mut names = Vec::with_capacity(raw.names.len());
+            for n in &raw.names {
+                let ok = (1..=253).contains(&n.len())
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*'));
+                if !ok {
+                    return Err(err(
+                        &format!("tls.sni[{i}].names"),
+                        format!("`{n}` is not a host name"),
+                    ));
+                }
+                names.push(n.to_ascii_lowercase());
+            }
+            sni.push((names, files(raw.cert, raw.key, raw.ocsp)));
+        }
+        let listen = self
+            .listen
+            .map(|l| {
+                l.parse::<SocketAddr>().map_err(|e| {
+                    err(
+                        "tls.listen",
+                        format!("not an address like 0.0.0.0:8443 ({e})"),
+                    )
+                })
+            })
+            .transpose()?;
+        let reload_interval = self.reload_interval.unwrap_or(Duration::from_secs(5));
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&reload_interval) {
+            return Err(err("tls.reload_interval", "must be between 100ms and 1h"));
+        }
+        Ok((
+            Some(TlsSettings {
+                default,
+                sni,
+                listen,
+                reload_interval,
+            }),
+            self.allow_plain,
+        ))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -684,6 +805,8 @@ pub struct Config {
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
     /// CI/CD workload identities (`[ci]`).
     pub ci: CiSettings,
+    /// HTTPS termination (`[tls]` with certificates).
+    pub tls: Option<TlsSettings>,
 }
 
 impl Config {
@@ -1093,6 +1216,29 @@ impl RawConfig {
         let rotation = self.rotation.validate()?;
         let webhooks = crate::webhooks::validate(&self.monitor.webhooks)?;
         let ci = self.ci.validate(base)?;
+        let (tls, allow_plain) = self.tls.validate(base)?;
+        // Plain HTTP carries tokens and keys in clear: only on loopback, unless the operator
+        // says a TLS proxy in front takes care of it.
+        let plain = match &tls {
+            Some(t) => t.listen.map(|_| listen),
+            None => Some(listen),
+        };
+        if let Some(addr) = plain {
+            if !addr.ip().is_loopback() && !allow_plain {
+                return Err(err(
+                    "listen",
+                    format!(
+                        "{addr} would serve plain HTTP beyond this machine: configure [tls] cert and key, listen on a loopback address, or set tls.allow_plain = true when a TLS proxy sits in front"
+                    ),
+                ));
+            }
+        }
+        if public_url.scheme() == "http" && !is_loopback(&public_url) && !allow_plain {
+            return Err(err(
+                "public_url",
+                "must be https:// (tokens are bound to it), unless it is a loopback address or tls.allow_plain = true",
+            ));
+        }
         let max_value_bytes = self.vault.max_value_bytes as usize;
         let checkpoint_file = resolve(
             base,
@@ -1128,6 +1274,7 @@ impl RawConfig {
             rotation,
             webhooks,
             ci,
+            tls,
         })
     }
 }
@@ -1442,6 +1589,7 @@ mod tests {
             "",
             &[
                 ("KEYGATE_LISTEN", "0.0.0.0:7000"),
+                ("KEYGATE_TLS__ALLOW_PLAIN", "true"),
                 ("KEYGATE_VAULT__MAX_VERSIONS", "3"),
                 ("KEYGATE_STORAGE__URL", "postgres://db/keygate"),
                 ("KEYGATE_ADDR", "http://ignored"),
@@ -1817,5 +1965,47 @@ jwks_file = "gh.json"
             "jwks_file = \"gh.json\"\nscopes = [\"x\"]",
         );
         assert!(load(&scoped, &[]).is_err(), "a CI identity has no scopes");
+    }
+
+    #[test]
+    fn plain_http_stays_on_loopback_unless_allowed_and_tls_needs_both_files() {
+        let e = load("listen = \"0.0.0.0:8080\"", &[]).unwrap_err();
+        assert_eq!(e.field, "listen", "{e}");
+        assert!(e.message.contains("tls.allow_plain"), "{e}");
+        let e = load("public_url = \"http://keygate.example.com\"", &[]).unwrap_err();
+        assert_eq!(e.field, "public_url", "{e}");
+        // Behind a TLS proxy, said so.
+        let c = load(
+            "listen = \"0.0.0.0:8080\"\npublic_url = \"https://keygate.example.com\"\n[tls]\nallow_plain = true\n",
+            &[],
+        )
+        .unwrap();
+        assert!(c.tls.is_none());
+        // HTTPS on `listen` itself: a non-loopback address is fine.
+        let c = load(
+            "listen = \"0.0.0.0:8443\"\npublic_url = \"https://keygate.example.com\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.default.cert, Path::new("/etc/keygate/c.pem"));
+        assert_eq!(tls.listen, None);
+        // A separate HTTPS listener leaves `listen` plain: loopback only.
+        let e = load(
+            "listen = \"0.0.0.0:8080\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nlisten = \"0.0.0.0:8443\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "listen", "{e}");
+        let e = load("[tls]\ncert = \"c.pem\"\n", &[]).unwrap_err();
+        assert_eq!(e.field, "tls.key", "{e}");
+        let e = load("[tls]\nlisten = \"127.0.0.1:8443\"\n", &[]).unwrap_err();
+        assert_eq!(e.field, "tls.cert", "{e}");
+        let e = load(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[[tls.sni]]\nnames = [\"bad name\"]\ncert = \"a\"\nkey = \"b\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "tls.sni[0].names", "{e}");
     }
 }

@@ -25,6 +25,7 @@ pub mod monitor;
 pub mod oauth;
 pub mod proxy;
 pub mod rotation;
+pub mod tls;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -210,6 +211,8 @@ async fn open_vault(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Ar
 /// A running server.
 pub struct RunningServer {
     addr: SocketAddr,
+    /// The separate HTTPS listener (`[tls] listen`), if any.
+    https: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     checkpoints: JoinHandle<()>,
@@ -225,6 +228,11 @@ pub struct RunningServer {
 impl RunningServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the separate HTTPS listener (`[tls] listen`), if there is one.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(|(a, _)| *a)
     }
 
     /// The monitor, when it runs: tests drive its evaluation with
@@ -248,6 +256,9 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.http.await;
+        if let Some((_, h)) = self.https {
+            let _ = h.await;
+        }
         let _ = self.admin_bursts.await;
         let _ = self.scheduler.await;
         let _ = self.webhook_worker.await;
@@ -278,6 +289,11 @@ pub async fn start_with_options(
     store: Arc<dyn Store>,
     options: StartOptions,
 ) -> anyhow::Result<RunningServer> {
+    // Certificates first: a bad file stops the start before anything else happens.
+    let tls = match &config.tls {
+        Some(t) => Some(tls::Tls::start(t).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
+        None => None,
+    };
     let vault = open_vault(&config, store.clone()).await?;
     let admins = store
         .admin_credentials()
@@ -404,21 +420,53 @@ pub async fn start_with_options(
         rotation: rotator.clone(),
     };
     let (stop, stop_rx) = watch::channel(false);
-    let entry = proxy::ProxyEntry::new(&state);
+    let entry = Arc::new(proxy::ProxyEntry::new(&state));
     let app = router(state);
+    // `listen` speaks HTTPS when [tls] has certificates and no listener of its own.
+    let main_tls = tls
+        .as_ref()
+        .filter(|_| config.tls.as_ref().is_some_and(|t| t.listen.is_none()));
     let (addr, http) = match config.http_runtime {
         config::HttpRuntime::Shared => {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             let addr = listener.local_addr()?;
-            let served = serve_http1(listener, app, entry, stop_rx.clone());
+            let served = serve_http1(
+                listener,
+                app.clone(),
+                entry.clone(),
+                main_tls.cloned(),
+                stop_rx.clone(),
+            );
             (addr, tokio::spawn(served))
         }
         config::HttpRuntime::PerCore => {
-            serve_per_core(config.listen, app, entry, stop_rx.clone()).await?
+            serve_per_core(
+                config.listen,
+                app.clone(),
+                entry.clone(),
+                main_tls.cloned(),
+                stop_rx.clone(),
+            )
+            .await?
         }
     };
+    // A separate HTTPS listener ([tls] listen), beside the plain one.
+    let https = match (config.tls.as_ref().and_then(|t| t.listen), &tls) {
+        (Some(listen), Some(t)) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen} (tls.listen)"))?;
+            let https_addr = listener.local_addr()?;
+            let served = serve_http1(listener, app, entry, Some(t.clone()), stop_rx.clone());
+            Some((https_addr, tokio::spawn(served)))
+        }
+        _ => None,
+    };
+    if let Some(t) = &tls {
+        tokio::spawn(t.clone().watch(stop_rx.clone()));
+    }
     let checkpoints = tokio::spawn(checkpoint_loop(
         store.clone(),
         vault.clone(),
@@ -455,6 +503,7 @@ pub async fn start_with_options(
     }
     Ok(RunningServer {
         addr,
+        https,
         stop,
         http,
         checkpoints,
@@ -468,7 +517,8 @@ pub async fn start_with_options(
     })
 }
 
-/// Serves HTTP/1.1 on `listener` until `stop`. Each connection is read through
+/// Serves HTTP/1.1 on `listener` until `stop` (with `tls`: HTTPS, HTTP/2 by ALPN or
+/// HTTP/1.1). Each HTTP/1.1 connection is read through
 /// keygate-proxy's `StrictHttp1`, which refuses ambiguous framing (Content-Length with
 /// Transfer-Encoding, repeated or invalid Content-Length, CR/LF/NUL in fields) with a 400
 /// and a closed connection before the HTTP parser could quietly repair it (S28). No
@@ -477,16 +527,16 @@ pub async fn start_with_options(
 async fn serve_http1(
     listener: tokio::net::TcpListener,
     app: Router,
-    entry: proxy::ProxyEntry,
+    entry: Arc<proxy::ProxyEntry>,
+    tls: Option<Arc<tls::Tls>>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let entry = Arc::new(entry);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let Some((stream, peer)) = accept(&listener, &mut stop).await else {
             break;
         };
-        serve_connection(&graceful, stream, peer, &app, &entry);
+        serve_connection(&graceful, stream, peer, &app, &entry, tls.as_ref());
     }
     drain(graceful).await;
     Ok(())
@@ -516,19 +566,25 @@ async fn accept(
     }
 }
 
-/// Serves one connection on the current runtime (see [`serve_http1`]).
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one connection on the current runtime (see [`serve_http1`]): plain HTTP/1.1, or
+/// with `tls` the handshake first, then HTTP/2 or HTTP/1.1 as ALPN decided.
 fn serve_connection(
     graceful: &hyper_util::server::graceful::GracefulShutdown,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     app: &Router,
     entry: &Arc<proxy::ProxyEntry>,
+    tls: Option<&Arc<tls::Tls>>,
 ) {
     use axum::extract::ConnectInfo;
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt;
     let app = app.clone();
     let entry = Arc::clone(entry);
+    let hsts = tls.is_some();
     let service =
         hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
             // Each request takes only what its path needs: the gatekeeper's entry or the
@@ -539,32 +595,75 @@ fn serve_connection(
                 Ok(app.clone())
             };
             async move {
-                let app = match route {
-                    Err(entry) => {
-                        return Ok::<_, std::convert::Infallible>(
-                            proxy::serve(&entry, req, peer).await,
-                        );
+                let mut response = match route {
+                    Err(entry) => proxy::serve(&entry, req, peer).await,
+                    Ok(app) => {
+                        let mut req = req.map(axum::body::Body::new);
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        // Boxed so the router's future does not size every connection's
+                        // request future, the proxied ones included.
+                        let response = Box::pin(app.oneshot(req)).await?;
+                        response.map(proxy::ServedBody::App)
                     }
-                    Ok(app) => app,
                 };
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                // Boxed so the router's future does not size every connection's
-                // request future, the proxied ones included.
-                let response = Box::pin(app.oneshot(req)).await?;
-                Ok(response.map(proxy::ServedBody::App))
+                if hsts {
+                    response.headers_mut().insert(
+                        axum::http::header::STRICT_TRANSPORT_SECURITY,
+                        axum::http::HeaderValue::from_static(tls::HSTS),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(
+    let http1 = || {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+        b
+    };
+    let Some(tls) = tls else {
+        let conn = http1().serve_connection(
             TokioIo::new(keygate_proxy::h1guard::StrictHttp1::new(stream)),
             service,
         );
-    let conn = graceful.watch(conn);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+        return;
+    };
+    let acceptor = tls.acceptor().clone();
+    let watcher = graceful.watcher();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        let served = if h2 {
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new());
+            watcher
+                .watch(b.serve_connection(TokioIo::new(stream), service))
+                .await
+        } else {
+            watcher
+                .watch(http1().serve_connection(
+                    TokioIo::new(keygate_proxy::h1guard::StrictHttp1::new(stream)),
+                    service,
+                ))
+                .await
+        };
+        if let Err(e) = served {
             tracing::debug!(error = %e, "connection closed with an error");
         }
     });
@@ -589,7 +688,8 @@ async fn drain(graceful: hyper_util::server::graceful::GracefulShutdown) {
 async fn serve_per_core(
     listen: SocketAddr,
     app: Router,
-    entry: proxy::ProxyEntry,
+    entry: Arc<proxy::ProxyEntry>,
+    tls: Option<Arc<tls::Tls>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     type Dealt = (std::net::TcpStream, SocketAddr);
@@ -598,7 +698,6 @@ async fn serve_per_core(
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
-    let entry = Arc::new(entry);
     let mut workers = Vec::with_capacity(cores);
     let mut threads = Vec::with_capacity(cores);
     for i in 0..cores {
@@ -606,6 +705,7 @@ async fn serve_per_core(
         workers.push(tx);
         let app = app.clone();
         let entry = Arc::clone(&entry);
+        let tls = tls.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -618,7 +718,14 @@ async fn serve_per_core(
                     // Ends when the acceptor stops dealing (on stop).
                     while let Some((stream, peer)) = rx.recv().await {
                         match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => serve_connection(&graceful, stream, peer, &app, &entry),
+                            Ok(stream) => serve_connection(
+                                &graceful,
+                                stream,
+                                peer,
+                                &app,
+                                &entry,
+                                tls.as_ref(),
+                            ),
                             Err(e) => tracing::warn!(error = %e, "cannot adopt a connection"),
                         }
                     }

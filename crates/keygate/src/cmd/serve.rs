@@ -10,7 +10,7 @@ use keygate_server::config::Config;
 
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  keygate serve --config /etc/keygate/keygate.toml --listen 0.0.0.0:8080"
+    after_help = "Example:\n  keygate serve --config /etc/keygate/keygate.toml --listen 127.0.0.1:8080"
 )]
 pub struct ServeArgs {
     /// Configuration file (KEYGATE_… environment variables override its fields)

@@ -1,0 +1,376 @@
+//! HTTPS termination over real sockets with certificates generated here (`rcgen`): TLS 1.2
+//! and 1.3 handshakes, HTTP/2 and HTTP/1.1 by ALPN, HSTS; TLS 1.0/1.1 and weak suites
+//! refused at the handshake (hand-built ClientHellos, answered with an alert); a
+//! certificate reload while a keep-alive connection stays up, a bad reload that keeps the
+//! old certificate; a separate HTTPS listener beside loopback HTTP; bad files stop the
+//! start naming the file.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestApp;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca() -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "keygate test CA");
+    let cert = params.self_signed(&key).unwrap();
+    Ca { cert, key }
+}
+
+/// A leaf for localhost and 127.0.0.1 signed by `ca`, written as `server.crt`/`server.key`.
+fn leaf(ca: &Ca, dir: &Path) -> Vec<u8> {
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    // Written to a temporary name and renamed, as a certificate manager would.
+    std::fs::write(dir.join("server.key.tmp"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("server.crt.tmp"), cert.pem()).unwrap();
+    std::fs::rename(dir.join("server.key.tmp"), dir.join("server.key")).unwrap();
+    std::fs::rename(dir.join("server.crt.tmp"), dir.join("server.crt")).unwrap();
+    cert.der().to_vec()
+}
+
+fn tls_table(extra: &str) -> String {
+    format!(
+        "\n[tls]\ncert = \"server.crt\"\nkey = \"server.key\"\nreload_interval = \"100ms\"\n{extra}\n"
+    )
+}
+
+fn append(dir: &Path, text: &str) {
+    let path = dir.join("keygate.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str(text);
+    std::fs::write(path, config).unwrap();
+}
+
+fn client_config(
+    ca: &Ca,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    c
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn connect(addr: SocketAddr, config: rustls::ClientConfig) -> Tls {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+fn presented(conn: &Tls) -> Vec<u8> {
+    conn.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
+
+/// One keep-alive `GET /healthz` on `conn`; the status line and headers.
+async fn healthz(conn: &mut Tls) -> String {
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"ok\"}") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_serve_http1_and_h2_with_hsts() {
+    let ca = ca();
+    let app = TestApp::spawn_prepared(
+        None,
+        |dir| {
+            leaf(&ca, dir);
+            append(dir, &tls_table(""));
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    let addr = app.addr();
+    for (version, name) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let mut conn = connect(addr, client_config(&ca, &[version])).await;
+        assert_eq!(conn.get_ref().1.protocol_version(), Some(name));
+        let head = healthz(&mut conn).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("strict-transport-security: max-age=31536000"),
+            "{head}"
+        );
+    }
+    // A real HTTP client: HTTP/2 by ALPN, and HTTP/1.1 when asked for.
+    let ca_pem = reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap();
+    let base = format!("https://localhost:{}", addr.port());
+    for (h1, version) in [
+        (false, reqwest::Version::HTTP_2),
+        (true, reqwest::Version::HTTP_11),
+    ] {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(ca_pem.clone())
+            .resolve("localhost", addr);
+        if h1 {
+            b = b.http1_only();
+        }
+        let resp = b
+            .build()
+            .unwrap()
+            .get(format!("{base}/.well-known/oauth-authorization-server"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), version);
+        assert!(resp.headers().contains_key("strict-transport-security"));
+    }
+    // Plain HTTP to the HTTPS port gets no answer in HTTP.
+    let (text, _) = common::raw(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+/// A ClientHello offering `version` (no supported_versions extension) and `suites`.
+fn client_hello(version: [u8; 2], suites: &[[u8; 2]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&version);
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // session id
+    let suite_bytes: Vec<u8> = suites.iter().flatten().copied().collect();
+    body.extend_from_slice(&(suite_bytes.len() as u16).to_be_bytes());
+    body.extend_from_slice(&suite_bytes);
+    body.extend_from_slice(&[1, 0]); // null compression
+    // server_name "localhost", then signature_algorithms (rsa_pss, ecdsa) and groups.
+    let mut ext = Vec::new();
+    let host = b"localhost";
+    let mut sni = vec![0, 0];
+    sni.extend_from_slice(&((host.len() + 5) as u16).to_be_bytes()); // extension length
+    sni.extend_from_slice(&((host.len() + 3) as u16).to_be_bytes()); // server name list
+    sni.push(0); // host_name
+    sni.extend_from_slice(&(host.len() as u16).to_be_bytes());
+    sni.extend_from_slice(host);
+    ext.extend_from_slice(&sni);
+    ext.extend_from_slice(&[0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17]); // secp256r1
+    ext.extend_from_slice(&[0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x03, 0x08, 0x04]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1u8];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    record.extend_from_slice(&hs);
+    record
+}
+
+/// Sends a ClientHello and returns the first record the server answers with.
+async fn first_record(addr: SocketAddr, hello: &[u8]) -> Vec<u8> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(hello).await.unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test]
+async fn old_protocols_and_weak_suites_are_refused_at_the_handshake() {
+    let ca = ca();
+    let app = TestApp::spawn_prepared(
+        None,
+        |dir| {
+            leaf(&ca, dir);
+            append(dir, &tls_table(""));
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    let addr = app.addr();
+    const AES128_GCM: [u8; 2] = [0xc0, 0x2b]; // ECDHE-ECDSA-AES128-GCM-SHA256
+    const RSA_AES128_CBC: [u8; 2] = [0x00, 0x2f]; // TLS_RSA_WITH_AES_128_CBC_SHA
+    const RC4: [u8; 2] = [0x00, 0x05]; // TLS_RSA_WITH_RC4_128_SHA
+    const DES3: [u8; 2] = [0x00, 0x0a]; // TLS_RSA_WITH_3DES_EDE_CBC_SHA
+    const ECDHE_CBC: [u8; 2] = [0xc0, 0x09]; // ECDHE-ECDSA-AES128-SHA (CBC)
+
+    // The control: a TLS 1.2 hello with a strong suite gets a ServerHello (handshake, 0x16).
+    let ok = first_record(addr, &client_hello([3, 3], &[AES128_GCM])).await;
+    assert_eq!(ok.first(), Some(&0x16), "{ok:?}");
+    // Alerts (RFC 8446 §6): 70 protocol_version, 40 handshake_failure.
+    for (what, version, suites, alert) in [
+        (
+            "TLS 1.0",
+            [3u8, 1u8],
+            vec![AES128_GCM, RSA_AES128_CBC, ECDHE_CBC],
+            70u8,
+        ),
+        (
+            "TLS 1.1",
+            [3, 2],
+            vec![AES128_GCM, RSA_AES128_CBC, ECDHE_CBC],
+            70,
+        ),
+        (
+            "TLS 1.2 with weak suites only",
+            [3, 3],
+            vec![RC4, DES3, RSA_AES128_CBC, ECDHE_CBC],
+            40,
+        ),
+    ] {
+        let answer = first_record(addr, &client_hello(version, &suites)).await;
+        // An alert record (0x15), fatal (2); never a ServerHello.
+        assert_eq!(answer.first(), Some(&0x15), "{what}: {answer:?}");
+        assert_eq!(answer.get(5), Some(&2), "{what}: fatal alert");
+        assert_eq!(answer.get(6), Some(&alert), "{what}: {answer:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_certificate_while_a_connection_stays_up() {
+    let ca = ca();
+    let dir_holder = std::sync::Mutex::new(None);
+    let app = TestApp::spawn_prepared(
+        None,
+        |dir| {
+            leaf(&ca, dir);
+            append(dir, &tls_table(""));
+            *dir_holder.lock().unwrap() = Some(dir.to_path_buf());
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    let dir = dir_holder.lock().unwrap().clone().unwrap();
+    let addr = app.addr();
+    let config = || client_config(&ca, &[&rustls::version::TLS13]);
+    let mut long_lived = connect(addr, config()).await;
+    let first = presented(&long_lived);
+    assert!(healthz(&mut long_lived).await.starts_with("HTTP/1.1 200"));
+
+    let second = leaf(&ca, &dir);
+    assert_ne!(first, second);
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = presented(&connect(addr, config()).await);
+        if seen == second {
+            break;
+        }
+    }
+    assert_eq!(seen, second, "new handshakes get the new certificate");
+    assert!(
+        healthz(&mut long_lived).await.starts_with("HTTP/1.1 200"),
+        "the connection made before the reload still works"
+    );
+
+    // A broken file: the certificate in use stays.
+    std::fs::write(
+        dir.join("server.crt"),
+        "-----BEGIN CERTIFICATE-----\nbroken\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(presented(&connect(addr, config()).await), second);
+    assert!(healthz(&mut long_lived).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_separate_https_listener_runs_beside_loopback_http() {
+    let ca = ca();
+    let app = TestApp::spawn_prepared(
+        None,
+        |dir| {
+            leaf(&ca, dir);
+            append(dir, &tls_table("listen = \"127.0.0.1:0\""));
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    // Plain HTTP on `listen` (loopback), as before.
+    let (s, _) = app.get("/admin/v1/secrets").await;
+    assert_eq!(s, reqwest::StatusCode::OK);
+    let https = app.server.as_ref().unwrap().https_addr().unwrap();
+    assert_ne!(https, app.addr());
+    let mut conn = connect(https, client_config(&ca, &[&rustls::version::TLS12])).await;
+    assert!(healthz(&mut conn).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn bad_certificate_files_stop_the_start_naming_the_file() {
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let init = keygate_server::init_dir(dir.path(), common::free_addr())
+        .await
+        .unwrap();
+    drop(init);
+    leaf(&ca, dir.path());
+    // Another key than the certificate's.
+    let other = KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("other.key"), other.serialize_pem()).unwrap();
+    append(
+        dir.path(),
+        "\n[tls]\ncert = \"server.crt\"\nkey = \"other.key\"\n",
+    );
+    let e = keygate_server::start(common::load_config(dir.path(), &[]))
+        .await
+        .err()
+        .unwrap();
+    let text = format!("{e:#}");
+    assert!(
+        text.contains("other.key is not the private key of the certificate in"),
+        "{text}"
+    );
+}
