@@ -32,6 +32,9 @@ use x509_cert::spki::{
     AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef,
 };
 
+mod fetch;
+pub use fetch::{FETCH_TIMEOUT, fetch_chain, read_ca_certificates};
+
 /// Common name (2.5.4.3).
 const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 /// rsaEncryption (1.2.840.113549.1.1.1), to wrap PKCS#1 `RSA PUBLIC KEY` blocks.
@@ -83,6 +86,8 @@ pub enum PinError {
     KeyExists { path: String },
     #[error("{path}: cannot write the key: {error}")]
     Write { path: String, error: std::io::Error },
+    #[error("{url}: {reason}")]
+    Fetch { url: String, reason: String },
     #[error("cannot generate a key pair: {0}")]
     KeyGen(String),
 }
@@ -284,7 +289,7 @@ fn parse_pem(name: &str, bytes: &[u8]) -> Result<Vec<PinEntry>, PinError> {
 }
 
 /// The PEM error without any of the encoded content.
-fn pem_reason(e: &pem::PemError) -> String {
+pub(crate) fn pem_reason(e: &pem::PemError) -> String {
     match e {
         pem::PemError::MismatchedTags(a, b) => format!("BEGIN {a} ends with END {b}"),
         pem::PemError::MalformedFraming => "malformed BEGIN/END lines".to_string(),
@@ -312,7 +317,11 @@ fn parse_der(name: &str, bytes: &[u8]) -> Result<Vec<PinEntry>, PinError> {
     })
 }
 
-fn certificate_entry(name: &str, index: usize, der: &[u8]) -> Result<PinEntry, PinError> {
+pub(crate) fn certificate_entry(
+    name: &str,
+    index: usize,
+    der: &[u8],
+) -> Result<PinEntry, PinError> {
     let bad = |reason: String| PinError::BadCertificate {
         path: name.to_string(),
         index: index + 1,

@@ -40,11 +40,20 @@ pub struct ShowArgs {
     /// each file (the leaf) is pinned. Repeatable
     #[arg(long = "cert", value_name = "FILE")]
     pub certs: Vec<PathBuf>,
+    /// Connect to https://HOST[:PORT] and pin the leaf of the chain it presents, which must
+    /// verify against the Mozilla roots or --ca. Repeatable
+    #[arg(long = "url", value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Verify --url chains against the CA certificates of this file (PEM or DER) instead of
+    /// the Mozilla roots. Repeatable
+    #[arg(long = "ca", value_name = "FILE")]
+    pub cas: Vec<PathBuf>,
     /// A backup key kept offline: public key, private key or certificate (PEM or DER).
     /// Repeatable
     #[arg(long = "backup-key", value_name = "FILE")]
     pub backup_keys: Vec<PathBuf>,
-    /// The pinned host name (default: the first DNS name of the first certificate)
+    /// The pinned host name (default: the host of the first --url, else the first DNS
+    /// name of the first --cert)
     #[arg(long)]
     pub host: Option<String>,
     /// When apps stop enforcing the pins: a duration from today (60d, 12weeks) or a date
@@ -54,6 +63,7 @@ pub struct ShowArgs {
     /// Pin the host's subdomains too
     #[arg(long)]
     pub include_subdomains: bool,
+    /// What to print
     #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
     pub format: OutputFormat,
     /// Print the set even without a backup pin (a key rotation then locks the app out)
@@ -119,7 +129,7 @@ fn parse_expires(s: &str) -> Result<Expires, String> {
 pub async fn run(args: PinsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(PinsCommand::Keygen { out }) => keygen(&out),
-        None => show(args.show),
+        None => show(args.show).await,
     }
 }
 
@@ -134,15 +144,27 @@ fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    if args.certs.is_empty() {
-        bail!("give the certificate keygate serves with --cert FILE");
+async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    if args.certs.is_empty() && args.urls.is_empty() {
+        bail!("give the certificate keygate serves with --cert FILE or --url https://HOST");
     }
-    let current = read_leaves(&args.certs)?;
+    if !args.cas.is_empty() && args.urls.is_empty() {
+        bail!("--ca only applies to --url");
+    }
+    let mut current = read_leaves(&args.certs)?;
+    let mut roots = Vec::new();
+    for ca in &args.cas {
+        roots.extend(keygate_pins::read_ca_certificates(ca)?);
+    }
+    for url in &args.urls {
+        let chain = keygate_pins::fetch_chain(url, &roots).await?;
+        current.extend(chain.into_iter().take(1));
+    }
     let backup = read_leaves(&args.backup_keys)?;
-    let host = match args.host {
-        Some(h) => h,
-        None => default_host(current.first())?,
+    let host = match (args.host, args.urls.first()) {
+        (Some(h), _) => h,
+        (None, Some(url)) => url_host(url)?,
+        (None, None) => default_host(current.first())?,
     };
     let set = PinSet {
         host,
@@ -171,6 +193,13 @@ fn read_leaves(files: &[PathBuf]) -> anyhow::Result<Vec<PinEntry>> {
         );
     }
     Ok(out)
+}
+
+fn url_host(url: &str) -> anyhow::Result<String> {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .with_context(|| format!("{url}: no host in the URL: give --host"))
 }
 
 fn default_host(leaf: Option<&PinEntry>) -> anyhow::Result<String> {
@@ -206,5 +235,76 @@ mod tests {
         let in_60 = parse_expires("60d").ok().and_then(|e| e.date(now).ok());
         assert_eq!(in_60.map(|d| (d - now.date()).whole_days()), Some(60));
         assert!(parse_expires("soon").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        pins: PinsArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<PinsArgs, clap::Error> {
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("pins").chain(args.iter().copied())).map(|c| c.pins)
+    }
+
+    #[test]
+    fn flags_and_keygen_parse() {
+        let args = parse(&[
+            "--cert",
+            "a.pem",
+            "--cert",
+            "b.pem",
+            "--backup-key",
+            "k.pem",
+            "--format",
+            "android",
+            "--include-subdomains",
+        ]);
+        let args = args.ok();
+        assert!(args.as_ref().is_some_and(|a| a.command.is_none()
+            && a.show.certs.len() == 2
+            && a.show.backup_keys.len() == 1
+            && a.show.format == OutputFormat::Android
+            && a.show.include_subdomains
+            && a.show.expires == Expires::In(std::time::Duration::from_secs(60 * 86_400))));
+        let keygen = parse(&["keygen", "--out", "backup.pem"]).ok();
+        assert!(matches!(
+            keygen.and_then(|a| a.command),
+            Some(PinsCommand::Keygen { out }) if out == Path::new("backup.pem")
+        ));
+        assert!(parse(&["--cert", "a.pem", "keygen", "--out", "k.pem"]).is_err());
+    }
+
+    #[test]
+    fn the_default_host_is_the_leafs_first_dns_name_but_not_a_wildcard() {
+        let mut leaf = PinEntry {
+            pin: keygate_pins::Pin::of_spki_der(b"test"),
+            file: "server.pem".to_string(),
+            kind: keygate_pins::SourceKind::Certificate,
+            chain_index: Some(0),
+            subject: None,
+            dns_names: vec!["api.example.com".to_string(), "example.com".to_string()],
+            not_after: None,
+            is_ca: false,
+        };
+        assert_eq!(
+            default_host(Some(&leaf)).ok().as_deref(),
+            Some("api.example.com")
+        );
+        leaf.dns_names = vec!["*.example.com".to_string()];
+        let err = default_host(Some(&leaf))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("wildcard") && err.contains("--host"), "{err}");
+        leaf.dns_names.clear();
+        assert!(default_host(Some(&leaf)).is_err());
+        assert_eq!(
+            url_host("https://keygate.example.com:8443/x")
+                .ok()
+                .as_deref(),
+            Some("keygate.example.com")
+        );
     }
 }
