@@ -87,6 +87,9 @@ enum Command {
     /// CI/CD set-up: example pipelines using OIDC and `keygate run`
     #[command(subcommand)]
     Ci(cmd::ci::CiCommand),
+    /// Certificate pin sets for app builds (SPKI SHA-256 of the current and backup keys:
+    /// JSON, Android, iOS, TrustKit), and backup key generation
+    Pins(cmd::pins::PinsArgs),
     /// Find API keys and other secrets in files, git history, staged changes and APK/IPA
     /// packages (exit 0: none, 1: findings, 2: error)
     Scan(keygate_scan::cli::ScanArgs),
@@ -151,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Machine(c) => cmd::machine::machine(c).await,
         Command::Run(a) => cmd::run::run(a).await,
         Command::Ci(c) => cmd::ci::run(c),
+        Command::Pins(a) => cmd::pins::run(a).await,
         Command::Scan(_) | Command::Hook(_) => Ok(ExitCode::from(2)),
     }
 }

@@ -6,6 +6,7 @@ pub mod ci;
 pub mod demo;
 pub mod init;
 pub mod machine;
+pub mod pins;
 pub mod route;
 pub mod run;
 pub mod secret;
