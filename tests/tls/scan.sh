@@ -9,6 +9,9 @@ root="$(cd "$here/../.." && pwd)"
 venv="${SSLYZE_VENV:-$root/target/sslyze-venv}"
 
 setup() {
+  if ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq openssl curl >/dev/null
+  fi
   if [ ! -x "$venv/bin/sslyze" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'sslyze>=6,<7'
