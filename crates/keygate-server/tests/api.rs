@@ -35,6 +35,39 @@ async fn health_and_readiness() {
 }
 
 #[tokio::test]
+async fn answers_carry_the_headers_a_security_scanner_expects() {
+    let mut app = TestApp::spawn().await;
+    let get = |path: &str, auth: bool| {
+        let mut req = app.http.get(format!("{}{path}", app.base));
+        if auth {
+            req = req.bearer_auth(app.token.expose_secret());
+        }
+        req.send()
+    };
+    for (path, auth) in [
+        ("/admin/v1/secrets", true),
+        ("/admin/v1/secrets", false),
+        ("/ci/v1/secrets", false),
+        ("/healthz", false),
+        ("/no/such/path", false),
+    ] {
+        let r = get(path, auth).await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        if path.starts_with("/admin/") || path.starts_with("/ci/") {
+            assert_eq!(h["cache-control"], "no-store", "{path}");
+            assert_eq!(
+                h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'",
+                "{path}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn missing_or_wrong_admin_token_is_401_and_audited() {
     let mut app = TestApp::spawn().await;
     let r = app
