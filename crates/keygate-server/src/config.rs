@@ -120,6 +120,14 @@ struct RawSni {
     ocsp: Option<PathBuf>,
 }
 
+/// `[admin] listen`: the admin API on a listener of its own, over TLS with the `[tls]`
+/// certificate when there is one, requiring client certificates from `client_ca` if set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminListener {
+    pub listen: SocketAddr,
+    pub client_ca: Option<PathBuf>,
+}
+
 /// A certificate chain (leaf first), its private key and an optional OCSP response to
 /// staple, as files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,6 +471,10 @@ struct RawAdmin {
     auth_failure_window: Duration,
     #[serde(default = "default_auth_failure_limit")]
     auth_failure_limit: i64,
+    /// A listener of its own for the admin API (then served nowhere else).
+    listen: Option<String>,
+    /// Client certificates the admin listener requires, from this CA (PEM).
+    client_ca: Option<PathBuf>,
 }
 
 impl Default for RawAdmin {
@@ -470,6 +482,8 @@ impl Default for RawAdmin {
         Self {
             auth_failure_window: default_auth_failure_window(),
             auth_failure_limit: default_auth_failure_limit(),
+            listen: None,
+            client_ca: None,
         }
     }
 }
@@ -794,6 +808,8 @@ pub struct Config {
     pub allow_insecure_key_permissions: bool,
     /// Failed admin authentication per source (`[admin]`).
     pub admin_auth: crate::admin_guard::AdminAuthLimits,
+    /// The admin API's own listener (`[admin] listen`), if any.
+    pub admin_listener: Option<AdminListener>,
     /// The routes of the `[routes.*]` tables, validated (and as written).
     pub routes: keygate_proxy::RouteTable,
     pub routes_raw: std::collections::BTreeMap<String, keygate_proxy::route::RawRoute>,
@@ -1193,6 +1209,8 @@ impl RawConfig {
             return Err(err("http.request_timeout", "must be between 100ms and 1h"));
         }
         let tokens = self.tokens.validate(base)?;
+        let admin_listen = self.admin.listen.clone();
+        let admin_ca = self.admin.client_ca.clone();
         let admin_auth = self.admin.validate()?;
         let routes =
             keygate_proxy::RouteTable::from_raw(&self.routes).map_err(|e| ConfigError {
@@ -1233,6 +1251,39 @@ impl RawConfig {
                 ));
             }
         }
+        let admin_listener = match (admin_listen, admin_ca) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(err(
+                    "admin.client_ca",
+                    "needs admin.listen: client certificates are asked for on the admin API's own listener",
+                ));
+            }
+            (Some(l), ca) => {
+                let listen: SocketAddr = l.parse().map_err(|e| {
+                    err(
+                        "admin.listen",
+                        format!("not an address like 127.0.0.1:9443 ({e})"),
+                    )
+                })?;
+                if ca.is_some() && tls.is_none() {
+                    return Err(err(
+                        "admin.client_ca",
+                        "client certificates need TLS: configure [tls] cert and key",
+                    ));
+                }
+                if tls.is_none() && !listen.ip().is_loopback() && !allow_plain {
+                    return Err(err(
+                        "admin.listen",
+                        "would serve the admin API in plain HTTP beyond this machine: configure [tls] or listen on loopback",
+                    ));
+                }
+                Some(AdminListener {
+                    listen,
+                    client_ca: ca.map(|c| resolve(base, &c)),
+                })
+            }
+        };
         if public_url.scheme() == "http" && !is_loopback(&public_url) && !allow_plain {
             return Err(err(
                 "public_url",
@@ -1268,6 +1319,7 @@ impl RawConfig {
             tokens,
             allow_insecure_key_permissions: false,
             admin_auth,
+            admin_listener,
             routes,
             routes_raw: self.routes,
             monitor,
@@ -2007,5 +2059,34 @@ jwks_file = "gh.json"
         )
         .unwrap_err();
         assert_eq!(e.field, "tls.sni[0].names", "{e}");
+    }
+
+    #[test]
+    fn the_admin_listener_needs_tls_for_client_certificates_and_off_loopback() {
+        let env = |pairs: &[(&'static str, &'static str)]| pairs.to_vec();
+        let e = load("", &env(&[("KEYGATE_ADMIN__CLIENT_CA", "ca.pem")])).unwrap_err();
+        assert_eq!(e.field, "admin.client_ca", "{e}");
+        let e = load(
+            "",
+            &env(&[
+                ("KEYGATE_ADMIN__LISTEN", "127.0.0.1:9443"),
+                ("KEYGATE_ADMIN__CLIENT_CA", "ca.pem"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("need TLS"), "{e}");
+        let e = load("", &env(&[("KEYGATE_ADMIN__LISTEN", "0.0.0.0:9443")])).unwrap_err();
+        assert_eq!(e.field, "admin.listen", "{e}");
+        let c = load(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+            &env(&[
+                ("KEYGATE_ADMIN__LISTEN", "0.0.0.0:9443"),
+                ("KEYGATE_ADMIN__CLIENT_CA", "ca.pem"),
+            ]),
+        )
+        .unwrap();
+        let a = c.admin_listener.unwrap();
+        assert_eq!(a.listen.port(), 9443);
+        assert_eq!(a.client_ca.unwrap(), Path::new("/etc/keygate/ca.pem"));
     }
 }

@@ -102,6 +102,10 @@ pub fn router(state: AppState) -> Router {
         .merge(ci::endpoints::router())
         .merge(proxy::router())
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.admin_listener.is_some(),
+            listener_scope,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn_with_state(
             deadline::Deadlines {
@@ -119,6 +123,30 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .with_state(state)
+}
+
+/// With `[admin] listen`, the admin API lives on that listener only, and that listener
+/// serves nothing else (but health): elsewhere both answer 404, as for any unknown path.
+async fn listener_scope(
+    State(admin_listener_configured): State<bool>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    let on_admin = req
+        .extensions()
+        .get::<Served>()
+        .is_some_and(|s| s.admin_listener);
+    let admin_path = path.starts_with("/admin/");
+    let allowed = if on_admin {
+        admin_path || matches!(path, "/healthz" | "/readyz")
+    } else {
+        !(admin_listener_configured && admin_path)
+    };
+    if !allowed {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    next.run(req).await
 }
 
 /// The headers a security scanner looks for, on every routed answer (the proxy's answers
@@ -247,6 +275,8 @@ pub struct RunningServer {
     addr: SocketAddr,
     /// The separate HTTPS listener (`[tls] listen`), if any.
     https: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
+    /// The admin API's own listener (`[admin] listen`), if any.
+    admin: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     checkpoints: JoinHandle<()>,
@@ -267,6 +297,11 @@ impl RunningServer {
     /// The address of the separate HTTPS listener (`[tls] listen`), if there is one.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The address of the admin API's own listener (`[admin] listen`), if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| *a)
     }
 
     /// The monitor, when it runs: tests drive its evaluation with
@@ -290,7 +325,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.http.await;
-        if let Some((_, h)) = self.https {
+        for (_, h) in self.https.into_iter().chain(self.admin) {
             let _ = h.await;
         }
         let _ = self.admin_bursts.await;
@@ -457,22 +492,20 @@ pub async fn start_with_options(
     let entry = Arc::new(proxy::ProxyEntry::new(&state));
     let app = router(state);
     // `listen` speaks HTTPS when [tls] has certificates and no listener of its own.
-    let main_tls = tls
-        .as_ref()
-        .filter(|_| config.tls.as_ref().is_some_and(|t| t.listen.is_none()));
+    let main = Listener {
+        acceptor: tls
+            .as_ref()
+            .filter(|_| config.tls.as_ref().is_some_and(|t| t.listen.is_none()))
+            .map(|t| t.acceptor().clone()),
+        admin: false,
+    };
     let (addr, http) = match config.http_runtime {
         config::HttpRuntime::Shared => {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             let addr = listener.local_addr()?;
-            let served = serve_http1(
-                listener,
-                app.clone(),
-                entry.clone(),
-                main_tls.cloned(),
-                stop_rx.clone(),
-            );
+            let served = serve_http1(listener, app.clone(), entry.clone(), main, stop_rx.clone());
             (addr, tokio::spawn(served))
         }
         config::HttpRuntime::PerCore => {
@@ -480,7 +513,7 @@ pub async fn start_with_options(
                 config.listen,
                 app.clone(),
                 entry.clone(),
-                main_tls.cloned(),
+                main,
                 stop_rx.clone(),
             )
             .await?
@@ -493,10 +526,39 @@ pub async fn start_with_options(
                 .await
                 .with_context(|| format!("binding {listen} (tls.listen)"))?;
             let https_addr = listener.local_addr()?;
-            let served = serve_http1(listener, app, entry, Some(t.clone()), stop_rx.clone());
+            let how = Listener {
+                acceptor: Some(t.acceptor().clone()),
+                admin: false,
+            };
+            let served = serve_http1(listener, app.clone(), entry.clone(), how, stop_rx.clone());
             Some((https_addr, tokio::spawn(served)))
         }
         _ => None,
+    };
+    // The admin API's own listener ([admin] listen): TLS with the [tls] certificate when
+    // there is one, client certificates from `client_ca` when set.
+    let admin_https = match &config.admin_listener {
+        Some(a) => {
+            let acceptor = match (&tls, &a.client_ca) {
+                (Some(t), Some(ca)) => Some(
+                    t.acceptor_requiring_client_certs(ca)
+                        .map_err(|e| anyhow::anyhow!("admin.client_ca: {e}"))?,
+                ),
+                (Some(t), None) => Some(t.acceptor().clone()),
+                (None, _) => None,
+            };
+            let listener = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .with_context(|| format!("binding {} (admin.listen)", a.listen))?;
+            let admin_addr = listener.local_addr()?;
+            let how = Listener {
+                acceptor,
+                admin: true,
+            };
+            let served = serve_http1(listener, app, entry, how, stop_rx.clone());
+            Some((admin_addr, tokio::spawn(served)))
+        }
+        None => None,
     };
     if let Some(t) = &tls {
         tokio::spawn(t.clone().watch(stop_rx.clone()));
@@ -538,6 +600,7 @@ pub async fn start_with_options(
     Ok(RunningServer {
         addr,
         https,
+        admin: admin_https,
         stop,
         http,
         checkpoints,
@@ -562,7 +625,7 @@ async fn serve_http1(
     listener: tokio::net::TcpListener,
     app: Router,
     entry: Arc<proxy::ProxyEntry>,
-    tls: Option<Arc<tls::Tls>>,
+    how: Listener,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -570,7 +633,7 @@ async fn serve_http1(
         let Some((stream, peer)) = accept(&listener, &mut stop).await else {
             break;
         };
-        serve_connection(&graceful, stream, peer, &app, &entry, tls.as_ref());
+        serve_connection(&graceful, stream, peer, &app, &entry, &how);
     }
     drain(graceful).await;
     Ok(())
@@ -600,62 +663,106 @@ async fn accept(
     }
 }
 
+/// Which listener a request came in on, and the client certificate its connection
+/// presented (admin listener with `[admin] client_ca`). Every routed request carries it as
+/// an extension.
+#[derive(Clone, Debug, Default)]
+pub struct Served {
+    /// The admin API's own listener (`[admin] listen`).
+    pub admin_listener: bool,
+    /// `CN=…, sha256:…` of the verified client certificate, if one was required.
+    pub client_cert: Option<Arc<str>>,
+}
+
+/// How a listener's connections are served.
+#[derive(Clone)]
+struct Listener {
+    /// TLS handshake first (None: plain HTTP/1.1).
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// The admin API's own listener.
+    admin: bool,
+}
+
+/// The per-connection service: `/proxy/…` to the gatekeeper, the rest to the router with
+/// the peer and `served` as extensions; HSTS on TLS connections.
+fn connection_service(
+    app: &Router,
+    entry: &Arc<proxy::ProxyEntry>,
+    peer: SocketAddr,
+    hsts: bool,
+    served: Served,
+) -> impl hyper::service::Service<
+    axum::http::Request<hyper::body::Incoming>,
+    Response = axum::http::Response<proxy::ServedBody>,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt;
+    let app = app.clone();
+    let entry = Arc::clone(entry);
+    // The admin listener serves the admin API only; the gatekeeper is not on it.
+    let gatekeeper = !served.admin_listener;
+    hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+        // Each request takes only what its path needs: the gatekeeper's entry or the
+        // router.
+        let route = if gatekeeper && req.uri().path().starts_with("/proxy/") {
+            Err(Arc::clone(&entry))
+        } else {
+            Ok((app.clone(), served.clone()))
+        };
+        async move {
+            let mut response = match route {
+                Err(entry) => proxy::serve(&entry, req, peer).await,
+                Ok((app, served)) => {
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req.extensions_mut().insert(served);
+                    // Boxed so the router's future does not size every connection's
+                    // request future, the proxied ones included.
+                    let response = Box::pin(app.oneshot(req)).await?;
+                    response.map(proxy::ServedBody::App)
+                }
+            };
+            if hsts {
+                response.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static(tls::HSTS),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    })
+}
+
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one connection on the current runtime (see [`serve_http1`]): plain HTTP/1.1, or
-/// with `tls` the handshake first, then HTTP/2 or HTTP/1.1 as ALPN decided.
+/// with TLS the handshake first, then HTTP/2 or HTTP/1.1 as ALPN decided.
 fn serve_connection(
     graceful: &hyper_util::server::graceful::GracefulShutdown,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     app: &Router,
     entry: &Arc<proxy::ProxyEntry>,
-    tls: Option<&Arc<tls::Tls>>,
+    listener: &Listener,
 ) {
-    use axum::extract::ConnectInfo;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use tower::ServiceExt;
-    let app = app.clone();
-    let entry = Arc::clone(entry);
-    let hsts = tls.is_some();
-    let service =
-        hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
-            // Each request takes only what its path needs: the gatekeeper's entry or the
-            // router.
-            let route = if req.uri().path().starts_with("/proxy/") {
-                Err(Arc::clone(&entry))
-            } else {
-                Ok(app.clone())
-            };
-            async move {
-                let mut response = match route {
-                    Err(entry) => proxy::serve(&entry, req, peer).await,
-                    Ok(app) => {
-                        let mut req = req.map(axum::body::Body::new);
-                        req.extensions_mut().insert(ConnectInfo(peer));
-                        // Boxed so the router's future does not size every connection's
-                        // request future, the proxied ones included.
-                        let response = Box::pin(app.oneshot(req)).await?;
-                        response.map(proxy::ServedBody::App)
-                    }
-                };
-                if hsts {
-                    response.headers_mut().insert(
-                        axum::http::header::STRICT_TRANSPORT_SECURITY,
-                        axum::http::HeaderValue::from_static(tls::HSTS),
-                    );
-                }
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        });
     let http1 = || {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30));
         b
     };
-    let Some(tls) = tls else {
+    let Some(acceptor) = listener.acceptor.clone() else {
+        let served = Served {
+            admin_listener: listener.admin,
+            client_cert: None,
+        };
+        let service = connection_service(app, entry, peer, false, served);
         let conn = http1().serve_connection(
             TokioIo::new(keygate_proxy::h1guard::StrictHttp1::new(stream)),
             service,
@@ -668,8 +775,8 @@ fn serve_connection(
         });
         return;
     };
-    let acceptor = tls.acceptor().clone();
     let watcher = graceful.watcher();
+    let (app, entry, admin) = (app.clone(), Arc::clone(entry), listener.admin);
     tokio::spawn(async move {
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(s)) => s,
@@ -682,8 +789,17 @@ fn serve_connection(
                 return;
             }
         };
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-        let served = if h2 {
+        let session = stream.get_ref().1;
+        let served = Served {
+            admin_listener: admin,
+            client_cert: session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::from(tls::describe_client_cert(c))),
+        };
+        let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
+        let service = connection_service(&app, &entry, peer, true, served);
+        let result = if h2 {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new());
             watcher
@@ -697,7 +813,7 @@ fn serve_connection(
                 ))
                 .await
         };
-        if let Err(e) = served {
+        if let Err(e) = result {
             tracing::debug!(error = %e, "connection closed with an error");
         }
     });
@@ -723,7 +839,7 @@ async fn serve_per_core(
     listen: SocketAddr,
     app: Router,
     entry: Arc<proxy::ProxyEntry>,
-    tls: Option<Arc<tls::Tls>>,
+    how: Listener,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     type Dealt = (std::net::TcpStream, SocketAddr);
@@ -739,7 +855,7 @@ async fn serve_per_core(
         workers.push(tx);
         let app = app.clone();
         let entry = Arc::clone(&entry);
-        let tls = tls.clone();
+        let how = how.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -752,14 +868,9 @@ async fn serve_per_core(
                     // Ends when the acceptor stops dealing (on stop).
                     while let Some((stream, peer)) = rx.recv().await {
                         match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => serve_connection(
-                                &graceful,
-                                stream,
-                                peer,
-                                &app,
-                                &entry,
-                                tls.as_ref(),
-                            ),
+                            Ok(stream) => {
+                                serve_connection(&graceful, stream, peer, &app, &entry, &how)
+                            }
                             Err(e) => tracing::warn!(error = %e, "cannot adopt a connection"),
                         }
                     }

@@ -75,6 +75,29 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// How a verified client certificate appears in logs and audit entries: its subject's
+/// common name and the first 16 hex digits of its SHA-256 (never the certificate itself).
+pub fn describe_client_cert(cert: &CertificateDer<'_>) -> String {
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(cert.as_ref()));
+    let cn = x509_parser::parse_x509_certificate(cert.as_ref())
+        .ok()
+        .and_then(|(_, c)| {
+            c.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(|cn| {
+                    cn.chars()
+                        .filter(|ch| !ch.is_control())
+                        .take(64)
+                        .collect::<String>()
+                })
+        })
+        .unwrap_or_else(|| "-".to_owned());
+    format!("CN={cn}, sha256:{}", digest.get(..16).unwrap_or_default())
+}
+
 /// Seconds since the epoch of the leaf's validity period.
 fn validity(leaf: &CertificateDer<'_>) -> Result<(i64, i64), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
@@ -213,6 +236,41 @@ impl Tls {
 
     pub fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
         &self.acceptor
+    }
+
+    /// An acceptor with the same certificates that requires a client certificate issued by
+    /// a CA in `ca_file` (PEM): the admin listener's, with `[admin] client_ca`.
+    pub fn acceptor_requiring_client_certs(
+        &self,
+        ca_file: &Path,
+    ) -> Result<tokio_rustls::TlsAcceptor, String> {
+        let name = ca_file.display();
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| format!("{name}: {e}"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{name}: not PEM certificates ({e})"))?;
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("{name}: not a usable CA certificate ({e})"))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{name}: holds no PEM certificate"));
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| format!("{name}: {e}"))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS configuration: {e}"))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 
     /// Loads the files again and, if every one is usable, swaps them in. On error the

@@ -374,3 +374,114 @@ async fn bad_certificate_files_stop_the_start_naming_the_file() {
         "{text}"
     );
 }
+
+/// A client certificate for `cn` signed by `ca`, as one PEM (key and certificate).
+fn client_identity(ca: &Ca, cn: &str) -> reqwest::Identity {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let pem = format!("{}{}", key.serialize_pem(), cert.pem());
+    reqwest::Identity::from_pem(pem.as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn the_admin_listener_requires_a_client_certificate_from_its_ca() {
+    let server_ca = ca();
+    let admin_ca = ca();
+    let stranger_ca = ca();
+    let app = TestApp::spawn_prepared(
+        None,
+        |dir| {
+            leaf(&server_ca, dir);
+            std::fs::write(dir.join("admin-ca.pem"), admin_ca.cert.pem()).unwrap();
+            append(dir, &tls_table(""));
+        },
+        // keygate.toml already has an [admin] table.
+        &[
+            ("KEYGATE_ADMIN__LISTEN", "127.0.0.1:0"),
+            ("KEYGATE_ADMIN__CLIENT_CA", "admin-ca.pem"),
+        ],
+    )
+    .await
+    .unwrap();
+    let admin = app.server.as_ref().unwrap().admin_addr().unwrap();
+    let root = reqwest::Certificate::from_pem(server_ca.cert.pem().as_bytes()).unwrap();
+    let client = |identity: Option<reqwest::Identity>, addr: SocketAddr| {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(root.clone())
+            .resolve("localhost", addr);
+        if let Some(i) = identity {
+            b = b.identity(i);
+        }
+        b.build().unwrap()
+    };
+    let url = |addr: SocketAddr, path: &str| format!("https://localhost:{}{path}", addr.port());
+    let token = secrecy::ExposeSecret::expose_secret(&app.token).to_owned();
+
+    // The right certificate and the admin token: the admin API, audited with the certificate.
+    let alice = client(Some(client_identity(&admin_ca, "alice-laptop")), admin);
+    let r = alice
+        .put(url(admin, "/admin/v1/secrets/openai"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "value": "sk-test-value-123456" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let audit: serde_json::Value = alice
+        .get(url(admin, "/admin/v1/audit?tail=5"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        audit.to_string().contains("(CN=alice-laptop, sha256:"),
+        "the audit names the certificate: {audit}"
+    );
+    // The certificate alone is not enough: the token is still required.
+    let r = alice
+        .get(url(admin, "/admin/v1/secrets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Only the admin API (and health) on the admin listener.
+    for path in ["/oauth2/jwks", "/proxy/x/y", "/ci/v1/secrets"] {
+        let r = alice.get(url(admin, path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+
+    // No certificate, or one from another CA: no handshake.
+    for (what, identity) in [
+        ("no certificate", None),
+        ("another CA", Some(client_identity(&stranger_ca, "mallory"))),
+    ] {
+        let r = client(identity, admin)
+            .get(url(admin, "/admin/v1/secrets"))
+            .bearer_auth(&token)
+            .send()
+            .await;
+        assert!(r.is_err(), "{what}: {r:?}");
+    }
+
+    // The public listener no longer serves the admin API.
+    let public = client(None, app.addr());
+    let r = public
+        .get(url(app.addr(), "/admin/v1/secrets"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = public
+        .get(url(app.addr(), "/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

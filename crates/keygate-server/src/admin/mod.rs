@@ -43,11 +43,17 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub id: String,
+    /// The client certificate the admin listener verified (`CN=…, sha256:…`), if any.
+    pub cert: Option<std::sync::Arc<str>>,
 }
 
 impl Admin {
+    /// The audit actor: `admin:ID`, with the client certificate when one was verified.
     pub fn actor(&self) -> String {
-        format!("admin:{}", self.id)
+        match &self.cert {
+            Some(cert) => format!("admin:{} ({cert})", self.id),
+            None => format!("admin:{}", self.id),
+        }
     }
 }
 
@@ -85,7 +91,11 @@ impl FromRequestParts<AppState> for Admin {
                     }
                 }
                 if let Some(id) = found {
-                    return Ok(Admin { id });
+                    let cert = parts
+                        .extensions
+                        .get::<crate::Served>()
+                        .and_then(|s| s.client_cert.clone());
+                    return Ok(Admin { id, cert });
                 }
                 if token.starts_with(keygate_auth::opaque::TokenKind::Machine.prefix()) {
                     "machine_token"
