@@ -109,6 +109,32 @@ struct RawTls {
     allow_plain: bool,
     #[serde(default, with = "humantime_serde")]
     reload_interval: Option<Duration>,
+    /// `[tls.pins]`: the pin set published at `/.well-known/keygate-pins`.
+    pins: Option<RawPins>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPins {
+    /// Backup keys (public or private key PEM, or certificates) kept offline.
+    backup: Vec<PathBuf>,
+    #[serde(default = "default_pins_max_age", with = "humantime_serde")]
+    max_age: Duration,
+    #[serde(default)]
+    include_subdomains: bool,
+}
+
+fn default_pins_max_age() -> Duration {
+    Duration::from_secs(60 * 24 * 3600)
+}
+
+/// `[tls.pins]`: publish a signed pin set for apps that update their pins over the air.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinsSettings {
+    pub backup: Vec<PathBuf>,
+    /// How long from now a published set is valid (its `exp`).
+    pub max_age: Duration,
+    pub include_subdomains: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +174,8 @@ pub struct TlsSettings {
     pub listen: Option<SocketAddr>,
     /// How often the files are checked for changes (they are also reloaded on SIGHUP).
     pub reload_interval: Duration,
+    /// The pin set to publish, if any.
+    pub pins: Option<PinsSettings>,
 }
 
 impl RawTls {
@@ -161,7 +189,11 @@ impl RawTls {
         let default = match (self.cert, self.key) {
             (Some(c), Some(k)) => files(c, k, self.ocsp),
             (None, None) => {
-                if !self.sni.is_empty() || self.listen.is_some() || self.ocsp.is_some() {
+                if !self.sni.is_empty()
+                    || self.listen.is_some()
+                    || self.ocsp.is_some()
+                    || self.pins.is_some()
+                {
                     return Err(err(
                         "tls.cert",
                         "set `cert` and `key` (the default certificate) to serve HTTPS",
@@ -210,12 +242,33 @@ impl RawTls {
         if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&reload_interval) {
             return Err(err("tls.reload_interval", "must be between 100ms and 1h"));
         }
+        let pins = match self.pins {
+            None => None,
+            Some(p) => {
+                if p.backup.is_empty() {
+                    return Err(err(
+                        "tls.pins.backup",
+                        "list at least one backup key kept offline (keygate pins keygen): a set without one locks apps out at the next key change",
+                    ));
+                }
+                let days = p.max_age.as_secs() / 86_400;
+                if !(1..=365).contains(&days) {
+                    return Err(err("tls.pins.max_age", "must be between 1d and 365d"));
+                }
+                Some(PinsSettings {
+                    backup: p.backup.iter().map(|b| resolve(base, b)).collect(),
+                    max_age: p.max_age,
+                    include_subdomains: p.include_subdomains,
+                })
+            }
+        };
         Ok((
             Some(TlsSettings {
                 default,
                 sni,
                 listen,
                 reload_interval,
+                pins,
             }),
             self.allow_plain,
         ))
@@ -2059,6 +2112,19 @@ jwks_file = "gh.json"
         )
         .unwrap_err();
         assert_eq!(e.field, "tls.sni[0].names", "{e}");
+        let tls = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let e = load(&format!("{tls}[tls.pins]\nbackup = []\n"), &[]).unwrap_err();
+        assert_eq!(e.field, "tls.pins.backup", "{e}");
+        let e = load(
+            &format!("{tls}[tls.pins]\nbackup = [\"b.pub\"]\nmax_age = \"400d\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "tls.pins.max_age", "{e}");
+        let c = load(&format!("{tls}[tls.pins]\nbackup = [\"b.pub\"]\n"), &[]).unwrap();
+        let pins = c.tls.unwrap().pins.unwrap();
+        assert_eq!(pins.backup, [Path::new("/etc/keygate/b.pub")]);
+        assert_eq!(pins.max_age.as_secs(), 60 * 86_400);
     }
 
     #[test]

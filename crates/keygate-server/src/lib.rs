@@ -61,6 +61,8 @@ pub struct AppState {
     pub tokens: Option<Arc<oauth::TokenService>>,
     /// Machine identities (`/ci/v1/…`, machine client credentials); `None` while sealed.
     pub ci: Option<Arc<ci::CiService>>,
+    /// TLS termination (`[tls]`), for the published pin set.
+    pub tls: Option<Arc<tls::Tls>>,
     /// The proxy; `None` while the vault is sealed (proxied calls answer 503).
     pub proxy: Option<Arc<proxy::ProxyState>>,
     /// Every proxied call's answer is counted here, refusals while sealed included.
@@ -97,6 +99,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/.well-known/keygate-pins", get(published_pins))
         .merge(admin::router())
         .merge(oauth::endpoints::router())
         .merge(ci::endpoints::router())
@@ -179,6 +182,58 @@ async fn security_headers(
             "default-src 'none'; frame-ancestors 'none'",
         );
     }
+    resp
+}
+
+/// `/.well-known/keygate-pins` (`[tls.pins]`): the SPKI SHA-256 pins of the certificates
+/// in use and of the offline backup keys, as a JWT signed with the token signing key
+/// (`typ: keygate-pins+jwt`; verify it with `/oauth2/jwks`), valid for `max_age`. Apps
+/// that update their pins over the air take a set only with a good signature, from the
+/// host they pin.
+async fn published_pins(State(s): State<AppState>) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let (Some(tls), Some(tokens)) = (&s.tls, &s.tokens) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (Some(settings), Some(pins)) = (tls.pin_settings(), tls.pins()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let keys = tokens.keys().await;
+    let Some(active) = keys.active() else {
+        return error::ApiError::unavailable(&"no active signing key").into_response();
+    };
+    let now = now_ms() / 1000;
+    let pin_list: Vec<serde_json::Value> = pins
+        .current
+        .iter()
+        .map(|p| json!({"sha256": p, "role": "current"}))
+        .chain(
+            pins.backup
+                .iter()
+                .map(|p| json!({"sha256": p, "role": "backup"})),
+        )
+        .collect();
+    let claims = json!({
+        "iss": tokens.issuer,
+        "iat": now,
+        "exp": now + i64::try_from(settings.max_age.as_secs()).unwrap_or(0),
+        "host": s.config.public_url.host_str().unwrap_or_default(),
+        "include_subdomains": settings.include_subdomains,
+        "pins": pin_list,
+    });
+    let mut header = serde_json::Map::new();
+    header.insert("typ".into(), "keygate-pins+jwt".into());
+    header.insert("kid".into(), active.kid.as_str().into());
+    let jwt = keygate_auth::jws::sign_compact(&active.key, header, &claims);
+    let mut resp = jwt.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwt"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     resp
 }
 
@@ -482,6 +537,7 @@ pub async fn start_with_options(
         config: config.clone(),
         tokens: tokens.clone(),
         ci,
+        tls: tls.clone(),
         proxy,
         proxy_metrics,
         monitor: monitor.clone(),

@@ -39,6 +39,22 @@ struct Loaded {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// `*.example.com` entries as `.example.com`.
     wildcard: Vec<(String, Arc<CertifiedKey>)>,
+    /// `[tls.pins]`: the pins of the certificates in use and of the backup keys.
+    pins: Option<PinSet>,
+}
+
+/// SPKI SHA-256 pins (base64) to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinSet {
+    pub current: Vec<String>,
+    pub backup: Vec<String>,
+}
+
+/// The pin of a certificate's subject public key.
+fn spki_pin(cert: &CertificateDer<'_>) -> Result<String, String> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| "a certificate does not parse as X.509".to_owned())?;
+    Ok(keygate_pins::Pin::of_spki_der(c.tbs_certificate.subject_pki.raw).to_base64())
 }
 
 /// Chooses the certificate for each handshake from those loaded last.
@@ -171,10 +187,47 @@ fn load_all(settings: &TlsSettings, provider: &CryptoProvider) -> Result<Loaded,
             }
         }
     }
+    let pins = match &settings.pins {
+        None => None,
+        Some(p) => {
+            let mut current = Vec::new();
+            let leaves = std::iter::once(&default)
+                .chain(exact.values())
+                .chain(wildcard.iter().map(|(_, k)| k));
+            for key in leaves {
+                if let Some(leaf) = key.cert.first() {
+                    let pin = spki_pin(leaf)?;
+                    if !current.contains(&pin) {
+                        current.push(pin);
+                    }
+                }
+            }
+            let mut backup = Vec::new();
+            for path in &p.backup {
+                let entry = keygate_pins::read_pins(path)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| format!("{}: holds no key", path.display()))?;
+                let pin = entry.pin.to_base64();
+                if current.contains(&pin) {
+                    return Err(format!(
+                        "{}: is the key in use, not a backup (tls.pins.backup)",
+                        path.display()
+                    ));
+                }
+                if !backup.contains(&pin) {
+                    backup.push(pin);
+                }
+            }
+            Some(PinSet { current, backup })
+        }
+    };
     Ok(Loaded {
         default,
         exact,
         wildcard,
+        pins,
     })
 }
 
@@ -236,6 +289,16 @@ impl Tls {
 
     pub fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
         &self.acceptor
+    }
+
+    /// The pins to publish (`[tls.pins]`), as of the certificates loaded last.
+    pub fn pins(&self) -> Option<PinSet> {
+        self.resolver.current.read().ok()?.pins.clone()
+    }
+
+    /// `[tls.pins]` settings.
+    pub fn pin_settings(&self) -> Option<&crate::config::PinsSettings> {
+        self.settings.pins.as_ref()
     }
 
     /// An acceptor with the same certificates that requires a client certificate issued by
@@ -355,6 +418,7 @@ mod tests {
             sni,
             listen: None,
             reload_interval: std::time::Duration::from_secs(1),
+            pins: None,
         }
     }
 

@@ -485,3 +485,92 @@ async fn the_admin_listener_requires_a_client_certificate_from_its_ca() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn the_published_pin_set_is_signed_and_names_the_current_and_backup_keys() {
+    use base64::Engine;
+    use sha2::Digest;
+    let ca = ca();
+    let backup = KeyPair::generate().unwrap();
+    let backup_pem = backup.public_key_pem();
+    let app = TestApp::spawn_prepared(
+        None,
+        |dir| {
+            leaf(&ca, dir);
+            std::fs::write(dir.join("backup.pub"), &backup_pem).unwrap();
+            append(
+                dir,
+                &tls_table("[tls.pins]\nbackup = [\"backup.pub\"]\nmax_age = \"30d\""),
+            );
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    let pin =
+        |spki: &[u8]| base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(spki));
+    let server_key =
+        KeyPair::from_pem(&std::fs::read_to_string(app.dir.path().join("server.key")).unwrap())
+            .unwrap();
+    let (current, backup_pin) = (
+        pin(&server_key.public_key_der()),
+        pin(&backup.public_key_der()),
+    );
+
+    let addr = app.addr();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("https://localhost:{}{p}", addr.port());
+    let resp = client
+        .get(url("/.well-known/keygate-pins"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/jwt");
+    let jwt = resp.text().await.unwrap();
+    let jwks: serde_json::Value = client
+        .get(url("/oauth2/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let parsed = keygate_auth::jws::parse_compact(&jwt).unwrap();
+    let kid = parsed.header().kid().unwrap().to_owned();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap();
+    let key = keygate_auth::jwk::PublicJwk::from_json(jwk.as_object().unwrap())
+        .unwrap()
+        .verification_key()
+        .unwrap();
+    parsed.verify(&key).unwrap();
+    assert_eq!(parsed.header().typ(), Some("keygate-pins+jwt"));
+    let claims = parsed.claims().unwrap();
+    assert_eq!(claims["host"], "127.0.0.1");
+    let exp = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(exp, 30 * 86_400);
+    assert_eq!(
+        serde_json::Value::Array(claims["pins"].as_array().unwrap().clone()),
+        serde_json::json!([
+            {"sha256": current, "role": "current"},
+            {"sha256": backup_pin, "role": "backup"},
+        ])
+    );
+    // A set changed on the way does not verify.
+    let (head, rest) = jwt.split_once('.').unwrap();
+    let (_, sig) = rest.split_once('.').unwrap();
+    let other = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::json!({"pins": [{"sha256": "AAAA", "role": "current"}]}).to_string());
+    let forged = keygate_auth::jws::parse_compact(&format!("{head}.{other}.{sig}")).unwrap();
+    assert!(forged.verify(&key).is_err());
+}
