@@ -574,3 +574,50 @@ async fn the_published_pin_set_is_signed_and_names_the_current_and_backup_keys()
     let forged = keygate_auth::jws::parse_compact(&format!("{head}.{other}.{sig}")).unwrap();
     assert!(forged.verify(&key).is_err());
 }
+
+#[tokio::test]
+async fn the_certificate_follows_the_server_name_the_client_asks_for() {
+    let ca = ca();
+    let api_der = std::sync::Mutex::new(Vec::new());
+    let app = TestApp::spawn_prepared(
+        None,
+        |dir| {
+            leaf(&ca, dir);
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec!["api.example.test".to_owned()])
+                .unwrap()
+                .signed_by(&key, &ca.cert, &ca.key)
+                .unwrap();
+            std::fs::write(dir.join("api.crt"), cert.pem()).unwrap();
+            std::fs::write(dir.join("api.key"), key.serialize_pem()).unwrap();
+            *api_der.lock().unwrap() = cert.der().to_vec();
+            append(
+                dir,
+                &tls_table(
+                    "[[tls.sni]]\nnames = [\"api.example.test\"]\ncert = \"api.crt\"\nkey = \"api.key\"",
+                ),
+            );
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    let addr = app.addr();
+    let handshake = |name: &'static str| {
+        let config = client_config(&ca, &[&rustls::version::TLS13]);
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from(name).unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map(|c| presented(&c))
+        }
+    };
+    let api = handshake("api.example.test").await.unwrap();
+    assert_eq!(api, *api_der.lock().unwrap(), "the SNI entry's certificate");
+    let default = handshake("localhost").await.unwrap();
+    assert_ne!(default, api, "the default certificate for other names");
+    // A name neither certificate covers: the default is offered, and the client refuses it.
+    assert!(handshake("other.example.test").await.is_err());
+}
