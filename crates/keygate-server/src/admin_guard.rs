@@ -145,15 +145,12 @@ impl AdminAuthGuard {
 
     /// A guard whose aggregated entries are audited as `action`.
     pub fn for_action(limits: AdminAuthLimits, action: &'static str) -> Self {
-        Self {
-            action,
-            ..Self::with_capacity(limits, MAX_SOURCES)
-        }
+        Self::with_capacity(limits, action, MAX_SOURCES)
     }
 
-    fn with_capacity(limits: AdminAuthLimits, cap: usize) -> Self {
+    fn with_capacity(limits: AdminAuthLimits, action: &'static str, cap: usize) -> Self {
         Self {
-            action: "admin.auth",
+            action,
             limits,
             sources: Mutex::new(BoundedMap::new(cap)),
             evicted: Mutex::new(Vec::new()),
@@ -302,7 +299,7 @@ mod tests {
 
     #[test]
     fn tracked_sources_are_bounded_and_evicted_counts_still_written() {
-        let g = AdminAuthGuard::with_capacity(limits(), 100);
+        let g = AdminAuthGuard::with_capacity(limits(), "admin.auth", 100);
         let mut total = 0;
         for i in 0..1_000u32 {
             let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));

@@ -50,11 +50,15 @@ pub struct PinSet {
     pub backup: Vec<String>,
 }
 
-/// The pin of a certificate's subject public key.
+/// The pin of a certificate's subject public key (keygate-pins' own reading, the one
+/// `keygate pins` prints).
 fn spki_pin(cert: &CertificateDer<'_>) -> Result<String, String> {
-    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|_| "a certificate does not parse as X.509".to_owned())?;
-    Ok(keygate_pins::Pin::of_spki_der(c.tbs_certificate.subject_pki.raw).to_base64())
+    keygate_pins::parse_pins("certificate", cert.as_ref())
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .map(|e| e.pin.to_base64())
+        .ok_or_else(|| "a certificate holds no public key".to_owned())
 }
 
 /// Chooses the certificate for each handshake from those loaded last.

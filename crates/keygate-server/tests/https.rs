@@ -58,6 +58,20 @@ fn tls_table(extra: &str) -> String {
     )
 }
 
+/// The server with a leaf from `ca` and `[tls]` (plus `extra` lines in that table).
+async fn tls_app(ca: &Ca, extra: &str) -> TestApp {
+    TestApp::spawn_prepared(
+        None,
+        |dir| {
+            leaf(ca, dir);
+            append(dir, &tls_table(extra));
+        },
+        &[],
+    )
+    .await
+    .unwrap()
+}
+
 fn append(dir: &Path, text: &str) {
     let path = dir.join("keygate.toml");
     let mut config = std::fs::read_to_string(&path).unwrap();
@@ -120,16 +134,7 @@ async fn healthz(conn: &mut Tls) -> String {
 #[tokio::test]
 async fn tls_1_2_and_1_3_serve_http1_and_h2_with_hsts() {
     let ca = ca();
-    let app = TestApp::spawn_prepared(
-        None,
-        |dir| {
-            leaf(&ca, dir);
-            append(dir, &tls_table(""));
-        },
-        &[],
-    )
-    .await
-    .unwrap();
+    let app = tls_app(&ca, "").await;
     let addr = app.addr();
     for (version, name) in [
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
@@ -228,16 +233,7 @@ async fn first_record(addr: SocketAddr, hello: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn old_protocols_and_weak_suites_are_refused_at_the_handshake() {
     let ca = ca();
-    let app = TestApp::spawn_prepared(
-        None,
-        |dir| {
-            leaf(&ca, dir);
-            append(dir, &tls_table(""));
-        },
-        &[],
-    )
-    .await
-    .unwrap();
+    let app = tls_app(&ca, "").await;
     let addr = app.addr();
     const AES128_GCM: [u8; 2] = [0xc0, 0x2b]; // ECDHE-ECDSA-AES128-GCM-SHA256
     const RSA_AES128_CBC: [u8; 2] = [0x00, 0x2f]; // TLS_RSA_WITH_AES_128_CBC_SHA
@@ -329,16 +325,7 @@ async fn a_reload_swaps_the_certificate_while_a_connection_stays_up() {
 #[tokio::test]
 async fn a_separate_https_listener_runs_beside_loopback_http() {
     let ca = ca();
-    let app = TestApp::spawn_prepared(
-        None,
-        |dir| {
-            leaf(&ca, dir);
-            append(dir, &tls_table("listen = \"127.0.0.1:0\""));
-        },
-        &[],
-    )
-    .await
-    .unwrap();
+    let app = tls_app(&ca, "listen = \"127.0.0.1:0\"").await;
     // Plain HTTP on `listen` (loopback), as before.
     let (s, _) = app.get("/admin/v1/secrets").await;
     assert_eq!(s, reqwest::StatusCode::OK);
