@@ -377,6 +377,14 @@ impl UsageSink for Budgets {
     /// Sums the event's cost when its route has a budget: no clone of the event, and no
     /// key clone unless the (user, route) pair is new since the last take.
     fn record_ref(&self, event: &UsageEvent) {
+        self.record_on(event, now_unix());
+    }
+}
+
+impl Budgets {
+    /// Adds `event`'s cost to the day of `now` (seconds since the epoch): what
+    /// [`UsageSink::record_ref`] does with the wall clock, and tests with theirs.
+    fn record_on(&self, event: &UsageEvent, now: u64) {
         if event.cost == 0 || !self.any_route.load(Ordering::Acquire) {
             return;
         }
@@ -388,7 +396,7 @@ impl UsageSink for Budgets {
         if !budgeted {
             return;
         }
-        let today = days_of(now_unix());
+        let today = days_of(now);
         self.add(&event.route, &event.user, today, event.cost);
         if let Ok(mut cache) = self.cache.lock() {
             if let Some(entry) = cache
@@ -474,8 +482,9 @@ mod tests {
         let day = days_of(now);
         let alice = call_on(&table, "alice");
         assert!(b.check_at(&alice, now).await.is_ok());
-        // Recorded on this replica: counted at once through the cache.
-        b.record_ref(&event("alice", "r", 10));
+        // Recorded on this replica: counted at once through the cache. On the test's
+        // clock: the wall clock's day would not be the one checked.
+        b.record_on(&event("alice", "r", 10), now as u64);
         let refused = b.check_at(&alice, now).await.unwrap_err();
         assert!(
             matches!(
