@@ -484,7 +484,7 @@ mod tests {
         assert!(b.check_at(&alice, now).await.is_ok());
         // Recorded on this replica: counted at once through the cache. On the test's
         // clock: the wall clock's day would not be the one checked.
-        b.record_on(&event("alice", "r", 10), now as u64);
+        b.record_on(&event("alice", "r", 10), now);
         let refused = b.check_at(&alice, now).await.unwrap_err();
         assert!(
             matches!(
