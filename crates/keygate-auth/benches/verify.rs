@@ -55,6 +55,7 @@ fn bench(c: &mut Criterion) {
             scopes: ScopeSet::parse("ai").unwrap(),
             session: SessionId::generate(),
             jkt: Some(device.verification_key().thumbprint()),
+            x5t: None,
         };
         let issued = access::issue(&config, &keys, &grant, NOW).unwrap();
         let token = issued.token.expose_secret().to_owned();

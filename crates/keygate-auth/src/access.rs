@@ -2,7 +2,8 @@
 //!
 //! Tokens are `typ: at+jwt`, signed by the active key of the [`SigningKeySet`], and carry
 //! `iss`, `aud`, `sub`, `client_id`, `scope`, `jti`, `iat`, `nbf`, `exp`, `sid` (the
-//! session, i.e. refresh-token family) and, when DPoP-bound, `cnf.jkt`.
+//! session, i.e. refresh-token family) and, when bound, `cnf.jkt` (DPoP, RFC 9449) and/or
+//! `cnf.x5t#S256` (a client certificate, RFC 8705).
 //! Verification trusts only keygate's own keys: `kid` is a lookup, and a token carrying
 //! `jwk`, `jku`, `x5u`, `x5c` or `x5t` is refused.
 
@@ -15,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::clock::UnixTime;
 use crate::error::{AuthError, Reason};
 use crate::ids::{ClientId, ScopeSet, SessionId, UserId};
-use crate::jwk::Jkt;
+use crate::jwk::{CertThumbprint, Jkt};
 use crate::jws::{self, Algorithm};
 use crate::keys::SigningKeySet;
 
@@ -73,6 +74,8 @@ pub struct AccessGrant {
     pub session: SessionId,
     /// The DPoP key thumbprint the token is bound to (`cnf.jkt`).
     pub jkt: Option<Jkt>,
+    /// The client certificate the token is bound to (`cnf.x5t#S256`, RFC 8705 §3).
+    pub x5t: Option<CertThumbprint>,
 }
 
 /// A freshly issued access token.
@@ -101,7 +104,10 @@ pub enum IssueError {
 
 #[derive(Serialize, Deserialize)]
 struct Confirmation {
-    jkt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jkt: Option<String>,
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    x5t: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -151,8 +157,9 @@ pub fn issue(
         nbf: now.0,
         exp: exp.0,
         sid: grant.session.as_str().to_owned(),
-        cnf: grant.jkt.as_ref().map(|j| Confirmation {
-            jkt: j.as_str().to_owned(),
+        cnf: (grant.jkt.is_some() || grant.x5t.is_some()).then(|| Confirmation {
+            jkt: grant.jkt.as_ref().map(|j| j.as_str().to_owned()),
+            x5t: grant.x5t.as_ref().map(|c| c.as_str().to_owned()),
         }),
     };
     let mut header = Map::new();
@@ -180,6 +187,7 @@ pub struct VerifiedAccessToken {
     scopes: ScopeSet,
     session: SessionId,
     jkt: Option<Jkt>,
+    x5t: Option<CertThumbprint>,
     jti: String,
     issued_at: UnixTime,
     expires_at: UnixTime,
@@ -205,6 +213,10 @@ impl VerifiedAccessToken {
     /// `cnf.jkt`, when DPoP-bound.
     pub fn jkt(&self) -> Option<&Jkt> {
         self.jkt.as_ref()
+    }
+    /// `cnf.x5t#S256`, when bound to a client certificate.
+    pub fn x5t(&self) -> Option<&CertThumbprint> {
+        self.x5t.as_ref()
     }
     /// `jti`.
     pub fn jti(&self) -> &str {
@@ -287,9 +299,22 @@ pub fn verify(
         return Err(AuthError::token(Reason::LifetimeTooLong));
     }
     let bad = |_| AuthError::token(Reason::MalformedClaims);
-    let jkt = match claims.cnf {
-        None => None,
-        Some(c) => Some(Jkt::parse(&c.jkt).ok_or(AuthError::token(Reason::MalformedClaims))?),
+    let malformed = || AuthError::token(Reason::MalformedClaims);
+    let (jkt, x5t) = match claims.cnf {
+        None => (None, None),
+        // A confirmation that confirms nothing is not a token keygate issued.
+        Some(Confirmation {
+            jkt: None,
+            x5t: None,
+        }) => return Err(malformed()),
+        Some(c) => (
+            c.jkt
+                .map(|j| Jkt::parse(&j).ok_or_else(malformed))
+                .transpose()?,
+            c.x5t
+                .map(|x| CertThumbprint::parse(&x).ok_or_else(malformed))
+                .transpose()?,
+        ),
     };
     Ok(VerifiedAccessToken {
         user: UserId::parse(&claims.sub).map_err(bad)?,
@@ -297,6 +322,7 @@ pub fn verify(
         scopes: ScopeSet::parse(&claims.scope).map_err(bad)?,
         session: SessionId::parse(&claims.sid).map_err(bad)?,
         jkt,
+        x5t,
         jti: claims.jti,
         issued_at: UnixTime(claims.iat),
         expires_at: UnixTime(claims.exp),

@@ -139,6 +139,10 @@ pub enum Reason {
     /// Bearer tokens are not accepted here.
     #[error("bearer not allowed")]
     BearerNotAllowed,
+    /// A certificate-bound token (`cnf.x5t#S256`, RFC 8705 §3) came over a connection
+    /// that presented no client certificate, or another one.
+    #[error("certificate-bound token without its certificate")]
+    CertificateMismatch,
     /// No `DPoP` header.
     #[error("missing dpop proof")]
     MissingProof,

@@ -196,6 +196,35 @@ impl Jkt {
     }
 }
 
+/// The SHA-256 thumbprint of a DER X.509 certificate, unpadded base64url: the
+/// `cnf.x5t#S256` of a certificate-bound access token (RFC 8705 §3.1).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CertThumbprint(String);
+
+impl CertThumbprint {
+    /// The thumbprint of a certificate in DER.
+    pub fn of_der(der: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(b64::encode(sha2::Sha256::digest(der)))
+    }
+
+    /// Parses a thumbprint: canonical unpadded base64url of 32 bytes.
+    pub fn parse(text: &str) -> Option<Self> {
+        b64::decode_array::<32>(text).map(|_| Self(text.to_owned()))
+    }
+
+    /// The base64url text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CertThumbprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl TryFrom<String> for Jkt {
     type Error = JwkError;
     fn try_from(value: String) -> Result<Self, JwkError> {

@@ -58,6 +58,7 @@
 //!     scopes: ScopeSet::parse("ai")?,
 //!     session: SessionId::generate(),
 //!     jkt: Some(device.verification_key().thumbprint()),
+//!     x5t: None,
 //! };
 //! let issued = access::issue(&config, &keys, &grant, now)?;
 //! let token = issued.token.expose_secret();
@@ -79,6 +80,7 @@
 //!     target: "/proxy/openai/v1/chat/completions",
 //!     authorization: &auth_headers,
 //!     dpop: &dpop_headers,
+//!     client_cert: None,
 //! };
 //! let verifier = ResourceVerifier {
 //!     access: config,

@@ -13,7 +13,7 @@ use crate::clock::UnixTime;
 use crate::dpop::{self, DpopConfig, ProofRequest, ReplayCache};
 use crate::error::{AuthError, ErrorCode, Reason, Scheme};
 use crate::ids::{ClientId, Scope, ScopeSet, SessionId, UserId};
-use crate::jwk::Jkt;
+use crate::jwk::{CertThumbprint, Jkt};
 use crate::keys::SigningKeySet;
 
 /// The revocation store could not answer; callers fail closed (S35).
@@ -74,6 +74,9 @@ pub struct ResourceRequest<'a> {
     pub authorization: &'a [&'a [u8]],
     /// Every `DPoP` header value, raw.
     pub dpop: &'a [&'a [u8]],
+    /// The thumbprint of the client certificate the connection presented (mutual TLS),
+    /// if any: a certificate-bound token is accepted only with that certificate.
+    pub client_cert: Option<&'a CertThumbprint>,
 }
 
 /// Proof that a request carried a valid, live, correctly bound access token.
@@ -84,6 +87,7 @@ pub struct VerifiedAccess {
     scopes: ScopeSet,
     session: SessionId,
     jkt: Option<Jkt>,
+    x5t: Option<CertThumbprint>,
     expires_at: UnixTime,
 }
 
@@ -107,6 +111,10 @@ impl VerifiedAccess {
     /// The DPoP key thumbprint, when the token is bound.
     pub fn jkt(&self) -> Option<&Jkt> {
         self.jkt.as_ref()
+    }
+    /// The client certificate thumbprint, when the token is certificate-bound.
+    pub fn x5t(&self) -> Option<&CertThumbprint> {
+        self.x5t.as_ref()
     }
     /// When the token expires.
     pub fn expires_at(&self) -> UnixTime {
@@ -196,7 +204,9 @@ where
             if t.jkt().is_some() {
                 return Err(AuthError::token(Reason::BoundTokenAsBearer));
             }
-            if !verifier.allow_unbound_bearer {
+            // A certificate-bound token is sent as Bearer (RFC 8705 §3); it is bound, so
+            // the rule against unbound Bearer tokens does not apply to it.
+            if t.x5t().is_none() && !verifier.allow_unbound_bearer {
                 return Err(AuthError::token(Reason::BearerNotAllowed));
             }
             t
@@ -217,6 +227,13 @@ where
             t
         }
     };
+    // RFC 8705 §3: a certificate-bound token only over a connection that presented that
+    // very certificate (whatever the scheme: a DPoP proof does not stand in for it).
+    if let Some(bound) = verified.x5t() {
+        if request.client_cert != Some(bound) {
+            return Err(AuthError::token(Reason::CertificateMismatch));
+        }
+    }
     match revocation.is_revoked(&verified).await {
         Ok(false) => {}
         Ok(true) => return Err(AuthError::token(Reason::Revoked)),
@@ -230,6 +247,7 @@ where
         scopes: verified.scopes().clone(),
         session: verified.session().clone(),
         jkt: verified.jkt().cloned(),
+        x5t: verified.x5t().cloned(),
         expires_at: verified.expires_at(),
     })
 }

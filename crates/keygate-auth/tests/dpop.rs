@@ -1057,6 +1057,7 @@ fn resource(
         target: "/proxy/openai/v1/chat?stream=1",
         authorization: &auth,
         dpop: &dpop,
+        client_cert: None,
     };
     block_on(verify_request(
         &s.verifier,
@@ -1293,6 +1294,7 @@ fn shared_state_is_send_and_sync_and_futures_are_send() {
         target: "/",
         authorization: &auth,
         dpop: &[],
+        client_cert: None,
     };
     let c = cache();
     let r = Revocations(vec![]);
@@ -1308,4 +1310,107 @@ fn shared_state_is_send_and_sync_and_futures_are_send() {
     };
     let fut = dpop::verify_proof(&s.verifier.dpop, &proof_request, &c, NOW);
     send(&fut);
+}
+
+// ---------------------------------------------------------------- RFC 8705 §3
+
+fn cert_request<'a>(
+    auth: &'a [&'a [u8]],
+    dpop: &'a [&'a [u8]],
+    cert: Option<&'a keygate_auth::jwk::CertThumbprint>,
+) -> ResourceRequest<'a> {
+    ResourceRequest {
+        method: "POST",
+        target: "/proxy/openai/v1/chat?stream=1",
+        authorization: auth,
+        dpop,
+        client_cert: cert,
+    }
+}
+
+#[test]
+fn certificate_bound_tokens_need_their_certificate() {
+    use keygate_auth::jwk::CertThumbprint;
+    let s = setup();
+    let cert = CertThumbprint::of_der(b"the client's certificate, DER");
+    let other = CertThumbprint::of_der(b"another certificate");
+    let mut g = grant(None);
+    g.x5t = Some(cert.clone());
+    let token = access::issue(&config(), &s.keys, &g, NOW).unwrap();
+    let token = token.token.expose_secret().to_owned();
+    // The claim is cnf.x5t#S256: base64url SHA-256 of the DER (RFC 8705 §3.1).
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&b64::decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["cnf"], json!({"x5t#S256": cert.as_str()}));
+    assert_eq!(cert.as_str().len(), 43);
+
+    let auth = [format!("Bearer {token}")];
+    let auth: Vec<&[u8]> = auth.iter().map(|a| a.as_bytes()).collect();
+    let run = |c: Option<&CertThumbprint>| {
+        block_on(verify_request(
+            &s.verifier,
+            &s.keys,
+            &cert_request(&auth, &[], c),
+            &cache(),
+            &Revocations(vec![]),
+            NOW,
+        ))
+    };
+    // Sent as Bearer with its certificate: accepted even where unbound Bearer is not.
+    assert!(!s.verifier.allow_unbound_bearer);
+    let access = run(Some(&cert)).unwrap();
+    assert_eq!(access.x5t(), Some(&cert));
+    assert_eq!(access.jkt(), None);
+    // Without a certificate, or with another one: invalid_token, 401.
+    for presented in [None, Some(&other)] {
+        let err = run(presented).unwrap_err();
+        assert_eq!(err.reason(), Reason::CertificateMismatch);
+        assert_eq!(err.code(), ErrorCode::InvalidToken);
+        assert_eq!(err.disposition(), Disposition::Unauthorized);
+    }
+    // A token bound to both a DPoP key and a certificate needs both.
+    let mut both = grant(Some(s.device.verification_key().thumbprint()));
+    both.x5t = Some(cert.clone());
+    let both = access::issue(&config(), &s.keys, &both, NOW).unwrap();
+    let both = both.token.expose_secret().to_owned();
+    let auth = [format!("DPoP {both}")];
+    let auth: Vec<&[u8]> = auth.iter().map(|a| a.as_bytes()).collect();
+    let proof = [resource_proof(&s, &both, "j-both")];
+    let proofs: Vec<&[u8]> = proof.iter().map(|a| a.as_bytes()).collect();
+    let err = block_on(verify_request(
+        &s.verifier,
+        &s.keys,
+        &cert_request(&auth, &proofs, None),
+        &cache(),
+        &Revocations(vec![]),
+        NOW,
+    ))
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::CertificateMismatch);
+    block_on(verify_request(
+        &s.verifier,
+        &s.keys,
+        &cert_request(&auth, &proofs, Some(&cert)),
+        &cache(),
+        &Revocations(vec![]),
+        NOW,
+    ))
+    .unwrap();
+    // An unbound token is not affected by a certificate on the connection.
+    s_unbound_with_cert_is_still_unbound(&s, &cert);
+}
+
+fn s_unbound_with_cert_is_still_unbound(s: &Setup, cert: &keygate_auth::jwk::CertThumbprint) {
+    let auth = [format!("Bearer {}", s.unbound)];
+    let auth: Vec<&[u8]> = auth.iter().map(|a| a.as_bytes()).collect();
+    let err = block_on(verify_request(
+        &s.verifier,
+        &s.keys,
+        &cert_request(&auth, &[], Some(cert)),
+        &cache(),
+        &Revocations(vec![]),
+        NOW,
+    ))
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::BearerNotAllowed);
 }

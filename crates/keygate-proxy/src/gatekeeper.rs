@@ -29,6 +29,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::Body;
 use keygate_auth::clock::Clock;
 use keygate_auth::error::AuthError;
+use keygate_auth::jwk::CertThumbprint;
 use keygate_auth::resource::VerifiedAccess;
 use secrecy::SecretString;
 
@@ -54,6 +55,9 @@ pub struct AccessRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The app's address, for the monitor's signals.
     pub peer: IpAddr,
+    /// The client certificate the connection presented (mutual TLS), if any: the
+    /// server puts a [`CertThumbprint`] in the request's extensions.
+    pub client_cert: Option<&'a CertThumbprint>,
 }
 
 /// Checks a request's access token, its DPoP proof and revocation (keygate-auth's
@@ -229,6 +233,7 @@ impl Gatekeeper {
                 target: raw,
                 headers: request.headers(),
                 peer,
+                client_cert: request.extensions().get::<CertThumbprint>(),
             })
             .await
             .map_err(|e| Refusal::routed(route.name(), ProxyError::from(e)))?;

@@ -111,6 +111,31 @@ struct RawTls {
     reload_interval: Option<Duration>,
     /// `[tls.pins]`: the pin set published at `/.well-known/keygate-pins`.
     pins: Option<RawPins>,
+    /// `[tls.mtls]`: the listener where clients may present certificates (RFC 8705).
+    mtls: Option<RawMtls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMtls {
+    listen: String,
+    public_url: Option<String>,
+    client_ca: Option<PathBuf>,
+}
+
+/// `[tls.mtls]`: a listener that asks every client for a certificate (without requiring
+/// one) and serves what `listen` serves, so confidential clients can authenticate with a
+/// certificate and use certificate-bound tokens (RFC 8705). A listener of its own, as
+/// RFC 8705 §5 suggests, so browsers on the login page are never asked for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtlsSettings {
+    pub listen: SocketAddr,
+    /// Its public URL, published as `mtls_endpoint_aliases` in the metadata; by default
+    /// `https://` and the listen address.
+    pub public_url: String,
+    /// CAs (PEM) whose certificates `tls_client_auth` clients may present; without it only
+    /// `self_signed_tls_client_auth` clients can authenticate.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +201,8 @@ pub struct TlsSettings {
     pub reload_interval: Duration,
     /// The pin set to publish, if any.
     pub pins: Option<PinsSettings>,
+    /// The listener for clients with certificates (RFC 8705), if any.
+    pub mtls: Option<MtlsSettings>,
 }
 
 impl RawTls {
@@ -193,6 +220,7 @@ impl RawTls {
                     || self.listen.is_some()
                     || self.ocsp.is_some()
                     || self.pins.is_some()
+                    || self.mtls.is_some()
                 {
                     return Err(err(
                         "tls.cert",
@@ -262,6 +290,39 @@ impl RawTls {
                 })
             }
         };
+        let mtls = match self.mtls {
+            None => None,
+            Some(m) => {
+                let listen = m.listen.parse::<SocketAddr>().map_err(|e| {
+                    err(
+                        "tls.mtls.listen",
+                        format!("not an address like 0.0.0.0:8444 ({e})"),
+                    )
+                })?;
+                let public_url = match m.public_url {
+                    Some(u) => {
+                        let parsed = url::Url::parse(&u)
+                            .map_err(|e| err("tls.mtls.public_url", format!("not a URL ({e})")))?;
+                        if parsed.scheme() != "https"
+                            || parsed.path() != "/"
+                            || parsed.query().is_some()
+                        {
+                            return Err(err(
+                                "tls.mtls.public_url",
+                                "must be an https:// origin, like https://mtls.example.com:8444",
+                            ));
+                        }
+                        u.trim_end_matches('/').to_owned()
+                    }
+                    None => format!("https://{listen}"),
+                };
+                Some(MtlsSettings {
+                    listen,
+                    public_url,
+                    client_ca: m.client_ca.map(|c| resolve(base, &c)),
+                })
+            }
+        };
         Ok((
             Some(TlsSettings {
                 default,
@@ -269,6 +330,7 @@ impl RawTls {
                 listen,
                 reload_interval,
                 pins,
+                mtls,
             }),
             self.allow_plain,
         ))
@@ -2125,6 +2187,30 @@ jwks_file = "gh.json"
         let pins = c.tls.unwrap().pins.unwrap();
         assert_eq!(pins.backup, [Path::new("/etc/keygate/b.pub")]);
         assert_eq!(pins.max_age.as_secs(), 60 * 86_400);
+        // [tls.mtls]: an address, an https origin, the CA file resolved against the config.
+        let e = load(&format!("{tls}[tls.mtls]\nlisten = \"nope\"\n"), &[]).unwrap_err();
+        assert_eq!(e.field, "tls.mtls.listen", "{e}");
+        let e = load(
+            &format!(
+                "{tls}[tls.mtls]\nlisten = \"127.0.0.1:8444\"\npublic_url = \"http://mtls.example.com\"\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "tls.mtls.public_url", "{e}");
+        let c = load(
+            &format!("{tls}[tls.mtls]\nlisten = \"127.0.0.1:8444\"\nclient_ca = \"clients.pem\"\n"),
+            &[],
+        )
+        .unwrap();
+        let mtls = c.tls.unwrap().mtls.unwrap();
+        assert_eq!(mtls.public_url, "https://127.0.0.1:8444");
+        assert_eq!(
+            mtls.client_ca.unwrap(),
+            Path::new("/etc/keygate/clients.pem")
+        );
+        let e = load("[tls.mtls]\nlisten = \"127.0.0.1:8444\"\n", &[]).unwrap_err();
+        assert_eq!(e.field, "tls.cert", "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod error;
 pub mod json_body;
 pub mod logging;
 pub mod monitor;
+pub mod mtls;
 pub mod oauth;
 pub mod proxy;
 pub mod rotation;
@@ -63,6 +64,9 @@ pub struct AppState {
     pub ci: Option<Arc<ci::CiService>>,
     /// TLS termination (`[tls]`), for the published pin set.
     pub tls: Option<Arc<tls::Tls>>,
+    /// The CAs `tls_client_auth` clients' certificates must chain to (`[tls.mtls]
+    /// client_ca`).
+    pub client_trust: Option<mtls::ClientTrust>,
     /// The proxy; `None` while the vault is sealed (proxied calls answer 503).
     pub proxy: Option<Arc<proxy::ProxyState>>,
     /// Every proxied call's answer is counted here, refusals while sealed included.
@@ -332,6 +336,8 @@ pub struct RunningServer {
     https: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     /// The admin API's own listener (`[admin] listen`), if any.
     admin: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
+    /// The listener for clients with certificates (`[tls.mtls] listen`), if any.
+    mtls: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     checkpoints: JoinHandle<()>,
@@ -359,6 +365,11 @@ impl RunningServer {
         self.admin.as_ref().map(|(a, _)| *a)
     }
 
+    /// The address of the listener for clients with certificates (`[tls.mtls] listen`).
+    pub fn mtls_addr(&self) -> Option<SocketAddr> {
+        self.mtls.as_ref().map(|(a, _)| *a)
+    }
+
     /// The monitor, when it runs: tests drive its evaluation with
     /// [`monitor::MonitorService::run_once`] after moving their clock.
     pub fn monitor(&self) -> Option<&Arc<monitor::MonitorService>> {
@@ -380,7 +391,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.http.await;
-        for (_, h) in self.https.into_iter().chain(self.admin) {
+        for (_, h) in self.https.into_iter().chain(self.admin).chain(self.mtls) {
             let _ = h.await;
         }
         let _ = self.admin_bursts.await;
@@ -417,6 +428,16 @@ pub async fn start_with_options(
     let tls = match &config.tls {
         Some(t) => Some(tls::Tls::start(t).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
         None => None,
+    };
+    let client_trust = match (&tls, config.tls.as_ref().and_then(|t| t.mtls.as_ref())) {
+        (Some(t), Some(m)) => match &m.client_ca {
+            Some(ca) => Some(
+                t.client_verifier(ca)
+                    .map_err(|e| anyhow::anyhow!("tls.mtls.client_ca: {e}"))?,
+            ),
+            None => None,
+        },
+        _ => None,
     };
     let vault = open_vault(&config, store.clone()).await?;
     let admins = store
@@ -538,6 +559,7 @@ pub async fn start_with_options(
         tokens: tokens.clone(),
         ci,
         tls: tls.clone(),
+        client_trust,
         proxy,
         proxy_metrics,
         monitor: monitor.clone(),
@@ -588,6 +610,26 @@ pub async fn start_with_options(
             };
             let served = serve_http1(listener, app.clone(), entry.clone(), how, stop_rx.clone());
             Some((https_addr, tokio::spawn(served)))
+        }
+        _ => None,
+    };
+    // The listener for clients with certificates ([tls.mtls], RFC 8705): asks each client
+    // for one, requires none, serves what `listen` serves.
+    let mtls_https = match (config.tls.as_ref().and_then(|t| t.mtls.as_ref()), &tls) {
+        (Some(m), Some(t)) => {
+            let acceptor = t
+                .acceptor_requesting_client_certs()
+                .map_err(|e| anyhow::anyhow!("tls.mtls: {e}"))?;
+            let listener = tokio::net::TcpListener::bind(m.listen)
+                .await
+                .with_context(|| format!("binding {} (tls.mtls.listen)", m.listen))?;
+            let mtls_addr = listener.local_addr()?;
+            let how = Listener {
+                acceptor: Some(acceptor),
+                admin: false,
+            };
+            let served = serve_http1(listener, app.clone(), entry.clone(), how, stop_rx.clone());
+            Some((mtls_addr, tokio::spawn(served)))
         }
         _ => None,
     };
@@ -657,6 +699,7 @@ pub async fn start_with_options(
         addr,
         https,
         admin: admin_https,
+        mtls: mtls_https,
         stop,
         http,
         checkpoints,
@@ -726,8 +769,11 @@ async fn accept(
 pub struct Served {
     /// The admin API's own listener (`[admin] listen`).
     pub admin_listener: bool,
-    /// `CN=…, sha256:…` of the verified client certificate, if one was required.
+    /// `CN=…, sha256:…` of the client certificate the connection presented, if any.
     pub client_cert: Option<Arc<str>>,
+    /// That certificate, for client authentication and certificate-bound tokens
+    /// (RFC 8705).
+    pub peer_cert: Option<Arc<mtls::PeerCertificate>>,
 }
 
 /// How a listener's connections are served.
@@ -769,6 +815,11 @@ fn connection_service(
         } else {
             Ok((app.clone(), served.clone()))
         };
+        let mut req = req;
+        if let (Err(_), Some(cert)) = (&route, &served.peer_cert) {
+            // The gatekeeper binds certificate-bound tokens to this (RFC 8705 §3).
+            req.extensions_mut().insert(cert.thumbprint().clone());
+        }
         async move {
             let mut response = match route {
                 Err(entry) => proxy::serve(&entry, req, peer).await,
@@ -817,6 +868,7 @@ fn serve_connection(
         let served = Served {
             admin_listener: listener.admin,
             client_cert: None,
+            peer_cert: None,
         };
         let service = connection_service(app, entry, peer, false, served);
         let conn = http1().serve_connection(
@@ -846,12 +898,13 @@ fn serve_connection(
             }
         };
         let session = stream.get_ref().1;
+        let chain = session.peer_certificates().unwrap_or_default();
         let served = Served {
             admin_listener: admin,
-            client_cert: session
-                .peer_certificates()
-                .and_then(|c| c.first())
+            client_cert: chain
+                .first()
                 .map(|c| Arc::from(tls::describe_client_cert(c))),
+            peer_cert: mtls::PeerCertificate::from_chain(chain).map(Arc::new),
         };
         let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
         let service = connection_service(&app, &entry, peer, true, served);

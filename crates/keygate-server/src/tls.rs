@@ -311,6 +311,24 @@ impl Tls {
         &self,
         ca_file: &Path,
     ) -> Result<tokio_rustls::TlsAcceptor, String> {
+        let verifier = self.client_verifier(ca_file)?;
+        self.acceptor_with(verifier)
+    }
+
+    /// An acceptor with the same certificates that asks for a client certificate without
+    /// requiring one and accepts any the client holds the key of: the `[tls.mtls]`
+    /// listener's (RFC 8705; the token endpoint decides which certificate is whose).
+    pub fn acceptor_requesting_client_certs(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
+        self.acceptor_with(Arc::new(crate::mtls::AnyClientCertificate::new(
+            self.provider.clone(),
+        )))
+    }
+
+    /// A webpki verifier of client certificates issued by a CA in `ca_file` (PEM).
+    pub fn client_verifier(
+        &self,
+        ca_file: &Path,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
         let name = ca_file.display();
         let mut roots = rustls::RootCertStore::empty();
         let certs = CertificateDer::pem_file_iter(ca_file)
@@ -325,12 +343,18 @@ impl Tls {
         if roots.is_empty() {
             return Err(format!("{name}: holds no PEM certificate"));
         }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             self.provider.clone(),
         )
         .build()
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|e| format!("{name}: {e}"))
+    }
+
+    fn acceptor_with(
+        &self,
+        verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Result<tokio_rustls::TlsAcceptor, String> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS configuration: {e}"))?

@@ -47,6 +47,8 @@ async fn setup(families: usize) -> (TestDb, Arc<SqlStore>) {
                 scopes: "ai".into(),
                 created_ms: 0,
                 removed_ms: None,
+                auth_method: None,
+                tls_identity: None,
             },
             AuditEvent::new("admin", "client.add", Outcome::Success),
             0,

@@ -18,7 +18,7 @@ use crate::{Result, SqlStore, StoreError};
 const USER_COLUMNS: &str = "SELECT id, name, password_hash, scopes, created_ms, disabled_ms, \
      totp_sealed, totp_last_step, issuer, subject FROM users";
 const CLIENT_COLUMNS: &str = "SELECT id, name, kind, secret_hash, redirect_uris, scopes, \
-     created_ms, removed_ms FROM clients";
+     created_ms, removed_ms, auth_method, tls_identity FROM clients";
 const FAMILY_COLUMNS: &str = "SELECT id, user_id, client_id, jkt, scopes, created_ms, \
      last_used_ms, generation, previous_generation, rotated_ms, revoked_ms, revoke_reason \
      FROM refresh_families";
@@ -51,6 +51,8 @@ fn client(r: &AnyRow) -> Result<ClientRecord> {
         scopes: r.try_get(5)?,
         created_ms: r.try_get(6)?,
         removed_ms: r.try_get(7)?,
+        auth_method: r.try_get(8)?,
+        tls_identity: r.try_get(9)?,
     })
 }
 
@@ -425,8 +427,8 @@ impl TokenStore for SqlStore {
             return Err(StoreError::Duplicate(format!("client {}", c.name)));
         }
         sqlx::query(
-            "INSERT INTO clients (id, name, kind, secret_hash, redirect_uris, scopes, created_ms, removed_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+            "INSERT INTO clients (id, name, kind, secret_hash, redirect_uris, scopes, created_ms, \
+             removed_ms, auth_method, tls_identity) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)",
         )
         .bind(c.id)
         .bind(c.name)
@@ -435,6 +437,8 @@ impl TokenStore for SqlStore {
         .bind(c.redirect_uris.join("\n"))
         .bind(c.scopes)
         .bind(c.created_ms)
+        .bind(c.auth_method)
+        .bind(c.tls_identity)
         .execute(&mut *tx)
         .await?;
         self.append(&mut tx, audit, now_ms).await?;

@@ -55,6 +55,12 @@ pub struct ClientRecord {
     pub scopes: String,
     pub created_ms: i64,
     pub removed_ms: Option<i64>,
+    /// `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705 §2); `None` for a
+    /// client with a secret (confidential) or none (public).
+    pub auth_method: Option<String>,
+    /// With a TLS method, JSON naming the certificate: the subject DN or SAN a CA-issued
+    /// one must carry, or the thumbprints of self-signed ones.
+    pub tls_identity: Option<String>,
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -65,6 +71,8 @@ impl std::fmt::Debug for ClientRecord {
             .field("kind", &self.kind)
             .field("redirect_uris", &self.redirect_uris)
             .field("scopes", &self.scopes)
+            .field("auth_method", &self.auth_method)
+            .field("tls_identity", &self.tls_identity)
             .finish_non_exhaustive()
     }
 }

@@ -510,6 +510,8 @@ fn client_rec(id: &str) -> keygate_store::ClientRecord {
         scopes: "ai".into(),
         created_ms: 1,
         removed_ms: None,
+        auth_method: None,
+        tls_identity: None,
     }
 }
 
@@ -554,6 +556,20 @@ async fn users_are_unique_and_disabling_revokes_their_sessions(db: &TestDb) {
             .len(),
         2
     );
+    // A certificate-authenticated client (RFC 8705) keeps its method and identity.
+    let mut mtls = client_rec("svc");
+    mtls.kind = "confidential".into();
+    mtls.secret_hash = None;
+    mtls.auth_method = Some("tls_client_auth".into());
+    mtls.tls_identity = Some(r#"{"san_dns":"svc.example.com"}"#.into());
+    store
+        .create_client(mtls.clone(), ev("client.add"), 5)
+        .await
+        .unwrap();
+    let back = store.client_by_id("svc").await.unwrap().unwrap();
+    assert_eq!(back.auth_method, mtls.auth_method);
+    assert_eq!(back.tls_identity, mtls.tls_identity);
+    assert_eq!(back.secret_hash, None);
     for f in ["f1", "f2"] {
         store
             .insert_family(

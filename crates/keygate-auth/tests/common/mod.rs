@@ -44,6 +44,7 @@ pub fn grant(jkt: Option<Jkt>) -> AccessGrant {
         scopes: ScopeSet::parse("ai maps").unwrap(),
         session: SessionId::parse("family-1").unwrap(),
         jkt,
+        x5t: None,
     }
 }
 

@@ -71,6 +71,7 @@ pub async fn verified_access(user: &str, scopes: &str) -> VerifiedAccess {
         scopes: ScopeSet::parse(scopes).unwrap(),
         session: SessionId::generate(),
         jkt: Some(device.verification_key().thumbprint()),
+        x5t: None,
     };
     let issued = access::issue(&config, &keys, &grant, now).unwrap();
     let token = issued.token.expose_secret();
@@ -93,6 +94,7 @@ pub async fn verified_access(user: &str, scopes: &str) -> VerifiedAccess {
         target: "/proxy/x",
         authorization: &auth_headers,
         dpop: &dpop_headers,
+        client_cert: None,
     };
     let verifier = ResourceVerifier {
         access: config,

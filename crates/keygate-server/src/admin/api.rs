@@ -642,6 +642,14 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     pub scopes: Vec<String>,
     pub created_ms: UnixMs,
+    /// How it authenticates at the token endpoint: `none` (public), `client_secret_basic`
+    /// (or `_post`), `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705).
+    #[serde(default)]
+    pub token_endpoint_auth_method: String,
+    /// With a certificate method: the subject DN or SAN its CA-issued certificate must
+    /// carry, or the thumbprints of its self-signed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_identity: Option<crate::mtls::TlsClientIdentity>,
     /// A confidential client's secret: only in the answer to its registration (sent with
     /// `Cache-Control: no-store`), never again.
     #[serde(
@@ -661,13 +669,22 @@ impl From<&keygate_store::ClientRecord> for Client {
             redirect_uris: c.redirect_uris.clone(),
             scopes: words(&c.scopes),
             created_ms: UnixMs(c.created_ms),
+            token_endpoint_auth_method: match (c.auth_method.as_deref(), c.kind.as_str()) {
+                (Some(m), _) => m.to_owned(),
+                (None, "public") => "none".to_owned(),
+                (None, _) => "client_secret_basic".to_owned(),
+            },
+            tls_identity: c
+                .tls_identity
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok()),
             client_secret: None,
         }
     }
 }
 
 /// `POST /admin/v1/clients`; answered with a [`Client`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddClient {
     pub name: String,
@@ -678,6 +695,24 @@ pub struct AddClient {
     pub redirect_uris: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// `client_secret_basic` (a confidential client's default: a secret is made),
+    /// `tls_client_auth` (with one of the three `tls_client_auth_*` below) or
+    /// `self_signed_tls_client_auth` (with `certificates`); RFC 8705 §2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_method: Option<String>,
+    /// `tls_client_auth`: the subject DN the certificate must have (`CN=svc,O=Acme`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// `tls_client_auth`: a DNS name the certificate must list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_dns: Option<String>,
+    /// `tls_client_auth`: a URI the certificate must list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_uri: Option<String>,
+    /// `self_signed_tls_client_auth`: the client's certificates, PEM (only their SHA-256
+    /// thumbprints are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<String>,
 }
 
 /// `GET /admin/v1/clients`

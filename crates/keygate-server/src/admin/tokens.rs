@@ -25,6 +25,7 @@ use super::api::{
 use super::{Admin, Body, Params, no_store};
 use crate::AppState;
 use crate::error::ApiError;
+use crate::mtls::TlsClientIdentity;
 use crate::oauth::TokenService;
 
 pub fn router() -> Router<AppState> {
@@ -198,8 +199,9 @@ async fn add_client(
         RedirectUri::register(uri)
             .map_err(|e| ApiError::bad_request(format!("redirect URI {uri}: {e}")))?;
     }
-    let secret = match b.kind.as_str() {
-        "public" => {
+    let tls = client_tls_auth(&b)?;
+    let secret = match (b.kind.as_str(), &tls) {
+        ("public", None) => {
             if b.redirect_uris.is_empty() {
                 return Err(ApiError::bad_request(
                     "a public client needs at least one redirect URI",
@@ -207,7 +209,13 @@ async fn add_client(
             }
             None
         }
-        "confidential" => Some(OpaqueToken::generate(TokenKind::ClientSecret)),
+        ("public", Some(_)) => {
+            return Err(ApiError::bad_request(
+                "a certificate authentication method is for confidential clients",
+            ));
+        }
+        ("confidential", None) => Some(OpaqueToken::generate(TokenKind::ClientSecret)),
+        ("confidential", Some(_)) => None,
         _ => return Err(ApiError::bad_request("type must be public or confidential")),
     };
     let id = format!(
@@ -224,10 +232,20 @@ async fn add_client(
         scopes,
         created_ms: now_ms(),
         removed_ms: None,
+        auth_method: tls.as_ref().map(|(m, _)| (*m).to_owned()),
+        tls_identity: tls
+            .as_ref()
+            .map(|(_, i)| serde_json::to_string(i))
+            .transpose()
+            .map_err(|e| ApiError::internal(&e))?,
     };
     let audit = AuditEvent::new(admin.actor(), "client.add", Outcome::Success)
         .target(id.clone())
-        .detail("type", b.kind.clone());
+        .detail("type", b.kind.clone())
+        .detail(
+            "auth_method",
+            tls.as_ref().map_or("client_secret", |(m, _)| *m),
+        );
     svc.store
         .create_client(client.clone(), audit, now_ms())
         .await?;
@@ -236,6 +254,76 @@ async fn add_client(
         .as_ref()
         .map(|t| SecretString::from(t.value().expose_secret().to_owned()));
     Ok(no_store(body))
+}
+
+/// The RFC 8705 method and identity of a registration, if it names one; a 400 that says
+/// what is missing or wrong otherwise.
+fn client_tls_auth(b: &AddClient) -> Result<Option<(&'static str, TlsClientIdentity)>, ApiError> {
+    use crate::mtls::{SELF_SIGNED_TLS_CLIENT_AUTH, TLS_CLIENT_AUTH};
+    let names = [
+        b.tls_client_auth_subject_dn.as_ref(),
+        b.tls_client_auth_san_dns.as_ref(),
+        b.tls_client_auth_san_uri.as_ref(),
+    ];
+    let named = names.iter().flatten().count();
+    match b.token_endpoint_auth_method.as_deref() {
+        None | Some("client_secret_basic" | "client_secret_post" | "none") => {
+            if named > 0 || b.certificates.is_some() {
+                return Err(ApiError::bad_request(
+                    "tls_client_auth_* and certificates need token_endpoint_auth_method tls_client_auth or self_signed_tls_client_auth",
+                ));
+            }
+            Ok(None)
+        }
+        Some(TLS_CLIENT_AUTH) => {
+            if b.certificates.is_some() {
+                return Err(ApiError::bad_request(
+                    "certificates are for self_signed_tls_client_auth; tls_client_auth names the subject instead",
+                ));
+            }
+            let identity = match (
+                &b.tls_client_auth_subject_dn,
+                &b.tls_client_auth_san_dns,
+                &b.tls_client_auth_san_uri,
+            ) {
+                (Some(dn), None, None) => {
+                    crate::mtls::valid_subject_dn(dn).map_err(ApiError::bad_request)?;
+                    TlsClientIdentity::SubjectDn(dn.trim().to_owned())
+                }
+                (None, Some(dns), None) if !dns.trim().is_empty() => {
+                    TlsClientIdentity::SanDns(dns.trim().to_ascii_lowercase())
+                }
+                (None, None, Some(uri)) if url::Url::parse(uri).is_ok() => {
+                    TlsClientIdentity::SanUri(uri.clone())
+                }
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "tls_client_auth needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns (a host name) or tls_client_auth_san_uri (a URI)",
+                    ));
+                }
+            };
+            Ok(Some((TLS_CLIENT_AUTH, identity)))
+        }
+        Some(SELF_SIGNED_TLS_CLIENT_AUTH) => {
+            if named > 0 {
+                return Err(ApiError::bad_request(
+                    "self_signed_tls_client_auth registers certificates, not tls_client_auth_* names",
+                ));
+            }
+            let pem = b.certificates.as_deref().ok_or_else(|| {
+                ApiError::bad_request("self_signed_tls_client_auth needs certificates (PEM)")
+            })?;
+            let thumbprints = crate::mtls::thumbprints_of_pem(pem)
+                .map_err(|e| ApiError::bad_request(format!("certificates: {e}")))?;
+            Ok(Some((
+                SELF_SIGNED_TLS_CLIENT_AUTH,
+                TlsClientIdentity::SelfSigned(thumbprints),
+            )))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "token_endpoint_auth_method must be client_secret_basic, tls_client_auth or self_signed_tls_client_auth",
+        )),
+    }
 }
 
 async fn list_clients(

@@ -20,7 +20,7 @@ use keygate_auth::access::AccessGrant;
 use keygate_auth::code::{CodeGrant, CodeRedemption};
 use keygate_auth::dpop::ProofRequest;
 use keygate_auth::ids::{ClientId, ScopeSet, SessionId, UserId};
-use keygate_auth::jwk::Jkt;
+use keygate_auth::jwk::{CertThumbprint, Jkt};
 use keygate_auth::opaque::{OpaqueToken, TokenHash, TokenKind};
 use keygate_auth::pkce::CodeChallenge;
 use keygate_auth::refresh::{
@@ -32,7 +32,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::{OAuthError, TokenService, unix_now};
-use crate::AppState;
+use crate::{AppState, Served};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -64,6 +64,37 @@ async fn metadata(State(s): State<AppState>) -> Result<Json<Value>, OAuthError> 
         if let Some(Value::Array(grants)) = doc.get_mut("grant_types_supported") {
             grants.retain(|g| g != TOKEN_EXCHANGE_GRANT);
         }
+    }
+    // RFC 8705: certificate client authentication and bound tokens where a [tls.mtls]
+    // listener takes certificates; its endpoints published as aliases (§5).
+    if let (Some(m), Some(obj)) = (
+        s.config.tls.as_ref().and_then(|t| t.mtls.as_ref()),
+        doc.as_object_mut(),
+    ) {
+        for endpoint in ["token", "revocation", "introspection"] {
+            let key = format!("{endpoint}_endpoint_auth_methods_supported");
+            if let Some(Value::Array(methods)) = obj.get_mut(&key) {
+                if m.client_ca.is_some() {
+                    methods.push(Value::String(crate::mtls::TLS_CLIENT_AUTH.into()));
+                }
+                methods.push(Value::String(
+                    crate::mtls::SELF_SIGNED_TLS_CLIENT_AUTH.into(),
+                ));
+            }
+        }
+        obj.insert(
+            "tls_client_certificate_bound_access_tokens".into(),
+            Value::Bool(true),
+        );
+        let at = |path: &str| Value::String(format!("{}{path}", m.public_url));
+        obj.insert(
+            "mtls_endpoint_aliases".into(),
+            json!({
+                "token_endpoint": at("/oauth2/token"),
+                "revocation_endpoint": at("/oauth2/revoke"),
+                "introspection_endpoint": at("/oauth2/introspect"),
+            }),
+        );
     }
     Ok(Json(doc))
 }
@@ -117,13 +148,55 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a [u8]> {
         .collect()
 }
 
+/// A client that authenticated, and the certificate it authenticated with, if any: the
+/// access tokens it gets are bound to that certificate (RFC 8705 §3).
+pub(crate) struct AuthenticatedClient {
+    record: ClientRecord,
+    cert: Option<CertThumbprint>,
+}
+
+impl std::ops::Deref for AuthenticatedClient {
+    type Target = ClientRecord;
+    fn deref(&self) -> &ClientRecord {
+        &self.record
+    }
+}
+
+impl AuthenticatedClient {
+    /// The certificate its tokens are bound to (`cnf.x5t#S256`).
+    pub(crate) fn bound_cert(&self) -> Option<&CertThumbprint> {
+        self.cert.as_ref()
+    }
+}
+
+/// The TLS side of a request, for certificate client authentication.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct TlsClient<'a> {
+    /// The certificate the connection presented.
+    pub peer: Option<&'a crate::mtls::PeerCertificate>,
+    /// The CAs of `[tls.mtls] client_ca`.
+    pub trust: Option<&'a crate::mtls::ClientTrust>,
+}
+
+impl<'a> TlsClient<'a> {
+    pub(crate) fn of(s: &'a AppState, served: Option<&'a Served>) -> Self {
+        Self {
+            peer: served.and_then(|s| s.peer_cert.as_deref()),
+            trust: s.client_trust.as_ref(),
+        }
+    }
+}
+
 /// Authenticates the client of a token, revocation or introspection request:
-/// `client_secret_basic`, `client_secret_post`, or a public client's bare `client_id`.
+/// `client_secret_basic`, `client_secret_post`, `tls_client_auth` and
+/// `self_signed_tls_client_auth` (RFC 8705 §2, with the certificate of the connection), or
+/// a public client's bare `client_id`.
 pub(crate) async fn authenticate_client(
     svc: &TokenService,
     headers: &HeaderMap,
     form: &Form,
-) -> Result<ClientRecord, OAuthError> {
+    tls: TlsClient<'_>,
+) -> Result<AuthenticatedClient, OAuthError> {
     let (id, secret) = presented_client(headers, form)?;
     let client = svc
         .store
@@ -132,15 +205,43 @@ pub(crate) async fn authenticate_client(
         .map_err(|e| OAuthError::unavailable(&e))?
         .filter(|c| c.removed_ms.is_none())
         .ok_or_else(OAuthError::invalid_client)?;
+    if let Some(method) = client.auth_method.as_deref() {
+        // A certificate client has no secret; one presented is a confused client.
+        if secret.is_some() || client.kind != "confidential" {
+            return Err(OAuthError::invalid_client());
+        }
+        let identity = client
+            .tls_identity
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<crate::mtls::TlsClientIdentity>(j).ok())
+            .ok_or_else(|| OAuthError::unavailable(&"a stored client identity does not parse"))?;
+        let now = unix_now().0;
+        return match crate::mtls::check(method, &identity, tls.peer, tls.trust, now) {
+            Ok(()) => Ok(AuthenticatedClient {
+                cert: tls.peer.map(|p| p.thumbprint().clone()),
+                record: client,
+            }),
+            Err(reason) => {
+                tracing::info!(client = %client.id, reason, "client certificate refused");
+                Err(OAuthError::invalid_client())
+            }
+        };
+    }
     match (client.kind.as_str(), secret, &client.secret_hash) {
-        ("public", None, _) => Ok(client),
+        ("public", None, _) => Ok(AuthenticatedClient {
+            record: client,
+            cert: None,
+        }),
         ("confidential", Some(secret), Some(stored)) => {
             let stored: [u8; 32] = stored
                 .as_slice()
                 .try_into()
                 .map_err(|_| OAuthError::invalid_client())?;
             if TokenHash::of(&secret).ct_eq(&TokenHash::from_bytes(stored)) {
-                Ok(client)
+                Ok(AuthenticatedClient {
+                    record: client,
+                    cert: None,
+                })
             } else {
                 Err(OAuthError::invalid_client())
             }
@@ -297,6 +398,7 @@ fn family_state(f: &FamilyRecord) -> Result<FamilyState, OAuthError> {
 
 async fn token(
     State(s): State<AppState>,
+    served: Option<axum::Extension<Served>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
@@ -314,7 +416,8 @@ async fn token(
             return crate::ci::machine_login(ci, &id, secret.as_deref(), &form).await;
         }
     }
-    let client = authenticate_client(&svc, &headers, &form).await?;
+    let client =
+        authenticate_client(&svc, &headers, &form, TlsClient::of(&s, served.as_deref())).await?;
     match form.require("grant_type")? {
         "authorization_code" => authorization_code(&svc, &headers, &form, &client).await,
         "refresh_token" => refresh(&svc, &headers, &form, &client, peer.ip()).await,
@@ -329,7 +432,7 @@ async fn authorization_code(
     svc: &TokenService,
     headers: &HeaderMap,
     form: &Form,
-    client: &ClientRecord,
+    client: &AuthenticatedClient,
 ) -> Result<Response, OAuthError> {
     let proof_jkt = token_proof(svc, headers).await?;
     let code = form.require("code")?;
@@ -425,6 +528,7 @@ async fn authorization_code(
             scopes: scopes.clone(),
             session,
             jkt: jkt.clone(),
+            x5t: client.bound_cert().cloned(),
         },
         Some(&refresh_token),
         None,
@@ -436,7 +540,7 @@ async fn refresh(
     svc: &TokenService,
     headers: &HeaderMap,
     form: &Form,
-    client: &ClientRecord,
+    client: &AuthenticatedClient,
     ip: std::net::IpAddr,
 ) -> Result<Response, OAuthError> {
     let proof_jkt = token_proof(svc, headers).await.inspect_err(|_| {
@@ -560,6 +664,7 @@ async fn refresh(
                 scopes: state.scopes.clone(),
                 session: state.family.clone(),
                 jkt: state.jkt.clone(),
+                x5t: client.bound_cert().cloned(),
             },
             Some(&next),
             None,
@@ -573,7 +678,7 @@ async fn client_credentials(
     svc: &TokenService,
     headers: &HeaderMap,
     form: &Form,
-    client: &ClientRecord,
+    client: &AuthenticatedClient,
 ) -> Result<Response, OAuthError> {
     if client.kind != "confidential" {
         return Err(OAuthError::unauthorized_client());
@@ -625,6 +730,7 @@ async fn client_credentials(
             scopes: scopes.clone(),
             session,
             jkt: proof_jkt.clone(),
+            x5t: client.bound_cert().cloned(),
         },
         None,
         None,
@@ -667,12 +773,14 @@ async fn session_of(
 /// token of a session revokes the whole family, access tokens included (S11).
 async fn revoke(
     State(s): State<AppState>,
+    served: Option<axum::Extension<Served>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let svc = service(&s)?;
     let form = Form::parse(&body)?;
-    let client = authenticate_client(&svc, &headers, &form).await?;
+    let client =
+        authenticate_client(&svc, &headers, &form, TlsClient::of(&s, served.as_deref())).await?;
     let token = form.require("token")?;
     if let Some((family, owner)) = session_of(&svc, token).await? {
         // A client may only revoke its own tokens; another's are "unknown" (still 200).
@@ -699,12 +807,14 @@ async fn revoke(
 /// token answers exactly `{"active":false}` (S11).
 async fn introspect(
     State(s): State<AppState>,
+    served: Option<axum::Extension<Served>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let svc = service(&s)?;
     let form = Form::parse(&body)?;
-    let client = authenticate_client(&svc, &headers, &form).await?;
+    let client =
+        authenticate_client(&svc, &headers, &form, TlsClient::of(&s, served.as_deref())).await?;
     if client.kind != "confidential" {
         return Err(OAuthError::invalid_client());
     }
@@ -736,8 +846,18 @@ async fn introspect(
         "token_type": if t.jkt().is_some() { "DPoP" } else { "Bearer" },
         "sid": t.session().as_str(),
     });
-    if let (Some(jkt), Some(obj)) = (t.jkt(), body.as_object_mut()) {
-        obj.insert("cnf".into(), json!({"jkt": jkt.as_str()}));
+    if let Some(obj) = body.as_object_mut() {
+        // RFC 9449 §6.2 and RFC 8705 §3.2: the confirmation the token carries.
+        let mut cnf = serde_json::Map::new();
+        if let Some(jkt) = t.jkt() {
+            cnf.insert("jkt".into(), Value::String(jkt.as_str().to_owned()));
+        }
+        if let Some(x5t) = t.x5t() {
+            cnf.insert("x5t#S256".into(), Value::String(x5t.as_str().to_owned()));
+        }
+        if !cnf.is_empty() {
+            obj.insert("cnf".into(), Value::Object(cnf));
+        }
     }
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -428,7 +428,7 @@ pub(crate) async fn grant(
     svc: &TokenService,
     headers: &HeaderMap,
     form: &Form,
-    client: &ClientRecord,
+    client: &super::endpoints::AuthenticatedClient,
 ) -> Result<Response, OAuthError> {
     let proof_jkt = token_proof(svc, headers).await?;
     let jkt = if svc.settings.dpop_required {
@@ -541,6 +541,7 @@ pub(crate) async fn grant(
             scopes: scopes.clone(),
             session,
             jkt: jkt.clone(),
+            x5t: client.bound_cert().cloned(),
         },
         Some(&refresh_token),
         Some(ACCESS_TOKEN_TYPE),

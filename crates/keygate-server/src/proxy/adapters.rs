@@ -45,6 +45,7 @@ impl AccessVerifier for TokenVerifier {
                     target: request.target,
                     authorization: &authorization,
                     dpop: &dpop,
+                    client_cert: request.client_cert,
                 })
                 .await;
             if let (Err(e), Some(m)) = (&verified, self.0.monitor.get()) {

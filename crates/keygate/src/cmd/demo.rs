@@ -237,6 +237,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 kind: "public".to_owned(),
                 redirect_uris: vec![REDIRECT.to_owned()],
                 scopes: vec!["ai".to_owned()],
+                ..AddClient::default()
             },
         )
         .await?;

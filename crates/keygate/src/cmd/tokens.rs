@@ -72,7 +72,7 @@ pub enum UserCommand {
 pub enum ClientCommand {
     /// Register an app (public, e.g. mobile) or a server (confidential: prints a secret once)
     #[command(
-        after_help = "Examples:\n  keygate client add ios-app --public --redirect-uri com.example.app:/oauth --scopes ai\n  keygate client add backend --confidential --scopes reports"
+        after_help = "Examples:\n  keygate client add ios-app --public --redirect-uri com.example.app:/oauth --scopes ai\n  keygate client add backend --confidential --scopes reports\n  keygate client add billing --confidential --tls-san-dns billing.internal.example.com --scopes reports\n  keygate client add batch --confidential --self-signed-cert batch.crt --scopes reports\n\nWith --tls-subject-dn, --tls-san-dns or --tls-san-uri the client authenticates with a\ncertificate from a CA in [tls.mtls] client_ca (tls_client_auth); with --self-signed-cert,\nwith that certificate (self_signed_tls_client_auth). Either way on the [tls.mtls]\nlistener, with no secret, and its access tokens are bound to the certificate (RFC 8705)."
     )]
     Add {
         name: String,
@@ -89,6 +89,18 @@ pub enum ClientCommand {
         redirect_uris: Vec<String>,
         #[arg(long)]
         scopes: Option<String>,
+        /// tls_client_auth: the subject DN its certificate must have (CN=svc,O=Acme)
+        #[arg(long, group = "tls_auth", requires = "confidential")]
+        tls_subject_dn: Option<String>,
+        /// tls_client_auth: a DNS name its certificate must list
+        #[arg(long, group = "tls_auth", requires = "confidential")]
+        tls_san_dns: Option<String>,
+        /// tls_client_auth: a URI its certificate must list
+        #[arg(long, group = "tls_auth", requires = "confidential")]
+        tls_san_uri: Option<String>,
+        /// self_signed_tls_client_auth: a PEM file with its certificate(s)
+        #[arg(long, group = "tls_auth", requires = "confidential")]
+        self_signed_cert: Option<std::path::PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -219,18 +231,46 @@ pub async fn client(c: ClientCommand) -> anyhow::Result<ExitCode> {
             confidential: _,
             redirect_uris,
             scopes,
+            tls_subject_dn,
+            tls_san_dns,
+            tls_san_uri,
+            self_signed_cert,
             format,
         } => {
             let kind = if public { "public" } else { "confidential" };
+            let certificates = self_signed_cert
+                .as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+                })
+                .transpose()?;
+            let method = if certificates.is_some() {
+                Some("self_signed_tls_client_auth")
+            } else if tls_subject_dn.is_some() || tls_san_dns.is_some() || tls_san_uri.is_some() {
+                Some("tls_client_auth")
+            } else {
+                None
+            };
             let body = AddClient {
                 name,
                 kind: kind.to_owned(),
                 redirect_uris,
                 scopes: list_arg(&scopes),
+                token_endpoint_auth_method: method.map(str::to_owned),
+                tls_client_auth_subject_dn: tls_subject_dn,
+                tls_client_auth_san_dns: tls_san_dns,
+                tls_client_auth_san_uri: tls_san_uri,
+                certificates,
             };
             let r: Client = api.call(Method::POST, "/admin/v1/clients", &body).await?;
             print(format, &r, |r| {
                 println!("client_id: {}", r.client_id);
+                if r.tls_identity.is_some() {
+                    println!(
+                        "authenticates with its certificate ({}) on the [tls.mtls] listener",
+                        r.token_endpoint_auth_method
+                    );
+                }
                 if let Some(secret) = &r.client_secret {
                     println!(
                         "client_secret (shown once, store it in the server's secret store): {}",
