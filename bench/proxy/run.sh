@@ -24,10 +24,31 @@
 #         every RFC 9449 check and the replay cache (in process on SQLite),
 #      c. full policy: b plus scope and rate limit,
 #      d. full policy with a Bearer token (the row earlier versions of this script gave).
+#   4. over TLS (HTTPS, HTTP/1.1 keep-alive), with a CA and a leaf certificate (EC P-256,
+#      for 127.0.0.1) the script makes with openssl; TLS 1.3 is what both negotiate:
+#      a. nginx terminating TLS and proxying with the header injected (the TLS floor,
+#         `nginx_tls`: the same nginx process, a second server block),
+#      b. keygate's full policy over its separate HTTPS listener ([tls] listen, the same
+#         keygate process as row 3) with a DPoP token (`kg_tls_full_dpop`; the proofs
+#         name keygate's public_url, which is what it checks htu against) and with a
+#         Bearer token (`kg_tls_full_bearer`),
+#      c. new-handshake rate (`nginx_tls_handshake`, `kg_tls_handshake`): every request
+#         on a new TCP connection with a full TLS handshake (the generator keeps no
+#         sessions: no resumption) and `Connection: close`, one small request each (nginx:
+#         the proxied route; keygate: the full-policy route with a Bearer token, so each
+#         handshake also pays for one full-policy request). Reported as handshakes/s, CPU
+#         per handshake, and that CPU less the same request's cost on a kept-alive TLS
+#         connection (rows 4a/4b Bearer): roughly what the handshake and connection cost.
 # For each row: closed-loop requests/s at CONNECTIONS connections, CPU time per request
 # of the proxy process (/proc/PID/stat at the edges of the measured window), and
 # p50/p99 latency in an open loop at one fixed rate that every row can sustain (latency
-# from each request's due time, so queueing is counted), with ratios to nginx.
+# from each request's due time, so queueing is counted), with ratios to nginx (the TLS
+# rows: to nginx over TLS). The handshake rows have no open-loop run: closed loop (their
+# rate) and one connection at a time (the latency of connect + handshake + request).
+# The generator's own CPU per handshake is reported too: its side of a handshake (key
+# exchange, verifying the chain and the server's signature) costs about as much as the
+# server's, so on a small machine it shares the cores with the target and may set the
+# rate; CPU per handshake of the target is the figure to compare.
 #
 # "Pass-through" (keygate forwarding without checking a token) is not measured because
 # keygate does not offer it: a route that injects the key for anyone would be the very
@@ -35,7 +56,8 @@
 #
 # DPoP proofs are signed ahead of each measured window (the generator reports how many,
 # and how many it had to sign during the window); the server accepts a proof for 60 s
-# after its iat, so WARMUP + SECONDS must stay within 40.
+# after its iat, so WARMUP + SECONDS must stay within 40. The DPoP row over TLS signs
+# its own proofs like the others.
 set -euo pipefail
 
 SECONDS_PER_RUN="${1:-10}"
@@ -54,19 +76,37 @@ WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/keygate-bench-XXXXXX")"
 UPSTREAM_PORT=18181
 NGINX_PORT=18182
 KEYGATE_PORT=18183
+NGINX_TLS_PORT=18184
+KEYGATE_TLS_PORT=18185
 PIDS=()
 
 
 # shellcheck source=../lib/setup.sh
 . "$ROOT/bench/lib/setup.sh"
 trap bench_cleanup EXIT
-if [ "$WRK" = 1 ]; then bench_need nginx nginx-light wrk wrk; else bench_need nginx nginx-light; fi
+# Debian's nginx-light has the ssl module (nginx -V: --with-http_ssl_module).
+if [ "$WRK" = 1 ]; then bench_need nginx nginx-light openssl openssl wrk wrk; else bench_need nginx nginx-light openssl openssl; fi
+nginx -V 2>&1 | grep -q -- --with-http_ssl_module || { echo "this nginx has no ssl module" >&2; exit 1; }
 bench_build
 
 # --- 1. the upstream: nginx answering 200 with a small JSON body ---------------------
 mkdir -p "$WORK/proxy" "$WORK/results"
 bench_upstream "$UPSTREAM_PORT"
 NGINX="$(command -v nginx)"
+
+# --- TLS: a CA and a leaf for 127.0.0.1 / localhost, EC P-256, made here ---------------
+TLS="$WORK/tls"
+mkdir -p "$TLS"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TLS/ca.key" 2>/dev/null
+openssl req -x509 -new -key "$TLS/ca.key" -sha256 -days 2 -subj "/CN=keygate bench CA" \
+  -out "$TLS/ca.pem" 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TLS/leaf.key" 2>/dev/null
+openssl req -new -key "$TLS/leaf.key" -subj "/CN=127.0.0.1" -out "$TLS/leaf.csr" 2>/dev/null
+printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+  "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" > "$TLS/leaf.ext"
+openssl x509 -req -in "$TLS/leaf.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial \
+  -days 2 -sha256 -extfile "$TLS/leaf.ext" -out "$TLS/leaf.pem" 2>/dev/null
+CA="$TLS/ca.pem"
 
 # --- 2. the floor: nginx proxying with a header injected and upstream keep-alive -------
 cat > "$WORK/proxy.conf" <<EOF
@@ -89,12 +129,34 @@ http {
       proxy_set_header Authorization "Bearer sk-bench-key";
     }
   }
+  # The same over TLS (HTTP/1.1, keep-alive; sessions are whatever nginx does by default,
+  # the generator never resumes one).
+  server {
+    listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+    ssl_certificate $TLS/leaf.pem;
+    ssl_certificate_key $TLS/leaf.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location /proxy/bench/ {
+      proxy_pass http://api/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer sk-bench-key";
+    }
+  }
 }
 EOF
 "$NGINX" -c "$WORK/proxy.conf" -p "$WORK/proxy"
 
 # --- 3. keygate --------------------------------------------------------------------------
-bench_keygate "$KEYGATE_PORT" "$UPSTREAM_PORT"
+# With a separate HTTPS listener beside the plain one ([tls] listen, set through the
+# environment): one process serves the plain rows and the TLS rows.
+bench_keygate "$KEYGATE_PORT" "$UPSTREAM_PORT" \
+  KEYGATE_TLS__CERT="$TLS/leaf.pem" KEYGATE_TLS__KEY="$TLS/leaf.key" \
+  KEYGATE_TLS__LISTEN="127.0.0.1:$KEYGATE_TLS_PORT"
+for _ in $(seq 1 50); do
+  curl -fsS --cacert "$CA" "https://127.0.0.1:$KEYGATE_TLS_PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
 BEARER="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench)"
 # client_credentials with a DPoP proof: keygate binds the token (cnf.jkt) to the key,
 # and the generator checks that it did.
@@ -102,6 +164,8 @@ DPOP_KEY="$WORK/dpop.key"
 DPOP_TOKEN="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench --dpop-key "$DPOP_KEY")"
 
 KG="http://127.0.0.1:$KEYGATE_PORT/proxy"
+KG_TLS="https://127.0.0.1:$KEYGATE_TLS_PORT/proxy"
+NGINX_TLS="https://127.0.0.1:$NGINX_TLS_PORT/proxy"
 # Sanity: keygate forwards with the key injected, for each token kind.
 for route in verify bench; do
   code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BEARER" "$KG/$route/hello")"
@@ -114,6 +178,24 @@ done
 # A Bearer presentation of the DPoP-bound token must be refused (it is bound).
 code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $DPOP_TOKEN" "$KG/verify/hello")"
 [ "$code" = 401 ] || { echo "keygate accepted a DPoP-bound token as Bearer (HTTP $code)"; exit 1; }
+# Sanity over TLS: both speak TLS 1.3 with the bench certificate (curl checks it against
+# the CA) and forward; the generator does the same, with a DPoP proof naming keygate's
+# public_url, and with a new connection per request.
+for url in "$NGINX_TLS/bench/hello" "$KG_TLS/bench/hello"; do
+  out="$(curl -s -o /dev/null -w '%{http_code} %{ssl_verify_result}' --cacert "$CA" --tlsv1.2 \
+    -H "Authorization: Bearer $BEARER" -v "$url" 2>"$WORK/curl-tls.txt")"
+  [ "$out" = "200 0" ] || { echo "no verified HTTPS 200 from $url ($out)"; cat "$WORK/curl-tls.txt"; exit 1; }
+  grep -q "SSL connection using TLSv1.3" "$WORK/curl-tls.txt" \
+    || { echo "$url did not negotiate TLS 1.3"; grep SSL "$WORK/curl-tls.txt"; exit 1; }
+  check="$(KEYGATE_LOADGEN_ACCESS_TOKEN="$BEARER" "$LOADGEN" run "$url" --ca "$CA" --new-connection-per-request \
+    -c 1 -d 0.3 -w 0 --json)"
+  printf %s "$check" | python3 -c 'import json,sys; r=json.load(sys.stdin); sys.exit(0 if r["ok"] > 0 and not r["errors"] and r["tls"] else 1)' \
+    || { echo "the generator could not make new TLS connections to $url: $check"; exit 1; }
+done
+check="$(KEYGATE_LOADGEN_ACCESS_TOKEN="$DPOP_TOKEN" "$LOADGEN" run "$KG_TLS/bench/hello" --ca "$CA" \
+  --htu "$KG/bench/hello" --dpop-key "$DPOP_KEY" -c 1 -d 0.3 -w 0 --proofs 1000 --json)"
+printf %s "$check" | python3 -c 'import json,sys; r=json.load(sys.stdin); sys.exit(0 if r["ok"] > 0 and not r["errors"] else 1)' \
+  || { echo "keygate did not forward DPoP calls over TLS: $check"; cat "$WORK/keygate.log"; exit 1; }
 
 # --- measurement ---------------------------------------------------------------------------
 HZ="$(getconf CLK_TCK)"
@@ -128,6 +210,14 @@ ROWS=(
   "kg_dpop|$KG/verify/hello|dpop|$KEYGATE_PID"
   "kg_full_dpop|$KG/bench/hello|dpop|$KEYGATE_PID"
   "kg_full_bearer|$KG/bench/hello|bearer|$KEYGATE_PID"
+  "nginx_tls|$NGINX_TLS/bench/hello|none|${NGINX_PIDS[*]}"
+  "kg_tls_full_dpop|$KG_TLS/bench/hello|dpop|$KEYGATE_PID"
+  "kg_tls_full_bearer|$KG_TLS/bench/hello|bearer|$KEYGATE_PID"
+)
+# New TLS connection per request: closed loop and one at a time only.
+HS_ROWS=(
+  "nginx_tls_handshake|$NGINX_TLS/bench/hello|none|${NGINX_PIDS[*]}"
+  "kg_tls_handshake|$KG_TLS/bench/hello|bearer|$KEYGATE_PID"
 )
 
 loadgen() { # phase name url kind pids [extra args…]
@@ -135,10 +225,15 @@ loadgen() { # phase name url kind pids [extra args…]
   local args=(run "$url" -c "${LG_CONNS:-$CONNS}" -d "${LG_SECONDS:-$SECONDS_PER_RUN}" -w "$WARMUP" -t "$THREADS"
     --clk-tck "$HZ" --label "$name" --json "$@")
   for p in $pids; do args+=(--cpu-pid "$p"); done
+  case "$url" in https://*) args+=(--ca "$CA") ;; esac
   local token=""
   case "$kind" in
     bearer) token="$BEARER" ;;
-    dpop) token="$DPOP_TOKEN"; args+=(--dpop-key "$DPOP_KEY") ;;
+    dpop)
+      token="$DPOP_TOKEN"; args+=(--dpop-key "$DPOP_KEY")
+      # keygate checks htu against its public_url (the plain address) on every listener.
+      case "$url" in "$KG_TLS"/*) args+=(--htu "$KG${url#"$KG_TLS"}") ;; esac
+      ;;
   esac
   echo "  $phase: $name" >&2
   if [ -n "$token" ]; then
@@ -158,6 +253,11 @@ for row in "${ROWS[@]}"; do
     wrk -t2 -c"$CONNS" -d"${SECONDS_PER_RUN}s" "${hdr[@]}" "$url" \
       | awk '/^Requests\/sec/ {print $2}' > "$RESULTS/wrk-$name.txt" || true
   fi
+done
+echo "new TLS connection per request: $CONNS at a time, ${SECONDS_PER_RUN}s (+${WARMUP}s warm-up) per row" >&2
+for row in "${HS_ROWS[@]}"; do
+  IFS='|' read -r name url kind pids <<<"$row"
+  loadgen handshake "$name" "$url" "$kind" "$pids" --new-connection-per-request
 done
 
 if [ -z "$RATE" ]; then
@@ -187,12 +287,17 @@ for row in "${ROWS[@]}"; do
   IFS='|' read -r name url kind pids <<<"$row"
   LG_CONNS=1 LG_SECONDS="$SERIAL_SECONDS" loadgen serial "$name" "$url" "$kind" "$pids"
 done
+for row in "${HS_ROWS[@]}"; do
+  IFS='|' read -r name url kind pids <<<"$row"
+  LG_CONNS=1 LG_SECONDS="$SERIAL_SECONDS" loadgen serial "$name" "$url" "$kind" "$pids" --new-connection-per-request
+done
 
 FSTYPE="$(df --output=fstype "$WORK/keygate" 2>/dev/null | tail -n 1 || echo '?')"
 echo
 echo "proxy benchmark: ${SECONDS_PER_RUN}s per run (+${WARMUP}s warm-up), $CONNS connections, keygate-loadgen -t$THREADS, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "keygate: SQLite store on $FSTYPE ($WORK), DPoP replay cache in process (embedded mode)"
 echo "latency: open loop at $RATE req/s ($RATE_NOTE), measured from each request's due time"
+echo "TLS: EC P-256 leaf (no intermediate), generator without session resumption; $(openssl version | cut -d' ' -f1-2) under nginx, rustls (ring) in keygate"
 python3 - "$RESULTS" "$WRK" <<'PY'
 import json, os, sys
 res, wrk = sys.argv[1], sys.argv[2] == "1"
@@ -200,6 +305,12 @@ def load(phase, name):
     with open(f"{res}/{phase}-{name}.json") as f:
         return json.load(f)
 names = ["direct", "nginx", "kg_token", "kg_dpop", "kg_full_dpop", "kg_full_bearer"]
+tls_names = ["nginx_tls", "kg_tls_full_dpop", "kg_tls_full_bearer"]
+hs_names = ["nginx_tls_handshake", "kg_tls_handshake"]
+# The keep-alive row whose request each TLS row repeats (its cost without TLS) and the
+# kept-alive TLS row each handshake row repeats (its cost without the new connection).
+plain_of = {"nginx_tls": "nginx", "kg_tls_full_dpop": "kg_full_dpop", "kg_tls_full_bearer": "kg_full_bearer"}
+keepalive_of = {"nginx_tls_handshake": "nginx_tls", "kg_tls_handshake": "kg_tls_full_bearer"}
 labels = {
     "direct": "upstream directly",
     "nginx": "nginx, header injection (floor)",
@@ -207,9 +318,14 @@ labels = {
     "kg_dpop": "keygate: + DPoP proof per request",
     "kg_full_dpop": "keygate: + scope + rate limit (full)",
     "kg_full_bearer": "keygate: full policy, Bearer token",
+    "nginx_tls": "nginx, TLS, header injection (floor)",
+    "kg_tls_full_dpop": "keygate, TLS: full policy, DPoP",
+    "kg_tls_full_bearer": "keygate, TLS: full policy, Bearer",
+    "nginx_tls_handshake": "nginx: new TLS conn. + proxied request",
+    "kg_tls_handshake": "keygate: new TLS conn. + full, Bearer",
 }
-closed = {n: load("closed", n) for n in names}
-opened = {n: load("open", n) for n in names}
+closed = {n: load("closed", n) for n in names + tls_names}
+opened = {n: load("open", n) for n in names + tls_names}
 ng_c, ng_o = closed["nginx"], opened["nginx"]
 def us(v):
     return "-" if v is None else (f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs")
@@ -232,17 +348,78 @@ for n in names:
         w = open(p).read().strip() if os.path.exists(p) else ""
         line += f" | {w or '-':>9}"
     print(line)
-serial = {n: load("serial", n) for n in names}
+
+# Over TLS: the same columns, against nginx terminating TLS.
+ngt_c, ngt_o = closed["nginx_tls"], opened["nginx_tls"]
+hs = {n: load("handshake", n) for n in hs_names}
+print()
+print("over TLS (HTTPS, HTTP/1.1 keep-alive; the floor is nginx terminating TLS and proxying):")
+head_t = (f"{'target':<38} {'req/s':>9} {'vs nginx':>8} {'CPU µs/req':>10} {'vs nginx':>8} {'TLS +CPU':>8} | "
+          f"{'p50':>8} {'p99':>9} {'p50 vs nginx':>12} | {'errors':>6}")
+if wrk:
+    head_t += f" | {'wrk req/s':>9}"
+print(head_t)
+print("-" * len(head_t))
+for n in tls_names:
+    c, o = closed[n], opened[n]
+    cpu = c["cpu_us_per_req"]
+    cpu_ratio = "-" if cpu is None or not ngt_c["cpu_us_per_req"] else f"{cpu / ngt_c['cpu_us_per_req']:.2f}x"
+    plain_cpu = closed[plain_of[n]]["cpu_us_per_req"]
+    tls_extra = "-" if cpu is None or plain_cpu is None else f"{cpu - plain_cpu:+.1f}"
+    added = o["p50_us"] - ngt_o["p50_us"]
+    errs = sum(c["errors"].values()) + sum(o["errors"].values())
+    line = (f"{labels[n]:<38} {c['rps']:>9.0f} {c['rps'] / ngt_c['rps']:>7.2f}x "
+            f"{'-' if cpu is None else f'{cpu:.1f}':>10} {cpu_ratio:>8} {tls_extra:>8} | "
+            f"{us(o['p50_us']):>8} {us(o['p99_us']):>9} {('+' if added >= 0 else '') + us(added) if n != 'nginx_tls' else '':>12} | {errs:>6}")
+    if wrk:
+        p = f"{res}/wrk-{n}.txt"
+        w = open(p).read().strip() if os.path.exists(p) else ""
+        line += f" | {w or '-':>9}"
+    print(line)
+print("  (vs nginx: to nginx over TLS; TLS +CPU: CPU µs/req over the same row without TLS)")
+tls_seen = sorted({f"{r['tls']['version']} {r['tls']['cipher_suite']} {r['tls']['kx_group']}"
+                   for r in list(closed.values()) + list(hs.values()) if r.get("tls")})
+print(f"  negotiated: {', '.join(tls_seen) or '?'}")
+
+# New connections: one full handshake per request.
+ngh = hs["nginx_tls_handshake"]
+print()
+print("new connection per request (TCP + full TLS handshake, no resumption, one small request, "
+      "Connection: close; closed loop):")
+head_h = (f"{'target':<38} {'handshakes/s':>12} {'vs nginx':>8} {'CPU µs/hs':>9} {'vs nginx':>8} "
+          f"{'w/o request':>11} | {'gen. CPU µs/hs':>14} | {'errors':>6}")
+print(head_h)
+print("-" * len(head_h))
+for n in hs_names:
+    h = hs[n]
+    cpu = h["cpu_us_per_req"]
+    cpu_ratio = "-" if cpu is None or not ngh["cpu_us_per_req"] else f"{cpu / ngh['cpu_us_per_req']:.2f}x"
+    ka_cpu = closed[keepalive_of[n]]["cpu_us_per_req"]
+    bare = "-" if cpu is None or ka_cpu is None else f"{cpu - ka_cpu:.1f}"
+    gen = h.get("generator_cpu_us_per_req")
+    print(f"{labels[n]:<38} {h['rps']:>12.0f} {h['rps'] / ngh['rps']:>7.2f}x "
+          f"{'-' if cpu is None else f'{cpu:.1f}':>9} {cpu_ratio:>8} {bare:>11} | "
+          f"{'-' if gen is None else f'{gen:.1f}':>14} | {sum(h['errors'].values()):>6}")
+print("  (w/o request: CPU per handshake less the same request's CPU on a kept-alive TLS connection,")
+print("   about what the connection and handshake cost; gen.: the generator's own CPU per handshake,")
+print("   when it is near 1e6 / handshakes/s the generator, not the server, set the rate)")
+
+serial = {n: load("serial", n) for n in names + tls_names + hs_names}
 ng_s = serial["nginx"]
 print()
-print("one connection, closed loop (a request's round trip with nothing queued before it):")
-for n in names:
-    s = serial[n]
-    added_s = s["p50_us"] - ng_s["p50_us"]
-    print(f"  {labels[n]:<38} p50 {us(s['p50_us']):>8}  p99 {us(s['p99_us']):>9}  "
-          f"{('vs nginx ' + ('+' if added_s >= 0 else '') + us(added_s)) if n != 'nginx' else ''}")
+print("one connection, closed loop (a request's round trip with nothing queued before it;")
+print("TLS rows against nginx over TLS, handshake rows: connect + handshake + request, one at a time):")
+for group, floor in ((names, "nginx"), (tls_names, "nginx_tls"), (hs_names, "nginx_tls_handshake")):
+    fl = serial[floor]
+    for n in group:
+        s = serial[n]
+        added_s = s["p50_us"] - fl["p50_us"]
+        print(f"  {labels[n]:<38} p50 {us(s['p50_us']):>8}  p99 {us(s['p99_us']):>9}  "
+              f"{('vs ' + floor + ' ' + ('+' if added_s >= 0 else '') + us(added_s)) if n != floor else ''}")
+        if s["errors"]:
+            print(f"    errors, one connection: {s['errors']}")
 print()
-for n in names:
+for n in names + tls_names:
     for phase, r in (("closed", closed[n]), ("open", opened[n])):
         if r["errors"]:
             print(f"errors, {labels[n]}, {phase} loop: {r['errors']}")
@@ -251,7 +428,10 @@ for n in names:
             warn = "" if d["signed_inline"] == 0 else "  <- signing competed with the server"
             print(f"DPoP proofs, {labels[n]}, {phase} loop: {d['presigned']} signed ahead in {d['signing_s']:.1f} s, "
                   f"{d['signed_inline']} signed during the window, oldest {d['max_proof_age_s']:.0f} s old when sent{warn}")
-lags = ", ".join(f"{n} {us(opened[n]['send_lag_p99_us'])}" for n in names if opened[n].get("send_lag_p99_us") is not None)
+for n in hs_names:
+    if hs[n]["errors"]:
+        print(f"errors, {labels[n]}, closed loop: {hs[n]['errors']}")
+lags = ", ".join(f"{n} {us(opened[n]['send_lag_p99_us'])}" for n in names + tls_names if opened[n].get("send_lag_p99_us") is not None)
 print(f"generator send lag p99 in the open loop (its timer; not charged to the targets): {lags}")
 print()
 def verdict(ok):
@@ -281,4 +461,8 @@ print(f"  DPoP full policy >= 15,000 req/s:          {full_d:.0f} req/s  {verdic
       f"(token + DPoP without scope/limit: {dpop:.0f} req/s)")
 print(f"  pass-through: not offered (keygate never forwards without a token); token verification only: "
       f"{closed['kg_token']['rps'] / ng_c['rps']:.2f}x")
+print("TLS (for reference, no goal set): full policy over HTTPS vs nginx over HTTPS: "
+      f"DPoP {closed['kg_tls_full_dpop']['rps'] / ngt_c['rps']:.2f}x, "
+      f"Bearer {closed['kg_tls_full_bearer']['rps'] / ngt_c['rps']:.2f}x; "
+      f"new handshakes {hs['kg_tls_handshake']['rps'] / ngh['rps']:.2f}x")
 PY

@@ -1,6 +1,11 @@
 //! Connections and the two ways of driving them: closed loop (each connection sends its
 //! next request as soon as the last answer is read) and open loop (requests fall due on a
 //! fixed schedule, see [`crate::schedule`]).
+//!
+//! Over plain HTTP or HTTPS (`--ca`, see [`crate::tls`]); with
+//! `--new-connection-per-request` every request opens its own connection (TCP and, for
+//! HTTPS, a full TLS handshake), sends `Connection: close` and drops it after the answer,
+//! so the rate is one of new connections (handshakes) per second.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use url::Url;
 use crate::proofs::ProofPool;
 use crate::schedule::{Schedule, latency_origin};
 use crate::stats::{Outcome, Stats};
+use crate::tls::{Negotiated, TlsClient};
 
 /// Where the load goes and what every request looks like.
 pub struct Target {
@@ -27,19 +33,43 @@ pub struct Target {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    /// For `https://` URLs.
+    tls: Option<TlsClient>,
+    /// A new connection for every request.
+    fresh: bool,
 }
 
 impl Target {
-    /// `url` must be `http://host[:port]/path[?query]` (no TLS: the load stays on this
-    /// machine). `headers` come on every request, after `Host`.
-    pub fn new(url: &Url, method: Method, extra: HeaderMap) -> anyhow::Result<Self> {
-        if url.scheme() != "http" {
-            return Err(anyhow!("only http:// URLs are supported"));
-        }
+    /// `url` is `http://host[:port]/path[?query]`, or `https://…` with `ca` (a PEM file
+    /// of the CA certificates to trust). `headers` come on every request, after `Host`.
+    /// With `fresh`, every request goes on a new connection (`Connection: close`).
+    pub fn new(
+        url: &Url,
+        method: Method,
+        extra: HeaderMap,
+        ca: Option<&std::path::Path>,
+        fresh: bool,
+    ) -> anyhow::Result<Self> {
         let host = url
             .host_str()
             .ok_or_else(|| anyhow!("the URL has no host"))?
             .to_owned();
+        // An IPv6 literal comes bracketed; TCP and TLS want it bare.
+        let bare_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tls = match (url.scheme(), ca) {
+            ("http", None) => None,
+            ("https", Some(ca)) => Some(TlsClient::new(ca, &bare_host)?),
+            ("https", None) => {
+                return Err(anyhow!(
+                    "an https:// URL needs --ca FILE (the CA certificate to trust)"
+                ));
+            }
+            ("http", Some(_)) => return Err(anyhow!("--ca is for https:// URLs")),
+            (other, _) => return Err(anyhow!("unsupported URL scheme {other}://")),
+        };
         let port = url.port_or_known_default().unwrap_or(80);
         let mut target = url.path().to_owned();
         if let Some(q) = url.query() {
@@ -59,13 +89,23 @@ impl Target {
         for (name, value) in &extra {
             headers.append(name, value.clone());
         }
+        if fresh {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         Ok(Self {
-            host,
+            host: bare_host,
             port,
             method,
             uri,
             headers,
+            tls,
+            fresh,
         })
+    }
+
+    /// What the first TLS handshake agreed on (HTTPS only).
+    pub fn tls_negotiated(&self) -> Option<&Negotiated> {
+        self.tls.as_ref().and_then(TlsClient::negotiated)
     }
 
     fn request(&self, proof: Option<HeaderValue>) -> Request<Body> {
@@ -94,7 +134,18 @@ pub struct Conn {
 async fn open(target: &Target) -> anyhow::Result<SendRequest<Body>> {
     let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
     stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    match &target.tls {
+        None => http1(TokioIo::new(stream)).await,
+        Some(tls) => http1(TokioIo::new(tls.handshake(stream).await?)).await,
+    }
+}
+
+/// HTTP/1 on a connected stream; the connection is driven by a task of its own.
+async fn http1<T>(io: T) -> anyhow::Result<SendRequest<Body>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {
         // Ends when the connection closes; errors surface on the sender.
         let _ = connection.await;
@@ -103,13 +154,14 @@ async fn open(target: &Target) -> anyhow::Result<SendRequest<Body>> {
 }
 
 /// A sender ready for a request, reopening the connection if the server closed it
-/// while idle (nothing was sent, so that is not an error of any request).
+/// while idle (nothing was sent, so that is not an error of any request); with a new
+/// connection per request, always a new one.
 async fn ready<'a>(
     slot: &'a mut Option<SendRequest<Body>>,
     target: &Target,
 ) -> Result<&'a mut SendRequest<Body>, Outcome> {
     let usable = match slot.as_mut() {
-        Some(s) if !s.is_closed() => s.ready().await.is_ok(),
+        Some(s) if !target.fresh && !s.is_closed() => s.ready().await.is_ok(),
         _ => false,
     };
     if !usable {
@@ -138,20 +190,22 @@ async fn exchange(
         }
         Err(_) => Outcome::Io,
     };
-    if outcome == Outcome::Io {
+    if outcome == Outcome::Io || target.fresh {
+        // Dropping the sender closes the connection.
         *slot = None;
     }
     outcome
 }
 
 impl Conn {
-    /// Opens a connection (fails if the target is unreachable).
+    /// Opens a connection (fails if the target is unreachable). With a new connection
+    /// per request, it is only a check and is closed again.
     pub async fn connect(target: &Target) -> anyhow::Result<Self> {
         let sender = open(target)
             .await
             .with_context(|| format!("connecting to {}:{}", target.host, target.port))?;
         Ok(Self {
-            sender: Some(sender),
+            sender: (!target.fresh).then_some(sender),
             deadline: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
         })
     }

@@ -1,12 +1,14 @@
 //! `keygate-loadgen`: the load generator of `bench/proxy/run.sh`.
 //!
-//! HTTP/1 keep-alive connections (hyper), driven either in a closed loop for the highest
+//! HTTP/1 keep-alive connections (hyper), plain or over TLS (`https://` with `--ca`), driven either in a closed loop for the highest
 //! throughput (`--connections N --duration S`) or in an open loop at a fixed request rate
 //! (`--rate R`), where latency counts from each request's due time so that a slow server
 //! cannot hide its queueing (no coordinated omission). With `--dpop-key` and
 //! `--access-token` every request carries a fresh DPoP proof, signed ahead of the measured
 //! window (see `proofs`). `--cpu-pid` samples the CPU time of the process under test at
-//! the window's edges.
+//! the window's edges. `--new-connection-per-request` opens a new connection (with TLS, a
+//! full handshake: no session resumption) for every request instead, so the rate is one
+//! of handshakes and the CPU time one per handshake.
 //!
 //! ```text
 //! keygate-loadgen token --token-url http://127.0.0.1:18183/oauth2/token \
@@ -23,6 +25,7 @@ mod load;
 mod proofs;
 mod schedule;
 mod stats;
+mod tls;
 mod token;
 
 use std::process::ExitCode;
@@ -45,7 +48,7 @@ use crate::stats::{Stats, fmt_micros};
 #[command(
     name = "keygate-loadgen",
     version,
-    about = "HTTP/1 load generator for keygate's proxy benchmark (closed loop, fixed rate, DPoP proofs)"
+    about = "HTTP/1 load generator for keygate's proxy benchmark (closed loop, fixed rate, DPoP proofs, plain or TLS)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -55,7 +58,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send load to one URL; report requests/s, latency percentiles and errors.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Get an access token with the client credentials grant (DPoP-bound with --dpop-key)
     /// and print it.
     Token(TokenArgs),
@@ -70,8 +73,22 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Args)]
 struct RunArgs {
-    /// The URL, http:// only.
+    /// The URL: http://, or https:// with --ca.
     url: String,
+    /// For https:// URLs: a PEM file of the CA certificate(s) to trust (only these).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// Open a new connection for every request (TCP and, for https://, a full TLS
+    /// handshake with no session resumption), send `Connection: close` and drop it after
+    /// the answer: the rate is then one of new connections (handshakes) per second.
+    #[arg(long)]
+    new_connection_per_request: bool,
+    /// The `htu` of the DPoP proofs (default: the URL). keygate compares `htu` with its
+    /// configured public_url joined with the request path, whichever listener the request
+    /// came in on; a request to another listener (e.g. keygate's separate HTTPS one) names
+    /// the public URL here.
+    #[arg(long, value_name = "URL")]
+    htu: Option<String>,
     /// Keep-alive connections.
     #[arg(short, long, default_value_t = 32)]
     connections: usize,
@@ -154,7 +171,7 @@ struct TokenArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Token(args) => token(args),
     };
     match result {
@@ -243,21 +260,32 @@ async fn presign(
     Ok(Arc::new(pool))
 }
 
-/// Samples the CPU ticks of `pids` at `from` and at `to`.
+/// CPU ticks spent in the measured window: by the processes under test (`None` without
+/// `--cpu-pid`) and by the generator itself.
+#[derive(Clone, Copy, Debug)]
+struct CpuTicks {
+    target: Option<u64>,
+    generator: u64,
+}
+
+/// Samples the CPU ticks of `pids` and of this process at `from` and at `to`.
 fn sample_cpu(
     pids: Vec<u32>,
     from: Instant,
     to: Instant,
-) -> tokio::task::JoinHandle<anyhow::Result<Option<u64>>> {
+) -> tokio::task::JoinHandle<anyhow::Result<CpuTicks>> {
     tokio::spawn(async move {
-        if pids.is_empty() {
-            return Ok(None);
-        }
+        let me = [std::process::id()];
         tokio::time::sleep_until(from).await;
-        let before = cpu::ticks(&pids)?;
+        let before = (!pids.is_empty()).then(|| cpu::ticks(&pids)).transpose()?;
+        let me_before = cpu::ticks(&me)?;
         tokio::time::sleep_until(to).await;
-        let after = cpu::ticks(&pids)?;
-        Ok(Some(after.saturating_sub(before)))
+        let after = (!pids.is_empty()).then(|| cpu::ticks(&pids)).transpose()?;
+        let me_after = cpu::ticks(&me)?;
+        Ok(CpuTicks {
+            target: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
+            generator: me_after.saturating_sub(me_before),
+        })
     })
 }
 
@@ -276,14 +304,19 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 HeaderValue::from_str(&format!("DPoP {token}")).context("access token")?,
             );
             let key = load_key(key)?;
+            let htu = match &args.htu {
+                Some(h) => Url::parse(h).context("--htu")?,
+                None => url.clone(),
+            };
             Some(Arc::new(ProofSigner::new(
                 key,
                 method.as_str(),
-                url.clone(),
+                htu,
                 token.clone(),
             )))
         }
         (Some(_), None) => return Err(anyhow!("--dpop-key needs --access-token")),
+        (None, _) if args.htu.is_some() => return Err(anyhow!("--htu needs --dpop-key")),
         (None, Some(token)) => {
             headers.insert(
                 http::header::AUTHORIZATION,
@@ -304,7 +337,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let target = Arc::new(Target::new(&url, method, headers)?);
+    let target = Arc::new(Target::new(
+        &url,
+        method,
+        headers,
+        args.ca.as_deref(),
+        args.new_connection_per_request,
+    )?);
     let mut conns = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         conns.push(Conn::connect(&target).await?);
@@ -404,6 +443,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         cpu_ticks,
         pool: pool.as_deref(),
         rate,
+        tls: target.tls_negotiated(),
     };
     if args.json {
         println!("{}", report.json());
@@ -416,9 +456,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
 struct Report<'a> {
     args: &'a RunArgs,
     stats: &'a Stats,
-    cpu_ticks: Option<u64>,
+    cpu_ticks: CpuTicks,
     pool: Option<&'a ProofPool>,
     rate: Option<f64>,
+    /// What the TLS handshake agreed on (HTTPS).
+    tls: Option<&'a tls::Negotiated>,
 }
 
 impl Report<'_> {
@@ -431,7 +473,16 @@ impl Report<'_> {
     }
 
     fn cpu_us_per_request(&self) -> Option<f64> {
-        let ticks = self.cpu_ticks?;
+        self.per_request(self.cpu_ticks.target?)
+    }
+
+    /// The generator's own CPU time per request (it includes the generator's side of
+    /// every TLS handshake).
+    fn generator_cpu_us_per_request(&self) -> Option<f64> {
+        self.per_request(self.cpu_ticks.generator)
+    }
+
+    fn per_request(&self, ticks: u64) -> Option<f64> {
         let n = self.requests();
         (n > 0 && self.args.clk_tck > 0)
             .then(|| ticks as f64 * 1e6 / self.args.clk_tck as f64 / n as f64)
@@ -451,6 +502,12 @@ impl Report<'_> {
             "mode": if self.rate.is_some() { "open" } else { "closed" },
             "rate": self.rate,
             "connections": self.args.connections,
+            "new_connection_per_request": self.args.new_connection_per_request,
+            "tls": self.tls.map(|t| json!({
+                "version": t.version,
+                "cipher_suite": t.cipher_suite,
+                "kx_group": t.kx_group,
+            })),
             "threads": self.args.threads,
             "duration_s": self.args.duration.as_secs_f64(),
             "warmup_s": self.args.warmup.as_secs_f64(),
@@ -468,6 +525,7 @@ impl Report<'_> {
             "send_lag_p99_us": lag(0.99),
             "cpu_pids": self.args.cpu_pids,
             "cpu_us_per_req": self.cpu_us_per_request(),
+            "generator_cpu_us_per_req": self.generator_cpu_us_per_request(),
             "dpop": self.pool.map(|p| json!({
                 "presigned": p.presigned(),
                 "used_presigned": p.used(),
@@ -511,6 +569,25 @@ impl Report<'_> {
             s.ok
         );
         let _ = writeln!(out, "rate      {:.1} req/s (2xx)", self.rps());
+        if self.args.new_connection_per_request {
+            let _ = writeln!(
+                out,
+                "          one new connection per request: {:.1} connections/s{}",
+                self.rps(),
+                if self.tls.is_some() {
+                    " (full TLS handshakes)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(t) = self.tls {
+            let _ = writeln!(
+                out,
+                "tls       {}, {}, {}",
+                t.version, t.cipher_suite, t.kx_group
+            );
+        }
         let _ = writeln!(
             out,
             "latency   p50 {}  p90 {}  p99 {}  max {}",
@@ -533,6 +610,9 @@ impl Report<'_> {
                 "cpu       {cpu:.1} µs/request (pids {:?})",
                 self.args.cpu_pids
             );
+        }
+        if let Some(cpu) = self.generator_cpu_us_per_request() {
+            let _ = writeln!(out, "generator {cpu:.1} µs/request of its own CPU");
         }
         if let Some(p) = self.pool {
             let _ = writeln!(
