@@ -447,6 +447,7 @@ mod tests {
             listen: None,
             reload_interval: std::time::Duration::from_secs(1),
             pins: None,
+            mtls: None,
         }
     }
 

@@ -611,6 +611,43 @@ fn alert_throttle_and_user_enable_commands() {
     let users = setup.cli(&["user", "list", "--format", "json"], None);
     let v: serde_json::Value = serde_json::from_slice(&users.stdout).unwrap();
     assert_eq!(v["users"][0]["disabled"], false, "{v}");
+
+    // A certificate client (RFC 8705): no secret printed, its method and SAN kept.
+    let add = setup.cli(
+        &[
+            "client",
+            "add",
+            "billing",
+            "--confidential",
+            "--tls-san-dns",
+            "billing.svc.test",
+            "--scopes",
+            "reports",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    let v: serde_json::Value = serde_json::from_slice(&add.stdout).unwrap();
+    assert_eq!(v["token_endpoint_auth_method"], "tls_client_auth", "{v}");
+    assert_eq!(v["tls_identity"]["san_dns"], "billing.svc.test", "{v}");
+    assert!(v.get("client_secret").is_none(), "{v}");
+    // One identity per client: two is a usage error before anything is sent.
+    let two = setup.cli(
+        &[
+            "client",
+            "add",
+            "x",
+            "--confidential",
+            "--tls-san-dns",
+            "a.test",
+            "--tls-subject-dn",
+            "CN=a",
+        ],
+        None,
+    );
+    assert_eq!(two.status.code(), Some(2), "{}", stderr(&two));
     server.stop();
 }
 

@@ -1065,6 +1065,8 @@ mod tests {
             redirect_uris: vec![],
             scopes: vec!["ai".into()],
             created_ms: UnixMs(1_700_000_000_000),
+            token_endpoint_auth_method: "none".into(),
+            tls_identity: None,
             client_secret: None,
         };
         let v = serde_json::to_value(&client).unwrap();
