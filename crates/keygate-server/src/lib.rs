@@ -910,7 +910,17 @@ fn serve_connection(
         let service = connection_service(&app, &entry, peer, true, served);
         let result = if h2 {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            b.timer(TokioTimer::new());
+            // Stated limits rather than defaults that move between releases: streams a
+            // client may open at once, header block size (HTTP/1.1's is hyper's 400 KiB
+            // buffer; 64 KiB is ample for a token and a proof), resets a client may
+            // provoke before the connection is closed (rapid reset), and pings that reap
+            // connections whose peer vanished.
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(128)
+                .max_header_list_size(64 * 1024)
+                .max_pending_accept_reset_streams(32)
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10));
             watcher
                 .watch(b.serve_connection(TokioIo::new(stream), service))
                 .await

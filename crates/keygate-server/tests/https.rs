@@ -608,3 +608,129 @@ async fn the_certificate_follows_the_server_name_the_client_asks_for() {
     // A name neither certificate covers: the default is offered, and the client refuses it.
     assert!(handshake("other.example.test").await.is_err());
 }
+
+/// Records the OCSP response the server stapled, then verifies the chain as usual.
+#[derive(Debug)]
+struct StapleRecorder {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    stapled: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for StapleRecorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.stapled.lock().unwrap() = Some(ocsp_response.to_vec());
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `ocsp = FILE` is stapled on TLS 1.2 and 1.3 handshakes, and TLS works on the per-core
+/// runtime (each connection's handshake and requests on one core's runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ocsp_response_is_stapled_and_the_per_core_runtime_speaks_tls() {
+    let ca = ca();
+    // keygate staples the file as it is (the CA's responder made it); any bytes do here.
+    let response = b"\x30\x03\x0a\x01\x00 a DER OCSP response from the CA".to_vec();
+    let staple = response.clone();
+    let mut app = TestApp::spawn_prepared(
+        None,
+        |dir| {
+            leaf(&ca, dir);
+            std::fs::write(dir.join("ocsp.der"), &staple).unwrap();
+            append(dir, &tls_table("ocsp = \"ocsp.der\""));
+        },
+        &[("KEYGATE_HTTP__RUNTIME", "per_core")],
+    )
+    .await
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let recorder = Arc::new(StapleRecorder {
+            inner: rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots.clone()),
+                provider.clone(),
+            )
+            .build()
+            .unwrap(),
+            stapled: std::sync::Mutex::new(None),
+        });
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(recorder.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut conn = connect(app.addr(), config).await;
+        let head = healthz(&mut conn).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{version:?}: {head}");
+        assert_eq!(
+            recorder.stapled.lock().unwrap().as_deref(),
+            Some(response.as_slice()),
+            "{version:?}"
+        );
+    }
+    app.stop().await;
+}
+
+/// HTTP/2's header block limit (64 KiB): a request under it is served, one over it is not.
+#[tokio::test]
+async fn http2_refuses_a_header_block_over_its_limit() {
+    let ca = ca();
+    let app = tls_app(&ca, "").await;
+    let addr = app.addr();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/healthz", addr.port());
+    let r = http
+        .get(&url)
+        .header("x-padding", "a".repeat(8 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let big = http
+        .get(&url)
+        .header("x-padding", "a".repeat(80 * 1024))
+        .send()
+        .await;
+    match big {
+        Ok(r) => assert_eq!(r.status(), 431, "{r:?}"),
+        Err(e) => assert!(e.is_request(), "{e:?}"),
+    }
+}
