@@ -94,6 +94,109 @@ struct RawConfig {
     /// `[tls]`: HTTPS termination and whether plain HTTP may leave loopback.
     #[serde(default)]
     tls: RawTls,
+    /// `[coordination]`: Redis shared by the replicas.
+    #[serde(default)]
+    coordination: RawCoordination,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoordination {
+    redis: Option<String>,
+    key_prefix: Option<String>,
+    replicas: Option<u32>,
+    required: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+}
+
+/// `[coordination]`: what identical replicas share beyond the store, on Redis: rate
+/// limits, the DPoP replay cache, and the announcement of every security-relevant change.
+#[derive(Clone)]
+pub struct CoordinationSettings {
+    /// `redis://` or `rediss://` (TLS) URL; may carry a password, so never printed.
+    pub redis_url: secrecy::SecretString,
+    /// Prefix of every key and channel (several deployments may share one Redis).
+    pub key_prefix: String,
+    /// How many replicas share the limits: while Redis is down each replica allows this
+    /// share of a limit (limit ÷ replicas), never more.
+    pub replicas: u32,
+    /// Refuse to start when Redis cannot be reached (else start degraded).
+    pub required: bool,
+    /// The longest wait for one Redis answer before it counts as down.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for CoordinationSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinationSettings")
+            .field("redis_url", &"(redacted)")
+            .field("key_prefix", &self.key_prefix)
+            .field("replicas", &self.replicas)
+            .field("required", &self.required)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl RawCoordination {
+    fn validate(self) -> Result<Option<CoordinationSettings>, ConfigError> {
+        let Some(url) = self.redis else {
+            if self.key_prefix.is_some() || self.replicas.is_some() || self.required.is_some() {
+                return Err(err(
+                    "coordination.redis",
+                    "set `redis` (redis://host:6379) for the other coordination settings to mean anything",
+                ));
+            }
+            return Ok(None);
+        };
+        // Parse without echoing the URL: it may hold a password.
+        let parsed = url::Url::parse(&url).map_err(|e| {
+            err(
+                "coordination.redis",
+                format!("not a URL like redis://host:6379/0 ({e})"),
+            )
+        })?;
+        if parsed.scheme() == "rediss" {
+            return Err(err(
+                "coordination.redis",
+                "rediss:// (Redis over TLS) is not supported yet: use redis:// on a private network, or a TLS tunnel to Redis",
+            ));
+        }
+        if parsed.scheme() != "redis" || parsed.host_str().is_none() {
+            return Err(err(
+                "coordination.redis",
+                "must be redis://[user:password@]host:port[/db]",
+            ));
+        }
+        let key_prefix = self.key_prefix.unwrap_or_else(|| "keygate".to_owned());
+        if key_prefix.is_empty()
+            || key_prefix.len() > 64
+            || !key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            return Err(err(
+                "coordination.key_prefix",
+                "1 to 64 letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        let replicas = self.replicas.unwrap_or(1);
+        if !(1..=1000).contains(&replicas) {
+            return Err(err("coordination.replicas", "must be between 1 and 1000"));
+        }
+        let timeout = self.timeout.unwrap_or(Duration::from_millis(250));
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&timeout) {
+            return Err(err("coordination.timeout", "must be between 10ms and 10s"));
+        }
+        Ok(Some(CoordinationSettings {
+            redis_url: secrecy::SecretString::from(url),
+            key_prefix,
+            replicas,
+            required: self.required.unwrap_or(true),
+            timeout,
+        }))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -938,6 +1041,8 @@ pub struct Config {
     pub ci: CiSettings,
     /// HTTPS termination (`[tls]` with certificates).
     pub tls: Option<TlsSettings>,
+    /// Redis shared by the replicas (`[coordination]`).
+    pub coordination: Option<CoordinationSettings>,
 }
 
 impl Config {
@@ -1350,6 +1455,7 @@ impl RawConfig {
         let webhooks = crate::webhooks::validate(&self.monitor.webhooks)?;
         let ci = self.ci.validate(base)?;
         let (tls, allow_plain) = self.tls.validate(base)?;
+        let coordination = self.coordination.validate()?;
         // Plain HTTP carries tokens and keys in clear: only on loopback, unless the operator
         // says a TLS proxy in front takes care of it.
         let plain = match &tls {
@@ -1442,6 +1548,7 @@ impl RawConfig {
             webhooks,
             ci,
             tls,
+            coordination,
         })
     }
 }
@@ -2211,6 +2318,56 @@ jwks_file = "gh.json"
         );
         let e = load("[tls.mtls]\nlisten = \"127.0.0.1:8444\"\n", &[]).unwrap_err();
         assert_eq!(e.field, "tls.cert", "{e}");
+    }
+
+    #[test]
+    fn coordination_needs_a_redis_url_and_never_prints_it() {
+        let c = load(
+            "[coordination]\nredis = \"redis://:hunter2@10.0.0.9:6379/0\"\nreplicas = 3\n",
+            &[],
+        )
+        .unwrap();
+        let co = c.coordination.unwrap();
+        assert_eq!(
+            (co.replicas, co.required, co.key_prefix.as_str()),
+            (3, true, "keygate")
+        );
+        assert!(!format!("{co:?}").contains("hunter2"));
+        for (toml, field) in [
+            ("[coordination]\nreplicas = 3\n", "coordination.redis"),
+            (
+                "[coordination]\nredis = \"http://x:6379\"\n",
+                "coordination.redis",
+            ),
+            (
+                "[coordination]\nredis = \"rediss://x:6379\"\n",
+                "coordination.redis",
+            ),
+            (
+                "[coordination]\nredis = \"redis://x\"\nreplicas = 0\n",
+                "coordination.replicas",
+            ),
+            (
+                "[coordination]\nredis = \"redis://x\"\nkey_prefix = \"a b\"\n",
+                "coordination.key_prefix",
+            ),
+            (
+                "[coordination]\nredis = \"redis://x\"\ntimeout = \"1ms\"\n",
+                "coordination.timeout",
+            ),
+        ] {
+            let e = load(toml, &[]).unwrap_err();
+            assert_eq!(e.field, field, "{toml}: {e}");
+            assert!(!e.to_string().contains("hunter2"));
+        }
+        let e = load("[coordination]\nredis = \"redis://:hunter2@[bad\"\n", &[]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let env = load(
+            "",
+            &[("KEYGATE_COORDINATION__REDIS", "redis://127.0.0.1:6379")],
+        )
+        .unwrap();
+        assert!(env.coordination.is_some());
     }
 
     #[test]

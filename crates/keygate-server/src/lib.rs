@@ -17,6 +17,7 @@ pub mod audit_ops;
 mod bounded;
 pub mod ci;
 pub mod config;
+pub mod coordination;
 pub mod deadline;
 pub mod error;
 pub mod json_body;
@@ -67,6 +68,8 @@ pub struct AppState {
     /// The CAs `tls_client_auth` clients' certificates must chain to (`[tls.mtls]
     /// client_ca`).
     pub client_trust: Option<mtls::ClientTrust>,
+    /// Redis shared by the replicas (`[coordination]`), for `/readyz`.
+    pub coordinator: Option<Arc<coordination::Coordinator>>,
     /// The proxy; `None` while the vault is sealed (proxied calls answer 503).
     pub proxy: Option<Arc<proxy::ProxyState>>,
     /// Every proxied call's answer is counted here, refusals while sealed included.
@@ -280,6 +283,18 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
             Json(json!({"ready": false, "reason": "store: writes failing"})),
         );
     }
+    // Redis down: still serving (limits are local shares), so still ready, but said.
+    if let Some(c) = &s.coordinator {
+        if !c.healthy() {
+            return (
+                StatusCode::OK,
+                Json(json!({
+                    "ready": true,
+                    "degraded": "coordination: Redis unreachable; each replica limits to its share, DPoP calls answer 503",
+                })),
+            );
+        }
+    }
     (StatusCode::OK, Json(json!({"ready": true})))
 }
 
@@ -447,7 +462,20 @@ pub async fn start_with_options(
         .into_iter()
         .map(|c| (c.id, c.token_hash))
         .collect();
-    let tokens = match oauth::TokenService::start(&config, store.clone(), vault.clone()).await {
+    // Redis before anything that limits or checks proofs; unreachable is fatal only when
+    // coordination.required.
+    let coordinator = match &config.coordination {
+        Some(c) => Some(coordination::Coordinator::connect(c.clone()).await?),
+        None => None,
+    };
+    let tokens = match oauth::TokenService::start(
+        &config,
+        store.clone(),
+        vault.clone(),
+        coordinator.as_ref(),
+    )
+    .await
+    {
         Ok(t) => Some(Arc::new(t)),
         Err(oauth::StartError::Sealed) => None,
         Err(e) => return Err(anyhow::anyhow!(e).context("starting the token service")),
@@ -521,6 +549,7 @@ pub async fn start_with_options(
                     monitor: monitor.clone(),
                     clock: clock.clone(),
                     metrics: proxy_metrics.clone(),
+                    coordinator: coordinator.clone(),
                 },
             )
             .await
@@ -560,7 +589,8 @@ pub async fn start_with_options(
         ci,
         tls: tls.clone(),
         client_trust,
-        proxy,
+        coordinator: coordinator.clone(),
+        proxy: proxy.clone(),
         proxy_metrics,
         monitor: monitor.clone(),
         webhooks: webhooks.clone(),
@@ -660,6 +690,12 @@ pub async fn start_with_options(
     };
     if let Some(t) = &tls {
         tokio::spawn(t.clone().watch(stop_rx.clone()));
+    }
+    if let Some(c) = &coordinator {
+        tokio::spawn(c.clone().fan_out(store.clone(), stop_rx.clone()));
+    }
+    if let Some(p) = &proxy {
+        tokio::spawn(p.clone().follow_routes(store.clone(), stop_rx.clone()));
     }
     let checkpoints = tokio::spawn(checkpoint_loop(
         store.clone(),

@@ -212,11 +212,23 @@ pub trait Store:
     fn backend(&self) -> &'static str;
 
     /// A counter bumped after every committed security-relevant write through this
-    /// handle (secret versions, deletions, revocations, disabled users, removed clients…).
+    /// handle (secret versions, deletions, revocations, disabled users, removed clients…)
+    /// and for every such change another replica announces ([`Store::note_external_change`]).
     /// In-process caches of such state compare it, so a change made through this process
-    /// is seen by the very next read; changes by other replicas are seen when the cache
-    /// entry expires.
+    /// is seen by the very next read; changes by other replicas as soon as they are
+    /// announced, or when the cache entry expires.
     fn change_epoch(&self) -> u64;
+
+    /// Security-relevant writes committed through this handle: what the coordinator
+    /// announces to the other replicas. [`Store::local_change`] is notified on each.
+    fn local_changes(&self) -> u64;
+
+    /// Notified after each security-relevant write through this handle.
+    fn local_change(&self) -> std::sync::Arc<tokio::sync::Notify>;
+
+    /// Another replica (or a reconnect that may have missed announcements) says the
+    /// shared state changed: bumps [`Store::change_epoch`] so every cache reads again.
+    fn note_external_change(&self);
 
     // --- system ---
 

@@ -52,6 +52,9 @@ pub struct SqlStore {
     /// Bumped after every committed write through this handle that can change an answer
     /// an in-process cache holds (see [`Store::change_epoch`]).
     epoch: Arc<AtomicU64>,
+    /// The part of `epoch` this handle's own writes made, and its notification.
+    local: Arc<AtomicU64>,
+    local_change: Arc<tokio::sync::Notify>,
     /// Set when a write failed for a storage reason; cleared only by a probe write that
     /// commits ([`Store::check_writes`]), so small writes that still fit cannot make a
     /// full disk look healthy.
@@ -155,6 +158,8 @@ impl SqlStore {
                     write,
                     read,
                     epoch: Default::default(),
+                    local: Default::default(),
+                    local_change: Default::default(),
                     writes_failing,
                     page_limit,
                     group: None,
@@ -174,6 +179,8 @@ impl SqlStore {
                     write: pool.clone(),
                     read: pool,
                     epoch: Default::default(),
+                    local: Default::default(),
+                    local_change: Default::default(),
                     writes_failing: Default::default(),
                     page_limit: Default::default(),
                     group: None,
@@ -311,6 +318,8 @@ impl SqlStore {
     pub(crate) async fn commit(&self, tx: Tx) -> Result<()> {
         self.note(tx.commit().await.map_err(StoreError::from))?;
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.local.fetch_add(1, Ordering::SeqCst);
+        self.local_change.notify_waiters();
         Ok(())
     }
 
@@ -528,6 +537,18 @@ fn audit_entry(r: &AnyRow) -> Result<AuditEntry> {
 impl Store for SqlStore {
     fn change_epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn local_changes(&self) -> u64 {
+        self.local.load(Ordering::SeqCst)
+    }
+
+    fn local_change(&self) -> Arc<tokio::sync::Notify> {
+        self.local_change.clone()
+    }
+
+    fn note_external_change(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     fn backend(&self) -> &'static str {

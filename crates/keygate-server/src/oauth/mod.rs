@@ -76,15 +76,22 @@ const MEMORY_REPLAY_CAPACITY: usize = 2_000_000;
 ///   hash-set insert per proof instead of a synced write. A restart empties it; the
 ///   [`RestartGuard`] in the DPoP checks keeps a proof from before the restart out.
 /// - PostgreSQL (scaled out): in the store, shared by every replica.
+/// - Redis (`[coordination]`): shared by every replica, one `SET NX` per proof.
 pub enum Replay {
     Memory(InMemoryReplayCache),
     Store(StoreReplay),
+    Redis(crate::coordination::RedisReplay),
 }
 
 impl Replay {
-    /// The right cache for `store`'s back end.
-    pub fn for_store(store: &Arc<dyn Store>) -> Self {
-        if store.backend() == "sqlite" {
+    /// The right cache for `store`'s back end, or Redis when the replicas coordinate.
+    pub fn for_store(
+        store: &Arc<dyn Store>,
+        coordinator: Option<&Arc<crate::coordination::Coordinator>>,
+    ) -> Self {
+        if let Some(c) = coordinator {
+            Replay::Redis(crate::coordination::RedisReplay(c.clone()))
+        } else if store.backend() == "sqlite" {
             Replay::Memory(InMemoryReplayCache::new(MEMORY_REPLAY_CAPACITY))
         } else {
             Replay::Store(StoreReplay(store.clone()))
@@ -107,6 +114,7 @@ impl ReplayCache for Replay {
         match self {
             Replay::Memory(m) => m.insert_if_absent(key, now, expires_at).await,
             Replay::Store(s) => s.insert_if_absent(key, now, expires_at).await,
+            Replay::Redis(r) => r.insert_if_absent(key, now, expires_at).await,
         }
     }
 }
@@ -282,6 +290,7 @@ impl TokenService {
         config: &Config,
         store: Arc<dyn Store>,
         vault: Arc<Vault>,
+        coordinator: Option<&Arc<crate::coordination::Coordinator>>,
     ) -> Result<Self, StartError> {
         let keyring = vault.keyring().ok_or(StartError::Sealed)?.clone();
         let issuer = config.public_url.as_str().trim_end_matches('/').to_owned();
@@ -290,7 +299,7 @@ impl TokenService {
         let mut access = AccessTokenConfig::new(issuer.clone(), issuer.clone());
         access.ttl_secs = settings.access_ttl_secs;
         let mac = keyring.mac.clone();
-        let replay = Replay::for_store(&store);
+        let replay = Replay::for_store(&store, coordinator);
         let until = if replay.in_process() {
             Some(restart_horizon(&store, &public_base).await?)
         } else {

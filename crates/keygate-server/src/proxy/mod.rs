@@ -34,6 +34,9 @@ use adapters::{BUDGET_FLUSH, StoreBudgets, StoreQuota, TokenVerifier, VaultKeys}
 /// *another* replica (a rotation through this process is used by the very next call).
 pub const SECRET_STALENESS: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How often a replica reads the stored routes when no change was announced.
+pub const ROUTES_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where admin-applied routes are kept in the store's `meta` table.
 pub(crate) const ROUTES_META: &str = "routes";
 
@@ -74,6 +77,8 @@ pub struct ProxyParts {
     pub clock: Arc<dyn Clock>,
     /// Where every answer is counted (kept by the server while sealed too).
     pub metrics: Arc<ProxyMetrics>,
+    /// Redis shared by the replicas (`[coordination]`), for rate limits.
+    pub coordinator: Option<Arc<crate::coordination::Coordinator>>,
 }
 
 impl ProxyState {
@@ -90,6 +95,7 @@ impl ProxyState {
             monitor,
             clock,
             metrics,
+            coordinator,
         } = parts;
         let summing = Arc::new(SummingUsageSink::new(100_000));
         tokio::spawn(adapters::flush_usage(store.clone(), summing.clone()));
@@ -123,14 +129,21 @@ impl ProxyState {
             })
             .and_then(|h| HeaderValue::from_str(&h).ok())
             .unwrap_or_else(|| HeaderValue::from_static("localhost"));
-        // Rates in process; quotas and cost budgets in the store, so they hold across
-        // restarts and replicas (budgets read through a 1 s cache).
-        let gate = LimitGate::new(
-            Arc::new(keygate_proxy::limit::InMemoryRateLimiter::new(100_000)),
-            Arc::new(StoreQuota(store)),
-            1,
-        )
-        .with_budgets(budgets);
+        // Rates in process, or with [coordination] in Redis, shared by the replicas (while
+        // it is down each replica allows a 1/replicas share, S35); quotas and cost budgets
+        // in the store, so they hold across restarts and replicas (budgets read through a
+        // 1 s cache).
+        let (rate, share): (Arc<dyn keygate_proxy::limit::RateLimiter>, u32) = match &coordinator {
+            Some(c) => (
+                Arc::new(crate::coordination::RedisRateLimiter(c.clone())),
+                c.replicas(),
+            ),
+            None => (
+                Arc::new(keygate_proxy::limit::InMemoryRateLimiter::new(100_000)),
+                1,
+            ),
+        };
+        let gate = LimitGate::new(rate, Arc::new(StoreQuota(store)), share).with_budgets(budgets);
         let mut gatekeeper = Gatekeeper::new(
             GatekeeperConfig {
                 prefix: "/proxy/",
@@ -177,6 +190,54 @@ impl ProxyState {
             *a = applied;
         }
         Ok(())
+    }
+
+    /// Installs the routes other replicas applied: whenever `store`'s change epoch moves
+    /// (with `[coordination]`, at once on another replica's announcement) and at least
+    /// every [`ROUTES_POLL`] otherwise, the stored routes are read and, if they differ
+    /// from those in force, installed. Until `stop`.
+    pub async fn follow_routes(
+        self: Arc<Self>,
+        store: Arc<dyn keygate_store::Store>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut seen_epoch = store.change_epoch();
+        let mut last_read = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let epoch = store.change_epoch();
+            if epoch == seen_epoch && last_read.elapsed() < ROUTES_POLL {
+                continue;
+            }
+            seen_epoch = epoch;
+            last_read = std::time::Instant::now();
+            let stored: BTreeMap<String, RawRoute> = match store.get_meta(ROUTES_META).await {
+                Ok(None) => BTreeMap::new(),
+                Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "stored routes are unreadable; keeping the routes in force");
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the stored routes failed; keeping the routes in force");
+                    continue;
+                }
+            };
+            let current = self.applied.read().map(|a| a.clone()).unwrap_or_default();
+            if stored != current {
+                match self.install(stored) {
+                    Ok(()) => tracing::info!("installed routes applied by another replica"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "routes applied by another replica do not install here; keeping the routes in force")
+                    }
+                }
+            }
+        }
     }
 
     /// The live routes.

@@ -1,0 +1,409 @@
+//! Identical replicas acting as one gatekeeper, over Redis (`[coordination]`).
+//!
+//! Three things are shared beyond the store:
+//!
+//! - **Rate limits** ([`RedisRateLimiter`]): the same GCRA step as the in-process limiter,
+//!   in one Lua script (one round trip, atomic, on Redis's own clock so replicas' clocks
+//!   do not matter). Every rate-limited call asks Redis: there is no local fast path, so
+//!   the cluster admits exactly what one process would (the bound is zero), at the cost
+//!   of one round trip per call.
+//! - **The DPoP replay cache** ([`RedisReplay`]): `SET NX PX` on the proof's key, so a
+//!   proof accepted by one replica is refused by every other.
+//! - **Change announcements** ([`Coordinator::fan_out`]): every security-relevant write a
+//!   replica commits (revocations, disabled users, removed clients, secret versions,
+//!   routes, policies, keys) is published on one channel; every other replica bumps its
+//!   store's change epoch at once, so each cache keyed to it (revocation answers, route
+//!   keys) reads again on the next call. A replica that (re)subscribes bumps it too, as it
+//!   may have missed announcements while disconnected.
+//!
+//! Fail rules (S35): Redis down → each replica limits alone to `1/replicas` of each rate
+//! (`LimitGate`'s degraded fallback), never unlimited; DPoP calls get 503 (the replay
+//! cache fails closed: no other cache knows which proofs Redis has seen); revocations
+//! made elsewhere are seen within the revocation cache's bound (1 s) instead of at once;
+//! and `/readyz` answers `degraded`. Everything
+//! returns to normal when Redis answers again, without a restart.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use keygate_auth::UnixTime;
+use keygate_auth::dpop::{Freshness, ReplayCache, ReplayCacheUnavailable, ReplayKey};
+use keygate_proxy::limit::{LimitKey, LimiterUnavailable, RateDecision, RateLimiter, RatePolicy};
+use keygate_store::Store;
+use redis::aio::ConnectionManager;
+use secrecy::ExposeSecret;
+use sha2::Digest as _;
+use tokio::sync::watch;
+
+use crate::config::CoordinationSettings;
+
+/// One GCRA step on Redis's clock, atomically: KEYS[1] holds the theoretical arrival
+/// time (µs); ARGV[1] the emission interval and ARGV[2] the tolerance (µs). Answers
+/// `{1, reset_µs, remaining}` or `{0, retry_after_µs}`. The key expires when the bucket
+/// is full again, so idle users cost nothing.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local emission = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local stored = redis.call('GET', KEYS[1])
+local tat = now
+if stored then tat = math.max(tonumber(stored), now) end
+local ahead = tat - now
+if ahead > tolerance then
+  return {0, ahead - tolerance}
+end
+local new_tat = tat + emission
+local new_ahead = new_tat - now
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor(new_ahead / 1000) + 1)
+local remaining = math.floor((tolerance + emission - new_ahead) / emission)
+if remaining < 0 then remaining = 0 end
+return {1, new_ahead, remaining}
+";
+
+/// What went wrong, by kind only: a Redis error's text can carry connection details.
+fn why(e: &redis::RedisError) -> String {
+    format!("{:?}", e.kind())
+}
+
+/// The Redis side of a replica.
+pub struct Coordinator {
+    settings: CoordinationSettings,
+    client: redis::Client,
+    /// `None` until the first connection succeeds (a start with `required = false`).
+    conn: RwLock<Option<ConnectionManager>>,
+    /// The last command answered; false after a failure until one succeeds.
+    healthy: AtomicBool,
+    /// Subscribed to the change channel: announcements from others arrive.
+    subscribed: AtomicBool,
+    /// Tags this replica's announcements, so it ignores its own.
+    replica_id: String,
+    gcra: redis::Script,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("settings", &self.settings)
+            .field("replica_id", &self.replica_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Redis did not answer in time, or answered with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("redis unavailable: {0}")]
+pub struct Unavailable(String);
+
+impl Coordinator {
+    /// Connects to Redis. An unreachable Redis is an error when `required`; otherwise the
+    /// coordinator starts degraded and connects in the background
+    /// ([`Coordinator::fan_out`] keeps trying).
+    pub async fn connect(settings: CoordinationSettings) -> anyhow::Result<Arc<Self>> {
+        let client = redis::Client::open(settings.redis_url.expose_secret())
+            .map_err(|e| anyhow::anyhow!("coordination.redis: {}", why(&e)))?;
+        let replica_id = hex::encode(keygate_auth::opaque::random_bytes::<8>());
+        let coordinator = Arc::new(Self {
+            settings,
+            client,
+            conn: RwLock::new(None),
+            healthy: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            replica_id,
+            gcra: redis::Script::new(GCRA),
+        });
+        match coordinator.ensure_connected().await {
+            Ok(_) => {}
+            Err(e) if coordinator.settings.required => {
+                anyhow::bail!(
+                    "coordination.redis: cannot reach Redis ({e}); set coordination.required = false to start degraded"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis unreachable at start: limits are local shares until it answers");
+            }
+        }
+        Ok(coordinator)
+    }
+
+    /// Whether Redis answered the last command and the change channel is subscribed.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst) && self.subscribed.load(Ordering::SeqCst)
+    }
+
+    /// The replica share each local fallback limit gets.
+    pub fn replicas(&self) -> u32 {
+        self.settings.replicas
+    }
+
+    fn key(&self, kind: &str, raw: &[u8]) -> String {
+        // Hashed: limit keys carry user ids, replay keys proof material; Redis needs
+        // neither in clear.
+        let digest = sha2::Sha256::digest(raw);
+        format!(
+            "{}:{kind}:{}",
+            self.settings.key_prefix,
+            hex::encode(digest.get(..16).unwrap_or_default())
+        )
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:changes", self.settings.key_prefix)
+    }
+
+    async fn ensure_connected(&self) -> Result<ConnectionManager, Unavailable> {
+        if let Some(c) = self.conn.read().ok().and_then(|c| c.clone()) {
+            return Ok(c);
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(self.settings.timeout)
+            .set_response_timeout(self.settings.timeout)
+            .set_number_of_retries(1);
+        let made = tokio::time::timeout(
+            self.settings.timeout * 4,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| Unavailable("connect timed out".into()))?
+        .map_err(|e| Unavailable(why(&e)))?;
+        if let Ok(mut c) = self.conn.write() {
+            *c = Some(made.clone());
+        }
+        self.healthy.store(true, Ordering::SeqCst);
+        Ok(made)
+    }
+
+    /// Runs one command with the configured timeout, keeping `healthy` current.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, Unavailable>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.ensure_connected().await.inspect_err(|_| {
+            self.healthy.store(false, Ordering::SeqCst);
+        })?;
+        match tokio::time::timeout(self.settings.timeout, f(conn)).await {
+            Ok(Ok(v)) => {
+                self.healthy.store(true, Ordering::SeqCst);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if self.healthy.swap(false, Ordering::SeqCst) {
+                    tracing::warn!(error = %why(&e), "Redis command failed");
+                }
+                Err(Unavailable(why(&e)))
+            }
+            Err(_) => {
+                if self.healthy.swap(false, Ordering::SeqCst) {
+                    tracing::warn!(timeout = ?self.settings.timeout, "Redis did not answer in time");
+                }
+                Err(Unavailable("timed out".into()))
+            }
+        }
+    }
+
+    /// One GCRA step for `key` under `policy` on Redis.
+    pub async fn gcra(
+        &self,
+        key: &LimitKey,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, Unavailable> {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let emission = micros(policy.emission).max(1);
+        let tolerance = micros(policy.tolerance);
+        let redis_key = self.key("rl", key.as_str().as_bytes());
+        let script = &self.gcra;
+        let answer: Vec<i64> = self
+            .run(|mut conn| async move {
+                script
+                    .key(redis_key)
+                    .arg(emission)
+                    .arg(tolerance)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        match answer.as_slice() {
+            [1, reset, remaining] => Ok(RateDecision::Allowed {
+                remaining: u32::try_from(*remaining).unwrap_or(0),
+                reset: us(*reset),
+            }),
+            [0, retry] => Ok(RateDecision::Limited {
+                retry_after: us(*retry).max(Duration::from_micros(1)),
+            }),
+            _ => Err(Unavailable("unexpected GCRA answer".into())),
+        }
+    }
+
+    /// Records `key` until `ttl` from now unless present: `true` when it was new.
+    pub async fn first_sight(
+        &self,
+        kind: &str,
+        key: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, Unavailable> {
+        let redis_key = self.key(kind, key);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = self
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(redis_key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn announce(&self) -> Result<(), Unavailable> {
+        let channel = self.channel();
+        let id = self.replica_id.clone();
+        self.run(|mut conn| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(id)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Announces this replica's security-relevant writes and applies the others' until
+    /// `stop`: a write committed here is published; an announcement from another replica
+    /// bumps `store`'s change epoch. Reconnects on its own; each (re)subscription bumps
+    /// the epoch as well (announcements may have been missed meanwhile).
+    pub async fn fan_out(self: Arc<Self>, store: Arc<dyn Store>, stop: watch::Receiver<bool>) {
+        let publisher = tokio::spawn(self.clone().publish_loop(store.clone(), stop.clone()));
+        self.subscribe_loop(store, stop).await;
+        let _ = publisher.await;
+    }
+
+    async fn publish_loop(self: Arc<Self>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+        let notify = store.local_change();
+        let mut announced = store.local_changes();
+        loop {
+            let changed = notify.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a write between the two is not missed.
+            changed.as_mut().enable();
+            let now = store.local_changes();
+            if now != announced {
+                match self.announce().await {
+                    Ok(()) => announced = now,
+                    Err(_) => {
+                        // Retried until Redis answers; meanwhile other replicas see the
+                        // change within their cache bound.
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn subscribe_loop(&self, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+        use futures_util::StreamExt as _;
+        let channel = self.channel();
+        loop {
+            let subscribed = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let pubsub = tokio::select! {
+                p = tokio::time::timeout(self.settings.timeout * 4, subscribed) => p,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match pubsub {
+                Ok(Ok(mut pubsub)) => {
+                    self.subscribed.store(true, Ordering::SeqCst);
+                    // Anything may have changed while this replica was not listening.
+                    store.note_external_change();
+                    tracing::info!("subscribed to the replicas' change announcements");
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        let message = tokio::select! {
+                            m = messages.next() => m,
+                            _ = stop.wait_for(|s| *s) => return,
+                        };
+                        let Some(message) = message else { break };
+                        let from: String = message.get_payload().unwrap_or_default();
+                        if from != self.replica_id {
+                            store.note_external_change();
+                        }
+                    }
+                    self.subscribed.store(false, Ordering::SeqCst);
+                    tracing::warn!("lost the replicas' change announcements; reconnecting");
+                }
+                Ok(Err(e)) => {
+                    self.subscribed.store(false, Ordering::SeqCst);
+                    tracing::debug!(error = %why(&e), "subscribing to change announcements failed");
+                }
+                Err(_) => self.subscribed.store(false, Ordering::SeqCst),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// The cluster-wide rate limiter (see the module docs).
+pub struct RedisRateLimiter(pub Arc<Coordinator>);
+
+#[async_trait::async_trait]
+impl RateLimiter for RedisRateLimiter {
+    async fn acquire(
+        &self,
+        key: &LimitKey,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, LimiterUnavailable> {
+        self.0
+            .gcra(key, policy)
+            .await
+            .map_err(|_| LimiterUnavailable)
+    }
+}
+
+/// The DPoP replay cache on Redis. While Redis is down it answers "unavailable", so
+/// DPoP calls get 503 (S35: fail closed): falling back to another cache would let a
+/// proof Redis already holds be used a second time.
+pub struct RedisReplay(pub Arc<Coordinator>);
+
+impl ReplayCache for RedisReplay {
+    async fn insert_if_absent(
+        &self,
+        key: ReplayKey,
+        now: UnixTime,
+        expires_at: UnixTime,
+    ) -> Result<Freshness, ReplayCacheUnavailable> {
+        let secs = u64::try_from(expires_at.0.saturating_sub(now.0)).unwrap_or(0);
+        match self
+            .0
+            .first_sight("dpop", key.as_bytes(), Duration::from_secs(secs.max(1)))
+            .await
+        {
+            Ok(true) => Ok(Freshness::Fresh),
+            Ok(false) => Ok(Freshness::Replayed),
+            Err(e) => {
+                tracing::error!(error = %e, "DPoP replay cache (Redis) unavailable");
+                Err(ReplayCacheUnavailable)
+            }
+        }
+    }
+}

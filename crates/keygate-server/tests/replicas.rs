@@ -1,0 +1,496 @@
+//! Replicas acting as one gatekeeper (`[coordination]`): two servers in this process on
+//! one PostgreSQL schema and one Redis key prefix, each with its own listener. A per-user
+//! rate limit admits exactly N across both; a DPoP proof accepted by one is refused by the
+//! other; a revocation through one refuses the next call on the other within 100 ms
+//! (measured and printed); a secret rotation through one is injected by the other on its
+//! next call. Then Redis stops (a `redis-server` this test runs on a free port) and the
+//! replicas degrade as S35 says — each allows only its share of a limit, DPoP calls get
+//! 503, `/readyz` says degraded — and recover when it is back, without a restart.
+//!
+//! Needs `KEYGATE_TEST_POSTGRES_URL` and `KEYGATE_TEST_REDIS_URL` (skipped, saying so,
+//! without them); the outage test also needs `redis-server` on the PATH.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::TestApp;
+use keygate_auth::UnixTime;
+use keygate_auth::dpop::{ProofClaims, create_proof};
+use keygate_auth::jws::Algorithm;
+use keygate_auth::keys::SigningKey;
+use keygate_server::RunningServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const REDIS_ENV: &str = "KEYGATE_TEST_REDIS_URL";
+
+fn now() -> UnixTime {
+    UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+}
+
+/// An upstream that answers 200 and records the Authorization header it was sent.
+async fn upstream(seen: Arc<Mutex<Vec<String>>>) -> String {
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            seen.lock().unwrap().push(auth);
+            axum::Json(json!({"ok": true}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// Deletes every key under `prefix` (the test's own).
+async fn clean_redis(url: &str, prefix: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+struct Cluster {
+    /// Replica A (the TestApp's own server) and its helpers.
+    a: TestApp,
+    /// Replica B: the same configuration, its own listener and data directory.
+    b: Option<RunningServer>,
+    b_base: String,
+    _b_dir: tempfile::TempDir,
+    seen: Arc<Mutex<Vec<String>>>,
+    client_id: String,
+    client_secret: String,
+}
+
+/// Two replicas on a fresh PostgreSQL schema sharing `redis` under `prefix`, with a
+/// route `limited` (5 calls per minute per user) and `open`, a confidential client
+/// allowed both. `None` (skipped, said) without PostgreSQL.
+async fn cluster(test: &str, redis: &str, prefix: &str, replicas: u32) -> Option<Cluster> {
+    let coordination = [
+        ("KEYGATE_COORDINATION__REDIS", redis.to_owned()),
+        ("KEYGATE_COORDINATION__KEY_PREFIX", prefix.to_owned()),
+        ("KEYGATE_COORDINATION__REPLICAS", replicas.to_string()),
+        ("KEYGATE_COORDINATION__TIMEOUT", "200ms".to_owned()),
+        // The backend's tokens are Bearer unless it sends a DPoP proof.
+        ("KEYGATE_TOKENS__DPOP", "optional".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = coordination.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = TestApp::spawn_prepared(Some(test), |_| {}, &env).await?;
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_listen = common::free_addr().to_string();
+    let b_data = b_dir.path().display().to_string();
+    let mut b_env = env.clone();
+    b_env.push(("KEYGATE_LISTEN", &b_listen));
+    b_env.push(("KEYGATE_DATA_DIR", &b_data));
+    b_env.push(("KEYGATE_STORAGE__URL", a.db.as_ref().unwrap().url()));
+    let b = keygate_server::start(common::load_config(a.dir.path(), &b_env))
+        .await
+        .unwrap();
+    let b_base = format!("http://{}", b.addr());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let up = upstream(seen.clone()).await;
+    let (s, _) = a.put("partner", json!({"value": "sk-partner-v1"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let routes = format!(
+        "[routes.limited]\nupstream = \"{up}\"\nsecret = \"partner\"\n\
+         inject = {{ header = \"Authorization\", value = \"Bearer {{secret}}\" }}\n\
+         allow = [\"GET /v1/*\"]\nscopes = [\"reports\"]\n\
+         limits = {{ rate = \"5/min\", burst = 5, per = \"user\" }}\n\
+         [routes.open]\nupstream = \"{up}\"\nsecret = \"partner\"\n\
+         inject = {{ header = \"Authorization\", value = \"Bearer {{secret}}\" }}\n\
+         allow = [\"GET /v1/*\"]\nscopes = [\"reports\"]\n"
+    );
+    let (s, body) = a
+        .call(
+            reqwest::Method::PUT,
+            "/admin/v1/routes",
+            Some(json!({"toml": routes})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, c) = a
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/clients",
+            Some(json!({"name": "backend", "type": "confidential", "scopes": ["reports"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let cluster = Cluster {
+        client_id: c["client_id"].as_str().unwrap().to_owned(),
+        client_secret: c["client_secret"].as_str().unwrap().to_owned(),
+        a,
+        b: Some(b),
+        b_base,
+        _b_dir: b_dir,
+        seen,
+    };
+    // B learns of A's route change (through the store, announced over Redis).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let token = cluster.token(None).await;
+        if cluster.call(&cluster.b_base, "open", &token, None).await == StatusCode::OK {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let r = cluster
+                .a
+                .http
+                .get(format!("{}/proxy/open/v1/x", cluster.b_base))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let head = format!("{} {:?}", r.status(), r.headers().get("www-authenticate"));
+            panic!(
+                "replica B never served the routes: {head} {}",
+                r.text().await.unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(cluster)
+}
+
+impl Cluster {
+    fn bases(&self) -> [&str; 2] {
+        [&self.a.base, &self.b_base]
+    }
+
+    /// A client_credentials token; DPoP-bound to `key` when given.
+    async fn token(&self, key: Option<&SigningKey>) -> String {
+        let mut req = self
+            .a
+            .http
+            .post(format!("{}/oauth2/token", self.a.base))
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "reports")]);
+        if let Some(k) = key {
+            req = req.header("DPoP", self.proof(k, "POST", "/oauth2/token", None));
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A proof for `path` on the public URL (replica A's address: every replica has the
+    /// same public URL, as behind a load balancer).
+    fn proof(&self, key: &SigningKey, method: &str, path: &str, token: Option<&str>) -> String {
+        let jti = hex::encode(keygate_auth::opaque::random_bytes::<16>());
+        create_proof(
+            key,
+            &ProofClaims {
+                htm: method,
+                htu: &format!("{}{path}", self.a.base),
+                iat: now(),
+                jti: &jti,
+                nonce: None,
+                access_token: token,
+            },
+        )
+    }
+
+    /// GET /proxy/{route}/v1/x on `base` with `token` (and `proof`: DPoP scheme).
+    async fn call(&self, base: &str, route: &str, token: &str, proof: Option<&str>) -> StatusCode {
+        let mut req = self.a.http.get(format!("{base}/proxy/{route}/v1/x"));
+        req = match proof {
+            Some(p) => req
+                .header("Authorization", format!("DPoP {token}"))
+                .header("DPoP", p),
+            None => req.bearer_auth(token),
+        };
+        req.send().await.unwrap().status()
+    }
+
+    async fn stop(mut self) {
+        if let Some(b) = self.b.take() {
+            b.shutdown().await;
+        }
+        self.a.stop().await;
+    }
+}
+
+fn sid(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
+}
+
+fn redis_url(test: &str) -> Option<String> {
+    match std::env::var(REDIS_ENV) {
+        Ok(u) => Some(u),
+        Err(_) => {
+            println!("skipped: {test} ({REDIS_ENV} is not set)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_limits_replay_revocation_and_rotation() {
+    let test = "two_replicas_share_limits_replay_revocation_and_rotation";
+    let Some(redis) = redis_url(test) else { return };
+    let prefix = format!(
+        "kgtest-{}",
+        hex::encode(keygate_auth::opaque::random_bytes::<6>())
+    );
+    let Some(c) = cluster(test, &redis, &prefix, 2).await else {
+        return;
+    };
+    // 1. A limit of 5 per minute per user admits exactly 5 across both replicas.
+    let token = c.token(None).await;
+    let mut admitted = 0;
+    let mut limited = 0;
+    for i in 0..12 {
+        match c.call(c.bases()[i % 2], "limited", &token, None).await {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((admitted, limited), (5, 7));
+
+    // 2. A DPoP proof accepted by A is refused by B (and by A again).
+    let key = SigningKey::generate(Algorithm::Es256);
+    let bound = c.token(Some(&key)).await;
+    let proof = c.proof(&key, "GET", "/proxy/open/v1/x", Some(&bound));
+    assert_eq!(
+        c.call(&c.a.base, "open", &bound, Some(&proof)).await,
+        StatusCode::OK
+    );
+    for base in [&c.b_base, &c.a.base] {
+        assert_eq!(
+            c.call(base, "open", &bound, Some(&proof)).await,
+            StatusCode::UNAUTHORIZED,
+            "replayed at {base}"
+        );
+    }
+
+    // 3. A revocation through A refuses the next call on B within 100 ms. B has just
+    //    answered for this session, so its cache holds a "still live" answer.
+    let victim = c.token(None).await;
+    assert_eq!(
+        c.call(&c.b_base, "open", &victim, None).await,
+        StatusCode::OK
+    );
+    let (s, _) =
+        c.a.call(
+            reqwest::Method::DELETE,
+            &format!("/admin/v1/sessions/{}", sid(&victim)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let revoked_at = Instant::now();
+    let seen_after = loop {
+        if c.call(&c.b_base, "open", &victim, None).await == StatusCode::UNAUTHORIZED {
+            break revoked_at.elapsed();
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(5),
+            "never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    println!("revocation through A refused on B after {seen_after:?}");
+    assert!(seen_after < Duration::from_millis(100), "{seen_after:?}");
+
+    // 4. A secret rotated through A is what B injects on its next call.
+    let fresh = c.token(None).await;
+    assert_eq!(
+        c.call(&c.b_base, "open", &fresh, None).await,
+        StatusCode::OK
+    );
+    let (s, _) = c.a.put("partner", json!({"value": "sk-partner-v2"})).await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        c.call(&c.b_base, "open", &fresh, None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.seen.lock().unwrap().last().map(String::as_str),
+        Some("Bearer sk-partner-v2")
+    );
+    c.stop().await;
+    clean_redis(&redis, &prefix).await;
+}
+
+/// A `redis-server` of this test's own, on a free port, that it can stop and start.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(test: &str) -> Option<Self> {
+        if std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            println!("skipped: {test} (redis-server is not installed)");
+            return None;
+        }
+        let port = common::free_addr().port();
+        let mut me = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        me.up();
+        Some(me)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+async fn readyz(base: &str) -> Value {
+    reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_means_local_shares_and_503_for_dpop_then_recovery() {
+    let test = "redis_down_means_local_shares_and_503_for_dpop_then_recovery";
+    let Some(mut redis) = OwnRedis::start(test) else {
+        return;
+    };
+    let Some(c) = cluster(test, &redis.url(), "kgtest", 2).await else {
+        return;
+    };
+    for base in c.bases() {
+        assert_eq!(readyz(base).await, json!({"ready": true}));
+    }
+    let key = SigningKey::generate(Algorithm::Es256);
+    let bound = c.token(Some(&key)).await;
+    redis.down();
+    // Degraded: each replica allows its share (5 ÷ 2 → burst 2) of the limit, never
+    // unlimited; a DPoP call cannot be checked for replay and gets 503.
+    let token = c.token(None).await;
+    for base in c.bases() {
+        let mut admitted = 0;
+        for _ in 0..6 {
+            match c.call(base, "limited", &token, None).await {
+                StatusCode::OK => admitted += 1,
+                StatusCode::TOO_MANY_REQUESTS => {}
+                other => panic!("unexpected {other} at {base}"),
+            }
+        }
+        assert_eq!(admitted, 2, "at {base}");
+        let r = readyz(base).await;
+        assert_eq!(r["ready"], true, "{r}");
+        assert!(r["degraded"].as_str().unwrap().contains("Redis"), "{r}");
+    }
+    let proof = c.proof(&key, "GET", "/proxy/open/v1/x", Some(&bound));
+    assert_eq!(
+        c.call(&c.b_base, "open", &bound, Some(&proof)).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // So does a DPoP proof at the token endpoint.
+    let r =
+        c.a.http
+            .post(format!("{}/oauth2/token", c.a.base))
+            .basic_auth(&c.client_id, Some(&c.client_secret))
+            .header("DPoP", c.proof(&key, "POST", "/oauth2/token", None))
+            .form(&[("grant_type", "client_credentials"), ("scope", "reports")])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Bearer calls without a limit carry on.
+    assert_eq!(
+        c.call(&c.a.base, "open", &token, None).await,
+        StatusCode::OK
+    );
+
+    // Back: normal again without a restart.
+    redis.up();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for base in c.bases() {
+        loop {
+            let proof = c.proof(&key, "GET", "/proxy/open/v1/x", Some(&bound));
+            if c.call(base, "open", &bound, Some(&proof)).await == StatusCode::OK
+                && readyz(base).await == json!({"ready": true})
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{base} did not recover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    c.stop().await;
+}
