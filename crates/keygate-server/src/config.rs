@@ -930,6 +930,10 @@ struct RawHttp {
     request_timeout: Duration,
     #[serde(default)]
     runtime: HttpRuntime,
+    /// Load balancers whose `X-Forwarded-For` names the client: a list, or one
+    /// comma-separated string (as an environment variable gives it).
+    #[serde(default)]
+    trusted_proxies: Option<toml::Value>,
 }
 
 impl Default for RawHttp {
@@ -939,8 +943,44 @@ impl Default for RawHttp {
             body_read_timeout: default_body_read_timeout(),
             request_timeout: default_request_timeout(),
             runtime: HttpRuntime::default(),
+            trusted_proxies: None,
         }
     }
+}
+
+/// `http.trusted_proxies`: addresses (`10.0.0.5`) and prefixes (`10.0.0.0/8`).
+fn trusted_proxies(value: Option<toml::Value>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let field = "http.trusted_proxies";
+    let items: Vec<String> = match value {
+        None => return Ok(Vec::new()),
+        Some(toml::Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s),
+                _ => Err(err(field, "list addresses or prefixes as strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(err(field, "a list like [\"10.0.0.0/8\"]")),
+    };
+    items
+        .iter()
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    err(
+                        field,
+                        format!("`{item}` is not an address or a prefix like 10.0.0.0/8"),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// How HTTP connections are spread over the cores (`[http] runtime`).
@@ -1020,6 +1060,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How connections are spread over the cores (`[http] runtime`).
     pub http_runtime: HttpRuntime,
+    /// Load balancers whose `X-Forwarded-For` names the client (`[http] trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tokens: TokenSettings,
     /// Start with a master key file that others may read (`keygate serve
     /// --allow-insecure-key-permissions`; never from the file).
@@ -1537,6 +1579,7 @@ impl RawConfig {
             body_read_timeout: self.http.body_read_timeout,
             request_timeout: self.http.request_timeout,
             http_runtime: self.http.runtime,
+            trusted_proxies: trusted_proxies(self.http.trusted_proxies)?,
             tokens,
             allow_insecure_key_permissions: false,
             admin_auth,
@@ -2318,6 +2361,32 @@ jwks_file = "gh.json"
         );
         let e = load("[tls.mtls]\nlisten = \"127.0.0.1:8444\"\n", &[]).unwrap_err();
         assert_eq!(e.field, "tls.cert", "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_prefixes_from_a_list_or_the_environment() {
+        let c = load(
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.trusted_proxies,
+            [
+                "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                "192.0.2.1/32".parse().unwrap()
+            ]
+        );
+        let c = load(
+            "",
+            &[("KEYGATE_HTTP__TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8")],
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        let e = load("[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", &[]).unwrap_err();
+        assert_eq!(e.field, "http.trusted_proxies", "{e}");
+        assert!(e.to_string().contains("10.0.0.0/33"), "{e}");
+        assert!(load("", &[]).unwrap().trusted_proxies.is_empty());
     }
 
     #[test]

@@ -599,6 +599,7 @@ pub async fn start_with_options(
     let (stop, stop_rx) = watch::channel(false);
     let entry = Arc::new(proxy::ProxyEntry::new(&state));
     let app = router(state);
+    let trusted: Arc<[ipnet::IpNet]> = config.trusted_proxies.clone().into();
     // `listen` speaks HTTPS when [tls] has certificates and no listener of its own.
     let main = Listener {
         acceptor: tls
@@ -606,6 +607,7 @@ pub async fn start_with_options(
             .filter(|_| config.tls.as_ref().is_some_and(|t| t.listen.is_none()))
             .map(|t| t.acceptor().clone()),
         admin: false,
+        trusted: trusted.clone(),
     };
     let (addr, http) = match config.http_runtime {
         config::HttpRuntime::Shared => {
@@ -637,6 +639,7 @@ pub async fn start_with_options(
             let how = Listener {
                 acceptor: Some(t.acceptor().clone()),
                 admin: false,
+                trusted: trusted.clone(),
             };
             let served = serve_http1(listener, app.clone(), entry.clone(), how, stop_rx.clone());
             Some((https_addr, tokio::spawn(served)))
@@ -657,6 +660,7 @@ pub async fn start_with_options(
             let how = Listener {
                 acceptor: Some(acceptor),
                 admin: false,
+                trusted: trusted.clone(),
             };
             let served = serve_http1(listener, app.clone(), entry.clone(), how, stop_rx.clone());
             Some((mtls_addr, tokio::spawn(served)))
@@ -682,14 +686,22 @@ pub async fn start_with_options(
             let how = Listener {
                 acceptor,
                 admin: true,
+                trusted: trusted.clone(),
             };
             let served = serve_http1(listener, app, entry, how, stop_rx.clone());
             Some((admin_addr, tokio::spawn(served)))
         }
         None => None,
     };
-    if let Some(t) = &tls {
-        tokio::spawn(t.clone().watch(stop_rx.clone()));
+    match &tls {
+        Some(t) => {
+            tokio::spawn(t.clone().watch(stop_rx.clone()));
+        }
+        // SIGHUP (`systemctl reload`) reloads certificates; without any it must not end
+        // the process, as the signal's default would.
+        None => {
+            tokio::spawn(ignore_hangup(stop_rx.clone()));
+        }
     }
     if let Some(c) = &coordinator {
         tokio::spawn(c.clone().fan_out(store.clone(), stop_rx.clone()));
@@ -819,6 +831,8 @@ struct Listener {
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// The admin API's own listener.
     admin: bool,
+    /// Load balancers whose `X-Forwarded-For` names the client (`[http] trusted_proxies`).
+    trusted: Arc<[ipnet::IpNet]>,
 }
 
 /// The per-connection service: `/proxy/…` to the gatekeeper, the rest to the router with
@@ -829,6 +843,7 @@ fn connection_service(
     peer: SocketAddr,
     hsts: bool,
     served: Served,
+    trusted: Arc<[ipnet::IpNet]>,
 ) -> impl hyper::service::Service<
     axum::http::Request<hyper::body::Incoming>,
     Response = axum::http::Response<proxy::ServedBody>,
@@ -852,6 +867,8 @@ fn connection_service(
             Ok((app.clone(), served.clone()))
         };
         let mut req = req;
+        // Behind a trusted load balancer the client is in X-Forwarded-For.
+        let peer = client_address(peer, req.headers(), &trusted);
         if let (Err(_), Some(cert)) = (&route, &served.peer_cert) {
             // The gatekeeper binds certificate-bound tokens to this (RFC 8705 §3).
             req.extensions_mut().insert(cert.thumbprint().clone());
@@ -880,6 +897,59 @@ fn connection_service(
     })
 }
 
+/// The client's address: the connection's peer, unless that peer is a trusted load
+/// balancer (`[http] trusted_proxies`); then the rightmost `X-Forwarded-For` entry that is
+/// not itself a trusted proxy (entries to its left could be written by anyone). An
+/// unreadable entry on the way stops the walk at the peer: nothing the client wrote is
+/// taken on trust.
+fn client_address(
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> SocketAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if trusted.is_empty() || !is_trusted(&peer.ip()) {
+        return peer;
+    }
+    let mut hops: Vec<&str> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else {
+            return peer;
+        };
+        hops.extend(text.split(',').map(str::trim));
+    }
+    let mut client = peer.ip();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<std::net::IpAddr>() else {
+            return peer;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    SocketAddr::new(client, 0)
+}
+
+/// Logs SIGHUP (nothing to reload without `[tls]`) instead of dying of it.
+async fn ignore_hangup(mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => tracing::info!("SIGHUP: nothing to reload (no [tls] certificates)"),
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -906,7 +976,7 @@ fn serve_connection(
             client_cert: None,
             peer_cert: None,
         };
-        let service = connection_service(app, entry, peer, false, served);
+        let service = connection_service(app, entry, peer, false, served, listener.trusted.clone());
         let conn = http1().serve_connection(
             TokioIo::new(keygate_proxy::h1guard::StrictHttp1::new(stream)),
             service,
@@ -920,7 +990,12 @@ fn serve_connection(
         return;
     };
     let watcher = graceful.watcher();
-    let (app, entry, admin) = (app.clone(), Arc::clone(entry), listener.admin);
+    let (app, entry, admin, trusted) = (
+        app.clone(),
+        Arc::clone(entry),
+        listener.admin,
+        listener.trusted.clone(),
+    );
     tokio::spawn(async move {
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(s)) => s,
@@ -943,7 +1018,7 @@ fn serve_connection(
             peer_cert: mtls::PeerCertificate::from_chain(chain).map(Arc::new),
         };
         let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
-        let service = connection_service(&app, &entry, peer, true, served);
+        let service = connection_service(&app, &entry, peer, true, served, trusted);
         let result = if h2 {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             // Stated limits rather than defaults that move between releases: streams a

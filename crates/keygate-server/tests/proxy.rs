@@ -1081,3 +1081,44 @@ async fn refusals_of_every_kind_reach_the_metrics_401_included() {
     assert_eq!(refused, 5, "each refusal counted once:\n{metrics}");
     w.app.stop().await;
 }
+
+/// `[http] trusted_proxies`: behind a trusted load balancer the client is the rightmost
+/// `X-Forwarded-For` entry that is not itself a trusted proxy (what reaches the upstream,
+/// limits and the monitor); from any other peer the header is ignored, and an unreadable
+/// entry on the way counts as no information.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() {
+    for (trusted, sent, expected) in [
+        ("127.0.0.1", "198.51.100.9, 203.0.113.7", "203.0.113.7"),
+        (
+            "127.0.0.0/8, 203.0.113.0/24",
+            "198.51.100.9, 203.0.113.7",
+            "198.51.100.9",
+        ),
+        ("10.0.0.0/8", "203.0.113.7", "127.0.0.1"),
+        ("127.0.0.1", "not-an-address, 203.0.113.7", "203.0.113.7"),
+        ("127.0.0.1", "203.0.113.7, not-an-address", "127.0.0.1"),
+    ] {
+        let mut w = world_env(
+            "rate = \"1000/min\", burst = 50",
+            "",
+            &[("KEYGATE_HTTP__TRUSTED_PROXIES", trusted)],
+        )
+        .await;
+        let resp = w
+            .client
+            .request(
+                Method::POST,
+                "/proxy/openai/v1/chat/completions?stream=false",
+            )
+            .header("x-forwarded-for", sent)
+            .json(&json!({"model": "m", "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{trusted} / {sent}");
+        let (_, headers) = w.recorder.0.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(headers["x-forwarded-for"], expected, "{trusted} / {sent}");
+        w.app.stop().await;
+    }
+}

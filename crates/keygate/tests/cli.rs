@@ -648,6 +648,20 @@ fn alert_throttle_and_user_enable_commands() {
         None,
     );
     assert_eq!(two.status.code(), Some(2), "{}", stderr(&two));
+
+    // SIGHUP (`systemctl reload`) without [tls] certificates: logged, not fatal.
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let users = setup.cli(&["user", "list"], None);
+    assert!(
+        users.status.success(),
+        "the server died of SIGHUP: {}",
+        stderr(&users)
+    );
     server.stop();
 }
 
