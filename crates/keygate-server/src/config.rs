@@ -1235,6 +1235,15 @@ auth_failure_limit  = 10
 # [rotation.hooks.openai-admin]
 # command = ["/usr/local/bin/rotate-openai"]   # reads the current value on stdin, prints the new one
 
+# Several replicas (storage.url on PostgreSQL): Redis shared by them for rate limits, the
+# DPoP replay cache and change announcements; and the load balancer whose X-Forwarded-For
+# names the client.
+# [coordination]
+# redis    = "redis://:PASSWORD@10.0.0.21:6379/0"
+# replicas = 3                      # while Redis is down each replica allows limit ÷ replicas
+# [http]
+# trusted_proxies = ["10.0.0.10"]
+
 [log]
 format = "json"   # or "text"
 level  = "info"   # KEYGATE_LOG overrides this filter
