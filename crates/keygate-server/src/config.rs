@@ -114,7 +114,8 @@ struct RawCoordination {
 /// limits, the DPoP replay cache, and the announcement of every security-relevant change.
 #[derive(Clone)]
 pub struct CoordinationSettings {
-    /// `redis://` or `rediss://` (TLS) URL; may carry a password, so never printed.
+    /// `redis://` URL (TLS to Redis is not supported yet); may carry a password, so never
+    /// printed.
     pub redis_url: secrecy::SecretString,
     /// Prefix of every key and channel (several deployments may share one Redis).
     pub key_prefix: String,

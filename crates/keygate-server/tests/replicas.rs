@@ -494,3 +494,183 @@ async fn redis_down_means_local_shares_and_503_for_dpop_then_recovery() {
     }
     c.stop().await;
 }
+
+/// A TCP forwarder to PostgreSQL that the test can cut (every connection dropped, new
+/// ones refused) and restore.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Cuttable {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (c, l) = (cut.clone(), live.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if c.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                l.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { addr, cut, live }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.live.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_means_503_with_a_clear_body_then_recovery() {
+    let test = "postgres_unreachable_means_503_with_a_clear_body_then_recovery";
+    let Ok(base) = std::env::var("KEYGATE_TEST_POSTGRES_URL") else {
+        println!("skipped: {test} (KEYGATE_TEST_POSTGRES_URL is not set)");
+        return;
+    };
+    let mut target = url::Url::parse(&base).unwrap();
+    let pg: std::net::SocketAddr = format!(
+        "{}:{}",
+        target.host_str().unwrap(),
+        target.port().unwrap_or(5432)
+    )
+    .parse()
+    .unwrap();
+    let proxy = Cuttable::start(pg).await;
+    // The server reaches the (test's own) schema through the proxy.
+    let mut app =
+        TestApp::spawn_prepared(Some(test), |_| {}, &[("KEYGATE_TOKENS__DPOP", "optional")])
+            .await
+            .unwrap();
+    app.stop().await;
+    target = url::Url::parse(app.db.as_ref().unwrap().url()).unwrap();
+    target.set_port(Some(proxy.addr.port())).unwrap();
+    let through = target.to_string();
+    let server = keygate_server::start(common::load_config(
+        app.dir.path(),
+        &[
+            ("KEYGATE_STORAGE__URL", through.as_str()),
+            ("KEYGATE_TOKENS__DPOP", "optional"),
+        ],
+    ))
+    .await
+    .unwrap();
+    app.base = format!("http://{}", server.addr());
+    app.server = Some(server);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let up = upstream(seen.clone()).await;
+    let (s, _) = app.put("partner", json!({"value": "sk-partner-v1"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let routes = format!(
+        "[routes.open]\nupstream = \"{up}\"\nsecret = \"partner\"\n\
+         inject = {{ header = \"Authorization\", value = \"Bearer {{secret}}\" }}\n\
+         allow = [\"GET /v1/*\"]\nscopes = [\"reports\"]\n"
+    );
+    let (s, _) = app
+        .call(
+            reqwest::Method::PUT,
+            "/admin/v1/routes",
+            Some(json!({"toml": routes})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, c) = app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/clients",
+            Some(json!({"name": "backend", "type": "confidential", "scopes": ["reports"]})),
+        )
+        .await;
+    let (id, secret) = (
+        c["client_id"].as_str().unwrap().to_owned(),
+        c["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let token = |app: &TestApp| {
+        app.http
+            .post(format!("{}/oauth2/token", app.base))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "reports")])
+            .send()
+    };
+    let r = token(&app).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = |app: &TestApp| {
+        app.http
+            .get(format!("{}/proxy/open/v1/x", app.base))
+            .bearer_auth(&access)
+            .send()
+    };
+    assert_eq!(call(&app).await.unwrap().status(), StatusCode::OK);
+
+    proxy.cut();
+    // Past the 1 s bound on a cached "still live" answer, nothing is answered from
+    // memory: the proxy, the token endpoint, the admin API and /readyz say 503.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = Instant::now();
+    let r = call(&app).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = token(&app).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    let (s, b) = app.get("/admin/v1/secrets").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(b["message"].as_str().unwrap_or_default().len() > 10, "{b}");
+    let r = reqwest::get(format!("{}/readyz", app.base)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    println!(
+        "four refusals while PostgreSQL was cut took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "nothing forwarded while down"
+    );
+
+    proxy.restore();
+    let restored = Instant::now();
+    let deadline = restored + Duration::from_secs(20);
+    loop {
+        let ok = call(&app).await.unwrap().status() == StatusCode::OK
+            && token(&app).await.unwrap().status() == StatusCode::OK;
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after PostgreSQL came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "recovered {:?} after PostgreSQL came back",
+        restored.elapsed()
+    );
+    app.stop().await;
+}

@@ -42,6 +42,10 @@ pub(crate) struct Head {
 }
 
 /// A [`Store`] on SQLite or PostgreSQL, chosen by the URL's scheme.
+/// How long a PostgreSQL query waits for a connection before the store reports itself
+/// unavailable.
+pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(crate) backend: Backend,
@@ -168,9 +172,11 @@ impl SqlStore {
             Backend::Postgres => {
                 let opts = AnyConnectOptions::from_str(url)
                     .map_err(|e| StoreError::BadUrl(e.to_string()))?;
+                // A database that cannot be reached answers "unavailable" (503) within
+                // POSTGRES_ACQUIRE_TIMEOUT instead of holding every request for long.
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                     .connect_with(opts)
                     .await?;
                 POSTGRES_MIGRATIONS.run(&pool).await?;
