@@ -737,6 +737,7 @@ pub async fn start_with_options(
     }
     if let Some(t) = tokens {
         tokio::spawn(replay_horizon_loop(t.clone(), stop_rx.clone()));
+        tokio::spawn(follow_keys(t.clone(), stop_rx.clone()));
         tokio::spawn(token_maintenance(t, stop_rx));
     }
     match vault.sealed() {
@@ -1224,6 +1225,27 @@ async fn replay_horizon_loop(tokens: Arc<oauth::TokenService>, mut stop: watch::
 /// Once a minute: scheduled signing-key rotation (S06), picking up keys another replica
 /// rotated, and dropping expired DPoP (and CI `jti`) replay entries, expired machine tokens
 /// and old quota counters.
+/// Reads the signing keys again when the store's change epoch moves (with
+/// `[coordination]`, as soon as another replica announces a change, such as a key
+/// rotation), at most once a second; the maintenance task also reads them every minute.
+async fn follow_keys(tokens: Arc<oauth::TokenService>, mut stop: watch::Receiver<bool>) {
+    let mut seen = tokens.store.change_epoch();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let epoch = tokens.store.change_epoch();
+        if epoch == seen {
+            continue;
+        }
+        seen = epoch;
+        if let Err(e) = tokens.reload_keys().await {
+            tracing::warn!(error = %e, "reloading signing keys failed");
+        }
+    }
+}
+
 async fn token_maintenance(tokens: Arc<oauth::TokenService>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -689,10 +689,25 @@ impl TokenStore for SqlStore {
     async fn save_signing_keys(
         &self,
         keys: Vec<SigningKeyRecord>,
+        expected: &[String],
         audit: AuditEvent,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        // Write transactions are serialised (one SQLite writer; the audit head row locked
+        // on PostgreSQL), so the check and the replacement cannot interleave with another.
         let mut tx = self.begin_write().await?;
+        let mut stored: Vec<String> = sqlx::query("SELECT kid FROM signing_keys")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut wanted = expected.to_vec();
+        stored.sort();
+        wanted.sort();
+        if stored != wanted {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM signing_keys")
             .execute(&mut *tx)
             .await?;
@@ -712,7 +727,7 @@ impl TokenStore for SqlStore {
         }
         self.append(&mut tx, audit, now_ms).await?;
         self.commit(tx).await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn dpop_seen(&self, key: &[u8], expires_ms: i64, now_ms: i64) -> Result<bool> {

@@ -274,13 +274,17 @@ pub trait TokenStore: Send + Sync {
     // --- signing keys ---
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
-    /// Replaces the whole key set (after a rotation or a prune) in one transaction.
+    /// Replaces the whole key set (the first set, a rotation, a prune) in one
+    /// transaction, if the stored key ids are still exactly `expected` (none for the
+    /// first set). `false`, and nothing written, when another writer (a replica starting
+    /// or rotating at the same moment) changed them first: the caller reads them again.
     async fn save_signing_keys(
         &self,
         keys: Vec<SigningKeyRecord>,
+        expected: &[String],
         audit: AuditEvent,
         now_ms: i64,
-    ) -> Result<()>;
+    ) -> Result<bool>;
 
     // --- DPoP replay cache (S14) ---
 

@@ -803,6 +803,68 @@ async fn dpop_replay_keys_are_seen_once_until_they_expire(db: &TestDb) {
     store.close().await;
 }
 
+on_both_backends!(signing_keys_are_replaced_only_from_the_set_read);
+
+fn key_rec(kid: &str, state: &str) -> keygate_store::SigningKeyRecord {
+    keygate_store::SigningKeyRecord {
+        kid: kid.into(),
+        alg: "EdDSA".into(),
+        sealed_private: vec![1; 40],
+        state: state.into(),
+        created_ms: 1,
+        changed_ms: 1,
+    }
+}
+
+/// Two replicas starting (or rotating) at once: the first writer wins, the second is
+/// told so and writes nothing.
+async fn signing_keys_are_replaced_only_from_the_set_read(db: &TestDb) {
+    let store = open(db).await;
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    assert!(
+        store
+            .save_signing_keys(vec![key_rec("a", "active")], &[], ev("keys.bootstrap"), 2)
+            .await
+            .unwrap()
+    );
+    // A second first set loses.
+    assert!(
+        !store
+            .save_signing_keys(vec![key_rec("b", "active")], &[], ev("keys.bootstrap"), 2)
+            .await
+            .unwrap()
+    );
+    // A rotation from the stored set wins; one from a stale set loses.
+    let rotated = vec![key_rec("a", "active"), key_rec("c", "next")];
+    assert!(
+        store
+            .save_signing_keys(rotated, &["a".into()], ev("keys.rotate"), 3)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .save_signing_keys(
+                vec![key_rec("a", "retired"), key_rec("d", "active")],
+                &["a".into()],
+                ev("keys.rotate"),
+                3,
+            )
+            .await
+            .unwrap()
+    );
+    let mut kids: Vec<String> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    kids.sort();
+    assert_eq!(kids, ["a", "c"]);
+    assert_chain_intact(&store).await;
+}
+
 on_both_backends!(quotas_count_atomically_per_window);
 
 async fn quotas_count_atomically_per_window(db: &TestDb) {

@@ -364,9 +364,17 @@ impl TokenService {
             Some(stored) => *service.keys.write().await = Arc::new(stored),
             None => {
                 let fresh = service.keys().await;
-                service
-                    .save_keys(&fresh, "system", "keys.bootstrap")
+                let saved = service
+                    .save_keys(&fresh, &[], "system", "keys.bootstrap")
                     .await?;
+                if !saved {
+                    // Another replica, starting at the same moment, stored the first set:
+                    // every replica signs with that one.
+                    let stored = service.load_keys().await?.ok_or_else(|| {
+                        StartError::Keys("the signing keys changed while starting".into())
+                    })?;
+                    *service.keys.write().await = Arc::new(stored);
+                }
             }
         }
         Ok(service)
@@ -419,9 +427,10 @@ impl TokenService {
     async fn save_keys(
         &self,
         set: &SigningKeySet,
+        expected: &[String],
         actor: &str,
         action: &str,
-    ) -> Result<(), StartError> {
+    ) -> Result<bool, StartError> {
         use secrecy::ExposeSecret;
         let mut records = Vec::new();
         for e in set.entries() {
@@ -452,14 +461,15 @@ impl TokenService {
             .iter()
             .map(|e| e.kid.as_str().to_owned())
             .collect();
-        self.store
+        Ok(self
+            .store
             .save_signing_keys(
                 records,
+                expected,
                 AuditEvent::new(actor, action, Outcome::Success).detail("kids", kids),
                 now_ms(),
             )
-            .await?;
-        Ok(())
+            .await?)
     }
 
     /// One rotation step, on schedule or on demand (`force`):
@@ -478,6 +488,11 @@ impl TokenService {
         let Some(mut set) = self.load_keys().await? else {
             return Ok(None);
         };
+        let loaded: Vec<String> = set
+            .entries()
+            .iter()
+            .map(|e| e.kid.as_str().to_owned())
+            .collect();
         let policy = rotation_policy(&self.settings);
         let active_since = set.active().map(|e| e.published_at).unwrap_or(now);
         let next = set
@@ -530,7 +545,13 @@ impl TokenService {
         if what.is_empty() {
             return Ok(None);
         }
-        self.save_keys(&set, actor, "keys.rotate").await?;
+        if !self.save_keys(&set, &loaded, actor, "keys.rotate").await? {
+            // Another replica rotated first: take its set, not ours.
+            self.reload_keys().await?;
+            return Ok(Some(
+                "another replica rotated the keys first; using its set".into(),
+            ));
+        }
         *self.keys.write().await = Arc::new(set);
         Ok(Some(what.join("; ")))
     }
