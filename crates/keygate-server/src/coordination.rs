@@ -79,6 +79,9 @@ pub struct Coordinator {
     subscribed: AtomicBool,
     /// Tags this replica's announcements, so it ignores its own.
     replica_id: String,
+    /// When a first connection last failed: calls meanwhile fail at once instead of each
+    /// waiting for a connect timeout.
+    failed_connect: std::sync::Mutex<Option<std::time::Instant>>,
     gcra: redis::Script,
 }
 
@@ -111,6 +114,7 @@ impl Coordinator {
             healthy: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             replica_id,
+            failed_connect: std::sync::Mutex::new(None),
             gcra: redis::Script::new(GCRA),
         });
         match coordinator.ensure_connected().await {
@@ -156,6 +160,15 @@ impl Coordinator {
         if let Some(c) = self.conn.read().ok().and_then(|c| c.clone()) {
             return Ok(c);
         }
+        let recently_failed = self
+            .failed_connect
+            .lock()
+            .ok()
+            .and_then(|f| *f)
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+        if recently_failed {
+            return Err(Unavailable("not connected yet".into()));
+        }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(self.settings.timeout)
             .set_response_timeout(self.settings.timeout)
@@ -165,8 +178,13 @@ impl Coordinator {
             ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
-        .map_err(|_| Unavailable("connect timed out".into()))?
-        .map_err(|e| Unavailable(why(&e)))?;
+        .map_err(|_| Unavailable("connect timed out".into()))
+        .and_then(|r| r.map_err(|e| Unavailable(why(&e))))
+        .inspect_err(|_| {
+            if let Ok(mut f) = self.failed_connect.lock() {
+                *f = Some(std::time::Instant::now());
+            }
+        })?;
         if let Ok(mut c) = self.conn.write() {
             *c = Some(made.clone());
         }

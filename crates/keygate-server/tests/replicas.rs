@@ -674,3 +674,38 @@ async fn postgres_unreachable_means_503_with_a_clear_body_then_recovery() {
     );
     app.stop().await;
 }
+
+/// Redis unreachable at start: refused with a clear error naming the setting (required,
+/// the default), or started degraded with `coordination.required = false`, its limits
+/// local shares and `/readyz` saying so. Needs no Redis: the address is a closed port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_at_start_is_refused_or_degraded_as_configured() {
+    let closed = format!("redis://:sekret@127.0.0.1:{}", common::free_addr().port());
+    let dir = tempfile::tempdir().unwrap();
+    keygate_server::init_dir(dir.path(), common::free_addr())
+        .await
+        .unwrap();
+    let required = keygate_server::start(common::load_config(
+        dir.path(),
+        &[("KEYGATE_COORDINATION__REDIS", closed.as_str())],
+    ))
+    .await;
+    let e = format!("{:#}", required.err().expect("started without Redis"));
+    assert!(e.contains("coordination.redis"), "{e}");
+    assert!(e.contains("coordination.required = false"), "{e}");
+    assert!(!e.contains("sekret"), "{e}");
+
+    let server = keygate_server::start(common::load_config(
+        dir.path(),
+        &[
+            ("KEYGATE_COORDINATION__REDIS", closed.as_str()),
+            ("KEYGATE_COORDINATION__REQUIRED", "false"),
+        ],
+    ))
+    .await
+    .unwrap();
+    let r = readyz(&format!("http://{}", server.addr())).await;
+    assert_eq!(r["ready"], true, "{r}");
+    assert!(r["degraded"].is_string(), "{r}");
+    server.shutdown().await;
+}
