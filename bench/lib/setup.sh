@@ -98,7 +98,7 @@ bench_keygate() {
   local dir="${BENCH_KEYGATE_DIR:-$WORK/keygate}"
   local storage=()
   [ -n "${BENCH_KEYGATE_STORAGE_URL:-}" ] && storage=(--storage-url "$BENCH_KEYGATE_STORAGE_URL")
-  init="$(env -u KEYGATE_STORAGE__URL "$KEYGATE" init --dir "$dir" --listen "127.0.0.1:$port" "${storage[@]}" --format json)"
+  init="$("$KEYGATE" init --dir "$dir" --listen "127.0.0.1:$port" "${storage[@]}" --format json)"
   admin_token="$(printf %s "$init" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
   printf '\n%s\n' "${BENCH_KEYGATE_APPEND-$BENCH_MONITOR_ALERT_ONLY}" >> "$dir/keygate.toml"
   # DPoP "optional" lets the confidential client's Bearer token through; a DPoP-bound
