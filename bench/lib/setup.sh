@@ -88,13 +88,17 @@ CONF
 # measurement into one of 429s. bench_keygate appends it unless BENCH_KEYGATE_APPEND is set.
 BENCH_MONITOR_ALERT_ONLY=$'[monitor]\ninterval = "2s"\n\n[[monitor.rules]]\nname = "user-spike"\nkind = "spike"\nscope = "user"\nwindow = "15s"\nfactor = 10.0\nmin_calls = 12\nactions = ["alert"]\n\n[[monitor.rules]]\nname = "user-ceiling"\nkind = "ceiling"\nscope = "user"\ncalls_per_minute = 300\nactions = ["alert"]'
 
+# With BENCH_KEYGATE_STORAGE_URL set (postgres://…), `keygate init` sets up that store
+# instead of SQLite in the directory.
 # bench_keygate PORT UPSTREAM_PORT [NAME=VALUE]…
 bench_keygate() {
   local port="$1" upstream_port="$2"
   shift 2
   local init admin_token client
   local dir="${BENCH_KEYGATE_DIR:-$WORK/keygate}"
-  init="$("$KEYGATE" init --dir "$dir" --listen "127.0.0.1:$port" --format json)"
+  local storage=()
+  [ -n "${BENCH_KEYGATE_STORAGE_URL:-}" ] && storage=(--storage-url "$BENCH_KEYGATE_STORAGE_URL")
+  init="$("$KEYGATE" init --dir "$dir" --listen "127.0.0.1:$port" "${storage[@]}" --format json)"
   admin_token="$(printf %s "$init" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
   printf '\n%s\n' "${BENCH_KEYGATE_APPEND-$BENCH_MONITOR_ALERT_ONLY}" >> "$dir/keygate.toml"
   # DPoP "optional" lets the confidential client's Bearer token through; a DPoP-bound
