@@ -15,6 +15,8 @@
 
 mod common;
 
+use common::recording_upstream as upstream;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -80,26 +82,6 @@ fn self_signed(cn: &str) -> ClientCert {
     let key = KeyPair::generate().unwrap();
     let cert = client_params(cn, &[]).self_signed(&key).unwrap();
     ClientCert { cert, key }
-}
-
-/// An upstream that answers 200 and records the Authorization header it was sent.
-async fn upstream(seen: Arc<Mutex<Vec<String>>>) -> String {
-    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-        let seen = seen.clone();
-        async move {
-            let auth = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            seen.lock().unwrap().push(auth);
-            axum::Json(json!({"ok": true}))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
 }
 
 struct World {

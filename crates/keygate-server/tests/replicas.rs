@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::recording_upstream as upstream;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,26 +42,6 @@ fn now() -> UnixTime {
             .unwrap()
             .as_secs() as i64,
     )
-}
-
-/// An upstream that answers 200 and records the Authorization header it was sent.
-async fn upstream(seen: Arc<Mutex<Vec<String>>>) -> String {
-    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-        let seen = seen.clone();
-        async move {
-            let auth = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            seen.lock().unwrap().push(auth);
-            axum::Json(json!({"ok": true}))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
 }
 
 /// Deletes every key under `prefix` (the test's own).

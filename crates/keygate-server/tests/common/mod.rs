@@ -266,3 +266,24 @@ pub fn status_of(raw_response: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// An upstream that answers every request 200 with `{"ok":true}` and records the
+/// `Authorization` header it was sent (the key keygate injected); its base URL.
+pub async fn recording_upstream(seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> String {
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            seen.lock().unwrap().push(auth);
+            axum::Json(serde_json::json!({"ok": true}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
