@@ -818,10 +818,8 @@ async fn accept(
 pub struct Served {
     /// The admin API's own listener (`[admin] listen`).
     pub admin_listener: bool,
-    /// `CN=…, sha256:…` of the client certificate the connection presented, if any.
-    pub client_cert: Option<Arc<str>>,
-    /// That certificate, for client authentication and certificate-bound tokens
-    /// (RFC 8705).
+    /// The client certificate the connection presented, if any: for the admin's audit
+    /// actor, client authentication and certificate-bound tokens (RFC 8705).
     pub peer_cert: Option<Arc<mtls::PeerCertificate>>,
 }
 
@@ -974,7 +972,6 @@ fn serve_connection(
     let Some(acceptor) = listener.acceptor.clone() else {
         let served = Served {
             admin_listener: listener.admin,
-            client_cert: None,
             peer_cert: None,
         };
         let service = connection_service(app, entry, peer, false, served, listener.trusted.clone());
@@ -1013,9 +1010,6 @@ fn serve_connection(
         let chain = session.peer_certificates().unwrap_or_default();
         let served = Served {
             admin_listener: admin,
-            client_cert: chain
-                .first()
-                .map(|c| Arc::from(tls::describe_client_cert(c))),
             peer_cert: mtls::PeerCertificate::from_chain(chain).map(Arc::new),
         };
         let h2 = session.alpn_protocol() == Some(b"h2".as_slice());

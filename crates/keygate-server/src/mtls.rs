@@ -56,6 +56,14 @@ impl PeerCertificate {
         &self.thumbprint
     }
 
+    /// `CN=…, sha256:…` for logs and the audit actor, made only when one is written
+    /// (not on every connection).
+    pub fn describe(&self) -> String {
+        self.leaf()
+            .map(crate::tls::describe_client_cert)
+            .unwrap_or_default()
+    }
+
     fn leaf(&self) -> Option<&CertificateDer<'static>> {
         self.chain.first()
     }

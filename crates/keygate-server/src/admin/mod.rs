@@ -94,7 +94,8 @@ impl FromRequestParts<AppState> for Admin {
                     let cert = parts
                         .extensions
                         .get::<crate::Served>()
-                        .and_then(|s| s.client_cert.clone());
+                        .and_then(|s| s.peer_cert.as_ref())
+                        .map(|c| std::sync::Arc::from(c.describe()));
                     return Ok(Admin { id, cert });
                 }
                 if token.starts_with(keygate_auth::opaque::TokenKind::Machine.prefix()) {
