@@ -237,6 +237,14 @@ impl Prefix {
             },
         }
     }
+
+    /// The prefix's first address: `Prefix::of(p.base()) == p`.
+    pub(crate) fn base(&self) -> IpAddr {
+        match *self {
+            Self::V4([a, b, c]) => IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0)),
+            Self::V6([a, b, c]) => IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0)),
+        }
+    }
 }
 
 impl fmt::Display for Prefix {

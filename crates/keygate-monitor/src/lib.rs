@@ -49,10 +49,12 @@
 
 pub mod clock;
 pub mod config;
+pub mod delta;
 pub mod finding;
 pub mod geo;
 mod monitor;
 
+pub use delta::Delta;
 pub use finding::{Action, Finding, RuleKind, Subject};
 pub use monitor::{DroppedCounts, IncidentSnapshot, Monitor, Signal, Snapshot, SubjectSnapshot};
 

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::Clock;
 use crate::config::{MonitorConfig, Rule, RuleParams, Scope};
+use crate::delta::{Delta, RefusalDelta, RefusalKey, SessionDelta};
 use crate::finding::{Finding, Prefix, RuleKind, Subject};
 use crate::geo::GeoDb;
 
@@ -154,6 +155,7 @@ struct Dropped {
     sessions: AtomicU64,
     addresses: AtomicU64,
     signals: AtomicU64,
+    stale: AtomicU64,
 }
 
 /// An exponentially decayed call count: `sum` is Σ calls × e^(−age/τ), so `sum / τ` is
@@ -355,6 +357,8 @@ pub struct DroppedCounts {
     pub signals: u64,
     /// Users, routes, families or refusal keys forgotten to stay within `max_subjects`.
     pub forgotten: u64,
+    /// Other replicas' intervals that arrived too late to count, or did not parse.
+    pub stale_deltas: u64,
 }
 
 /// The monitor's state for the console.
@@ -391,6 +395,8 @@ pub struct Monitor {
     per_shard_keys: usize,
     dropped: Dropped,
     state: Mutex<State>,
+    /// Incidents acknowledged here since the last shared evaluation, for the others.
+    resets: Mutex<Vec<String>>,
     interval_ms: i64,
     keep_ms: i64,
 }
@@ -488,6 +494,7 @@ impl Monitor {
                 ..State::default()
             }),
             per_shard_keys,
+            resets: Mutex::new(Vec::new()),
             dropped: Dropped::default(),
             hasher: RandomState::new(),
             keep_ms: longest.max(60_000),
@@ -672,12 +679,30 @@ impl Monitor {
     /// Closes the current interval, folds it into the baselines, runs every rule and
     /// applies each incident's ladder. Returns the actions due now.
     pub fn evaluate(&self) -> Vec<Finding> {
+        if let Ok(mut resets) = self.resets.lock() {
+            // Only a shared evaluation sends acknowledgements on.
+            resets.clear();
+        }
+        self.close(Vec::new(), false).0
+    }
+
+    /// [`Monitor::evaluate`] for one of several replicas: `remote` are the deltas the
+    /// other replicas published since the last call; they are folded into this interval
+    /// with this replica's own counts, and their acknowledgements close the same
+    /// incidents here. Returns the findings and this replica's own delta (its counts
+    /// alone, and its acknowledgements) for the others. Deltas closed more than ten
+    /// intervals (at least 30 s) ago are dropped and counted (`stale_deltas`).
+    pub fn evaluate_shared(&self, remote: Vec<Delta>) -> (Vec<Finding>, Delta) {
+        self.close(remote, true)
+    }
+
+    fn close(&self, remote: Vec<Delta>, export: bool) -> (Vec<Finding>, Delta) {
         if !self.config.enabled {
-            return Vec::new();
+            return (Vec::new(), Delta::default());
         }
         let now = self.clock.now_ms();
         let Ok(mut guard) = self.state.lock() else {
-            return Vec::new();
+            return (Vec::new(), Delta::default());
         };
         let st = &mut *guard;
         // The only work under the hot-path locks: swapping in last round's cleared maps.
@@ -689,6 +714,24 @@ impl Monitor {
         }
         if let Ok(mut sig) = self.signals.lock() {
             std::mem::swap(&mut *sig, &mut st.spare_signals);
+        }
+        let mut local = Delta::default();
+        if export {
+            local = self.export(&spare, &st.spare_signals, now);
+            if let Ok(mut resets) = self.resets.lock() {
+                local.resets = std::mem::take(&mut *resets);
+            }
+        }
+        let stale_ms = (self.interval_ms * 10).max(30_000);
+        for delta in remote {
+            if now - delta.at_ms > stale_ms {
+                self.dropped.stale.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            for incident in &delta.resets {
+                self.reset_in(st, incident, now);
+            }
+            self.merge(&mut spare, &mut st.spare_signals, delta);
         }
         let dt = st
             .last_eval_ms
@@ -765,7 +808,196 @@ impl Monitor {
             st.refusals.retain(|_, r| now - r.last_ms < keep);
         }
         st.forgotten += forget_oldest(&mut st.refusals, max, |r| r.last_ms);
-        findings
+        (findings, local)
+    }
+
+    fn shard_of<K: Hash>(&self, key: &K) -> usize {
+        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    }
+
+    /// This replica's closed interval, as the others receive it.
+    fn export(&self, spare: &[Accum], signals: &SignalAccum, now: i64) -> Delta {
+        let mut d = Delta {
+            at_ms: now,
+            ..Delta::default()
+        };
+        for accum in spare {
+            for (user, c) in &accum.users {
+                d.users
+                    .push((user.as_str().to_owned(), c.calls, c.cost, c.first_ms));
+            }
+            for (route, c) in &accum.routes {
+                d.routes
+                    .push((route.as_str().to_owned(), c.calls, c.cost, c.first_ms));
+            }
+            for (session, s) in &accum.sessions {
+                d.sessions.push(SessionDelta {
+                    session: session.as_str().to_owned(),
+                    user: s.user.as_str().to_owned(),
+                    jkt: s.jkt.as_ref().map(|j| j.as_str().to_owned()),
+                    jkt_changed: s.jkt_changed,
+                    ips: s.ips.iter().flatten().copied().collect(),
+                });
+            }
+        }
+        for (key, r) in &signals.refusals {
+            d.refusals.push(RefusalDelta {
+                key: match key {
+                    RefKey::Ip(prefix) => RefusalKey::Ip(prefix.base()),
+                    RefKey::Client(c) => RefusalKey::Client(c.as_str().to_owned()),
+                    RefKey::User(u) => RefusalKey::User(u.as_str().to_owned()),
+                },
+                token: r.token,
+                proof: r.proof,
+                login: r.login,
+                first_ms: r.first_ms,
+            });
+        }
+        for m in &signals.mismatches {
+            d.mismatches.push((
+                m.session.as_str().to_owned(),
+                m.user.as_str().to_owned(),
+                m.ip,
+                m.at_ms,
+            ));
+        }
+        d
+    }
+
+    /// Adds another replica's interval to this one's, within the same bounds as
+    /// [`Monitor::observe`]; ids that do not parse are dropped and counted.
+    fn merge(&self, spare: &mut [Accum], signals: &mut SignalAccum, delta: Delta) {
+        let dropped = &self.dropped;
+        for (user, calls, cost, first_ms) in delta.users {
+            let Ok(user) = UserId::parse(&user) else {
+                dropped.stale.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let Some(acc) = spare.get_mut(self.shard_of(&user)) else {
+                continue;
+            };
+            let room = acc.keys() < self.per_shard_keys;
+            if let Some(c) = bump(
+                &mut acc.users,
+                &user,
+                room,
+                || Count::new(first_ms),
+                &dropped.users,
+            ) {
+                c.calls = c.calls.saturating_add(calls);
+                c.cost = c.cost.saturating_add(cost);
+                c.first_ms = c.first_ms.min(first_ms);
+            }
+        }
+        for (route, calls, cost, first_ms) in delta.routes {
+            let Ok(route) = RouteName::parse(&route) else {
+                dropped.stale.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let Some(acc) = spare.get_mut(self.shard_of(&route)) else {
+                continue;
+            };
+            let room = acc.keys() < self.per_shard_keys;
+            if let Some(c) = bump(
+                &mut acc.routes,
+                &route,
+                room,
+                || Count::new(first_ms),
+                &dropped.routes,
+            ) {
+                c.calls = c.calls.saturating_add(calls);
+                c.cost = c.cost.saturating_add(cost);
+                c.first_ms = c.first_ms.min(first_ms);
+            }
+        }
+        for s in delta.sessions {
+            let (Ok(session), Ok(user)) = (SessionId::parse(&s.session), UserId::parse(&s.user))
+            else {
+                dropped.stale.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let jkt = s.jkt.as_deref().and_then(Jkt::parse);
+            let Some(acc) = spare.get_mut(self.shard_of(&user)) else {
+                continue;
+            };
+            let room = acc.keys() < self.per_shard_keys;
+            let fresh = || SessionCount {
+                user: user.clone(),
+                jkt: None,
+                jkt_changed: false,
+                ips: [None; IPS_PER_INTERVAL],
+            };
+            let Some(count) = bump(&mut acc.sessions, &session, room, fresh, &dropped.sessions)
+            else {
+                continue;
+            };
+            count.jkt_changed |= s.jkt_changed;
+            match (&count.jkt, jkt) {
+                (Some(a), Some(b)) if *a != b => count.jkt_changed = true,
+                (None, Some(b)) => count.jkt = Some(b),
+                _ => {}
+            }
+            for (ip, at_ms) in s.ips {
+                let prefix = Prefix::of(ip);
+                if count
+                    .ips
+                    .iter()
+                    .flatten()
+                    .any(|(seen, _)| Prefix::of(*seen) == prefix)
+                {
+                    continue;
+                }
+                match count.ips.iter_mut().find(|slot| slot.is_none()) {
+                    Some(slot) => *slot = Some((ip, at_ms)),
+                    None => {
+                        dropped.addresses.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        for r in delta.refusals {
+            let key = match r.key {
+                RefusalKey::Ip(ip) => Some(RefKey::Ip(Prefix::of(ip))),
+                RefusalKey::Client(c) => ClientId::parse(&c).ok().map(RefKey::Client),
+                RefusalKey::User(u) => UserId::parse(&u).ok().map(RefKey::User),
+            };
+            let Some(key) = key else {
+                dropped.stale.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let room = signals.refusals.len() < self.config.max_keys;
+            if let Some(c) = bump(
+                &mut signals.refusals,
+                &key,
+                room,
+                || RefCount {
+                    first_ms: r.first_ms,
+                    ..RefCount::default()
+                },
+                &dropped.signals,
+            ) {
+                c.token = c.token.saturating_add(r.token);
+                c.proof = c.proof.saturating_add(r.proof);
+                c.login = c.login.saturating_add(r.login);
+                c.first_ms = c.first_ms.min(r.first_ms);
+            }
+        }
+        for (session, user, ip, at_ms) in delta.mismatches {
+            let (Ok(session), Ok(user)) = (SessionId::parse(&session), UserId::parse(&user)) else {
+                dropped.stale.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if signals.mismatches.len() < MAX_MISMATCHES {
+                signals.mismatches.push(Mismatch {
+                    session,
+                    user,
+                    ip,
+                    at_ms,
+                });
+            } else {
+                dropped.signals.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1209,14 +1441,25 @@ impl Monitor {
     /// Operator acknowledgement: closes `incident` (a [`Finding::incident`] key) so its
     /// ladder restarts at step 0. For a new-network incident the family's flagged networks
     /// become known; for a spike the baseline may learn the new rate at full speed.
+    /// With replicas, the acknowledgement travels in this replica's next delta and
+    /// closes the incident on the others too.
     pub fn reset_incident(&self, incident: &str) {
+        if let Ok(mut resets) = self.resets.lock() {
+            if resets.len() < MAX_MISMATCHES {
+                resets.push(incident.to_owned());
+            }
+        }
         let Ok(mut st) = self.state.lock() else {
             return;
         };
+        let now = self.clock.now_ms();
+        self.reset_in(&mut st, incident, now);
+    }
+
+    fn reset_in(&self, st: &mut State, incident: &str, now: i64) {
         let Some(inc) = st.incidents.remove(incident) else {
             return;
         };
-        let now = self.clock.now_ms();
         let kind = self.config.rules.get(inc.rule).map(|r| r.kind);
         match (&inc.subject, kind) {
             (Subject::Session { session, .. }, Some(RuleKind::NewNetwork)) => {
@@ -1265,6 +1508,7 @@ impl Monitor {
             addresses: d.addresses.load(Ordering::Relaxed),
             signals: d.signals.load(Ordering::Relaxed),
             forgotten: 0,
+            stale_deltas: d.stale.load(Ordering::Relaxed),
         };
         let mut users = Vec::new();
         let mut routes = Vec::new();

@@ -768,3 +768,131 @@ fn usage_sink_feeds_the_snapshot_which_serialises() {
     assert_eq!(json["incidents"][0]["subject"]["scope"], "session");
     assert_eq!(json["routes"][0]["name"], "openai");
 }
+
+/// Three replicas, each seeing a third of the traffic, exchanging deltas as the server
+/// does through Redis: `publish` collects each one's delta; each evaluation receives the
+/// others' since its last.
+struct Replicas {
+    clock: Arc<ManualClock>,
+    monitors: Vec<Monitor>,
+    /// (sender, delta) in publication order, through the wire form.
+    log: std::sync::Mutex<Vec<(usize, String)>>,
+    cursors: std::sync::Mutex<Vec<usize>>,
+}
+
+impl Replicas {
+    fn new(toml_text: &str, n: usize) -> Self {
+        let clock = Arc::new(ManualClock::new(T0));
+        let monitors = (0..n)
+            .map(|_| Monitor::new(config(toml_text), None, clock.clone()))
+            .collect();
+        Self {
+            clock,
+            monitors,
+            log: std::sync::Mutex::new(Vec::new()),
+            cursors: std::sync::Mutex::new(vec![0; n]),
+        }
+    }
+
+    /// One interval: every replica evaluates in turn; the findings per replica.
+    fn tick(&self) -> Vec<Vec<Finding>> {
+        self.clock.advance(self.monitors[0].interval());
+        let mut out = Vec::new();
+        for (i, m) in self.monitors.iter().enumerate() {
+            let remote: Vec<crate::Delta> = {
+                let log = self.log.lock().unwrap();
+                let mut cursors = self.cursors.lock().unwrap();
+                let from = cursors[i];
+                cursors[i] = log.len();
+                log[from..]
+                    .iter()
+                    .filter(|(sender, _)| *sender != i)
+                    .map(|(_, json)| serde_json::from_str(json).unwrap())
+                    .collect()
+            };
+            let (findings, delta) = m.evaluate_shared(remote);
+            if !delta.is_empty() {
+                let json = serde_json::to_string(&delta).unwrap();
+                self.log.lock().unwrap().push((i, json));
+            }
+            out.push(findings);
+        }
+        out
+    }
+}
+
+#[test]
+fn replicas_sharing_deltas_see_the_cluster_and_share_acknowledgements() {
+    let rules = "[monitor]\n[[monitor.rules]]\nname = \"calls\"\nkind = \"ceiling\"\ncalls_per_minute = 60\n";
+    // Alone, none of three replicas sees 90/min from one user spread over them.
+    let alone: Vec<Rig> = (0..3).map(|_| rig(rules)).collect();
+    let e = event("erin", "s1", "198.51.100.7");
+    for _ in 0..10 {
+        for r in &alone {
+            // One call per 2 s interval: 30 a minute each.
+            r.monitor.observe(&e);
+            assert!(r.tick().is_empty(), "one replica alone sees 30/min");
+        }
+    }
+    // Sharing, each sees the whole: the first to evaluate after the window fills fires.
+    let cluster = Replicas::new(rules, 3);
+    let mut fired = vec![Vec::new(); 3];
+    for _ in 0..10 {
+        for m in &cluster.monitors {
+            m.observe(&e);
+        }
+        for (i, f) in cluster.tick().into_iter().enumerate() {
+            fired[i].extend(f);
+        }
+    }
+    for (i, f) in fired.iter().enumerate() {
+        assert_eq!(f.len(), 1, "replica {i}: {f:#?}");
+        assert_eq!(f[0].incident, "calls:user:erin");
+        assert_eq!(f[0].step, 0);
+    }
+    // The snapshot shows the cluster's calls over the last minute (all 30 on the replica
+    // that evaluates last), not this replica's third.
+    assert_eq!(alone[2].monitor.snapshot().users[0].rate_per_min, 10.0);
+    assert_eq!(cluster.monitors[2].snapshot().users[0].rate_per_min, 30.0);
+
+    // Acknowledged on replica 1: the incident closes everywhere, so when the user goes on
+    // every replica opens it again at step 0 (the server lets one of them record it).
+    cluster.monitors[1].reset_incident("calls:user:erin");
+    let mut again = vec![Vec::new(); 3];
+    for _ in 0..2 {
+        for m in &cluster.monitors {
+            m.observe(&e);
+        }
+        for (i, f) in cluster.tick().into_iter().enumerate() {
+            again[i].extend(f);
+        }
+    }
+    for (i, f) in again.iter().enumerate() {
+        assert_eq!(f.len(), 1, "replica {i} after the acknowledgement: {f:#?}");
+        assert_eq!(f[0].step, 0);
+    }
+}
+
+#[test]
+fn stale_or_malformed_deltas_are_dropped_and_counted() {
+    let rules = "[monitor]\n[[monitor.rules]]\nname = \"calls\"\nkind = \"ceiling\"\ncalls_per_minute = 6\n";
+    let cluster = Replicas::new(rules, 2);
+    for _ in 0..10 {
+        cluster.monitors[0].observe(&event("erin", "s1", "198.51.100.7"));
+    }
+    cluster.clock.advance(Duration::from_secs(2));
+    let (_, delta) = cluster.monitors[0].evaluate_shared(Vec::new());
+    assert_eq!(delta.users.len(), 1);
+    // A minute later it is stale: replica 1 drops it rather than fold old calls in now.
+    cluster.clock.advance(Duration::from_secs(60));
+    let (findings, _) = cluster.monitors[1].evaluate_shared(vec![delta.clone()]);
+    assert!(findings.is_empty(), "{findings:#?}");
+    assert_eq!(cluster.monitors[1].snapshot().dropped.stale_deltas, 1);
+    // An id that does not parse is dropped; the rest of the delta counts.
+    let mut bad = delta;
+    bad.at_ms = cluster.clock.now_ms();
+    bad.users.push(("has space".into(), 50, 0, bad.at_ms));
+    let (findings, _) = cluster.monitors[1].evaluate_shared(vec![bad]);
+    assert_eq!(findings.len(), 1, "erin's 10 calls count: {findings:#?}");
+    assert_eq!(cluster.monitors[1].snapshot().dropped.stale_deltas, 2);
+}

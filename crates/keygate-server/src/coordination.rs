@@ -16,6 +16,11 @@
 //!   keys) reads again on the next call. A replica that (re)subscribes bumps it too, as it
 //!   may have missed announcements while disconnected.
 //!
+//! - **The monitor** ([`RedisMonitorPeers`]): each replica's interval counts go on a
+//!   stream every other replica folds in, so every replica evaluates the cluster's
+//!   traffic; one replica claims each incident step and records it (one alert per
+//!   incident, not one per replica), and every replica applies its throttles.
+//!
 //! Fail rules (S35): Redis down → each replica limits alone to `1/replicas` of each rate
 //! (`LimitGate`'s degraded fallback), never unlimited; DPoP calls get 503 (the replay
 //! cache fails closed: no other cache knows which proofs Redis has seen); revocations
@@ -377,6 +382,170 @@ impl Coordinator {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+        }
+    }
+}
+
+/// Deltas kept in the monitor's stream: enough for every replica to catch up after a
+/// few missed intervals, trimmed approximately (cheap).
+const MONITOR_STREAM_LEN: usize = 10_000;
+
+/// The monitor's exchange between replicas: each interval's delta goes on one Redis
+/// stream (`PREFIX:monitor:deltas`, tagged with the replica), every replica reads the
+/// stream from where it last stopped and skips its own entries; incident steps are
+/// claimed with `SET NX PX` on a hashed key. While Redis cannot be reached each replica
+/// evaluates alone and acts on what it finds (possibly duplicating another's alert); its
+/// cursor stays put, so it catches up with what it can still read, and the monitor drops
+/// what has grown stale.
+pub struct RedisMonitorPeers {
+    coordinator: Arc<Coordinator>,
+    /// The last stream id read; empty until the first read fixes a start on Redis's clock.
+    cursor: tokio::sync::Mutex<String>,
+}
+
+impl RedisMonitorPeers {
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        Self {
+            coordinator,
+            cursor: tokio::sync::Mutex::new(String::new()),
+        }
+    }
+
+    fn stream(&self) -> String {
+        format!("{}:monitor:deltas", self.coordinator.settings.key_prefix)
+    }
+
+    fn claim_key(&self, incident: &str, step: usize) -> String {
+        // Hashed: incident keys name users and sessions.
+        self.coordinator
+            .key("mclaim", format!("{incident}\n{step}").as_bytes())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::monitor::MonitorPeers for RedisMonitorPeers {
+    async fn receive(&self) -> Vec<keygate_monitor::Delta> {
+        use redis::streams::{StreamReadOptions, StreamReadReply};
+        let mut cursor = self.cursor.lock().await;
+        if cursor.is_empty() {
+            // Start at now on Redis's clock: older deltas are another replica's past.
+            let time: Result<(u64, u64), _> = self
+                .coordinator
+                .run(|mut conn| async move { redis::cmd("TIME").query_async(&mut conn).await })
+                .await;
+            match time {
+                Ok((secs, micros)) => *cursor = format!("{}-0", secs * 1000 + micros / 1000),
+                Err(_) => return Vec::new(),
+            }
+        }
+        let mut out = Vec::new();
+        // A bounded catch-up: at most a few pages per evaluation.
+        for _ in 0..8 {
+            let stream = self.stream();
+            let from = cursor.clone();
+            let reply: Result<StreamReadReply, _> = self
+                .coordinator
+                .run(|mut conn| async move {
+                    redis::AsyncCommands::xread_options(
+                        &mut conn,
+                        &[stream],
+                        &[from],
+                        &StreamReadOptions::default().count(256),
+                    )
+                    .await
+                })
+                .await;
+            let Ok(reply) = reply else { break };
+            let entries: Vec<redis::streams::StreamId> =
+                reply.keys.into_iter().flat_map(|k| k.ids).collect();
+            let full = entries.len() >= 256;
+            for entry in entries {
+                *cursor = entry.id.clone();
+                let from: Option<String> = entry.get("r");
+                if from.as_deref() == Some(self.coordinator.replica_id.as_str()) {
+                    continue;
+                }
+                let Some(json) = entry.get::<String>("d") else {
+                    continue;
+                };
+                match serde_json::from_str(&json) {
+                    Ok(delta) => out.push(delta),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an unreadable monitor delta from another replica was skipped");
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        out
+    }
+
+    async fn publish(&self, delta: &keygate_monitor::Delta) {
+        let Ok(json) = serde_json::to_string(delta) else {
+            return;
+        };
+        let stream = self.stream();
+        let id = self.coordinator.replica_id.clone();
+        let sent: Result<String, _> = self
+            .coordinator
+            .run(|mut conn| async move {
+                redis::cmd("XADD")
+                    .arg(stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(MONITOR_STREAM_LEN)
+                    .arg("*")
+                    .arg("r")
+                    .arg(id)
+                    .arg("d")
+                    .arg(json)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "this replica's monitor interval was not shared");
+        }
+    }
+
+    async fn claim(&self, incident: &str, step: usize, ttl: Duration) -> bool {
+        let key = self.claim_key(incident, step);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let id = self.coordinator.replica_id.clone();
+        let set: Result<Option<String>, _> = self
+            .coordinator
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(id)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        match set {
+            Ok(claimed) => claimed.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %e, %incident, "could not claim a monitor finding; acting on it here");
+                true
+            }
+        }
+    }
+
+    async fn release(&self, incident: &str, steps: usize) {
+        let keys: Vec<String> = (0..steps.max(1))
+            .map(|step| self.claim_key(incident, step))
+            .collect();
+        let deleted: Result<i64, _> = self
+            .coordinator
+            .run(|mut conn| async move { redis::cmd("DEL").arg(keys).query_async(&mut conn).await })
+            .await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, %incident, "could not release an acknowledged incident's claims");
         }
     }
 }

@@ -571,6 +571,9 @@ pub async fn start_with_options(
         clock,
         Arc::new(rotation::TeeNotify(sinks)),
     ));
+    if let (Some(m), Some(c)) = (&monitor, &coordinator) {
+        m.set_peers(Arc::new(coordination::RedisMonitorPeers::new(c.clone())));
+    }
     if let (Some(m), Some(px)) = (&monitor, &proxy) {
         m.set_notify(webhooks.clone());
         m.set_rotator(Arc::new(monitor::RouteKeyRotation {
@@ -1216,9 +1219,6 @@ async fn replay_horizon_loop(tokens: Arc<oauth::TokenService>, mut stop: watch::
     }
 }
 
-/// Once a minute: scheduled signing-key rotation (S06), picking up keys another replica
-/// rotated, and dropping expired DPoP (and CI `jti`) replay entries, expired machine tokens
-/// and old quota counters.
 /// Reads the signing keys again when the store's change epoch moves (with
 /// `[coordination]`, as soon as another replica announces a change, such as a key
 /// rotation), at most once a second; the maintenance task also reads them every minute.
@@ -1240,6 +1240,9 @@ async fn follow_keys(tokens: Arc<oauth::TokenService>, mut stop: watch::Receiver
     }
 }
 
+/// Once a minute: scheduled signing-key rotation (S06), picking up keys another replica
+/// rotated, and dropping expired DPoP (and CI `jti`) replay entries, expired machine tokens
+/// and old quota counters.
 async fn token_maintenance(tokens: Arc<oauth::TokenService>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -13,10 +13,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use keygate_audit::{AuditEvent, Outcome};
 use keygate_monitor::clock::Clock;
-use keygate_monitor::{Action, Finding, Monitor, Signal, Subject};
+use keygate_monitor::{Action, Delta, Finding, Monitor, Signal, Subject};
 use keygate_proxy::throttle::{NetPrefix, Throttle, ThrottleSubject, Throttles};
 use keygate_store::{AlertRecord, Store, StoreError};
 use serde_json::{Value, json};
@@ -38,6 +39,25 @@ pub trait AlertNotify: Send + Sync {
     fn alert(&self, alert: &Value);
 }
 
+/// The other replicas (`[coordination]`). Each replica's monitor folds in the others'
+/// intervals ([`keygate_monitor::Monitor::evaluate_shared`]), so all of them see the
+/// cluster's traffic and find the same incidents; one replica claims each incident step
+/// and records and carries it out, and every replica applies a throttle to its own proxy.
+#[async_trait::async_trait]
+pub trait MonitorPeers: Send + Sync {
+    /// The deltas the other replicas published since the last call; none while they
+    /// cannot be reached.
+    async fn receive(&self) -> Vec<Delta>;
+    /// Publishes this replica's delta.
+    async fn publish(&self, delta: &Delta);
+    /// Claims step `step` of `incident` for this replica for `ttl`. True when this replica
+    /// is to record and carry it out, which includes when no claim can be made: a
+    /// duplicate alert is better than a missed action.
+    async fn claim(&self, incident: &str, step: usize, ttl: Duration) -> bool;
+    /// Forgets the claims on the first `steps` steps of `incident` (acknowledged).
+    async fn release(&self, incident: &str, steps: usize);
+}
+
 /// The monitor and what it acts on.
 pub struct MonitorService {
     pub monitor: Arc<Monitor>,
@@ -46,6 +66,7 @@ pub struct MonitorService {
     store: Arc<dyn Store>,
     rotate: Mutex<Option<Arc<dyn RotateRoute>>>,
     notify: Mutex<Option<Arc<dyn AlertNotify>>>,
+    peers: Mutex<Option<Arc<dyn MonitorPeers>>>,
     /// (rule, action, outcome) → count, for `/metrics`. Rule names come from the
     /// configuration: a bounded label set with no user ids.
     counts: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
@@ -71,6 +92,7 @@ impl MonitorService {
             store,
             rotate: Mutex::new(None),
             notify: Mutex::new(None),
+            peers: Mutex::new(None),
             counts: Mutex::new(BTreeMap::new()),
         }
     }
@@ -89,6 +111,44 @@ impl MonitorService {
         }
     }
 
+    /// Connects the other replicas.
+    pub fn set_peers(&self, peers: Arc<dyn MonitorPeers>) {
+        if let Ok(mut p) = self.peers.lock() {
+            *p = Some(peers);
+        }
+    }
+
+    fn peers(&self) -> Option<Arc<dyn MonitorPeers>> {
+        self.peers.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// How long a claim on one of `rule`'s incident steps holds: the incident's expected
+    /// life (its cooldown and the ladder's escalations), at least a minute.
+    fn claim_ttl(&self, rule: &str) -> Duration {
+        let life = self
+            .monitor
+            .config()
+            .rules
+            .iter()
+            .find(|r| r.name == rule)
+            .map(|r| {
+                let steps = u32::try_from(r.ladder.len()).unwrap_or(u32::MAX);
+                r.cooldown
+                    .saturating_add(r.escalate_after.saturating_mul(steps))
+            })
+            .unwrap_or_default();
+        life.max(Duration::from_secs(60))
+    }
+
+    fn ladder_len(&self, rule: &str) -> usize {
+        self.monitor
+            .config()
+            .rules
+            .iter()
+            .find(|r| r.name == rule)
+            .map_or(0, |r| r.ladder.len())
+    }
+
     /// A signal from the token service or the proxy's refusals.
     pub fn signal(&self, signal: Signal) {
         self.monitor.signal(signal);
@@ -101,12 +161,34 @@ impl MonitorService {
 
     /// One evaluation: asks the monitor for findings and acts on each. Returns the
     /// alerts written.
+    ///
+    /// With other replicas, their intervals are folded in first and this one's published
+    /// after; each finding is carried out here only if this replica claims it, and
+    /// otherwise only its throttle is applied to this replica's proxy.
     pub async fn run_once(&self) -> Vec<AlertRecord> {
         let now = self.clock.now_ms();
         self.throttles.expire(now);
-        let findings = self.monitor.evaluate();
+        let peers = self.peers();
+        let findings = match &peers {
+            None => self.monitor.evaluate(),
+            Some(p) => {
+                let remote = p.receive().await;
+                let (findings, local) = self.monitor.evaluate_shared(remote);
+                if !local.is_empty() {
+                    p.publish(&local).await;
+                }
+                findings
+            }
+        };
         let mut out = Vec::with_capacity(findings.len());
         for finding in findings {
+            if let Some(p) = &peers {
+                let ttl = self.claim_ttl(&finding.rule);
+                if !p.claim(&finding.incident, finding.step, ttl).await {
+                    self.follow(&finding, now);
+                    continue;
+                }
+            }
             match self.act(&finding, now).await {
                 Ok(alert) => out.push(alert),
                 Err(e) => {
@@ -115,6 +197,44 @@ impl MonitorService {
             }
         }
         out
+    }
+
+    /// A finding another replica claimed: it records and carries it out; this replica
+    /// only applies a throttle to its own proxy.
+    fn follow(&self, f: &Finding, now: i64) {
+        let action = action_name(&f.action);
+        if let Action::Throttle { .. } = f.action {
+            if let Err(why) = self.throttle(f, now) {
+                tracing::warn!(rule = %f.rule, error = %why, "the monitor could not apply another replica's throttle");
+                self.count(&f.rule, action, "failed");
+                return;
+            }
+        }
+        tracing::debug!(rule = %f.rule, action, incident = %f.incident, "monitor finding recorded by another replica");
+        self.count(&f.rule, action, "other_replica");
+    }
+
+    /// Applies a `throttle` finding to this replica's proxy: the subject and the end.
+    fn throttle(&self, f: &Finding, now: i64) -> Result<(ThrottleSubject, u32, i64), String> {
+        let Action::Throttle {
+            per_minute,
+            for_secs,
+        } = f.action
+        else {
+            return Err("not a throttle".into());
+        };
+        let subject = throttle_subject(&f.subject)
+            .ok_or_else(|| format!("{} cannot be throttled", f.subject))?;
+        let until_ms = now.saturating_add(i64::try_from(for_secs).unwrap_or(i64::MAX / 2) * 1000);
+        self.throttles.set(
+            subject.clone(),
+            Throttle {
+                per_minute,
+                until_ms,
+                reason: f.rule.clone(),
+            },
+        );
+        Ok((subject, per_minute, until_ms))
     }
 
     fn count(&self, rule: &str, action: &'static str, outcome: &'static str) {
@@ -193,25 +313,11 @@ impl MonitorService {
         };
         match &f.action {
             Action::Alert => Ok("alerted".into()),
-            Action::Throttle {
-                per_minute,
-                for_secs,
-            } => {
-                let subject = throttle_subject(&f.subject)
-                    .ok_or_else(|| format!("{} cannot be throttled", f.subject))?;
-                let until_ms =
-                    now.saturating_add(i64::try_from(*for_secs).unwrap_or(i64::MAX / 2) * 1000);
-                self.throttles.set(
-                    subject.clone(),
-                    Throttle {
-                        per_minute: *per_minute,
-                        until_ms,
-                        reason: f.rule.clone(),
-                    },
-                );
+            Action::Throttle { .. } => {
+                let (subject, per_minute, until_ms) = self.throttle(f, now)?;
                 evidence.insert("throttle_until_ms".into(), json!(until_ms));
                 let entry = audit("monitor.throttle")
-                    .detail("per_minute", *per_minute)
+                    .detail("per_minute", per_minute)
                     .detail("until_ms", until_ms);
                 self.store
                     .append_audit(entry, now)
@@ -286,7 +392,12 @@ impl MonitorService {
             .detail("alert", id.to_owned())
             .detail("rule", alert.rule.clone());
         let changed = self.store.ack_alert(id, by, audit, self.now_ms()).await?;
+        // With replicas, the acknowledgement reaches the others in this one's next delta.
         self.monitor.reset_incident(&alert.incident);
+        if let Some(p) = self.peers() {
+            p.release(&alert.incident, self.ladder_len(&alert.rule))
+                .await;
+        }
         Ok(changed)
     }
 

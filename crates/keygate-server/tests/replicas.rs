@@ -5,7 +5,8 @@
 //! (measured and printed); a secret rotation through one is injected by the other on its
 //! next call. Then Redis stops (a `redis-server` this test runs on a free port) and the
 //! replicas degrade as S35 says — each allows only its share of a limit, DPoP calls get
-//! 503, `/readyz` says degraded — and recover when it is back, without a restart.
+//! 503, `/readyz` says degraded — and recover when it is back, without a restart. The
+//! monitor counts the cluster's traffic on every replica and records each incident once.
 //!
 //! Needs `KEYGATE_TEST_POSTGRES_URL` and `KEYGATE_TEST_REDIS_URL` (skipped, saying so,
 //! without them); the outage test also needs `redis-server` on the PATH.
@@ -78,6 +79,17 @@ struct Cluster {
 /// route `limited` (5 calls per minute per user) and `open`, a confidential client
 /// allowed both. `None` (skipped, said) without PostgreSQL.
 async fn cluster(test: &str, redis: &str, prefix: &str, replicas: u32) -> Option<Cluster> {
+    cluster_with(test, redis, prefix, replicas, "").await
+}
+
+/// [`cluster`] with `extra` appended to the shared configuration file.
+async fn cluster_with(
+    test: &str,
+    redis: &str,
+    prefix: &str,
+    replicas: u32,
+    extra: &str,
+) -> Option<Cluster> {
     let coordination = [
         ("KEYGATE_COORDINATION__REDIS", redis.to_owned()),
         ("KEYGATE_COORDINATION__KEY_PREFIX", prefix.to_owned()),
@@ -87,7 +99,17 @@ async fn cluster(test: &str, redis: &str, prefix: &str, replicas: u32) -> Option
         ("KEYGATE_TOKENS__DPOP", "optional".to_owned()),
     ];
     let env: Vec<(&str, &str)> = coordination.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = TestApp::spawn_prepared(Some(test), |_| {}, &env).await?;
+    let a = TestApp::spawn_prepared(
+        Some(test),
+        |dir| {
+            let path = dir.join("keygate.toml");
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text.push_str(extra);
+            std::fs::write(&path, text).unwrap();
+        },
+        &env,
+    )
+    .await?;
     let b_dir = tempfile::tempdir().unwrap();
     let b_listen = common::free_addr().to_string();
     let b_data = b_dir.path().display().to_string();
@@ -690,4 +712,93 @@ async fn an_unreachable_redis_at_start_is_refused_or_degraded_as_configured() {
     assert_eq!(r["ready"], true, "{r}");
     assert!(r["degraded"].is_string(), "{r}");
     server.shutdown().await;
+}
+
+/// Evaluated only by the test (the loop's first tick runs at start, then once a minute):
+/// a ceiling of 6 calls a minute per user that throttles.
+const MONITOR: &str = "\n[monitor]\ninterval = \"60s\"\ndefault_rules = false\n\
+[[monitor.rules]]\nname = \"cluster-ceiling\"\nkind = \"ceiling\"\ncalls_per_minute = 6\n\
+window = \"60s\"\nactions = [\"throttle\"]\nthrottle_per_minute = 1\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_counts_the_cluster_and_records_each_incident_once() {
+    let test = "the_monitor_counts_the_cluster_and_records_each_incident_once";
+    let Some(redis) = redis_url(test) else { return };
+    let prefix = format!(
+        "kgtest-{}",
+        hex::encode(keygate_auth::opaque::random_bytes::<6>())
+    );
+    let Some(c) = cluster_with(test, &redis, &prefix, 2, MONITOR).await else {
+        return;
+    };
+    let monitor_a = c.a.server.as_ref().unwrap().monitor().unwrap().clone();
+    let monitor_b = c.b.as_ref().unwrap().monitor().unwrap().clone();
+    // 4 calls through each replica: 8 a minute for one user, over a ceiling of 6 that
+    // neither replica reaches alone.
+    let token = c.token(None).await;
+    for base in c.bases() {
+        for _ in 0..4 {
+            assert_eq!(c.call(base, "open", &token, None).await, StatusCode::OK);
+        }
+    }
+    // A evaluates first: 4 calls of its own, nothing from B yet.
+    assert!(monitor_a.run_once().await.is_empty());
+    // B: its 4 and A's 4. It claims the incident and records it.
+    let alerts = monitor_b.run_once().await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].rule, "cluster-ceiling");
+    assert_eq!(alerts[0].action, "throttle");
+    // A again, now with B's 4: it finds the same incident, which B holds, so it applies
+    // the throttle to its own proxy and records nothing.
+    assert!(monitor_a.run_once().await.is_empty());
+    let (s, list) = c.a.get("/admin/v1/alerts").await;
+    assert_eq!(s, StatusCode::OK);
+    let list = list["alerts"].as_array().unwrap();
+    assert_eq!(
+        list.len(),
+        1,
+        "one alert for the incident, not one per replica: {list:?}"
+    );
+    assert!(
+        monitor_a
+            .render_metrics()
+            .contains("rule=\"cluster-ceiling\",action=\"throttle\",outcome=\"other_replica\"} 1"),
+        "{}",
+        monitor_a.render_metrics()
+    );
+    // Both replicas throttle the user (1 a minute): a second call on each is refused.
+    for base in c.bases() {
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            statuses.push(c.call(base, "open", &token, None).await);
+        }
+        assert!(
+            statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+            "{base}: {statuses:?}"
+        );
+    }
+
+    // Acknowledged through A: the claims are released and the acknowledgement reaches B in
+    // A's next interval, so the still-firing incident is recorded once more, by one replica.
+    let id = list[0]["id"].as_str().unwrap();
+    let (s, body) =
+        c.a.call(
+            reqwest::Method::POST,
+            &format!("/admin/v1/alerts/{id}/ack"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let a_again = monitor_a.run_once().await;
+    let b_again = monitor_b.run_once().await;
+    assert_eq!(
+        a_again.len() + b_again.len(),
+        1,
+        "A: {a_again:?} B: {b_again:?}"
+    );
+    let (_, list) = c.a.get("/admin/v1/alerts?all=true").await;
+    assert_eq!(list["alerts"].as_array().unwrap().len(), 2, "{list}");
+
+    c.stop().await;
+    clean_redis(&redis, &prefix).await;
 }
