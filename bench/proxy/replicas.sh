@@ -52,8 +52,6 @@ RATE="${RATE:-}"
 RATE_FRACTION="${RATE_FRACTION:-0.5}"
 THREADS="${THREADS:-1}"
 OPEN="${OPEN:-1}"
-PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
-REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 if python3 -c "import sys; sys.exit(0 if float('$SECONDS_PER_RUN') + float('$WARMUP') <= 40 else 1)"; then :; else
   echo "SECONDS + WARMUP must be at most 40 (DPoP proofs are signed ahead and live 60 s)" >&2
@@ -68,39 +66,21 @@ LB_PORT=18284
 REPLICA_PORTS=(18285 18286 18287)
 PGONLY_PORT=18288
 PIDS=()
-RUN_ID="$(basename "$WORK" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z')-$$"
-SCHEMA="kgbench_${RUN_ID//-/_}"
-PREFIX="kgbench-$RUN_ID"
-SCHEMA_MADE=0
 
 # shellcheck source=../lib/setup.sh
 . "$ROOT/bench/lib/setup.sh"
-bench_cleanup_extra() {
-  [ -f "$WORK/lb.pid" ] && kill "$(cat "$WORK/lb.pid")" 2>/dev/null || true
-  # The replicas were sent SIGTERM by bench_cleanup: let them close their connections.
-  for p in "${REPLICA_PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  done
-  if [ "$SCHEMA_MADE" = 1 ]; then
-    psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 \
-      || echo "could not drop schema $SCHEMA" >&2
-  fi
-  redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX:*" 2>/dev/null \
-    | xargs -r -n 100 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
-}
-REPLICA_PIDS=()
+# shellcheck source=../lib/replicas.sh
+. "$ROOT/bench/lib/replicas.sh"
+bench_cleanup_extra() { replicas_cleanup; }
 trap bench_cleanup EXIT
-bench_need nginx nginx-light psql postgresql-client redis-cli redis-tools
-psql -q "$PG_URL" -c 'SELECT 1' >/dev/null || { echo "PostgreSQL not reachable at $PG_URL" >&2; exit 1; }
-[ "$(redis-cli -u "$REDIS_URL" ping 2>/dev/null)" = PONG ] || { echo "Redis not reachable at $REDIS_URL" >&2; exit 1; }
+replicas_prepare
 bench_build
 
-mkdir -p "$WORK/proxy" "$WORK/lb" "$WORK/results"
+mkdir -p "$WORK/proxy" "$WORK/results"
 bench_upstream "$UPSTREAM_PORT"
 NGINX="$(command -v nginx)"
 
-# --- nginx: the floor (header injection) and the replicas' round-robin balancer -------
+# --- nginx: the floor (header injection) ----------------------------------------------
 cat > "$WORK/proxy.conf" <<EOF
 worker_processes 2;
 pid $WORK/proxy.pid;
@@ -124,33 +104,6 @@ http {
 }
 EOF
 "$NGINX" -c "$WORK/proxy.conf" -p "$WORK/proxy"
-# A separate nginx, so its CPU is not counted with the floor's.
-cat > "$WORK/lb.conf" <<EOF
-worker_processes 2;
-pid $WORK/lb.pid;
-error_log $WORK/lb/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/lb;
-  proxy_temp_path $WORK/lb;
-  keepalive_requests 1000000;
-  upstream replicas {
-$(for p in "${REPLICA_PORTS[@]}"; do echo "    server 127.0.0.1:$p;"; done)
-    keepalive 96;
-  }
-  server {
-    listen 127.0.0.1:$LB_PORT;
-    location / {
-      proxy_pass http://replicas;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$http_host;
-    }
-  }
-}
-EOF
-"$NGINX" -c "$WORK/lb.conf" -p "$WORK/lb"
 KG_LB="http://127.0.0.1:$LB_PORT/proxy"
 
 # --- 2. keygate embedded: SQLite, one process --------------------------------------------
@@ -163,47 +116,12 @@ SQ_DPOP="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --
 unset KEYGATE_ADDR KEYGATE_TOKEN KEYGATE_LOADGEN_CLIENT_SECRET
 
 # --- 3./4. replicas on PostgreSQL + Redis ----------------------------------------------------
-psql -q "$PG_URL" -c "CREATE SCHEMA $SCHEMA" >/dev/null
-SCHEMA_MADE=1
-STORE_URL="$PG_URL?options=-c%20search_path%3D$SCHEMA"
-# What every replica gets beside bench_keygate's own settings.
-REPLICA_ENV=(
-  KEYGATE_COORDINATION__REDIS="$REDIS_URL"
-  KEYGATE_COORDINATION__KEY_PREFIX="$PREFIX"
-  KEYGATE_COORDINATION__REPLICAS=3
-  KEYGATE_PUBLIC_URL="http://127.0.0.1:$LB_PORT"
-)
-mkdir -p "$WORK/kg-r1-data"
-BENCH_KEYGATE_DIR="$WORK/kg-pg" BENCH_KEYGATE_STORAGE_URL="$STORE_URL" \
-  bench_keygate "${REPLICA_PORTS[0]}" "$UPSTREAM_PORT" "${REPLICA_ENV[@]}" KEYGATE_DATA_DIR="$WORK/kg-r1-data"
-REPLICA_PIDS+=("$KEYGATE_PID")
-grep -q '^url = "postgres' "$WORK/kg-pg/keygate.toml" || { echo "init did not write a postgres storage url" >&2; exit 1; }
-for i in 1 2; do
-  port="${REPLICA_PORTS[$i]}"
-  mkdir -p "$WORK/kg-r$((i + 1))-data"
-  env -u KEYGATE_LOADGEN_CLIENT_SECRET -u KEYGATE_LOADGEN_ACCESS_TOKEN -u KEYGATE_ADDR -u KEYGATE_TOKEN \
-    KEYGATE_LOG=error KEYGATE_TOKENS__DPOP=optional KEYGATE_TOKENS__ACCESS_TTL=1h "${REPLICA_ENV[@]}" \
-    KEYGATE_DATA_DIR="$WORK/kg-r$((i + 1))-data" \
-    "$KEYGATE" serve --config "$WORK/kg-pg/keygate.toml" --listen "127.0.0.1:$port" \
-    >"$WORK/kg-r$((i + 1)).log" 2>&1 &
-  REPLICA_PIDS+=("$!")
-  PIDS+=("$!")
-done
+replicas_start "$LB_PORT" "$UPSTREAM_PORT" "${REPLICA_PORTS[@]}"
 # 3a: the same store and configuration, no Redis.
-mkdir -p "$WORK/kg-pgonly-data"
-env -u KEYGATE_LOADGEN_CLIENT_SECRET -u KEYGATE_LOADGEN_ACCESS_TOKEN -u KEYGATE_ADDR -u KEYGATE_TOKEN \
-  KEYGATE_LOG=error KEYGATE_TOKENS__DPOP=optional KEYGATE_TOKENS__ACCESS_TTL=1h \
-  KEYGATE_PUBLIC_URL="http://127.0.0.1:$LB_PORT" KEYGATE_DATA_DIR="$WORK/kg-pgonly-data" \
-  "$KEYGATE" serve --config "$WORK/kg-pg/keygate.toml" --listen "127.0.0.1:$PGONLY_PORT" \
-  >"$WORK/kg-pgonly.log" 2>&1 &
-PGONLY_PID=$!
+replicas_serve "$PGONLY_PORT" "$WORK/kg-pgonly" KEYGATE_PUBLIC_URL="$LB_URL"
+PGONLY_PID="$SERVED_PID"
 REPLICA_PIDS+=("$PGONLY_PID")
-PIDS+=("$PGONLY_PID")
-for port in "${REPLICA_PORTS[@]}" "$PGONLY_PORT"; do
-  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  ready="$(curl -sS "http://127.0.0.1:$port/readyz" || true)"
-  case "$ready" in *degraded*|"") echo "replica on $port not ready: $ready" >&2; exit 1 ;; esac
-done
+replicas_wait_ready "$PGONLY_PORT"
 # Tokens through the balancer: the token endpoint checks the proof's htu against public_url.
 PG_BEARER="$("$LOADGEN" token --token-url "http://127.0.0.1:$LB_PORT/oauth2/token" --client-id "$CLIENT_ID" --scope bench)"
 PG_DPOP="$("$LOADGEN" token --token-url "http://127.0.0.1:$LB_PORT/oauth2/token" --client-id "$CLIENT_ID" --scope bench --dpop-key "$DPOP_KEY")"

@@ -108,15 +108,32 @@ struct RawCoordination {
     required: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
+    /// rediss:// only: the CA (PEM) that signed Redis's certificate, when it is not one
+    /// the system trusts.
+    ca: Option<PathBuf>,
+    /// rediss:// only: this replica's certificate and key (PEM) for Redis servers that
+    /// require clients to present one (`tls-auth-clients yes`).
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+}
+
+/// TLS to Redis (`rediss://`) beyond the system's trust store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// CA certificate(s), PEM; `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, PEM, for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// `[coordination]`: what identical replicas share beyond the store, on Redis: rate
 /// limits, the DPoP replay cache, and the announcement of every security-relevant change.
 #[derive(Clone)]
 pub struct CoordinationSettings {
-    /// `redis://` URL (TLS to Redis is not supported yet); may carry a password, so never
-    /// printed.
+    /// `redis://` or `rediss://` (TLS) URL; may carry a password, so never printed.
     pub redis_url: secrecy::SecretString,
+    /// With `rediss://`: the CA and client certificate, when set.
+    pub tls: RedisTls,
     /// Prefix of every key and channel (several deployments may share one Redis).
     pub key_prefix: String,
     /// How many replicas share the limits: while Redis is down each replica allows this
@@ -132,6 +149,7 @@ impl std::fmt::Debug for CoordinationSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CoordinationSettings")
             .field("redis_url", &"(redacted)")
+            .field("tls", &self.tls)
             .field("key_prefix", &self.key_prefix)
             .field("replicas", &self.replicas)
             .field("required", &self.required)
@@ -141,9 +159,15 @@ impl std::fmt::Debug for CoordinationSettings {
 }
 
 impl RawCoordination {
-    fn validate(self) -> Result<Option<CoordinationSettings>, ConfigError> {
+    fn validate(self, base: &Path) -> Result<Option<CoordinationSettings>, ConfigError> {
         let Some(url) = self.redis else {
-            if self.key_prefix.is_some() || self.replicas.is_some() || self.required.is_some() {
+            if self.key_prefix.is_some()
+                || self.replicas.is_some()
+                || self.required.is_some()
+                || self.ca.is_some()
+                || self.client_cert.is_some()
+                || self.client_key.is_some()
+            {
                 return Err(err(
                     "coordination.redis",
                     "set `redis` (redis://host:6379) for the other coordination settings to mean anything",
@@ -158,18 +182,35 @@ impl RawCoordination {
                 format!("not a URL like redis://host:6379/0 ({e})"),
             )
         })?;
-        if parsed.scheme() == "rediss" {
+        if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none() {
             return Err(err(
                 "coordination.redis",
-                "rediss:// (Redis over TLS) is not supported yet: use redis:// on a private network, or a TLS tunnel to Redis",
+                "must be redis://[user:password@]host:port[/db], or rediss:// for TLS",
             ));
         }
-        if parsed.scheme() != "redis" || parsed.host_str().is_none() {
+        let tls_wanted = parsed.scheme() == "rediss";
+        if !tls_wanted
+            && (self.ca.is_some() || self.client_cert.is_some() || self.client_key.is_some())
+        {
             return Err(err(
-                "coordination.redis",
-                "must be redis://[user:password@]host:port[/db]",
+                "coordination.ca",
+                "ca, client_cert and client_key are for TLS: use a rediss:// URL",
             ));
         }
+        let client = match (self.client_cert, self.client_key) {
+            (Some(c), Some(k)) => Some((resolve(base, &c), resolve(base, &k))),
+            (None, None) => None,
+            _ => {
+                return Err(err(
+                    "coordination.client_cert",
+                    "client_cert and client_key go together",
+                ));
+            }
+        };
+        let tls = RedisTls {
+            ca: self.ca.map(|c| resolve(base, &c)),
+            client,
+        };
         let key_prefix = self.key_prefix.unwrap_or_else(|| "keygate".to_owned());
         if key_prefix.is_empty()
             || key_prefix.len() > 64
@@ -192,6 +233,7 @@ impl RawCoordination {
         }
         Ok(Some(CoordinationSettings {
             redis_url: secrecy::SecretString::from(url),
+            tls,
             key_prefix,
             replicas,
             required: self.required.unwrap_or(true),
@@ -1507,7 +1549,7 @@ impl RawConfig {
         let webhooks = crate::webhooks::validate(&self.monitor.webhooks)?;
         let ci = self.ci.validate(base)?;
         let (tls, allow_plain) = self.tls.validate(base)?;
-        let coordination = self.coordination.validate()?;
+        let coordination = self.coordination.validate(base)?;
         // Plain HTTP carries tokens and keys in clear: only on loopback, unless the operator
         // says a TLS proxy in front takes care of it.
         let plain = match &tls {
@@ -2419,9 +2461,14 @@ jwks_file = "gh.json"
                 "coordination.redis",
             ),
             (
-                "[coordination]\nredis = \"rediss://x:6379\"\n",
-                "coordination.redis",
+                "[coordination]\nredis = \"redis://x:6379\"\nca = \"ca.pem\"\n",
+                "coordination.ca",
             ),
+            (
+                "[coordination]\nredis = \"rediss://x:6379\"\nclient_cert = \"c.pem\"\n",
+                "coordination.client_cert",
+            ),
+            ("[coordination]\nca = \"ca.pem\"\n", "coordination.redis"),
             (
                 "[coordination]\nredis = \"redis://x\"\nreplicas = 0\n",
                 "coordination.replicas",

@@ -72,6 +72,37 @@ fn why(e: &redis::RedisError) -> String {
     format!("{:?}", e.kind())
 }
 
+/// The client for `settings`: over TLS with `rediss://`, trusting `ca` (else the system's
+/// roots) and presenting `client_cert` when set.
+fn client(settings: &CoordinationSettings) -> anyhow::Result<redis::Client> {
+    let url = settings.redis_url.expose_secret();
+    let tls = &settings.tls;
+    if tls.ca.is_none() && tls.client.is_none() {
+        return redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("coordination.redis: {}", why(&e)));
+    }
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("coordination.{what}: {}: {e}", path.display()))
+    };
+    let root_cert = tls.ca.as_deref().map(|p| read("ca", p)).transpose()?;
+    let client_tls = match &tls.client {
+        Some((cert, key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("client_cert", cert)?,
+            client_key: read("client_key", key)?,
+        }),
+        None => None,
+    };
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("coordination: the TLS settings for Redis: {}", why(&e)))
+}
+
 /// The Redis side of a replica.
 pub struct Coordinator {
     settings: CoordinationSettings,
@@ -109,8 +140,7 @@ impl Coordinator {
     /// coordinator starts degraded and connects in the background
     /// ([`Coordinator::fan_out`] keeps trying).
     pub async fn connect(settings: CoordinationSettings) -> anyhow::Result<Arc<Self>> {
-        let client = redis::Client::open(settings.redis_url.expose_secret())
-            .map_err(|e| anyhow::anyhow!("coordination.redis: {}", why(&e)))?;
+        let client = client(&settings)?;
         let replica_id = hex::encode(keygate_auth::opaque::random_bytes::<8>());
         let coordinator = Arc::new(Self {
             settings,

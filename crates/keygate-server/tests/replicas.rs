@@ -676,3 +676,105 @@ async fn the_monitor_counts_the_cluster_and_records_each_incident_once() {
     c.stop().await;
     clean_redis(&redis, &prefix).await;
 }
+
+/// `[coordination]` over TLS: two replicas reach a `redis-server` that speaks only TLS and
+/// requires a client certificate, trusting the test's CA (`coordination.ca`) and presenting
+/// their certificate (`client_cert`, `client_key`). Both are ready and not degraded, and a
+/// DPoP proof used on one is refused by the other (the replay cache is that Redis). A
+/// replica that trusts another CA does not start, and says where to look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reach_redis_over_tls_with_a_client_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let test = "replicas_reach_redis_over_tls_with_a_client_certificate";
+    let certs = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: String| {
+        let path = certs.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        (params.self_signed(&key).unwrap(), key)
+    };
+    let (ca_cert, ca_key) = ca("keygate test Redis CA");
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca_cert, &ca_key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let ca_pem = write("ca.pem", ca_cert.pem());
+    let (server_cert, server_key) = leaf(vec!["127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["replica.keygate.test".into()]);
+    let server_cert = write("redis.crt", server_cert);
+    let server_key = write("redis.key", server_key);
+    let client_cert = write("client.crt", client_cert);
+    let client_key = write("client.key", client_key);
+    let Some(redis) = OwnRedis::start_tls(test, &server_cert, &server_key, &ca_pem, true) else {
+        return;
+    };
+    let url = redis.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    let tls = format!(
+        "\n[coordination]\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        ca_pem.display(),
+        client_cert.display(),
+        client_key.display()
+    );
+    let Some(c) = cluster_with(test, &url, "kgtest", 2, &tls).await else {
+        return;
+    };
+    for base in c.bases() {
+        assert_eq!(readyz(base).await, json!({"ready": true}), "{base}");
+    }
+    let key = SigningKey::generate(Algorithm::Es256);
+    let bound = c.token(Some(&key)).await;
+    let proof = c.proof(&key, "GET", "/proxy/open/v1/x", Some(&bound));
+    assert_eq!(
+        c.call(&c.a.base, "open", &bound, Some(&proof)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.call(&c.b_base, "open", &bound, Some(&proof)).await,
+        StatusCode::UNAUTHORIZED,
+        "replayed on the other replica"
+    );
+
+    // Trusting another CA: Redis's certificate does not verify, and the replica (Redis
+    // required, the default) refuses to start.
+    let (other_ca, _) = ca("some other CA");
+    let other = write("other-ca.pem", other_ca.pem());
+    let dir = tempfile::tempdir().unwrap();
+    keygate_server::init_dir(dir.path(), common::free_addr())
+        .await
+        .unwrap();
+    let other = other.display().to_string();
+    let refused = keygate_server::start(common::load_config(
+        dir.path(),
+        &[
+            ("KEYGATE_COORDINATION__REDIS", url.as_str()),
+            ("KEYGATE_COORDINATION__CA", other.as_str()),
+            (
+                "KEYGATE_COORDINATION__CLIENT_CERT",
+                &client_cert.display().to_string(),
+            ),
+            (
+                "KEYGATE_COORDINATION__CLIENT_KEY",
+                &client_key.display().to_string(),
+            ),
+            ("KEYGATE_COORDINATION__TIMEOUT", "200ms"),
+        ],
+    ))
+    .await;
+    let e = format!(
+        "{:#}",
+        refused.err().expect("started with an untrusted Redis")
+    );
+    assert!(e.contains("coordination.redis"), "{e}");
+    c.stop().await;
+}

@@ -24,6 +24,8 @@ pub struct OwnRedis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    /// With TLS: `--tls-port` and the certificate options instead of `--port`.
+    tls: Option<Vec<String>>,
 }
 
 impl OwnRedis {
@@ -42,20 +44,59 @@ impl OwnRedis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            tls: None,
         };
         me.up();
         Some(me)
     }
 
-    /// Its URL.
+    /// One that speaks TLS only, with `cert` and `key` (PEM files) for 127.0.0.1, and
+    /// requiring client certificates signed by `ca` when `client_certificates`.
+    pub fn start_tls(
+        test: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        client_certificates: bool,
+    ) -> Option<Self> {
+        let mut me = Self::start(test)?;
+        me.down();
+        let path = |p: &std::path::Path| p.display().to_string();
+        me.tls = Some(vec![
+            "--tls-cert-file".into(),
+            path(cert),
+            "--tls-key-file".into(),
+            path(key),
+            "--tls-ca-cert-file".into(),
+            path(ca),
+            "--tls-auth-clients".into(),
+            if client_certificates { "yes" } else { "no" }.into(),
+        ]);
+        me.up();
+        Some(me)
+    }
+
+    /// Its URL: `rediss://` when it speaks TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts it (again) and waits until it accepts connections.
     pub fn up(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = std::process::Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(options) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(options),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
