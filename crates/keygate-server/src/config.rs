@@ -1279,11 +1279,14 @@ auth_failure_limit  = 10
 # command = ["/usr/local/bin/rotate-openai"]   # reads the current value on stdin, prints the new one
 
 # Several replicas (storage.url on PostgreSQL): Redis shared by them for rate limits, the
-# DPoP replay cache and change announcements; and the load balancer whose X-Forwarded-For
-# names the client.
+# DPoP replay cache, change announcements and the monitor's counts; and the load balancer
+# whose X-Forwarded-For names the client.
 # [coordination]
-# redis    = "redis://:PASSWORD@10.0.0.21:6379/0"
+# redis    = "rediss://:PASSWORD@redis.internal:6380/0"   # rediss:// is TLS; redis:// is not
 # replicas = 3                      # while Redis is down each replica allows limit ÷ replicas
+# ca          = "redis-ca.pem"      # when Redis's certificate is not from a CA the system trusts
+# client_cert = "replica.crt"       # when Redis requires client certificates
+# client_key  = "replica.key"
 # [http]
 # trusted_proxies = ["10.0.0.10"]
 
