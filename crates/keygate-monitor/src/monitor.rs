@@ -691,7 +691,8 @@ impl Monitor {
     /// with this replica's own counts, and their acknowledgements close the same
     /// incidents here. Returns the findings and this replica's own delta (its counts
     /// alone, and its acknowledgements) for the others. Deltas closed more than ten
-    /// intervals (at least 30 s) ago are dropped and counted (`stale_deltas`).
+    /// intervals (at least 30 s) ago, plus 60 s for the senders' clock skew, are dropped
+    /// and counted (`stale_deltas`).
     pub fn evaluate_shared(&self, remote: Vec<Delta>) -> (Vec<Finding>, Delta) {
         self.close(remote, true)
     }
@@ -722,7 +723,8 @@ impl Monitor {
                 local.resets = std::mem::take(&mut *resets);
             }
         }
-        let stale_ms = (self.interval_ms * 10).max(30_000);
+        // Senders' clocks may be off by as much as the token skew (60 s, S04).
+        let stale_ms = (self.interval_ms * 10).max(30_000) + 60_000;
         for delta in remote {
             if now - delta.at_ms > stale_ms {
                 self.dropped.stale.fetch_add(1, Ordering::Relaxed);

@@ -883,8 +883,9 @@ fn stale_or_malformed_deltas_are_dropped_and_counted() {
     cluster.clock.advance(Duration::from_secs(2));
     let (_, delta) = cluster.monitors[0].evaluate_shared(Vec::new());
     assert_eq!(delta.users.len(), 1);
-    // A minute later it is stale: replica 1 drops it rather than fold old calls in now.
-    cluster.clock.advance(Duration::from_secs(60));
+    // Two minutes later it is stale (30 s, plus 60 s for clock skew, have passed):
+    // replica 1 drops it rather than fold old calls in now.
+    cluster.clock.advance(Duration::from_secs(120));
     let (findings, _) = cluster.monitors[1].evaluate_shared(vec![delta.clone()]);
     assert!(findings.is_empty(), "{findings:#?}");
     assert_eq!(cluster.monitors[1].snapshot().dropped.stale_deltas, 1);

@@ -136,8 +136,17 @@ struct Three {
     prefix: String,
 }
 
+/// libfaketime, which shifts a process's wall clock (Debian package `faketime`).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 impl Three {
     async fn start(redis: &str, store_url: &str) -> Self {
+        Self::start_with_clocks(redis, store_url, [0, 0, 0]).await
+    }
+
+    /// With replica `i`'s wall clock `clocks[i]` seconds off (through libfaketime; the
+    /// monotonic clock, which timeouts use, is left alone).
+    async fn start_with_clocks(redis: &str, store_url: &str, clocks: [i64; 3]) -> Self {
         let prefix = format!(
             "kgtest-{}",
             hex::encode(keygate_auth::opaque::random_bytes::<6>())
@@ -170,7 +179,14 @@ impl Three {
                 let data = tempfile::tempdir().unwrap();
                 let log =
                     std::fs::File::create(dir.path().join(format!("replica-{i}.log"))).unwrap();
-                let child = keygate()
+                let mut command = keygate();
+                if clocks[i] != 0 {
+                    command
+                        .env("LD_PRELOAD", FAKETIME)
+                        .env("FAKETIME", format!("{:+}s", clocks[i]))
+                        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                }
+                let child = command
                     .args(["serve", "--config"])
                     .arg(&config)
                     .arg("--listen")
@@ -636,6 +652,111 @@ async fn three_processes_degrade_and_recover_when_redis_or_postgres_fails() {
     println!(
         "all three recovered {:?} after PostgreSQL came back",
         restored.elapsed()
+    );
+    c.stop().await;
+}
+
+/// Replicas whose clocks are apart by up to the token skew (60 s; here 25 s ahead and 25 s
+/// behind, 50 s between the two) still act as one: a token issued by any replica is
+/// accepted by every other, the per-user limit is exact (GCRA runs on Redis's clock), and
+/// a revocation reaches all three. DPoP proofs carry the client's clock and may be at
+/// most 5 s in a replica's future: the replica 25 s behind refuses a fresh proof, which is
+/// why replicas must keep their clocks synchronised (NTP) far closer than the token skew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_clocks_apart_within_the_token_skew_act_as_one() {
+    let test = "replicas_with_clocks_apart_within_the_token_skew_act_as_one";
+    let Ok(redis) = std::env::var("KEYGATE_TEST_REDIS_URL") else {
+        println!("skipped: {test} (KEYGATE_TEST_REDIS_URL is not set)");
+        return;
+    };
+    if !std::path::Path::new(FAKETIME).exists() {
+        println!("skipped: {test} (libfaketime is not installed: Debian package faketime)");
+        return;
+    }
+    let Some(db) = keygate_store::testing::TestDb::postgres(test).await else {
+        return;
+    };
+    let c = Three::start_with_clocks(&redis, db.url(), [0, 25, -25]).await;
+    // Each replica's idea of now, as it says in its tokens' iat.
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let r = c.try_token(i, None).await;
+        assert_eq!(r.status(), StatusCode::OK, "token from replica {i}");
+        let token = r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        tokens.push((token, claims["iat"].as_i64().unwrap()));
+    }
+    let apart = tokens[1].1 - tokens[2].1;
+    println!("iat of replicas 2 and 3 differ by {apart} s");
+    assert!(
+        (45..=55).contains(&apart),
+        "the clocks are not apart: {apart} s"
+    );
+    for (from, (token, _)) in tokens.iter().enumerate() {
+        for at in 0..3 {
+            assert_eq!(
+                c.call(at, "open", token, None).await,
+                StatusCode::OK,
+                "a token from replica {from} at replica {at}"
+            );
+        }
+    }
+    let mut admitted = 0;
+    for i in 0..15 {
+        if c.call(i % 3, "limited", &tokens[0].0, None).await == StatusCode::OK {
+            admitted += 1;
+        }
+    }
+    assert_eq!(
+        admitted, 6,
+        "exactly the limit, whatever the replicas' clocks"
+    );
+
+    // Revoked through the replica ahead, refused at once by the one behind.
+    let sid = {
+        let payload = tokens[2].0.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        claims["sid"].as_str().unwrap().to_owned()
+    };
+    let r = c
+        .admin(
+            1,
+            reqwest::Method::DELETE,
+            &format!("/admin/v1/sessions/{sid}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let revoked = Instant::now();
+    while c.call(2, "open", &tokens[2].0, None).await != StatusCode::UNAUTHORIZED {
+        assert!(revoked.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    // DPoP: a proof made now is 25 s old for the replica ahead (fresh enough: 60 s) and
+    // 25 s in the future for the one behind (refused: at most 5 s).
+    let key = SigningKey::generate(Algorithm::Es256);
+    let bound = c.token(Some(&key)).await;
+    assert_eq!(c.call(0, "open", &bound, Some(&key)).await, StatusCode::OK);
+    assert_eq!(c.call(1, "open", &bound, Some(&key)).await, StatusCode::OK);
+    assert_eq!(
+        c.call(2, "open", &bound, Some(&key)).await,
+        StatusCode::UNAUTHORIZED,
+        "a proof from 25 s in the replica's future"
     );
     c.stop().await;
 }
