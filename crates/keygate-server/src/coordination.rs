@@ -16,6 +16,10 @@
 //!   keys) reads again on the next call. A replica that (re)subscribes bumps it too, as it
 //!   may have missed announcements while disconnected.
 //!
+//! - **Quotas** ([`RedisQuota`]): each window's counter in Redis (one Lua script per
+//!   counted call), seeded from the store and copied to it every second, so a Redis that
+//!   loses its counters costs at most the last second's counts; while Redis is down the
+//!   store counts directly, exactly as without coordination.
 //! - **The monitor** ([`RedisMonitorPeers`]): each replica's interval counts go on a
 //!   stream every other replica folds in, so every replica evaluates the cluster's
 //!   traffic; one replica claims each incident step and records it (one alert per
@@ -65,6 +69,16 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor(new_
 local remaining = math.floor((tolerance + emission - new_ahead) / emission)
 if remaining < 0 then remaining = 0 end
 return {1, new_ahead, remaining}
+";
+
+/// One quota count on Redis: KEYS[1] is the window's counter, ARGV[1] the limit. Answers
+/// the requests left after counting this one, -1 when the window is used up (nothing
+/// counted), or -2 when the counter does not exist yet (it is seeded from the store).
+const QUOTA: &str = r"
+local used = redis.call('GET', KEYS[1])
+if not used then return -2 end
+if tonumber(used) >= tonumber(ARGV[1]) then return -1 end
+return tonumber(ARGV[1]) - redis.call('INCR', KEYS[1])
 ";
 
 /// What went wrong, by kind only: a Redis error's text can carry connection details.
@@ -576,6 +590,221 @@ impl crate::monitor::MonitorPeers for RedisMonitorPeers {
             .await;
         if let Err(e) = deleted {
             tracing::warn!(error = %e, %incident, "could not release an acknowledged incident's claims");
+        }
+    }
+}
+
+/// Quota counters on Redis, copied to the store (see the module docs). A window's counter
+/// is seeded from the store the first time any replica counts in it (and again after
+/// Redis lost it); every second each replica adds what it counted in Redis to the store
+/// ([`flush_quotas`]). While Redis cannot answer, calls are counted in the store directly,
+/// and the counters this replica touched meanwhile are seeded again from the store once
+/// Redis is back. The store therefore lags Redis by at most one flush per replica, which
+/// bounds how far a window can be overshot after Redis loses its counters: by what the
+/// replicas counted in the last second.
+pub struct RedisQuota {
+    coordinator: Arc<Coordinator>,
+    store: Arc<dyn Store>,
+    /// Counted on Redis, not yet in the store: (key, window start) → (window end, count).
+    pending: std::sync::Mutex<std::collections::HashMap<(String, i64), (i64, i64)>>,
+    /// Windows counted in the store while Redis was down: Redis's copy is behind.
+    reseed: std::sync::Mutex<std::collections::HashSet<(String, i64)>>,
+    script: redis::Script,
+}
+
+/// How often each replica copies its Redis quota counts to the store.
+pub const QUOTA_FLUSH: Duration = Duration::from_secs(1);
+
+impl RedisQuota {
+    pub fn new(coordinator: Arc<Coordinator>, store: Arc<dyn Store>) -> Self {
+        Self {
+            coordinator,
+            store,
+            pending: std::sync::Mutex::default(),
+            reseed: std::sync::Mutex::default(),
+            script: redis::Script::new(QUOTA),
+        }
+    }
+
+    fn counter(&self, key: &str, start: i64) -> String {
+        self.coordinator
+            .key("quota", format!("{key}\n{start}").as_bytes())
+    }
+
+    /// Takes the counts not yet in the store.
+    fn take(&self) -> Vec<keygate_store::QuotaRow> {
+        let Ok(mut pending) = self.pending.lock() else {
+            return Vec::new();
+        };
+        pending
+            .drain()
+            .map(|((key, start), (end, used))| keygate_store::QuotaRow {
+                key,
+                start,
+                end,
+                used,
+            })
+            .collect()
+    }
+
+    /// Puts back counts the store did not take.
+    fn restore(&self, rows: Vec<keygate_store::QuotaRow>) {
+        if let Ok(mut pending) = self.pending.lock() {
+            for r in rows {
+                pending.entry((r.key, r.start)).or_insert((r.end, 0)).1 += r.used;
+            }
+        }
+    }
+
+    fn pending_for(&self, key: &str, start: i64) -> i64 {
+        self.pending
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&(key.to_owned(), start)).map(|(_, n)| *n))
+            .unwrap_or(0)
+    }
+
+    /// Counts in the store directly (Redis unavailable), and marks the window for a new
+    /// seed once Redis answers.
+    async fn in_store(
+        &self,
+        key: &str,
+        window: keygate_proxy::limit::QuotaWindow,
+        limit: u64,
+    ) -> Result<keygate_proxy::limit::QuotaDecision, keygate_proxy::limit::QuotaUnavailable> {
+        let start = i64::try_from(window.start).unwrap_or(i64::MAX);
+        if let Ok(mut r) = self.reseed.lock() {
+            r.insert((key.to_owned(), start));
+        }
+        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        match self
+            .store
+            .quota_consume(key, start, to_i64(window.end), to_i64(limit))
+            .await
+        {
+            Ok(Some(left)) => Ok(keygate_proxy::limit::QuotaDecision::Allowed {
+                remaining: u64::try_from(left).unwrap_or(0),
+            }),
+            Ok(None) => Ok(keygate_proxy::limit::QuotaDecision::Exhausted),
+            Err(e) => {
+                tracing::error!(error = %e, "quota store unavailable");
+                Err(keygate_proxy::limit::QuotaUnavailable)
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl keygate_proxy::limit::QuotaStore for RedisQuota {
+    async fn consume(
+        &self,
+        key: &keygate_proxy::limit::LimitKey,
+        window: keygate_proxy::limit::QuotaWindow,
+        limit: u64,
+    ) -> Result<keygate_proxy::limit::QuotaDecision, keygate_proxy::limit::QuotaUnavailable> {
+        use keygate_proxy::limit::{QuotaDecision, QuotaUnavailable};
+        let key_text = key.as_str();
+        let start = i64::try_from(window.start).unwrap_or(i64::MAX);
+        let end = i64::try_from(window.end).unwrap_or(i64::MAX);
+        let counter = self.counter(key_text, start);
+        let stale = self
+            .reseed
+            .lock()
+            .map(|r| r.contains(&(key_text.to_owned(), start)))
+            .unwrap_or(false);
+        if stale {
+            let c = counter.clone();
+            let deleted: Result<i64, _> = self
+                .coordinator
+                .run(
+                    |mut conn| async move { redis::cmd("DEL").arg(c).query_async(&mut conn).await },
+                )
+                .await;
+            if deleted.is_err() {
+                return self.in_store(key_text, window, limit).await;
+            }
+            if let Ok(mut r) = self.reseed.lock() {
+                r.remove(&(key_text.to_owned(), start));
+            }
+        }
+        let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
+        for _ in 0..2 {
+            let script = &self.script;
+            let c = counter.clone();
+            let answer: Result<i64, _> =
+                self.coordinator
+                    .run(|mut conn| async move {
+                        script.key(c).arg(limit_i).invoke_async(&mut conn).await
+                    })
+                    .await;
+            match answer {
+                Err(_) => return self.in_store(key_text, window, limit).await,
+                Ok(-1) => return Ok(QuotaDecision::Exhausted),
+                Ok(left) if left >= 0 => {
+                    if let Ok(mut pending) = self.pending.lock() {
+                        pending
+                            .entry((key_text.to_owned(), start))
+                            .or_insert((end, 0))
+                            .1 += 1;
+                    }
+                    return Ok(QuotaDecision::Allowed {
+                        remaining: u64::try_from(left).unwrap_or(0),
+                    });
+                }
+                Ok(_) => {
+                    // No counter: seed it with the store's count and this replica's
+                    // unflushed one. NX: if another replica seeded first, its seed stands.
+                    let used = self
+                        .store
+                        .quota_used(key_text, start)
+                        .await
+                        .map_err(|_| QuotaUnavailable)?
+                        + self.pending_for(key_text, start);
+                    let c = counter.clone();
+                    let expire_ms = end.saturating_add(3600).saturating_mul(1000);
+                    let seeded: Result<Option<String>, _> = self
+                        .coordinator
+                        .run(|mut conn| async move {
+                            redis::cmd("SET")
+                                .arg(c)
+                                .arg(used)
+                                .arg("NX")
+                                .arg("PXAT")
+                                .arg(expire_ms)
+                                .query_async(&mut conn)
+                                .await
+                        })
+                        .await;
+                    if seeded.is_err() {
+                        return self.in_store(key_text, window, limit).await;
+                    }
+                }
+            }
+        }
+        Err(QuotaUnavailable)
+    }
+}
+
+/// Copies each replica's Redis quota counts to the store every [`QUOTA_FLUSH`]; a batch the
+/// store refuses is put back for the next. Ends after a last copy once it is the only
+/// holder of `quota`.
+pub async fn flush_quotas(store: Arc<dyn Store>, quota: Arc<RedisQuota>) {
+    let mut tick = tokio::time::interval(QUOTA_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let last = Arc::strong_count(&quota) == 1;
+        let rows = quota.take();
+        if !rows.is_empty() {
+            if let Err(e) = store.quota_add(rows.clone()).await {
+                tracing::error!(error = %e, "copying quota counts to the store failed; retrying with the next batch");
+                if !last {
+                    quota.restore(rows);
+                }
+            }
+        }
+        if last {
+            return;
         }
     }
 }

@@ -58,9 +58,9 @@ struct Cluster {
     client_secret: String,
 }
 
-/// Two replicas on a fresh PostgreSQL schema sharing `redis` under `prefix`, with a
-/// route `limited` (5 calls per minute per user) and `open`, a confidential client
-/// allowed both. `None` (skipped, said) without PostgreSQL.
+/// Two replicas on a fresh PostgreSQL schema sharing `redis` under `prefix`, with routes
+/// `limited` (5 calls per minute per user), `quota` (6 a day per user) and `open`, and a
+/// confidential client allowed all three. `None` (skipped, said) without PostgreSQL.
 async fn cluster(test: &str, redis: &str, prefix: &str, replicas: u32) -> Option<Cluster> {
     cluster_with(test, redis, prefix, replicas, "").await
 }
@@ -115,7 +115,11 @@ async fn cluster_with(
          limits = {{ rate = \"5/min\", burst = 5, per = \"user\" }}\n\
          [routes.open]\nupstream = \"{up}\"\nsecret = \"partner\"\n\
          inject = {{ header = \"Authorization\", value = \"Bearer {{secret}}\" }}\n\
-         allow = [\"GET /v1/*\"]\nscopes = [\"reports\"]\n"
+         allow = [\"GET /v1/*\"]\nscopes = [\"reports\"]\n\
+         [routes.quota]\nupstream = \"{up}\"\nsecret = \"partner\"\n\
+         inject = {{ header = \"Authorization\", value = \"Bearer {{secret}}\" }}\n\
+         allow = [\"GET /v1/*\"]\nscopes = [\"reports\"]\n\
+         limits = {{ quota = \"6/day\", per = \"user\" }}\n"
     );
     let (s, body) = a
         .call(
@@ -776,5 +780,89 @@ async fn replicas_reach_redis_over_tls_with_a_client_certificate() {
         refused.err().expect("started with an untrusted Redis")
     );
     assert!(e.contains("coordination.redis"), "{e}");
+    c.stop().await;
+}
+
+/// Quotas with `[coordination]`: counted in Redis across the replicas and copied to the
+/// store every second; with Redis down, counted in the store, going on from that copy;
+/// with Redis back empty (no persistence), seeded from the store, so the day's count is
+/// not forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_count_in_redis_copy_to_the_store_and_survive_losing_redis() {
+    let test = "quotas_count_in_redis_copy_to_the_store_and_survive_losing_redis";
+    let Some(mut redis) = OwnRedis::start(test) else {
+        return;
+    };
+    let Some(c) = cluster(test, &redis.url(), "kgtest", 2).await else {
+        return;
+    };
+    let token = c.token(None).await;
+    let bases = c.bases();
+    // 4 of the day's 6 through both replicas.
+    for i in 0..4 {
+        assert_eq!(
+            c.call(bases[i % 2], "quota", &token, None).await,
+            StatusCode::OK
+        );
+    }
+    // Copied to the store within the flush interval.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.down();
+    // Counted in the store now: 2 more, then the day is used up, on either replica.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        statuses.push(c.call(bases[i % 2], "quota", &token, None).await);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ],
+        "without Redis the store goes on from its copy"
+    );
+    // Redis is back with nothing in it: each counter is seeded from the store's 6.
+    redis.up();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for base in bases {
+        while readyz(base).await != json!({"ready": true}) {
+            assert!(Instant::now() < deadline, "{base} did not recover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            c.call(base, "quota", &token, None).await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{base} forgot the day's count"
+        );
+    }
+    // Another user (a second client, whose token's subject it is): counted from zero.
+    let (s, other) =
+        c.a.call(
+            reqwest::Method::POST,
+            "/admin/v1/clients",
+            Some(json!({"name": "backend-2", "type": "confidential", "scopes": ["reports"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{other}");
+    let r =
+        c.a.http
+            .post(format!("{}/oauth2/token", c.a.base))
+            .basic_auth(
+                other["client_id"].as_str().unwrap(),
+                other["client_secret"].as_str(),
+            )
+            .form(&[("grant_type", "client_credentials"), ("scope", "reports")])
+            .send()
+            .await
+            .unwrap();
+    let fresh = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for base in bases {
+        assert_eq!(c.call(base, "quota", &fresh, None).await, StatusCode::OK);
+    }
     c.stop().await;
 }

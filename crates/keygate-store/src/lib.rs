@@ -200,6 +200,17 @@ pub struct UsageRow {
     pub latency_ms_max: i64,
 }
 
+/// Requests to add to one quota window ([`Store::quota_add`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaRow {
+    pub key: String,
+    /// The window, Unix seconds `[start, end)`.
+    pub start: i64,
+    pub end: i64,
+    /// Requests counted (a negative value adds nothing).
+    pub used: i64,
+}
+
 /// keygate's persistent state: the vault and audit operations below, the token
 /// service's in [`TokenStore`], the monitor's alerts in [`AlertStore`], the proxy's cost
 /// budgets in [`BudgetStore`], rotation schedules and webhook dead letters in
@@ -358,6 +369,14 @@ pub trait Store:
         end: i64,
         limit: i64,
     ) -> Result<Option<i64>>;
+
+    /// The requests counted against `key` in the window starting at `start` (0 when
+    /// none were).
+    async fn quota_used(&self, key: &str, start: i64) -> Result<i64>;
+
+    /// Adds requests counted elsewhere (the replicas' Redis counters) to their windows,
+    /// without a limit check, in one transaction.
+    async fn quota_add(&self, rows: Vec<QuotaRow>) -> Result<()>;
 
     /// Deletes counters of windows that ended before `before`; returns how many.
     async fn purge_quotas(&self, before: i64) -> Result<u64>;

@@ -19,8 +19,8 @@ use sqlx::{AnyPool, Connection, Executor, Row, Transaction};
 
 use crate::group::{Answer, GroupCommit, Op, lost};
 use crate::{
-    AdminCredential, NewVersion, Result, Sealed, SecretMeta, Store, StoreError, SystemKeys,
-    UsageRow, VersionMeta, VersionRecord, WrappedKey,
+    AdminCredential, NewVersion, QuotaRow, Result, Sealed, SecretMeta, Store, StoreError,
+    SystemKeys, UsageRow, VersionMeta, VersionRecord, WrappedKey,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1066,6 +1066,42 @@ impl Store for SqlStore {
                 quota_count(&mut conn, key, start, end, limit).await
             }
         }
+    }
+
+    async fn quota_used(&self, key: &str, start: i64) -> Result<i64> {
+        let row =
+            sqlx::query("SELECT used FROM quota_counters WHERE key = $1 AND window_start = $2")
+                .bind(key)
+                .bind(start)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>(0)?,
+            None => 0,
+        })
+    }
+
+    async fn quota_add(&self, rows: Vec<QuotaRow>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Counts, not security events: a plain transaction, not behind the audit chain.
+        let mut tx = self.begin_plain().await?;
+        for r in rows {
+            let added = sqlx::query(
+                "INSERT INTO quota_counters (key, window_start, window_end, used) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (key, window_start) DO UPDATE SET \
+                 used = quota_counters.used + excluded.used",
+            )
+            .bind(r.key)
+            .bind(r.start)
+            .bind(r.end)
+            .bind(r.used.max(0))
+            .execute(&mut *tx)
+            .await;
+            self.note(added.map_err(StoreError::from))?;
+        }
+        self.commit_additive(tx).await
     }
 
     async fn purge_quotas(&self, before: i64) -> Result<u64> {

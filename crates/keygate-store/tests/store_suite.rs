@@ -907,6 +907,47 @@ async fn quotas_count_atomically_per_window(db: &TestDb) {
     store.close().await;
 }
 
+on_both_backends!(quota_counts_from_elsewhere_add_up_and_read_back);
+
+async fn quota_counts_from_elsewhere_add_up_and_read_back(db: &TestDb) {
+    use keygate_store::QuotaRow;
+    let store = open(db).await;
+    assert_eq!(store.quota_used("user:carol/maps", 0).await.unwrap(), 0);
+    let row = |used| QuotaRow {
+        key: "user:carol/maps".into(),
+        start: 0,
+        end: 86_400,
+        used,
+    };
+    store.quota_add(vec![row(3), row(4)]).await.unwrap();
+    store.quota_add(vec![row(-9)]).await.unwrap();
+    assert_eq!(
+        store.quota_used("user:carol/maps", 0).await.unwrap(),
+        7,
+        "added up; a negative count adds nothing"
+    );
+    // The limit check sees what was added.
+    assert_eq!(
+        store
+            .quota_consume("user:carol/maps", 0, 86_400, 8)
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        store
+            .quota_consume("user:carol/maps", 0, 86_400, 8)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.quota_used("user:carol/maps", 86_400).await.unwrap(),
+        0
+    );
+    store.close().await;
+}
+
 on_both_backends!(
     usage_aggregates_add_up,
     alerts_are_kept_until_acknowledged_once

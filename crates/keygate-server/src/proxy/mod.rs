@@ -130,20 +130,38 @@ impl ProxyState {
             .and_then(|h| HeaderValue::from_str(&h).ok())
             .unwrap_or_else(|| HeaderValue::from_static("localhost"));
         // Rates in process, or with [coordination] in Redis, shared by the replicas (while
-        // it is down each replica allows a 1/replicas share, S35); quotas and cost budgets
-        // in the store, so they hold across restarts and replicas (budgets read through a
-        // 1 s cache).
-        let (rate, share): (Arc<dyn keygate_proxy::limit::RateLimiter>, u32) = match &coordinator {
-            Some(c) => (
-                Arc::new(crate::coordination::RedisRateLimiter(c.clone())),
-                c.replicas(),
-            ),
+        // it is down each replica allows a 1/replicas share, S35); quotas in the store, or
+        // with [coordination] in Redis copied to the store every second (while Redis is
+        // down, in the store); cost budgets in the store, read through a 1 s cache. Quotas
+        // and budgets hold across restarts and replicas.
+        type Limits = (
+            Arc<dyn keygate_proxy::limit::RateLimiter>,
+            u32,
+            Arc<dyn keygate_proxy::limit::QuotaStore>,
+        );
+        let (rate, share, quota): Limits = match &coordinator {
+            Some(c) => {
+                let quota = Arc::new(crate::coordination::RedisQuota::new(
+                    c.clone(),
+                    store.clone(),
+                ));
+                tokio::spawn(crate::coordination::flush_quotas(
+                    store.clone(),
+                    quota.clone(),
+                ));
+                (
+                    Arc::new(crate::coordination::RedisRateLimiter(c.clone())),
+                    c.replicas(),
+                    quota,
+                )
+            }
             None => (
                 Arc::new(keygate_proxy::limit::InMemoryRateLimiter::new(100_000)),
                 1,
+                Arc::new(StoreQuota(store)),
             ),
         };
-        let gate = LimitGate::new(rate, Arc::new(StoreQuota(store)), share).with_budgets(budgets);
+        let gate = LimitGate::new(rate, quota, share).with_budgets(budgets);
         let mut gatekeeper = Gatekeeper::new(
             GatekeeperConfig {
                 prefix: "/proxy/",
