@@ -12,8 +12,10 @@
 #   - once a second, beside it: a new token, a proxied call with it, its revocation
 #     (announced to the other replicas), a call that must now be refused (401), and an
 #     admin read;
-#   - the monitor as bench_keygate configures it (alert-only rules), sharing its
-#     intervals over Redis.
+#   - the monitor as bench_keygate configures it (user rules alert only) and with the
+#     per-address refusals rule alert only too, since the side traffic's revoked-token
+#     check is a refusal a second from one address (which the default rule would, rightly,
+#     throttle after a minute), sharing its intervals over Redis.
 # VmRSS of each replica is sampled every 5 s, then for IDLE seconds (default 60) after the
 # load. It prints RSS per replica after set-up, at the end of the load and after the idle
 # period, the slope of each replica's per-round peak over the second half of the load,
@@ -40,6 +42,7 @@ PIDS=()
 bench_cleanup_extra() { replicas_cleanup; }
 trap bench_cleanup EXIT
 replicas_prepare
+BENCH_KEYGATE_APPEND="$BENCH_MONITOR_ALERT_ONLY"$'\n\n[[monitor.rules]]\nname = "ip-refusals"\nkind = "refusals"\nscope = "ip"\nactions = ["alert"]'
 bench_build
 bench_upstream "$UPSTREAM_PORT"
 replicas_start "$LB_PORT" "$UPSTREAM_PORT" "${REPLICA_PORTS[@]}"

@@ -31,6 +31,10 @@ pub struct Delta {
     /// Incident keys acknowledged on the sender.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) resets: Vec<String>,
+    /// Throttles an operator lifted on the sender (their subjects, as the admin API names
+    /// them), for the server to lift everywhere; the monitor itself ignores them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) lifted: Vec<String>,
 }
 
 /// A session family's interval.
@@ -74,6 +78,17 @@ impl Delta {
             && self.refusals.is_empty()
             && self.mismatches.is_empty()
             && self.resets.is_empty()
+            && self.lifted.is_empty()
+    }
+
+    /// Throttles lifted on the sender.
+    pub fn lifted(&self) -> &[String] {
+        &self.lifted
+    }
+
+    /// Announces throttles lifted here to the other replicas.
+    pub fn add_lifted(&mut self, subjects: impl IntoIterator<Item = String>) {
+        self.lifted.extend(subjects);
     }
 
     /// When the sender closed the interval, Unix ms on its clock.

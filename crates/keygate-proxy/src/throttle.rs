@@ -125,6 +125,8 @@ pub struct Throttles {
     count: AtomicUsize,
     entries: RwLock<HashMap<ThrottleSubject, Throttle>>,
     limiter: InMemoryRateLimiter,
+    /// Replicas sharing each throttle: each allows this share of its rate (rounded up).
+    share: u32,
 }
 
 impl std::fmt::Debug for Throttles {
@@ -144,11 +146,30 @@ impl Default for Throttles {
 impl Throttles {
     /// No throttles.
     pub fn new() -> Self {
+        Self::shared(1)
+    }
+
+    /// Throttles applied by each of `replicas` identical replicas (every replica's
+    /// monitor applies the same ones): each replica allows `per_minute ÷ replicas` of a
+    /// throttle's rate, rounded up, so behind an even load balancer the cluster allows
+    /// about the rate set, and never more than `replicas` calls above it per minute.
+    pub fn shared(replicas: u32) -> Self {
         Self {
             count: AtomicUsize::new(0),
             entries: RwLock::new(HashMap::new()),
             limiter: InMemoryRateLimiter::new(100_000),
+            share: replicas.max(1),
         }
+    }
+
+    /// The local policy of a throttle of `per_minute` across the cluster.
+    fn policy(&self, per_minute: u32) -> RatePolicy {
+        let local = per_minute.div_ceil(self.share).max(1);
+        RatePolicy::from_spec(&RateSpec {
+            count: local,
+            period: Duration::from_secs(60),
+            burst: local.clamp(1, 5),
+        })
     }
 
     /// Puts `subject` under `throttle`, replacing a looser or shorter one (the tighter
@@ -241,11 +262,7 @@ impl Throttles {
             .collect()
         };
         for (subject, per_minute) in found {
-            let policy = RatePolicy::from_spec(&RateSpec {
-                count: per_minute.max(1),
-                period: Duration::from_secs(60),
-                burst: per_minute.clamp(1, 5),
-            });
+            let policy = self.policy(per_minute);
             let key = LimitKey::from_raw(format!("throttle:{subject}"));
             if let RateDecision::Limited { retry_after } = self.limiter.acquire_now(&key, &policy) {
                 return Err(ProxyError::Throttled { retry_after });
@@ -305,5 +322,27 @@ mod tests {
         assert!(t.set(u.clone(), th(10, 5_000)));
         assert!(t.lift(&u));
         assert!(!t.lift(&u));
+    }
+
+    #[test]
+    fn replicas_each_allow_their_share_of_a_throttle() {
+        let alone = Throttles::new();
+        let three = Throttles::shared(3);
+        let burst = |t: &Throttles, per_minute| {
+            let key = LimitKey::from_raw("throttle:user:u1".to_owned());
+            let policy = t.policy(per_minute);
+            (0..20)
+                .take_while(|_| {
+                    matches!(
+                        t.limiter.acquire_now(&key, &policy),
+                        RateDecision::Allowed { .. }
+                    )
+                })
+                .count()
+        };
+        assert_eq!(burst(&alone, 3), 3);
+        assert_eq!(burst(&three, 3), 1, "a third of 3 a minute");
+        assert_eq!(burst(&Throttles::shared(3), 10), 4, "10 ÷ 3, rounded up");
+        assert_eq!(burst(&Throttles::shared(8), 1), 1, "never nothing");
     }
 }

@@ -528,10 +528,12 @@ pub async fn start_with_options(
                 geo,
                 clock.clone(),
             ));
+            // Every replica applies the monitor's throttles, each to its share.
+            let replicas = coordinator.as_ref().map_or(1, |c| c.replicas());
             Some(Arc::new(monitor::MonitorService::new(
                 m,
                 clock.clone(),
-                Arc::new(keygate_proxy::throttle::Throttles::new()),
+                Arc::new(keygate_proxy::throttle::Throttles::shared(replicas)),
                 store.clone(),
             )))
         }

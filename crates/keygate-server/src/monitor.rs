@@ -67,6 +67,8 @@ pub struct MonitorService {
     rotate: Mutex<Option<Arc<dyn RotateRoute>>>,
     notify: Mutex<Option<Arc<dyn AlertNotify>>>,
     peers: Mutex<Option<Arc<dyn MonitorPeers>>>,
+    /// Throttles lifted here since the last shared evaluation, for the other replicas.
+    lifted: Mutex<Vec<String>>,
     /// (rule, action, outcome) → count, for `/metrics`. Rule names come from the
     /// configuration: a bounded label set with no user ids.
     counts: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
@@ -93,6 +95,7 @@ impl MonitorService {
             rotate: Mutex::new(None),
             notify: Mutex::new(None),
             peers: Mutex::new(None),
+            lifted: Mutex::new(Vec::new()),
             counts: Mutex::new(BTreeMap::new()),
         }
     }
@@ -173,7 +176,15 @@ impl MonitorService {
             None => self.monitor.evaluate(),
             Some(p) => {
                 let remote = p.receive().await;
-                let (findings, local) = self.monitor.evaluate_shared(remote);
+                for subject in remote.iter().flat_map(|d| d.lifted()) {
+                    if let Some(s) = ThrottleSubject::parse(subject) {
+                        self.throttles.lift(&s);
+                    }
+                }
+                let (findings, mut local) = self.monitor.evaluate_shared(remote);
+                if let Ok(mut lifted) = self.lifted.lock() {
+                    local.add_lifted(lifted.drain(..));
+                }
                 if !local.is_empty() {
                     p.publish(&local).await;
                 }
@@ -382,6 +393,17 @@ impl MonitorService {
                 Ok(format!("route key rotated to version {version}"))
             }
         }
+    }
+
+    /// Lifts a throttle (an operator's decision); with replicas, the others lift it at
+    /// their next evaluation. Whether this replica had it.
+    pub fn lift(&self, subject: &ThrottleSubject) -> bool {
+        if self.peers().is_some() {
+            if let Ok(mut lifted) = self.lifted.lock() {
+                lifted.push(subject.to_string());
+            }
+        }
+        self.throttles.lift(subject)
     }
 
     /// Acknowledges an alert: it leaves the open list and its incident starts afresh.

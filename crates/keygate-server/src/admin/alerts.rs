@@ -113,7 +113,8 @@ async fn lift_throttle(
             "subject must be user:ID, session:ID, client:ID or ip:PREFIX (as `keygate throttle list` shows it)",
         )
     })?;
-    let lifted = m.throttles.lift(&parsed);
+    // With replicas, the others lift it at their next monitor evaluation.
+    let lifted = m.lift(&parsed);
     if lifted {
         let audit = AuditEvent::new(admin.actor(), "throttle.lift", Outcome::Success)
             .target(subject.clone());
