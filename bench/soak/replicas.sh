@@ -170,6 +170,7 @@ for i in range(n):
         var = sum((r - mr) ** 2 for r in half)
         slope = sum((r - mr) * (peaks[r] - mk) for r in half) / var * 2 / 1024  # MiB/min
     end_idle = f"{mib(idle[-1][i]):.1f}" if idle else "-"
+    print(f"replica {i + 1}: peak RSS per round (MiB): " + " ".join(f"{mib(peaks[r]):.1f}" for r in rs))
     print(f"replica {i + 1}: RSS after set-up {mib(rows[0][2][i]):.1f} MiB, peak of round 1 {mib(peaks[rs[0]]):.1f}, "
           f"peak under load {mib(max(peaks.values())):.1f}, end of load {mib(load[-1][2][i]):.1f}, after idle {end_idle} MiB; "
           f"per-round peak slope over the second half {slope:+.3f} MiB/min "
