@@ -225,6 +225,20 @@ impl Cluster {
         req.send().await.unwrap().status()
     }
 
+    /// Calls `route` on `base` `n` times with `token`; how many were admitted (200), the
+    /// rest having been refused with 429.
+    async fn admitted(&self, base: &str, route: &str, token: &str, n: usize) -> usize {
+        let mut admitted = 0;
+        for _ in 0..n {
+            match self.call(base, route, token, None).await {
+                StatusCode::OK => admitted += 1,
+                StatusCode::TOO_MANY_REQUESTS => {}
+                other => panic!("unexpected {other} at {base}"),
+            }
+        }
+        admitted
+    }
+
     async fn stop(mut self) {
         if let Some(b) = self.b.take() {
             b.shutdown().await;
@@ -372,15 +386,7 @@ async fn redis_down_means_local_shares_and_503_for_dpop_then_recovery() {
     // unlimited; a DPoP call cannot be checked for replay and gets 503.
     let token = c.token(None).await;
     for base in c.bases() {
-        let mut admitted = 0;
-        for _ in 0..6 {
-            match c.call(base, "limited", &token, None).await {
-                StatusCode::OK => admitted += 1,
-                StatusCode::TOO_MANY_REQUESTS => {}
-                other => panic!("unexpected {other} at {base}"),
-            }
-        }
-        assert_eq!(admitted, 2, "at {base}");
+        assert_eq!(c.admitted(base, "limited", &token, 6).await, 2, "at {base}");
         let r = readyz(base).await;
         assert_eq!(r["ready"], true, "{r}");
         assert!(r["degraded"].as_str().unwrap().contains("Redis"), "{r}");
@@ -647,15 +653,11 @@ async fn the_monitor_counts_the_cluster_and_records_each_incident_once() {
     );
     // Both replicas throttle the user to 4 a minute between them: 2 each.
     for base in c.bases() {
-        let mut admitted = 0;
-        for _ in 0..4 {
-            match c.call(base, "open", &token, None).await {
-                StatusCode::OK => admitted += 1,
-                StatusCode::TOO_MANY_REQUESTS => {}
-                other => panic!("{base}: {other}"),
-            }
-        }
-        assert_eq!(admitted, 2, "{base}: its share of the throttle");
+        assert_eq!(
+            c.admitted(base, "open", &token, 4).await,
+            2,
+            "{base}: its share of the throttle"
+        );
     }
 
     // Lifted through B: A lifts it too once it has read B's next interval.

@@ -364,6 +364,18 @@ impl Three {
         req.send().await.unwrap().status()
     }
 
+    /// `n` calls to the limited route, round robin over the replicas; how many were
+    /// admitted.
+    async fn limited_round_robin(&self, token: &str, n: usize) -> usize {
+        let mut admitted = 0;
+        for i in 0..n {
+            if self.call(i % 3, "limited", token, None).await == StatusCode::OK {
+                admitted += 1;
+            }
+        }
+        admitted
+    }
+
     async fn readyz(&self, i: usize) -> (StatusCode, Value) {
         let r = self
             .http
@@ -381,6 +393,17 @@ impl Three {
     }
 }
 
+/// The claims of a JWT, unverified (the test reads its own tokens).
+fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_act_as_one_gatekeeper() {
     let test = "three_processes_act_as_one_gatekeeper";
@@ -395,12 +418,7 @@ async fn three_processes_act_as_one_gatekeeper() {
     let bearer = c.token(None).await;
 
     // 1. 6 per minute per user: exactly 6 across the three.
-    let mut admitted = 0;
-    for i in 0..15 {
-        if c.call(i % 3, "limited", &bearer, None).await == StatusCode::OK {
-            admitted += 1;
-        }
-    }
+    let admitted = c.limited_round_robin(&bearer, 15).await;
     assert_eq!(admitted, 6);
 
     // 2. A proof accepted by one replica is refused by the others.
@@ -427,14 +445,7 @@ async fn three_processes_act_as_one_gatekeeper() {
     // 3. A revocation through the first replica, the next call on the third.
     let victim = c.token(None).await;
     assert_eq!(c.call(2, "open", &victim, None).await, StatusCode::OK);
-    let payload = victim.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    let sid = claims["sid"].as_str().unwrap();
+    let sid = claims(&victim)["sid"].as_str().unwrap().to_owned();
     let r = c
         .admin(
             0,
@@ -607,12 +618,7 @@ async fn three_processes_degrade_and_recover_when_redis_or_postgres_fails() {
         "all three back to normal {:?} after Redis returned",
         back.elapsed()
     );
-    let mut admitted = 0;
-    for i in 0..15 {
-        if c.call(i % 3, "limited", &bearer, None).await == StatusCode::OK {
-            admitted += 1;
-        }
-    }
+    let admitted = c.limited_round_robin(&bearer, 15).await;
     assert_eq!(admitted, 6, "the limit is the cluster's again");
 
     // PostgreSQL is cut. Past the 1 s bound on a cached "still live" answer, nothing is
@@ -686,14 +692,8 @@ async fn replicas_with_clocks_apart_within_the_token_skew_act_as_one() {
             .as_str()
             .unwrap()
             .to_owned();
-        let payload = token.split('.').nth(1).unwrap();
-        let claims: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .unwrap(),
-        )
-        .unwrap();
-        tokens.push((token, claims["iat"].as_i64().unwrap()));
+        let iat = claims(&token)["iat"].as_i64().unwrap();
+        tokens.push((token, iat));
     }
     let apart = tokens[1].1 - tokens[2].1;
     println!("iat of replicas 2 and 3 differ by {apart} s");
@@ -710,28 +710,14 @@ async fn replicas_with_clocks_apart_within_the_token_skew_act_as_one() {
             );
         }
     }
-    let mut admitted = 0;
-    for i in 0..15 {
-        if c.call(i % 3, "limited", &tokens[0].0, None).await == StatusCode::OK {
-            admitted += 1;
-        }
-    }
+    let admitted = c.limited_round_robin(&tokens[0].0, 15).await;
     assert_eq!(
         admitted, 6,
         "exactly the limit, whatever the replicas' clocks"
     );
 
     // Revoked through the replica ahead, refused at once by the one behind.
-    let sid = {
-        let payload = tokens[2].0.split('.').nth(1).unwrap();
-        let claims: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .unwrap(),
-        )
-        .unwrap();
-        claims["sid"].as_str().unwrap().to_owned()
-    };
+    let sid = claims(&tokens[2].0)["sid"].as_str().unwrap().to_owned();
     let r = c
         .admin(
             1,
