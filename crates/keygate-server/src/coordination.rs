@@ -707,10 +707,11 @@ impl keygate_proxy::limit::QuotaStore for RedisQuota {
         let start = i64::try_from(window.start).unwrap_or(i64::MAX);
         let end = i64::try_from(window.end).unwrap_or(i64::MAX);
         let counter = self.counter(key_text, start);
+        // Empty but after an outage: no key copy on the common path.
         let stale = self
             .reseed
             .lock()
-            .map(|r| r.contains(&(key_text.to_owned(), start)))
+            .map(|r| !r.is_empty() && r.contains(&(key_text.to_owned(), start)))
             .unwrap_or(false);
         if stale {
             let c = counter.clone();

@@ -163,6 +163,22 @@ impl Cuttable {
         Self { addr, cut, live }
     }
 
+    /// A forwarder to the server of the `postgres://` URL `url`, and `url` pointing at
+    /// the forwarder instead (same user, database and options).
+    pub async fn to_url(url: &str) -> (Self, String) {
+        let mut through = url::Url::parse(url).unwrap();
+        let target: SocketAddr = format!(
+            "{}:{}",
+            through.host_str().unwrap(),
+            through.port().unwrap_or(5432)
+        )
+        .parse()
+        .unwrap();
+        let forwarder = Self::start(target).await;
+        through.set_port(Some(forwarder.addr.port())).unwrap();
+        (forwarder, through.to_string())
+    }
+
     /// Drops every forwarded connection and refuses new ones.
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);

@@ -376,6 +376,27 @@ impl Three {
         admitted
     }
 
+    /// Revokes `token`'s session through replica `through` and waits until replica `at`
+    /// refuses it; how long that took (at most 5 s).
+    async fn revoke_and_wait(&self, token: &str, through: usize, at: usize) -> Duration {
+        let sid = claims(token)["sid"].as_str().unwrap().to_owned();
+        let r = self
+            .admin(
+                through,
+                reqwest::Method::DELETE,
+                &format!("/admin/v1/sessions/{sid}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let revoked = Instant::now();
+        while self.call(at, "open", token, None).await != StatusCode::UNAUTHORIZED {
+            assert!(revoked.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        revoked.elapsed()
+    }
+
     async fn readyz(&self, i: usize) -> (StatusCode, Value) {
         let r = self
             .http
@@ -445,22 +466,7 @@ async fn three_processes_act_as_one_gatekeeper() {
     // 3. A revocation through the first replica, the next call on the third.
     let victim = c.token(None).await;
     assert_eq!(c.call(2, "open", &victim, None).await, StatusCode::OK);
-    let sid = claims(&victim)["sid"].as_str().unwrap().to_owned();
-    let r = c
-        .admin(
-            0,
-            reqwest::Method::DELETE,
-            &format!("/admin/v1/sessions/{sid}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let revoked = Instant::now();
-    while c.call(2, "open", &victim, None).await != StatusCode::UNAUTHORIZED {
-        assert!(revoked.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let took = revoked.elapsed();
+    let took = c.revoke_and_wait(&victim, 0, 2).await;
     println!("revocation through replica 1 refused on replica 3 after {took:?}");
     assert!(took < Duration::from_millis(100), "{took:?}");
 
@@ -545,17 +551,8 @@ async fn three_processes_degrade_and_recover_when_redis_or_postgres_fails() {
         return;
     };
     // The replicas reach the test's schema through a forwarder the test can cut.
-    let mut through = url::Url::parse(db.url()).unwrap();
-    let pg: std::net::SocketAddr = format!(
-        "{}:{}",
-        through.host_str().unwrap(),
-        through.port().unwrap_or(5432)
-    )
-    .parse()
-    .unwrap();
-    let forwarder = Cuttable::start(pg).await;
-    through.set_port(Some(forwarder.addr.port())).unwrap();
-    let c = Three::start(&redis.url(), through.as_str()).await;
+    let (forwarder, through) = Cuttable::to_url(db.url()).await;
+    let c = Three::start(&redis.url(), &through).await;
     for i in 0..3 {
         assert_eq!(
             c.readyz(i).await,
@@ -717,21 +714,7 @@ async fn replicas_with_clocks_apart_within_the_token_skew_act_as_one() {
     );
 
     // Revoked through the replica ahead, refused at once by the one behind.
-    let sid = claims(&tokens[2].0)["sid"].as_str().unwrap().to_owned();
-    let r = c
-        .admin(
-            1,
-            reqwest::Method::DELETE,
-            &format!("/admin/v1/sessions/{sid}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let revoked = Instant::now();
-    while c.call(2, "open", &tokens[2].0, None).await != StatusCode::UNAUTHORIZED {
-        assert!(revoked.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    c.revoke_and_wait(&tokens[2].0, 1, 2).await;
 
     // DPoP: a proof made now is 25 s old for the replica ahead (fresh enough: 60 s) and
     // 25 s in the future for the one behind (refused: at most 5 s).
