@@ -33,6 +33,18 @@ pub trait RevocationCheck: Send + Sync {
         &self,
         token: &VerifiedAccessToken,
     ) -> impl Future<Output = Result<bool, RevocationUnavailable>> + Send;
+
+    /// Whether `client`'s own registration lets it use tokens bound to no key with the
+    /// `Bearer` scheme (a client migrating to DPoP). Asked only for such a token, and only
+    /// when [`ResourceVerifier::allow_unbound_bearer`] is off; the same freshness contract
+    /// as [`Self::is_revoked`]. The default answers no.
+    fn allows_unbound_bearer(
+        &self,
+        client: &ClientId,
+    ) -> impl Future<Output = Result<bool, RevocationUnavailable>> + Send {
+        let _ = client;
+        std::future::ready(Ok(false))
+    }
 }
 
 /// The checks a resource applies.
@@ -207,7 +219,13 @@ where
             // A certificate-bound token is sent as Bearer (RFC 8705 §3); it is bound, so
             // the rule against unbound Bearer tokens does not apply to it.
             if t.x5t().is_none() && !verifier.allow_unbound_bearer {
-                return Err(AuthError::token(Reason::BearerNotAllowed));
+                match revocation.allows_unbound_bearer(t.client()).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(AuthError::token(Reason::BearerNotAllowed)),
+                    Err(RevocationUnavailable) => {
+                        return Err(AuthError::unavailable(Reason::RevocationUnavailable));
+                    }
+                }
             }
             t
         }

@@ -1141,6 +1141,54 @@ fn s16_bound_token_sent_as_bearer_is_refused() {
     assert_eq!(err.reason(), Reason::BearerNotAllowed);
 }
 
+/// A client whose own registration allows unbound Bearer tokens (a DPoP migration).
+struct BearerClient(&'static str, Result<bool, RevocationUnavailable>);
+impl RevocationCheck for BearerClient {
+    fn is_revoked(
+        &self,
+        _: &VerifiedAccessToken,
+    ) -> impl Future<Output = Result<bool, RevocationUnavailable>> + Send {
+        std::future::ready(Ok(false))
+    }
+    fn allows_unbound_bearer(
+        &self,
+        client: &keygate_auth::ids::ClientId,
+    ) -> impl Future<Output = Result<bool, RevocationUnavailable>> + Send {
+        std::future::ready(if client.as_str() == self.0 {
+            self.1
+        } else {
+            Ok(false)
+        })
+    }
+}
+
+#[test]
+fn s16_per_client_bearer_policy_is_asked_only_for_unbound_tokens() {
+    let s = setup();
+    let bearer =
+        |check: &BearerClient| resource(&s, &[format!("Bearer {}", s.unbound)], &[], check);
+    // The token's client (app-1) is in migration: its unbound token passes as Bearer.
+    let access = bearer(&BearerClient("app-1", Ok(true))).unwrap();
+    assert_eq!(access.client().as_str(), "app-1");
+    // Another client's policy does not help it; nor does a policy that says no.
+    let err = bearer(&BearerClient("app-2", Ok(true))).unwrap_err();
+    assert_eq!(err.reason(), Reason::BearerNotAllowed);
+    let err = bearer(&BearerClient("app-1", Ok(false))).unwrap_err();
+    assert_eq!(err.reason(), Reason::BearerNotAllowed);
+    // When the policy cannot be read, the call is unavailable, not let through.
+    let err = bearer(&BearerClient("app-1", Err(RevocationUnavailable))).unwrap_err();
+    assert_eq!(err.reason(), Reason::RevocationUnavailable);
+    // A bound token is never accepted as Bearer, whatever the client's policy.
+    let err = resource(
+        &s,
+        &[format!("Bearer {}", s.bound)],
+        &[],
+        &BearerClient("app-1", Ok(true)),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::BoundTokenAsBearer);
+}
+
 #[test]
 fn s16_both_schemes_at_once_is_a_bad_request() {
     let s = setup();

@@ -1204,6 +1204,7 @@ checkpoint_interval = "60s"  # how often the chain head is signed into data_dir/
 [tokens]
 access_ttl  = "5m"        # access-token lifetime
 dpop        = "required"  # DPoP for public (mobile) clients: "required" or "optional"
+                          # (one client in migration: `keygate client add … --dpop optional`)
 signing_alg = "EdDSA"     # or "ES256"
 refresh_idle     = "14d"  # a session unused this long ends
 refresh_absolute = "90d"  # a session ends this long after sign-in

@@ -1122,3 +1122,211 @@ async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_pro
         w.app.stop().await;
     }
 }
+
+/// An app that signs in with AppAuth alone (no DPoP) on a client registered with
+/// `dpop = "optional"`: it gets Bearer tokens capped at two minutes that the proxy takes,
+/// while a client on the default policy still gets nothing without a proof; the
+/// operator ends the migration with `required`, which also voids the unbound tokens
+/// already out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_in_dpop_migration_gets_short_bearer_tokens_until_the_operator_ends_it() {
+    use keygate_auth::pkce;
+    use secrecy::ExposeSecret;
+
+    let w = world("1000/min", 50).await;
+    let app = &w.app;
+    let add = |name: &str, dpop: Option<&str>| {
+        let mut body =
+            json!({"name": name, "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"]});
+        if let Some(d) = dpop {
+            body["dpop"] = json!(d);
+        }
+        app.call(reqwest::Method::POST, "/admin/v1/clients", Some(body))
+    };
+    let (s, migrating) = add("appauth-app", Some("optional")).await;
+    assert_eq!(s, StatusCode::OK, "{migrating}");
+    assert_eq!(migrating["dpop"], "optional");
+    let migrating = migrating["client_id"].as_str().unwrap().to_owned();
+    let (s, strict) = add("strict-app", None).await;
+    assert_eq!(s, StatusCode::OK, "{strict}");
+    assert!(strict.get("dpop").is_none(), "{strict}");
+    let strict = strict["client_id"].as_str().unwrap().to_owned();
+    let (s, b) = add("odd-app", Some("sometimes")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        b.to_string().contains("optional, required or default"),
+        "{b}"
+    );
+
+    // What AppAuth does: PKCE, no dpop_jkt, no DPoP header at the token endpoint.
+    let token_without_proof = |client_id: String, form: Vec<(&'static str, String)>| async move {
+        let mut form = form;
+        form.push(("client_id", client_id));
+        let resp = app
+            .http
+            .post(format!("{}/oauth2/token", app.base))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status(),
+            resp.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let sign_in = |client_id: String| async move {
+        let verifier = pkce::generate_verifier();
+        let challenge = pkce::challenge_for(&verifier);
+        let mut url = url::Url::parse(&format!("{}/oauth2/authorize", app.base)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &client_id)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("scope", "ai")
+            .append_pair("state", "st-appauth")
+            .append_pair("code_challenge", challenge.as_str())
+            .append_pair("code_challenge_method", "S256");
+        let callback = keygate_client::headless::sign_in(&url, "alice", PASSWORD)
+            .await
+            .unwrap();
+        let code = url::Url::parse(&callback)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned();
+        token_without_proof(
+            client_id,
+            vec![
+                ("grant_type", "authorization_code".into()),
+                ("code", code),
+                ("redirect_uri", REDIRECT.into()),
+                ("code_verifier", verifier.expose_secret().to_owned()),
+            ],
+        )
+        .await
+    };
+
+    // The default policy (tokens.dpop = required): no proof, no tokens.
+    let (s, b) = sign_in(strict).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"], "invalid_dpop_proof");
+
+    // The migrating client: Bearer tokens, the access token capped at 120 s (the
+    // server's access_ttl is 5 min), no cnf claim, and a rotating refresh token.
+    let (s, tokens) = sign_in(migrating.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    let expires_in = tokens["expires_in"].as_i64().unwrap();
+    assert!((1..=120).contains(&expires_in), "{expires_in}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(claims.get("cnf").is_none(), "{claims}");
+    assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 120);
+
+    let bearer_chat = |token: String| async move {
+        app.http
+            .post(format!("{}/proxy/openai/v1/chat/completions", app.base))
+            .header("authorization", format!("Bearer {token}"))
+            .json(&json!({"model": "m", "messages": []}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let resp = bearer_chat(access.clone()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, headers) = w.recorder.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {}", w.key).as_str(),
+        "the key is injected for a Bearer caller too"
+    );
+
+    // Refresh without a proof rotates like any other.
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (s, refreshed) = token_without_proof(
+        migrating.clone(),
+        vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", refresh_token.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{refreshed}");
+    assert_eq!(refreshed["token_type"], "Bearer");
+    assert_ne!(refreshed["refresh_token"], tokens["refresh_token"]);
+
+    // The operator ends the migration: the unbound tokens out are refused at once, and
+    // a refresh without a proof is refused.
+    let (s, b) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/admin/v1/clients/{migrating}/dpop"),
+            Some(json!({"dpop": "required"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["dpop"], "required");
+    let resp = bearer_chat(refreshed["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let (s, b) = token_without_proof(
+        migrating.clone(),
+        vec![
+            ("grant_type", "refresh_token".into()),
+            (
+                "refresh_token",
+                refreshed["refresh_token"].as_str().unwrap().to_owned(),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"], "invalid_dpop_proof");
+
+    // Unknown clients and policies: specific errors, nothing changed.
+    let (s, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/clients/nobody-00000000/dpop",
+            Some(json!({"dpop": "optional"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/admin/v1/clients/{migrating}/dpop"),
+            Some(json!({"dpop": "maybe"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, list) = app.get("/admin/v1/clients").await;
+    let listed = list["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == migrating.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["dpop"], "required");
+    // Each change is audited with the policy.
+    let (_, audit) = app.get("/admin/v1/audit?tail=50").await;
+    let policies: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "client.dpop" || e["action"] == "client.add")
+        .map(|e| format!("{} {}", e["action"], e["details"]["dpop"]))
+        .collect();
+    assert!(
+        policies.contains(&"\"client.add\" \"optional\"".to_owned())
+            && policies.contains(&"\"client.dpop\" \"required\"".to_owned()),
+        "{policies:?}"
+    );
+}

@@ -49,6 +49,7 @@ async fn setup(families: usize) -> (TestDb, Arc<SqlStore>) {
                 removed_ms: None,
                 auth_method: None,
                 tls_identity: None,
+                dpop: None,
             },
             AuditEvent::new("admin", "client.add", Outcome::Success),
             0,

@@ -18,7 +18,7 @@ use crate::{Result, SqlStore, StoreError};
 const USER_COLUMNS: &str = "SELECT id, name, password_hash, scopes, created_ms, disabled_ms, \
      totp_sealed, totp_last_step, issuer, subject FROM users";
 const CLIENT_COLUMNS: &str = "SELECT id, name, kind, secret_hash, redirect_uris, scopes, \
-     created_ms, removed_ms, auth_method, tls_identity FROM clients";
+     created_ms, removed_ms, auth_method, tls_identity, dpop FROM clients";
 const FAMILY_COLUMNS: &str = "SELECT id, user_id, client_id, jkt, scopes, created_ms, \
      last_used_ms, generation, previous_generation, rotated_ms, revoked_ms, revoke_reason \
      FROM refresh_families";
@@ -53,6 +53,7 @@ fn client(r: &AnyRow) -> Result<ClientRecord> {
         removed_ms: r.try_get(7)?,
         auth_method: r.try_get(8)?,
         tls_identity: r.try_get(9)?,
+        dpop: r.try_get(10)?,
     })
 }
 
@@ -428,7 +429,8 @@ impl TokenStore for SqlStore {
         }
         sqlx::query(
             "INSERT INTO clients (id, name, kind, secret_hash, redirect_uris, scopes, created_ms, \
-             removed_ms, auth_method, tls_identity) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)",
+             removed_ms, auth_method, tls_identity, dpop) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)",
         )
         .bind(c.id)
         .bind(c.name)
@@ -439,6 +441,7 @@ impl TokenStore for SqlStore {
         .bind(c.created_ms)
         .bind(c.auth_method)
         .bind(c.tls_identity)
+        .bind(c.dpop)
         .execute(&mut *tx)
         .await?;
         self.append(&mut tx, audit, now_ms).await?;
@@ -473,6 +476,28 @@ impl TokenStore for SqlStore {
             now_ms,
         )
         .await
+    }
+
+    async fn set_client_dpop(
+        &self,
+        id: &str,
+        dpop: Option<&str>,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("UPDATE clients SET dpop = $1 WHERE id = $2 AND removed_ms IS NULL")
+            .bind(dpop)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append(&mut tx, audit, now_ms).await?;
+        self.commit(tx).await?;
+        Ok(())
     }
 
     async fn insert_code(&self, c: CodeRecord, audit: AuditEvent, now_ms: i64) -> Result<()> {

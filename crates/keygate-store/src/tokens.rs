@@ -61,6 +61,9 @@ pub struct ClientRecord {
     /// With a TLS method, JSON naming the certificate: the subject DN or SAN a CA-issued
     /// one must carry, or the thumbprints of self-signed ones.
     pub tls_identity: Option<String>,
+    /// The client's own DPoP policy, `optional` or `required`; `None` follows
+    /// `tokens.dpop`.
+    pub dpop: Option<String>,
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -73,6 +76,7 @@ impl std::fmt::Debug for ClientRecord {
             .field("scopes", &self.scopes)
             .field("auth_method", &self.auth_method)
             .field("tls_identity", &self.tls_identity)
+            .field("dpop", &self.dpop)
             .finish_non_exhaustive()
     }
 }
@@ -219,6 +223,16 @@ pub trait TokenStore: Send + Sync {
     async fn list_clients(&self) -> Result<Vec<ClientRecord>>;
     /// Removes a client and revokes its families. Returns how many were revoked.
     async fn remove_client(&self, id: &str, audit: AuditEvent, now_ms: i64) -> Result<u64>;
+    /// Sets a client's own DPoP policy (`optional`, `required`, or `None` to follow
+    /// `tokens.dpop`); a security-relevant change, announced like a revocation.
+    /// [`crate::StoreError::NotFound`] for an unknown or removed client.
+    async fn set_client_dpop(
+        &self,
+        id: &str,
+        dpop: Option<&str>,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<()>;
 
     // --- authorization codes ---
 

@@ -512,6 +512,7 @@ fn client_rec(id: &str) -> keygate_store::ClientRecord {
         removed_ms: None,
         auth_method: None,
         tls_identity: None,
+        dpop: None,
     }
 }
 
@@ -570,6 +571,29 @@ async fn users_are_unique_and_disabling_revokes_their_sessions(db: &TestDb) {
     assert_eq!(back.auth_method, mtls.auth_method);
     assert_eq!(back.tls_identity, mtls.tls_identity);
     assert_eq!(back.secret_hash, None);
+    // A client's own DPoP policy: stored, changed as a security-relevant write (the
+    // change epoch moves, so caches read again), and refused for an unknown client.
+    assert_eq!(back.dpop, None);
+    let epoch = store.change_epoch();
+    store
+        .set_client_dpop("app", Some("optional"), ev("client.dpop"), 5)
+        .await
+        .unwrap();
+    assert!(
+        store.change_epoch() > epoch,
+        "a policy change bumps the epoch"
+    );
+    let app = store.client_by_id("app").await.unwrap().unwrap();
+    assert_eq!(app.dpop.as_deref(), Some("optional"));
+    store
+        .set_client_dpop("app", None, ev("client.dpop"), 5)
+        .await
+        .unwrap();
+    assert_eq!(store.client_by_id("app").await.unwrap().unwrap().dpop, None);
+    let missing = store
+        .set_client_dpop("nobody", Some("required"), ev("client.dpop"), 5)
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
     for f in ["f1", "f2"] {
         store
             .insert_family(

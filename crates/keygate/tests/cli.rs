@@ -649,6 +649,47 @@ fn alert_throttle_and_user_enable_commands() {
     );
     assert_eq!(two.status.code(), Some(2), "{}", stderr(&two));
 
+    // A client in DPoP migration: added with --dpop optional (the CLI says how to end it),
+    // listed with its policy, then set to required; an unknown policy is a usage error.
+    let add = setup.cli(
+        &[
+            "client",
+            "add",
+            "legacy",
+            "--public",
+            "--redirect-uri",
+            "com.example.legacy:/cb",
+            "--scopes",
+            "ai",
+            "--dpop",
+            "optional",
+        ],
+        None,
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    let out = stdout(&add);
+    assert!(out.contains("DPoP optional"), "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id: "))
+        .unwrap()
+        .to_owned();
+    let list = stdout(&setup.cli(&["client", "list"], None));
+    let row = list.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(row.contains(" optional "), "{list}");
+    let set = setup.cli(&["client", "dpop", &id, "required"], None);
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert!(stdout(&set).contains("DPoP required"), "{}", stdout(&set));
+    let bad = setup.cli(&["client", "dpop", &id, "sometimes"], None);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let missing = setup.cli(&["client", "dpop", "nobody-00000000", "optional"], None);
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("no such client"),
+        "{}",
+        stderr(&missing)
+    );
+
     // SIGHUP (`systemctl reload`) without [tls] certificates: logged, not fatal.
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &server.child.id().to_string()])

@@ -650,6 +650,10 @@ pub struct Client {
     /// carry, or the thumbprints of its self-signed ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_identity: Option<crate::mtls::TlsClientIdentity>,
+    /// The client's own DPoP policy, `optional` (Bearer allowed: a migration) or
+    /// `required`; absent when it follows `tokens.dpop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop: Option<String>,
     /// A confidential client's secret: only in the answer to its registration (sent with
     /// `Cache-Control: no-store`), never again.
     #[serde(
@@ -678,6 +682,7 @@ impl From<&keygate_store::ClientRecord> for Client {
                 .tls_identity
                 .as_deref()
                 .and_then(|j| serde_json::from_str(j).ok()),
+            dpop: c.dpop.clone(),
             client_secret: None,
         }
     }
@@ -713,6 +718,20 @@ pub struct AddClient {
     /// thumbprints are kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<String>,
+    /// `optional` lets the client get short-lived Bearer tokens without a DPoP proof (an
+    /// app that signs in with AppAuth alone, during its move to DPoP); `required`
+    /// insists on DPoP even where `tokens.dpop` is optional. Absent: `tokens.dpop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop: Option<String>,
+}
+
+/// `POST /admin/v1/clients/{id}/dpop`: changes a client's own DPoP policy; answered
+/// with the [`Client`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetClientDpop {
+    /// `optional`, `required`, or `default` (follow `tokens.dpop` again).
+    pub dpop: String,
 }
 
 /// `GET /admin/v1/clients`
@@ -1067,6 +1086,7 @@ mod tests {
             created_ms: UnixMs(1_700_000_000_000),
             token_endpoint_auth_method: "none".into(),
             tls_identity: None,
+            dpop: None,
             client_secret: None,
         };
         let v = serde_json::to_value(&client).unwrap();

@@ -19,8 +19,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::api::{
     AddClient, AddUser, Client, ClientList, ClientRemoved, KeyList, KeysRotated, MfaEnrolled,
-    Session, SessionList, SessionQuery, SessionRevoked, SigningKey, User, UserDisabled,
-    UserEnabled, UserList,
+    Session, SessionList, SessionQuery, SessionRevoked, SetClientDpop, SigningKey, User,
+    UserDisabled, UserEnabled, UserList,
 };
 use super::{Admin, Body, Params, no_store};
 use crate::AppState;
@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/users/{name}/mfa", post(enrol_mfa))
         .route("/admin/v1/clients", get(list_clients).post(add_client))
         .route("/admin/v1/clients/{id}", delete(remove_client))
+        .route("/admin/v1/clients/{id}/dpop", post(set_client_dpop))
         .route("/admin/v1/sessions", get(list_sessions))
         .route("/admin/v1/sessions/{id}", delete(revoke_session))
         .route("/admin/v1/keys", get(list_keys))
@@ -200,6 +201,10 @@ async fn add_client(
             .map_err(|e| ApiError::bad_request(format!("redirect URI {uri}: {e}")))?;
     }
     let tls = client_tls_auth(&b)?;
+    let dpop = match b.dpop.as_deref() {
+        None => None,
+        Some(p) => client_dpop_policy(p)?,
+    };
     let secret = match (b.kind.as_str(), &tls) {
         ("public", None) => {
             if b.redirect_uris.is_empty() {
@@ -238,10 +243,12 @@ async fn add_client(
             .map(|(_, i)| serde_json::to_string(i))
             .transpose()
             .map_err(|e| ApiError::internal(&e))?,
+        dpop: dpop.map(str::to_owned),
     };
     let audit = AuditEvent::new(admin.actor(), "client.add", Outcome::Success)
         .target(id.clone())
         .detail("type", b.kind.clone())
+        .detail("dpop", dpop.unwrap_or("default"))
         .detail(
             "auth_method",
             tls.as_ref().map_or("client_secret", |(m, _)| *m),
@@ -254,6 +261,53 @@ async fn add_client(
         .as_ref()
         .map(|t| SecretString::from(t.value().expose_secret().to_owned()));
     Ok(no_store(body))
+}
+
+/// A DPoP policy as the admin API takes it: `Some` of what is stored, `None` for
+/// `default` (follow `tokens.dpop`), a 400 naming the choices otherwise.
+fn client_dpop_policy(p: &str) -> Result<Option<&'static str>, ApiError> {
+    use crate::oauth::{DPOP_OPTIONAL, DPOP_REQUIRED};
+    match p {
+        DPOP_OPTIONAL => Ok(Some(DPOP_OPTIONAL)),
+        DPOP_REQUIRED => Ok(Some(DPOP_REQUIRED)),
+        "default" => Ok(None),
+        _ => Err(ApiError::bad_request(
+            "dpop must be optional, required or default",
+        )),
+    }
+}
+
+/// Changes a client's own DPoP policy. Tightening it (`required`) takes effect at once
+/// for new tokens and, at the proxy, for unbound tokens already issued (within the
+/// revocation freshness bound on other replicas).
+async fn set_client_dpop(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body<SetClientDpop>,
+) -> Result<Json<Client>, ApiError> {
+    let svc = tokens(&s)?;
+    let policy = client_dpop_policy(&b.dpop)?;
+    let audit = AuditEvent::new(admin.actor(), "client.dpop", Outcome::Success)
+        .target(id.clone())
+        .detail("dpop", policy.unwrap_or("default"));
+    match svc
+        .store
+        .set_client_dpop(&id, policy, audit, now_ms())
+        .await
+    {
+        Ok(()) => {}
+        Err(keygate_store::StoreError::NotFound) => {
+            return Err(ApiError::not_found("no such client"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let client = svc
+        .store
+        .client_by_id(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such client"))?;
+    Ok(Json(Client::from(&client)))
 }
 
 /// The RFC 8705 method and identity of a registration, if it names one; a 400 that says

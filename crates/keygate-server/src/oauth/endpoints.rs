@@ -329,11 +329,12 @@ pub(crate) async fn token_proof(
 /// refresh token, if the grant has one).
 pub(crate) async fn grant_response(
     svc: &TokenService,
+    client: &ClientRecord,
     grant: AccessGrant,
     refresh: Option<&OpaqueToken>,
     issued_token_type: Option<&'static str>,
 ) -> Result<Response, OAuthError> {
-    let access = svc.issue_access(&grant).await?;
+    let access = svc.issue_access(&grant, client).await?;
     Ok(token_response(
         &access,
         refresh,
@@ -467,7 +468,7 @@ async fn authorization_code(
         unix_now(),
     )
     .map_err(|e| OAuthError::at_token_endpoint(&e))?;
-    let jkt = if svc.settings.dpop_required {
+    let jkt = if svc.dpop_required_for(client) {
         refresh::family_binding(client_type(client), proof_jkt.as_ref())
             .map_err(|e| OAuthError::at_token_endpoint(&e))?
     } else {
@@ -522,6 +523,7 @@ async fn authorization_code(
     }
     grant_response(
         svc,
+        client,
         AccessGrant {
             user,
             client: client_id,
@@ -574,6 +576,21 @@ async fn refresh(
             .map_err(|e| OAuthError::unavailable(&e))?
             .ok_or_else(OAuthError::invalid_grant)?;
         let state = family_state(&record)?;
+        // A session begun without a key (its client was in DPoP migration) ends with the
+        // migration: once the client must use DPoP it signs in again, with a key.
+        if state.jkt.is_none()
+            && client.bound_cert().is_none()
+            && matches!(client_type(client), ClientType::Public)
+            && svc.dpop_required_for(client)
+        {
+            return Err(match proof_jkt {
+                None => refresh::family_binding(ClientType::Public, None).map_or_else(
+                    |e| OAuthError::at_token_endpoint(&e),
+                    |_| OAuthError::invalid_grant(),
+                ),
+                Some(_) => OAuthError::invalid_grant(),
+            });
+        }
         let presented_token = PresentedToken {
             family: state.family.clone(),
             generation: u64::try_from(generation).map_err(|_| OAuthError::invalid_grant())?,
@@ -658,6 +675,7 @@ async fn refresh(
         }
         return grant_response(
             svc,
+            client,
             AccessGrant {
                 user: state.user.clone(),
                 client: client_id.clone(),
@@ -724,6 +742,7 @@ async fn client_credentials(
         .map_err(|e| OAuthError::unavailable(&e))?;
     grant_response(
         svc,
+        client,
         AccessGrant {
             user,
             client: client_id,

@@ -431,7 +431,7 @@ pub(crate) async fn grant(
     client: &super::endpoints::AuthenticatedClient,
 ) -> Result<Response, OAuthError> {
     let proof_jkt = token_proof(svc, headers).await?;
-    let jkt = if svc.settings.dpop_required {
+    let jkt = if svc.dpop_required_for(client) {
         refresh::family_binding(client_type(client), proof_jkt.as_ref())
             .map_err(|e| OAuthError::at_token_endpoint(&e))?
     } else {
@@ -535,6 +535,7 @@ pub(crate) async fn grant(
         .map_err(|e| OAuthError::unavailable(&e))?;
     grant_response(
         svc,
+        client,
         AccessGrant {
             user: user_id,
             client: client_id,

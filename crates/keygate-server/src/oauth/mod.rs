@@ -29,7 +29,7 @@ use keygate_auth::resource::{
     ResourceRequest, ResourceVerifier, RevocationCheck, RevocationUnavailable, VerifiedAccess,
 };
 use keygate_auth::throttle::ThrottlePolicy;
-use keygate_store::{SigningKeyRecord, Store};
+use keygate_store::{ClientRecord, SigningKeyRecord, Store};
 use keygate_vault::{Vault, now_ms};
 use secrecy::SecretBox;
 use tokio::sync::RwLock;
@@ -130,6 +130,15 @@ pub const REVOCATION_STALENESS: std::time::Duration = std::time::Duration::from_
 pub struct StoreRevocation {
     store: Arc<dyn Store>,
     live: std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>,
+    /// The clients registered with `dpop = "optional"`, as of a change epoch and a time;
+    /// kept under the same freshness rule as `live`.
+    bearer_clients: std::sync::Mutex<Option<BearerClients>>,
+}
+
+struct BearerClients {
+    epoch: u64,
+    read_at: std::time::Instant,
+    ids: Arc<std::collections::HashSet<String>>,
 }
 
 impl StoreRevocation {
@@ -137,9 +146,51 @@ impl StoreRevocation {
         Self {
             store,
             live: Default::default(),
+            bearer_clients: Default::default(),
         }
     }
+
+    async fn bearer_clients(
+        &self,
+    ) -> Result<Arc<std::collections::HashSet<String>>, RevocationUnavailable> {
+        let epoch = self.store.change_epoch();
+        if let Ok(cached) = self.bearer_clients.lock() {
+            if let Some(c) = cached.as_ref() {
+                if c.epoch == epoch && c.read_at.elapsed() < REVOCATION_STALENESS {
+                    return Ok(c.ids.clone());
+                }
+            }
+        }
+        let clients = self.store.list_clients().await.map_err(|e| {
+            tracing::error!(error = %e, "client policy store unavailable");
+            RevocationUnavailable
+        })?;
+        let ids: Arc<std::collections::HashSet<String>> = Arc::new(
+            clients
+                .into_iter()
+                .filter(|c| c.removed_ms.is_none() && c.dpop.as_deref() == Some(DPOP_OPTIONAL))
+                .map(|c| c.id)
+                .collect(),
+        );
+        if let Ok(mut cached) = self.bearer_clients.lock() {
+            *cached = Some(BearerClients {
+                epoch,
+                read_at: std::time::Instant::now(),
+                ids: ids.clone(),
+            });
+        }
+        Ok(ids)
+    }
 }
+
+/// A client's own DPoP policy as stored (`clients.dpop`): Bearer allowed while migrating.
+pub const DPOP_OPTIONAL: &str = "optional";
+/// A client's own DPoP policy as stored: DPoP always, whatever `tokens.dpop` says.
+pub const DPOP_REQUIRED: &str = "required";
+/// The longest an access token may live when a client in DPoP migration gets it unbound
+/// (`client add --dpop optional` without a proof): a stolen Bearer token is good for
+/// at most this long.
+pub const UNBOUND_BEARER_TTL_SECS: i64 = 120;
 
 impl RevocationCheck for StoreRevocation {
     async fn is_revoked(&self, token: &VerifiedAccessToken) -> Result<bool, RevocationUnavailable> {
@@ -167,6 +218,13 @@ impl RevocationCheck for StoreRevocation {
         }
         Ok(revoked)
     }
+
+    async fn allows_unbound_bearer(
+        &self,
+        client: &ClientId,
+    ) -> Result<bool, RevocationUnavailable> {
+        Ok(self.bearer_clients().await?.contains(client.as_str()))
+    }
 }
 
 /// Everything the token endpoints and the resource check share.
@@ -182,6 +240,10 @@ pub struct TokenService {
     /// DPoP checks at the token endpoint (the same rules as at resources).
     pub token_dpop: DpopConfig,
     keys: RwLock<Arc<SigningKeySet>>,
+    /// Held across a read of the key set from the store and its installation (a reload,
+    /// or a rotation's read, save and install), so a slower reload never installs a set
+    /// older than one a rotation just saved.
+    key_update: tokio::sync::Mutex<()>,
     pub replay: Replay,
     pub revocation: StoreRevocation,
     pub refresh_policy: RefreshPolicy,
@@ -344,6 +406,7 @@ impl TokenService {
             access,
             verifier,
             token_dpop,
+            key_update: tokio::sync::Mutex::new(()),
             // A fresh set, used only if the store has none yet (the first start).
             keys: RwLock::new(Arc::new(SigningKeySet::bootstrap(
                 rotation_policy(&settings),
@@ -484,6 +547,7 @@ impl TokenService {
         force: bool,
         actor: &str,
     ) -> Result<Option<String>, StartError> {
+        let _update = self.key_update.lock().await;
         let now = unix_now();
         let Some(mut set) = self.load_keys().await? else {
             return Ok(None);
@@ -547,7 +611,9 @@ impl TokenService {
         }
         if !self.save_keys(&set, &loaded, actor, "keys.rotate").await? {
             // Another replica rotated first: take its set, not ours.
-            self.reload_keys().await?;
+            if let Some(theirs) = self.load_keys().await? {
+                *self.keys.write().await = Arc::new(theirs);
+            }
             return Ok(Some(
                 "another replica rotated the keys first; using its set".into(),
             ));
@@ -558,20 +624,43 @@ impl TokenService {
 
     /// Re-reads the key set from the store (another replica may have rotated it).
     pub async fn reload_keys(&self) -> Result<(), StartError> {
+        let _update = self.key_update.lock().await;
         if let Some(set) = self.load_keys().await? {
             *self.keys.write().await = Arc::new(set);
         }
         Ok(())
     }
 
-    /// Issues an access token.
+    /// Issues an access token. An unbound one for a client in DPoP migration lives at
+    /// most [`UNBOUND_BEARER_TTL_SECS`].
     pub async fn issue_access(
         &self,
         grant: &AccessGrant,
+        client: &ClientRecord,
     ) -> Result<keygate_auth::access::IssuedAccessToken, OAuthError> {
         let keys = self.keys().await;
-        keygate_auth::access::issue(&self.access, &keys, grant, unix_now())
-            .map_err(|e| OAuthError::unavailable(&e))
+        let migrating = grant.jkt.is_none()
+            && grant.x5t.is_none()
+            && client.dpop.as_deref() == Some(DPOP_OPTIONAL);
+        let issued = if migrating && self.access.ttl_secs > UNBOUND_BEARER_TTL_SECS {
+            let mut capped = self.access.clone();
+            capped.ttl_secs = UNBOUND_BEARER_TTL_SECS;
+            keygate_auth::access::issue(&capped, &keys, grant, unix_now())
+        } else {
+            keygate_auth::access::issue(&self.access, &keys, grant, unix_now())
+        };
+        issued.map_err(|e| OAuthError::unavailable(&e))
+    }
+
+    /// Whether `client` must prove possession of a key (DPoP) to get tokens: its own
+    /// policy where it has one, `tokens.dpop` otherwise. A stored value this build does
+    /// not know counts as required.
+    pub fn dpop_required_for(&self, client: &ClientRecord) -> bool {
+        match client.dpop.as_deref() {
+            None => self.settings.dpop_required,
+            Some(DPOP_OPTIONAL) => false,
+            Some(_) => true,
+        }
     }
 
     /// The proxy's entry check: request head → [`VerifiedAccess`] or an error carrying

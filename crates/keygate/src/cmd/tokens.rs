@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use keygate_server::admin::api::{
     AddClient, AddUser, Client, ClientList, ClientRemoved, KeyList, KeysRotated, MfaEnrolled,
-    SessionList, SessionQuery, SessionRevoked, UserDisabled, UserEnabled, UserList,
+    SessionList, SessionQuery, SessionRevoked, SetClientDpop, UserDisabled, UserEnabled, UserList,
 };
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
@@ -101,8 +101,20 @@ pub enum ClientCommand {
         /// self_signed_tls_client_auth: a PEM file with its certificate(s)
         #[arg(long, group = "tls_auth", requires = "confidential")]
         self_signed_cert: Option<std::path::PathBuf>,
+        /// The client's own DPoP policy; default: [tokens] dpop
+        #[arg(long, value_enum)]
+        dpop: Option<DpopPolicy>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Change a client's DPoP policy (end a migration with `required`)
+    #[command(
+        after_help = "Examples:\n  keygate client dpop ios-app-1a2b3c4d optional   # an AppAuth-only app, day one\n  keygate client dpop ios-app-1a2b3c4d required   # the app now sends DPoP proofs\n  keygate client dpop ios-app-1a2b3c4d default    # follow [tokens] dpop again\n\nWith `optional` the client may sign in and refresh without a DPoP proof and gets\nBearer access tokens that live at most 2 minutes; with a proof its tokens are\nbound as always. `required` also refuses its unbound tokens already issued."
+    )]
+    Dpop {
+        client_id: String,
+        #[arg(value_enum)]
+        policy: DpopSetting,
     },
     /// List clients
     #[command(after_help = "Example:\n  keygate client list")]
@@ -113,6 +125,26 @@ pub enum ClientCommand {
     /// Remove a client; its sessions are revoked
     #[command(after_help = "Example:\n  keygate client remove ios-app-1a2b3c4d")]
     Remove { client_id: String },
+}
+
+/// `client add --dpop`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DpopPolicy {
+    /// Bearer tokens (at most 2 minutes) without a proof: a client moving to DPoP
+    Optional,
+    /// DPoP always, even where [tokens] dpop is optional
+    Required,
+}
+
+/// `client dpop`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DpopSetting {
+    /// Bearer tokens (at most 2 minutes) without a proof: a client moving to DPoP
+    Optional,
+    /// DPoP always, even where [tokens] dpop is optional
+    Required,
+    /// Follow [tokens] dpop
+    Default,
 }
 
 #[derive(Subcommand)]
@@ -235,6 +267,7 @@ pub async fn client(c: ClientCommand) -> anyhow::Result<ExitCode> {
             tls_san_dns,
             tls_san_uri,
             self_signed_cert,
+            dpop,
             format,
         } => {
             let kind = if public { "public" } else { "confidential" };
@@ -261,10 +294,23 @@ pub async fn client(c: ClientCommand) -> anyhow::Result<ExitCode> {
                 tls_client_auth_san_dns: tls_san_dns,
                 tls_client_auth_san_uri: tls_san_uri,
                 certificates,
+                dpop: dpop.map(|p| {
+                    match p {
+                        DpopPolicy::Optional => "optional",
+                        DpopPolicy::Required => "required",
+                    }
+                    .to_owned()
+                }),
             };
             let r: Client = api.call(Method::POST, "/admin/v1/clients", &body).await?;
             print(format, &r, |r| {
                 println!("client_id: {}", r.client_id);
+                if r.dpop.as_deref() == Some("optional") {
+                    println!(
+                        "DPoP optional: without a proof it gets Bearer tokens that live at most 2 minutes; end the migration with `keygate client dpop {} required`",
+                        r.client_id
+                    );
+                }
                 if r.tls_identity.is_some() {
                     println!(
                         "authenticates with its certificate ({}) on the [tls.mtls] listener",
@@ -279,19 +325,41 @@ pub async fn client(c: ClientCommand) -> anyhow::Result<ExitCode> {
                 }
             })?;
         }
+        ClientCommand::Dpop { client_id, policy } => {
+            let dpop = match policy {
+                DpopSetting::Optional => "optional",
+                DpopSetting::Required => "required",
+                DpopSetting::Default => "default",
+            };
+            let r: Client = api
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/clients/{client_id}/dpop"),
+                    &SetClientDpop {
+                        dpop: dpop.to_owned(),
+                    },
+                )
+                .await?;
+            println!(
+                "client {}: DPoP {}",
+                r.client_id,
+                r.dpop.as_deref().unwrap_or("as [tokens] dpop")
+            );
+        }
         ClientCommand::List { format } => {
             let r: ClientList = api.get("/admin/v1/clients").await?;
             print(format, &r, |r| {
                 println!(
-                    "{:<36} {:<13} {:<16} REDIRECT URIS",
-                    "CLIENT ID", "TYPE", "SCOPES"
+                    "{:<36} {:<13} {:<16} {:<9} REDIRECT URIS",
+                    "CLIENT ID", "TYPE", "SCOPES", "DPOP"
                 );
                 for c in &r.clients {
                     println!(
-                        "{:<36} {:<13} {:<16} {}",
+                        "{:<36} {:<13} {:<16} {:<9} {}",
                         c.client_id,
                         c.kind,
                         c.scopes.join(","),
+                        c.dpop.as_deref().unwrap_or("default"),
                         c.redirect_uris.join(",")
                     );
                 }
