@@ -158,7 +158,9 @@ export class KeygateClient {
       throw new NetworkError(what, e);
     }
     this.#nonces.observe(url, response.headers);
-    this.#observeClock(response.headers, MAX_CLOCK_DRIFT_SECS);
+    // Only keygate's own answers set the clock: a proxied answer's `Date` may be the
+    // upstream's. (A proof keygate refuses at the proxy still corrects it, below.)
+    if (what !== 'proxy') this.#observeClock(response.headers, MAX_CLOCK_DRIFT_SECS);
     return response;
   }
 

@@ -201,6 +201,16 @@ test('clock skew: a Date header 10 minutes off moves iat to server time', async 
   assert.equal(fake.refreshRequests.length, 0);
 });
 
+test("a proxied answer's Date (the upstream's) does not move iat", async () => {
+  const { client, fake } = await signedIn();
+  fake.handlers['/proxy/echo/v1/x'] = () =>
+    json(200, { ok: true }, { date: new Date(Date.now() + 10 * 60 * 1000).toUTCString() });
+  await client.fetch('/proxy/echo/v1/x');
+  await client.fetch('/proxy/echo/v1/x');
+  const iat = decodeProof(fake.requests.at(-1).proof).claims.iat;
+  assert.ok(Math.abs(iat - Date.now() / 1000) < 3, `iat ${iat}`);
+});
+
 test('clock skew below 60 s is left alone', async () => {
   const { fake } = await signedIn({ date: () => new Date(Date.now() + 30_000) });
   const iat = decodeProof(fake.tokenRequests[0].proof).claims.iat;
