@@ -9,15 +9,16 @@ import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 
 /** Runs n calls at once (released together) and returns their results in order. */
-final class Concurrency {
+public final class Concurrency {
+    /** One of the calls; {@code i} is its index. */
     @FunctionalInterface
-    interface Call<T> {
+    public interface Call<T> {
         T run(int i) throws Exception;
     }
 
     private Concurrency() {}
 
-    static <T> List<T> run(int n, Call<T> call) throws Exception {
+    public static <T> List<T> run(int n, Call<T> call) throws Exception {
         ExecutorService pool = Executors.newFixedThreadPool(n);
         try {
             CountDownLatch start = new CountDownLatch(1);
