@@ -38,17 +38,7 @@ pub fn install(repo: &Path, command: &str, force: bool) -> Result<PathBuf, HookE
     if command.trim().is_empty() || command.contains(['"', '\'', '\n', '\r', '`', '$']) {
         return Err(HookError::BadCommand);
     }
-    let r = git2::Repository::discover(repo)
-        .map_err(|e| HookError::NotARepo(e.message().to_string()))?;
-    let hooks_dir = match r
-        .config()
-        .ok()
-        .and_then(|c| c.get_path("core.hooksPath").ok())
-    {
-        Some(p) if p.is_absolute() => p,
-        Some(p) => r.workdir().unwrap_or_else(|| r.path()).join(p),
-        None => r.path().join("hooks"),
-    };
+    let hooks_dir = hooks_dir(repo)?;
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| HookError::Io { path, source }
@@ -68,4 +58,44 @@ pub fn install(repo: &Path, command: &str, force: bool) -> Result<PathBuf, HookE
             .map_err(io(&hook))?;
     }
     Ok(hook)
+}
+
+/// Where git runs `repo`'s hooks from: `core.hooksPath` when set, else `<git dir>/hooks`.
+fn hooks_dir(repo: &Path) -> Result<PathBuf, HookError> {
+    let r = git2::Repository::discover(repo)
+        .map_err(|e| HookError::NotARepo(e.message().to_string()))?;
+    Ok(
+        match r
+            .config()
+            .ok()
+            .and_then(|c| c.get_path("core.hooksPath").ok())
+        {
+            Some(p) if p.is_absolute() => p,
+            Some(p) => r.workdir().unwrap_or_else(|| r.path()).join(p),
+            None => r.path().join("hooks"),
+        },
+    )
+}
+
+/// The pre-commit hook of `repo` if it is keygate's (written by [`install`]) and
+/// executable; `Ok(None)` when there is none or it is another program.
+pub fn installed(repo: &Path) -> Result<Option<PathBuf>, HookError> {
+    let hook = hooks_dir(repo)?.join("pre-commit");
+    let Ok(text) = std::fs::read_to_string(&hook) else {
+        return Ok(None);
+    };
+    if !text.contains(MARKER) {
+        return Ok(None);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&hook)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o111 == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(hook))
 }

@@ -281,7 +281,16 @@ fn hook_install_writes_an_executable_hook_and_respects_existing_ones() {
     }
     // Reinstalling over our own hook is fine; over a foreign one needs --force.
     keygate_scan::hook::install(dir.path(), "keygate", false).unwrap();
+    assert!(
+        keygate_scan::hook::installed(dir.path()).unwrap().is_some(),
+        "the hook just installed is found"
+    );
     fs::write(&hook, "#!/bin/sh\nmake lint\n").unwrap();
+    assert_eq!(
+        keygate_scan::hook::installed(dir.path()).unwrap(),
+        None,
+        "another program's hook is not keygate's"
+    );
     let err = keygate_scan::hook::install(dir.path(), "keygate", false).unwrap_err();
     assert!(err.to_string().contains("--force"), "{err}");
     assert_eq!(fs::read_to_string(&hook).unwrap(), "#!/bin/sh\nmake lint\n");

@@ -1610,13 +1610,12 @@ impl RawConfig {
             ));
         }
         let max_value_bytes = self.vault.max_value_bytes as usize;
-        let checkpoint_file = resolve(
-            base,
-            &self
-                .audit
-                .checkpoint_file
-                .unwrap_or_else(|| data_dir.join("audit-checkpoints.jsonl")),
-        );
+        // `data_dir` is resolved already: joining `base` again would double a relative
+        // config directory (`--config gate/keygate.toml` → `gate/gate/…`).
+        let checkpoint_file = match &self.audit.checkpoint_file {
+            Some(p) => resolve(base, p),
+            None => data_dir.join("audit-checkpoints.jsonl"),
+        };
         Ok(Config {
             public_url,
             listen,
@@ -1954,6 +1953,21 @@ mod tests {
             Some(MasterKeySource::File("/etc/keygate/./master.key".into()))
         );
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.checkpoint_file,
+            Path::new("/etc/keygate/./keygate-data/audit-checkpoints.jsonl")
+        );
+        // A relative config directory (`--config gate/keygate.toml`) is joined once.
+        let c = Config::from_toml(
+            &Config::template("127.0.0.1:9000".parse().unwrap()),
+            Path::new("gate"),
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.checkpoint_file,
+            Path::new("gate/./keygate-data/audit-checkpoints.jsonl")
+        );
     }
 
     #[test]

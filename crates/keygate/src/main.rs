@@ -90,6 +90,8 @@ enum Command {
     /// Certificate pin sets for app builds (SPKI SHA-256 of the current and backup keys:
     /// JSON, Android, iOS, TrustKit), and backup key generation
     Pins(cmd::pins::PinsArgs),
+    /// Grade this deployment against the checklist: pass / warn / fail per item, with evidence
+    Check(cmd::check::CheckArgs),
     /// Find API keys and other secrets in files, git history, staged changes and APK/IPA
     /// packages (exit 0: none, 1: findings, 2: error)
     Scan(keygate_scan::cli::ScanArgs),
@@ -155,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => cmd::run::run(a).await,
         Command::Ci(c) => cmd::ci::run(c),
         Command::Pins(a) => cmd::pins::run(a).await,
+        Command::Check(a) => cmd::check::run(a).await,
         Command::Scan(_) | Command::Hook(_) => Ok(ExitCode::from(2)),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod alert;
 pub mod audit;
+pub mod check;
 pub mod ci;
 pub mod demo;
 pub mod init;

@@ -1,0 +1,1193 @@
+//! `keygate check`: grades a deployment against the practices keygate is built on, one
+//! line per item with pass / warn / fail and the evidence.
+//!
+//! Facts come from three places: the configuration file (and the files it names: the
+//! master key, the checkpoint file), the running server's admin API (routes, clients,
+//! secrets and their rotation, the audit chain; `KEYGATE_ADDR`, else the config's
+//! `public_url`, with `KEYGATE_TOKEN`), and, with `--repo`, a git repository's hooks. The
+//! grading ([`grade`]) is a pure function of those facts, so each rule is tested without
+//! a server; an item whose facts could not be gathered is a warning that says why, never
+//! a pass.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use keygate_server::admin::api::{
+    AuditVerification, ClientList, RotationList, RouteList, RouteShown, SecretList,
+};
+use keygate_server::config::{Config, MasterKeySource};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::client::AdminClient;
+
+/// The longest access-token lifetime that passes (the checklist: minutes, not hours).
+const MAX_ACCESS_TTL_SECS: i64 = 15 * 60;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  keygate check --config /etc/keygate/keygate.toml\n  keygate check --config keygate.toml --repo ~/src/app --format sarif > keygate-check.sarif\n\nThe running server is asked through its admin API: KEYGATE_ADDR (default: the config's\npublic_url) and KEYGATE_TOKEN. Without them the items that need the server are warnings.\nExit status: 0 when nothing fails (warnings allowed), 1 when an item fails, 2 on usage\nerrors."
+)]
+pub struct CheckArgs {
+    /// The server's configuration file
+    #[arg(long, default_value = "keygate.toml")]
+    config: PathBuf,
+    /// Also check that this git repository has keygate's pre-commit hook
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    format: CheckFormat,
+}
+
+/// `--format` of `keygate check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+    Sarif,
+}
+
+/// An item's grade, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grade {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Grade {
+    fn label(self) -> &'static str {
+        match self {
+            Grade::Pass => "PASS",
+            Grade::Warn => "WARN",
+            Grade::Fail => "FAIL",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    /// Stable, dotted (`tokens.access_ttl`): what scripts and SARIF rules key on.
+    pub id: &'static str,
+    pub title: &'static str,
+    pub grade: Grade,
+    /// What was seen, never a secret.
+    pub evidence: String,
+}
+
+/// The whole report: `version` changes only when the JSON's shape does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub version: u32,
+    pub config: String,
+    /// The admin API asked, or `null` when none was.
+    pub server: Option<String>,
+    pub summary: Summary,
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub pass: usize,
+    pub warn: usize,
+    pub fail: usize,
+}
+
+/// Everything [`grade`] looks at.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub access_ttl_secs: i64,
+    pub dpop_required: bool,
+    pub refresh_idle_secs: i64,
+    pub refresh_absolute_secs: i64,
+    pub monitor_enabled: bool,
+    pub monitor_rules: usize,
+    /// Webhooks that receive `alert` events.
+    pub alert_webhooks: usize,
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub tls: Option<TlsFacts>,
+    pub log_level: String,
+    pub master_key: MasterKeyFacts,
+    pub checkpoint: CheckpointFacts,
+    /// Routes from the configuration file (used when the server cannot be asked).
+    pub config_routes: Vec<RouteFacts>,
+    /// What the running server said, or why it could not be asked.
+    pub live: Result<LiveFacts, String>,
+    /// With `--repo`: the repository, and its keygate hook (or why it could not be read).
+    pub repo: Option<(PathBuf, Result<Option<PathBuf>, String>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFacts {
+    /// Backup pins of `[tls.pins]`, when pins are published.
+    pub pin_backups: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MasterKeyFacts {
+    /// No `[master_key]`: the server starts sealed.
+    None,
+    Env(String),
+    File {
+        path: PathBuf,
+        /// Unix permission bits, or `None` when the file cannot be read.
+        mode: Option<u32>,
+        inside_data_dir: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointFacts {
+    pub path: PathBuf,
+    pub interval: Duration,
+    /// How long ago the file was last written, `None` when there is none.
+    pub age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFacts {
+    pub name: String,
+    pub scopes: usize,
+    pub limited: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveFacts {
+    pub routes: Vec<RouteFacts>,
+    /// Clients whose own policy lets them use Bearer tokens (`--dpop optional`).
+    pub bearer_clients: Vec<String>,
+    /// Secrets that exist (not deleted).
+    pub secrets: Vec<String>,
+    pub schedules: Vec<ScheduleFacts>,
+    pub audit: AuditVerification,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleFacts {
+    pub secret: String,
+    pub rotate_every: String,
+    pub overdue: bool,
+    pub last_error: Option<String>,
+}
+
+pub async fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config =
+        Config::load(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
+    let (server, live) = ask_server(&config).await;
+    let facts = Facts::gather(&config, live, a.repo.as_deref());
+    let report = Report {
+        version: 1,
+        config: a.config.display().to_string(),
+        server,
+        ..report_of(grade(&facts))
+    };
+    match a.format {
+        CheckFormat::Text => print_text(&report),
+        CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        CheckFormat::Sarif => println!("{}", serde_json::to_string_pretty(&sarif(&report))?),
+    }
+    Ok(if report.summary.fail > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The admin API's address and what it said (or why it was not asked).
+async fn ask_server(config: &Config) -> (Option<String>, Result<LiveFacts, String>) {
+    let base = std::env::var("KEYGATE_ADDR")
+        .unwrap_or_else(|_| config.public_url.as_str().trim_end_matches('/').to_owned());
+    let Ok(token) = std::env::var("KEYGATE_TOKEN") else {
+        return (
+            None,
+            Err("not checked: KEYGATE_TOKEN is not set, so the server was not asked".into()),
+        );
+    };
+    let api = match AdminClient::new(&base, SecretString::from(token)) {
+        Ok(api) => api,
+        Err(e) => return (None, Err(format!("not checked: {e}"))),
+    };
+    let live = LiveFacts::ask(&api)
+        .await
+        .map_err(|e| format!("not checked: the admin API at {base} did not answer: {e:#}"));
+    (Some(base), live)
+}
+
+impl LiveFacts {
+    async fn ask(api: &AdminClient) -> anyhow::Result<Self> {
+        let routes: RouteList = api.get("/admin/v1/routes").await?;
+        let mut route_facts = Vec::new();
+        for r in &routes.routes {
+            let shown: RouteShown = api.get(&format!("/admin/v1/routes/{}", r.name)).await?;
+            route_facts.push(RouteFacts {
+                name: r.name.clone(),
+                scopes: r.scopes.len(),
+                limited: shown.route.limits.is_some(),
+            });
+        }
+        let clients: ClientList = api.get("/admin/v1/clients").await?;
+        let secrets: SecretList = api.get("/admin/v1/secrets").await?;
+        let rotation: RotationList = api.get("/admin/v1/rotation").await?;
+        let audit: AuditVerification = api.get("/admin/v1/audit/verify").await?;
+        Ok(Self {
+            routes: route_facts,
+            bearer_clients: clients
+                .clients
+                .into_iter()
+                .filter(|c| c.dpop.as_deref() == Some("optional"))
+                .map(|c| c.client_id)
+                .collect(),
+            secrets: secrets
+                .secrets
+                .into_iter()
+                .filter(|s| !s.deleted)
+                .map(|s| s.name)
+                .collect(),
+            schedules: rotation
+                .schedules
+                .into_iter()
+                .map(|s| ScheduleFacts {
+                    secret: s.secret,
+                    rotate_every: s.rotate_every,
+                    overdue: s.overdue,
+                    last_error: s.last_error,
+                })
+                .collect(),
+            audit,
+        })
+    }
+}
+
+impl Facts {
+    fn gather(config: &Config, live: Result<LiveFacts, String>, repo: Option<&Path>) -> Self {
+        let t = &config.tokens;
+        let master_key = match &config.master_key {
+            None => MasterKeyFacts::None,
+            Some(MasterKeySource::Env(var)) => MasterKeyFacts::Env(var.clone()),
+            Some(MasterKeySource::File(path)) => MasterKeyFacts::File {
+                path: path.clone(),
+                mode: file_mode(path),
+                inside_data_dir: inside(path, &config.data_dir),
+            },
+        };
+        let age = std::fs::metadata(&config.checkpoint_file)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(|at| SystemTime::now().duration_since(at).unwrap_or_default());
+        Self {
+            access_ttl_secs: t.access_ttl_secs,
+            dpop_required: t.dpop_required,
+            refresh_idle_secs: t.refresh_idle_secs,
+            refresh_absolute_secs: t.refresh_absolute_secs,
+            monitor_enabled: config.monitor.enabled,
+            monitor_rules: config.monitor.rules.len(),
+            alert_webhooks: config.webhooks.iter().filter(|w| w.wants("alert")).count(),
+            listen: config.listen,
+            public_url: config.public_url.to_string(),
+            tls: config.tls.as_ref().map(|tls| TlsFacts {
+                pin_backups: tls.pins.as_ref().map(|p| p.backup.len()),
+            }),
+            log_level: config.log_level.clone(),
+            master_key,
+            checkpoint: CheckpointFacts {
+                path: config.checkpoint_file.clone(),
+                interval: config.checkpoint_interval,
+                age,
+            },
+            config_routes: config
+                .routes_raw
+                .iter()
+                .map(|(name, r)| RouteFacts {
+                    name: name.clone(),
+                    scopes: r.scopes.len(),
+                    limited: r.limits.is_some(),
+                })
+                .collect(),
+            live,
+            repo: repo.map(|dir| {
+                (
+                    dir.to_path_buf(),
+                    keygate_scan::hook::installed(dir).map_err(|e| e.to_string()),
+                )
+            }),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+#[cfg(not(unix))]
+fn file_mode(_: &Path) -> Option<u32> {
+    None
+}
+
+/// Whether `path` lies inside `dir` (both made absolute where they exist).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canon(path).starts_with(canon(dir))
+}
+
+fn item(id: &'static str, title: &'static str, grade: Grade, evidence: impl Into<String>) -> Item {
+    Item {
+        id,
+        title,
+        grade,
+        evidence: evidence.into(),
+    }
+}
+
+/// `90d`, `12h`, `5m` or `45s`: the largest unit that divides `secs`, as in the config.
+fn human(secs: i64) -> String {
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn names(list: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = list
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if list.len() > SHOWN {
+        text.push_str(&format!(" and {} more", list.len() - SHOWN));
+    }
+    text
+}
+
+/// Grades `facts`: one item per practice, in a fixed order.
+pub fn grade(f: &Facts) -> Vec<Item> {
+    let mut items = Vec::new();
+    let live = f.live.as_ref();
+    let not_checked = |why: &String| why.clone();
+
+    // Routes: the proxy verifies a token before it forwards anything; a route with no
+    // scope takes any token of any client, one with no limits lets a user drain it.
+    let (routes, source) = match live {
+        Ok(l) => (&l.routes, "in force on the server"),
+        Err(_) => (&f.config_routes, "in the configuration file"),
+    };
+    let open: Vec<String> = routes
+        .iter()
+        .filter(|r| r.scopes == 0)
+        .map(|r| r.name.clone())
+        .collect();
+    items.push(if routes.is_empty() {
+        item(
+            "routes.token",
+            "no route forwards without a token",
+            Grade::Pass,
+            format!("no routes {source}"),
+        )
+    } else if open.is_empty() {
+        item(
+            "routes.token",
+            "no route forwards without a token",
+            Grade::Pass,
+            format!(
+                "{} route(s) {source}; each needs an access token with one of its scopes",
+                routes.len()
+            ),
+        )
+    } else {
+        item(
+            "routes.token",
+            "no route forwards without a token",
+            Grade::Warn,
+            format!(
+                "route(s) {} need a token but no scope: any client's token passes",
+                names(&open)
+            ),
+        )
+    });
+    let unlimited: Vec<String> = routes
+        .iter()
+        .filter(|r| !r.limited)
+        .map(|r| r.name.clone())
+        .collect();
+    items.push(if routes.is_empty() {
+        item(
+            "routes.limits",
+            "every route has per-user limits",
+            Grade::Pass,
+            format!("no routes {source}"),
+        )
+    } else if unlimited.is_empty() {
+        item(
+            "routes.limits",
+            "every route has per-user limits",
+            Grade::Pass,
+            format!("{} route(s) {source}, each with limits", routes.len()),
+        )
+    } else {
+        item(
+            "routes.limits",
+            "every route has per-user limits",
+            Grade::Warn,
+            format!("no limits on {}", names(&unlimited)),
+        )
+    });
+
+    // Tokens.
+    items.push(if f.access_ttl_secs <= MAX_ACCESS_TTL_SECS {
+        item(
+            "tokens.access_ttl",
+            "access tokens live 15 minutes or less",
+            Grade::Pass,
+            format!("tokens.access_ttl = {}", human(f.access_ttl_secs)),
+        )
+    } else {
+        item(
+            "tokens.access_ttl",
+            "access tokens live 15 minutes or less",
+            Grade::Fail,
+            format!(
+                "tokens.access_ttl = {}: a stolen token stays good that long",
+                human(f.access_ttl_secs)
+            ),
+        )
+    });
+    items.push(if f.dpop_required {
+        item(
+            "tokens.dpop",
+            "DPoP is required for public clients",
+            Grade::Pass,
+            "tokens.dpop = \"required\"",
+        )
+    } else {
+        item(
+            "tokens.dpop",
+            "DPoP is required for public clients",
+            Grade::Fail,
+            "tokens.dpop = \"optional\": public clients get Bearer tokens a copy of which works anywhere",
+        )
+    });
+    items.push(match live {
+        Err(why) => item(
+            "clients.dpop",
+            "no client is exempt from DPoP",
+            Grade::Warn,
+            not_checked(why),
+        ),
+        Ok(l) if l.bearer_clients.is_empty() => item(
+            "clients.dpop",
+            "no client is exempt from DPoP",
+            Grade::Pass,
+            "no client registered with --dpop optional",
+        ),
+        Ok(l) => item(
+            "clients.dpop",
+            "no client is exempt from DPoP",
+            Grade::Warn,
+            format!(
+                "{} on --dpop optional (Bearer tokens of at most 2 minutes); end the migration with `keygate client dpop ID required`",
+                names(&l.bearer_clients)
+            ),
+        ),
+    });
+    items.push(item(
+        "tokens.refresh_rotation",
+        "refresh tokens rotate and reuse ends the session",
+        Grade::Pass,
+        format!(
+            "always on: each refresh token works once, a reused one revokes its session; sessions end after {} idle, {} in all",
+            human(f.refresh_idle_secs),
+            human(f.refresh_absolute_secs)
+        ),
+    ));
+
+    // Secrets and their rotation.
+    items.push(match live {
+        Err(why) => item(
+            "secrets.rotation",
+            "every secret is rotated on a schedule",
+            Grade::Warn,
+            not_checked(why),
+        ),
+        Ok(l) => {
+            let overdue: Vec<String> = l
+                .schedules
+                .iter()
+                .filter(|s| s.overdue)
+                .map(|s| match &s.last_error {
+                    Some(e) => format!("{} (last error: {e})", s.secret),
+                    None => s.secret.clone(),
+                })
+                .collect();
+            let unscheduled: Vec<String> = l
+                .secrets
+                .iter()
+                .filter(|name| !l.schedules.iter().any(|s| &s.secret == *name))
+                .cloned()
+                .collect();
+            if !overdue.is_empty() {
+                item(
+                    "secrets.rotation",
+                    "every secret is rotated on a schedule",
+                    Grade::Fail,
+                    format!("overdue: {}", names(&overdue)),
+                )
+            } else if !unscheduled.is_empty() {
+                item(
+                    "secrets.rotation",
+                    "every secret is rotated on a schedule",
+                    Grade::Warn,
+                    format!(
+                        "no rotate_every for {} (`keygate secret schedule NAME --every 30d`)",
+                        names(&unscheduled)
+                    ),
+                )
+            } else {
+                let every: Vec<String> = l
+                    .schedules
+                    .iter()
+                    .map(|s| format!("{} every {}", s.secret, s.rotate_every))
+                    .collect();
+                item(
+                    "secrets.rotation",
+                    "every secret is rotated on a schedule",
+                    Grade::Pass,
+                    if every.is_empty() {
+                        "no secrets stored".to_owned()
+                    } else {
+                        format!("on schedule: {}", names(&every))
+                    },
+                )
+            }
+        }
+    });
+
+    // The monitor and where its alerts go.
+    items.push(if f.monitor_enabled && f.monitor_rules > 0 {
+        item(
+            "monitor.rules",
+            "the monitor runs with rules",
+            Grade::Pass,
+            format!("{} rule(s)", f.monitor_rules),
+        )
+    } else if f.monitor_enabled {
+        item(
+            "monitor.rules",
+            "the monitor runs with rules",
+            Grade::Fail,
+            "[monitor] runs with no rules: abuse is not acted on",
+        )
+    } else {
+        item(
+            "monitor.rules",
+            "the monitor runs with rules",
+            Grade::Fail,
+            "[monitor] enabled = false: abuse is not acted on",
+        )
+    });
+    items.push(if f.alert_webhooks > 0 {
+        item(
+            "monitor.alert_sink",
+            "alerts reach someone",
+            Grade::Pass,
+            format!("{} webhook(s) take alert events", f.alert_webhooks),
+        )
+    } else {
+        item(
+            "monitor.alert_sink",
+            "alerts reach someone",
+            Grade::Warn,
+            "no webhook takes alert events: alerts wait in `keygate alert list`",
+        )
+    });
+
+    // Transport.
+    let public = url::Url::parse(&f.public_url).ok();
+    let public_https = public.as_ref().is_some_and(|u| u.scheme() == "https");
+    let public_loopback = public.as_ref().and_then(|u| u.host_str()).is_some_and(|h| {
+        h == "localhost"
+            || h.trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    const TLS_TITLE: &str = "TLS on every listener that is not loopback";
+    items.push(match &f.tls {
+        Some(_) => item(
+            "tls.listener",
+            TLS_TITLE,
+            Grade::Pass,
+            format!("[tls] terminates TLS; public_url {}", f.public_url),
+        ),
+        None if !f.listen.ip().is_loopback() => item(
+            "tls.listener",
+            TLS_TITLE,
+            Grade::Fail,
+            format!("plain HTTP on {} without [tls]", f.listen),
+        ),
+        None if public_https => item(
+            "tls.listener",
+            TLS_TITLE,
+            Grade::Pass,
+            format!(
+                "plain HTTP on loopback only ({}), behind a TLS proxy serving {}",
+                f.listen, f.public_url
+            ),
+        ),
+        None if public_loopback => item(
+            "tls.listener",
+            TLS_TITLE,
+            Grade::Pass,
+            format!(
+                "loopback only ({}), for development: apps on other machines cannot reach it",
+                f.listen
+            ),
+        ),
+        None => item(
+            "tls.listener",
+            TLS_TITLE,
+            Grade::Fail,
+            format!(
+                "public_url {} is plain HTTP: apps send tokens in clear",
+                f.public_url
+            ),
+        ),
+    });
+    items.push(if f.tls.is_some() {
+        item(
+            "tls.hsts",
+            "HSTS is sent",
+            Grade::Pass,
+            "keygate sends Strict-Transport-Security on its TLS listener",
+        )
+    } else {
+        item(
+            "tls.hsts",
+            "HSTS is sent",
+            Grade::Warn,
+            "no [tls]: the TLS proxy in front must send Strict-Transport-Security",
+        )
+    });
+    items.push(match f.tls.as_ref().and_then(|t| t.pin_backups) {
+        Some(n) if n > 0 => item(
+            "tls.pins",
+            "certificate pins are published with a backup",
+            Grade::Pass,
+            format!("/.well-known/keygate-pins with {n} backup pin(s)"),
+        ),
+        Some(_) => item(
+            "tls.pins",
+            "certificate pins are published with a backup",
+            Grade::Fail,
+            "[tls.pins] has no backup: a key change would lock every pinned app out",
+        ),
+        None => item(
+            "tls.pins",
+            "certificate pins are published with a backup",
+            Grade::Warn,
+            "no [tls.pins]: apps cannot update their pins over the air",
+        ),
+    });
+
+    // Logs.
+    let level = f.log_level.to_ascii_lowercase();
+    items.push(if level.contains("debug") || level.contains("trace") {
+        item(
+            "log.level",
+            "logs at info or above, redacted",
+            Grade::Warn,
+            format!(
+                "log.level = \"{}\": verbose logs (secrets are still redacted)",
+                f.log_level
+            ),
+        )
+    } else {
+        item(
+            "log.level",
+            "logs at info or above, redacted",
+            Grade::Pass,
+            format!(
+                "log.level = \"{}\"; the redacting writer is always on",
+                f.log_level
+            ),
+        )
+    });
+
+    // The audit chain and its checkpoints.
+    items.push(match live {
+        Err(why) => item(
+            "audit.chain",
+            "the audit chain verifies",
+            Grade::Warn,
+            not_checked(why),
+        ),
+        Ok(l) if l.audit.ok => item(
+            "audit.chain",
+            "the audit chain verifies",
+            Grade::Pass,
+            format!(
+                "{} entries, {} checkpoint(s) checked",
+                l.audit.entries.unwrap_or(0),
+                l.audit.checkpoints_checked.unwrap_or(0)
+            ),
+        ),
+        Ok(l) => item(
+            "audit.chain",
+            "the audit chain verifies",
+            Grade::Fail,
+            format!(
+                "broken: {}",
+                l.audit
+                    .error
+                    .as_deref()
+                    .unwrap_or("see `keygate audit verify`")
+            ),
+        ),
+    });
+    let stale_after = f.checkpoint.interval * 2 + Duration::from_secs(60);
+    items.push(match f.checkpoint.age {
+        Some(age) if age <= stale_after => item(
+            "audit.checkpoints",
+            "audit checkpoints are recent",
+            Grade::Pass,
+            format!(
+                "{} written {} ago (every {})",
+                f.checkpoint.path.display(),
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(f.checkpoint.interval)
+            ),
+        ),
+        Some(age) => item(
+            "audit.checkpoints",
+            "audit checkpoints are recent",
+            Grade::Warn,
+            format!(
+                "{} last written {} ago (every {}): is the server running?",
+                f.checkpoint.path.display(),
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(f.checkpoint.interval)
+            ),
+        ),
+        None => item(
+            "audit.checkpoints",
+            "audit checkpoints are recent",
+            Grade::Warn,
+            format!("no checkpoint file at {}", f.checkpoint.path.display()),
+        ),
+    });
+
+    // The master key.
+    items.push(match &f.master_key {
+        MasterKeyFacts::None => item(
+            "master_key",
+            "the master key is private and apart from the data",
+            Grade::Fail,
+            "no [master_key]: the vault stays sealed",
+        ),
+        MasterKeyFacts::Env(var) => item(
+            "master_key",
+            "the master key is private and apart from the data",
+            Grade::Warn,
+            format!(
+                "in the environment ({var}): readable by the process's user through /proc; a 0600 file or an HSM is tighter"
+            ),
+        ),
+        MasterKeyFacts::File { path, mode: None, .. } => item(
+            "master_key",
+            "the master key is private and apart from the data",
+            Grade::Fail,
+            format!("{} cannot be read", path.display()),
+        ),
+        MasterKeyFacts::File {
+            path,
+            mode: Some(mode),
+            inside_data_dir,
+        } => {
+            if mode & 0o077 != 0 {
+                item(
+                    "master_key",
+                    "the master key is private and apart from the data",
+                    Grade::Fail,
+                    format!(
+                        "{} has mode {mode:04o}: others can read it (want 0600)",
+                        path.display()
+                    ),
+                )
+            } else if *inside_data_dir {
+                item(
+                    "master_key",
+                    "the master key is private and apart from the data",
+                    Grade::Fail,
+                    format!(
+                        "{} is inside the data directory: one backup holds both the key and what it opens",
+                        path.display()
+                    ),
+                )
+            } else {
+                item(
+                    "master_key",
+                    "the master key is private and apart from the data",
+                    Grade::Pass,
+                    format!(
+                        "{} mode {mode:04o}, outside the data directory",
+                        path.display()
+                    ),
+                )
+            }
+        }
+    });
+
+    // The scanner as a pre-commit hook.
+    if let Some((dir, hook)) = &f.repo {
+        items.push(match hook {
+            Ok(Some(path)) => item(
+                "scan.hook",
+                "the secret scanner runs before each commit",
+                Grade::Pass,
+                format!("{} runs `keygate scan --staged`", path.display()),
+            ),
+            Ok(None) => item(
+                "scan.hook",
+                "the secret scanner runs before each commit",
+                Grade::Fail,
+                format!(
+                    "no keygate pre-commit hook in {} (`keygate hook install --repo {}`)",
+                    dir.display(),
+                    dir.display()
+                ),
+            ),
+            Err(e) => item(
+                "scan.hook",
+                "the secret scanner runs before each commit",
+                Grade::Fail,
+                format!("{}: {e}", dir.display()),
+            ),
+        });
+    }
+    items
+}
+
+fn report_of(items: Vec<Item>) -> Report {
+    let count = |g: Grade| items.iter().filter(|i| i.grade == g).count();
+    Report {
+        version: 1,
+        config: String::new(),
+        server: None,
+        summary: Summary {
+            pass: count(Grade::Pass),
+            warn: count(Grade::Warn),
+            fail: count(Grade::Fail),
+        },
+        items,
+    }
+}
+
+fn print_text(r: &Report) {
+    match &r.server {
+        Some(s) => println!("keygate check: {} and the server at {s}", r.config),
+        None => println!("keygate check: {} (server not asked)", r.config),
+    }
+    let width = r.items.iter().map(|i| i.id.len()).max().unwrap_or(0);
+    for i in &r.items {
+        println!(
+            "{}  {:<width$}  {}: {}",
+            i.grade.label(),
+            i.id,
+            i.title,
+            i.evidence
+        );
+    }
+    println!(
+        "{} pass, {} warn, {} fail",
+        r.summary.pass, r.summary.warn, r.summary.fail
+    );
+}
+
+/// SARIF 2.1.0: one rule per item, one result per item (`kind: pass` for passes), all
+/// located at the configuration file.
+fn sarif(r: &Report) -> serde_json::Value {
+    use serde_json::json;
+    let rules: Vec<_> = r
+        .items
+        .iter()
+        .map(|i| json!({"id": i.id, "shortDescription": {"text": i.title}}))
+        .collect();
+    let results: Vec<_> = r
+        .items
+        .iter()
+        .map(|i| {
+            let (kind, level) = match i.grade {
+                Grade::Pass => ("pass", "none"),
+                Grade::Warn => ("fail", "warning"),
+                Grade::Fail => ("fail", "error"),
+            };
+            json!({
+                "ruleId": i.id,
+                "kind": kind,
+                "level": level,
+                "message": {"text": format!("{}: {}", i.title, i.evidence)},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": r.config}}}],
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "keygate check", "version": env!("CARGO_PKG_VERSION"), "rules": rules}},
+            "results": results,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strong() -> Facts {
+        Facts {
+            access_ttl_secs: 300,
+            dpop_required: true,
+            refresh_idle_secs: 14 * 86400,
+            refresh_absolute_secs: 90 * 86400,
+            monitor_enabled: true,
+            monitor_rules: 6,
+            alert_webhooks: 1,
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            public_url: "https://gate.example.com/".into(),
+            tls: Some(TlsFacts {
+                pin_backups: Some(1),
+            }),
+            log_level: "info".into(),
+            master_key: MasterKeyFacts::File {
+                path: "/etc/keygate/master.key".into(),
+                mode: Some(0o600),
+                inside_data_dir: false,
+            },
+            checkpoint: CheckpointFacts {
+                path: "/var/lib/keygate/audit-checkpoints.jsonl".into(),
+                interval: Duration::from_secs(60),
+                age: Some(Duration::from_secs(10)),
+            },
+            config_routes: vec![],
+            live: Ok(LiveFacts {
+                routes: vec![RouteFacts {
+                    name: "openai".into(),
+                    scopes: 1,
+                    limited: true,
+                }],
+                bearer_clients: vec![],
+                secrets: vec!["openai".into()],
+                schedules: vec![ScheduleFacts {
+                    secret: "openai".into(),
+                    rotate_every: "30days".into(),
+                    overdue: false,
+                    last_error: None,
+                }],
+                audit: AuditVerification {
+                    ok: true,
+                    entries: Some(12),
+                    head_seq: Some(12),
+                    head_hash: None,
+                    checkpoints_checked: Some(1),
+                    first_bad_seq: None,
+                    error: None,
+                    warnings: vec![],
+                },
+            }),
+            repo: Some((
+                "/src/app".into(),
+                Ok(Some("/src/app/.git/hooks/pre-commit".into())),
+            )),
+        }
+    }
+
+    fn grades(f: &Facts) -> Vec<(&'static str, Grade)> {
+        grade(f).into_iter().map(|i| (i.id, i.grade)).collect()
+    }
+
+    fn grade_of(f: &Facts, id: &str) -> Grade {
+        grade(f)
+            .into_iter()
+            .find(|i| i.id == id)
+            .map(|i| i.grade)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_strong_deployment_passes_every_item_in_a_fixed_order() {
+        let got = grades(&strong());
+        let ids: Vec<&str> = got.iter().map(|(id, _)| *id).collect();
+        assert_eq!(
+            ids,
+            [
+                "routes.token",
+                "routes.limits",
+                "tokens.access_ttl",
+                "tokens.dpop",
+                "clients.dpop",
+                "tokens.refresh_rotation",
+                "secrets.rotation",
+                "monitor.rules",
+                "monitor.alert_sink",
+                "tls.listener",
+                "tls.hsts",
+                "tls.pins",
+                "log.level",
+                "audit.chain",
+                "audit.checkpoints",
+                "master_key",
+                "scan.hook",
+            ]
+        );
+        assert!(got.iter().all(|(_, g)| *g == Grade::Pass), "{got:?}");
+    }
+
+    #[test]
+    fn each_weakness_grades_its_own_item() {
+        let mut f = strong();
+        f.access_ttl_secs = 3600;
+        assert_eq!(grade_of(&f, "tokens.access_ttl"), Grade::Fail);
+        let mut f = strong();
+        f.dpop_required = false;
+        assert_eq!(grade_of(&f, "tokens.dpop"), Grade::Fail);
+        let mut f = strong();
+        if let Ok(l) = f.live.as_mut() {
+            l.bearer_clients = vec!["legacy-1a2b".into()];
+        }
+        assert_eq!(grade_of(&f, "clients.dpop"), Grade::Warn);
+        let mut f = strong();
+        if let Ok(l) = f.live.as_mut() {
+            l.schedules[0].overdue = true;
+        }
+        assert_eq!(grade_of(&f, "secrets.rotation"), Grade::Fail);
+        let mut f = strong();
+        if let Ok(l) = f.live.as_mut() {
+            l.schedules.clear();
+        }
+        assert_eq!(grade_of(&f, "secrets.rotation"), Grade::Warn);
+        let mut f = strong();
+        f.monitor_enabled = false;
+        assert_eq!(grade_of(&f, "monitor.rules"), Grade::Fail);
+        let mut f = strong();
+        f.alert_webhooks = 0;
+        assert_eq!(grade_of(&f, "monitor.alert_sink"), Grade::Warn);
+        let mut f = strong();
+        f.tls = None;
+        assert_eq!(
+            grade_of(&f, "tls.listener"),
+            Grade::Pass,
+            "behind a TLS proxy"
+        );
+        assert_eq!(grade_of(&f, "tls.hsts"), Grade::Warn);
+        f.public_url = "http://127.0.0.1:8080/".into();
+        assert_eq!(grade_of(&f, "tls.listener"), Grade::Pass, "development");
+        f.public_url = "http://gate.example.com/".into();
+        assert_eq!(
+            grade_of(&f, "tls.listener"),
+            Grade::Fail,
+            "plain public URL"
+        );
+        f.public_url = "https://gate.example.com/".into();
+        f.listen = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(grade_of(&f, "tls.listener"), Grade::Fail, "plain listener");
+        let mut f = strong();
+        f.tls = Some(TlsFacts {
+            pin_backups: Some(0),
+        });
+        assert_eq!(grade_of(&f, "tls.pins"), Grade::Fail);
+        let mut f = strong();
+        f.log_level = "keygate=debug".into();
+        assert_eq!(grade_of(&f, "log.level"), Grade::Warn);
+        let mut f = strong();
+        if let Ok(l) = f.live.as_mut() {
+            l.audit.ok = false;
+        }
+        assert_eq!(grade_of(&f, "audit.chain"), Grade::Fail);
+        let mut f = strong();
+        f.checkpoint.age = Some(Duration::from_secs(3600));
+        assert_eq!(grade_of(&f, "audit.checkpoints"), Grade::Warn);
+        for (mode, inside) in [(0o644, false), (0o600, true)] {
+            let mut f = strong();
+            f.master_key = MasterKeyFacts::File {
+                path: "/k".into(),
+                mode: Some(mode),
+                inside_data_dir: inside,
+            };
+            assert_eq!(grade_of(&f, "master_key"), Grade::Fail, "{mode:o} {inside}");
+        }
+        let mut f = strong();
+        f.repo = Some(("/src/app".into(), Ok(None)));
+        assert_eq!(grade_of(&f, "scan.hook"), Grade::Fail);
+        let mut f = strong();
+        if let Ok(l) = f.live.as_mut() {
+            l.routes[0].scopes = 0;
+            l.routes[0].limited = false;
+        }
+        assert_eq!(grade_of(&f, "routes.token"), Grade::Warn);
+        assert_eq!(grade_of(&f, "routes.limits"), Grade::Warn);
+    }
+
+    #[test]
+    fn what_could_not_be_asked_is_a_warning_saying_why_never_a_pass() {
+        let mut f = strong();
+        f.live = Err("not checked: KEYGATE_TOKEN is not set".into());
+        f.config_routes = vec![RouteFacts {
+            name: "maps".into(),
+            scopes: 1,
+            limited: false,
+        }];
+        let items = grade(&f);
+        for id in ["clients.dpop", "secrets.rotation", "audit.chain"] {
+            let i = items.iter().find(|i| i.id == id).unwrap();
+            assert_eq!(i.grade, Grade::Warn, "{id}");
+            assert!(i.evidence.contains("KEYGATE_TOKEN"), "{}", i.evidence);
+        }
+        // Routes fall back to the configuration file.
+        let limits = items.iter().find(|i| i.id == "routes.limits").unwrap();
+        assert_eq!(limits.grade, Grade::Warn);
+        assert!(limits.evidence.contains("maps"), "{}", limits.evidence);
+        // Without --repo there is no hook item.
+        f.repo = None;
+        assert!(grade(&f).iter().all(|i| i.id != "scan.hook"));
+    }
+
+    #[test]
+    fn sarif_has_a_rule_and_a_result_per_item() {
+        let mut f = strong();
+        f.dpop_required = false;
+        let report = Report {
+            config: "keygate.toml".into(),
+            ..report_of(grade(&f))
+        };
+        assert_eq!(report.summary.fail, 1);
+        let s = sarif(&report);
+        assert_eq!(s["version"], "2.1.0");
+        let results = s["runs"][0]["results"].as_array().unwrap();
+        assert_eq!(results.len(), report.items.len());
+        let dpop = results
+            .iter()
+            .find(|r| r["ruleId"] == "tokens.dpop")
+            .unwrap();
+        assert_eq!(dpop["level"], "error");
+        assert_eq!(dpop["kind"], "fail");
+        assert_eq!(
+            s["runs"][0]["tool"]["driver"]["rules"]
+                .as_array()
+                .unwrap()
+                .len(),
+            report.items.len()
+        );
+    }
+}
