@@ -1288,3 +1288,97 @@ async fn a_proof_accepted_before_a_restart_is_refused_after_it() {
     let mut app = app;
     app.stop().await;
 }
+
+/// The login page names the app as its users know it, the host they sign in at, how
+/// long the sign-in lasts and the app's privacy notice; what the operator typed is
+/// escaped, and what cannot be shown safely is refused at registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_page_shows_the_app_host_session_line_and_privacy_notice() {
+    let app = TestApp::spawn().await;
+    setup(&app).await;
+    let add = |body: Value| app.call(reqwest::Method::POST, "/admin/v1/clients", Some(body));
+    let (s, b) = add(json!({
+        "name": "acme", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"],
+        "display_name": "Acme <Chat> & Co",
+        "privacy_url": "https://acme.example/privacy?lang=en&v=2",
+    }))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["display_name"], "Acme <Chat> & Co");
+    let device = Device::new(b["client_id"].as_str().unwrap());
+    let challenge = pkce::challenge_for(&pkce::generate_verifier());
+    let jkt = device.jkt();
+    let page = open_login(&app, &authz_query(&device, challenge.as_str(), &jkt)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(
+        page.html
+            .contains("<strong>Acme &lt;Chat&gt; &amp; Co</strong> asks for: ai"),
+        "{}",
+        page.html
+    );
+    let host = app.base.trim_start_matches("http://");
+    assert!(
+        page.html.contains(&format!("at <strong>{host}</strong>")),
+        "{}",
+        page.html
+    );
+    assert!(
+        page.html.contains(
+            "<a href=\"https://acme.example/privacy?lang=en&amp;v=2\" rel=\"noopener noreferrer\">Privacy notice</a>"
+        ),
+        "{}",
+        page.html
+    );
+    // keygate's own line, from the refresh policy (14 days idle, 90 days in all).
+    assert!(
+        page.html.contains(
+            "You stay signed in on this device for up to 90 days; after 14 days without use you sign in again."
+        ),
+        "{}",
+        page.html
+    );
+
+    // The client's own line replaces it; no privacy link when none is registered.
+    let (s, b) = add(json!({
+        "name": "short", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"],
+        "session_note": "For your safety you sign in again every day.",
+    }))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let device = Device::new(b["client_id"].as_str().unwrap());
+    let page = open_login(&app, &authz_query(&device, challenge.as_str(), &jkt)).await;
+    assert!(
+        page.html
+            .contains("For your safety you sign in again every day.")
+            && !page.html.contains("Privacy notice")
+            && page.html.contains("<strong>short</strong> asks for"),
+        "{}",
+        page.html
+    );
+
+    // What cannot be shown safely is refused, naming the field; nothing is registered.
+    for (field, value) in [
+        ("privacy_url", "javascript:alert(1)"),
+        ("privacy_url", "http://acme.example/privacy"),
+        ("privacy_url", "https://user:pw@acme.example/"),
+        ("display_name", "Acme\nChat"),
+        ("display_name", ""),
+        ("session_note", "x".repeat(201).as_str()),
+    ] {
+        let mut body =
+            json!({"name": "bad", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"]});
+        body[field] = json!(value);
+        let (s, b) = add(body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{field}={value:?}: {b}");
+        assert!(b["message"].as_str().unwrap().contains(field), "{b}");
+    }
+    let (_, list) = app.get("/admin/v1/clients").await;
+    assert!(
+        list["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != "bad"),
+        "{list}"
+    );
+}

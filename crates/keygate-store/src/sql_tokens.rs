@@ -18,7 +18,8 @@ use crate::{Result, SqlStore, StoreError};
 const USER_COLUMNS: &str = "SELECT id, name, password_hash, scopes, created_ms, disabled_ms, \
      totp_sealed, totp_last_step, issuer, subject FROM users";
 const CLIENT_COLUMNS: &str = "SELECT id, name, kind, secret_hash, redirect_uris, scopes, \
-     created_ms, removed_ms, auth_method, tls_identity, dpop FROM clients";
+     created_ms, removed_ms, auth_method, tls_identity, dpop, display_name, privacy_url, \
+     session_note FROM clients";
 const FAMILY_COLUMNS: &str = "SELECT id, user_id, client_id, jkt, scopes, created_ms, \
      last_used_ms, generation, previous_generation, rotated_ms, revoked_ms, revoke_reason \
      FROM refresh_families";
@@ -54,6 +55,9 @@ fn client(r: &AnyRow) -> Result<ClientRecord> {
         auth_method: r.try_get(8)?,
         tls_identity: r.try_get(9)?,
         dpop: r.try_get(10)?,
+        display_name: r.try_get(11)?,
+        privacy_url: r.try_get(12)?,
+        session_note: r.try_get(13)?,
     })
 }
 
@@ -429,8 +433,8 @@ impl TokenStore for SqlStore {
         }
         sqlx::query(
             "INSERT INTO clients (id, name, kind, secret_hash, redirect_uris, scopes, created_ms, \
-             removed_ms, auth_method, tls_identity, dpop) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)",
+             removed_ms, auth_method, tls_identity, dpop, display_name, privacy_url, \
+             session_note) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13)",
         )
         .bind(c.id)
         .bind(c.name)
@@ -442,6 +446,9 @@ impl TokenStore for SqlStore {
         .bind(c.auth_method)
         .bind(c.tls_identity)
         .bind(c.dpop)
+        .bind(c.display_name)
+        .bind(c.privacy_url)
+        .bind(c.session_note)
         .execute(&mut *tx)
         .await?;
         self.append(&mut tx, audit, now_ms).await?;

@@ -64,6 +64,12 @@ pub struct ClientRecord {
     /// The client's own DPoP policy, `optional` or `required`; `None` follows
     /// `tokens.dpop`.
     pub dpop: Option<String>,
+    /// The app's name on the login page (else `name`).
+    pub display_name: Option<String>,
+    /// A link to the app's privacy notice on the login page.
+    pub privacy_url: Option<String>,
+    /// The login page's line on how long a sign-in lasts (else keygate's own).
+    pub session_note: Option<String>,
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -77,6 +83,9 @@ impl std::fmt::Debug for ClientRecord {
             .field("auth_method", &self.auth_method)
             .field("tls_identity", &self.tls_identity)
             .field("dpop", &self.dpop)
+            .field("display_name", &self.display_name)
+            .field("privacy_url", &self.privacy_url)
+            .field("session_note", &self.session_note)
             .finish_non_exhaustive()
     }
 }

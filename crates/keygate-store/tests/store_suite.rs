@@ -513,6 +513,9 @@ fn client_rec(id: &str) -> keygate_store::ClientRecord {
         auth_method: None,
         tls_identity: None,
         dpop: None,
+        display_name: None,
+        privacy_url: None,
+        session_note: None,
     }
 }
 
@@ -571,6 +574,19 @@ async fn users_are_unique_and_disabling_revokes_their_sessions(db: &TestDb) {
     assert_eq!(back.auth_method, mtls.auth_method);
     assert_eq!(back.tls_identity, mtls.tls_identity);
     assert_eq!(back.secret_hash, None);
+    // What the login page shows for a client round-trips.
+    let mut shown = client_rec("shown");
+    shown.display_name = Some("Acme Chat".into());
+    shown.privacy_url = Some("https://acme.example/privacy".into());
+    shown.session_note = Some("You stay signed in for 30 days.".into());
+    store
+        .create_client(shown.clone(), ev("client.add"), 5)
+        .await
+        .unwrap();
+    let back_shown = store.client_by_id("shown").await.unwrap().unwrap();
+    assert_eq!(back_shown.display_name, shown.display_name);
+    assert_eq!(back_shown.privacy_url, shown.privacy_url);
+    assert_eq!(back_shown.session_note, shown.session_note);
     // A client's own DPoP policy: stored, changed as a security-relevant write (the
     // change epoch moves, so caches read again), and refused for an unknown client.
     assert_eq!(back.dpop, None);

@@ -654,6 +654,15 @@ pub struct Client {
     /// `required`; absent when it follows `tokens.dpop`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop: Option<String>,
+    /// The app's name on the login page (else `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The app's privacy notice, linked from the login page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_url: Option<String>,
+    /// The login page's line on how long a sign-in lasts (else keygate's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_note: Option<String>,
     /// A confidential client's secret: only in the answer to its registration (sent with
     /// `Cache-Control: no-store`), never again.
     #[serde(
@@ -683,6 +692,9 @@ impl From<&keygate_store::ClientRecord> for Client {
                 .as_deref()
                 .and_then(|j| serde_json::from_str(j).ok()),
             dpop: c.dpop.clone(),
+            display_name: c.display_name.clone(),
+            privacy_url: c.privacy_url.clone(),
+            session_note: c.session_note.clone(),
             client_secret: None,
         }
     }
@@ -723,6 +735,17 @@ pub struct AddClient {
     /// insists on DPoP even where `tokens.dpop` is optional. Absent: `tokens.dpop`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop: Option<String>,
+    /// The app's name as its users know it, on the login page (default: `name`); at most
+    /// 64 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The app's privacy notice (`https://`), linked from the login page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_url: Option<String>,
+    /// The login page's line on how long a sign-in lasts, at most 200 characters (default:
+    /// keygate's own, from `tokens.refresh_idle` and `refresh_absolute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_note: Option<String>,
 }
 
 /// `POST /admin/v1/clients/{id}/dpop`: changes a client's own DPoP policy; answered
@@ -1087,6 +1110,9 @@ mod tests {
             token_endpoint_auth_method: "none".into(),
             tls_identity: None,
             dpop: None,
+            display_name: None,
+            privacy_url: None,
+            session_note: None,
             client_secret: None,
         };
         let v = serde_json::to_value(&client).unwrap();

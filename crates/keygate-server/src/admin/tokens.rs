@@ -205,6 +205,17 @@ async fn add_client(
         None => None,
         Some(p) => client_dpop_policy(p)?,
     };
+    let display_name = b
+        .display_name
+        .as_deref()
+        .map(|t| page_text(t, "display_name", 64))
+        .transpose()?;
+    let session_note = b
+        .session_note
+        .as_deref()
+        .map(|t| page_text(t, "session_note", 200))
+        .transpose()?;
+    let privacy_url = b.privacy_url.as_deref().map(privacy_url).transpose()?;
     let secret = match (b.kind.as_str(), &tls) {
         ("public", None) => {
             if b.redirect_uris.is_empty() {
@@ -244,6 +255,9 @@ async fn add_client(
             .transpose()
             .map_err(|e| ApiError::internal(&e))?,
         dpop: dpop.map(str::to_owned),
+        display_name,
+        privacy_url,
+        session_note,
     };
     let audit = AuditEvent::new(admin.actor(), "client.add", Outcome::Success)
         .target(id.clone())
@@ -261,6 +275,45 @@ async fn add_client(
         .as_ref()
         .map(|t| SecretString::from(t.value().expose_secret().to_owned()));
     Ok(no_store(body))
+}
+
+/// Text for the login page: trimmed, not empty, at most `max` characters, no control
+/// characters (it is HTML-escaped when shown).
+fn page_text(text: &str, field: &str, max: usize) -> Result<String, ApiError> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {max} characters without line breaks or control characters"
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+/// A privacy notice link: an absolute `https` URL (`http` only on loopback), without
+/// credentials, at most 512 bytes.
+fn privacy_url(text: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "privacy_url must be an https:// URL (http:// only on loopback), without user or password",
+        )
+    };
+    let url = url::Url::parse(text.trim()).map_err(|_| bad())?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    if !scheme_ok
+        || url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.as_str().len() > 512
+    {
+        return Err(bad());
+    }
+    Ok(url.to_string())
 }
 
 /// A DPoP policy as the admin API takes it: `Some` of what is stored, `None` for

@@ -245,12 +245,32 @@ h1{{font-size:1.4rem;margin:0 0 .5rem}}p{{margin:.25rem 0 1rem;color:#444}}\
 label{{display:block;margin:.75rem 0;font-weight:600}}\
 input:not([type=hidden]){{display:block;width:100%;box-sizing:border-box;font-size:1.1rem;padding:.7rem;margin-top:.3rem;border:1px solid #bbb;border-radius:8px}}\
 button{{width:100%;font-size:1.1rem;padding:.8rem;margin-top:1rem;border:0;border-radius:8px;background:#1a5fd0;color:#fff}}\
-.msg{{color:#a00;font-weight:600}}.note{{color:#111}}</style></head><body><main>\
-<h1>Sign in</h1><p><strong>{app}</strong> asks for: {scopes}</p>{message}\
+.msg{{color:#a00;font-weight:600}}.note{{color:#111}}\
+.where{{margin:0 0 1rem;font-size:.95rem}}.small{{font-size:.9rem;margin:1rem 0 0}}a{{color:#1a5fd0}}</style></head><body><main>\
+<h1>Sign in</h1><p class=\"where\">at <strong>{host}</strong></p>\
+<p><strong>{app}</strong> asks for: {scopes}</p>{message}\
 <form method=\"post\" action=\"/oauth2/authorize\">{hidden}<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{fields}\
-<button type=\"submit\">Continue</button></form></main></body></html>",
-        app = html_escape(&page.req.client.name),
+<button type=\"submit\">Continue</button></form><p class=\"small\">{session}</p>{privacy}</main></body></html>",
+        host = html_escape(&issuer_host(&page.svc.issuer)),
+        app = html_escape(
+            page.req
+                .client
+                .display_name
+                .as_deref()
+                .unwrap_or(&page.req.client.name)
+        ),
         scopes = html_escape(&scopes.join(", ")),
+        session = html_escape(&session_line(page.svc, &page.req.client)),
+        privacy = page
+            .req
+            .client
+            .privacy_url
+            .as_deref()
+            .map(|u| format!(
+                "<p class=\"small\"><a href=\"{}\" rel=\"noopener noreferrer\">Privacy notice</a></p>",
+                html_escape(u)
+            ))
+            .unwrap_or_default(),
     );
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -284,6 +304,37 @@ button{{width:100%;font-size:1.1rem;padding:.8rem;margin-top:1rem;border:0;borde
         }
     }
     (status, headers, Html(body)).into_response()
+}
+
+/// The host users sign in at, shown on the page (a visible check against look-alike
+/// pages): the issuer's host and port.
+fn issuer_host(issuer: &str) -> String {
+    url::Url::parse(issuer)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        })
+        .unwrap_or_else(|| issuer.to_owned())
+}
+
+/// How long a sign-in lasts: the client's own line, else one from the refresh policy.
+fn session_line(svc: &TokenService, client: &ClientRecord) -> String {
+    if let Some(note) = &client.session_note {
+        return note.clone();
+    }
+    let days = |secs: i64| match secs / 86_400 {
+        0 => format!("{} hours", (secs / 3_600).max(1)),
+        1 => "1 day".to_owned(),
+        d => format!("{d} days"),
+    };
+    format!(
+        "You stay signed in on this device for up to {}; after {} without use you sign in again.",
+        days(svc.refresh_policy.absolute_secs),
+        days(svc.refresh_policy.idle_secs)
+    )
 }
 
 /// The CSP source expression (CSP3 §2.3.1) that lets the login form's redirect reach

@@ -68,11 +68,13 @@ pub enum UserCommand {
     Mfa { name: String },
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ClientCommand {
     /// Register an app (public, e.g. mobile) or a server (confidential: prints a secret once)
     #[command(
-        after_help = "Examples:\n  keygate client add ios-app --public --redirect-uri com.example.app:/oauth --scopes ai\n  keygate client add backend --confidential --scopes reports\n  keygate client add billing --confidential --tls-san-dns billing.internal.example.com --scopes reports\n  keygate client add batch --confidential --self-signed-cert batch.crt --scopes reports\n\nWith --tls-subject-dn, --tls-san-dns or --tls-san-uri the client authenticates with a\ncertificate from a CA in [tls.mtls] client_ca (tls_client_auth); with --self-signed-cert,\nwith that certificate (self_signed_tls_client_auth). Either way on the [tls.mtls]\nlistener, with no secret, and its access tokens are bound to the certificate (RFC 8705)."
+        after_help = "Examples:\n  keygate client add ios-app --public --redirect-uri com.example.app:/oauth --scopes ai\n  keygate client add ios-app --public --redirect-uri com.example.app:/oauth --scopes ai --display-name \"Acme Chat\" --privacy-url https://acme.example/privacy\n  keygate client add backend --confidential --scopes reports\n  keygate client add billing --confidential --tls-san-dns billing.internal.example.com --scopes reports\n  keygate client add batch --confidential --self-signed-cert batch.crt --scopes reports\n\nWith --tls-subject-dn, --tls-san-dns or --tls-san-uri the client authenticates with a\ncertificate from a CA in [tls.mtls] client_ca (tls_client_auth); with --self-signed-cert,\nwith that certificate (self_signed_tls_client_auth). Either way on the [tls.mtls]\nlistener, with no secret, and its access tokens are bound to the certificate (RFC 8705)."
     )]
     Add {
         name: String,
@@ -104,6 +106,15 @@ pub enum ClientCommand {
         /// The client's own DPoP policy; default: [tokens] dpop
         #[arg(long, value_enum)]
         dpop: Option<DpopPolicy>,
+        /// The app's name on the login page (default: NAME)
+        #[arg(long)]
+        display_name: Option<String>,
+        /// The app's privacy notice (https://…), linked from the login page
+        #[arg(long)]
+        privacy_url: Option<String>,
+        /// The login page's line on how long a sign-in lasts (default: from [tokens])
+        #[arg(long)]
+        session_note: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -268,6 +279,9 @@ pub async fn client(c: ClientCommand) -> anyhow::Result<ExitCode> {
             tls_san_uri,
             self_signed_cert,
             dpop,
+            display_name,
+            privacy_url,
+            session_note,
             format,
         } => {
             let kind = if public { "public" } else { "confidential" };
@@ -301,6 +315,9 @@ pub async fn client(c: ClientCommand) -> anyhow::Result<ExitCode> {
                     }
                     .to_owned()
                 }),
+                display_name,
+                privacy_url,
+                session_note,
             };
             let r: Client = api.call(Method::POST, "/admin/v1/clients", &body).await?;
             print(format, &r, |r| {
