@@ -60,6 +60,22 @@ fn rotation_hook(setup: &Setup) -> String {
     )
 }
 
+/// Applies one `openai` route through the CLI, with `extra` TOML lines (e.g. limits).
+fn apply_openai_route(setup: &Setup, extra: &str) {
+    let routes = setup.dir.path().join("routes.toml");
+    std::fs::write(
+        &routes,
+        format!(
+            "[routes.openai]\nupstream = \"https://api.openai.com\"\nsecret = \"openai\"\n\
+             inject = {{ header = \"Authorization\", value = \"Bearer {{secret}}\" }}\n\
+             allow = [\"POST /v1/chat/completions\"]\nscopes = [\"ai\"]\n{extra}"
+        ),
+    )
+    .unwrap();
+    let applied = setup.cli(&["route", "apply", routes.to_str().unwrap()], None);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+}
+
 fn edit_config(setup: &Setup, edit: impl FnOnce(String) -> String) {
     let text = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(&setup.config, edit(text)).unwrap();
@@ -95,16 +111,7 @@ fn a_weak_deployment_fails_with_the_expected_items() {
         None,
     );
     assert!(legacy.status.success(), "{}", stderr(&legacy));
-    let routes = setup.dir.path().join("routes.toml");
-    std::fs::write(
-        &routes,
-        "[routes.openai]\nupstream = \"https://api.openai.com\"\nsecret = \"openai\"\n\
-         inject = { header = \"Authorization\", value = \"Bearer {secret}\" }\n\
-         allow = [\"POST /v1/chat/completions\"]\nscopes = [\"ai\"]\n",
-    )
-    .unwrap();
-    let applied = setup.cli(&["route", "apply", routes.to_str().unwrap()], None);
-    assert!(applied.status.success(), "{}", stderr(&applied));
+    apply_openai_route(&setup, "");
     // After start: `serve` refuses a world-readable key, a later chmod is what check sees.
     let key = setup.dir.path().join("master.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -190,17 +197,10 @@ fn a_deployment_set_up_as_the_readme_says_passes_what_loopback_can() {
         );
         assert!(sched.status.success(), "{}", stderr(&sched));
     }
-    let routes = setup.dir.path().join("routes.toml");
-    std::fs::write(
-        &routes,
-        "[routes.openai]\nupstream = \"https://api.openai.com\"\nsecret = \"openai\"\n\
-         inject = { header = \"Authorization\", value = \"Bearer {secret}\" }\n\
-         allow = [\"POST /v1/chat/completions\"]\nscopes = [\"ai\"]\n\
-         limits = { rate = \"20/min\", burst = 5, per = \"user\" }\n",
-    )
-    .unwrap();
-    let applied = setup.cli(&["route", "apply", routes.to_str().unwrap()], None);
-    assert!(applied.status.success(), "{}", stderr(&applied));
+    apply_openai_route(
+        &setup,
+        "limits = { rate = \"20/min\", burst = 5, per = \"user\" }\n",
+    );
     let repo = git_repo();
     let hooked = common::keygate()
         .args(["hook", "install", "--repo"])
