@@ -159,6 +159,41 @@ test('20 concurrent calls across access-token expiry share exactly one refresh',
   }
 });
 
+test('20 concurrent calls with a token keygate has expired: keygate says invalid_token, one refresh, every call retried', { timeout: 150_000 }, async () => {
+  const s = await signedInClient();
+  const issued = await s.tokenStore.load();
+  // An app that believes its token good for another hour (its bookkeeping is wrong): only
+  // keygate's 401 tells it otherwise.
+  await s.tokenStore.save({ ...issued, expiresAt: Date.now() + 3_600_000 });
+  const rec = recordingFetch();
+  const client = new KeygateClient({
+    baseUrl: fx.info.base,
+    clientId: fx.info.client_id,
+    redirectUri: fx.info.redirect_uri,
+    scopes: [fx.info.scope],
+    keyStore: s.keyStore,
+    tokenStore: s.tokenStore,
+    fetch: rec.fetch,
+  });
+  // keygate accepts a token up to 60 s past its expiry (leeway for replicas' clocks).
+  await new Promise((ok) => setTimeout(ok, Math.max(0, issued.expiresAt + 63_000 - Date.now())));
+  const responses = await Promise.all(
+    Array.from({ length: 20 }, (_, i) => client.fetch(`${fx.info.routes.echo}/v1/expired/${i}`)),
+  );
+  await Promise.all(responses.map((r) => r.arrayBuffer()));
+  assert.deepEqual(responses.map((r) => r.status), Array(20).fill(200));
+  // One refresh: a first attempt answered use_dpop_nonce (the nonce went stale while we
+  // waited) is the same refresh, retried with the new nonce, not a second rotation.
+  const refreshes = rec.log.filter(
+    (e) => e.path === '/oauth2/token' && e.grant === 'refresh_token' && e.error !== 'use_dpop_nonce',
+  );
+  assert.equal(refreshes.length, 1, `exactly one refresh: ${JSON.stringify(refreshes)}`);
+  assert.equal(refreshes[0].status, 200);
+  const refused = rec.log.filter((e) => e.path.startsWith('/proxy/') && e.status === 401);
+  assert.ok(refused.length >= 1, 'keygate refused the expired token at least once');
+  assert.notEqual((await s.tokenStore.load()).accessToken, issued.accessToken);
+});
+
 test('the limited route answers 429 with Retry-After, surfaced as RateLimitedError', async () => {
   const { client } = await signedInClient();
   const outcomes = [];
