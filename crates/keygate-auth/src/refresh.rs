@@ -169,6 +169,10 @@ pub struct Presenter<'a> {
     pub client: &'a ClientId,
     /// The thumbprint of the key whose DPoP proof accompanied the request, if any.
     pub jkt: Option<&'a Jkt>,
+    /// Whether the client must keep its sessions bound to a key (a public client that
+    /// must use DPoP). A family bound to none (begun while the client was in a DPoP
+    /// migration) is then refused: the app signs in again, with a key.
+    pub must_be_bound: bool,
 }
 
 /// A rotation to commit with one conditional update.
@@ -234,6 +238,11 @@ pub enum RefreshRejection {
     KeyMismatch,
     /// The token row and the family row disagree (a store bug); fail closed.
     Inconsistent,
+    /// The family is bound to no key, its client must now use DPoP, and no proof came.
+    MissingProof,
+    /// The family is bound to no key and its client must now use DPoP: a proof cannot
+    /// bind a session after the fact.
+    Unbound,
 }
 
 impl RefreshRejection {
@@ -241,6 +250,7 @@ impl RefreshRejection {
     pub fn to_error(self) -> AuthError {
         match self {
             Self::KeyMismatch => AuthError::new(ErrorCode::InvalidDpopProof, Reason::JktMismatch),
+            Self::MissingProof => AuthError::new(ErrorCode::InvalidDpopProof, Reason::MissingProof),
             _ => AuthError::new(ErrorCode::InvalidGrant, Reason::RefreshRejected),
         }
     }
@@ -280,10 +290,17 @@ pub fn decide(
     }
     // Checked before reuse detection: someone holding a stolen token but not the device
     // key can neither refresh nor revoke the family.
-    if let Some(bound) = &state.jkt {
-        if presenter.jkt != Some(bound) {
+    match (&state.jkt, presenter.jkt) {
+        (Some(bound), jkt) if jkt != Some(bound) => {
             return Reject(RefreshRejection::KeyMismatch);
         }
+        (None, None) if presenter.must_be_bound => {
+            return Reject(RefreshRejection::MissingProof);
+        }
+        (None, Some(_)) if presenter.must_be_bound => {
+            return Reject(RefreshRejection::Unbound);
+        }
+        _ => {}
     }
     if now >= state.created_at.plus(policy.absolute_secs) {
         return Reject(RefreshRejection::AbsoluteExpired);

@@ -88,6 +88,7 @@ fn refresh(
         &Presenter {
             client: &c,
             jkt: Some(&k),
+            must_be_bound: false,
         },
         now,
     );
@@ -237,6 +238,7 @@ fn s08_s16_refresh_requires_a_proof_by_the_bound_key_and_the_same_client() {
             &Presenter {
                 client: &c,
                 jkt: presenter_jkt,
+                must_be_bound: false,
             },
             T0,
         );
@@ -252,6 +254,7 @@ fn s08_s16_refresh_requires_a_proof_by_the_bound_key_and_the_same_client() {
         &Presenter {
             client: &c,
             jkt: Some(&other_key),
+            must_be_bound: false,
         },
         T0.plus(100),
     );
@@ -269,10 +272,77 @@ fn s08_s16_refresh_requires_a_proof_by_the_bound_key_and_the_same_client() {
         &Presenter {
             client: &other_client,
             jkt: Some(&k),
+            must_be_bound: false,
         },
         T0,
     );
     assert_eq!(d, RefreshDecision::Reject(RefreshRejection::WrongClient));
+}
+
+#[test]
+fn an_unbound_family_is_refused_once_its_client_must_use_dpop() {
+    let policy = RefreshPolicy::default();
+    let c = client();
+    let k = jkt();
+    let unbound = FamilyState::new(
+        SessionId::parse("fam-1").unwrap(),
+        UserId::parse("user-1").unwrap(),
+        client(),
+        None,
+        ScopeSet::parse("ai").unwrap(),
+        T0,
+    );
+    let decide_with = |jkt: Option<&Jkt>, must_be_bound| {
+        decide(
+            &policy,
+            &unbound,
+            &presented(0),
+            &Presenter {
+                client: &c,
+                jkt,
+                must_be_bound,
+            },
+            T0,
+        )
+    };
+    // During a migration (Bearer allowed) the unbound family rotates like any other.
+    assert!(matches!(
+        decide_with(None, false),
+        RefreshDecision::Rotate(_)
+    ));
+    // Once the client must use DPoP: no proof is a DPoP error, a proof cannot bind the
+    // session after the fact (sign in again).
+    assert_eq!(
+        decide_with(None, true),
+        RefreshDecision::Reject(RefreshRejection::MissingProof)
+    );
+    assert_eq!(
+        RefreshRejection::MissingProof.to_error().code(),
+        ErrorCode::InvalidDpopProof
+    );
+    assert_eq!(
+        decide_with(Some(&k), true),
+        RefreshDecision::Reject(RefreshRejection::Unbound)
+    );
+    assert_eq!(
+        RefreshRejection::Unbound.to_error().code(),
+        ErrorCode::InvalidGrant
+    );
+    // A bound family is unaffected by the flag.
+    assert!(matches!(
+        decide(
+            &policy,
+            &family(),
+            &presented(0),
+            &Presenter {
+                client: &c,
+                jkt: Some(&k),
+                must_be_bound: true,
+            },
+            T0,
+        ),
+        RefreshDecision::Rotate(_)
+    ));
 }
 
 #[test]
@@ -296,6 +366,7 @@ fn s34_parallel_refreshes_yield_at_most_one_live_successor() {
                     &Presenter {
                         client: &c,
                         jkt: Some(&k),
+                        must_be_bound: false,
                     },
                     T0,
                 )
@@ -315,6 +386,7 @@ fn s34_parallel_refreshes_yield_at_most_one_live_successor() {
                         &Presenter {
                             client: &c,
                             jkt: Some(&k),
+                            must_be_bound: false,
                         },
                         T0,
                     );

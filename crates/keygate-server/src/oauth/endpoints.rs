@@ -564,6 +564,10 @@ async fn refresh(
     let presenter = Presenter {
         client: &client_id,
         jkt: proof_jkt.as_ref(),
+        // Once a client in DPoP migration must use DPoP, its unbound sessions end.
+        must_be_bound: matches!(client_type(client), ClientType::Public)
+            && client.bound_cert().is_none()
+            && svc.dpop_required_for(client),
     };
     let token_ref = svc.token_ref("refresh", presented);
     // At most two rounds: a lost compare-and-set means another request rotated first;
@@ -576,21 +580,6 @@ async fn refresh(
             .map_err(|e| OAuthError::unavailable(&e))?
             .ok_or_else(OAuthError::invalid_grant)?;
         let state = family_state(&record)?;
-        // A session begun without a key (its client was in DPoP migration) ends with the
-        // migration: once the client must use DPoP it signs in again, with a key.
-        if state.jkt.is_none()
-            && client.bound_cert().is_none()
-            && matches!(client_type(client), ClientType::Public)
-            && svc.dpop_required_for(client)
-        {
-            return Err(match proof_jkt {
-                None => refresh::family_binding(ClientType::Public, None).map_or_else(
-                    |e| OAuthError::at_token_endpoint(&e),
-                    |_| OAuthError::invalid_grant(),
-                ),
-                Some(_) => OAuthError::invalid_grant(),
-            });
-        }
         let presented_token = PresentedToken {
             family: state.family.clone(),
             generation: u64::try_from(generation).map_err(|_| OAuthError::invalid_grant())?,
