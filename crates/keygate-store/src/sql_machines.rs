@@ -172,24 +172,19 @@ impl MachineStore for SqlStore {
         audit: AuditEvent,
         now_ms: i64,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE machines SET previous_hash = secret_hash, previous_until_ms = $1, \
-             secret_hash = $2, rotated_ms = $3 WHERE name = $4",
+        self.update_one_audited(
+            sqlx::query(
+                "UPDATE machines SET previous_hash = secret_hash, previous_until_ms = $1, \
+                 secret_hash = $2, rotated_ms = $3 WHERE name = $4",
+            )
+            .bind(previous_until_ms)
+            .bind(new_hash)
+            .bind(now_ms)
+            .bind(name),
+            audit,
+            now_ms,
         )
-        .bind(previous_until_ms)
-        .bind(new_hash)
-        .bind(now_ms)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
-        Ok(())
+        .await
     }
 
     async fn delete_machine(&self, name: &str, audit: AuditEvent, now_ms: i64) -> Result<()> {

@@ -492,19 +492,14 @@ impl TokenStore for SqlStore {
         audit: AuditEvent,
         now_ms: i64,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query("UPDATE clients SET dpop = $1 WHERE id = $2 AND removed_ms IS NULL")
-            .bind(dpop)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        self.append(&mut tx, audit, now_ms).await?;
-        self.commit(tx).await?;
-        Ok(())
+        self.update_one_audited(
+            sqlx::query("UPDATE clients SET dpop = $1 WHERE id = $2 AND removed_ms IS NULL")
+                .bind(dpop)
+                .bind(id),
+            audit,
+            now_ms,
+        )
+        .await
     }
 
     async fn insert_code(&self, c: CodeRecord, audit: AuditEvent, now_ms: i64) -> Result<()> {
