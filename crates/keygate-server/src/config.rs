@@ -1766,7 +1766,7 @@ impl RawAdmin {
 }
 
 /// Whether a URL's host is a loopback address (plain `http` is allowed only there).
-pub(crate) fn is_loopback(url: &url::Url) -> bool {
+pub fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),

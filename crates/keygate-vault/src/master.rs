@@ -150,7 +150,7 @@ fn check_private(path: &Path) -> Result<(), String> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(
-            "permissions {mode:o} let others read it; run chmod 600 on it"
+            "mode {mode:04o} lets others read it; run chmod 600 on it"
         ));
     }
     Ok(())

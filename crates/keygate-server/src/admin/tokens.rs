@@ -298,13 +298,8 @@ fn privacy_url(text: &str) -> Result<String, ApiError> {
         )
     };
     let url = url::Url::parse(text.trim()).map_err(|_| bad())?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    let scheme_ok =
+        url.scheme() == "https" || (url.scheme() == "http" && crate::config::is_loopback(&url));
     if !scheme_ok
         || url.host().is_none()
         || !url.username().is_empty()

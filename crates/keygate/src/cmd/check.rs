@@ -15,10 +15,12 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use keygate_proxy::route::RawRoute;
 use keygate_server::admin::api::{
     AuditVerification, ClientList, RotationList, RouteList, RouteShown, SecretList,
 };
-use keygate_server::config::{Config, MasterKeySource};
+use keygate_server::config::{Config, MasterKeySource, is_loopback};
+use keygate_server::oauth::DPOP_OPTIONAL;
 use secrecy::SecretString;
 use serde::Serialize;
 
@@ -136,8 +138,9 @@ pub enum MasterKeyFacts {
     Env(String),
     File {
         path: PathBuf,
-        /// Unix permission bits, or `None` when the file cannot be read.
-        mode: Option<u32>,
+        /// What `serve` checks too ([`keygate_vault::check_key_file_permissions`]):
+        /// `Err(reason)` when others may read the file, or it cannot be read.
+        private: Result<(), String>,
         inside_data_dir: bool,
     },
 }
@@ -154,7 +157,21 @@ pub struct CheckpointFacts {
 pub struct RouteFacts {
     pub name: String,
     pub scopes: usize,
+    /// Whether a rate or a quota bounds each caller (`limits` with only `per` does not).
     pub limited: bool,
+}
+
+impl RouteFacts {
+    fn of(name: &str, route: &RawRoute) -> Self {
+        Self {
+            name: name.to_owned(),
+            scopes: route.scopes.len(),
+            limited: route
+                .limits
+                .as_ref()
+                .is_some_and(|l| l.rate.is_some() || l.quota.is_some()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -181,12 +198,7 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
         Config::load(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
     let (server, live) = ask_server(&config).await;
     let facts = Facts::gather(&config, live, a.repo.as_deref());
-    let report = Report {
-        version: 1,
-        config: a.config.display().to_string(),
-        server,
-        ..report_of(grade(&facts))
-    };
+    let report = Report::new(a.config.display().to_string(), server, grade(&facts));
     match a.format {
         CheckFormat::Text => print_text(&report),
         CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -221,15 +233,12 @@ async fn ask_server(config: &Config) -> (Option<String>, Result<LiveFacts, Strin
 
 impl LiveFacts {
     async fn ask(api: &AdminClient) -> anyhow::Result<Self> {
+        // The list names the routes; each one's limits are only in the route as written.
         let routes: RouteList = api.get("/admin/v1/routes").await?;
         let mut route_facts = Vec::new();
         for r in &routes.routes {
             let shown: RouteShown = api.get(&format!("/admin/v1/routes/{}", r.name)).await?;
-            route_facts.push(RouteFacts {
-                name: r.name.clone(),
-                scopes: r.scopes.len(),
-                limited: shown.route.limits.is_some(),
-            });
+            route_facts.push(RouteFacts::of(&r.name, &shown.route));
         }
         let clients: ClientList = api.get("/admin/v1/clients").await?;
         let secrets: SecretList = api.get("/admin/v1/secrets").await?;
@@ -240,7 +249,7 @@ impl LiveFacts {
             bearer_clients: clients
                 .clients
                 .into_iter()
-                .filter(|c| c.dpop.as_deref() == Some("optional"))
+                .filter(|c| c.dpop.as_deref() == Some(DPOP_OPTIONAL))
                 .map(|c| c.client_id)
                 .collect(),
             secrets: secrets
@@ -272,7 +281,7 @@ impl Facts {
             Some(MasterKeySource::Env(var)) => MasterKeyFacts::Env(var.clone()),
             Some(MasterKeySource::File(path)) => MasterKeyFacts::File {
                 path: path.clone(),
-                mode: file_mode(path),
+                private: keygate_vault::check_key_file_permissions(path),
                 inside_data_dir: inside(path, &config.data_dir),
             },
         };
@@ -303,11 +312,7 @@ impl Facts {
             config_routes: config
                 .routes_raw
                 .iter()
-                .map(|(name, r)| RouteFacts {
-                    name: name.clone(),
-                    scopes: r.scopes.len(),
-                    limited: r.limits.is_some(),
-                })
+                .map(|(name, r)| RouteFacts::of(name, r))
                 .collect(),
             live,
             repo: repo.map(|dir| {
@@ -320,32 +325,10 @@ impl Facts {
     }
 }
 
-#[cfg(unix)]
-fn file_mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o777)
-}
-
-#[cfg(not(unix))]
-fn file_mode(_: &Path) -> Option<u32> {
-    None
-}
-
 /// Whether `path` lies inside `dir` (both made absolute where they exist).
 fn inside(path: &Path, dir: &Path) -> bool {
     let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     canon(path).starts_with(canon(dir))
-}
-
-fn item(id: &'static str, title: &'static str, grade: Grade, evidence: impl Into<String>) -> Item {
-    Item {
-        id,
-        title,
-        grade,
-        evidence: evidence.into(),
-    }
 }
 
 /// `90d`, `12h`, `5m` or `45s`: the largest unit that divides `secs`, as in the config.
@@ -356,6 +339,10 @@ fn human(secs: i64) -> String {
         s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
+}
+
+fn ago(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(d.as_secs()))
 }
 
 fn names(list: &[String]) -> String {
@@ -372,34 +359,116 @@ fn names(list: &[String]) -> String {
     text
 }
 
+/// One item's verdict: its grade and the evidence for it.
+type Verdict = (Grade, String);
+
 /// Grades `facts`: one item per practice, in a fixed order.
 pub fn grade(f: &Facts) -> Vec<Item> {
-    let mut items = Vec::new();
-    let live = f.live.as_ref();
-    let not_checked = |why: &String| why.clone();
-
-    // Routes: the proxy verifies a token before it forwards anything; a route with no
-    // scope takes any token of any client, one with no limits lets a user drain it.
-    let (routes, source) = match live {
+    let (routes, source) = match &f.live {
         Ok(l) => (&l.routes, "in force on the server"),
         Err(_) => (&f.config_routes, "in the configuration file"),
     };
+    let mut items = vec![
+        item(
+            "routes.token",
+            "no route forwards without a token",
+            routes_token(routes, source),
+        ),
+        item(
+            "routes.limits",
+            "every route has per-user limits",
+            routes_limits(routes, source),
+        ),
+        item(
+            "tokens.access_ttl",
+            "access tokens live 15 minutes or less",
+            access_ttl(f),
+        ),
+        item(
+            "tokens.dpop",
+            "DPoP is required for public clients",
+            dpop(f),
+        ),
+        item(
+            "clients.dpop",
+            "no client is exempt from DPoP",
+            clients_dpop(&f.live),
+        ),
+        item(
+            "tokens.refresh_rotation",
+            "refresh tokens rotate and reuse ends the session",
+            refresh_rotation(f),
+        ),
+        item(
+            "secrets.rotation",
+            "every secret is rotated on a schedule",
+            secrets_rotation(&f.live),
+        ),
+        item(
+            "monitor.rules",
+            "the monitor runs with rules",
+            monitor_rules(f),
+        ),
+        item("monitor.alert_sink", "alerts reach someone", alert_sink(f)),
+        item(
+            "tls.listener",
+            "TLS on every listener that is not loopback",
+            tls_listener(f),
+        ),
+        item("tls.hsts", "HSTS is sent", hsts(f)),
+        item(
+            "tls.pins",
+            "certificate pins are published with a backup",
+            pins(f),
+        ),
+        item("log.level", "logs at info or above, redacted", log_level(f)),
+        item(
+            "audit.chain",
+            "the audit chain verifies",
+            audit_chain(&f.live),
+        ),
+        item(
+            "audit.checkpoints",
+            "audit checkpoints are recent",
+            checkpoints(&f.checkpoint),
+        ),
+        item(
+            "master_key",
+            "the master key is private and apart from the data",
+            master_key(&f.master_key),
+        ),
+    ];
+    if let Some((dir, hook)) = &f.repo {
+        items.push(item(
+            "scan.hook",
+            "the secret scanner runs before each commit",
+            scan_hook(dir, hook),
+        ));
+    }
+    items
+}
+
+fn item(id: &'static str, title: &'static str, (grade, evidence): Verdict) -> Item {
+    Item {
+        id,
+        title,
+        grade,
+        evidence,
+    }
+}
+
+/// The proxy verifies a token before it forwards anything; a route with no scope takes
+/// any token of any client.
+fn routes_token(routes: &[RouteFacts], source: &str) -> Verdict {
     let open: Vec<String> = routes
         .iter()
         .filter(|r| r.scopes == 0)
         .map(|r| r.name.clone())
         .collect();
-    items.push(if routes.is_empty() {
-        item(
-            "routes.token",
-            "no route forwards without a token",
-            Grade::Pass,
-            format!("no routes {source}"),
-        )
+    if routes.is_empty() {
+        (Grade::Pass, format!("no routes {source}"))
     } else if open.is_empty() {
-        item(
-            "routes.token",
-            "no route forwards without a token",
+        (
             Grade::Pass,
             format!(
                 "{} route(s) {source}; each needs an access token with one of its scopes",
@@ -407,305 +476,235 @@ pub fn grade(f: &Facts) -> Vec<Item> {
             ),
         )
     } else {
-        item(
-            "routes.token",
-            "no route forwards without a token",
+        (
             Grade::Warn,
             format!(
                 "route(s) {} need a token but no scope: any client's token passes",
                 names(&open)
             ),
         )
-    });
+    }
+}
+
+/// A route with neither a rate nor a quota lets one user drain the key.
+fn routes_limits(routes: &[RouteFacts], source: &str) -> Verdict {
     let unlimited: Vec<String> = routes
         .iter()
         .filter(|r| !r.limited)
         .map(|r| r.name.clone())
         .collect();
-    items.push(if routes.is_empty() {
-        item(
-            "routes.limits",
-            "every route has per-user limits",
-            Grade::Pass,
-            format!("no routes {source}"),
-        )
+    if routes.is_empty() {
+        (Grade::Pass, format!("no routes {source}"))
     } else if unlimited.is_empty() {
-        item(
-            "routes.limits",
-            "every route has per-user limits",
+        (
             Grade::Pass,
             format!("{} route(s) {source}, each with limits", routes.len()),
         )
     } else {
-        item(
-            "routes.limits",
-            "every route has per-user limits",
+        (
             Grade::Warn,
-            format!("no limits on {}", names(&unlimited)),
+            format!("no rate or quota on {}", names(&unlimited)),
         )
-    });
+    }
+}
 
-    // Tokens.
-    items.push(if f.access_ttl_secs <= MAX_ACCESS_TTL_SECS {
-        item(
-            "tokens.access_ttl",
-            "access tokens live 15 minutes or less",
-            Grade::Pass,
-            format!("tokens.access_ttl = {}", human(f.access_ttl_secs)),
-        )
+fn access_ttl(f: &Facts) -> Verdict {
+    let ttl = human(f.access_ttl_secs);
+    if f.access_ttl_secs <= MAX_ACCESS_TTL_SECS {
+        (Grade::Pass, format!("tokens.access_ttl = {ttl}"))
     } else {
-        item(
-            "tokens.access_ttl",
-            "access tokens live 15 minutes or less",
+        (
             Grade::Fail,
-            format!(
-                "tokens.access_ttl = {}: a stolen token stays good that long",
-                human(f.access_ttl_secs)
-            ),
+            format!("tokens.access_ttl = {ttl}: a stolen token stays good that long"),
         )
-    });
-    items.push(if f.dpop_required {
-        item(
-            "tokens.dpop",
-            "DPoP is required for public clients",
-            Grade::Pass,
-            "tokens.dpop = \"required\"",
-        )
+    }
+}
+
+fn dpop(f: &Facts) -> Verdict {
+    if f.dpop_required {
+        (Grade::Pass, "tokens.dpop = \"required\"".into())
     } else {
-        item(
-            "tokens.dpop",
-            "DPoP is required for public clients",
+        (
             Grade::Fail,
-            "tokens.dpop = \"optional\": public clients get Bearer tokens a copy of which works anywhere",
+            "tokens.dpop = \"optional\": public clients get Bearer tokens a copy of which works anywhere"
+                .into(),
         )
-    });
-    items.push(match live {
-        Err(why) => item(
-            "clients.dpop",
-            "no client is exempt from DPoP",
-            Grade::Warn,
-            not_checked(why),
-        ),
-        Ok(l) if l.bearer_clients.is_empty() => item(
-            "clients.dpop",
-            "no client is exempt from DPoP",
+    }
+}
+
+fn clients_dpop(live: &Result<LiveFacts, String>) -> Verdict {
+    match live {
+        Err(why) => (Grade::Warn, why.clone()),
+        Ok(l) if l.bearer_clients.is_empty() => (
             Grade::Pass,
-            "no client registered with --dpop optional",
+            "no client registered with --dpop optional".into(),
         ),
-        Ok(l) => item(
-            "clients.dpop",
-            "no client is exempt from DPoP",
+        Ok(l) => (
             Grade::Warn,
             format!(
                 "{} on --dpop optional (Bearer tokens of at most 2 minutes); end the migration with `keygate client dpop ID required`",
                 names(&l.bearer_clients)
             ),
         ),
-    });
-    items.push(item(
-        "tokens.refresh_rotation",
-        "refresh tokens rotate and reuse ends the session",
+    }
+}
+
+/// Always on in keygate; the item says so, with the session lifetimes in force.
+fn refresh_rotation(f: &Facts) -> Verdict {
+    (
         Grade::Pass,
         format!(
             "always on: each refresh token works once, a reused one revokes its session; sessions end after {} idle, {} in all",
             human(f.refresh_idle_secs),
             human(f.refresh_absolute_secs)
         ),
-    ));
+    )
+}
 
-    // Secrets and their rotation.
-    items.push(match live {
-        Err(why) => item(
-            "secrets.rotation",
-            "every secret is rotated on a schedule",
+fn secrets_rotation(live: &Result<LiveFacts, String>) -> Verdict {
+    let l = match live {
+        Err(why) => return (Grade::Warn, why.clone()),
+        Ok(l) => l,
+    };
+    let overdue: Vec<String> = l
+        .schedules
+        .iter()
+        .filter(|s| s.overdue)
+        .map(|s| match &s.last_error {
+            Some(e) => format!("{} (last error: {e})", s.secret),
+            None => s.secret.clone(),
+        })
+        .collect();
+    let unscheduled: Vec<String> = l
+        .secrets
+        .iter()
+        .filter(|name| !l.schedules.iter().any(|s| &s.secret == *name))
+        .cloned()
+        .collect();
+    if !overdue.is_empty() {
+        (Grade::Fail, format!("overdue: {}", names(&overdue)))
+    } else if !unscheduled.is_empty() {
+        (
             Grade::Warn,
-            not_checked(why),
-        ),
-        Ok(l) => {
-            let overdue: Vec<String> = l
-                .schedules
-                .iter()
-                .filter(|s| s.overdue)
-                .map(|s| match &s.last_error {
-                    Some(e) => format!("{} (last error: {e})", s.secret),
-                    None => s.secret.clone(),
-                })
-                .collect();
-            let unscheduled: Vec<String> = l
-                .secrets
-                .iter()
-                .filter(|name| !l.schedules.iter().any(|s| &s.secret == *name))
-                .cloned()
-                .collect();
-            if !overdue.is_empty() {
-                item(
-                    "secrets.rotation",
-                    "every secret is rotated on a schedule",
-                    Grade::Fail,
-                    format!("overdue: {}", names(&overdue)),
-                )
-            } else if !unscheduled.is_empty() {
-                item(
-                    "secrets.rotation",
-                    "every secret is rotated on a schedule",
-                    Grade::Warn,
-                    format!(
-                        "no rotate_every for {} (`keygate secret schedule NAME --every 30d`)",
-                        names(&unscheduled)
-                    ),
-                )
-            } else {
-                let every: Vec<String> = l
-                    .schedules
-                    .iter()
-                    .map(|s| format!("{} every {}", s.secret, s.rotate_every))
-                    .collect();
-                item(
-                    "secrets.rotation",
-                    "every secret is rotated on a schedule",
-                    Grade::Pass,
-                    if every.is_empty() {
-                        "no secrets stored".to_owned()
-                    } else {
-                        format!("on schedule: {}", names(&every))
-                    },
-                )
-            }
-        }
-    });
-
-    // The monitor and where its alerts go.
-    items.push(if f.monitor_enabled && f.monitor_rules > 0 {
-        item(
-            "monitor.rules",
-            "the monitor runs with rules",
-            Grade::Pass,
-            format!("{} rule(s)", f.monitor_rules),
+            format!(
+                "no rotate_every for {} (`keygate secret schedule NAME --every 30d`)",
+                names(&unscheduled)
+            ),
         )
-    } else if f.monitor_enabled {
-        item(
-            "monitor.rules",
-            "the monitor runs with rules",
-            Grade::Fail,
-            "[monitor] runs with no rules: abuse is not acted on",
-        )
+    } else if l.schedules.is_empty() {
+        (Grade::Pass, "no secrets stored".into())
     } else {
-        item(
-            "monitor.rules",
-            "the monitor runs with rules",
+        let every: Vec<String> = l
+            .schedules
+            .iter()
+            .map(|s| format!("{} every {}", s.secret, s.rotate_every))
+            .collect();
+        (Grade::Pass, format!("on schedule: {}", names(&every)))
+    }
+}
+
+fn monitor_rules(f: &Facts) -> Verdict {
+    match (f.monitor_enabled, f.monitor_rules) {
+        (true, n) if n > 0 => (Grade::Pass, format!("{n} rule(s)")),
+        (true, _) => (
             Grade::Fail,
-            "[monitor] enabled = false: abuse is not acted on",
-        )
-    });
-    items.push(if f.alert_webhooks > 0 {
-        item(
-            "monitor.alert_sink",
-            "alerts reach someone",
+            "[monitor] runs with no rules: abuse is not acted on".into(),
+        ),
+        (false, _) => (
+            Grade::Fail,
+            "[monitor] enabled = false: abuse is not acted on".into(),
+        ),
+    }
+}
+
+fn alert_sink(f: &Facts) -> Verdict {
+    if f.alert_webhooks > 0 {
+        (
             Grade::Pass,
             format!("{} webhook(s) take alert events", f.alert_webhooks),
         )
     } else {
-        item(
-            "monitor.alert_sink",
-            "alerts reach someone",
+        (
             Grade::Warn,
-            "no webhook takes alert events: alerts wait in `keygate alert list`",
+            "no webhook takes alert events: alerts wait in `keygate alert list`".into(),
         )
-    });
+    }
+}
 
-    // Transport.
+fn tls_listener(f: &Facts) -> Verdict {
     let public = url::Url::parse(&f.public_url).ok();
-    let public_https = public.as_ref().is_some_and(|u| u.scheme() == "https");
-    let public_loopback = public.as_ref().and_then(|u| u.host_str()).is_some_and(|h| {
-        h == "localhost"
-            || h.trim_matches(|c| c == '[' || c == ']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    });
-    const TLS_TITLE: &str = "TLS on every listener that is not loopback";
-    items.push(match &f.tls {
-        Some(_) => item(
-            "tls.listener",
-            TLS_TITLE,
+    if f.tls.is_some() {
+        (
             Grade::Pass,
             format!("[tls] terminates TLS; public_url {}", f.public_url),
-        ),
-        None if !f.listen.ip().is_loopback() => item(
-            "tls.listener",
-            TLS_TITLE,
+        )
+    } else if !f.listen.ip().is_loopback() {
+        (
             Grade::Fail,
             format!("plain HTTP on {} without [tls]", f.listen),
-        ),
-        None if public_https => item(
-            "tls.listener",
-            TLS_TITLE,
+        )
+    } else if public.as_ref().is_some_and(|u| u.scheme() == "https") {
+        (
             Grade::Pass,
             format!(
                 "plain HTTP on loopback only ({}), behind a TLS proxy serving {}",
                 f.listen, f.public_url
             ),
-        ),
-        None if public_loopback => item(
-            "tls.listener",
-            TLS_TITLE,
+        )
+    } else if public.as_ref().is_some_and(is_loopback) {
+        (
             Grade::Pass,
             format!(
                 "loopback only ({}), for development: apps on other machines cannot reach it",
                 f.listen
             ),
-        ),
-        None => item(
-            "tls.listener",
-            TLS_TITLE,
+        )
+    } else {
+        (
             Grade::Fail,
             format!(
                 "public_url {} is plain HTTP: apps send tokens in clear",
                 f.public_url
             ),
-        ),
-    });
-    items.push(if f.tls.is_some() {
-        item(
-            "tls.hsts",
-            "HSTS is sent",
+        )
+    }
+}
+
+fn hsts(f: &Facts) -> Verdict {
+    if f.tls.is_some() {
+        (
             Grade::Pass,
-            "keygate sends Strict-Transport-Security on its TLS listener",
+            "keygate sends Strict-Transport-Security on its TLS listener".into(),
         )
     } else {
-        item(
-            "tls.hsts",
-            "HSTS is sent",
+        (
             Grade::Warn,
-            "no [tls]: the TLS proxy in front must send Strict-Transport-Security",
+            "no [tls]: the TLS proxy in front must send Strict-Transport-Security".into(),
         )
-    });
-    items.push(match f.tls.as_ref().and_then(|t| t.pin_backups) {
-        Some(n) if n > 0 => item(
-            "tls.pins",
-            "certificate pins are published with a backup",
+    }
+}
+
+fn pins(f: &Facts) -> Verdict {
+    match f.tls.as_ref().and_then(|t| t.pin_backups) {
+        Some(n) if n > 0 => (
             Grade::Pass,
             format!("/.well-known/keygate-pins with {n} backup pin(s)"),
         ),
-        Some(_) => item(
-            "tls.pins",
-            "certificate pins are published with a backup",
+        Some(_) => (
             Grade::Fail,
-            "[tls.pins] has no backup: a key change would lock every pinned app out",
+            "[tls.pins] has no backup: a key change would lock every pinned app out".into(),
         ),
-        None => item(
-            "tls.pins",
-            "certificate pins are published with a backup",
+        None => (
             Grade::Warn,
-            "no [tls.pins]: apps cannot update their pins over the air",
+            "no [tls.pins]: apps cannot update their pins over the air".into(),
         ),
-    });
+    }
+}
 
-    // Logs.
+fn log_level(f: &Facts) -> Verdict {
     let level = f.log_level.to_ascii_lowercase();
-    items.push(if level.contains("debug") || level.contains("trace") {
-        item(
-            "log.level",
-            "logs at info or above, redacted",
+    if level.contains("debug") || level.contains("trace") {
+        (
             Grade::Warn,
             format!(
                 "log.level = \"{}\": verbose logs (secrets are still redacted)",
@@ -713,28 +712,20 @@ pub fn grade(f: &Facts) -> Vec<Item> {
             ),
         )
     } else {
-        item(
-            "log.level",
-            "logs at info or above, redacted",
+        (
             Grade::Pass,
             format!(
                 "log.level = \"{}\"; the redacting writer is always on",
                 f.log_level
             ),
         )
-    });
+    }
+}
 
-    // The audit chain and its checkpoints.
-    items.push(match live {
-        Err(why) => item(
-            "audit.chain",
-            "the audit chain verifies",
-            Grade::Warn,
-            not_checked(why),
-        ),
-        Ok(l) if l.audit.ok => item(
-            "audit.chain",
-            "the audit chain verifies",
+fn audit_chain(live: &Result<LiveFacts, String>) -> Verdict {
+    match live {
+        Err(why) => (Grade::Warn, why.clone()),
+        Ok(l) if l.audit.ok => (
             Grade::Pass,
             format!(
                 "{} entries, {} checkpoint(s) checked",
@@ -742,9 +733,7 @@ pub fn grade(f: &Facts) -> Vec<Item> {
                 l.audit.checkpoints_checked.unwrap_or(0)
             ),
         ),
-        Ok(l) => item(
-            "audit.chain",
-            "the audit chain verifies",
+        Ok(l) => (
             Grade::Fail,
             format!(
                 "broken: {}",
@@ -754,142 +743,107 @@ pub fn grade(f: &Facts) -> Vec<Item> {
                     .unwrap_or("see `keygate audit verify`")
             ),
         ),
-    });
-    let stale_after = f.checkpoint.interval * 2 + Duration::from_secs(60);
-    items.push(match f.checkpoint.age {
-        Some(age) if age <= stale_after => item(
-            "audit.checkpoints",
-            "audit checkpoints are recent",
+    }
+}
+
+fn checkpoints(c: &CheckpointFacts) -> Verdict {
+    let stale_after = c.interval * 2 + Duration::from_secs(60);
+    let every = humantime::format_duration(c.interval);
+    match c.age {
+        Some(age) if age <= stale_after => (
             Grade::Pass,
             format!(
-                "{} written {} ago (every {})",
-                f.checkpoint.path.display(),
-                humantime::format_duration(Duration::from_secs(age.as_secs())),
-                humantime::format_duration(f.checkpoint.interval)
+                "{} written {} ago (every {every})",
+                c.path.display(),
+                ago(age)
             ),
         ),
-        Some(age) => item(
-            "audit.checkpoints",
-            "audit checkpoints are recent",
+        Some(age) => (
             Grade::Warn,
             format!(
-                "{} last written {} ago (every {}): is the server running?",
-                f.checkpoint.path.display(),
-                humantime::format_duration(Duration::from_secs(age.as_secs())),
-                humantime::format_duration(f.checkpoint.interval)
+                "{} last written {} ago (every {every}): is the server running?",
+                c.path.display(),
+                ago(age)
             ),
         ),
-        None => item(
-            "audit.checkpoints",
-            "audit checkpoints are recent",
+        None => (
             Grade::Warn,
-            format!("no checkpoint file at {}", f.checkpoint.path.display()),
+            format!("no checkpoint file at {}", c.path.display()),
         ),
-    });
+    }
+}
 
-    // The master key.
-    items.push(match &f.master_key {
-        MasterKeyFacts::None => item(
-            "master_key",
-            "the master key is private and apart from the data",
+fn master_key(m: &MasterKeyFacts) -> Verdict {
+    match m {
+        MasterKeyFacts::None => (
             Grade::Fail,
-            "no [master_key]: the vault stays sealed",
+            "no [master_key]: the vault stays sealed".into(),
         ),
-        MasterKeyFacts::Env(var) => item(
-            "master_key",
-            "the master key is private and apart from the data",
+        MasterKeyFacts::Env(var) => (
             Grade::Warn,
             format!(
                 "in the environment ({var}): readable by the process's user through /proc; a 0600 file or an HSM is tighter"
             ),
         ),
-        MasterKeyFacts::File { path, mode: None, .. } => item(
-            "master_key",
-            "the master key is private and apart from the data",
-            Grade::Fail,
-            format!("{} cannot be read", path.display()),
-        ),
         MasterKeyFacts::File {
             path,
-            mode: Some(mode),
-            inside_data_dir,
-        } => {
-            if mode & 0o077 != 0 {
-                item(
-                    "master_key",
-                    "the master key is private and apart from the data",
-                    Grade::Fail,
-                    format!(
-                        "{} has mode {mode:04o}: others can read it (want 0600)",
-                        path.display()
-                    ),
-                )
-            } else if *inside_data_dir {
-                item(
-                    "master_key",
-                    "the master key is private and apart from the data",
-                    Grade::Fail,
-                    format!(
-                        "{} is inside the data directory: one backup holds both the key and what it opens",
-                        path.display()
-                    ),
-                )
-            } else {
-                item(
-                    "master_key",
-                    "the master key is private and apart from the data",
-                    Grade::Pass,
-                    format!(
-                        "{} mode {mode:04o}, outside the data directory",
-                        path.display()
-                    ),
-                )
-            }
-        }
-    });
-
-    // The scanner as a pre-commit hook.
-    if let Some((dir, hook)) = &f.repo {
-        items.push(match hook {
-            Ok(Some(path)) => item(
-                "scan.hook",
-                "the secret scanner runs before each commit",
-                Grade::Pass,
-                format!("{} runs `keygate scan --staged`", path.display()),
+            private: Err(reason),
+            ..
+        } => (Grade::Fail, format!("{}: {reason}", path.display())),
+        MasterKeyFacts::File {
+            path,
+            inside_data_dir: true,
+            ..
+        } => (
+            Grade::Fail,
+            format!(
+                "{} is inside the data directory: one backup holds both the key and what it opens",
+                path.display()
             ),
-            Ok(None) => item(
-                "scan.hook",
-                "the secret scanner runs before each commit",
-                Grade::Fail,
-                format!(
-                    "no keygate pre-commit hook in {} (`keygate hook install --repo {}`)",
-                    dir.display(),
-                    dir.display()
-                ),
+        ),
+        MasterKeyFacts::File { path, .. } => (
+            Grade::Pass,
+            format!(
+                "{}: others cannot read it, outside the data directory",
+                path.display()
             ),
-            Err(e) => item(
-                "scan.hook",
-                "the secret scanner runs before each commit",
-                Grade::Fail,
-                format!("{}: {e}", dir.display()),
-            ),
-        });
+        ),
     }
-    items
 }
 
-fn report_of(items: Vec<Item>) -> Report {
-    let count = |g: Grade| items.iter().filter(|i| i.grade == g).count();
-    Report {
-        version: 1,
-        config: String::new(),
-        server: None,
-        summary: Summary {
+fn scan_hook(dir: &Path, hook: &Result<Option<PathBuf>, String>) -> Verdict {
+    match hook {
+        Ok(Some(path)) => (
+            Grade::Pass,
+            format!("{} runs `keygate scan --staged`", path.display()),
+        ),
+        Ok(None) => (
+            Grade::Fail,
+            format!(
+                "no keygate pre-commit hook in {} (`keygate hook install --repo {}`)",
+                dir.display(),
+                dir.display()
+            ),
+        ),
+        Err(e) => (Grade::Fail, format!("{}: {e}", dir.display())),
+    }
+}
+
+impl Report {
+    fn new(config: String, server: Option<String>, items: Vec<Item>) -> Self {
+        let count = |g: Grade| items.iter().filter(|i| i.grade == g).count();
+        let summary = Summary {
             pass: count(Grade::Pass),
             warn: count(Grade::Warn),
             fail: count(Grade::Fail),
-        },
-        items,
+        };
+        Self {
+            version: 1,
+            config,
+            server,
+            summary,
+            items,
+        }
     }
 }
 
@@ -972,7 +926,7 @@ mod tests {
             log_level: "info".into(),
             master_key: MasterKeyFacts::File {
                 path: "/etc/keygate/master.key".into(),
-                mode: Some(0o600),
+                private: Ok(()),
                 inside_data_dir: false,
             },
             checkpoint: CheckpointFacts {
@@ -1118,14 +1072,21 @@ mod tests {
         let mut f = strong();
         f.checkpoint.age = Some(Duration::from_secs(3600));
         assert_eq!(grade_of(&f, "audit.checkpoints"), Grade::Warn);
-        for (mode, inside) in [(0o644, false), (0o600, true)] {
+        for (private, inside) in [
+            (Err("mode 0644 lets others read it".to_owned()), false),
+            (Ok(()), true),
+        ] {
             let mut f = strong();
             f.master_key = MasterKeyFacts::File {
                 path: "/k".into(),
-                mode: Some(mode),
+                private: private.clone(),
                 inside_data_dir: inside,
             };
-            assert_eq!(grade_of(&f, "master_key"), Grade::Fail, "{mode:o} {inside}");
+            assert_eq!(
+                grade_of(&f, "master_key"),
+                Grade::Fail,
+                "{private:?} {inside}"
+            );
         }
         let mut f = strong();
         f.repo = Some(("/src/app".into(), Ok(None)));
@@ -1164,13 +1125,30 @@ mod tests {
     }
 
     #[test]
+    fn a_route_is_limited_by_a_rate_or_a_quota_not_by_a_limits_table() {
+        let route = |limits: serde_json::Value| {
+            let raw: RawRoute = serde_json::from_value(serde_json::json!({
+                "upstream": "https://api.example.com", "secret": "k",
+                "inject": {"header": "Authorization", "value": "Bearer {secret}"},
+                "allow": ["GET /v1/*"], "scopes": ["ai"], "limits": limits,
+            }))
+            .unwrap();
+            RouteFacts::of("r", &raw).limited
+        };
+        assert!(route(serde_json::json!({"rate": "20/min"})));
+        assert!(route(serde_json::json!({"quota": "500/day"})));
+        assert!(
+            !route(serde_json::json!({"per": "user"})),
+            "per alone bounds nothing"
+        );
+        assert!(!route(serde_json::Value::Null));
+    }
+
+    #[test]
     fn sarif_has_a_rule_and_a_result_per_item() {
         let mut f = strong();
         f.dpop_required = false;
-        let report = Report {
-            config: "keygate.toml".into(),
-            ..report_of(grade(&f))
-        };
+        let report = Report::new("keygate.toml".into(), None, grade(&f));
         assert_eq!(report.summary.fail, 1);
         let s = sarif(&report);
         assert_eq!(s["version"], "2.1.0");
