@@ -149,7 +149,13 @@ export class KeygateClient {
 
   // ─── plumbing ────────────────────────────────────────────────────────────────────
 
-  async #send(url: string, init: RequestInit, what: string): Promise<Response> {
+  /**
+   * Sends one request. `keygateAnswers`: whether keygate itself answers (OAuth endpoints,
+   * metadata), so its `Date` may set the proof clock; a proxied answer's `Date` is the
+   * upstream's. (A proof keygate refuses at the proxy still corrects the clock: see
+   * `fetch`.)
+   */
+  async #send(url: string, init: RequestInit, what: string, keygateAnswers = true): Promise<Response> {
     let response: Response;
     try {
       response = await this.#fetch(url, init);
@@ -158,9 +164,7 @@ export class KeygateClient {
       throw new NetworkError(what, e);
     }
     this.#nonces.observe(url, response.headers);
-    // Only keygate's own answers set the clock: a proxied answer's `Date` may be the
-    // upstream's. (A proof keygate refuses at the proxy still corrects it, below.)
-    if (what !== 'proxy') this.#observeClock(response.headers, MAX_CLOCK_DRIFT_SECS);
+    if (keygateAnswers) this.#observeClock(response.headers, MAX_CLOCK_DRIFT_SECS);
     return response;
   }
 
@@ -538,7 +542,7 @@ export class KeygateClient {
         ...(body !== undefined ? { body } : {}),
         ...(init.signal ? { signal: init.signal } : {}),
       };
-      const response = await this.#send(url, requestInit, 'proxy');
+      const response = await this.#send(url, requestInit, 'proxy', false);
       const dpopError = dpopChallengeError(response);
       if (dpopError === 'use_dpop_nonce' && response.headers.has('dpop-nonce')) {
         discard(response);
