@@ -305,6 +305,7 @@ struct State {
 }
 
 /// What [`Monitor::snapshot`] reports about one user or route.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SubjectSnapshot {
     /// The user id or route name.
@@ -320,15 +321,18 @@ pub struct SubjectSnapshot {
 }
 
 /// An open incident.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IncidentSnapshot {
     /// The de-duplication key ([`Finding::incident`]).
     pub incident: String,
     /// The rule's name.
     pub rule: String,
-    /// The rule's kind.
+    /// The rule's kind (`spike`, `ceiling`, …).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub kind: RuleKind,
-    /// What it is about.
+    /// What it is about (`user:ID`, `route:NAME`, …).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub subject: Subject,
     /// The ladder step reached.
     pub step: usize,
@@ -343,6 +347,7 @@ pub struct IncidentSnapshot {
 }
 
 /// Events and keys dropped because a bound was reached.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DroppedCounts {
     /// User counts not taken (per-interval key bound).
@@ -362,6 +367,7 @@ pub struct DroppedCounts {
 }
 
 /// The monitor's state for the console.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Snapshot {
     /// When taken, Unix ms.

@@ -30,6 +30,7 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 // ---------------------------------------------------------------------------------------
 
 /// One `[routes.NAME]` table as written.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
@@ -68,6 +69,7 @@ pub struct RawRoute {
 ///
 /// `per_call` is what a call costs when the upstream's report is absent or unreadable;
 /// `header` or `json` (at most one) names where the upstream reports the real cost.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawCost {
@@ -85,6 +87,7 @@ pub struct RawCost {
 
 /// `budget = { daily = 100000, monthly = 2000000 }`: cost units per user per UTC day
 /// and per UTC calendar month.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
@@ -100,6 +103,7 @@ pub struct RawBudget {
 ///
 /// Each shape refuses fields of the others, so `{ header = …, query = … }` is an error
 /// rather than a header injection that silently ignores `query`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum RawInject {
@@ -112,6 +116,7 @@ pub enum RawInject {
 }
 
 /// `{ header = "…", value = "…{secret}…" }`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaderInject {
@@ -123,6 +128,7 @@ pub struct RawHeaderInject {
 }
 
 /// `{ query = "…" }`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawQueryInject {
@@ -131,6 +137,7 @@ pub struct RawQueryInject {
 }
 
 /// `{ basic = { username = "…" } }`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawBasicInject {
@@ -139,6 +146,7 @@ pub struct RawBasicInject {
 }
 
 /// `basic = { username = "…" }`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawBasic {
@@ -147,6 +155,7 @@ pub struct RawBasic {
 }
 
 /// `limits = { rate = "20/min", burst = 5, quota = "500/day", per = "user" }`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
@@ -161,6 +170,7 @@ pub struct RawLimits {
 }
 
 /// `timeouts = { connect = "5s", response = "60s", idle = "60s", total = "10m" }`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
@@ -175,6 +185,7 @@ pub struct RawTimeouts {
 }
 
 /// `tls = { ca_file = "…", client_cert_file = "…", client_key_file = "…" }`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {

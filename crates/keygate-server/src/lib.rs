@@ -124,6 +124,13 @@ pub fn router(state: AppState) -> Router {
             },
             deadline::enforce,
         ))
+        // A handler that panics answers 500 instead of dropping the connection unanswered;
+        // the panic's message stays in the process's own panic output, never the answer.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                error::ApiError::internal(&"a request handler panicked").into_response()
+            },
+        ))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |req: &axum::http::Request<_>| {

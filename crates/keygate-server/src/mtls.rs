@@ -71,7 +71,7 @@ impl PeerCertificate {
 
 /// Which certificate a `tls_client_auth` or `self_signed_tls_client_auth` client must
 /// present, as registered (stored as JSON in the client's `tls_identity`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TlsClientIdentity {
     /// `tls_client_auth_subject_dn`: the subject, as an RFC 4514 string.

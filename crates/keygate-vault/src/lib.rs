@@ -422,6 +422,13 @@ impl Vault {
         action: &str,
         detail: Option<(&str, serde_json::Value)>,
     ) -> Result<i64> {
+        // A check-and-set names a version that can exist: 0 (none yet) or more, and one
+        // that can be followed.
+        if cas.is_some_and(|n| !(0..i64::MAX).contains(&n)) {
+            return Err(VaultError::Invalid(
+                "cas: the version to write after must be 0 (a new secret) or more".into(),
+            ));
+        }
         // Optimistic: encrypt against the version we expect to follow, let the store's
         // conditional write decide; without CAS, retry a few times on a race.
         for _ in 0..8 {
@@ -433,12 +440,11 @@ impl Vault {
                     .await?
                     .map_or(0, |m| m.current_version),
             };
-            let sealed = self.seal_value(
-                keys,
-                name.as_str(),
-                current + 1,
-                value.expose_secret().as_bytes(),
-            )?;
+            let next = current.checked_add(1).ok_or_else(|| {
+                VaultError::Invalid("the secret has no version number left".into())
+            })?;
+            let sealed =
+                self.seal_value(keys, name.as_str(), next, value.expose_secret().as_bytes())?;
             let mut audit = AuditEvent::new(actor, action, Outcome::Success).target(name.as_str());
             if let Some((key, value)) = &detail {
                 audit = audit.detail(key, value.clone());

@@ -92,6 +92,9 @@ enum Command {
     Pins(cmd::pins::PinsArgs),
     /// Grade this deployment against the checklist: pass / warn / fail per item, with evidence
     Check(cmd::check::CheckArgs),
+    /// Print the admin API's OpenAPI 3.1 description (the document a server serves at
+    /// /admin/v1/openapi.json), for client generators and API testers
+    Openapi,
     /// Find API keys and other secrets in files, git history, staged changes and APK/IPA
     /// packages (exit 0: none, 1: findings, 2: error)
     Scan(keygate_scan::cli::ScanArgs),
@@ -158,6 +161,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ci(c) => cmd::ci::run(c),
         Command::Pins(a) => cmd::pins::run(a).await,
         Command::Check(a) => cmd::check::run(a).await,
+        Command::Openapi => {
+            let doc = keygate_server::admin::openapi();
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Scan(_) | Command::Hook(_) => Ok(ExitCode::from(2)),
     }
 }

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use keygate_audit::{AuditEvent, Outcome};
 use keygate_proxy::throttle::ThrottleSubject;
 use keygate_store::StoreError;
@@ -15,18 +14,21 @@ use super::api::{
     Alert, AlertAcked, AlertDeadLetter, AlertList, AlertQuery, MonitorSnapshot, Throttle,
     ThrottleLifted, ThrottleList, UnixMs,
 };
-use super::{Admin, Params};
+use super::openapi::{BadInput, NotFound, Refused};
+use super::{Admin, Params, Segment};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::monitor::MonitorService;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/v1/alerts", get(list_alerts))
-        .route("/admin/v1/alerts/{id}/ack", post(ack_alert))
-        .route("/admin/v1/throttles", get(list_throttles))
-        .route("/admin/v1/throttles/{subject}", delete(lift_throttle))
-        .route("/admin/v1/monitor", get(snapshot))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_alerts))
+        .routes(routes!(ack_alert))
+        .routes(routes!(list_throttles))
+        .routes(routes!(lift_throttle))
+        .routes(routes!(snapshot))
 }
 
 fn service(s: &AppState) -> Result<&Arc<MonitorService>, ApiError> {
@@ -39,6 +41,14 @@ fn service(s: &AppState) -> Result<&Arc<MonitorService>, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/alerts",
+    tag = "monitor",
+    summary = "List alerts, newest first, and failed alert deliveries",
+    params(AlertQuery),
+    responses((status = 200, description = "Done.", body = AlertList), Refused, BadInput)
+)]
 async fn list_alerts(
     _admin: Admin,
     State(s): State<AppState>,
@@ -56,10 +66,18 @@ async fn list_alerts(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/alerts/{id}/ack",
+    tag = "monitor",
+    summary = "Acknowledge an alert",
+    params(("id" = String, Path, description = "An alert's id.")),
+    responses((status = 200, description = "Done.", body = AlertAcked), Refused, NotFound)
+)]
 async fn ack_alert(
     admin: Admin,
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<AlertAcked>, ApiError> {
     let changed = match s.monitor.as_ref() {
         Some(m) => m.ack(&id, &admin.actor()).await,
@@ -83,6 +101,13 @@ async fn ack_alert(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/throttles",
+    tag = "monitor",
+    summary = "List throttles in force",
+    responses((status = 200, description = "Done.", body = ThrottleList), Refused)
+)]
 async fn list_throttles(
     _admin: Admin,
     State(s): State<AppState>,
@@ -102,10 +127,18 @@ async fn list_throttles(
     Ok(Json(ThrottleList { throttles }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/throttles/{subject}",
+    tag = "monitor",
+    summary = "Lift a throttle",
+    params(("subject" = String, Path, description = "A throttle's subject: `user:ID`, `session:ID`, `client:ID` or `ip:PREFIX`.", pattern = r"^(user|session|client|ip):.+$")),
+    responses((status = 200, description = "Done.", body = ThrottleLifted), Refused, BadInput)
+)]
 async fn lift_throttle(
     admin: Admin,
     State(s): State<AppState>,
-    Path(subject): Path<String>,
+    Segment(subject): Segment,
 ) -> Result<Json<ThrottleLifted>, ApiError> {
     let m = service(&s)?;
     let parsed = ThrottleSubject::parse(&subject).ok_or_else(|| {
@@ -123,6 +156,13 @@ async fn lift_throttle(
     Ok(Json(ThrottleLifted { subject, lifted }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/monitor",
+    tag = "monitor",
+    summary = "The monitor's state: rates, baselines, open incidents, drop counters",
+    responses((status = 200, description = "Done.", body = keygate_monitor::Snapshot), Refused)
+)]
 async fn snapshot(
     _admin: Admin,
     State(s): State<AppState>,

@@ -26,7 +26,7 @@ fn expose_opt<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::O
 }
 
 /// The body of every refusal: `{"error": code, "message": text}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,
@@ -36,8 +36,20 @@ pub struct ErrorBody {
 /// every `…_ms` timestamp of the API has always been; in code it cannot be mixed up with
 /// a duration, a count or a version.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
+#[schema(value_type = i64, example = 1_767_225_600_000_i64)]
 #[serde(transparent)]
 pub struct UnixMs(pub i64);
 
@@ -68,7 +80,7 @@ impl std::fmt::Display for UnixMs {
 // --- secrets: /admin/v1/secrets… ---
 
 /// A secret's metadata, never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretInfo {
     pub name: String,
     /// 0 before the first version is written.
@@ -81,13 +93,13 @@ pub struct SecretInfo {
 }
 
 /// `GET /admin/v1/secrets`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretList {
     pub secrets: Vec<SecretInfo>,
 }
 
 /// One version of a secret, never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub version: i64,
     pub created_ms: UnixMs,
@@ -96,79 +108,86 @@ pub struct VersionInfo {
 }
 
 /// `GET /admin/v1/secrets/{name}/versions`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretHistory {
     pub secret: SecretInfo,
     pub versions: Vec<VersionInfo>,
 }
 
 /// `GET /admin/v1/secrets/{name}?version=N`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct VersionQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1)]
     pub version: Option<i64>,
 }
 
 /// The answer to `GET /admin/v1/secrets/{name}`: a value (sent with `Cache-Control:
 /// no-store`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretValue {
     pub name: String,
     pub version: i64,
     #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
     pub value: SecretString,
 }
 
 /// `PUT /admin/v1/secrets/{name}`: writes a new version.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSecret {
     #[serde(serialize_with = "expose")]
+    #[schema(value_type = String, min_length = 1, example = "example-secret-value")]
     pub value: SecretString,
     /// Check-and-set: only write if the current version is this (0: only if new).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_806_i64)]
     pub cas: Option<i64>,
 }
 
 /// The answer to `PUT /admin/v1/secrets/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretWritten {
     pub name: String,
     pub version: i64,
 }
 
 /// `PATCH /admin/v1/secrets/{name}`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigureSecret {
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000, example = 10)]
     pub max_versions: Option<i64>,
 }
 
 /// The answer to `PATCH /admin/v1/secrets/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretConfigured {
     pub name: String,
     pub max_versions: Option<i64>,
 }
 
 /// The answer to `DELETE /admin/v1/secrets/{name}` and `POST …/undelete`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretDeleted {
     pub name: String,
     pub deleted: bool,
 }
 
 /// `POST /admin/v1/secrets/{name}/rollback`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
+    #[schema(minimum = 1, example = 3)]
     pub to: i64,
 }
 
 /// The answer to a rollback: `version` is new and holds the value of `from_version`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolledBack {
     pub name: String,
     pub version: i64,
@@ -176,14 +195,15 @@ pub struct RolledBack {
 }
 
 /// `POST /admin/v1/secrets/{name}/destroy`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destroy {
+    #[schema(minimum = 1, example = 2)]
     pub version: i64,
 }
 
 /// The answer to a destroy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionDestroyed {
     pub name: String,
     pub version: i64,
@@ -191,7 +211,7 @@ pub struct VersionDestroyed {
 }
 
 /// One entry of a fingerprint export.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fingerprint {
     pub name: String,
     pub version: i64,
@@ -202,11 +222,12 @@ pub struct Fingerprint {
 
 /// `GET /admin/v1/secret-fingerprints`: the `keygate-fingerprints/v1` file (sent with
 /// `Cache-Control: no-store`: the key makes the fingerprints checkable).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FingerprintExport {
     pub format: String,
     /// base64url (no padding) of the 32-byte HMAC key.
     #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
     pub key: SecretString,
     pub secrets: Vec<Fingerprint>,
 }
@@ -233,19 +254,21 @@ impl From<keygate_vault::FingerprintFile> for FingerprintExport {
 // --- rotation: /admin/v1/secrets/{name}/schedule, …/rotate, /admin/v1/rotation ---
 
 /// `PUT /admin/v1/secrets/{name}/schedule`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSchedule {
     /// A duration such as `30d` or `12h`.
+    #[schema(example = "30d")]
     pub rotate_every: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<String>,
     /// A `[rotation.hooks.NAME]` entry of the configuration.
+    #[schema(example = "openai-admin-api")]
     pub hook: String,
 }
 
 /// A secret's rotation schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Schedule {
     pub secret: String,
     /// Human form of `rotate_every_ms`, e.g. `30days`.
@@ -290,21 +313,21 @@ impl From<&keygate_store::RotationSchedule> for Schedule {
 }
 
 /// The answer to `DELETE /admin/v1/secrets/{name}/schedule`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleCleared {
     pub secret: String,
     pub scheduled: bool,
 }
 
 /// The answer to `POST /admin/v1/secrets/{name}/rotate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rotated {
     pub secret: String,
     pub version: i64,
 }
 
 /// `GET /admin/v1/rotation`: every schedule, and the configured hooks' names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RotationList {
     pub schedules: Vec<Schedule>,
     pub hooks: Vec<String>,
@@ -313,15 +336,17 @@ pub struct RotationList {
 // --- webhooks: /admin/v1/webhooks/dead-letters ---
 
 /// `GET /admin/v1/webhooks/dead-letters?limit=N` (also `/admin/v1/alerts`' `limit`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
 /// A webhook delivery that failed for good.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: String,
     pub webhook: String,
@@ -345,7 +370,7 @@ impl From<&keygate_store::DeadLetter> for DeadLetter {
 }
 
 /// The answer to `GET /admin/v1/webhooks/dead-letters`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetters {
     pub dead_letters: Vec<DeadLetter>,
     /// Events dropped because the delivery queue was full.
@@ -355,20 +380,24 @@ pub struct DeadLetters {
 // --- audit: /admin/v1/audit, /admin/v1/audit/verify ---
 
 /// `GET /admin/v1/audit`: `after` a sequence number, or the last `tail` entries.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// With `tail=N`: the last N entries.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 1000)]
     pub tail: Option<i64>,
 }
 
 /// One audit entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: i64,
     pub ts_ms: UnixMs,
@@ -402,14 +431,14 @@ impl From<&keygate_audit::AuditEntry> for AuditEntry {
 }
 
 /// The answer to `GET /admin/v1/audit`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntries {
     pub entries: Vec<AuditEntry>,
 }
 
 /// `GET /admin/v1/audit/verify` (and `keygate audit verify --config`): an intact chain
 /// has `ok` and the counts; a broken one has `ok: false`, `first_bad_seq` and `error`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditVerification {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -427,6 +456,7 @@ pub struct AuditVerification {
         skip_serializing_if = "Option::is_none",
         with = "present_or_null"
     )]
+    #[schema(value_type = Option<i64>)]
     pub first_bad_seq: Option<Option<i64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -458,7 +488,7 @@ mod present_or_null {
 // --- routes: /admin/v1/routes ---
 
 /// A live route as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RouteInfo {
     pub name: String,
     /// `scheme://authority/base-path`.
@@ -472,13 +502,13 @@ pub struct RouteInfo {
 }
 
 /// `GET /admin/v1/routes`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RouteList {
     pub routes: Vec<RouteInfo>,
 }
 
 /// `GET /admin/v1/routes/{name}`: the route as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RouteShown {
     pub name: String,
     pub source: String,
@@ -486,7 +516,7 @@ pub struct RouteShown {
 }
 
 /// `PUT /admin/v1/routes`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyRoutes {
     /// A TOML document with `[routes.NAME]` tables: it replaces every admin-applied route.
@@ -494,7 +524,7 @@ pub struct ApplyRoutes {
 }
 
 /// The answer to `PUT /admin/v1/routes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoutesApplied {
     pub applied: Vec<String>,
     /// Routes live after the change, from the file and the API.
@@ -504,7 +534,8 @@ pub struct RoutesApplied {
 // --- usage: /admin/v1/usage ---
 
 /// `GET /admin/v1/usage`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// A user name (or a client id for client-credentials tokens).
@@ -514,11 +545,12 @@ pub struct UsageQuery {
     pub route: Option<String>,
     /// How far back, in minutes (default 60).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 44640)]
     pub minutes: Option<i64>,
 }
 
 /// Calls in one minute by one user to one route with one status class.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageRow {
     /// Minutes since the Unix epoch.
     pub minute: i64,
@@ -550,7 +582,7 @@ impl From<&keygate_store::UsageRow> for UsageRow {
 }
 
 /// The answer to `GET /admin/v1/usage`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageReport {
     pub usage: Vec<UsageRow>,
 }
@@ -562,7 +594,7 @@ fn words(s: &str) -> Vec<String> {
 }
 
 /// A user who signs in on keygate's login page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub name: String,
@@ -587,24 +619,26 @@ impl From<&keygate_store::UserRecord> for User {
 }
 
 /// `POST /admin/v1/users`; answered with a [`User`].
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddUser {
+    #[schema(pattern = r"^[A-Za-z0-9._@-]{1,64}$", example = "alice")]
     pub name: String,
     #[serde(serialize_with = "expose")]
+    #[schema(value_type = String, min_length = 8)]
     pub password: SecretString,
     #[serde(default)]
     pub scopes: Vec<String>,
 }
 
 /// `GET /admin/v1/users`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserList {
     pub users: Vec<User>,
 }
 
 /// The answer to `POST /admin/v1/users/{name}/disable`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserDisabled {
     pub name: String,
     pub disabled: bool,
@@ -613,7 +647,7 @@ pub struct UserDisabled {
 
 /// The answer to `POST /admin/v1/users/{name}/enable`; `changed` is false when the user
 /// was not disabled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserEnabled {
     pub name: String,
     pub enabled: bool,
@@ -622,17 +656,18 @@ pub struct UserEnabled {
 
 /// The answer to `POST /admin/v1/users/{name}/mfa` (sent with `Cache-Control: no-store`):
 /// the TOTP seed as an `otpauth://` URI, shown once.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MfaEnrolled {
     pub name: String,
     #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
     pub otpauth_uri: SecretString,
 }
 
 // --- clients: /admin/v1/clients ---
 
 /// A registered OAuth client.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Client {
     pub client_id: String,
     pub name: String,
@@ -670,6 +705,7 @@ pub struct Client {
         skip_serializing_if = "Option::is_none",
         serialize_with = "expose_opt"
     )]
+    #[schema(value_type = Option<String>)]
     pub client_secret: Option<SecretString>,
 }
 
@@ -701,12 +737,14 @@ impl From<&keygate_store::ClientRecord> for Client {
 }
 
 /// `POST /admin/v1/clients`; answered with a [`Client`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddClient {
+    #[schema(pattern = r"^[A-Za-z0-9._@-]{1,64}$", example = "acme-app")]
     pub name: String,
     /// `public` or `confidential`.
     #[serde(rename = "type")]
+    #[schema(pattern = r"^(public|confidential)$", example = "public")]
     pub kind: String,
     #[serde(default)]
     pub redirect_uris: Vec<String>,
@@ -734,6 +772,7 @@ pub struct AddClient {
     /// app that signs in with AppAuth alone, during its move to DPoP); `required`
     /// insists on DPoP even where `tokens.dpop` is optional. Absent: `tokens.dpop`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^(optional|required)$")]
     pub dpop: Option<String>,
     /// The app's name as its users know it, on the login page (default: `name`); at most
     /// 64 characters.
@@ -750,21 +789,22 @@ pub struct AddClient {
 
 /// `POST /admin/v1/clients/{id}/dpop`: changes a client's own DPoP policy; answered
 /// with the [`Client`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetClientDpop {
     /// `optional`, `required`, or `default` (follow `tokens.dpop` again).
+    #[schema(pattern = r"^(optional|required|default)$", example = "required")]
     pub dpop: String,
 }
 
 /// `GET /admin/v1/clients`
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClientList {
     pub clients: Vec<Client>,
 }
 
 /// The answer to `DELETE /admin/v1/clients/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClientRemoved {
     pub client_id: String,
     pub removed: bool,
@@ -774,7 +814,8 @@ pub struct ClientRemoved {
 // --- sessions: /admin/v1/sessions ---
 
 /// `GET /admin/v1/sessions`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SessionQuery {
     /// A user name.
@@ -786,7 +827,7 @@ pub struct SessionQuery {
 }
 
 /// A session: one refresh-token family.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: String,
     pub user_id: String,
@@ -816,13 +857,13 @@ impl From<&keygate_store::FamilyRecord> for Session {
 }
 
 /// The answer to `GET /admin/v1/sessions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionList {
     pub sessions: Vec<Session>,
 }
 
 /// The answer to `DELETE /admin/v1/sessions/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionRevoked {
     pub id: String,
     pub revoked: bool,
@@ -831,7 +872,7 @@ pub struct SessionRevoked {
 // --- signing keys: /admin/v1/keys ---
 
 /// A token signing key (its public half is in the JWKS while published).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SigningKey {
     pub kid: String,
     pub alg: String,
@@ -854,13 +895,13 @@ impl From<&keygate_store::SigningKeyRecord> for SigningKey {
 }
 
 /// `GET /admin/v1/keys`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyList {
     pub keys: Vec<SigningKey>,
 }
 
 /// The answer to `POST /admin/v1/keys/rotate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeysRotated {
     pub changed: bool,
     pub message: String,
@@ -869,18 +910,20 @@ pub struct KeysRotated {
 // --- the monitor: /admin/v1/alerts, /admin/v1/throttles, /admin/v1/monitor ---
 
 /// `GET /admin/v1/alerts`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     /// Acknowledged alerts too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub all: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
 }
 
 /// An alert as the API, the CLI and the webhooks show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
     pub id: String,
     /// The de-duplication key: one incident, many alerts as its ladder climbs.
@@ -917,7 +960,7 @@ impl From<&keygate_store::AlertRecord> for Alert {
 
 /// A dead letter as `GET /admin/v1/alerts` lists it (named as the alert list names
 /// things; [`DeadLetter`] is the webhook view of the same row).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertDeadLetter {
     pub id: String,
     pub target: String,
@@ -942,7 +985,7 @@ impl From<&keygate_store::DeadLetter> for AlertDeadLetter {
 
 /// The answer to `GET /admin/v1/alerts`: alerts, newest first, then webhook deliveries
 /// that failed for good.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertList {
     pub alerts: Vec<Alert>,
     pub dead_letters: Vec<AlertDeadLetter>,
@@ -950,7 +993,7 @@ pub struct AlertList {
 
 /// The answer to `POST /admin/v1/alerts/{id}/ack`; `changed` is false when it was
 /// already acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertAcked {
     pub id: String,
     pub acked: bool,
@@ -958,7 +1001,7 @@ pub struct AlertAcked {
 }
 
 /// A throttle in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Throttle {
     /// `user:ID`, `session:ID`, `client:ID` or `ip:PREFIX`.
     pub subject: String,
@@ -969,14 +1012,14 @@ pub struct Throttle {
 }
 
 /// `GET /admin/v1/throttles`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThrottleList {
     pub throttles: Vec<Throttle>,
 }
 
 /// The answer to `DELETE /admin/v1/throttles/{subject}`; `lifted` is false when there
 /// was none.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThrottleLifted {
     pub subject: String,
     pub lifted: bool,
@@ -988,13 +1031,14 @@ pub type MonitorSnapshot = keygate_monitor::Snapshot;
 // ---- machine identities: policies and machine credentials ----
 
 /// `PUT /admin/v1/policies/{name}`: what a machine identity may read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutPolicy {
     /// Secret names and prefix globs (`deploy.*`; `*` alone: every secret).
     pub secrets: Vec<String>,
     /// Lifetime of the machine tokens it is given, in seconds (60..=3600; default 900).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 60, maximum = 3600, example = 900)]
     pub token_ttl_secs: Option<i64>,
     /// Whether versions other than the current one may be read (default false).
     #[serde(default)]
@@ -1002,7 +1046,7 @@ pub struct PutPolicy {
 }
 
 /// A policy as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Policy {
     pub name: String,
     pub secrets: Vec<String>,
@@ -1014,7 +1058,7 @@ pub struct Policy {
 
 /// The answer to `PUT /admin/v1/policies/{name}`, with what looked wrong but was kept
 /// (a pattern that names no secret yet, a policy that grants nothing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyWritten {
     pub policy: Policy,
     pub created: bool,
@@ -1022,22 +1066,24 @@ pub struct PolicyWritten {
 }
 
 /// `GET /admin/v1/policies`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyList {
     pub policies: Vec<Policy>,
 }
 
 /// `POST /admin/v1/machines`: a static machine credential for a server without OIDC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMachine {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", example = "deploy-server")]
     pub name: String,
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", example = "deploy")]
     pub policy: String,
 }
 
 /// A machine credential as the admin API shows it; the secret only in the answer that
 /// creates or rotates it (sent with `Cache-Control: no-store`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Machine {
     pub name: String,
     pub client_id: String,
@@ -1053,6 +1099,7 @@ pub struct Machine {
         skip_serializing_if = "Option::is_none",
         serialize_with = "expose_opt"
     )]
+    #[schema(value_type = Option<String>)]
     pub client_secret: Option<SecretString>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -1074,22 +1121,23 @@ impl From<&keygate_store::MachineRecord> for Machine {
 }
 
 /// `GET /admin/v1/machines`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineList {
     pub machines: Vec<Machine>,
 }
 
 /// `POST /admin/v1/machines/{name}/rotate`: a new secret; the old one keeps working for
 /// `overlap_secs` (default 3600, at most 7 days; 0 ends it at once).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateMachine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 604800, example = 3600)]
     pub overlap_secs: Option<i64>,
 }
 
 /// A deleted policy or machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deleted {
     pub name: String,
 }

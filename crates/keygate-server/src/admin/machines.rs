@@ -1,10 +1,9 @@
 //! `/admin/v1/policies…` and `/admin/v1/machines…`: what machine identities may read, and
 //! the static machine credentials (see [`crate::ci`]).
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use keygate_audit::{AuditEvent, Outcome};
 use keygate_auth::opaque::{OpaqueToken, TokenKind};
 use keygate_store::{MachineRecord, PolicyRecord};
@@ -14,28 +13,25 @@ use super::api::{
     AddMachine, Deleted, Machine, MachineList, Policy, PolicyList, PolicyWritten, PutPolicy,
     RotateMachine, UnixMs,
 };
-use super::{Admin, Body, no_store};
+use super::openapi::{BadInput, BodyRefused, Conflict, NotFound, Refused};
+use super::{Admin, Body, Segment, no_store};
 use crate::AppState;
 use crate::ci::{self, DEFAULT_TOKEN_TTL_SECS, Grants, SecretPattern, TOKEN_TTL_RANGE};
 use crate::error::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Default and longest overlap of a rotated machine secret.
 const DEFAULT_OVERLAP_SECS: i64 = 3600;
 const MAX_OVERLAP_SECS: i64 = 7 * 24 * 3600;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/v1/policies", get(list_policies))
-        .route(
-            "/admin/v1/policies/{name}",
-            get(show_policy).put(put_policy).delete(delete_policy),
-        )
-        .route("/admin/v1/machines", get(list_machines).post(add_machine))
-        .route(
-            "/admin/v1/machines/{name}",
-            get(show_machine).delete(delete_machine),
-        )
-        .route("/admin/v1/machines/{name}/rotate", post(rotate_machine))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_policies))
+        .routes(routes!(show_policy, put_policy, delete_policy))
+        .routes(routes!(list_machines, add_machine))
+        .routes(routes!(show_machine, delete_machine))
+        .routes(routes!(rotate_machine))
 }
 
 fn policy_view(p: &PolicyRecord) -> Result<Policy, ApiError> {
@@ -71,6 +67,13 @@ fn machine_name(raw: &str) -> Result<&str, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/policies",
+    tag = "machines",
+    summary = "List machine policies",
+    responses((status = 200, description = "Done.", body = PolicyList), Refused)
+)]
 async fn list_policies(
     _admin: Admin,
     State(s): State<AppState>,
@@ -85,10 +88,18 @@ async fn list_policies(
     Ok(Json(PolicyList { policies }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/policies/{name}",
+    tag = "machines",
+    summary = "Show a policy",
+    params(("name" = String, Path, description = "A policy's name.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses((status = 200, description = "Done.", body = Policy), Refused, BadInput, NotFound)
+)]
 async fn show_policy(
     _admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<Policy>, ApiError> {
     let name = policy_name(&raw)?;
     let p = s
@@ -99,10 +110,19 @@ async fn show_policy(
     Ok(Json(policy_view(&p)?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/policies/{name}",
+    tag = "machines",
+    summary = "Create or replace a policy: which secrets a machine identity may read",
+    params(("name" = String, Path, description = "A policy's name.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    request_body = PutPolicy,
+    responses((status = 200, description = "Done.", body = PolicyWritten), Refused, BodyRefused)
+)]
 async fn put_policy(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
     Body(body): Body<PutPolicy>,
 ) -> Result<Json<PolicyWritten>, ApiError> {
     let name = policy_name(&raw)?;
@@ -168,10 +188,18 @@ async fn put_policy(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/policies/{name}",
+    tag = "machines",
+    summary = "Delete a policy no machine uses",
+    params(("name" = String, Path, description = "A policy's name.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses((status = 200, description = "Done.", body = Deleted), Refused, BadInput, NotFound, Conflict)
+)]
 async fn delete_policy(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<Deleted>, ApiError> {
     let name = policy_name(&raw)?;
     let audit = AuditEvent::new(admin.actor(), "policy.delete", Outcome::Success).target(name);
@@ -189,6 +217,13 @@ async fn delete_policy(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/machines",
+    tag = "machines",
+    summary = "List machine credentials",
+    responses((status = 200, description = "Done.", body = MachineList), Refused)
+)]
 async fn list_machines(
     _admin: Admin,
     State(s): State<AppState>,
@@ -210,15 +245,31 @@ async fn machine_record(s: &AppState, name: &str) -> Result<MachineRecord, ApiEr
         .ok_or_else(|| ApiError::not_found(format!("no machine named `{name}`")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/machines/{name}",
+    tag = "machines",
+    summary = "Show a machine credential (never its secret)",
+    params(("name" = String, Path, description = "A machine's name.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses((status = 200, description = "Done.", body = Machine), Refused, BadInput, NotFound)
+)]
 async fn show_machine(
     _admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<Machine>, ApiError> {
     let name = machine_name(&raw)?;
     Ok(Json(Machine::from(&machine_record(&s, name).await?)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/machines",
+    tag = "machines",
+    summary = "Add a machine credential (its secret is shown once)",
+    request_body = AddMachine,
+    responses((status = 200, description = "Done.", body = Machine, headers(("Cache-Control" = String, description = "`no-store`"))), Refused, BodyRefused, Conflict)
+)]
 async fn add_machine(
     admin: Admin,
     State(s): State<AppState>,
@@ -258,10 +309,19 @@ async fn add_machine(
     Ok(no_store(view))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/machines/{name}/rotate",
+    tag = "machines",
+    summary = "Give a machine a new secret; the old one works for `overlap_secs`",
+    params(("name" = String, Path, description = "A machine's name.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    request_body = RotateMachine,
+    responses((status = 200, description = "Done.", body = Machine, headers(("Cache-Control" = String, description = "`no-store`"))), Refused, BodyRefused, NotFound)
+)]
 async fn rotate_machine(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
     Body(body): Body<RotateMachine>,
 ) -> Result<Response, ApiError> {
     let name = machine_name(&raw)?;
@@ -286,10 +346,18 @@ async fn rotate_machine(
     Ok(no_store(view))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/machines/{name}",
+    tag = "machines",
+    summary = "Delete a machine credential",
+    params(("name" = String, Path, description = "A machine's name.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses((status = 200, description = "Done.", body = Deleted), Refused, BadInput, NotFound)
+)]
 async fn delete_machine(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<Deleted>, ApiError> {
     let name = machine_name(&raw)?;
     let audit = AuditEvent::new(admin.actor(), "machine.delete", Outcome::Success).target(name);

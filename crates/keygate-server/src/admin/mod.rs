@@ -13,6 +13,7 @@ use keygate_audit::{AuditEvent, Outcome};
 use keygate_vault::now_ms;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 use crate::admin_guard::{Failure, Gate, source_of};
@@ -22,13 +23,34 @@ pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod machines;
+mod openapi;
 pub mod routes;
 pub mod secrets;
 pub mod tokens;
 pub mod usage;
 
+/// Every admin route, and at `/admin/v1/openapi.json` their description (public: it
+/// describes this version's API, not the deployment).
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let (router, doc) = described().split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    router.route(
+        "/admin/v1/openapi.json",
+        axum::routing::get(move || {
+            let doc = std::sync::Arc::clone(&doc);
+            async move { openapi::document(&doc) }
+        }),
+    )
+}
+
+/// The admin API's OpenAPI 3.1 description, built from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    described().into_openapi()
+}
+
+fn described() -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
+    OpenApiRouter::with_openapi(openapi::AdminDoc::openapi())
         .merge(secrets::router())
         .merge(audit::router())
         .merge(routes::router())
@@ -183,6 +205,24 @@ where
         crate::json_body::from_json_slice(&bytes)
             .map(Body)
             .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
+
+/// The one `{…}` segment of an admin path, percent-decoded. A segment that is not UTF-8
+/// once decoded is refused with the API's own error body (axum's answer is plain text
+/// that names the parameter).
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(segment)) => Ok(Segment(segment)),
+            Err(_) => Err(ApiError::bad_request(
+                "the path names something that is not valid UTF-8 once percent-decoded",
+            )),
+        }
     }
 }
 

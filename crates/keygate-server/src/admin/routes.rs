@@ -3,25 +3,27 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use keygate_audit::{AuditEvent, Outcome};
 use keygate_proxy::RouteTable;
 use keygate_proxy::route::RawRoute;
 use keygate_vault::now_ms;
 
 use super::api::{ApplyRoutes, RouteInfo, RouteList, RouteShown, RoutesApplied};
+use super::openapi::{BodyRefused, Conflict, NotFound, Refused};
 use crate::AppState;
-use crate::admin::{Admin, Body as JsonBody};
+use crate::admin::{Admin, Body as JsonBody, Segment};
 use crate::error::ApiError;
 use crate::proxy::{ProxyState, ROUTES_META};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/v1/routes", get(list_routes).put(apply_routes))
-        .route("/admin/v1/routes/{name}", get(show_route))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_routes, apply_routes))
+        .routes(routes!(show_route))
 }
 
 fn proxy_state(s: &AppState) -> Result<&ProxyState, ApiError> {
@@ -34,6 +36,13 @@ fn proxy_state(s: &AppState) -> Result<&ProxyState, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/routes",
+    tag = "routes",
+    summary = "List the live routes",
+    responses((status = 200, description = "Done.", body = RouteList), Refused)
+)]
 async fn list_routes(
     _admin: Admin,
     State(s): State<AppState>,
@@ -62,10 +71,18 @@ async fn list_routes(
     Ok(Json(RouteList { routes }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/routes/{name}",
+    tag = "routes",
+    summary = "Show one route as written",
+    params(("name" = String, Path, description = "A route's name.")),
+    responses((status = 200, description = "Done.", body = RouteShown), Refused, NotFound)
+)]
 async fn show_route(
     _admin: Admin,
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<Json<RouteShown>, ApiError> {
     let px = proxy_state(&s)?;
     let (raw, source) = px
@@ -78,6 +95,14 @@ async fn show_route(
     }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/routes",
+    tag = "routes",
+    summary = "Replace every admin-applied route with the TOML document's `[routes.NAME]` tables",
+    request_body = ApplyRoutes,
+    responses((status = 200, description = "Done.", body = RoutesApplied), Refused, BodyRefused, Conflict)
+)]
 async fn apply_routes(
     admin: Admin,
     State(s): State<AppState>,

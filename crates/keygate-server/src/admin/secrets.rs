@@ -1,10 +1,9 @@
 //! `/admin/v1/secrets…`, `/admin/v1/rotation` and `/admin/v1/secret-fingerprints`: the
 //! vault and its rotation schedules.
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use keygate_store::{SecretMeta, VersionMeta};
 use keygate_vault::SecretName;
 
@@ -14,31 +13,30 @@ use super::api::{
     SecretInfo, SecretList, SecretValue, SecretWritten, SetSchedule, UnixMs, VersionDestroyed,
     VersionInfo, VersionQuery,
 };
-use super::{Admin, Body, Params, no_store};
+use super::openapi::{BadInput, BodyRefused, Conflict, Gone, NotFound, Refused, RotationFailed};
+use super::{Admin, Body, Params, Segment, no_store};
 use crate::AppState;
 use crate::error::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/v1/secrets", get(list_secrets))
-        .route(
-            "/admin/v1/secrets/{name}",
-            get(get_secret)
-                .put(put_secret)
-                .patch(configure_secret)
-                .delete(delete_secret),
-        )
-        .route("/admin/v1/secrets/{name}/versions", get(history))
-        .route("/admin/v1/secrets/{name}/rollback", post(rollback))
-        .route("/admin/v1/secrets/{name}/undelete", post(undelete))
-        .route("/admin/v1/secrets/{name}/destroy", post(destroy))
-        .route(
-            "/admin/v1/secrets/{name}/schedule",
-            put(set_schedule).delete(clear_schedule),
-        )
-        .route("/admin/v1/secrets/{name}/rotate", post(rotate_now))
-        .route("/admin/v1/rotation", get(rotation_list))
-        .route("/admin/v1/secret-fingerprints", get(fingerprints))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_secrets))
+        .routes(routes!(
+            get_secret,
+            put_secret,
+            configure_secret,
+            delete_secret
+        ))
+        .routes(routes!(history))
+        .routes(routes!(rollback))
+        .routes(routes!(undelete))
+        .routes(routes!(destroy))
+        .routes(routes!(set_schedule, clear_schedule))
+        .routes(routes!(rotate_now))
+        .routes(routes!(rotation_list))
+        .routes(routes!(fingerprints))
 }
 
 fn name(raw: &str) -> Result<SecretName, ApiError> {
@@ -66,6 +64,13 @@ fn version_info(v: &VersionMeta) -> VersionInfo {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/secrets",
+    tag = "secrets",
+    summary = "List secrets: metadata, never values",
+    responses((status = 200, description = "Done.", body = SecretList), Refused)
+)]
 async fn list_secrets(
     _admin: Admin,
     State(s): State<AppState>,
@@ -76,10 +81,18 @@ async fn list_secrets(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/secrets/{name}",
+    tag = "secrets",
+    summary = "Read a secret's value (the current version, or `?version=N`); audited",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), VersionQuery),
+    responses((status = 200, description = "Done.", body = SecretValue, headers(("Cache-Control" = String, description = "`no-store`"))), Refused, BadInput, NotFound, Gone)
+)]
 async fn get_secret(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
     Params(q): Params<VersionQuery>,
 ) -> Result<Response, ApiError> {
     let name = name(&raw)?;
@@ -91,10 +104,19 @@ async fn get_secret(
     }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/secrets/{name}",
+    tag = "secrets",
+    summary = "Write a new version (creates the secret if new; `cas` for check-and-set)",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    request_body = PutSecret,
+    responses((status = 200, description = "Done.", body = SecretWritten), Refused, BodyRefused, NotFound, Conflict)
+)]
 async fn put_secret(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
     Body(body): Body<PutSecret>,
 ) -> Result<Json<SecretWritten>, ApiError> {
     let name = name(&raw)?;
@@ -110,10 +132,19 @@ async fn put_secret(
     }))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/secrets/{name}",
+    tag = "secrets",
+    summary = "Set how many versions are kept",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    request_body = ConfigureSecret,
+    responses((status = 200, description = "Done.", body = SecretConfigured), Refused, BodyRefused, NotFound)
+)]
 async fn configure_secret(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
     Body(body): Body<ConfigureSecret>,
 ) -> Result<Json<SecretConfigured>, ApiError> {
     let name = name(&raw)?;
@@ -126,10 +157,18 @@ async fn configure_secret(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/secrets/{name}",
+    tag = "secrets",
+    summary = "Delete a secret (undone by `undelete` until a version is destroyed)",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    responses((status = 200, description = "Done.", body = SecretDeleted), Refused, BadInput, NotFound)
+)]
 async fn delete_secret(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<SecretDeleted>, ApiError> {
     let name = name(&raw)?;
     s.vault.delete(&name, &admin.actor()).await?;
@@ -140,10 +179,18 @@ async fn delete_secret(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/secrets/{name}/undelete",
+    tag = "secrets",
+    summary = "Undo a delete",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    responses((status = 200, description = "Done.", body = SecretDeleted), Refused, BadInput, NotFound)
+)]
 async fn undelete(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<SecretDeleted>, ApiError> {
     let name = name(&raw)?;
     s.vault.undelete(&name, &admin.actor()).await?;
@@ -154,10 +201,18 @@ async fn undelete(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/secrets/{name}/versions",
+    tag = "secrets",
+    summary = "List a secret's versions",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    responses((status = 200, description = "Done.", body = SecretHistory), Refused, BadInput, NotFound)
+)]
 async fn history(
     _admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<SecretHistory>, ApiError> {
     let name = name(&raw)?;
     let (meta, versions) = s.vault.history(&name).await?;
@@ -167,10 +222,19 @@ async fn history(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/secrets/{name}/rollback",
+    tag = "secrets",
+    summary = "Write a new version holding an earlier version's value",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    request_body = Rollback,
+    responses((status = 200, description = "Done.", body = RolledBack), Refused, BodyRefused, NotFound, Conflict, Gone)
+)]
 async fn rollback(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
     Body(body): Body<Rollback>,
 ) -> Result<Json<RolledBack>, ApiError> {
     let name = name(&raw)?;
@@ -183,10 +247,19 @@ async fn rollback(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/secrets/{name}/destroy",
+    tag = "secrets",
+    summary = "Destroy one version's value for good",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    request_body = Destroy,
+    responses((status = 200, description = "Done.", body = VersionDestroyed), Refused, BodyRefused, NotFound, Gone)
+)]
 async fn destroy(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
     Body(body): Body<Destroy>,
 ) -> Result<Json<VersionDestroyed>, ApiError> {
     let name = name(&raw)?;
@@ -199,6 +272,13 @@ async fn destroy(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/secret-fingerprints",
+    tag = "secrets",
+    summary = "Export HMAC fingerprints of every current value, for `keygate scan --fingerprints`; audited",
+    responses((status = 200, description = "Done.", body = FingerprintExport, headers(("Cache-Control" = String, description = "`no-store`"))), Refused)
+)]
 async fn fingerprints(admin: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
     let file = s.vault.fingerprints(&admin.actor()).await?;
     Ok(no_store(FingerprintExport::from(file)))
@@ -237,10 +317,19 @@ impl From<crate::rotation::ScheduleError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/secrets/{name}/schedule",
+    tag = "rotation",
+    summary = "Rotate a secret on a schedule, through a configured hook",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    request_body = SetSchedule,
+    responses((status = 200, description = "Done.", body = Schedule), Refused, BodyRefused, NotFound)
+)]
 async fn set_schedule(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
     Body(body): Body<SetSchedule>,
 ) -> Result<Json<Schedule>, ApiError> {
     let name = name(&raw)?;
@@ -257,10 +346,18 @@ async fn set_schedule(
     Ok(Json(Schedule::from(&schedule)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/secrets/{name}/schedule",
+    tag = "rotation",
+    summary = "Stop rotating a secret on a schedule",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    responses((status = 200, description = "Done.", body = ScheduleCleared), Refused, BadInput, NotFound)
+)]
 async fn clear_schedule(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<ScheduleCleared>, ApiError> {
     let name = name(&raw)?;
     s.rotation.clear_schedule(&name, &admin.actor()).await?;
@@ -270,10 +367,18 @@ async fn clear_schedule(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/secrets/{name}/rotate",
+    tag = "rotation",
+    summary = "Rotate a scheduled secret now, through its hook",
+    params(("name" = String, Path, description = "A secret's name.", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    responses((status = 200, description = "Done.", body = Rotated), Refused, BadInput, NotFound, Conflict, RotationFailed)
+)]
 async fn rotate_now(
     admin: Admin,
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<Rotated>, ApiError> {
     let name = name(&raw)?;
     let version = s.rotation.rotate_now(&name).await?;
@@ -284,6 +389,13 @@ async fn rotate_now(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/rotation",
+    tag = "rotation",
+    summary = "List rotation schedules and the configured hooks",
+    responses((status = 200, description = "Done.", body = RotationList), Refused)
+)]
 async fn rotation_list(
     _admin: Admin,
     State(s): State<AppState>,

@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use keygate_audit::{AuditEvent, Outcome};
 use keygate_auth::ids::ScopeSet;
 use keygate_auth::opaque::{OpaqueToken, TokenKind};
@@ -22,25 +21,28 @@ use super::api::{
     Session, SessionList, SessionQuery, SessionRevoked, SetClientDpop, SigningKey, User,
     UserDisabled, UserEnabled, UserList,
 };
-use super::{Admin, Body, Params, no_store};
+use super::openapi::{BadInput, BodyRefused, Conflict, NotFound, Refused};
+use super::{Admin, Body, Params, Segment, no_store};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::mtls::TlsClientIdentity;
 use crate::oauth::TokenService;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/v1/users", get(list_users).post(add_user))
-        .route("/admin/v1/users/{name}/disable", post(disable_user))
-        .route("/admin/v1/users/{name}/enable", post(enable_user))
-        .route("/admin/v1/users/{name}/mfa", post(enrol_mfa))
-        .route("/admin/v1/clients", get(list_clients).post(add_client))
-        .route("/admin/v1/clients/{id}", delete(remove_client))
-        .route("/admin/v1/clients/{id}/dpop", post(set_client_dpop))
-        .route("/admin/v1/sessions", get(list_sessions))
-        .route("/admin/v1/sessions/{id}", delete(revoke_session))
-        .route("/admin/v1/keys", get(list_keys))
-        .route("/admin/v1/keys/rotate", post(rotate_keys))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, add_user))
+        .routes(routes!(disable_user))
+        .routes(routes!(enable_user))
+        .routes(routes!(enrol_mfa))
+        .routes(routes!(list_clients, add_client))
+        .routes(routes!(remove_client))
+        .routes(routes!(set_client_dpop))
+        .routes(routes!(list_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(list_keys))
+        .routes(routes!(rotate_keys))
 }
 
 fn tokens(s: &AppState) -> Result<Arc<TokenService>, ApiError> {
@@ -77,6 +79,14 @@ fn scopes_text(scopes: &[String]) -> Result<String, ApiError> {
     Ok(text)
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/users",
+    tag = "users",
+    summary = "Add a user",
+    request_body = AddUser,
+    responses((status = 200, description = "Done.", body = User), Refused, BodyRefused, Conflict)
+)]
 async fn add_user(
     admin: Admin,
     State(s): State<AppState>,
@@ -113,6 +123,13 @@ async fn add_user(
     Ok(Json(User::from(&user)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/users",
+    tag = "users",
+    summary = "List users",
+    responses((status = 200, description = "Done.", body = UserList), Refused)
+)]
 async fn list_users(_admin: Admin, State(s): State<AppState>) -> Result<Json<UserList>, ApiError> {
     let svc = tokens(&s)?;
     let users = svc.store.list_users().await?;
@@ -128,10 +145,18 @@ async fn user_named(svc: &TokenService, name: &str) -> Result<UserRecord, ApiErr
         .ok_or_else(|| ApiError::not_found("no such user"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/users/{name}/disable",
+    tag = "users",
+    summary = "Disable a user and revoke their sessions",
+    params(("name" = String, Path, description = "A user's name.")),
+    responses((status = 200, description = "Done.", body = UserDisabled), Refused, NotFound)
+)]
 async fn disable_user(
     admin: Admin,
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<Json<UserDisabled>, ApiError> {
     let svc = tokens(&s)?;
     let user = user_named(&svc, &name).await?;
@@ -147,10 +172,18 @@ async fn disable_user(
 
 /// Lets a disabled user (by an operator or by the monitor) sign in again. Sessions
 /// revoked when the user was disabled stay revoked.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/users/{name}/enable",
+    tag = "users",
+    summary = "Enable a disabled user",
+    params(("name" = String, Path, description = "A user's name.")),
+    responses((status = 200, description = "Done.", body = UserEnabled), Refused, NotFound)
+)]
 async fn enable_user(
     admin: Admin,
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<Json<UserEnabled>, ApiError> {
     let svc = tokens(&s)?;
     let user = user_named(&svc, &name).await?;
@@ -164,10 +197,18 @@ async fn enable_user(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/users/{name}/mfa",
+    tag = "users",
+    summary = "Enrol (or re-enrol) a user in TOTP; the seed is shown once",
+    params(("name" = String, Path, description = "A user's name.")),
+    responses((status = 200, description = "Done.", body = MfaEnrolled, headers(("Cache-Control" = String, description = "`no-store`"))), Refused, NotFound)
+)]
 async fn enrol_mfa(
     admin: Admin,
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<Response, ApiError> {
     let svc = tokens(&s)?;
     let user = user_named(&svc, &name).await?;
@@ -188,6 +229,14 @@ async fn enrol_mfa(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/clients",
+    tag = "clients",
+    summary = "Register an OAuth client (a confidential client's secret is shown once)",
+    request_body = AddClient,
+    responses((status = 200, description = "Done.", body = Client, headers(("Cache-Control" = String, description = "`no-store`"))), Refused, BodyRefused, Conflict)
+)]
 async fn add_client(
     admin: Admin,
     State(s): State<AppState>,
@@ -328,10 +377,19 @@ fn client_dpop_policy(p: &str) -> Result<Option<&'static str>, ApiError> {
 /// Changes a client's own DPoP policy. Tightening it (`required`) takes effect at once
 /// for new tokens and, at the proxy, for unbound tokens already issued (within the
 /// revocation freshness bound on other replicas).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/clients/{id}/dpop",
+    tag = "clients",
+    summary = "Set a client's own DPoP policy",
+    params(("id" = String, Path, description = "A client's id.")),
+    request_body = SetClientDpop,
+    responses((status = 200, description = "Done.", body = Client), Refused, BodyRefused, NotFound)
+)]
 async fn set_client_dpop(
     admin: Admin,
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     Body(b): Body<SetClientDpop>,
 ) -> Result<Json<Client>, ApiError> {
     let svc = tokens(&s)?;
@@ -428,6 +486,13 @@ fn client_tls_auth(b: &AddClient) -> Result<Option<(&'static str, TlsClientIdent
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/clients",
+    tag = "clients",
+    summary = "List OAuth clients",
+    responses((status = 200, description = "Done.", body = ClientList), Refused)
+)]
 async fn list_clients(
     _admin: Admin,
     State(s): State<AppState>,
@@ -439,10 +504,18 @@ async fn list_clients(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/clients/{id}",
+    tag = "clients",
+    summary = "Remove a client and revoke its sessions",
+    params(("id" = String, Path, description = "A client's id.")),
+    responses((status = 200, description = "Done.", body = ClientRemoved), Refused, NotFound)
+)]
 async fn remove_client(
     admin: Admin,
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<ClientRemoved>, ApiError> {
     let svc = tokens(&s)?;
     let audit =
@@ -455,6 +528,14 @@ async fn remove_client(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sessions",
+    tag = "sessions",
+    summary = "List sessions (refresh-token families)",
+    params(SessionQuery),
+    responses((status = 200, description = "Done.", body = SessionList), Refused, BadInput, NotFound)
+)]
 async fn list_sessions(
     _admin: Admin,
     State(s): State<AppState>,
@@ -471,10 +552,18 @@ async fn list_sessions(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/sessions/{id}",
+    tag = "sessions",
+    summary = "Revoke a session: its refresh and access tokens stop working",
+    params(("id" = String, Path, description = "A session's id.")),
+    responses((status = 200, description = "Done.", body = SessionRevoked), Refused, NotFound)
+)]
 async fn revoke_session(
     admin: Admin,
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<SessionRevoked>, ApiError> {
     let svc = tokens(&s)?;
     let audit =
@@ -489,6 +578,13 @@ async fn revoke_session(
     Ok(Json(SessionRevoked { id, revoked: true }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/keys",
+    tag = "keys",
+    summary = "List token signing keys",
+    responses((status = 200, description = "Done.", body = KeyList), Refused)
+)]
 async fn list_keys(_admin: Admin, State(s): State<AppState>) -> Result<Json<KeyList>, ApiError> {
     let svc = tokens(&s)?;
     let records = svc.store.signing_keys().await?;
@@ -497,6 +593,13 @@ async fn list_keys(_admin: Admin, State(s): State<AppState>) -> Result<Json<KeyL
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/keys/rotate",
+    tag = "keys",
+    summary = "Move the signing keys one step: next becomes current, a new next is published",
+    responses((status = 200, description = "Done.", body = KeysRotated), Refused)
+)]
 async fn rotate_keys(
     admin: Admin,
     State(s): State<AppState>,

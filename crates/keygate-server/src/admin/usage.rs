@@ -1,19 +1,29 @@
 //! `/admin/v1/usage`: proxied calls per minute, user, route and status class.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use keygate_vault::now_ms;
 
 use super::api::{UsageQuery, UsageReport, UsageRow};
+use super::openapi::{BadInput, Refused};
 use crate::AppState;
 use crate::admin::Admin;
 use crate::error::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/v1/usage", get(usage))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(usage))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/usage",
+    tag = "usage",
+    summary = "Calls per minute, user, route and status class",
+    params(UsageQuery),
+    responses((status = 200, description = "Done.", body = UsageReport), Refused, BadInput)
+)]
 async fn usage(
     _admin: Admin,
     State(s): State<AppState>,
