@@ -17,6 +17,7 @@ pub mod audit_ops;
 mod bounded;
 pub mod ci;
 pub mod config;
+pub mod console;
 pub mod coordination;
 pub mod deadline;
 pub mod error;
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/.well-known/keygate-pins", get(published_pins))
         .merge(admin::router())
+        .merge(console::router())
         .merge(oauth::endpoints::router())
         .merge(ci::endpoints::router())
         .merge(proxy::router())
@@ -154,7 +156,9 @@ async fn listener_scope(
         .extensions()
         .get::<Served>()
         .is_some_and(|s| s.admin_listener);
-    let admin_path = path.starts_with("/admin/");
+    // The console is the admin API's other face: it lives where the API does.
+    let admin_path =
+        path.starts_with("/admin/") || path == "/console" || path.starts_with("/console/");
     let allowed = if on_admin {
         admin_path || matches!(path, "/healthz" | "/readyz")
     } else {

@@ -973,7 +973,7 @@ async fn totp_step_when_enrolled_and_each_code_once() {
     assert_eq!(s, StatusCode::OK);
     let uri = b["otpauth_uri"].as_str().unwrap();
     let secret = query_param(uri, "secret").unwrap();
-    let seed = base32_decode(&secret);
+    let seed = common::base32_decode(&secret);
     let totp = keygate_auth::totp::Totp::default();
     let code = totp.code_at_step(
         &keygate_auth::totp::TotpSeed::from_bytes(seed),
@@ -1006,27 +1006,6 @@ async fn totp_step_when_enrolled_and_each_code_once() {
     let (s, _, _) = submit(&app, &page2, &[("totp", &code)]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     app.stop().await;
-}
-
-fn base32_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|a| *a == c.to_ascii_uppercase())
-            .unwrap() as u64;
-        bits = (bits << 5) | v;
-        n += 5;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    out
 }
 
 /// Interop: the `oauth2` crate (not written by keygate) runs the code flow with PKCE and a

@@ -19,12 +19,14 @@
 
 pub mod alerts;
 pub mod budgets;
+pub mod console;
 mod group;
 pub mod machines;
 pub mod rotation;
 mod sql;
 mod sql_alerts;
 mod sql_budgets;
+mod sql_console;
 mod sql_machines;
 mod sql_rotation;
 mod sql_tokens;
@@ -33,6 +35,7 @@ pub mod tokens;
 
 pub use alerts::{AlertRecord, AlertStore};
 pub use budgets::{BudgetRow, BudgetSpent, BudgetStore};
+pub use console::{ConsoleAdminRecord, ConsoleSessionRecord, ConsoleStore};
 pub use machines::{MachineRecord, MachineStore, MachineTokenRecord, PolicyRecord};
 pub use rotation::{DeadLetter, RotationDone, RotationSchedule, RotationStore, ScheduleWrite};
 pub use sql::SqlStore;
@@ -214,10 +217,19 @@ pub struct QuotaRow {
 /// keygate's persistent state: the vault and audit operations below, the token
 /// service's in [`TokenStore`], the monitor's alerts in [`AlertStore`], the proxy's cost
 /// budgets in [`BudgetStore`], rotation schedules and webhook dead letters in
-/// [`RotationStore`], and machine identities in [`MachineStore`].
+/// [`RotationStore`], machine identities in [`MachineStore`], and the operator console's
+/// accounts and sessions in [`ConsoleStore`].
 #[async_trait]
 pub trait Store:
-    TokenStore + AlertStore + BudgetStore + RotationStore + MachineStore + Send + Sync + 'static
+    TokenStore
+    + AlertStore
+    + BudgetStore
+    + RotationStore
+    + MachineStore
+    + ConsoleStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which back end this is, for logs and `keygate check`.
     fn backend(&self) -> &'static str;

@@ -54,6 +54,9 @@ enum Command {
     /// Master-key operations that work directly on the store
     #[command(subcommand)]
     Vault(cmd::vault::VaultCommand),
+    /// Operator console accounts (password + TOTP; the console is at /console/)
+    #[command(subcommand)]
+    Admin(cmd::admin::AdminCommand),
     /// Manage users who sign in on keygate's login page
     #[command(subcommand)]
     User(cmd::tokens::UserCommand),
@@ -148,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(c) => cmd::secret::run(c).await,
         Command::Audit(c) => cmd::audit::run(c).await,
         Command::Vault(c) => cmd::vault::run(c).await,
+        Command::Admin(c) => cmd::admin::run(c).await,
         Command::User(c) => cmd::tokens::user(c).await,
         Command::Client(c) => cmd::tokens::client(c).await,
         Command::Session(c) => cmd::tokens::session(c).await,

@@ -79,18 +79,7 @@ async fn ack_alert(
     State(s): State<AppState>,
     Segment(id): Segment,
 ) -> Result<Json<AlertAcked>, ApiError> {
-    let changed = match s.monitor.as_ref() {
-        Some(m) => m.ack(&id, &admin.actor()).await,
-        // Alerts stay readable and acknowledgeable with the monitor off.
-        None => {
-            let audit = AuditEvent::new(admin.actor(), "alert.ack", Outcome::Success)
-                .detail("alert", id.clone());
-            s.store
-                .ack_alert(&id, &admin.actor(), audit, keygate_vault::now_ms())
-                .await
-        }
-    };
-    let changed = match changed {
+    let changed = match ack(&s, &id, &admin.actor()).await {
         Err(StoreError::NotFound) => return Err(ApiError::not_found("no such alert")),
         other => other?,
     };
@@ -99,6 +88,21 @@ async fn ack_alert(
         acked: true,
         changed,
     }))
+}
+
+/// Acknowledges an alert as `actor` (the admin API's and the console's one way).
+pub(crate) async fn ack(s: &AppState, id: &str, actor: &str) -> Result<bool, StoreError> {
+    match s.monitor.as_ref() {
+        Some(m) => m.ack(id, actor).await,
+        // Alerts stay readable and acknowledgeable with the monitor off.
+        None => {
+            let audit = AuditEvent::new(actor, "alert.ack", Outcome::Success)
+                .detail("alert", id.to_owned());
+            s.store
+                .ack_alert(id, actor, audit, keygate_vault::now_ms())
+                .await
+        }
+    }
 }
 
 #[utoipa::path(

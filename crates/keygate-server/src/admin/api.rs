@@ -1142,6 +1142,62 @@ pub struct Deleted {
     pub name: String,
 }
 
+// ---- the operator console's accounts: /admin/v1/console/admins ----
+
+/// `POST /admin/v1/console/admins`: a console admin account (password and TOTP).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddConsoleAdmin {
+    #[schema(pattern = r"^[A-Za-z0-9._@-]{1,64}$", example = "ops-alice")]
+    pub name: String,
+    #[serde(serialize_with = "expose")]
+    #[schema(value_type = String, min_length = 8)]
+    pub password: SecretString,
+    /// `admin` (default) or `read-only` (sees every page, changes nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^(admin|read-only)$")]
+    pub role: Option<String>,
+}
+
+/// A console admin account as listed (never its password or TOTP seed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsoleAdmin {
+    pub id: String,
+    pub name: String,
+    /// `admin` or `read-only`.
+    pub role: String,
+    pub created_ms: UnixMs,
+    pub disabled: bool,
+}
+
+impl From<&keygate_store::ConsoleAdminRecord> for ConsoleAdmin {
+    fn from(a: &keygate_store::ConsoleAdminRecord) -> Self {
+        Self {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            role: a.role.clone(),
+            created_ms: UnixMs(a.created_ms),
+            disabled: a.disabled_ms.is_some(),
+        }
+    }
+}
+
+/// The answer to `POST /admin/v1/console/admins` (sent with `Cache-Control: no-store`):
+/// the account and its TOTP seed as an `otpauth://` URI, shown once.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsoleAdminCreated {
+    pub admin: ConsoleAdmin,
+    #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
+    pub otpauth_uri: SecretString,
+}
+
+/// `GET /admin/v1/console/admins`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsoleAdminList {
+    pub admins: Vec<ConsoleAdmin>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

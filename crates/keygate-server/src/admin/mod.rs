@@ -22,6 +22,7 @@ use crate::error::ApiError;
 pub mod alerts;
 pub mod api;
 pub mod audit;
+pub mod console_admins;
 pub mod machines;
 mod openapi;
 pub mod routes;
@@ -58,6 +59,7 @@ fn described() -> OpenApiRouter<AppState> {
         .merge(tokens::router())
         .merge(alerts::router())
         .merge(machines::router())
+        .merge(console_admins::router())
 }
 
 /// Proof that the request carried a valid admin token; handlers take it as an argument,

@@ -37,6 +37,7 @@ use super::api::ErrorBody;
         (name = "monitor", description = "Alerts, throttles and the monitor's state."),
         (name = "audit", description = "The hash-chained audit log and webhook dead letters."),
         (name = "usage", description = "Per-minute call counts."),
+        (name = "console", description = "The operator console's accounts (password and TOTP)."),
     )
 )]
 pub(crate) struct AdminDoc;

@@ -155,7 +155,7 @@ async fn validate(
     })
 }
 
-fn mac(key: &[u8; 32], parts: &[&str]) -> String {
+pub(crate) fn mac(key: &[u8; 32], parts: &[&str]) -> String {
     let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => return String::new(),
@@ -167,7 +167,7 @@ fn mac(key: &[u8; 32], parts: &[&str]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -5,7 +5,7 @@
 pub mod endpoints;
 pub mod error;
 pub mod exchange;
-mod login;
+pub(crate) mod login;
 mod throttle;
 
 pub use error::OAuthError;

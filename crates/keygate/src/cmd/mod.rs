@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod alert;
 pub mod audit;
 pub mod check;

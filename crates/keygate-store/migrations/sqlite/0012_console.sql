@@ -1,0 +1,23 @@
+-- The operator console (SQLite): its admin accounts (password + TOTP, a role) and their
+-- browser sessions. A password is kept as its Argon2id PHC string, a TOTP seed sealed by
+-- the vault, a session as the SHA-256 of its cookie value: nothing here signs anyone in.
+CREATE TABLE console_admins (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    password_hash   TEXT NOT NULL,
+    totp_sealed     BLOB NOT NULL,
+    totp_last_step  INTEGER,
+    role            TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    disabled_ms     INTEGER
+);
+
+CREATE TABLE console_sessions (
+    id_hash       BLOB PRIMARY KEY,
+    admin_id      TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    expires_ms    INTEGER NOT NULL
+);
+CREATE INDEX console_sessions_admin ON console_sessions (admin_id);
+CREATE INDEX console_sessions_expires ON console_sessions (expires_ms);

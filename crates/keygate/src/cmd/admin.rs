@@ -1,0 +1,106 @@
+//! `keygate admin`: the operator console's accounts, through the admin API.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use keygate_server::admin::api::{AddConsoleAdmin, ConsoleAdminCreated, ConsoleAdminList};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use super::{Format, ts};
+use crate::client::{AdminClient, print_json};
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Add a console account (signs in at /console/ with its password and a TOTP code);
+    /// the password is read from stdin, the TOTP enrolment URI is printed once
+    #[command(
+        after_help = "Example:\n  printf %s \"$PASSWORD\" | keygate admin add ops-alice --password-stdin\n  printf %s \"$PASSWORD\" | keygate admin add auditor --password-stdin --read-only"
+    )]
+    Add {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        /// Sees every console page, changes nothing
+        #[arg(long)]
+        read_only: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// List console accounts
+    #[command(after_help = "Example:\n  keygate admin list --format json")]
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+pub async fn run(c: AdminCommand) -> anyhow::Result<ExitCode> {
+    let api = AdminClient::from_env()?;
+    match c {
+        AdminCommand::Add {
+            name,
+            password_stdin,
+            read_only,
+            format,
+        } => {
+            if !password_stdin {
+                bail!(
+                    "pass the password on standard input with --password-stdin (never as an argument)"
+                );
+            }
+            let mut raw = Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_to_string(&mut raw)
+                .context("reading the password")?;
+            let password = raw.strip_suffix('\n').unwrap_or(&raw);
+            let body = AddConsoleAdmin {
+                name: name.clone(),
+                password: SecretString::from(password.to_owned()),
+                role: read_only.then(|| "read-only".to_owned()),
+            };
+            let r: ConsoleAdminCreated = api
+                .call(Method::POST, "/admin/v1/console/admins", &body)
+                .await?;
+            match format {
+                Format::Json => print_json(&r)?,
+                Format::Text => {
+                    println!(
+                        "console admin {} added ({}, id {})",
+                        r.admin.name, r.admin.role, r.admin.id
+                    );
+                    println!(
+                        "TOTP enrolment (shown once; add it to an authenticator app, then keep it nowhere else):"
+                    );
+                    println!("  {}", r.otpauth_uri.expose_secret());
+                }
+            }
+        }
+        AdminCommand::List { format } => {
+            let r: ConsoleAdminList = api.get("/admin/v1/console/admins").await?;
+            match format {
+                Format::Json => print_json(&r)?,
+                Format::Text => {
+                    println!(
+                        "{:<24} {:<28} {:<10} {:<9} CREATED",
+                        "NAME", "ID", "ROLE", "STATUS"
+                    );
+                    for a in &r.admins {
+                        println!(
+                            "{:<24} {:<28} {:<10} {:<9} {}",
+                            a.name,
+                            a.id,
+                            a.role,
+                            if a.disabled { "disabled" } else { "active" },
+                            ts(a.created_ms.as_i64())
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
