@@ -3,7 +3,8 @@
 // `jose` (a JOSE library keygate did not write).
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { mkdtempSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -53,7 +54,8 @@ function serverEnv() {
 
 /** A running `keygate serve` on embedded defaults, with DPoP server nonces required. */
 export class Keygate {
-  static async start() {
+  /** `extraToml` is appended to the configuration `keygate init` wrote. */
+  static async start({ extraToml } = {}) {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-browser-'));
     const port = await freePort();
     const init = JSON.parse(
@@ -63,6 +65,7 @@ export class Keygate {
         { encoding: 'utf8' },
       ),
     );
+    if (extraToml) appendFileSync(init.config, `\n${extraToml}\n`);
     const log = openSync(join(artifacts, `keygate-${port}.log`), 'a');
     const child = spawn(keygateBin, ['serve', '--config', init.config], {
       stdio: ['ignore', log, log],
@@ -120,6 +123,16 @@ export class Keygate {
     const { otpauth_uri: uri } = await this.admin('POST', `/admin/v1/users/${name}/mfa`);
     const secret = new URL(uri).searchParams.get('secret');
     return base32Decode(secret);
+  }
+
+  /** A console account; returns its TOTP seed's bytes, read from the otpauth:// URI. */
+  async addConsoleAdmin(name, password, role = 'admin') {
+    const { otpauth_uri: uri } = await this.admin('POST', '/admin/v1/console/admins', {
+      name,
+      password,
+      role,
+    });
+    return base32Decode(new URL(uri).searchParams.get('secret'));
   }
 
   async addPublicClient(name, redirectUris, scopes) {
@@ -248,4 +261,22 @@ export function totp(seed, unixSeconds = Date.now() / 1000) {
 /** The payload of a JWT, unverified (the test compares `cnf.jkt` with its own key). */
 export function jwtPayload(token) {
   return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
+}
+
+/** An app's loopback redirect listener (RFC 8252 §7.3): it answers with a page and records each hit. */
+export async function startLoopbackApp() {
+  const hits = [];
+  const server = createHttpServer((req, res) => {
+    const url = new URL(req.url, 'http://127.0.0.1');
+    if (url.pathname !== '/callback') {
+      res.writeHead(404).end(); // the browser's favicon request, say
+      return;
+    }
+    hits.push(url);
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end('<!doctype html><title>app</title><h1>Back in the app</h1>');
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address();
+  return { server, hits, redirectUri: `http://127.0.0.1:${port}/callback` };
 }

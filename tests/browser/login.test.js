@@ -6,11 +6,19 @@
 // Screenshots of every step go to target/browser-tests/ (override with
 // KEYGATE_BROWSER_ARTIFACTS).
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { Device, Keygate, artifacts, chromiumPath, jwtPayload, pkce, totp } from './harness.js';
+import {
+  Device,
+  Keygate,
+  artifacts,
+  chromiumPath,
+  jwtPayload,
+  pkce,
+  startLoopbackApp,
+  totp,
+} from './harness.js';
 
 const PASSWORD = 'correct horse battery staple';
 const DESKTOP = { width: 1280, height: 800 };
@@ -38,24 +46,6 @@ after(async () => {
   await kg?.stop();
   appLoopback?.server.close();
 });
-
-/** The app's loopback redirect listener: it answers with a page and records each hit. */
-async function startLoopbackApp() {
-  const hits = [];
-  const server = createServer((req, res) => {
-    const url = new URL(req.url, 'http://127.0.0.1');
-    if (url.pathname !== '/callback') {
-      res.writeHead(404).end(); // the browser's favicon request, say
-      return;
-    }
-    hits.push(url);
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end('<!doctype html><title>app</title><h1>Back in the app</h1>');
-  });
-  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-  const { port } = server.address();
-  return { server, hits, redirectUri: `http://127.0.0.1:${port}/callback` };
-}
 
 /**
  * A browser page that records what a person would not see: Content-Security-Policy

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# keygate's login page in a real browser: Debian's Chromium driven by Playwright
+# keygate's login page and operator console in a real browser: Debian's Chromium driven by Playwright
 # (playwright-core: it never downloads a browser of its own), plus DPoP interop with
 # `jose`. Installs what it needs, builds keygate, runs the suite with node's test runner.
 #

@@ -230,7 +230,19 @@ fn totals_row(label: &str, t: &Totals) -> Markup {
     }
 }
 
-pub fn overview_page(op: &Operator, stats: &UsageStats, open_alerts: &[AlertRecord]) -> Markup {
+pub fn overview_page(
+    op: &Operator,
+    stats: &UsageStats,
+    open_alerts: &[AlertRecord],
+    users: &[UserRecord],
+) -> Markup {
+    // Usage is recorded by user id; operators know names.
+    let name_of = |id: &str| {
+        users
+            .iter()
+            .find(|u| u.id == id)
+            .map_or_else(|| id.to_owned(), |u| u.name.clone())
+    };
     let body = html! {
         section aria-labelledby="traffic" {
             h2 id="traffic" { "Traffic" }
@@ -249,7 +261,7 @@ pub fn overview_page(op: &Operator, stats: &UsageStats, open_alerts: &[AlertReco
             section aria-labelledby="top-users" {
                 h2 id="top-users" { "Busiest users (24 h)" }
                 @if stats.top_users.is_empty() { p { "No calls yet." } }
-                ol { @for (u, n) in &stats.top_users { li { code { (u) } " — " (n) } } }
+                ol { @for (u, n) in &stats.top_users { li { (name_of(u)) " — " (n) } } }
             }
             section aria-labelledby="top-routes" {
                 h2 id="top-routes" { "Busiest routes (24 h)" }
@@ -272,14 +284,28 @@ pub fn overview_page(op: &Operator, stats: &UsageStats, open_alerts: &[AlertReco
     layout(op, "/console/overview", "Overview", body)
 }
 
+/// The line a page shows after an action it redirected to (`?done=…`).
+pub fn done_banner(done: Option<&str>) -> Markup {
+    let text = match done {
+        Some("revoked") => "Session revoked.",
+        Some("disabled") => "User disabled; their sessions are revoked.",
+        Some("rotated") => "Secret rotated.",
+        Some("acked") => "Alert acknowledged.",
+        _ => return html! {},
+    };
+    html! { p.ok role="status" { (text) } }
+}
+
 pub fn secrets_page(
     op: &Operator,
     secrets: &[SecretMeta],
     schedules: &[RotationSchedule],
     now: i64,
+    done: Option<&str>,
 ) -> Markup {
     let schedule_of = |name: &str| schedules.iter().find(|s| s.secret == name);
     let body = html! {
+        (done_banner(done))
         p { "Names, versions and rotation only: values are never shown on these pages." }
         div.scroll {
             table {
@@ -301,6 +327,10 @@ pub fn secrets_page(
                                         ", next " (when(r.next_due_ms))
                                         @if r.next_due_ms < now { strong.warn { " (overdue)" } }
                                         @if let Some(e) = &r.last_error { br; span.warn { "last attempt failed: " (e) } }
+                                        form method="post" action=(format!("/console/secrets/{}/rotate", s.name)) data-confirm="Rotate this secret now, through its hook?" {
+                                            input type="hidden" name="csrf" value=(op.csrf);
+                                            button type="submit" disabled[op.read_only()] aria-label=(format!("Rotate {} now", s.name)) { "Rotate now" }
+                                        }
                                     }
                                     None => { span.warn { "no schedule" } }
                                 }
@@ -315,7 +345,12 @@ pub fn secrets_page(
     layout(op, "/console/secrets", "Secrets", body)
 }
 
-pub fn sessions_page(op: &Operator, users: &[UserRecord], families: &[FamilyRecord]) -> Markup {
+pub fn sessions_page(
+    op: &Operator,
+    users: &[UserRecord],
+    families: &[FamilyRecord],
+    done: Option<&str>,
+) -> Markup {
     let name_of = |id: &str| {
         users
             .iter()
@@ -323,6 +358,7 @@ pub fn sessions_page(op: &Operator, users: &[UserRecord], families: &[FamilyReco
             .map_or_else(|| id.to_owned(), |u| u.name.clone())
     };
     let body = html! {
+        (done_banner(done))
         section aria-labelledby="live" {
             h2 id="live" { "Live sessions" }
             p { "Revoking a session stops its refresh token and its access tokens at the next call." }
@@ -446,8 +482,9 @@ pub fn audit_page(op: &Operator, v: &AuditView<'_>) -> Markup {
     layout(op, "/console/audit", "Audit", body)
 }
 
-pub fn alerts_page(op: &Operator, alerts: &[AlertRecord]) -> Markup {
+pub fn alerts_page(op: &Operator, alerts: &[AlertRecord], done: Option<&str>) -> Markup {
     let body = html! {
+        (done_banner(done))
         div.scroll {
             table {
                 thead { tr {
