@@ -1529,3 +1529,84 @@ async fn machine_tokens_end_with_their_policy_machine_or_lifetime(db: &TestDb) {
     assert_chain_intact(&store).await;
     store.close().await;
 }
+
+on_both_backends!(console_admins_and_sessions_round_trip);
+
+async fn console_admins_and_sessions_round_trip(db: &TestDb) {
+    use keygate_store::{ConsoleAdminRecord, ConsoleSessionRecord, ConsoleStore};
+    let store = open(db).await;
+    let admin = ConsoleAdminRecord {
+        id: "ca_1".into(),
+        name: "ops".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        totp_sealed: vec![9; 40],
+        totp_last_step: None,
+        role: "read-only".into(),
+        created_ms: 5,
+        disabled_ms: None,
+    };
+    store
+        .create_console_admin(admin.clone(), ev("console_admin.add"), 5)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_console_admin(
+                ConsoleAdminRecord {
+                    id: "ca_2".into(),
+                    ..admin.clone()
+                },
+                ev("console_admin.add"),
+                6
+            )
+            .await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        store.console_admin_by_name("ops").await.unwrap(),
+        Some(admin.clone())
+    );
+    assert_eq!(
+        store.console_admin_by_id("ca_1").await.unwrap(),
+        Some(admin)
+    );
+    assert_eq!(store.list_console_admins().await.unwrap().len(), 1);
+
+    // Each TOTP step once, and never an older one after a newer one.
+    assert!(store.consume_console_totp_step("ca_1", 100).await.unwrap());
+    assert!(!store.consume_console_totp_step("ca_1", 100).await.unwrap());
+    assert!(!store.consume_console_totp_step("ca_1", 99).await.unwrap());
+    assert!(!store.consume_console_totp_step("ca_x", 200).await.unwrap());
+
+    let session = |hash: u8, expires: i64| ConsoleSessionRecord {
+        id_hash: vec![hash; 32],
+        admin_id: "ca_1".into(),
+        created_ms: 10,
+        last_seen_ms: 10,
+        expires_ms: expires,
+    };
+    store
+        .create_console_session(session(1, 20), ev("console.login"), 10)
+        .await
+        .unwrap();
+    // The idle clock only moves forward.
+    store.touch_console_session(&[1; 32], 15).await.unwrap();
+    store.touch_console_session(&[1; 32], 12).await.unwrap();
+    let got = store.console_session(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!((got.last_seen_ms, got.expires_ms), (15, 20));
+    // A new sign-in sweeps sessions past their absolute end.
+    store
+        .create_console_session(session(2, 100), ev("console.login"), 25)
+        .await
+        .unwrap();
+    assert!(store.console_session(&[1; 32]).await.unwrap().is_none());
+    store
+        .end_console_session(&[2; 32], Some(ev("console.logout")), 30)
+        .await
+        .unwrap();
+    assert!(store.console_session(&[2; 32]).await.unwrap().is_none());
+    // Ending one that is gone is not an error.
+    store.end_console_session(&[2; 32], None, 31).await.unwrap();
+    assert_chain_intact(&store).await;
+    store.close().await;
+}
