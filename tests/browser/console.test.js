@@ -260,6 +260,11 @@ test('an operator signs in with TOTP, revokes a session, acks an alert, rotates 
     await assert.doesNotReject(page.getByText(/The chain is intact/).waitFor());
     await screenshot('09-audit-verified');
 
+    // The posture report: the same items as `keygate check`.
+    await page.getByRole('link', { name: 'Posture' }).click();
+    await assert.doesNotReject(page.getByText('tokens.access_ttl', { exact: true }).waitFor());
+    await screenshot('11-posture');
+
     // A post without the form's token (as a forging page would send): refused.
     await Promise.all([
       page.waitForURL(/\/console\/users\/alice\/disable/),
@@ -293,6 +298,7 @@ test('a read-only operator on a phone sees every page and can change nothing (39
       ['/console/sessions', '04-sessions'],
       ['/console/audit', '05-audit'],
       ['/console/alerts', '06-alerts'],
+      ['/console/posture', '07-posture'],
     ]) {
       await page.goto(`${kg.base}${path}`);
       await assertFitsViewport(page);

@@ -26,6 +26,7 @@ pub mod logging;
 pub mod monitor;
 pub mod mtls;
 pub mod oauth;
+pub mod posture;
 pub mod proxy;
 pub mod rotation;
 pub mod tls;

@@ -217,6 +217,7 @@ async fn sign_in_takes_a_password_and_a_fresh_code_and_no_page_holds_a_secret() 
         ("/console/sessions", "Live sessions"),
         ("/console/audit?action=console.", "console.login"),
         ("/console/alerts", "No alerts."),
+        ("/console/posture", "tokens.access_ttl"),
     ] {
         let (s, html, headers) = browser.get(path).await;
         assert_eq!(s, StatusCode::OK, "{path}");
@@ -234,6 +235,15 @@ async fn sign_in_takes_a_password_and_a_fresh_code_and_no_page_holds_a_secret() 
             "{path}: inline code"
         );
     }
+    // The posture report grades this server: a test server on loopback without TLS or
+    // webhooks has warnings, and its access tokens pass.
+    let (_, html, _) = browser.get("/console/posture").await;
+    assert!(
+        html.contains("PASS") && html.contains("WARN"),
+        "grades shown"
+    );
+    assert!(html.contains("tokens.access_ttl = "), "evidence shown");
+
     // The overview's chart is inline SVG.
     let (_, html, _) = browser.get("/console/overview").await;
     assert!(html.contains("<svg") && html.contains("<rect"));

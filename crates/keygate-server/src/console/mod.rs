@@ -80,6 +80,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/users/{name}/disable", post(disable_user))
         .route("/console/audit", get(audit_search))
         .route("/console/alerts", get(alerts))
+        .route("/console/posture", get(posture))
         .route("/console/alerts/{id}/ack", post(ack_alert))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
@@ -840,6 +841,17 @@ async fn alerts(State(s): State<AppState>, op: Operator, Query(q): Query<Done>) 
         ),
         Err(e) => unavailable(&op, &e),
     }
+}
+
+async fn posture(State(s): State<AppState>, op: Operator) -> Response {
+    let live = crate::posture::live_facts(&s).await;
+    let facts = crate::posture::Facts::gather(&s.config, live, None);
+    let report = crate::posture::Report::new(
+        "this server's configuration".to_owned(),
+        Some(s.config.public_url.to_string()),
+        crate::posture::grade(&facts),
+    );
+    html(StatusCode::OK, pages::posture_page(&op, &report))
 }
 
 async fn ack_alert(

@@ -25,12 +25,13 @@ fn when(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-const NAV: [(&str, &str); 5] = [
+const NAV: [(&str, &str); 6] = [
     ("/console/overview", "Overview"),
     ("/console/secrets", "Secrets"),
     ("/console/sessions", "Users and sessions"),
     ("/console/audit", "Audit"),
     ("/console/alerts", "Alerts"),
+    ("/console/posture", "Posture"),
 ];
 
 fn head(title: &str) -> Markup {
@@ -517,4 +518,37 @@ pub fn alerts_page(op: &Operator, alerts: &[AlertRecord], done: Option<&str>) ->
         @if alerts.is_empty() { p { "No alerts." } }
     };
     layout(op, "/console/alerts", "Alerts", body)
+}
+
+/// The posture report (`keygate check`'s items, graded on this server's own facts).
+pub fn posture_page(op: &Operator, r: &crate::posture::Report) -> Markup {
+    use crate::posture::Grade;
+    let body = html! {
+        p.summary role="status" {
+            strong { (r.summary.pass) " pass, " (r.summary.warn) " warn, " (r.summary.fail) " fail" }
+            " — the same items as " code { "keygate check" } ", from this server's own configuration and state. "
+            "The pre-commit hook of a repository is checked only by " code { "keygate check --repo" } "."
+        }
+        div.scroll {
+            table.posture {
+                thead { tr { th scope="col" { "Grade" } th scope="col" { "Practice" } th scope="col" { "Evidence" } } }
+                tbody {
+                    @for i in &r.items {
+                        tr {
+                            td {
+                                @match i.grade {
+                                    Grade::Pass => span.grade.pass { "PASS" },
+                                    Grade::Warn => span.grade.warn { "WARN" },
+                                    Grade::Fail => span.grade.fail { "FAIL" },
+                                }
+                            }
+                            td { (i.title) br; code.small { (i.id) } }
+                            td { (i.evidence) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(op, "/console/posture", "Posture", body)
 }
