@@ -248,6 +248,13 @@ test('an operator signs in with TOTP, revokes a session, acks an alert, rotates 
     assert.equal(secrets.find((s) => s.name === 'upstream-key').current_version, 2);
     assert.ok(!(await page.content()).includes('rotated-value-'), 'no value on the page');
     await screenshot('07-secrets');
+    // Reveal once, after a confirm step.
+    await page.getByRole('button', { name: 'Reveal upstream-key' }).click();
+    await screenshot('07b-reveal-confirm');
+    assert.ok(!(await page.content()).includes('rotated-value-'), 'no value before the confirmation');
+    await page.getByRole('button', { name: 'Reveal the value' }).click();
+    assert.match(await page.locator('pre.revealed').textContent(), /rotated-value-/);
+    await screenshot('07c-revealed');
 
     // Search the audit log for what the console did.
     await page.getByRole('link', { name: 'Audit' }).click();
@@ -299,6 +306,8 @@ test('a read-only operator on a phone sees every page and can change nothing (39
       ['/console/audit', '05-audit'],
       ['/console/alerts', '06-alerts'],
       ['/console/posture', '07-posture'],
+      ['/console/routes', '08-routes'],
+      ['/console/clients', '09-clients'],
     ]) {
       await page.goto(`${kg.base}${path}`);
       await assertFitsViewport(page);

@@ -218,6 +218,8 @@ async fn sign_in_takes_a_password_and_a_fresh_code_and_no_page_holds_a_secret() 
         ("/console/audit?action=console.", "console.login"),
         ("/console/alerts", "No alerts."),
         ("/console/posture", "tokens.access_ttl"),
+        ("/console/routes", "No routes"),
+        ("/console/clients", "No clients"),
     ] {
         let (s, html, headers) = browser.get(path).await;
         assert_eq!(s, StatusCode::OK, "{path}");
@@ -243,6 +245,41 @@ async fn sign_in_takes_a_password_and_a_fresh_code_and_no_page_holds_a_secret() 
         "grades shown"
     );
     assert!(html.contains("tokens.access_ttl = "), "evidence shown");
+
+    // Reveal once: a confirm step without the value, then the value, never cached, and
+    // the read audited under the console admin's name.
+    let (_, html, _) = browser.get("/console/secrets").await;
+    let csrf = csrf_of(&html);
+    let (s, html, _) = browser
+        .post("/console/secrets/openai/reveal", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("Reveal the value") && !html.contains(SECRET_VALUE));
+    let r = browser
+        .http
+        .post(format!("{}/console/secrets/openai/reveal", browser.base))
+        .header("cookie", &browser.cookie)
+        .form(&[("csrf", csrf.as_str()), ("confirm", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("no-store")
+    );
+    assert!(r.text().await.unwrap().contains(SECRET_VALUE));
+    assert!(
+        audit_actions(&app)
+            .await
+            .iter()
+            .any(|e| e["actor"] == "console:ops"
+                && e["action"] == "secret.read"
+                && e["target"] == "openai"),
+        "the reveal is audited"
+    );
 
     // The overview's chart is inline SVG.
     let (_, html, _) = browser.get("/console/overview").await;

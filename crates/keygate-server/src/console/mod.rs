@@ -75,6 +75,9 @@ pub fn router() -> Router<AppState> {
         .route("/console/overview", get(overview))
         .route("/console/secrets", get(secrets))
         .route("/console/secrets/{name}/rotate", post(rotate_secret))
+        .route("/console/secrets/{name}/reveal", post(reveal_secret))
+        .route("/console/routes", get(routes))
+        .route("/console/clients", get(clients))
         .route("/console/sessions", get(sessions))
         .route("/console/sessions/{id}/revoke", post(revoke_session))
         .route("/console/users/{name}/disable", post(disable_user))
@@ -666,6 +669,106 @@ async fn rotate_secret(
                 pages::refusal_page(&op, "Not rotated", &answer.message),
             )
         }
+    }
+}
+
+/// Reveal once: the first post asks to confirm; the second, with `confirm=yes`, shows
+/// the current value on a page that is never cached and is not reachable again by a
+/// link or a reload (a post). The read is audited by the vault, with the console actor.
+async fn reveal_secret(
+    State(s): State<AppState>,
+    op: Operator,
+    crate::admin::Segment(raw): crate::admin::Segment,
+    body: Bytes,
+) -> Response {
+    let form = FormBody::parse(&body);
+    if let Some(refused) = may_act(&s, &op, &form, "secret.reveal").await {
+        return refused;
+    }
+    let Ok(name) = keygate_vault::SecretName::parse(&raw) else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::refusal_page(&op, "Not revealed", "That is not a secret's name."),
+        );
+    };
+    if form.get("confirm") != "yes" {
+        return html(
+            StatusCode::OK,
+            pages::reveal_confirm_page(&op, name.as_str()),
+        );
+    }
+    match s.vault.get(&name, None, &op.actor()).await {
+        Ok((version, value)) => {
+            let mut r = html(
+                StatusCode::OK,
+                pages::revealed_page(&op, name.as_str(), version, &value),
+            );
+            // Not in the history either: a back button shows nothing.
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store, max-age=0"),
+            );
+            r
+        }
+        Err(e) => {
+            let answer = crate::error::ApiError::from(e);
+            html(
+                answer.status,
+                pages::refusal_page(&op, "Not revealed", &answer.message),
+            )
+        }
+    }
+}
+
+async fn routes(State(s): State<AppState>, op: Operator) -> Response {
+    let Some(px) = s.proxy.as_deref() else {
+        return html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::refusal_page(
+                &op,
+                "Unavailable",
+                "The proxy is unavailable while the vault is sealed.",
+            ),
+        );
+    };
+    let rows: Vec<pages::RouteRow> = px
+        .routes()
+        .iter()
+        .map(|r| {
+            let raw = px.raw(r.name().as_str());
+            pages::RouteRow {
+                name: r.name().as_str().to_owned(),
+                upstream: format!(
+                    "{}://{}{}",
+                    r.upstream().scheme(),
+                    r.upstream().authority(),
+                    r.upstream().base_path()
+                ),
+                secret: r.secret_name().to_owned(),
+                allow: r.allow().iter().map(|a| a.as_str().to_owned()).collect(),
+                scopes: r.scopes().iter().map(|s| s.as_str().to_owned()).collect(),
+                limits: raw.as_ref().and_then(|(raw, _)| raw.limits.clone()),
+                source: raw.map_or("config", |(_, src)| src).to_owned(),
+            }
+        })
+        .collect();
+    html(StatusCode::OK, pages::routes_page(&op, &rows))
+}
+
+async fn clients(State(s): State<AppState>, op: Operator) -> Response {
+    match s.store.list_clients().await {
+        Ok(list) => {
+            // Each client's effective policy: its own, else `tokens.dpop`.
+            let rows: Vec<(keygate_store::ClientRecord, bool)> = list
+                .into_iter()
+                .map(|c| {
+                    let required = s.tokens.as_ref().is_none_or(|t| t.dpop_required_for(&c));
+                    (c, required)
+                })
+                .collect();
+            html(StatusCode::OK, pages::clients_page(&op, &rows))
+        }
+        Err(e) => unavailable(&op, &e),
     }
 }
 

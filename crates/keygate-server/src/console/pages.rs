@@ -25,9 +25,11 @@ fn when(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 8] = [
     ("/console/overview", "Overview"),
     ("/console/secrets", "Secrets"),
+    ("/console/routes", "Routes"),
+    ("/console/clients", "Clients"),
     ("/console/sessions", "Users and sessions"),
     ("/console/audit", "Audit"),
     ("/console/alerts", "Alerts"),
@@ -312,7 +314,7 @@ pub fn secrets_page(
             table {
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "Version" } th scope="col" { "Updated" }
-                    th scope="col" { "State" } th scope="col" { "Rotation" }
+                    th scope="col" { "State" } th scope="col" { "Rotation" } th scope="col" { span.sr { "Action" } }
                 } }
                 tbody {
                     @for s in secrets {
@@ -334,6 +336,14 @@ pub fn secrets_page(
                                         }
                                     }
                                     None => { span.warn { "no schedule" } }
+                                }
+                            }
+                            td {
+                                @if s.deleted_ms.is_none() && s.current_version > 0 {
+                                    form method="post" action=(format!("/console/secrets/{}/reveal", s.name)) {
+                                        input type="hidden" name="csrf" value=(op.csrf);
+                                        button type="submit" disabled[op.read_only()] aria-label=(format!("Reveal {}", s.name)) { "Reveal…" }
+                                    }
                                 }
                             }
                         }
@@ -551,4 +561,112 @@ pub fn posture_page(op: &Operator, r: &crate::posture::Report) -> Markup {
         }
     };
     layout(op, "/console/posture", "Posture", body)
+}
+
+/// The step before a value is shown: what will happen, and a second button.
+pub fn reveal_confirm_page(op: &Operator, name: &str) -> Markup {
+    let body = html! {
+        p { "Show the current value of " code { (name) } " on the next page?" }
+        p { "The read is recorded in the audit log under your name. The value is shown once: it is not cached, and a reload or the back button does not show it again." }
+        form method="post" action=(format!("/console/secrets/{name}/reveal")) {
+            input type="hidden" name="csrf" value=(op.csrf);
+            input type="hidden" name="confirm" value="yes";
+            button.danger type="submit" { "Reveal the value" }
+        }
+        p { a href="/console/secrets" { "Cancel" } }
+    };
+    layout(op, "/console/secrets", "Reveal a secret", body)
+}
+
+/// The one page that holds a secret value.
+pub fn revealed_page(
+    op: &Operator,
+    name: &str,
+    version: i64,
+    value: &secrecy::SecretString,
+) -> Markup {
+    use secrecy::ExposeSecret;
+    let body = html! {
+        p { code { (name) } ", version " (version) ":" }
+        pre.revealed { code { (value.expose_secret()) } }
+        p.small { "This read is in the audit log. Leave this page when you are done: " a href="/console/secrets" { "back to secrets" } "." }
+    };
+    layout(op, "/console/secrets", "Secret value", body)
+}
+
+/// A live route as the routes page shows it.
+pub struct RouteRow {
+    pub name: String,
+    pub upstream: String,
+    pub secret: String,
+    pub allow: Vec<String>,
+    pub scopes: Vec<String>,
+    pub limits: Option<keygate_proxy::route::RawLimits>,
+    /// `config` or `admin`.
+    pub source: String,
+}
+
+pub fn routes_page(op: &Operator, routes: &[RouteRow]) -> Markup {
+    let body = html! {
+        p { "What the proxy forwards: each route's upstream, the calls it allows, the scopes a token needs, the key it injects (by name) and the limits per caller." }
+        div.scroll {
+            table {
+                thead { tr {
+                    th scope="col" { "Route" } th scope="col" { "Upstream" } th scope="col" { "Allowed calls" }
+                    th scope="col" { "Scopes" } th scope="col" { "Key" } th scope="col" { "Limits" } th scope="col" { "From" }
+                } }
+                tbody {
+                    @for r in routes {
+                        tr {
+                            td { code { (r.name) } }
+                            td { code { (r.upstream) } }
+                            td { @for a in &r.allow { code { (a) } br; } }
+                            td { @if r.scopes.is_empty() { span.warn { "any token" } } @else { (r.scopes.join(", ")) } }
+                            td { code { (r.secret) } }
+                            td {
+                                @match &r.limits {
+                                    Some(l) if l.rate.is_some() || l.quota.is_some() => {
+                                        @if let Some(rate) = &l.rate { "rate " (rate) br; }
+                                        @if let Some(quota) = &l.quota { "quota " (quota) br; }
+                                        "per " (l.per.clone().unwrap_or_else(|| "user".into()))
+                                    }
+                                    _ => { span.warn { "none" } }
+                                }
+                            }
+                            td { (r.source) }
+                        }
+                    }
+                }
+            }
+        }
+        @if routes.is_empty() { p { "No routes: the proxy forwards nothing." } }
+    };
+    layout(op, "/console/routes", "Routes", body)
+}
+
+pub fn clients_page(op: &Operator, clients: &[(keygate_store::ClientRecord, bool)]) -> Markup {
+    let body = html! {
+        div.scroll {
+            table {
+                thead { tr {
+                    th scope="col" { "Client" } th scope="col" { "Name" } th scope="col" { "Type" }
+                    th scope="col" { "Redirect URIs" } th scope="col" { "Scopes" } th scope="col" { "DPoP" }
+                } }
+                tbody {
+                    @for (c, dpop_required) in clients {
+                        tr {
+                            td { code { (c.id) } }
+                            td { (c.display_name.clone().unwrap_or_else(|| c.name.clone())) }
+                            td { (c.kind) @if let Some(m) = &c.auth_method { br; span.small { (m) } } }
+                            td { @for u in &c.redirect_uris { code { (u) } br; } }
+                            td { (c.scopes) }
+                            td { @if *dpop_required { "required" } @else { span.warn { "optional (Bearer allowed)" } } }
+                        }
+                    }
+                }
+            }
+        }
+        @if clients.is_empty() { p { "No clients: " code { "keygate client add" } "." } }
+    };
+    layout(op, "/console/clients", "Clients", body)
 }
