@@ -54,8 +54,11 @@ function serverEnv() {
 
 /** A running `keygate serve` on embedded defaults, with DPoP server nonces required. */
 export class Keygate {
-  /** `extraToml` is appended to the configuration `keygate init` wrote. */
-  static async start({ extraToml } = {}) {
+  /**
+   * `extraToml` is appended to the configuration `keygate init` wrote; `env` adds
+   * `KEYGATE_…` settings for the server.
+   */
+  static async start({ extraToml, env = {} } = {}) {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-browser-'));
     const port = await freePort();
     const init = JSON.parse(
@@ -69,7 +72,7 @@ export class Keygate {
     const log = openSync(join(artifacts, `keygate-${port}.log`), 'a');
     const child = spawn(keygateBin, ['serve', '--config', init.config], {
       stdio: ['ignore', log, log],
-      env: { ...serverEnv(), KEYGATE_TOKENS__DPOP_NONCE: 'true' },
+      env: { ...serverEnv(), KEYGATE_TOKENS__DPOP_NONCE: 'true', ...env },
     });
     const kg = new Keygate(dir, port, init.admin_token, child);
     await kg.waitReady();
@@ -230,7 +233,7 @@ export function pkce() {
   return { verifier, challenge };
 }
 
-function base32Decode(text) {
+export function base32Decode(text) {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
   let bits = 0;
   let value = 0;

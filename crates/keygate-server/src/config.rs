@@ -699,6 +699,8 @@ struct RawTokens {
     dpop: String,
     #[serde(default)]
     dpop_nonce: bool,
+    #[serde(default = "default_mfa")]
+    mfa: String,
     #[serde(default = "default_signing_alg")]
     signing_alg: String,
     #[serde(default = "default_refresh_idle", with = "humantime_serde")]
@@ -828,6 +830,7 @@ impl Default for RawTokens {
             access_ttl: default_access_ttl(),
             dpop: default_dpop(),
             dpop_nonce: false,
+            mfa: default_mfa(),
             signing_alg: default_signing_alg(),
             refresh_idle: default_refresh_idle(),
             refresh_absolute: default_refresh_absolute(),
@@ -845,6 +848,9 @@ fn default_access_ttl() -> Duration {
 }
 fn default_dpop() -> String {
     "required".into()
+}
+fn default_mfa() -> String {
+    "optional".into()
 }
 fn default_signing_alg() -> String {
     "EdDSA".into()
@@ -871,6 +877,9 @@ pub struct TokenSettings {
     pub dpop_required: bool,
     /// Require server nonces in DPoP proofs (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Every password sign-in needs a TOTP code (`tokens.mfa = "required"`): a user
+    /// without one enrols on the login page, right after the password.
+    pub mfa_required: bool,
     /// `EdDSA` or `ES256`.
     pub signing_alg: keygate_auth::jws::Algorithm,
     pub refresh_idle_secs: i64,
@@ -1206,6 +1215,8 @@ access_ttl  = "5m"        # access-token lifetime
 dpop        = "required"  # DPoP for public (mobile) clients: "required" or "optional"
                           # (one client in migration: `keygate client add … --dpop optional`)
 signing_alg = "EdDSA"     # or "ES256"
+mfa         = "optional"  # "required": every sign-in needs a TOTP code; a user without one
+                          # sets it up on the login page, after the password
 refresh_idle     = "14d"  # a session unused this long ends
 refresh_absolute = "90d"  # a session ends this long after sign-in
 key_rotation     = "30d"  # the signing key rotates on this schedule (and on `keygate keys rotate`)
@@ -1671,6 +1682,16 @@ impl RawTokens {
                 ));
             }
         };
+        let mfa_required = match self.mfa.as_str() {
+            "required" => true,
+            "optional" => false,
+            other => {
+                return Err(err(
+                    "tokens.mfa",
+                    format!("`{other}` is not one of required, optional"),
+                ));
+            }
+        };
         let signing_alg = match self.signing_alg.as_str() {
             "EdDSA" => keygate_auth::jws::Algorithm::EdDsa,
             "ES256" => keygate_auth::jws::Algorithm::Es256,
@@ -1734,6 +1755,7 @@ impl RawTokens {
             access_ttl_secs,
             dpop_required,
             dpop_nonce: self.dpop_nonce,
+            mfa_required,
             signing_alg,
             refresh_idle_secs,
             refresh_absolute_secs,
@@ -1937,6 +1959,17 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn mfa_is_optional_by_default_and_names_its_choices() {
+        let template = Config::template("127.0.0.1:9000".parse().unwrap());
+        assert!(!load(&template, &[]).unwrap().tokens.mfa_required);
+        let required = load(&template, &[("KEYGATE_TOKENS__MFA", "required")]).unwrap();
+        assert!(required.tokens.mfa_required);
+        let e = load(&template, &[("KEYGATE_TOKENS__MFA", "sometimes")]).unwrap_err();
+        assert_eq!(e.field, "tokens.mfa");
+        assert!(e.message.contains("required, optional"), "{}", e.message);
     }
 
     #[test]

@@ -203,6 +203,7 @@ async fn submit_via(
         "dpop_jkt",
         "csrf",
         "ticket",
+        "enrol",
         "username",
     ] {
         if let Some(v) = hidden(&page.html, name) {
@@ -1005,6 +1006,94 @@ async fn totp_step_when_enrolled_and_each_code_once() {
     // The same code a second time is refused (S17).
     let (s, _, _) = submit(&app, &page2, &[("totp", &code)]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+/// The login page for a new authorization request by `device`.
+async fn fresh_login(app: &TestApp, device: &Device) -> LoginPage {
+    let verifier = pkce::generate_verifier();
+    let challenge = pkce::challenge_for(&verifier);
+    let jkt = device.jkt();
+    open_login(app, &authz_query(device, challenge.as_str(), &jkt)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mfa_required_a_user_without_totp_enrols_on_the_login_page() {
+    let mut app = TestApp::spawn_with(&[("KEYGATE_TOKENS__MFA", "required")]).await;
+    let device = Device::new(&setup(&app).await);
+    // The password, then a key to add and a code to prove it was added.
+    let page = fresh_login(&app, &device).await;
+    let (s, _, step2) = submit(
+        &app,
+        &page,
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(step2.contains("Add to an authenticator app"), "{step2}");
+    let uri = step2
+        .split("href=\"")
+        .find(|p| p.starts_with("otpauth://"))
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let seed = common::base32_decode(&query_param(&uri, "secret").unwrap());
+    let sealed = hidden(&step2, "enrol").unwrap();
+    assert!(
+        !sealed.contains(&query_param(&uri, "secret").unwrap()),
+        "the seed travels sealed"
+    );
+    let page2 = LoginPage {
+        html: step2,
+        cookie: page.cookie.clone(),
+        status: s,
+    };
+    // A wrong code: the same key again, nothing stored.
+    let (s, loc, again) = submit(&app, &page2, &[("totp", "000000")]).await;
+    assert_eq!((s, loc), (StatusCode::UNAUTHORIZED, None));
+    assert_eq!(hidden(&again, "enrol").as_deref(), Some(sealed.as_str()));
+    let (_, users) = app.get("/admin/v1/users").await;
+    assert_eq!(users["users"][0]["mfa"], false);
+    // A forged seed (sealed for nobody) is refused.
+    let (s, _, _) = submit(&app, &page2, &[("enrol", "AAAA"), ("totp", "123456")]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // The right code: enrolled (audited) and signed in.
+    let totp = keygate_auth::totp::Totp::default();
+    let code = totp.code_at_step(
+        &keygate_auth::totp::TotpSeed::from_bytes(seed.clone()),
+        totp.step_at(now()),
+    );
+    let (s, loc, body) = submit(&app, &page2, &[("totp", &code)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert!(loc.unwrap().contains("code="));
+    let (_, users) = app.get("/admin/v1/users").await;
+    assert_eq!(users["users"][0]["mfa"], true);
+    let (_, audit) = app.get("/admin/v1/audit?tail=50").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "user.mfa_enrol"
+                && e["actor"] == "user:alice"
+                && e["details"]["via"] == "login page")
+    );
+    // The offer cannot be replayed to replace the seed now stored.
+    let (s, _, _) = submit(&app, &page2, &[("totp", &code)]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // The next sign-in asks for a code from that seed, like any enrolled user's.
+    let page = fresh_login(&app, &device).await;
+    let (s, _, step2) = submit(
+        &app,
+        &page,
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(step2.contains("one-time-code") && !step2.contains("Add to an authenticator app"));
     app.stop().await;
 }
 

@@ -35,6 +35,9 @@ const CSRF_COOKIE: &str = "kg_csrf";
 const TOTP_PROMPT: &str = "Enter the code from your authenticator app.";
 /// How long the password step's ticket stays valid for the TOTP step.
 const TICKET_SECS: i64 = 300;
+const ENROL_PROMPT: &str = "This sign-in needs a second step. Add the key below to an authenticator app, then enter the code it shows.";
+/// Seal context of a TOTP seed offered on the login page, before it is confirmed.
+const ENROL_CONTEXT: &str = "totp-enrol";
 
 /// A validated authorization request.
 struct AuthzRequest {
@@ -196,7 +199,20 @@ struct Page<'a> {
     csrf_cookie: String,
     message: Option<&'a str>,
     totp_ticket: Option<String>,
+    /// The enrolment step (`tokens.mfa = "required"`, a user without TOTP yet).
+    enrol: Option<&'a Enrolment>,
     username: &'a str,
+}
+
+/// A TOTP seed offered on the login page. It travels in the form sealed by the vault to
+/// the user (`sealed`), under a ticket that binds it to this user, this authorization
+/// request and a deadline; it is stored only once a code from it is entered.
+struct Enrolment {
+    ticket: String,
+    /// base64url of the sealed seed.
+    sealed: String,
+    seed: TotpSeed,
+    account: String,
 }
 
 fn render(page: Page<'_>, status: StatusCode, set_cookie: bool) -> Response {
@@ -215,18 +231,43 @@ fn render(page: Page<'_>, status: StatusCode, set_cookie: bool) -> Response {
     // announced as an alert.
     let message = match (page.message, &page.totp_ticket) {
         (None, _) => String::new(),
-        (Some(m), Some(_)) if m == TOTP_PROMPT => {
+        (Some(m), _) if m == TOTP_PROMPT || m == ENROL_PROMPT => {
             format!("<p class=\"note\">{}</p>", html_escape(m))
         }
         (Some(m), _) => format!("<p class=\"msg\" role=\"alert\">{}</p>", html_escape(m)),
     };
-    let fields = match &page.totp_ticket {
-        None => format!(
+    let fields = match (&page.totp_ticket, page.enrol) {
+        (_, Some(e)) => {
+            let key = e.seed.to_base32();
+            let grouped: Vec<String> = key
+                .expose_secret()
+                .as_bytes()
+                .chunks(4)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            let uri =
+                Totp::default().otpauth_uri(&e.seed, &issuer_host(&page.svc.issuer), &e.account);
+            format!(
+                "<input type=\"hidden\" name=\"username\" value=\"{user}\">\
+                 <input type=\"hidden\" name=\"ticket\" value=\"{ticket}\">\
+                 <input type=\"hidden\" name=\"enrol\" value=\"{sealed}\">\
+                 <p><a class=\"otpauth\" href=\"{uri}\">Add to an authenticator app on this device</a></p>\
+                 <p>Or type this key into it:</p><p class=\"key\"><code>{key}</code></p>\
+                 <label>The code the app shows\
+                 <input name=\"totp\" inputmode=\"numeric\" pattern=\"[0-9]*\" autocomplete=\"one-time-code\" required></label>",
+                user = html_escape(page.username),
+                ticket = html_escape(&e.ticket),
+                sealed = html_escape(&e.sealed),
+                uri = html_escape(uri.expose_secret()),
+                key = html_escape(&grouped.join(" ")),
+            )
+        }
+        (None, None) => format!(
             "<label>Username<input name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" required value=\"{}\"></label>\
              <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>",
             html_escape(page.username)
         ),
-        Some(ticket) => format!(
+        (Some(ticket), None) => format!(
             "<input type=\"hidden\" name=\"username\" value=\"{}\">\
              <input type=\"hidden\" name=\"ticket\" value=\"{}\">\
              <label>One-time code from your authenticator app\
@@ -246,7 +287,7 @@ label{{display:block;margin:.75rem 0;font-weight:600}}\
 input:not([type=hidden]){{display:block;width:100%;box-sizing:border-box;font-size:1.1rem;padding:.7rem;margin-top:.3rem;border:1px solid #bbb;border-radius:8px}}\
 button{{width:100%;font-size:1.1rem;padding:.8rem;margin-top:1rem;border:0;border-radius:8px;background:#1a5fd0;color:#fff}}\
 .msg{{color:#a00;font-weight:600}}.note{{color:#111}}\
-.where{{margin:0 0 1rem;font-size:.95rem}}.small{{font-size:.9rem;margin:1rem 0 0}}a{{color:#1a5fd0}}</style></head><body><main>\
+.where{{margin:0 0 1rem;font-size:.95rem}}.key code{{font-size:1.05rem;letter-spacing:.05em;word-break:break-all}}.small{{font-size:.9rem;margin:1rem 0 0}}a{{color:#1a5fd0}}</style></head><body><main>\
 <h1>Sign in</h1><p class=\"where\">at <strong>{host}</strong></p>\
 <p><strong>{app}</strong> asks for: {scopes}</p>{message}\
 <form method=\"post\" action=\"/oauth2/authorize\">{hidden}<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{fields}\
@@ -430,6 +471,7 @@ pub(super) async fn show(
             csrf_cookie: cookie.value().expose_secret().to_owned(),
             message: None,
             totp_ticket: None,
+            enrol: None,
             username: "",
         },
         StatusCode::OK,
@@ -480,6 +522,7 @@ pub(super) async fn submit(
         csrf_cookie: cookie.clone(),
         message: Some(message),
         totp_ticket: ticket,
+        enrol: None,
         username: &username,
     };
     if let Some(wait) = svc.throttle.retry_after(&username, peer.ip(), unix_now()) {
@@ -503,9 +546,12 @@ pub(super) async fn submit(
             );
         }
     };
-    let outcome = match form.get("ticket") {
-        None => password_step(&svc, user.as_ref(), &form, &req).await,
-        Some(ticket) => totp_step(&svc, user.as_ref(), ticket, &form, &req).await,
+    let outcome = match (form.get("ticket"), form.get("enrol")) {
+        (None, _) => password_step(&svc, user.as_ref(), &form, &req).await,
+        (Some(ticket), Some(sealed)) => {
+            enrol_step(&svc, user.as_ref(), ticket, sealed, &form, &req).await
+        }
+        (Some(ticket), None) => totp_step(&svc, user.as_ref(), ticket, &form, &req).await,
     };
     match outcome {
         Step::Failed(reason) => {
@@ -525,6 +571,29 @@ pub(super) async fn submit(
             )
         }
         Step::NeedTotp(ticket) => render(page(TOTP_PROMPT, Some(ticket)), StatusCode::OK, false),
+        Step::NeedEnrol(e) => render(
+            Page {
+                enrol: Some(&e),
+                ..page(ENROL_PROMPT, None)
+            },
+            StatusCode::OK,
+            false,
+        ),
+        Step::EnrolAgain(e, reason) => {
+            svc.throttle.record(&username, peer.ip(), false, unix_now());
+            audit_login(&svc, &username, &req, Outcome::Failure, reason).await;
+            render(
+                Page {
+                    enrol: Some(&e),
+                    ..page(
+                        "That code is not right. Check the key in the app and try again.",
+                        None,
+                    )
+                },
+                StatusCode::UNAUTHORIZED,
+                false,
+            )
+        }
         Step::SignedIn(user) => {
             svc.throttle.record(&username, peer.ip(), true, unix_now());
             issue_code(&svc, &user, &req).await
@@ -535,6 +604,10 @@ pub(super) async fn submit(
 enum Step {
     Failed(&'static str),
     NeedTotp(String),
+    /// `tokens.mfa = "required"` and the user has no TOTP yet: offer a seed.
+    NeedEnrol(Enrolment),
+    /// A wrong code for the seed offered: offer the same seed again.
+    EnrolAgain(Enrolment, &'static str),
     SignedIn(UserRecord),
 }
 
@@ -569,6 +642,10 @@ async fn password_step(
         (Some(user), true) if user.totp_sealed.is_some() => {
             Step::NeedTotp(ticket_for(svc, &user.id, req, unix_now().0 + TICKET_SECS))
         }
+        (Some(user), true) if svc.settings.mfa_required => match offer_enrolment(svc, user, req) {
+            Some(e) => Step::NeedEnrol(e),
+            None => Step::Failed("totp enrolment unavailable"),
+        },
         (Some(user), true) => Step::SignedIn(user.clone()),
     }
 }
@@ -588,6 +665,129 @@ fn ticket_for(svc: &TokenService, user_id: &str, req: &AuthzRequest, expiry: i64
         ],
     );
     format!("{expiry}.{tag}")
+}
+
+/// `expiry.mac` binding an offered seed (its sealed form) to this user and request.
+fn enrol_ticket_for(
+    svc: &TokenService,
+    user_id: &str,
+    req: &AuthzRequest,
+    sealed: &str,
+    expiry: i64,
+) -> String {
+    let expiry = expiry.to_string();
+    let tag = mac(
+        &svc.csrf_key,
+        &[
+            "totp-enrol-ticket",
+            user_id,
+            &req.client.id,
+            &req.redirect_uri,
+            req.challenge.as_str(),
+            sealed,
+            &expiry,
+        ],
+    );
+    format!("{expiry}.{tag}")
+}
+
+fn offer_enrolment(svc: &TokenService, user: &UserRecord, req: &AuthzRequest) -> Option<Enrolment> {
+    let seed = TotpSeed::generate();
+    let sealed = svc
+        .vault
+        .seal_internal(ENROL_CONTEXT, &user.id, seed.expose_bytes())
+        .ok()?;
+    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+    Some(Enrolment {
+        ticket: enrol_ticket_for(svc, &user.id, req, &sealed, unix_now().0 + TICKET_SECS),
+        sealed,
+        seed,
+        account: user.name.clone(),
+    })
+}
+
+/// The enrolment's second half: the offered seed, unsealed, must produce the code
+/// entered; then it becomes the user's TOTP seed (audited) and the code is used up.
+async fn enrol_step(
+    svc: &TokenService,
+    user: Option<&UserRecord>,
+    ticket: &str,
+    sealed: &str,
+    form: &Form,
+    req: &AuthzRequest,
+) -> Step {
+    let Some(user) = user else {
+        return Step::Failed("unknown user");
+    };
+    if !svc.settings.mfa_required {
+        return Step::Failed("enrolment not offered");
+    }
+    if user.totp_sealed.is_some() {
+        // Enrolled meanwhile (elsewhere, or by an admin): never replace a seed here.
+        return Step::Failed("already enrolled");
+    }
+    let Some(exp) = ticket
+        .split_once('.')
+        .and_then(|(e, _)| e.parse::<i64>().ok())
+    else {
+        return Step::Failed("bad ticket");
+    };
+    let expected = enrol_ticket_for(svc, &user.id, req, sealed, exp);
+    if !bool::from(expected.as_bytes().ct_eq(ticket.as_bytes())) || unix_now().0 > exp {
+        return Step::Failed("bad or expired ticket");
+    }
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed) else {
+        return Step::Failed("bad ticket");
+    };
+    let Ok(seed) = svc.vault.open_internal(ENROL_CONTEXT, &user.id, &bytes) else {
+        return Step::Failed("totp seed unreadable");
+    };
+    let seed = TotpSeed::from_bytes(seed.to_vec());
+    let again = |reason| {
+        Step::EnrolAgain(
+            Enrolment {
+                ticket: ticket.to_owned(),
+                sealed: sealed.to_owned(),
+                seed: TotpSeed::from_bytes(seed.expose_bytes().to_vec()),
+                account: user.name.clone(),
+            },
+            reason,
+        )
+    };
+    let Some(step) = Totp::default().verify(
+        &seed,
+        form.get("totp").unwrap_or_default(),
+        unix_now(),
+        None,
+    ) else {
+        return again("wrong totp code at enrolment");
+    };
+    let Ok(stored) = svc
+        .vault
+        .seal_internal("totp-seed", &user.id, seed.expose_bytes())
+    else {
+        return Step::Failed("totp enrolment unavailable");
+    };
+    let audit = AuditEvent::new(
+        format!("user:{}", user.name),
+        "user.mfa_enrol",
+        Outcome::Success,
+    )
+    .target(user.name.clone())
+    .detail("via", "login page")
+    .detail("client", req.client.id.clone());
+    if svc
+        .store
+        .set_user_totp(&user.id, stored, audit, now_ms())
+        .await
+        .is_err()
+    {
+        return Step::Failed("totp enrolment not stored");
+    }
+    match svc.store.consume_totp_step(&user.id, step as i64).await {
+        Ok(true) => Step::SignedIn(user.clone()),
+        _ => Step::Failed("totp code already used"),
+    }
 }
 
 async fn totp_step(
