@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 use keygate_audit::{AuditEvent, Outcome};
-use keygate_auth::password::PasswordHasher;
 use keygate_auth::totp::{Totp, TotpSeed};
 use keygate_store::ConsoleAdminRecord;
 use keygate_store::console::{ROLE_ADMIN, ROLE_READ_ONLY};
@@ -64,27 +63,13 @@ async fn add_console_admin(
             "console accounts cannot be made while the vault is sealed",
         )
     })?;
-    let name_ok = (1..=64).contains(&b.name.len())
-        && b.name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if !name_ok {
-        return Err(ApiError::bad_request(
-            "invalid console admin name: 1-64 characters of letters, digits, '.', '_', '-', '@'",
-        ));
-    }
+    super::tokens::valid_name(&b.name, "console admin")?;
     let role = match b.role.as_deref() {
         None | Some("admin") => ROLE_ADMIN,
         Some("read-only") => ROLE_READ_ONLY,
         Some(_) => return Err(ApiError::bad_request("role must be admin or read-only")),
     };
-    PasswordHasher::check_policy(&b.password).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let owner = svc.clone();
-    let password = b.password;
-    let hash = tokio::task::spawn_blocking(move || owner.hasher.hash(&password))
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map_err(|e| ApiError::internal(&e))?;
+    let hash = super::tokens::hash_password(&svc, b.password).await?;
     let id = format!(
         "ca_{}",
         hex::encode(keygate_auth::opaque::random_bytes::<12>())
@@ -97,7 +82,7 @@ async fn add_console_admin(
     let record = ConsoleAdminRecord {
         id,
         name: b.name.clone(),
-        password_hash: hash.as_str().to_owned(),
+        password_hash: hash,
         totp_sealed: sealed,
         totp_last_step: None,
         role: role.to_owned(),

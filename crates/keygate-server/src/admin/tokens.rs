@@ -55,7 +55,7 @@ fn tokens(s: &AppState) -> Result<Arc<TokenService>, ApiError> {
     })
 }
 
-fn valid_name(name: &str, what: &str) -> Result<(), ApiError> {
+pub(super) fn valid_name(name: &str, what: &str) -> Result<(), ApiError> {
     let ok = (1..=64).contains(&name.len())
         && name
             .chars()
@@ -67,6 +67,21 @@ fn valid_name(name: &str, what: &str) -> Result<(), ApiError> {
             "invalid {what} name: 1-64 characters of letters, digits, '.', '_', '-', '@'"
         )))
     }
+}
+
+/// A new password, checked against the length rules and hashed (Argon2id, off the async
+/// workers): the PHC string to store.
+pub(super) async fn hash_password(
+    svc: &Arc<TokenService>,
+    password: SecretString,
+) -> Result<String, ApiError> {
+    PasswordHasher::check_policy(&password).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let owner = Arc::clone(svc);
+    let hash = tokio::task::spawn_blocking(move || owner.hasher.hash(&password))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(hash.as_str().to_owned())
 }
 
 fn scopes_text(scopes: &[String]) -> Result<String, ApiError> {
@@ -94,14 +109,8 @@ async fn add_user(
 ) -> Result<Json<User>, ApiError> {
     let svc = tokens(&s)?;
     valid_name(&b.name, "user")?;
-    PasswordHasher::check_policy(&b.password).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let scopes = scopes_text(&b.scopes)?;
-    let owner = svc.clone();
-    let password = b.password;
-    let hash = tokio::task::spawn_blocking(move || owner.hasher.hash(&password))
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map_err(|e| ApiError::internal(&e))?;
+    let hash = hash_password(&svc, b.password).await?;
     let id = format!(
         "u_{}",
         hex::encode(keygate_auth::opaque::random_bytes::<12>())
@@ -109,7 +118,7 @@ async fn add_user(
     let user = UserRecord {
         id: id.clone(),
         name: b.name.clone(),
-        password_hash: Some(hash.as_str().to_owned()),
+        password_hash: Some(hash),
         scopes,
         created_ms: now_ms(),
         disabled_ms: None,

@@ -623,25 +623,40 @@ async fn secrets(State(s): State<AppState>, op: Operator, Query(q): Query<Done>)
     )
 }
 
+/// A post about one secret: the form, having passed [`may_act`], and the secret's name.
+async fn secret_action(
+    s: &AppState,
+    op: &Operator,
+    raw: &str,
+    body: &Bytes,
+    action: &str,
+) -> Result<(keygate_vault::SecretName, FormBody), Response> {
+    let form = FormBody::parse(body);
+    if let Some(refused) = may_act(s, op, &form, action).await {
+        return Err(refused);
+    }
+    match keygate_vault::SecretName::parse(raw) {
+        Ok(name) => Ok((name, form)),
+        Err(_) => Err(html(
+            StatusCode::BAD_REQUEST,
+            pages::refusal_page(
+                op,
+                "Not done",
+                "That is not a secret's name; nothing was changed.",
+            ),
+        )),
+    }
+}
+
 async fn rotate_secret(
     State(s): State<AppState>,
     op: Operator,
     crate::admin::Segment(raw): crate::admin::Segment,
     body: Bytes,
 ) -> Response {
-    let form = FormBody::parse(&body);
-    if let Some(refused) = may_act(&s, &op, &form, "secret.rotate_now").await {
-        return refused;
-    }
-    let Ok(name) = keygate_vault::SecretName::parse(&raw) else {
-        return html(
-            StatusCode::BAD_REQUEST,
-            pages::refusal_page(
-                &op,
-                "Not rotated",
-                "That is not a secret's name; nothing was changed.",
-            ),
-        );
+    let (name, _) = match secret_action(&s, &op, &raw, &body, "secret.rotate_now").await {
+        Ok(checked) => checked,
+        Err(refused) => return refused,
     };
     match s.rotation.rotate_now(&name).await {
         Ok(version) => {
@@ -681,15 +696,9 @@ async fn reveal_secret(
     crate::admin::Segment(raw): crate::admin::Segment,
     body: Bytes,
 ) -> Response {
-    let form = FormBody::parse(&body);
-    if let Some(refused) = may_act(&s, &op, &form, "secret.reveal").await {
-        return refused;
-    }
-    let Ok(name) = keygate_vault::SecretName::parse(&raw) else {
-        return html(
-            StatusCode::BAD_REQUEST,
-            pages::refusal_page(&op, "Not revealed", "That is not a secret's name."),
-        );
+    let (name, form) = match secret_action(&s, &op, &raw, &body, "secret.reveal").await {
+        Ok(checked) => checked,
+        Err(refused) => return refused,
     };
     if form.get("confirm") != "yes" {
         return html(

@@ -1,14 +1,11 @@
 //! `keygate admin`: the operator console's accounts, through the admin API.
 
-use std::io::Read;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use clap::Subcommand;
 use keygate_server::admin::api::{AddConsoleAdmin, ConsoleAdminCreated, ConsoleAdminList};
 use reqwest::Method;
-use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroizing;
+use secrecy::ExposeSecret;
 
 use super::{Format, ts};
 use crate::client::{AdminClient, print_json};
@@ -47,19 +44,10 @@ pub async fn run(c: AdminCommand) -> anyhow::Result<ExitCode> {
             read_only,
             format,
         } => {
-            if !password_stdin {
-                bail!(
-                    "pass the password on standard input with --password-stdin (never as an argument)"
-                );
-            }
-            let mut raw = Zeroizing::new(String::new());
-            std::io::stdin()
-                .read_to_string(&mut raw)
-                .context("reading the password")?;
-            let password = raw.strip_suffix('\n').unwrap_or(&raw);
+            let password = super::password_from_stdin(password_stdin)?;
             let body = AddConsoleAdmin {
                 name: name.clone(),
-                password: SecretString::from(password.to_owned()),
+                password,
                 role: read_only.then(|| "read-only".to_owned()),
             };
             let r: ConsoleAdminCreated = api

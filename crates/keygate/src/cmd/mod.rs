@@ -49,6 +49,23 @@ pub fn ts(ms: impl Into<i64>) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// A password from standard input (`--password-stdin`; never an argument, which other
+/// users of the machine can see), without its trailing newline.
+pub fn password_from_stdin(password_stdin: bool) -> anyhow::Result<secrecy::SecretString> {
+    use std::io::Read;
+    if !password_stdin {
+        anyhow::bail!(
+            "pass the password on standard input with --password-stdin (never as an argument)"
+        );
+    }
+    let mut raw = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut raw)
+        .map_err(|e| anyhow::anyhow!("reading the password: {e}"))?;
+    let password = raw.strip_suffix('\n').unwrap_or(&raw);
+    Ok(secrecy::SecretString::from(password.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,18 +1,16 @@
 //! `keygate user | client | session | keys`: the token service through the admin API.
 
-use std::io::Read;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use keygate_server::admin::api::{
     AddClient, AddUser, Client, ClientList, ClientRemoved, KeyList, KeysRotated, MfaEnrolled,
     SessionList, SessionQuery, SessionRevoked, SetClientDpop, UserDisabled, UserEnabled, UserList,
 };
 use reqwest::Method;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Serialize;
-use zeroize::Zeroizing;
 
 use super::{Format, ts};
 use crate::client::{AdminClient, print_json};
@@ -197,19 +195,10 @@ pub async fn user(c: UserCommand) -> anyhow::Result<ExitCode> {
             password_stdin,
             scopes,
         } => {
-            if !password_stdin {
-                bail!(
-                    "pass the password on standard input with --password-stdin (never as an argument)"
-                );
-            }
-            let mut raw = Zeroizing::new(String::new());
-            std::io::stdin()
-                .read_to_string(&mut raw)
-                .context("reading the password")?;
-            let password = raw.strip_suffix('\n').unwrap_or(&raw);
+            let password = super::password_from_stdin(password_stdin)?;
             let body = AddUser {
                 name: name.clone(),
-                password: SecretString::from(password.to_owned()),
+                password,
                 scopes: list_arg(&scopes),
             };
             let r: keygate_server::admin::api::User =
