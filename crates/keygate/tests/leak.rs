@@ -205,6 +205,40 @@ fn canaries_never_appear_in_clear() {
     let rotated: serde_json::Value = serde_json::from_slice(&rotated.stdout).unwrap();
     let machine_secret = rotated["client_secret"].as_str().unwrap().to_owned();
     run("machine list", &["machine", "list"], None, false);
+    // A user and a console account: passwords and a TOTP seed go in (and the seed comes
+    // out once, on stdout); none of them may be kept or logged in clear.
+    let user_password = canary("user-password");
+    run(
+        "user add",
+        &["user", "add", "carol", "--password-stdin"],
+        Some(&user_password),
+        false,
+    );
+    let console_password = canary("console-password");
+    let console = run(
+        "admin add",
+        &[
+            "admin",
+            "add",
+            "ops",
+            "--password-stdin",
+            "--format",
+            "json",
+        ],
+        Some(&console_password),
+        true,
+    );
+    let console: serde_json::Value = serde_json::from_slice(&console.stdout).unwrap();
+    let otpauth = console["otpauth_uri"].as_str().unwrap();
+    let totp_seed = otpauth
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    run("admin list", &["admin", "list"], None, false);
     let echo = "echo \"$K\"; echo \"$K\" >&2";
     let mut as_machine = common::keygate();
     as_machine
@@ -284,6 +318,9 @@ fn canaries_never_appear_in_clear() {
     needles.push(first_secret);
     needles.push(machine_secret);
     needles.push(id_token);
+    needles.push(user_password);
+    needles.push(console_password);
+    needles.push(totp_seed);
     let mut found = Vec::new();
     for (label, bytes) in &haystacks {
         for n in &needles {
