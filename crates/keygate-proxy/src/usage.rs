@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 use crate::error::{Fault, ProxyError};
 use crate::path::RouteName;
 
-/// The first digit of a status code.
+/// The first digit of a status code, with 429 apart: a rate limit (keygate's or the
+/// upstream's) is what an operator watches for, and is not a client's mistake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StatusClass {
     /// 1xx.
@@ -29,8 +30,10 @@ pub enum StatusClass {
     Success,
     /// 3xx.
     Redirect,
-    /// 4xx.
+    /// 4xx but 429.
     ClientError,
+    /// 429 Too Many Requests.
+    RateLimited,
     /// 5xx (and anything out of range).
     ServerError,
 }
@@ -42,18 +45,20 @@ impl StatusClass {
             100..=199 => Self::Informational,
             200..=299 => Self::Success,
             300..=399 => Self::Redirect,
+            429 => Self::RateLimited,
             400..=499 => Self::ClientError,
             _ => Self::ServerError,
         }
     }
 
-    /// `2xx` etc.
+    /// `2xx` etc., and `429`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Informational => "1xx",
             Self::Success => "2xx",
             Self::Redirect => "3xx",
             Self::ClientError => "4xx",
+            Self::RateLimited => "429",
             Self::ServerError => "5xx",
         }
     }

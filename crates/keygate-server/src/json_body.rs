@@ -363,11 +363,21 @@ impl<'de> de::Deserializer<'de> for De {
         match self.value {
             Value::Object(map) => Self::visit_object(map, &self.path, Some(fields), visitor)
                 .map_err(|e| e.at(&self.path)),
-            other => De {
-                value: other,
-                path: self.path,
+            // Only an object. serde would also build a struct from an array of its fields
+            // in order, so `[]` became a struct of defaults (found by schemathesis: a
+            // PATCH with body `[]` cleared a secret's `max_versions`).
+            other => {
+                let found = match &other {
+                    Value::Null => Unexpected::Unit,
+                    // Placeholders: only the kind is reported, never a value.
+                    Value::Bool(_) => Unexpected::Bool(false),
+                    Value::Number(_) => Unexpected::Signed(0),
+                    Value::String(_) => Unexpected::Str(""),
+                    Value::Array(_) => Unexpected::Seq,
+                    Value::Object(_) => Unexpected::Map,
+                };
+                Err(<DocumentError as de::Error>::invalid_type(found, &visitor).at(&self.path))
             }
-            .deserialize_any(visitor),
         }
     }
 
@@ -491,6 +501,26 @@ mod tests {
 
     fn err(body: &str) -> DocumentError {
         from_json_slice::<Outer>(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn a_struct_is_only_ever_an_object() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct AllDefault {
+            #[serde(default)]
+            max_versions: Option<i64>,
+        }
+        for body in ["[]", "[5]", "null", "7", "\"x\"", "true"] {
+            let e = from_json_slice::<AllDefault>(body.as_bytes()).unwrap_err();
+            assert!(
+                matches!(&e.problem, Problem::WrongType { .. }),
+                "{body}: {e:?}"
+            );
+        }
+        let e = from_json_slice::<Outer>(br#"{"value": "x", "inner": ["n", []]}"#).unwrap_err();
+        assert_eq!(e.path(), "inner");
+        assert!(from_json_slice::<AllDefault>(b"{}").is_ok());
     }
 
     #[test]

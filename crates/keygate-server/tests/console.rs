@@ -285,10 +285,31 @@ async fn sign_in_takes_a_password_and_a_fresh_code_and_no_page_holds_a_secret() 
     let (_, html, _) = browser.get("/console/overview").await;
     assert!(html.contains("<svg") && html.contains("<rect"));
 
-    // A malformed search: a clear message, no results.
-    let (s, html, _) = browser.get("/console/audit?outcome=maybe").await;
+    // A search by time: UTC bounds, inclusive.
+    let (s, html, _) = browser
+        .get("/console/audit?action=console.login&from=2000-01-01T00:00&to=2999-01-01T00:00")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("console:ops"));
+    let (_, html, _) = browser
+        .get("/console/audit?action=console.login&to=2000-01-01T00:00")
+        .await;
+    assert!(html.contains("No entries match."));
+    // A malformed search: each problem named, no results, and the refusal audited.
+    let (s, html, _) = browser
+        .get("/console/audit?outcome=maybe&from=yesterday")
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(html.contains("outcome must be success, failure or denied"));
+    assert!(html.contains("`from` must be a date and time"));
+    assert!(
+        audit_actions(&app)
+            .await
+            .iter()
+            .any(|e| e["action"] == "console.audit_search"
+                && e["outcome"] == "denied"
+                && e["actor"] == "console:ops")
+    );
 
     // Signing out ends the session for good.
     let (_, html, _) = browser.get("/console/overview").await;

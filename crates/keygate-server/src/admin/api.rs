@@ -556,7 +556,7 @@ pub struct UsageRow {
     pub minute: i64,
     pub user_id: String,
     pub route: String,
-    /// `2xx`, `4xx`, …
+    /// `2xx`, `4xx`, `429` (apart from the other 4xx), `5xx`, …
     pub status_class: String,
     pub calls: i64,
     pub latency_ms_avg: i64,

@@ -856,12 +856,108 @@ async fn disable_user(
     }
 }
 
-/// `/console/audit?actor=&action=&outcome=&verify=1`.
-struct AuditSearch {
-    actor: String,
-    action: String,
-    outcome: String,
-    verify: Option<String>,
+/// `/console/audit?actor=&action=&outcome=&from=&to=&verify=1`, as typed (shown back in
+/// the form).
+#[derive(Default)]
+pub(crate) struct AuditSearch {
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    /// `YYYY-MM-DDTHH:MM[:SS]`, UTC (what a `datetime-local` field sends).
+    pub from: String,
+    pub to: String,
+    verify: bool,
+}
+
+/// A search that can run: each part checked.
+struct AuditFilter<'a> {
+    actor: &'a str,
+    action: &'a str,
+    outcome: Option<&'a str>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+}
+
+impl AuditSearch {
+    fn from_query(raw: &HashMap<String, String>) -> Self {
+        let field = |k: &str| raw.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+        Self {
+            actor: field("actor"),
+            action: field("action"),
+            outcome: field("outcome"),
+            from: field("from"),
+            to: field("to"),
+            verify: raw.contains_key("verify"),
+        }
+    }
+
+    /// The filter, or what is wrong with the search (each problem named).
+    fn filter(&self) -> Result<AuditFilter<'_>, Vec<String>> {
+        let mut problems = Vec::new();
+        if self.actor.len() > 200 || self.action.len() > 200 {
+            problems.push("a search field is longer than 200 characters".to_owned());
+        }
+        let outcome = match self.outcome.as_str() {
+            "" => None,
+            o @ ("success" | "failure" | "denied") => Some(o),
+            _ => {
+                problems.push("outcome must be success, failure or denied".to_owned());
+                None
+            }
+        };
+        let mut moment = |name: &str, text: &str| {
+            if text.is_empty() {
+                return None;
+            }
+            let parsed = parse_utc_minute(text);
+            if parsed.is_none() {
+                problems.push(format!(
+                    "`{name}` must be a date and time like 2026-12-07T09:30 (UTC)"
+                ));
+            }
+            parsed
+        };
+        let from_ms = moment("from", &self.from);
+        let to_ms = moment("to", &self.to);
+        if let (Some(a), Some(b)) = (from_ms, to_ms) {
+            if a > b {
+                problems.push("`from` is after `to`".to_owned());
+            }
+        }
+        if problems.is_empty() {
+            Ok(AuditFilter {
+                actor: &self.actor,
+                action: &self.action,
+                outcome,
+                from_ms,
+                to_ms,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM` or `…:SS`, as UTC, in Unix ms.
+fn parse_utc_minute(text: &str) -> Option<i64> {
+    let minutes = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let seconds =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let t = time::PrimitiveDateTime::parse(text, minutes)
+        .or_else(|_| time::PrimitiveDateTime::parse(text, seconds))
+        .ok()?;
+    let ms = t.assume_utc().unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(ms).ok()
+}
+
+impl AuditFilter<'_> {
+    fn matches(&self, e: &keygate_audit::AuditEntry) -> bool {
+        (self.actor.is_empty() || e.actor.contains(self.actor))
+            && (self.action.is_empty() || e.action.starts_with(self.action))
+            && self.outcome.is_none_or(|o| e.outcome.as_str() == o)
+            && self.from_ms.is_none_or(|t| e.ts_ms >= t)
+            && self.to_ms.is_none_or(|t| e.ts_ms <= t)
+    }
 }
 
 /// How far back a search looks, in entries.
@@ -874,69 +970,52 @@ async fn audit_search(
     op: Operator,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Response {
-    let mut problems = Vec::new();
-    let known = ["actor", "action", "outcome", "verify"];
-    for k in raw.keys() {
-        if !known.contains(&k.as_str()) {
-            problems.push("an unknown search field was ignored".to_owned());
-            break;
-        }
-    }
-    let q = AuditSearch {
-        actor: raw.get("actor").cloned().unwrap_or_default(),
-        action: raw.get("action").cloned().unwrap_or_default(),
-        outcome: raw.get("outcome").cloned().unwrap_or_default(),
-        verify: raw.get("verify").cloned(),
-    };
-    if !matches!(q.outcome.as_str(), "" | "success" | "failure" | "denied") {
-        problems.push("outcome must be success, failure or denied".to_owned());
-    }
-    if q.actor.len() > 200 || q.action.len() > 200 {
-        problems.push("a search field is longer than 200 characters".to_owned());
-    }
-    let verification = if q.verify.is_some() {
+    let q = AuditSearch::from_query(&raw);
+    let verification = if q.verify {
         let key = s.vault.keyring().map(|k| &k.checkpoint);
         let v = crate::audit_ops::verify(s.store.as_ref(), &s.config.checkpoint_file, key).await;
         Some(crate::audit_ops::verification(&v))
     } else {
         None
     };
-    let entries = if problems.iter().any(|p| !p.starts_with("an unknown")) {
-        Vec::new()
-    } else {
-        let (head, _) = match s.store.audit_head().await {
-            Ok(h) => h,
-            Err(e) => return unavailable(&op, &e),
-        };
-        let all = match s
-            .store
-            .audit_entries((head - AUDIT_SCAN).max(0), AUDIT_SCAN)
-            .await
-        {
-            Ok(e) => e,
-            Err(e) => return unavailable(&op, &e),
-        };
-        all.into_iter()
-            .rev()
-            .filter(|e| q.actor.is_empty() || e.actor.contains(q.actor.as_str()))
-            .filter(|e| q.action.is_empty() || e.action.starts_with(q.action.as_str()))
-            .filter(|e| q.outcome.is_empty() || e.outcome.as_str() == q.outcome)
-            .take(AUDIT_SHOWN)
-            .collect()
-    };
-    let status = if problems.iter().any(|p| !p.starts_with("an unknown")) {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
+    let (status, entries, problems) = match q.filter() {
+        Ok(filter) => {
+            let (head, _) = match s.store.audit_head().await {
+                Ok(h) => h,
+                Err(e) => return unavailable(&op, &e),
+            };
+            let all = match s
+                .store
+                .audit_entries((head - AUDIT_SCAN).max(0), AUDIT_SCAN)
+                .await
+            {
+                Ok(e) => e,
+                Err(e) => return unavailable(&op, &e),
+            };
+            let found: Vec<_> = all
+                .into_iter()
+                .rev()
+                .filter(|e| filter.matches(e))
+                .take(AUDIT_SHOWN)
+                .collect();
+            (StatusCode::OK, found, Vec::new())
+        }
+        Err(problems) => {
+            audit(
+                &s,
+                AuditEvent::new(op.actor(), "console.audit_search", Outcome::Denied)
+                    .detail("reason", problems.join("; ")),
+            )
+            .await;
+            (StatusCode::BAD_REQUEST, Vec::new(), problems)
+        }
     };
     html(
         status,
         pages::audit_page(
             &op,
             &pages::AuditView {
-                actor: &q.actor,
-                action: &q.action,
-                outcome: &q.outcome,
+                search: &q,
                 problems: &problems,
                 entries: &entries,
                 verification: verification.as_ref(),
@@ -1014,6 +1093,32 @@ mod tests {
         assert_eq!(session_over(&busy, true, ABSOLUTE_MS - 1), None);
         assert_eq!(session_over(&busy, true, ABSOLUTE_MS), Some("absolute"));
         assert_eq!(session_over(&s, false, 1), Some("admin gone"));
+    }
+
+    #[test]
+    fn an_audit_search_names_each_problem_and_reads_times_as_utc() {
+        let q = |pairs: &[(&str, &str)]| {
+            AuditSearch::from_query(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        let ok = q(&[("from", "2026-12-07T09:30"), ("to", "2026-12-07T09:31:15")]);
+        let f = ok.filter().ok().unwrap();
+        assert_eq!(f.from_ms, Some(1_796_635_800_000));
+        assert_eq!(f.to_ms, Some(1_796_635_875_000));
+        let bad = q(&[
+            ("outcome", "maybe"),
+            ("from", "yesterday"),
+            ("to", "2026-13-01T00:00"),
+        ]);
+        let problems = bad.filter().err().unwrap();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[1].contains("`from`") && problems[2].contains("`to`"));
+        let backwards = q(&[("from", "2026-12-08T00:00"), ("to", "2026-12-07T00:00")]);
+        assert_eq!(backwards.filter().err().unwrap(), ["`from` is after `to`"]);
     }
 
     #[test]

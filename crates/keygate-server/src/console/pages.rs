@@ -151,6 +151,7 @@ pub struct UsageStats {
 pub struct Totals {
     pub calls: i64,
     pub client_errors: i64,
+    pub rate_limited: i64,
     pub server_errors: i64,
 }
 
@@ -159,6 +160,7 @@ impl Totals {
         self.calls += r.calls;
         match r.status_class.as_str() {
             "4xx" => self.client_errors += r.calls,
+            "429" => self.rate_limited += r.calls,
             "5xx" => self.server_errors += r.calls,
             _ => {}
         }
@@ -229,7 +231,7 @@ fn chart(per_minute: &[i64]) -> Markup {
 
 fn totals_row(label: &str, t: &Totals) -> Markup {
     html! {
-        tr { th scope="row" { (label) } td { (t.calls) } td { (t.client_errors) } td { (t.server_errors) } }
+        tr { th scope="row" { (label) } td { (t.calls) } td { (t.rate_limited) } td { (t.client_errors) } td { (t.server_errors) } }
     }
 }
 
@@ -252,7 +254,7 @@ pub fn overview_page(
             (chart(&stats.per_minute))
             div.scroll {
                 table {
-                    thead { tr { th { "" } th scope="col" { "Calls" } th scope="col" { "Refused or failed upstream (4xx, rate limits among them)" } th scope="col" { "Errors (5xx)" } } }
+                    thead { tr { th { "" } th scope="col" { "Calls" } th scope="col" { "Rate-limited (429)" } th scope="col" { "Other refusals (4xx)" } th scope="col" { "Errors (5xx)" } } }
                     tbody {
                         (totals_row("Last hour", &stats.hour))
                         (totals_row("Last 24 hours", &stats.day))
@@ -431,9 +433,7 @@ pub fn sessions_page(
 
 /// The audit page's search and results.
 pub struct AuditView<'a> {
-    pub actor: &'a str,
-    pub action: &'a str,
-    pub outcome: &'a str,
+    pub search: &'a super::AuditSearch,
     pub problems: &'a [String],
     pub entries: &'a [AuditEntry],
     pub verification: Option<&'a AuditVerification>,
@@ -442,15 +442,17 @@ pub struct AuditView<'a> {
 pub fn audit_page(op: &Operator, v: &AuditView<'_>) -> Markup {
     let body = html! {
         form.search method="get" action="/console/audit" role="search" {
-            label { "Actor contains" input name="actor" value=(v.actor); }
-            label { "Action starts with" input name="action" value=(v.action) placeholder="secret."; }
+            label { "Actor contains" input name="actor" value=(v.search.actor); }
+            label { "Action starts with" input name="action" value=(v.search.action) placeholder="secret."; }
             label { "Outcome"
                 select name="outcome" {
                     @for o in ["", "success", "failure", "denied"] {
-                        option value=(o) selected[o == v.outcome] { @if o.is_empty() { "any" } @else { (o) } }
+                        option value=(o) selected[o == v.search.outcome] { @if o.is_empty() { "any" } @else { (o) } }
                     }
                 }
             }
+            label { "From (UTC)" input name="from" type="datetime-local" value=(v.search.from); }
+            label { "To (UTC)" input name="to" type="datetime-local" value=(v.search.to); }
             button type="submit" { "Search" }
         }
         form method="get" action="/console/audit" {
@@ -669,4 +671,52 @@ pub fn clients_page(op: &Operator, clients: &[(keygate_store::ClientRecord, bool
         @if clients.is_empty() { p { "No clients: " code { "keygate client add" } "." } }
     };
     layout(op, "/console/clients", "Clients", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(minute: i64, user: &str, route: &str, class: &str, calls: i64) -> UsageRow {
+        UsageRow {
+            minute,
+            user_id: user.into(),
+            route: route.into(),
+            status_class: class.into(),
+            calls,
+            latency_ms_sum: 0,
+            latency_ms_max: 0,
+        }
+    }
+
+    #[test]
+    fn usage_adds_up_per_hour_and_day_with_rate_limits_apart() {
+        let now = 1_000_000;
+        let rows = [
+            row(now, "u1", "chat", "2xx", 10),
+            row(now, "u1", "chat", "429", 3),
+            row(now - 5, "u2", "maps", "4xx", 2),
+            row(now - 59, "u2", "maps", "5xx", 1),
+            row(now - 60, "u3", "chat", "2xx", 100), // out of the hour, in the day
+            row(now - 24 * 60, "u4", "chat", "2xx", 1000), // out of the day
+        ];
+        let s = UsageStats::from_rows(&rows, now);
+        assert_eq!(
+            (
+                s.hour.calls,
+                s.hour.rate_limited,
+                s.hour.client_errors,
+                s.hour.server_errors
+            ),
+            (16, 3, 2, 1)
+        );
+        assert_eq!(s.day.calls, 116);
+        assert_eq!(s.per_minute.len(), 60);
+        assert_eq!(
+            (s.per_minute[59], s.per_minute[54], s.per_minute[0]),
+            (13, 2, 1)
+        );
+        assert_eq!(s.top_users[0], ("u3".to_owned(), 100));
+        assert_eq!(s.top_routes[0], ("chat".to_owned(), 113));
+    }
 }
