@@ -172,12 +172,28 @@ async function signInToConsole(page, screenshot, name, seed) {
   ]);
 }
 
-async function assertFitsViewport(page) {
-  const { scrollWidth, innerWidth } = await page.evaluate(() => ({
-    scrollWidth: document.documentElement.scrollWidth,
-    innerWidth: window.innerWidth,
-  }));
-  assert.ok(scrollWidth <= innerWidth, `page scrolls sideways: ${scrollWidth} > ${innerWidth}`);
+async function assertFitsViewport(page, path) {
+  const { scrollWidth, innerWidth, widest } = await page.evaluate(() => {
+    // The element that sticks out furthest, to name in the failure.
+    let widest = '';
+    let right = 0;
+    for (const el of document.querySelectorAll('body *')) {
+      const r = el.getBoundingClientRect().right;
+      if (r > right) {
+        right = r;
+        widest = `${el.tagName.toLowerCase()}.${el.className}`;
+      }
+    }
+    return {
+      scrollWidth: document.documentElement.scrollWidth,
+      innerWidth: window.innerWidth,
+      widest,
+    };
+  });
+  assert.ok(
+    scrollWidth <= innerWidth,
+    `${path} scrolls sideways: ${scrollWidth} > ${innerWidth} (${widest})`,
+  );
 }
 
 async function waitFor(what, check, ms = 15_000) {
@@ -310,7 +326,8 @@ test('a read-only operator on a phone sees every page and can change nothing (39
       ['/console/clients', '09-clients'],
     ]) {
       await page.goto(`${kg.base}${path}`);
-      await assertFitsViewport(page);
+      assert.equal(await page.evaluate(() => document.compatMode), 'CSS1Compat', `${path}: quirks mode`);
+      await assertFitsViewport(page, path);
       await screenshot(step);
       for (const button of await page.locator('main form[method="post"] button').all()) {
         assert.ok(await button.isDisabled(), `${path}: an enabled action for a read-only operator`);

@@ -223,6 +223,10 @@ async fn sign_in_takes_a_password_and_a_fresh_code_and_no_page_holds_a_secret() 
     ] {
         let (s, html, headers) = browser.get(path).await;
         assert_eq!(s, StatusCode::OK, "{path}");
+        assert!(
+            html.starts_with("<!DOCTYPE html><html"),
+            "{path}: not in standards mode"
+        );
         assert!(html.contains(expect), "{path} lacks {expect}");
         assert!(!html.contains(SECRET_VALUE), "{path} holds the secret");
         assert!(!html.contains(PASSWORD), "{path} holds the password");

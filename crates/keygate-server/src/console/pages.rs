@@ -36,9 +36,9 @@ const NAV: [(&str, &str); 8] = [
     ("/console/posture", "Posture"),
 ];
 
+/// The inside of `<head>` (the doctype comes before `<html>`, in each page).
 fn head(title: &str) -> Markup {
     html! {
-        (DOCTYPE)
         meta charset="utf-8";
         meta name="viewport" content="width=device-width, initial-scale=1";
         title { (title) " · keygate console" }
@@ -50,6 +50,7 @@ fn head(title: &str) -> Markup {
 /// A signed-in page: the navigation, the operator, sign-out, and `body`.
 fn layout(op: &Operator, current: &str, title: &str, body: Markup) -> Markup {
     html! {
+        (DOCTYPE)
         html lang="en" {
             head { (head(title)) }
             body {
@@ -87,6 +88,7 @@ fn layout(op: &Operator, current: &str, title: &str, body: Markup) -> Markup {
 /// A page for someone not signed in (sealed vault, store down, throttled).
 pub fn message_page(title: &str, text: &str) -> Markup {
     html! {
+        (DOCTYPE)
         html lang="en" {
             head { (head(title)) }
             body.narrow {
@@ -112,6 +114,7 @@ pub fn refusal_page(op: &Operator, title: &str, text: &str) -> Markup {
 
 pub fn login_page(csrf: &str, message: Option<&str>, name: &str) -> Markup {
     html! {
+        (DOCTYPE)
         html lang="en" {
             head { (head("Sign in")) }
             body.narrow {
