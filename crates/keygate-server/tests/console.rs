@@ -432,5 +432,31 @@ async fn forged_and_read_only_posts_change_nothing_and_a_revocation_takes() {
                 && e["outcome"] == "success"
                 && e["actor"] == "console:ops")
     );
+
+    // A disabled console account: its session ends at once, and it cannot sign in.
+    let (s, b) = app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/console/admins/auditor/disable",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _, headers) = reader.get("/console/overview").await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(headers[LOCATION], "/console/login?ended=1");
+    let (s, _) = sign_in(&app, "auditor", &code(&reader_seed, 1))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/console/admins/nobody/disable",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     app.stop().await;
 }

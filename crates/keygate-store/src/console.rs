@@ -69,6 +69,11 @@ pub trait ConsoleStore: Send + Sync {
     async fn console_admin_by_name(&self, name: &str) -> Result<Option<ConsoleAdminRecord>>;
     async fn console_admin_by_id(&self, id: &str) -> Result<Option<ConsoleAdminRecord>>;
     async fn list_console_admins(&self) -> Result<Vec<ConsoleAdminRecord>>;
+    /// Disables an account and ends its sessions, audited in the same transaction;
+    /// [`crate::StoreError::NotFound`] if there is no such account. Disabling twice is not
+    /// an error (the first time stands).
+    async fn disable_console_admin(&self, name: &str, audit: AuditEvent, now_ms: i64)
+    -> Result<()>;
     /// Records `step` as used if it is later than the last one; false if it is not (a
     /// code replayed, or raced by a concurrent sign-in).
     async fn consume_console_totp_step(&self, admin_id: &str, step: i64) -> Result<bool>;

@@ -93,6 +93,37 @@ impl ConsoleStore for SqlStore {
         rows.iter().map(admin).collect()
     }
 
+    async fn disable_console_admin(
+        &self,
+        name: &str,
+        audit: AuditEvent,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT id FROM console_admins WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let id: String = row.try_get(0)?;
+        sqlx::query(
+            "UPDATE console_admins SET disabled_ms = COALESCE(disabled_ms, $1) WHERE id = $2",
+        )
+        .bind(now_ms)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM console_sessions WHERE admin_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        self.append(&mut tx, audit, now_ms).await?;
+        self.commit(tx).await?;
+        Ok(())
+    }
+
     async fn consume_console_totp_step(&self, admin_id: &str, step: i64) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE console_admins SET totp_last_step = $1 \

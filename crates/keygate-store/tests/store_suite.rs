@@ -1607,6 +1607,38 @@ async fn console_admins_and_sessions_round_trip(db: &TestDb) {
     assert!(store.console_session(&[2; 32]).await.unwrap().is_none());
     // Ending one that is gone is not an error.
     store.end_console_session(&[2; 32], None, 31).await.unwrap();
+    // Disabling ends the account's sessions in the same write.
+    store
+        .create_console_session(session(3, 500), ev("console.login"), 40)
+        .await
+        .unwrap();
+    store
+        .disable_console_admin("ops", ev("console_admin.disable"), 41)
+        .await
+        .unwrap();
+    assert!(store.console_session(&[3; 32]).await.unwrap().is_none());
+    let ops = store.console_admin_by_name("ops").await.unwrap().unwrap();
+    assert_eq!(ops.disabled_ms, Some(41));
+    store
+        .disable_console_admin("ops", ev("console_admin.disable"), 42)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .console_admin_by_name("ops")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_ms,
+        Some(41),
+        "the first time stands"
+    );
+    assert!(matches!(
+        store
+            .disable_console_admin("nobody", ev("console_admin.disable"), 43)
+            .await,
+        Err(StoreError::NotFound)
+    ));
     assert_chain_intact(&store).await;
     store.close().await;
 }

@@ -1192,6 +1192,13 @@ pub struct ConsoleAdminCreated {
     pub otpauth_uri: SecretString,
 }
 
+/// The answer to `POST /admin/v1/console/admins/{name}/disable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsoleAdminDisabled {
+    pub name: String,
+    pub disabled: bool,
+}
+
 /// `GET /admin/v1/console/admins`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConsoleAdminList {

@@ -13,14 +13,18 @@ use secrecy::{ExposeSecret, SecretString};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::api::{AddConsoleAdmin, ConsoleAdmin, ConsoleAdminCreated, ConsoleAdminList};
-use super::openapi::{BodyRefused, Conflict, Refused};
-use super::{Admin, Body, no_store};
+use super::api::{
+    AddConsoleAdmin, ConsoleAdmin, ConsoleAdminCreated, ConsoleAdminDisabled, ConsoleAdminList,
+};
+use super::openapi::{BodyRefused, Conflict, NotFound, Refused};
+use super::{Admin, Body, Segment, no_store};
 use crate::AppState;
 use crate::error::ApiError;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_console_admins, add_console_admin))
+    OpenApiRouter::new()
+        .routes(routes!(list_console_admins, add_console_admin))
+        .routes(routes!(disable_console_admin))
 }
 
 #[utoipa::path(
@@ -100,4 +104,31 @@ async fn add_console_admin(
         admin: ConsoleAdmin::from(&record),
         otpauth_uri: SecretString::from(uri.expose_secret().to_owned()),
     }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/console/admins/{name}/disable",
+    tag = "console",
+    summary = "Disable a console account: its sessions end at once and it can no longer sign in",
+    params(("name" = String, Path, description = "A console account's name.")),
+    responses((status = 200, description = "Done.", body = ConsoleAdminDisabled), Refused, NotFound)
+)]
+async fn disable_console_admin(
+    admin: Admin,
+    State(s): State<AppState>,
+    Segment(name): Segment,
+) -> Result<Json<ConsoleAdminDisabled>, ApiError> {
+    let audit = AuditEvent::new(admin.actor(), "console_admin.disable", Outcome::Success)
+        .target(name.clone());
+    match s.store.disable_console_admin(&name, audit, now_ms()).await {
+        Ok(()) => Ok(Json(ConsoleAdminDisabled {
+            name,
+            disabled: true,
+        })),
+        Err(keygate_store::StoreError::NotFound) => {
+            Err(ApiError::not_found("no console account with that name"))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use keygate_server::admin::api::{AddConsoleAdmin, ConsoleAdminCreated, ConsoleAdminList};
+use keygate_server::admin::api::{
+    AddConsoleAdmin, ConsoleAdminCreated, ConsoleAdminDisabled, ConsoleAdminList,
+};
 use reqwest::Method;
 use secrecy::ExposeSecret;
 
@@ -27,6 +29,9 @@ pub enum AdminCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Disable a console account: its sessions end at once and it can no longer sign in
+    #[command(after_help = "Example:\n  keygate admin disable ops-alice")]
+    Disable { name: String },
     /// List console accounts
     #[command(after_help = "Example:\n  keygate admin list --format json")]
     List {
@@ -66,6 +71,15 @@ pub async fn run(c: AdminCommand) -> anyhow::Result<ExitCode> {
                     println!("  {}", r.otpauth_uri.expose_secret());
                 }
             }
+        }
+        AdminCommand::Disable { name } => {
+            let r: ConsoleAdminDisabled = api
+                .call_empty(
+                    Method::POST,
+                    &format!("/admin/v1/console/admins/{name}/disable"),
+                )
+                .await?;
+            println!("console admin {} disabled; its sessions ended", r.name);
         }
         AdminCommand::List { format } => {
             let r: ConsoleAdminList = api.get("/admin/v1/console/admins").await?;
