@@ -49,19 +49,6 @@ async fn add_admin(app: &TestApp, name: &str, role: &str) -> Vec<u8> {
     common::base32_decode(&secret)
 }
 
-fn code(seed: &[u8], offset: i64) -> String {
-    let totp = keygate_auth::totp::Totp::default();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let step = totp.step_at(keygate_auth::clock::UnixTime(now)) as i64 + offset;
-    totp.code_at_step(
-        &keygate_auth::totp::TotpSeed::from_bytes(seed.to_vec()),
-        step as u64,
-    )
-}
-
 /// The value of `name=` in a form's hidden `csrf` field.
 fn csrf_of(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
@@ -194,7 +181,7 @@ async fn sign_in_takes_a_password_and_a_fresh_code_and_no_page_holds_a_secret() 
     let (s, page) = sign_in(&app, "ops", "000000").await.err().unwrap();
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(page.contains("The name, password or code is not right."));
-    let good = code(&seed, 0);
+    let good = common::totp_code(&seed, 0);
     let browser = sign_in(&app, "ops", &good).await.unwrap();
     let (s, _) = sign_in(&app, "ops", &good).await.err().unwrap();
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -366,8 +353,10 @@ async fn forged_and_read_only_posts_change_nothing_and_a_revocation_takes() {
         .unwrap();
     let admin_seed = add_admin(&app, "ops", "admin").await;
     let reader_seed = add_admin(&app, "auditor", "read-only").await;
-    let ops = sign_in(&app, "ops", &code(&admin_seed, 0)).await.unwrap();
-    let reader = sign_in(&app, "auditor", &code(&reader_seed, 0))
+    let ops = sign_in(&app, "ops", &common::totp_code(&admin_seed, 0))
+        .await
+        .unwrap();
+    let reader = sign_in(&app, "auditor", &common::totp_code(&reader_seed, 0))
         .await
         .unwrap();
     let (_, html, _) = ops.get("/console/sessions").await;
@@ -379,10 +368,12 @@ async fn forged_and_read_only_posts_change_nothing_and_a_revocation_takes() {
     let (_, reader_html, _) = reader.get("/console/sessions").await;
     let reader_csrf = csrf_of(&reader_html);
     assert_ne!(reader_csrf, ops_csrf, "the token is per session");
+    // A form that repeats a field is refused whole, the right token included.
     for form in [
         vec![],
         vec![("csrf", "forged")],
         vec![("csrf", reader_csrf.as_str())],
+        vec![("csrf", ops_csrf.as_str()), ("csrf", ops_csrf.as_str())],
     ] {
         let (s, html, _) = ops.post(path, &form).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
@@ -390,10 +381,19 @@ async fn forged_and_read_only_posts_change_nothing_and_a_revocation_takes() {
         assert!(live(&app).await);
     }
     // A read-only admin, with its own valid token: refused too.
+    // Every action button is disabled for the read-only account, none for the admin.
+    let enabled = |page: &str| page.matches("type=\"submit\">").count();
+    let disabled = |page: &str| page.matches("type=\"submit\" disabled").count();
     assert!(
-        reader_html.contains("disabled"),
-        "read-only buttons are disabled"
+        disabled(&reader_html) >= 2,
+        "revoke and disable are disabled"
     );
+    assert_eq!(
+        enabled(&reader_html),
+        1,
+        "only sign-out is enabled read-only"
+    );
+    assert_eq!(disabled(&html), 0, "nothing is disabled for an admin");
     let (s, html, _) = reader.post(path, &[("csrf", &reader_csrf)]).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(html.contains("read-only"));
@@ -407,6 +407,7 @@ async fn forged_and_read_only_posts_change_nothing_and_a_revocation_takes() {
     assert_eq!(
         refusals,
         [
+            "\"console:ops\" \"csrf\"",
             "\"console:ops\" \"csrf\"",
             "\"console:ops\" \"csrf\"",
             "\"console:ops\" \"csrf\"",
@@ -445,7 +446,7 @@ async fn forged_and_read_only_posts_change_nothing_and_a_revocation_takes() {
     let (s, _, headers) = reader.get("/console/overview").await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert_eq!(headers[LOCATION], "/console/login?ended=1");
-    let (s, _) = sign_in(&app, "auditor", &code(&reader_seed, 1))
+    let (s, _) = sign_in(&app, "auditor", &common::totp_code(&reader_seed, 1))
         .await
         .err()
         .unwrap();

@@ -974,12 +974,7 @@ async fn totp_step_when_enrolled_and_each_code_once() {
     assert_eq!(s, StatusCode::OK);
     let uri = b["otpauth_uri"].as_str().unwrap();
     let secret = query_param(uri, "secret").unwrap();
-    let seed = common::base32_decode(&secret);
-    let totp = keygate_auth::totp::Totp::default();
-    let code = totp.code_at_step(
-        &keygate_auth::totp::TotpSeed::from_bytes(seed),
-        totp.step_at(now()),
-    );
+    let code = common::totp_code(&common::base32_decode(&secret), 0);
 
     let verifier = pkce::generate_verifier();
     let challenge = pkce::challenge_for(&verifier);
@@ -1060,11 +1055,7 @@ async fn with_mfa_required_a_user_without_totp_enrols_on_the_login_page() {
     let (s, _, _) = submit(&app, &page2, &[("enrol", "AAAA"), ("totp", "123456")]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // The right code: enrolled (audited) and signed in.
-    let totp = keygate_auth::totp::Totp::default();
-    let code = totp.code_at_step(
-        &keygate_auth::totp::TotpSeed::from_bytes(seed.clone()),
-        totp.step_at(now()),
-    );
+    let code = common::totp_code(&seed, 0);
     let (s, loc, body) = submit(&app, &page2, &[("totp", &code)]).await;
     assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
     assert!(loc.unwrap().contains("code="));

@@ -36,6 +36,24 @@ fn proxy_state(s: &AppState) -> Result<&ProxyState, ApiError> {
     })
 }
 
+/// A live route as the API lists it (and the console shows it).
+pub(crate) fn route_info(px: &ProxyState, r: &keygate_proxy::Route) -> RouteInfo {
+    let source = px.raw(r.name().as_str()).map_or("config", |(_, src)| src);
+    RouteInfo {
+        name: r.name().as_str().to_owned(),
+        upstream: format!(
+            "{}://{}{}",
+            r.upstream().scheme(),
+            r.upstream().authority(),
+            r.upstream().base_path()
+        ),
+        secret: r.secret_name().to_owned(),
+        allow: r.allow().iter().map(|a| a.as_str().to_owned()).collect(),
+        scopes: r.scopes().iter().map(|s| s.as_str().to_owned()).collect(),
+        source: source.to_owned(),
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/admin/v1/routes",
@@ -48,26 +66,7 @@ async fn list_routes(
     State(s): State<AppState>,
 ) -> Result<Json<RouteList>, ApiError> {
     let px = proxy_state(&s)?;
-    let routes = px
-        .routes()
-        .iter()
-        .map(|r| {
-            let source = px.raw(r.name().as_str()).map_or("config", |(_, src)| src);
-            RouteInfo {
-                name: r.name().as_str().to_owned(),
-                upstream: format!(
-                    "{}://{}{}",
-                    r.upstream().scheme(),
-                    r.upstream().authority(),
-                    r.upstream().base_path()
-                ),
-                secret: r.secret_name().to_owned(),
-                allow: r.allow().iter().map(|a| a.as_str().to_owned()).collect(),
-                scopes: r.scopes().iter().map(|s| s.as_str().to_owned()).collect(),
-                source: source.to_owned(),
-            }
-        })
-        .collect();
+    let routes = px.routes().iter().map(|r| route_info(px, r)).collect();
     Ok(Json(RouteList { routes }))
 }
 

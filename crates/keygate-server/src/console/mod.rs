@@ -28,20 +28,20 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use keygate_audit::{AuditEvent, Outcome};
+use keygate_auth::opaque::{OpaqueToken, TokenHash, TokenKind};
 use keygate_auth::password::{PasswordCheck, StoredPasswordHash};
 use keygate_auth::totp::{Totp, TotpSeed};
 use keygate_store::console::ROLE_READ_ONLY;
 use keygate_store::{ConsoleAdminRecord, ConsoleSessionRecord};
 use keygate_vault::now_ms;
-use secrecy::SecretString;
-use sha2::{Digest, Sha256};
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::admin_guard::{Failure, Gate, source_of};
 use crate::oauth::TokenService;
+use crate::oauth::endpoints::Form;
 use crate::oauth::login::{cookie_value, mac};
 
 /// The session cookie. `__Host-`: only ever set by this host, over TLS, for path `/`.
@@ -89,12 +89,9 @@ pub fn router() -> Router<AppState> {
         .route("/console/assets/console.js", get(js))
 }
 
+/// 303 See Other to `to` (after a post, and for signed-out pages).
 fn see_other(to: &str) -> Response {
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
+    axum::response::Redirect::to(to).into_response()
 }
 
 /// A page: HTML, the console's policy, never cached.
@@ -142,13 +139,14 @@ fn cookie(name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
     .unwrap_or(HeaderValue::from_static(""))
 }
 
-fn random_token() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(keygate_auth::opaque::random_bytes::<32>())
+/// A fresh cookie value: an opaque token (256 random bits), stored only as its
+/// [`TokenHash`].
+fn fresh_cookie() -> OpaqueToken {
+    OpaqueToken::generate(TokenKind::Other)
 }
 
-fn hash(value: &str) -> Vec<u8> {
-    Sha256::digest(value.as_bytes()).to_vec()
+fn cookie_hash(value: &str) -> Vec<u8> {
+    TokenHash::of(value).as_bytes().to_vec()
 }
 
 fn peer(parts: &Parts) -> IpAddr {
@@ -214,7 +212,7 @@ impl FromRequestParts<AppState> for Operator {
         let Some(value) = cookie_value(&parts.headers, SESSION_COOKIE) else {
             return Err(see_other("/console/login"));
         };
-        let session_hash = hash(&value);
+        let session_hash = cookie_hash(&value);
         let now = now_ms();
         let ended = || {
             let mut r = see_other("/console/login?ended=1");
@@ -284,58 +282,51 @@ fn session_over(session: &ConsoleSessionRecord, admin_ok: bool, now: i64) -> Opt
     }
 }
 
-/// A URL-encoded form body (a repeated field keeps its first value).
-struct FormBody(HashMap<String, String>);
+/// A posted form, read by the login page's parser ([`Form`]). A form that repeats a field
+/// is refused whole: it then has no fields, so its CSRF check fails and nothing is done.
+struct FormBody(Option<Form>);
 
 impl FormBody {
-    fn parse(body: &Bytes) -> Self {
-        let mut map = HashMap::new();
-        for (k, v) in url::form_urlencoded::parse(body) {
-            map.entry(k.into_owned()).or_insert_with(|| v.into_owned());
-        }
-        Self(map)
+    fn parse(body: &[u8]) -> Self {
+        Self(Form::parse(body).ok())
     }
 
     fn get(&self, name: &str) -> &str {
-        self.0.get(name).map(String::as_str).unwrap_or_default()
+        self.0
+            .as_ref()
+            .and_then(|f| f.get(name))
+            .unwrap_or_default()
     }
 }
 
 /// The checks every state-changing form passes: the session's CSRF token, then the
 /// operator's right to change things. A refusal changes nothing, is audited and says why.
 async fn may_act(s: &AppState, op: &Operator, form: &FormBody, action: &str) -> Option<Response> {
-    let presented = form.get("csrf");
-    if !bool::from(presented.as_bytes().ct_eq(op.csrf.as_bytes())) {
-        audit(
-            s,
-            AuditEvent::new(op.actor(), action, Outcome::Denied).detail("reason", "csrf"),
+    let refusal = if !bool::from(form.get("csrf").as_bytes().ct_eq(op.csrf.as_bytes())) {
+        (
+            "csrf",
+            "Not done",
+            "This form did not come from this console session (its security token is missing or wrong), so nothing was changed. Reload the page and try again.",
         )
-        .await;
-        return Some(html(
-            StatusCode::FORBIDDEN,
-            pages::refusal_page(
-                op,
-                "Not done",
-                "This form did not come from this console session (its security token is missing or wrong), so nothing was changed. Reload the page and try again.",
-            ),
-        ));
-    }
-    if op.read_only() {
-        audit(
-            s,
-            AuditEvent::new(op.actor(), action, Outcome::Denied).detail("reason", "read-only"),
+    } else if op.read_only() {
+        (
+            "read-only",
+            "Not allowed",
+            "Your console account is read-only: it can see every page but change nothing. Nothing was changed.",
         )
-        .await;
-        return Some(html(
-            StatusCode::FORBIDDEN,
-            pages::refusal_page(
-                op,
-                "Not allowed",
-                "Your console account is read-only: it can see every page but change nothing. Nothing was changed.",
-            ),
-        ));
-    }
-    None
+    } else {
+        return None;
+    };
+    let (reason, title, text) = refusal;
+    audit(
+        s,
+        AuditEvent::new(op.actor(), action, Outcome::Denied).detail("reason", reason),
+    )
+    .await;
+    Some(html(
+        StatusCode::FORBIDDEN,
+        pages::refusal_page(op, title, text),
+    ))
 }
 
 // ------------------------------------------------------------------------------------
@@ -363,11 +354,12 @@ fn fresh_login_form(
     message: Option<&str>,
     name: &str,
 ) -> Response {
-    let pre = random_token();
-    let csrf = mac(&svc.csrf_key, &["console-login", &pre]);
+    let pre = fresh_cookie();
+    let pre = pre.value().expose_secret();
+    let csrf = mac(&svc.csrf_key, &["console-login", pre]);
     let mut r = html(status, pages::login_page(&csrf, message, name));
     r.headers_mut()
-        .insert(header::SET_COOKIE, cookie(LOGIN_COOKIE, &pre, Some(600)));
+        .insert(header::SET_COOKIE, cookie(LOGIN_COOKIE, pre, Some(600)));
     r
 }
 
@@ -494,10 +486,11 @@ async fn check_credentials(
 }
 
 async fn start_session(s: &AppState, admin: ConsoleAdminRecord, source: IpAddr) -> Response {
-    let value = random_token();
+    let token = fresh_cookie();
+    let value = token.value().expose_secret();
     let now = now_ms();
     let record = ConsoleSessionRecord {
-        id_hash: hash(&value),
+        id_hash: token.hash().as_bytes().to_vec(),
         admin_id: admin.id.clone(),
         created_ms: now,
         last_seen_ms: now,
@@ -523,7 +516,7 @@ async fn start_session(s: &AppState, admin: ConsoleAdminRecord, source: IpAddr) 
     tracing::info!(admin = %admin.name, "console sign-in");
     let mut r = see_other("/console/overview");
     let h = r.headers_mut();
-    h.append(header::SET_COOKIE, cookie(SESSION_COOKIE, &value, None));
+    h.append(header::SET_COOKIE, cookie(SESSION_COOKIE, value, None));
     h.append(header::SET_COOKIE, cookie(LOGIN_COOKIE, "", Some(0)));
     r
 }
@@ -743,22 +736,9 @@ async fn routes(State(s): State<AppState>, op: Operator) -> Response {
     let rows: Vec<pages::RouteRow> = px
         .routes()
         .iter()
-        .map(|r| {
-            let raw = px.raw(r.name().as_str());
-            pages::RouteRow {
-                name: r.name().as_str().to_owned(),
-                upstream: format!(
-                    "{}://{}{}",
-                    r.upstream().scheme(),
-                    r.upstream().authority(),
-                    r.upstream().base_path()
-                ),
-                secret: r.secret_name().to_owned(),
-                allow: r.allow().iter().map(|a| a.as_str().to_owned()).collect(),
-                scopes: r.scopes().iter().map(|s| s.as_str().to_owned()).collect(),
-                limits: raw.as_ref().and_then(|(raw, _)| raw.limits.clone()),
-                source: raw.map_or("config", |(_, src)| src).to_owned(),
-            }
+        .map(|r| pages::RouteRow {
+            info: crate::admin::routes::route_info(px, r),
+            limits: px.raw(r.name().as_str()).and_then(|(raw, _)| raw.limits),
         })
         .collect();
     html(StatusCode::OK, pages::routes_page(&op, &rows))

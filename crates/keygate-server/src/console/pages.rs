@@ -139,6 +139,14 @@ pub fn login_page(csrf: &str, message: Option<&str>, name: &str) -> Markup {
     }
 }
 
+/// A user's name by id (the id itself when the user is gone).
+fn user_name(users: &[UserRecord], id: &str) -> String {
+    users
+        .iter()
+        .find(|u| u.id == id)
+        .map_or_else(|| id.to_owned(), |u| u.name.clone())
+}
+
 /// What the overview shows, from the per-minute usage rows.
 pub struct UsageStats {
     /// Calls per minute over the last hour, oldest first (60 entries).
@@ -245,12 +253,7 @@ pub fn overview_page(
     users: &[UserRecord],
 ) -> Markup {
     // Usage is recorded by user id; operators know names.
-    let name_of = |id: &str| {
-        users
-            .iter()
-            .find(|u| u.id == id)
-            .map_or_else(|| id.to_owned(), |u| u.name.clone())
-    };
+    let name_of = |id: &str| user_name(users, id);
     let body = html! {
         section aria-labelledby="traffic" {
             h2 id="traffic" { "Traffic" }
@@ -367,12 +370,7 @@ pub fn sessions_page(
     families: &[FamilyRecord],
     done: Option<&str>,
 ) -> Markup {
-    let name_of = |id: &str| {
-        users
-            .iter()
-            .find(|u| u.id == id)
-            .map_or_else(|| id.to_owned(), |u| u.name.clone())
-    };
+    let name_of = |id: &str| user_name(users, id);
     let body = html! {
         (done_banner(done))
         section aria-labelledby="live" {
@@ -599,16 +597,10 @@ pub fn revealed_page(
     layout(op, "/console/secrets", "Secret value", body)
 }
 
-/// A live route as the routes page shows it.
+/// A live route as the routes page shows it: the API's view, and its limits.
 pub struct RouteRow {
-    pub name: String,
-    pub upstream: String,
-    pub secret: String,
-    pub allow: Vec<String>,
-    pub scopes: Vec<String>,
+    pub info: crate::admin::api::RouteInfo,
     pub limits: Option<keygate_proxy::route::RawLimits>,
-    /// `config` or `admin`.
-    pub source: String,
 }
 
 pub fn routes_page(op: &Operator, routes: &[RouteRow]) -> Markup {
@@ -623,11 +615,11 @@ pub fn routes_page(op: &Operator, routes: &[RouteRow]) -> Markup {
                 tbody {
                     @for r in routes {
                         tr {
-                            td { code { (r.name) } }
-                            td { code { (r.upstream) } }
-                            td { @for a in &r.allow { code { (a) } br; } }
-                            td { @if r.scopes.is_empty() { span.warn { "any token" } } @else { (r.scopes.join(", ")) } }
-                            td { code { (r.secret) } }
+                            td { code { (r.info.name) } }
+                            td { code { (r.info.upstream) } }
+                            td { @for a in &r.info.allow { code { (a) } br; } }
+                            td { @if r.info.scopes.is_empty() { span.warn { "any token" } } @else { (r.info.scopes.join(", ")) } }
+                            td { code { (r.info.secret) } }
                             td {
                                 @match &r.limits {
                                     Some(l) if l.rate.is_some() || l.quota.is_some() => {
@@ -638,7 +630,7 @@ pub fn routes_page(op: &Operator, routes: &[RouteRow]) -> Markup {
                                     _ => { span.warn { "none" } }
                                 }
                             }
-                            td { (r.source) }
+                            td { (r.info.source) }
                         }
                     }
                 }

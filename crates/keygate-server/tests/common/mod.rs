@@ -309,3 +309,18 @@ pub fn base32_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// The TOTP code (RFC 6238, keygate's defaults) of `seed` at the current time step plus
+/// `offset` steps: what an authenticator app shows.
+pub fn totp_code(seed: &[u8], offset: i64) -> String {
+    let totp = keygate_auth::totp::Totp::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let step = totp.step_at(keygate_auth::clock::UnixTime(now)) as i64 + offset;
+    totp.code_at_step(
+        &keygate_auth::totp::TotpSeed::from_bytes(seed.to_vec()),
+        step as u64,
+    )
+}
