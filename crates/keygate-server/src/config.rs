@@ -6,13 +6,16 @@
 //! `KEYGATE_VAULT__MAX_VERSIONS`). Values are read as TOML scalars when they parse as one
 //! (numbers, booleans), as strings otherwise. Variables that are not configuration
 //! (`KEYGATE_ADDR`, `KEYGATE_TOKEN`, `KEYGATE_LOG`, `KEYGATE_TEST_…`, and the master key
-//! variable the configuration names) are left alone.
+//! and HSM PIN variables the configuration names) are left alone.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keygate_vault::{EnvKeyProvider, FileKeyProvider, MasterKeyProvider, VaultLimits};
+use keygate_vault::{
+    EnvKeyProvider, FileKeyProvider, MasterKeyProvider, Pkcs11Config, Pkcs11KeyProvider,
+    TokenSelector, VaultLimits,
+};
 use serde::Deserialize;
 
 /// A configuration problem, naming the field.
@@ -47,6 +50,9 @@ const NOT_CONFIG: &[&str] = &[
     "KEYGATE_TOKEN",
     "KEYGATE_LOG",
     "KEYGATE_MASTER_KEY",
+    // The HSM PIN's documented name: set while a configuration without it is read too
+    // (`keygate vault rekey` from a file key into an HSM).
+    "KEYGATE_HSM_PIN",
     "KEYGATE_CONFIG",
     // `keygate run`'s machine identity.
     "KEYGATE_CLIENT_ID",
@@ -916,6 +922,18 @@ struct RawStorage {
 struct RawMasterKey {
     file: Option<PathBuf>,
     env: Option<String>,
+    pkcs11: Option<RawPkcs11>,
+}
+
+/// `[master_key] pkcs11 = { module, token_label | slot, key_label, pin_env }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPkcs11 {
+    module: PathBuf,
+    token_label: Option<String>,
+    slot: Option<u64>,
+    key_label: String,
+    pin_env: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1064,6 +1082,8 @@ fn default_max_body_bytes() -> i64 {
 pub enum MasterKeySource {
     File(PathBuf),
     Env(String),
+    /// A non-extractable AES-256 key in a PKCS#11 token (an HSM).
+    Pkcs11(Pkcs11Config),
 }
 
 impl MasterKeySource {
@@ -1079,6 +1099,7 @@ impl MasterKeySource {
                 allow_insecure_permissions: allow_insecure,
             }),
             MasterKeySource::Env(var) => Box::new(EnvKeyProvider { var: var.clone() }),
+            MasterKeySource::Pkcs11(c) => Box::new(Pkcs11KeyProvider::new(c.clone())),
         }
     }
 }
@@ -1171,12 +1192,19 @@ impl Config {
                 ),
             )
         })?;
-        let master_env = doc
-            .get("master_key")
-            .and_then(|m| m.get("env"))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        overlay_env(&mut doc, env, master_env.as_deref())?;
+        // The variables holding the master key or the HSM PIN are secrets, not settings.
+        let master = doc.get("master_key");
+        let secret_vars: Vec<String> = [
+            master.and_then(|m| m.get("env")),
+            master
+                .and_then(|m| m.get("pkcs11"))
+                .and_then(|p| p.get("pin_env")),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+        overlay_env(&mut doc, env, &secret_vars)?;
         let raw: RawConfig =
             serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
                 let path = e.path().to_string();
@@ -1201,7 +1229,8 @@ data_dir   = "./keygate-data"      # SQLite file, audit checkpoints (relative to
 url = "sqlite://./keygate-data/keygate.db"   # or "postgres://user@host/db"
 
 [master_key]
-file = "./master.key"                        # or env = "KEYGATE_MASTER_KEY"
+file = "./master.key"                        # or env = "KEYGATE_MASTER_KEY", or an HSM:
+# pkcs11 = {{ module = "/usr/lib/softhsm/libsofthsm2.so", token_label = "keygate", key_label = "keygate-master", pin_env = "KEYGATE_HSM_PIN" }}
 
 [vault]
 max_versions    = 10       # versions of a secret that keep their value
@@ -1373,7 +1402,7 @@ pub(crate) fn toml_error_position(text: &str, e: &toml::de::Error) -> String {
 fn overlay_env(
     doc: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-    master_env: Option<&str>,
+    secret_vars: &[String],
 ) -> Result<(), ConfigError> {
     for (key, value) in env {
         let Some(rest) = key.strip_prefix("KEYGATE_") else {
@@ -1381,7 +1410,7 @@ fn overlay_env(
         };
         if NOT_CONFIG.contains(&key.as_str())
             || key.starts_with("KEYGATE_TEST_")
-            || Some(key.as_str()) == master_env
+            || secret_vars.contains(&key)
         {
             continue;
         }
@@ -1472,25 +1501,74 @@ impl RawConfig {
                 }
             }
         };
-        let master_key = match (self.master_key.file, self.master_key.env) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    "master_key",
-                    "set exactly one of `file` and `env`, not both",
-                ));
-            }
-            (Some(f), None) => Some(MasterKeySource::File(resolve(base, &f))),
-            (None, Some(v)) => {
-                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        // A name a shell can set: a letter or `_`, then letters, digits or `_`.
+        let env_name = |v: &str| {
+            !v.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let master_key = match (
+            self.master_key.file,
+            self.master_key.env,
+            self.master_key.pkcs11,
+        ) {
+            (Some(f), None, None) => Some(MasterKeySource::File(resolve(base, &f))),
+            (None, Some(v), None) => {
+                if env_name(&v) {
                     return Err(err(
                         "master_key.env",
-                        "must be an environment variable name (letters, digits, _)",
+                        "must be an environment variable name (a letter or _, then letters, digits, _)",
                     ));
                 }
                 Some(MasterKeySource::Env(v))
             }
+            (None, None, Some(p)) => {
+                let token = match (p.token_label, p.slot) {
+                    (Some(label), None) if !label.is_empty() && label.len() <= 32 => {
+                        TokenSelector::Label(label)
+                    }
+                    (Some(_), None) => {
+                        return Err(err(
+                            "master_key.pkcs11.token_label",
+                            "must be 1 to 32 characters (a PKCS#11 token label)",
+                        ));
+                    }
+                    (None, Some(slot)) => TokenSelector::Slot(slot),
+                    _ => {
+                        return Err(err(
+                            "master_key.pkcs11",
+                            "set exactly one of `token_label` and `slot`",
+                        ));
+                    }
+                };
+                if p.key_label.is_empty() || p.key_label.len() > 64 {
+                    return Err(err(
+                        "master_key.pkcs11.key_label",
+                        "must be 1 to 64 characters",
+                    ));
+                }
+                if env_name(&p.pin_env) {
+                    return Err(err(
+                        "master_key.pkcs11.pin_env",
+                        "must be an environment variable name (a letter or _, then letters, digits, _); the PIN itself never goes in the file",
+                    ));
+                }
+                Some(MasterKeySource::Pkcs11(Pkcs11Config {
+                    module: resolve(base, &p.module),
+                    token,
+                    key_label: p.key_label,
+                    pin_env: p.pin_env,
+                }))
+            }
             // The server then starts sealed and says why.
-            (None, None) => None,
+            (None, None, None) => None,
+            _ => {
+                return Err(err(
+                    "master_key",
+                    "set exactly one of `file`, `env` and `pkcs11`",
+                ));
+            }
         };
         if !(1..=1000).contains(&self.vault.max_versions) {
             return Err(err("vault.max_versions", "must be between 1 and 1000"));
@@ -2032,6 +2110,31 @@ mod tests {
             ("[storage]\nurl = \"mysql://x\"", &[], "storage.url"),
             ("[storage]\nurl = \"sqlite://:memory:\"", &[], "storage.url"),
             ("[master_key]\nfile = \"a\"\nenv = \"B\"", &[], "master_key"),
+            (
+                "[master_key]\nfile = \"a\"\npkcs11 = { module = \"m.so\", token_label = \"t\", key_label = \"k\", pin_env = \"P\" }",
+                &[],
+                "master_key",
+            ),
+            (
+                "[master_key]\npkcs11 = { module = \"m.so\", key_label = \"k\", pin_env = \"P\" }",
+                &[],
+                "master_key.pkcs11",
+            ),
+            (
+                "[master_key]\npkcs11 = { module = \"m.so\", token_label = \"t\", slot = 1, key_label = \"k\", pin_env = \"P\" }",
+                &[],
+                "master_key.pkcs11",
+            ),
+            (
+                "[master_key]\npkcs11 = { module = \"m.so\", token_label = \"t\", key_label = \"k\", pin_env = \"1234\" }",
+                &[],
+                "master_key.pkcs11.pin_env",
+            ),
+            (
+                "[master_key]\npkcs11 = { module = \"m.so\", token_label = \"t\", key_label = \"k\", pin_env = \"P\", pin = \"1234\" }",
+                &[],
+                "master_key.pkcs11.pin",
+            ),
             ("[vault]\nmax_versions = 0", &[], "vault.max_versions"),
             ("[vault]\nmax_versions = \"ten\"", &[], "vault.max_versions"),
             (
@@ -2317,6 +2420,37 @@ scopes   = ["ai"]
             c.master_key,
             Some(MasterKeySource::Env("KEYGATE_MASTER_KEY".into()))
         );
+    }
+
+    #[test]
+    fn pkcs11_master_key_names_its_token_and_pin_variable() {
+        let c = load(
+            "[master_key]\npkcs11 = { module = \"/usr/lib/softhsm/libsofthsm2.so\", token_label = \"keygate\", key_label = \"master\", pin_env = \"KEYGATE_HSM_PIN\" }",
+            // The PIN's variable is not mistaken for configuration either.
+            &[("KEYGATE_HSM_PIN", "1234")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.master_key,
+            Some(MasterKeySource::Pkcs11(Pkcs11Config {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token: TokenSelector::Label("keygate".into()),
+                key_label: "master".into(),
+                pin_env: "KEYGATE_HSM_PIN".into(),
+            }))
+        );
+        let c = load(
+            "[master_key]\npkcs11 = { module = \"/m.so\", slot = 7, key_label = \"master\", pin_env = \"PIN\" }",
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(
+            c.master_key,
+            Some(MasterKeySource::Pkcs11(Pkcs11Config {
+                token: TokenSelector::Slot(7),
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -43,7 +43,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Json, Router, routing::get};
 use keygate_store::{SqlStore, Store};
-use keygate_vault::{MasterKey, Vault, now_ms, write_key_file};
+use keygate_vault::{MasterKey, SoftKek, Vault, now_ms, write_key_file};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::sync::watch;
@@ -264,7 +264,7 @@ async fn healthz() -> impl IntoResponse {
 const READY_WRITE_PROBE: Duration = Duration::from_secs(5);
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.vault.sealed().is_some() {
+    if s.vault.recheck().is_some() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"ready": false, "reason": "sealed"})),
@@ -1398,7 +1398,8 @@ async fn init_files_and_store(
         .and_then(|mut f| std::io::Write::write_all(&mut f, template.as_bytes()))
         .with_context(|| format!("writing {}", config_path.display()))?;
     let (admin_token, credential) = admin_token::generate("first admin (keygate init)");
-    let initialized = Vault::initialize(&store, &master, credential)
+    let kek = SoftKek::new(&master, format!("file {}", master_key_path.display()));
+    let initialized = Vault::initialize(&store, &kek, credential)
         .await
         .context("initialising the vault");
     store.close().await;

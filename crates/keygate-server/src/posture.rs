@@ -113,6 +113,8 @@ pub enum MasterKeyFacts {
         private: Result<(), String>,
         inside_data_dir: bool,
     },
+    /// In a PKCS#11 token: described, never opened by the report.
+    Pkcs11(String),
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +177,12 @@ impl Facts {
         let master_key = match &config.master_key {
             None => MasterKeyFacts::None,
             Some(MasterKeySource::Env(var)) => MasterKeyFacts::Env(var.clone()),
+            Some(MasterKeySource::Pkcs11(c)) => MasterKeyFacts::Pkcs11(format!(
+                "key {:?} in {} ({})",
+                c.key_label,
+                c.token,
+                c.module.display()
+            )),
             Some(MasterKeySource::File(path)) => MasterKeyFacts::File {
                 path: path.clone(),
                 private: keygate_vault::check_key_file_permissions(path),
@@ -746,6 +754,10 @@ fn master_key(m: &MasterKeyFacts) -> Verdict {
                 "{}: others cannot read it, outside the data directory",
                 path.display()
             ),
+        ),
+        MasterKeyFacts::Pkcs11(what) => (
+            Grade::Pass,
+            format!("in an HSM over PKCS#11, {what}: the key never leaves the token"),
         ),
     }
 }

@@ -28,10 +28,13 @@ mod master;
 /// Secret names are parsed by the one rule in `keygate-auth`, which the proxy's route
 /// table shares.
 pub use keygate_auth::ids::{InvalidSecretName as InvalidName, SecretName};
+mod pkcs11;
+
 pub use master::{
-    EnvKeyProvider, FileKeyProvider, MasterKey, MasterKeyError, MasterKeyProvider,
-    check_key_file_permissions, write_key_file,
+    EnvKeyProvider, FileKeyProvider, Kek, KekError, MasterKey, MasterKeyError, MasterKeyProvider,
+    SoftKek, check_key_file_permissions, write_key_file,
 };
+pub use pkcs11::{Pkcs11Config, Pkcs11KeyProvider, TokenSelector};
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -149,9 +152,59 @@ fn derive_keyring(system_key: &[u8; 32]) -> SystemKeyring {
 }
 
 struct Unsealed {
-    kek: Zeroizing<[u8; 32]>,
+    kek: Arc<dyn Kek>,
     kcv: Vec<u8>,
     keyring: SystemKeyring,
+    /// Why the key-encryption key failed at its last use (an HSM removed or logged
+    /// out); the vault reports itself sealed until a use succeeds again.
+    fault: std::sync::Mutex<Option<String>>,
+}
+
+impl Unsealed {
+    fn kek_result<T>(
+        &self,
+        r: std::result::Result<T, KekError>,
+    ) -> std::result::Result<T, KekError> {
+        let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        match &r {
+            Err(KekError::Unavailable(reason)) => {
+                if fault.is_none() {
+                    tracing::error!(source = %self.kek.describe(), %reason, "master key unavailable: vault sealed");
+                }
+                *fault = Some(reason.clone());
+            }
+            _ => {
+                if fault.take().is_some() {
+                    tracing::warn!(source = %self.kek.describe(), "master key available again: vault unsealed");
+                }
+            }
+        }
+        r
+    }
+
+    fn wrap(&self, key: &[u8; 32], aad: &[u8]) -> Result<Vec<u8>> {
+        self.kek_result(self.kek.wrap(key, aad))
+            .map_err(|e| kek_error(e, "wrapping a data key"))
+    }
+
+    fn unwrap(
+        &self,
+        wrapped: &[u8],
+        aad: &[u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        self.kek_result(self.kek.unwrap(wrapped, aad))
+            .map_err(|e| kek_error(e, &what()))
+    }
+}
+
+fn kek_error(e: KekError, what: &str) -> VaultError {
+    match e {
+        KekError::Rejected => VaultError::Tampered(what.to_string()),
+        KekError::Unavailable(reason) => {
+            VaultError::Sealed(format!("master key unavailable: {reason}"))
+        }
+    }
 }
 
 enum State {
@@ -199,22 +252,22 @@ impl Vault {
     /// the first admin credential, with the audit entry that records it.
     pub async fn initialize(
         store: &dyn Store,
-        master: &MasterKey,
+        master: &dyn Kek,
         admin: AdminCredential,
     ) -> Result<()> {
         let system_key = crypto::random_key();
-        let wrapped = crypto::encrypt(
-            &master.kek(),
-            system_key.as_ref(),
-            &aad(Purpose::SystemKey, "", 0),
-        )
-        .map_err(|e| VaultError::Tampered(e.to_string()))?;
+        let wrapped = master
+            .wrap(&system_key, &aad(Purpose::SystemKey, "", 0))
+            .map_err(|e| kek_error(e, "wrapping the system key"))?;
+        let kcv = master
+            .check_value()
+            .map_err(|e| kek_error(e, "the key check value"))?;
         let audit = AuditEvent::new("system", "system.init", Outcome::Success)
             .detail("admin_credential", admin.id.clone());
         store
             .initialize(
                 SystemKeys {
-                    kcv: master.check_value(),
+                    kcv,
                     wrapped_system_key: wrapped,
                 },
                 admin,
@@ -236,9 +289,9 @@ impl Vault {
             None => State::Sealed("the store is not initialised (run `keygate init`)".into()),
             Some(keys) => match provider {
                 None => State::Sealed("no master key source is configured".into()),
-                Some(p) => match p.load() {
+                Some(p) => match p.open() {
                     Err(e) => State::Sealed(format!("master key unavailable: {e}")),
-                    Ok(master) => Self::unseal(&master, &keys, p),
+                    Ok(kek) => Self::unseal(kek, &keys),
                 },
             },
         };
@@ -252,34 +305,72 @@ impl Vault {
         })
     }
 
-    fn unseal(master: &MasterKey, keys: &SystemKeys, provider: &dyn MasterKeyProvider) -> State {
-        if master.check_value() != keys.kcv {
-            return State::Sealed(format!(
-                "the master key from {} does not match this store (key check value differs)",
-                provider.describe()
-            ));
+    fn unseal(kek: Arc<dyn Kek>, keys: &SystemKeys) -> State {
+        match kek.check_value() {
+            Err(e) => {
+                return State::Sealed(format!("master key unavailable: {}: {e}", kek.describe()));
+            }
+            Ok(kcv) if kcv != keys.kcv => {
+                let held = if keys.kcv.starts_with(pkcs11::KCV_PREFIX) {
+                    "; this store's master key is held in a PKCS#11 token"
+                } else {
+                    ""
+                };
+                return State::Sealed(format!(
+                    "the master key from {} does not match this store (key check value differs{held})",
+                    kek.describe()
+                ));
+            }
+            Ok(_) => {}
         }
-        let kek = master.kek();
-        match crypto::unwrap_key(
-            &kek,
-            &keys.wrapped_system_key,
-            &aad(Purpose::SystemKey, "", 0),
-        ) {
+        match kek.unwrap(&keys.wrapped_system_key, &aad(Purpose::SystemKey, "", 0)) {
             Ok(system_key) => State::Unsealed(Unsealed {
                 kcv: keys.kcv.clone(),
                 keyring: derive_keyring(&system_key),
                 kek,
+                fault: std::sync::Mutex::new(None),
             }),
-            Err(_) => State::Sealed("the wrapped system key failed authentication".into()),
+            Err(KekError::Rejected) => {
+                State::Sealed("the wrapped system key failed authentication".into())
+            }
+            Err(KekError::Unavailable(reason)) => State::Sealed(format!(
+                "master key unavailable: {}: {reason}",
+                kek.describe()
+            )),
         }
     }
 
-    /// `Some(reason)` while sealed.
-    pub fn sealed(&self) -> Option<&str> {
+    /// `Some(reason)` while sealed: no usable master key at start, or the key (an HSM)
+    /// failed at its last use.
+    pub fn sealed(&self) -> Option<String> {
         match &self.state {
-            State::Sealed(r) => Some(r),
-            State::Unsealed(_) => None,
+            State::Sealed(r) => Some(r.clone()),
+            State::Unsealed(u) => u
+                .fault
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|reason| format!("master key unavailable: {reason}")),
         }
+    }
+
+    /// After a fault, tries the key again (its check value), so a token put back unseals
+    /// the vault without a restart. `/readyz` calls it; cheap when there is no fault.
+    pub fn recheck(&self) -> Option<String> {
+        if let State::Unsealed(u) = &self.state {
+            let faulted = u.fault.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+            if faulted {
+                match u.kek_result(u.kek.check_value()) {
+                    Ok(kcv) if kcv == u.kcv => {}
+                    Ok(_) => {
+                        *u.fault.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some("the key now answering has another check value".into());
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        self.sealed()
     }
 
     /// Audit and checkpoint keys; `None` while sealed.
@@ -305,6 +396,14 @@ impl Vault {
         }
     }
 
+    /// Where the master key is, never its contents; `None` while sealed at start.
+    pub fn key_source(&self) -> Option<String> {
+        match &self.state {
+            State::Unsealed(u) => Some(u.kek.describe()),
+            State::Sealed(_) => None,
+        }
+    }
+
     fn seal_value(
         &self,
         keys: &Unsealed,
@@ -315,12 +414,7 @@ impl Vault {
         let dek = crypto::random_key();
         let ciphertext = crypto::encrypt(&dek, value, &aad(Purpose::SecretValue, name, version))
             .map_err(|e| VaultError::Tampered(e.to_string()))?;
-        let wrapped_key = crypto::encrypt(
-            &keys.kek,
-            dek.as_ref(),
-            &aad(Purpose::DataKey, name, version),
-        )
-        .map_err(|e| VaultError::Tampered(e.to_string()))?;
+        let wrapped_key = keys.wrap(&dek, &aad(Purpose::DataKey, name, version))?;
         Ok(Sealed {
             wrapped_key,
             ciphertext,
@@ -336,12 +430,11 @@ impl Vault {
     ) -> Result<SecretString> {
         let tampered =
             |what: &str| VaultError::Tampered(format!("{name} version {version}: {what}"));
-        let dek = crypto::unwrap_key(
-            &keys.kek,
+        let dek = keys.unwrap(
             &sealed.wrapped_key,
             &aad(Purpose::DataKey, name, version),
-        )
-        .map_err(|_| tampered("data key"))?;
+            || format!("{name} version {version}: data key"),
+        )?;
         let plain = crypto::decrypt(
             &dek,
             &sealed.ciphertext,
@@ -716,37 +809,53 @@ impl Vault {
     }
 
     /// Master-key rotation: re-wraps every data key and the system key under `new`, in one
-    /// transaction. Values are never decrypted. Returns how many data keys were re-wrapped.
+    /// transaction. Values are never decrypted. Either key may be in an HSM: a data key
+    /// is unwrapped by `old` and wrapped by `new` in this process's memory for that moment
+    /// only, as the server itself does. Returns how many data keys were re-wrapped.
     pub async fn rekey(
         store: &dyn Store,
-        old: &MasterKey,
-        new: &MasterKey,
+        old: &dyn Kek,
+        new: &dyn Kek,
         actor: &str,
     ) -> Result<usize> {
         let keys = store
             .system_keys()
             .await?
             .ok_or_else(|| VaultError::Sealed("the store is not initialised".into()))?;
-        if keys.kcv != old.check_value() {
-            return Err(VaultError::Sealed(
-                "the current master key does not match this store".into(),
+        let old_kcv = old
+            .check_value()
+            .map_err(|e| kek_error(e, "the current key's check value"))?;
+        if keys.kcv != old_kcv {
+            return Err(VaultError::Sealed(format!(
+                "the current master key ({}) does not match this store",
+                old.describe()
+            )));
+        }
+        let new_kcv = new
+            .check_value()
+            .map_err(|e| kek_error(e, "the new key's check value"))?;
+        if new_kcv == old_kcv {
+            return Err(VaultError::Invalid(
+                "the new key is the key already in use".into(),
             ));
         }
-        let (old_kek, new_kek) = (old.kek(), new.kek());
         let system_aad = aad(Purpose::SystemKey, "", 0);
-        let system_key = crypto::unwrap_key(&old_kek, &keys.wrapped_system_key, &system_aad)
-            .map_err(|_| VaultError::Tampered("system key".into()))?;
-        let wrapped_system_key = crypto::encrypt(&new_kek, system_key.as_ref(), &system_aad)
-            .map_err(|e| VaultError::Tampered(e.to_string()))?;
+        let system_key = old
+            .unwrap(&keys.wrapped_system_key, &system_aad)
+            .map_err(|e| kek_error(e, "system key"))?;
+        let wrapped_system_key = new
+            .wrap(&system_key, &system_aad)
+            .map_err(|e| kek_error(e, "wrapping the system key"))?;
         for _ in 0..5 {
             let mut rewrapped = Vec::new();
             for mut k in store.wrapped_keys().await? {
                 let ad = aad(Purpose::DataKey, &k.name, k.version);
-                let dek = crypto::unwrap_key(&old_kek, &k.wrapped_key, &ad).map_err(|_| {
-                    VaultError::Tampered(format!("{} version {}: data key", k.name, k.version))
+                let dek = old.unwrap(&k.wrapped_key, &ad).map_err(|e| {
+                    kek_error(e, &format!("{} version {}: data key", k.name, k.version))
                 })?;
-                k.wrapped_key = crypto::encrypt(&new_kek, dek.as_ref(), &ad)
-                    .map_err(|e| VaultError::Tampered(e.to_string()))?;
+                k.wrapped_key = new
+                    .wrap(&dek, &ad)
+                    .map_err(|e| kek_error(e, "wrapping a data key"))?;
                 rewrapped.push(k);
             }
             let count = rewrapped.len();
@@ -755,10 +864,12 @@ impl Vault {
                     &keys.kcv,
                     rewrapped,
                     SystemKeys {
-                        kcv: new.check_value(),
+                        kcv: new_kcv.clone(),
                         wrapped_system_key: wrapped_system_key.clone(),
                     },
-                    AuditEvent::new(actor, "vault.rekey", Outcome::Success),
+                    AuditEvent::new(actor, "vault.rekey", Outcome::Success)
+                        .detail("from", old.describe())
+                        .detail("to", new.describe()),
                     now_ms(),
                 )
                 .await;

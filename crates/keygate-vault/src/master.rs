@@ -5,6 +5,7 @@
 //! a right one without decrypting anything.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine;
 use hkdf::Hkdf;
@@ -19,6 +20,39 @@ pub enum MasterKeyError {
     File { path: PathBuf, reason: String },
     #[error("master key environment variable {var}: {reason}")]
     Env { var: String, reason: String },
+    /// The PKCS#11 module, token, PIN or key could not be had.
+    #[error("PKCS#11 {what}: {reason}")]
+    Pkcs11 { what: String, reason: String },
+}
+
+/// Why wrapping or unwrapping a key failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KekError {
+    /// The wrapped bytes failed authentication under this key: tampering, a swapped row,
+    /// or a different master key.
+    #[error("authenticated decryption failed")]
+    Rejected,
+    /// The key could not be used at all (an HSM removed, logged out, or failing). Never
+    /// a reason to fall back to anything else: the vault reports itself sealed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The key-encryption key that wraps data keys and the system key, wherever it lives.
+///
+/// Wrapped keys have one format whatever the source: `nonce(12) ‖ ciphertext ‖ tag(16)`
+/// of AES-256-GCM with the caller's associated data. A file or environment key derives
+/// the AES key by HKDF and wraps in this process ([`SoftKek`]); a PKCS#11 key wraps
+/// inside the token and never leaves it.
+pub trait Kek: Send + Sync {
+    /// A human description of where the key is, never its contents.
+    fn describe(&self) -> String;
+    /// A value stored beside the data that is equal iff the key is the same one.
+    fn check_value(&self) -> Result<Vec<u8>, KekError>;
+    /// Wraps a 256-bit key, bound to `aad`.
+    fn wrap(&self, key: &[u8; 32], aad: &[u8]) -> Result<Vec<u8>, KekError>;
+    /// Opens what [`Kek::wrap`] made for the same `aad`.
+    fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<[u8; 32]>, KekError>;
 }
 
 /// keygate's 256-bit master key. Zeroised on drop; `Debug` is redacted.
@@ -64,12 +98,49 @@ impl MasterKey {
     }
 }
 
-/// A source of the master key. File and environment are built in; an HSM provider
-/// (PKCS#11, non-extractable key) implements this trait too.
+/// A source of the master key: a file, an environment variable, or a key in a PKCS#11
+/// token ([`crate::Pkcs11KeyProvider`]) that never leaves it.
 pub trait MasterKeyProvider: Send + Sync {
     /// A human description of the source, never its contents.
     fn describe(&self) -> String;
-    fn load(&self) -> Result<MasterKey, MasterKeyError>;
+    /// The key-encryption key, ready to wrap and unwrap.
+    fn open(&self) -> Result<Arc<dyn Kek>, MasterKeyError>;
+}
+
+/// A master key held in this process: the AES key is derived from it by HKDF.
+pub struct SoftKek {
+    kek: Zeroizing<[u8; 32]>,
+    kcv: Vec<u8>,
+    source: String,
+}
+
+impl SoftKek {
+    /// `source` says where the key came from, for messages.
+    pub fn new(master: &MasterKey, source: impl Into<String>) -> Self {
+        Self {
+            kek: master.kek(),
+            kcv: master.check_value(),
+            source: source.into(),
+        }
+    }
+}
+
+impl Kek for SoftKek {
+    fn describe(&self) -> String {
+        self.source.clone()
+    }
+
+    fn check_value(&self) -> Result<Vec<u8>, KekError> {
+        Ok(self.kcv.clone())
+    }
+
+    fn wrap(&self, key: &[u8; 32], aad: &[u8]) -> Result<Vec<u8>, KekError> {
+        crate::crypto::encrypt(&self.kek, key, aad).map_err(|_| KekError::Rejected)
+    }
+
+    fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<[u8; 32]>, KekError> {
+        crate::crypto::unwrap_key(&self.kek, wrapped, aad).map_err(|_| KekError::Rejected)
+    }
 }
 
 /// A file holding the 32 raw key bytes (as `keygate init` writes it) or their hex or
@@ -123,7 +194,14 @@ impl MasterKeyProvider for FileKeyProvider {
         format!("file {}", self.path.display())
     }
 
-    fn load(&self) -> Result<MasterKey, MasterKeyError> {
+    fn open(&self) -> Result<Arc<dyn Kek>, MasterKeyError> {
+        Ok(Arc::new(SoftKek::new(&self.load()?, self.describe())))
+    }
+}
+
+impl FileKeyProvider {
+    /// The key itself, for `keygate vault rekey` between files.
+    pub fn load(&self) -> Result<MasterKey, MasterKeyError> {
         let err = |reason: String| MasterKeyError::File {
             path: self.path.clone(),
             reason,
@@ -166,7 +244,14 @@ impl MasterKeyProvider for EnvKeyProvider {
         format!("environment variable {}", self.var)
     }
 
-    fn load(&self) -> Result<MasterKey, MasterKeyError> {
+    fn open(&self) -> Result<Arc<dyn Kek>, MasterKeyError> {
+        Ok(Arc::new(SoftKek::new(&self.load()?, self.describe())))
+    }
+}
+
+impl EnvKeyProvider {
+    /// The key itself.
+    pub fn load(&self) -> Result<MasterKey, MasterKeyError> {
         let err = |reason: &str| MasterKeyError::Env {
             var: self.var.clone(),
             reason: reason.into(),

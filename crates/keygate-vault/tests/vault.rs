@@ -12,7 +12,8 @@ use std::sync::Arc;
 use keygate_store::testing::TestDb;
 use keygate_store::{AdminCredential, SqlStore, Store};
 use keygate_vault::{
-    MasterKey, MasterKeyError, MasterKeyProvider, SecretName, Vault, VaultError, VaultLimits,
+    Kek, MasterKey, MasterKeyError, MasterKeyProvider, SecretName, SoftKek, Vault, VaultError,
+    VaultLimits,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row;
@@ -36,9 +37,13 @@ impl MasterKeyProvider for Fixed {
     fn describe(&self) -> String {
         "test key".into()
     }
-    fn load(&self) -> Result<MasterKey, MasterKeyError> {
-        Ok(MasterKey::from_bytes(self.0))
+    fn open(&self) -> Result<Arc<dyn Kek>, MasterKeyError> {
+        Ok(Arc::new(soft(self.0)))
     }
+}
+
+fn soft(key: [u8; 32]) -> SoftKek {
+    SoftKek::new(&MasterKey::from_bytes(key), "test key")
 }
 
 const KEY: [u8; 32] = [0x11; 32];
@@ -47,7 +52,7 @@ async fn setup(db: &TestDb) -> (Arc<dyn Store>, Vault) {
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(db.url()).await.unwrap());
     Vault::initialize(
         store.as_ref(),
-        &MasterKey::from_bytes(KEY),
+        &soft(KEY),
         AdminCredential {
             id: "root".into(),
             token_hash: vec![0; 32],
@@ -304,14 +309,9 @@ async fn master_key_rotation_rewraps_every_data_key(db: &TestDb) {
         vault.put(&n(name), v(value), None, "t").await.unwrap();
     }
     let new_key = [0x33; 32];
-    let count = Vault::rekey(
-        store.as_ref(),
-        &MasterKey::from_bytes(KEY),
-        &MasterKey::from_bytes(new_key),
-        "t",
-    )
-    .await
-    .unwrap();
+    let count = Vault::rekey(store.as_ref(), &soft(KEY), &soft(new_key), "t")
+        .await
+        .unwrap();
     assert_eq!(count, 3);
     // The process still holding the old key may not write with it.
     let stale = vault.put(&n("a"), v("alpha-3"), None, "t").await;
@@ -360,13 +360,7 @@ async fn master_key_rotation_rewraps_every_data_key(db: &TestDb) {
         vault.keyring().unwrap().audit.reference("t", b"x")
     );
     // Rotating with the wrong current key is refused.
-    let wrong = Vault::rekey(
-        store.as_ref(),
-        &MasterKey::from_bytes(KEY),
-        &MasterKey::from_bytes([0x44; 32]),
-        "t",
-    )
-    .await;
+    let wrong = Vault::rekey(store.as_ref(), &soft(KEY), &soft([0x44; 32]), "t").await;
     assert!(matches!(wrong, Err(VaultError::Sealed(_))), "{wrong:?}");
 }
 
@@ -374,7 +368,7 @@ async fn limits_and_deletion(db: &TestDb) {
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(db.url()).await.unwrap());
     Vault::initialize(
         store.as_ref(),
-        &MasterKey::from_bytes(KEY),
+        &soft(KEY),
         AdminCredential {
             id: "root".into(),
             token_hash: vec![0; 32],
@@ -547,4 +541,98 @@ async fn destroyed_version_is_not_left_in_the_sqlite_files() {
     }
     store.close().await;
     assert_gone("store closed");
+}
+
+/// A key that can be made to fail, as a removed HSM does: the vault reports itself
+/// sealed while it fails, writes nothing, and unseals when `recheck` finds it back.
+#[tokio::test]
+async fn a_key_that_fails_at_run_time_seals_until_it_answers_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use zeroize::Zeroizing;
+
+    struct Flaky {
+        inner: SoftKek,
+        down: AtomicBool,
+    }
+    impl Flaky {
+        fn gate(&self) -> Result<(), keygate_vault::KekError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(keygate_vault::KekError::Unavailable("token removed".into()));
+            }
+            Ok(())
+        }
+    }
+    impl Kek for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        fn check_value(&self) -> Result<Vec<u8>, keygate_vault::KekError> {
+            self.gate()?;
+            self.inner.check_value()
+        }
+        fn wrap(&self, key: &[u8; 32], aad: &[u8]) -> Result<Vec<u8>, keygate_vault::KekError> {
+            self.gate()?;
+            self.inner.wrap(key, aad)
+        }
+        fn unwrap(
+            &self,
+            wrapped: &[u8],
+            aad: &[u8],
+        ) -> Result<Zeroizing<[u8; 32]>, keygate_vault::KekError> {
+            self.gate()?;
+            self.inner.unwrap(wrapped, aad)
+        }
+    }
+    struct Provider(Arc<Flaky>);
+    impl MasterKeyProvider for Provider {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        fn open(&self) -> Result<Arc<dyn Kek>, MasterKeyError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    let db = TestDb::sqlite().unwrap();
+    let (store, _) = setup(&db).await;
+    let flaky = Arc::new(Flaky {
+        inner: soft(KEY),
+        down: AtomicBool::new(false),
+    });
+    let vault = Vault::open(
+        store.clone(),
+        Some(&Provider(flaky.clone())),
+        VaultLimits::default(),
+    )
+    .await
+    .unwrap();
+    vault.put(&n("k"), v("one"), None, "t").await.unwrap();
+    assert_eq!(vault.recheck(), None);
+
+    flaky.down.store(true, Ordering::SeqCst);
+    let put = vault.put(&n("k"), v("two"), None, "t").await;
+    assert!(
+        matches!(put, Err(VaultError::Sealed(ref r)) if r.contains("token removed")),
+        "{put:?}"
+    );
+    assert!(vault.sealed().unwrap().contains("token removed"));
+    assert!(matches!(
+        vault.get(&n("k"), None, "t").await,
+        Err(VaultError::Sealed(_))
+    ));
+    assert!(vault.recheck().is_some(), "still down");
+    let (meta, _) = vault.history(&n("k")).await.unwrap();
+    assert_eq!(meta.current_version, 1, "nothing was written while down");
+
+    flaky.down.store(false, Ordering::SeqCst);
+    assert_eq!(vault.recheck(), None, "back: unsealed without a restart");
+    assert_eq!(
+        vault
+            .get(&n("k"), None, "t")
+            .await
+            .unwrap()
+            .1
+            .expose_secret(),
+        "one"
+    );
 }

@@ -87,6 +87,11 @@ impl Setup {
 
     /// Starts `keygate serve`; its log goes to `log`. Waits until /healthz answers.
     pub fn serve(&self, log: &Path, env: &[(&str, &str)]) -> Server {
+        self.serve_with(&self.config, log, env)
+    }
+
+    /// Starts `keygate serve` with another configuration of this set-up (same port).
+    pub fn serve_with(&self, config: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -94,7 +99,7 @@ impl Setup {
             .unwrap();
         let mut cmd = keygate();
         cmd.args(["serve", "--config"])
-            .arg(&self.config)
+            .arg(config)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .env("KEYGATE_AUDIT__CHECKPOINT_INTERVAL", "1s")
