@@ -142,6 +142,27 @@ pub fn verify_attestation(
     client_data: &[u8],
     now_unix_secs: i64,
 ) -> Result<AttestedKey, Refusal> {
+    let client_data_hash = sha256(&[client_data]);
+    verify_attestation_with_client_data_hash(
+        cfg,
+        attestation_object,
+        key_id,
+        &client_data_hash,
+        now_unix_secs,
+    )
+}
+
+/// [`verify_attestation`] for a caller that already holds the `clientDataHash` the app
+/// passed to `attestKey` (normally `SHA-256(client_data)`; Apple's API takes any bytes, and
+/// Apple's own sample attestation passes the challenge unhashed). Prefer
+/// [`verify_attestation`]: hashing here keeps the app and server from disagreeing on it.
+pub fn verify_attestation_with_client_data_hash(
+    cfg: &AppAttestConfig,
+    attestation_object: &[u8],
+    key_id: &[u8],
+    client_data_hash: &[u8],
+    now_unix_secs: i64,
+) -> Result<AttestedKey, Refusal> {
     let object = decode_attestation(attestation_object)?;
 
     // Step 1: the chain credCert <- intermediate <- configured root, at `now`.
@@ -173,10 +194,9 @@ pub fn verify_attestation(
         }
     }
 
-    // Steps 2-4: nonce = SHA-256(authData || SHA-256(client_data)) must be the value of the
+    // Steps 2-4: nonce = SHA-256(authData || clientDataHash) must be the value of the
     // credential certificate's extension 1.2.840.113635.100.8.2.
-    let client_data_hash = sha256(&[client_data]);
-    let nonce = sha256(&[&object.auth_data, &client_data_hash]);
+    let nonce = sha256(&[&object.auth_data, client_data_hash]);
     let attested_nonce = nonce_extension(&cred)?;
     if !bool::from(attested_nonce.ct_eq(&nonce)) {
         return Err(Refusal::NonceMismatch);
