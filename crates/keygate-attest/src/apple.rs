@@ -55,6 +55,7 @@ const MAX_X5C: usize = 4;
 /// Apple's nonce extension in the credential certificate.
 const OID_APPLE_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113635.100.8.2");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
@@ -132,6 +133,14 @@ pub struct AttestedKey {
 
 /// Verifies a one-time attestation object and returns the attested key.
 ///
+/// The chain is checked as Apple sends it: `x5c` must hold exactly the credential
+/// certificate and the intermediate. The intermediate must be a CA (basicConstraints cA,
+/// keyUsage keyCertSign if present) signed by the key of a configured root with the
+/// matching subject; a root is never taken from the object. Every certificate, the root
+/// included, must be valid at `now_unix_secs`. Critical extensions other than
+/// basicConstraints and keyUsage are refused. There is no revocation check: Apple
+/// publishes none for App Attest.
+///
 /// `key_id` is the key identifier the app sent (32 bytes, the SHA-256 of the public key;
 /// the app usually sends it base64-encoded, decoding it is the caller's job).
 /// `client_data` are the bytes the app hashed into `clientDataHash` (see the crate docs).
@@ -177,8 +186,13 @@ pub fn verify_attestation_with_client_data_hash(
     {
         return Err(Refusal::ChainInvalid);
     }
-    if !is_ca(&intermediate)? {
+    if !is_ca(&intermediate)? || !may_sign_certificates(&intermediate)? {
         return Err(Refusal::ChainInvalid);
+    }
+    for cert in [&cred, &intermediate] {
+        if has_unknown_critical_extension(cert) {
+            return Err(Refusal::ChainInvalid);
+        }
     }
     let root = cfg
         .roots
@@ -492,6 +506,31 @@ fn is_ca(cert: &Certificate) -> Result<bool, Refusal> {
         }
     }
     Ok(found.unwrap_or(false))
+}
+
+/// keyUsage, when present, must allow keyCertSign (RFC 5280 §4.2.1.3).
+fn may_sign_certificates(cert: &Certificate) -> Result<bool, Refusal> {
+    let mut found = None;
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id == OID_KEY_USAGE {
+            if found.is_some() {
+                return Err(Refusal::MalformedCertificate);
+            }
+            let usage = x509_cert::ext::pkix::KeyUsage::from_der(ext.extn_value.as_bytes())
+                .map_err(|_| Refusal::MalformedCertificate)?;
+            found = Some(usage.key_cert_sign());
+        }
+    }
+    Ok(found.unwrap_or(true))
+}
+
+/// RFC 5280 §4.2: a certificate with a critical extension the verifier does not process
+/// must be refused. This verifier processes basicConstraints and keyUsage; Apple marks no
+/// other extension critical.
+fn has_unknown_critical_extension(cert: &Certificate) -> bool {
+    cert.tbs_certificate.extensions.iter().flatten().any(|ext| {
+        ext.critical && ext.extn_id != OID_BASIC_CONSTRAINTS && ext.extn_id != OID_KEY_USAGE
+    })
 }
 
 fn valid_at(cert: &Certificate, now_unix_secs: i64) -> bool {

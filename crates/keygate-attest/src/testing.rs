@@ -74,6 +74,10 @@ pub struct AttestationTweaks {
     pub intermediate_not_ca: bool,
     /// Leave the nonce extension out of the credential certificate.
     pub omit_nonce_extension: bool,
+    /// Add a critical extension of an unknown OID to the credential certificate.
+    pub unknown_critical_extension: bool,
+    /// Issue the intermediate with keyUsage digitalSignature only (no keyCertSign).
+    pub intermediate_without_cert_sign: bool,
 }
 
 /// Knobs for [`AppAttestFixture::assertion_with`]; the default makes a valid object.
@@ -115,7 +119,7 @@ fn root_params() -> CertificateParams {
     params
 }
 
-fn intermediate_params(ca: bool) -> CertificateParams {
+fn intermediate_params(ca: bool, cert_sign: bool) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "Keygate Test App Attestation CA 1");
@@ -126,7 +130,11 @@ fn intermediate_params(ca: bool) -> CertificateParams {
     } else {
         IsCa::ExplicitNoCa
     };
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    params.key_usages = if cert_sign {
+        vec![KeyUsagePurpose::KeyCertSign]
+    } else {
+        vec![KeyUsagePurpose::DigitalSignature]
+    };
     params.not_before = at(FIXTURE_NOW - 365 * DAY);
     params.not_after = at(FIXTURE_NOW + 10 * 365 * DAY);
     params
@@ -156,7 +164,7 @@ impl AppAttestFixture {
             .self_signed(&root_key)
             .expect("root certificate");
         let intermediate_key = generate(intermediate_alg(curve));
-        let intermediate = intermediate_params(true)
+        let intermediate = intermediate_params(true, true)
             .signed_by(&intermediate_key, &root, &root_key)
             .expect("intermediate certificate");
         let device_key = SigningKey::random(&mut rand::rngs::OsRng);
@@ -282,18 +290,21 @@ impl AppAttestFixture {
             let other_root = root_params()
                 .self_signed(&other_root_key)
                 .expect("other root");
-            return intermediate_params(true)
+            return intermediate_params(true, true)
                 .signed_by(&self.intermediate_key, &other_root, &other_root_key)
                 .expect("intermediate under other root")
                 .der()
                 .to_vec();
         }
-        if tweaks.intermediate_not_ca {
-            return intermediate_params(false)
-                .signed_by(&self.intermediate_key, &self.root, &self.root_key)
-                .expect("non-CA intermediate")
-                .der()
-                .to_vec();
+        if tweaks.intermediate_not_ca || tweaks.intermediate_without_cert_sign {
+            return intermediate_params(
+                !tweaks.intermediate_not_ca,
+                !tweaks.intermediate_without_cert_sign,
+            )
+            .signed_by(&self.intermediate_key, &self.root, &self.root_key)
+            .expect("tweaked intermediate")
+            .der()
+            .to_vec();
         }
         self.intermediate.der().to_vec()
     }
@@ -323,6 +334,12 @@ impl AppAttestFixture {
                     &[1, 2, 840, 113_635, 100, 8, 2],
                     value,
                 ));
+        }
+        if tweaks.unknown_critical_extension {
+            let mut ext =
+                CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55_555, 1], vec![0x05, 0x00]);
+            ext.set_criticality(true);
+            params.custom_extensions.push(ext);
         }
         let signer = if tweaks.leaf_signed_by_other_key {
             generate(intermediate_alg(self.curve))

@@ -227,6 +227,26 @@ fn intermediate_that_is_not_a_ca_is_chain_invalid() {
 }
 
 #[test]
+fn intermediate_without_cert_sign_usage_is_chain_invalid() {
+    let fx = fixture();
+    let tweaks = AttestationTweaks {
+        intermediate_without_cert_sign: true,
+        ..Default::default()
+    };
+    assert_eq!(refusal(&fx, &tweaks), Refusal::ChainInvalid);
+}
+
+#[test]
+fn unknown_critical_extension_is_chain_invalid() {
+    let fx = fixture();
+    let tweaks = AttestationTweaks {
+        unknown_critical_extension: true,
+        ..Default::default()
+    };
+    assert_eq!(refusal(&fx, &tweaks), Refusal::ChainInvalid);
+}
+
+#[test]
 fn swapped_certificates_are_chain_invalid() {
     let fx = fixture();
     let mut value: Value = ciborium::from_reader(fx.attestation(CLIENT_DATA).as_slice()).unwrap();
