@@ -180,7 +180,8 @@ fn decrypt(cfg: &PlayIntegrityConfig, token: &str) -> Result<Vec<u8>, Refusal> {
     let mut sealed = b64url(ciphertext).ok_or(Refusal::MalformedToken)?;
     let tag = b64url(tag).ok_or(Refusal::MalformedToken)?;
     // A wrapped 256-bit CEK is 40 bytes; GCM uses a 96-bit IV and a 128-bit tag.
-    if encrypted_key.len() != 40 || iv.len() != 12 || tag.len() != 16 {
+    let iv = <[u8; 12]>::try_from(iv.as_slice()).map_err(|_| Refusal::MalformedToken)?;
+    if encrypted_key.len() != 40 || tag.len() != 16 {
         return Err(Refusal::MalformedToken);
     }
     let cek = unwrap_key(&cfg.decryption_key, &encrypted_key).ok_or(Refusal::DecryptFailed)?;
@@ -189,7 +190,7 @@ fn decrypt(cfg: &PlayIntegrityConfig, token: &str) -> Result<Vec<u8>, Refusal> {
     // RFC 7516 §5.1 step 14: the AAD is the ASCII of the encoded protected header.
     cipher
         .decrypt(
-            Nonce::from_slice(&iv),
+            &Nonce::from(iv),
             Payload {
                 msg: &sealed,
                 aad: protected.as_bytes(),

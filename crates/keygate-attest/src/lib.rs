@@ -37,6 +37,14 @@
 //! Verification never reads the clock: the caller passes `now_unix_secs`, so results are
 //! reproducible and tests are deterministic.
 //!
+//! # Features and companions
+//!
+//! - `test-support` enables [`testing`](crate#features-and-companions): fixtures that make
+//!   valid App Attest objects and Play Integrity tokens under test-only keys, with knobs
+//!   that break one rule each. For tests of this crate and of its integrations only.
+//! - [`fuzzing`] holds the bodies of the cargo-fuzz targets in `fuzz/` (nightly), which
+//!   `tests/robustness.rs` also runs on stable.
+//!
 //! # Errors
 //!
 //! Every failure is a [`Refusal`] with a stable [`Refusal::code`] for audit entries. Refusals

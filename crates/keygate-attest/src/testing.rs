@@ -577,7 +577,7 @@ fn encrypt(kek: &[u8; 32], plaintext: &str, alg: &str, enc: &str) -> String {
     let cipher = aes_gcm::Aes256Gcm::new_from_slice(&cek).expect("AES-256 key");
     let sealed = cipher
         .encrypt(
-            aes_gcm::Nonce::from_slice(&iv),
+            &aes_gcm::Nonce::from(iv),
             Payload {
                 msg: plaintext.as_bytes(),
                 aad: header.as_bytes(),
