@@ -246,27 +246,49 @@ fn unknown_critical_extension_is_chain_invalid() {
     assert_eq!(refusal(&fx, &tweaks), Refusal::ChainInvalid);
 }
 
-#[test]
-fn swapped_certificates_are_chain_invalid() {
-    let fx = fixture();
+fn with_x5c(fx: &AppAttestFixture, edit: impl Fn(&mut Vec<Value>)) -> Vec<u8> {
     let mut value: Value = ciborium::from_reader(fx.attestation(CLIENT_DATA).as_slice()).unwrap();
     for (k, v) in value.as_map_mut().unwrap() {
         if k.as_text() == Some("attStmt") {
             for (k2, v2) in v.as_map_mut().unwrap() {
                 if k2.as_text() == Some("x5c") {
-                    v2.as_array_mut().unwrap().reverse();
+                    edit(v2.as_array_mut().unwrap());
                 }
             }
         }
     }
-    let err = verify_attestation(
-        &fx.config(),
-        &encode(&value),
-        &fx.key_id(),
-        CLIENT_DATA,
-        fx.now(),
-    )
-    .unwrap_err();
+    encode(&value)
+}
+
+#[test]
+fn x5c_of_other_lengths_is_refused() {
+    let fx = fixture();
+    let root = Value::Bytes(der::Encode::to_der(&fx.root_certificate()).unwrap());
+    // Root appended: Apple sends two certificates, so three is not a chain this accepts.
+    let three = with_x5c(&fx, |x5c| x5c.push(root.clone()));
+    let err =
+        verify_attestation(&fx.config(), &three, &fx.key_id(), CLIENT_DATA, fx.now()).unwrap_err();
+    assert_eq!(err, Refusal::ChainInvalid);
+    let one = with_x5c(&fx, |x5c| x5c.truncate(1));
+    let err =
+        verify_attestation(&fx.config(), &one, &fx.key_id(), CLIENT_DATA, fx.now()).unwrap_err();
+    assert_eq!(err, Refusal::ChainInvalid);
+    // More than the decoding bound.
+    let five = with_x5c(&fx, |x5c| {
+        let first = x5c[0].clone();
+        x5c.extend(std::iter::repeat_n(first, 3));
+    });
+    let err =
+        verify_attestation(&fx.config(), &five, &fx.key_id(), CLIENT_DATA, fx.now()).unwrap_err();
+    assert_eq!(err, Refusal::MalformedCbor);
+}
+
+#[test]
+fn swapped_certificates_are_chain_invalid() {
+    let fx = fixture();
+    let swapped = with_x5c(&fx, |x5c| x5c.reverse());
+    let err = verify_attestation(&fx.config(), &swapped, &fx.key_id(), CLIENT_DATA, fx.now())
+        .unwrap_err();
     assert_eq!(err, Refusal::ChainInvalid);
 }
 
