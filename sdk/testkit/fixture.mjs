@@ -13,6 +13,9 @@
 //        {"base":"http://127.0.0.1:PORT",        keygate's base URL (no trailing slash)
 //         "admin_token":"…",                     Bearer token for /admin/v1/*
 //         "client_id":"…",                       a public client
+//         "attested_client_id":"…",              a public client with App Attest configured
+//                                                (POST /oauth2/attestation/challenge works
+//                                                for it; see the token's `att` claim)
 //         "redirect_uri":"com.example.sdk:/oauth/callback",
 //         "scope":"ai",
 //         "user":"sdk-user-…","password":"…",    a user with scope ai (no MFA)
@@ -53,7 +56,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
 import { createServer as createNetServer } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -66,6 +69,7 @@ export const repoRoot = resolve(here, '..', '..');
 
 export const REDIRECT_URI = 'com.example.sdk:/oauth/callback';
 export const SCOPE = 'ai';
+export const ATTESTED_CLIENT = 'sdk-attested-app';
 
 /** Where the keygate binary is, or an Error saying where it was looked for. */
 export function locateKeygate(env = process.env) {
@@ -273,6 +277,13 @@ export async function startFixture(options = {}) {
         { encoding: 'utf8', env: serverEnv({}), stdio: ['ignore', 'pipe', 'pipe'] },
       ),
     );
+    // A second client with app attestation (App Attest, Apple's real root): an SDK's
+    // attestation hook can be driven end to end with `none` (→ unattested) or evidence
+    // that cannot verify (→ failed); the token's `att` claim says which.
+    appendFileSync(
+      init.config,
+      `\n[attestation]\n[[attestation.clients]]\nclient = "${ATTESTED_CLIENT}"\n[attestation.clients.apple]\nteam_id = "ABCDE12345"\nbundle_id = "com.example.sdk"\n`,
+    );
     const base = `http://127.0.0.1:${port}`;
     const logFile = join(logDir, `keygate-${port}.log`);
     logFd = openSync(logFile, 'a');
@@ -325,10 +336,18 @@ export async function startFixture(options = {}) {
       scopes: [SCOPE],
     });
 
+    const attested = await admin('POST', '/admin/v1/clients', {
+      name: ATTESTED_CLIENT,
+      type: 'public',
+      redirect_uris: [REDIRECT_URI],
+      scopes: [SCOPE],
+    });
+
     const info = {
       base,
       admin_token: init.admin_token,
       client_id: client.client_id,
+      attested_client_id: attested.client_id,
       redirect_uri: REDIRECT_URI,
       scope: SCOPE,
       user,

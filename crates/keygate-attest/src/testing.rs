@@ -200,6 +200,11 @@ impl AppAttestFixture {
         x509_cert::Certificate::from_der(self.root.der()).expect("rcgen root parses")
     }
 
+    /// The fixture's root in PEM, for a configuration file.
+    pub fn root_pem(&self) -> String {
+        self.root.pem()
+    }
+
     /// A time inside every fixture certificate's validity.
     pub fn now(&self) -> i64 {
         FIXTURE_NOW
@@ -322,7 +327,13 @@ impl AppAttestFixture {
             params.not_after = at(FIXTURE_NOW - 7 * DAY);
         } else {
             params.not_before = at(FIXTURE_NOW - DAY);
-            params.not_after = at(FIXTURE_NOW + 2 * DAY);
+            // Valid at FIXTURE_NOW and also today, so a server reading the real clock
+            // (integration tests) accepts it too.
+            let today = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(FIXTURE_NOW);
+            params.not_after = at(FIXTURE_NOW.max(today) + 2 * DAY);
         }
         if !tweaks.omit_nonce_extension {
             // SEQUENCE { [1] EXPLICIT OCTET STRING (32) }

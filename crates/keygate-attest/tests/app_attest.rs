@@ -300,9 +300,15 @@ fn expired_leaf_is_cert_expired() {
         ..Default::default()
     };
     assert_eq!(refusal(&fx, &tweaks).code(), "cert_expired");
-    // The valid object outside its leaf's validity, both ways.
+    // The valid object outside its leaf's validity, both ways (the fixture's leaf lasts
+    // from a day before `fx.now()` until two days after today, whichever is later).
     let object = fx.attestation(CLIENT_DATA);
-    for now in [fx.now() - 3 * 86_400, fx.now() + 3 * 86_400, -1] {
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let after = fx.now().max(today) + 3 * 86_400;
+    for now in [fx.now() - 3 * 86_400, after, -1] {
         let err =
             verify_attestation(&fx.config(), &object, &fx.key_id(), CLIENT_DATA, now).unwrap_err();
         assert_eq!(err, Refusal::CertExpired, "now = {now}");

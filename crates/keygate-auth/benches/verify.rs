@@ -56,6 +56,7 @@ fn bench(c: &mut Criterion) {
             session: SessionId::generate(),
             jkt: Some(device.verification_key().thumbprint()),
             x5t: None,
+            tier: None,
         };
         let issued = access::issue(&config, &keys, &grant, NOW).unwrap();
         let token = issued.token.expose_secret().to_owned();

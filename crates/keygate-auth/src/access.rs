@@ -76,6 +76,56 @@ pub struct AccessGrant {
     pub jkt: Option<Jkt>,
     /// The client certificate the token is bound to (`cnf.x5t#S256`, RFC 8705 §3).
     pub x5t: Option<CertThumbprint>,
+    /// What app attestation said about the app holding the token (`att`); `None` for a
+    /// client that has no attestation configured.
+    pub tier: Option<TrustTier>,
+}
+
+/// How far keygate trusts that a token is held by the genuine app on a real device,
+/// from app attestation (Apple App Attest, Google Play Integrity) at sign-in and refresh.
+///
+/// Ordered from least to most trusted, so a route's minimum is a comparison. A failed
+/// attestation is not the same as none: `unattested` covers devices that cannot attest
+/// (older OS, emulators in development, the platform's service down), so an outage
+/// degrades to the limits set for it rather than locking users out; `failed` is evidence
+/// that did not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrustTier {
+    /// Attestation evidence was presented and did not verify.
+    Failed,
+    /// No evidence: the device or the platform's service could not attest.
+    Unattested,
+    /// The platform vouched for the genuine app, and the DPoP key is bound into it.
+    Attested,
+}
+
+impl TrustTier {
+    /// Every tier, least trusted first.
+    pub const ALL: [TrustTier; 3] = [
+        TrustTier::Failed,
+        TrustTier::Unattested,
+        TrustTier::Attested,
+    ];
+
+    /// The claim value and the name in configuration, metrics and audit entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustTier::Failed => "failed",
+            TrustTier::Unattested => "unattested",
+            TrustTier::Attested => "attested",
+        }
+    }
+
+    /// The tier named `s` ([`TrustTier::as_str`]).
+    pub fn parse(s: &str) -> Option<Self> {
+        TrustTier::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for TrustTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A freshly issued access token.
@@ -131,6 +181,8 @@ struct Claims {
     sid: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cnf: Option<Confirmation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    att: Option<String>,
 }
 
 /// Issues an access token for `grant`, signed by the active key.
@@ -161,6 +213,7 @@ pub fn issue(
             jkt: grant.jkt.as_ref().map(|j| j.as_str().to_owned()),
             x5t: grant.x5t.as_ref().map(|c| c.as_str().to_owned()),
         }),
+        att: grant.tier.map(|t| t.as_str().to_owned()),
     };
     let mut header = Map::new();
     header.insert("typ".into(), Value::String(ACCESS_TOKEN_TYP.into()));
@@ -188,6 +241,7 @@ pub struct VerifiedAccessToken {
     session: SessionId,
     jkt: Option<Jkt>,
     x5t: Option<CertThumbprint>,
+    tier: Option<TrustTier>,
     jti: String,
     issued_at: UnixTime,
     expires_at: UnixTime,
@@ -217,6 +271,10 @@ impl VerifiedAccessToken {
     /// `cnf.x5t#S256`, when bound to a client certificate.
     pub fn x5t(&self) -> Option<&CertThumbprint> {
         self.x5t.as_ref()
+    }
+    /// `att`: the trust tier, when the client has attestation configured.
+    pub fn tier(&self) -> Option<TrustTier> {
+        self.tier
     }
     /// `jti`.
     pub fn jti(&self) -> &str {
@@ -323,6 +381,10 @@ pub fn verify(
         session: SessionId::parse(&claims.sid).map_err(bad)?,
         jkt,
         x5t,
+        tier: claims
+            .att
+            .map(|t| TrustTier::parse(&t).ok_or_else(malformed))
+            .transpose()?,
         jti: claims.jti,
         issued_at: UnixTime(claims.iat),
         expires_at: UnixTime(claims.exp),

@@ -59,6 +59,7 @@
 //!     session: SessionId::generate(),
 //!     jkt: Some(device.verification_key().thumbprint()),
 //!     x5t: None,
+//!     tier: None,
 //! };
 //! let issued = access::issue(&config, &keys, &grant, now)?;
 //! let token = issued.token.expose_secret();

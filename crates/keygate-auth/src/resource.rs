@@ -100,10 +100,15 @@ pub struct VerifiedAccess {
     session: SessionId,
     jkt: Option<Jkt>,
     x5t: Option<CertThumbprint>,
+    tier: Option<crate::access::TrustTier>,
     expires_at: UnixTime,
 }
 
 impl VerifiedAccess {
+    /// The app attestation tier the token carries (`None`: the client attests nothing).
+    pub fn tier(&self) -> Option<crate::access::TrustTier> {
+        self.tier
+    }
     /// The user.
     pub fn user(&self) -> &UserId {
         &self.user
@@ -266,6 +271,7 @@ where
         session: verified.session().clone(),
         jkt: verified.jkt().cloned(),
         x5t: verified.x5t().cloned(),
+        tier: verified.tier(),
         expires_at: verified.expires_at(),
     })
 }

@@ -667,3 +667,36 @@ fn key_material_round_trips_for_storage() {
     assert!(SigningKey::from_secret_bytes(Algorithm::EdDsa, &[0u8; 31]).is_err());
     let _ = UnixTime(0);
 }
+
+// ---------------------------------------------------------------- trust tiers
+
+#[test]
+fn the_attestation_tier_travels_in_the_att_claim_and_an_unknown_one_is_refused() {
+    use keygate_auth::access::TrustTier;
+    let keys = key_set(Algorithm::EdDsa);
+    for tier in [
+        None,
+        Some(TrustTier::Failed),
+        Some(TrustTier::Unattested),
+        Some(TrustTier::Attested),
+    ] {
+        let mut g = grant(None);
+        g.tier = tier;
+        let issued = access::issue(&config(), &keys, &g, NOW).unwrap();
+        let v = access::verify(&config(), &keys, issued.token.expose_secret(), NOW).unwrap();
+        assert_eq!(v.tier(), tier);
+    }
+    assert!(
+        TrustTier::Failed < TrustTier::Unattested && TrustTier::Unattested < TrustTier::Attested
+    );
+    // A tier keygate does not know is not a token keygate issued.
+    let key = &keys.active().unwrap().key;
+    let h = format!(
+        r#"{{"alg":"EdDSA","kid":"{}","typ":"at+jwt"}}"#,
+        active_kid(&keys)
+    );
+    let mut claims = standard_claims(NOW);
+    claims["att"] = serde_json::json!("platinum");
+    let token = raw_token(key, &h, &claims.to_string());
+    assert_eq!(verify_reason(&keys, &token), Reason::MalformedClaims);
+}

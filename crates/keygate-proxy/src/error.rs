@@ -75,6 +75,9 @@ pub enum ProxyError {
     /// The token lacks a scope the route requires.
     #[error("token lacks a scope the route requires")]
     InsufficientScope,
+    /// The token's app attestation tier is below the route's `min_tier`.
+    #[error("token's attestation tier is below what the route requires")]
+    InsufficientAttestation,
     /// The request body exceeds the route's limit.
     #[error("request body exceeds the route's limit")]
     BodyTooLarge,
@@ -140,6 +143,7 @@ impl ProxyError {
             | E::UnknownRoute
             | E::NotAllowed
             | E::InsufficientScope
+            | E::InsufficientAttestation
             | E::BodyTooLarge
             | E::ClientBody
             | E::RateLimited { .. }
@@ -163,7 +167,9 @@ impl ProxyError {
             },
             E::BadTarget(_) | E::Framing(_) | E::ClientBody => StatusCode::BAD_REQUEST,
             E::UnknownRoute => StatusCode::NOT_FOUND,
-            E::NotAllowed | E::InsufficientScope => StatusCode::FORBIDDEN,
+            E::NotAllowed | E::InsufficientScope | E::InsufficientAttestation => {
+                StatusCode::FORBIDDEN
+            }
             E::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             E::RateLimited { .. }
             | E::Throttled { .. }
@@ -186,6 +192,7 @@ impl ProxyError {
             E::UnknownRoute => "unknown_route",
             E::NotAllowed => "not_allowed",
             E::InsufficientScope => "insufficient_scope",
+            E::InsufficientAttestation => "insufficient_attestation",
             E::BodyTooLarge => "body_too_large",
             E::ClientBody => "bad_body",
             E::RateLimited { .. } => "rate_limited",
@@ -209,6 +216,9 @@ impl ProxyError {
             E::UnknownRoute => "no such route",
             E::NotAllowed => "this method and path are not allowed on this route",
             E::InsufficientScope => "the access token lacks a scope this route requires",
+            E::InsufficientAttestation => {
+                "this route serves only apps whose attestation verified; sign in again from the app"
+            }
             E::BodyTooLarge => "the request body is too large for this route",
             E::ClientBody => "the request body could not be read",
             E::RateLimited { .. } => "too many requests; retry later",

@@ -572,17 +572,26 @@ impl LimitGate {
     ) -> Result<RatePermit, ProxyError> {
         let limits = call.route().limits();
         let key = LimitKey::for_call(call, client_ip);
-        let rate = match &limits.rate {
+        let (rate_spec, tier_rate) = call.rate();
+        let rate = match rate_spec {
             None => None,
             Some(spec) => {
                 let policy = RatePolicy::from_spec(spec);
-                let decision = match self.rate.acquire(&key, &policy).await {
+                // A tier's own rate counts in a bucket of its own.
+                let tier_key;
+                let rate_key = if tier_rate {
+                    tier_key = LimitKey(format!("{}\u{1f}t\u{1f}{}", key.0, call.tier()));
+                    &tier_key
+                } else {
+                    &key
+                };
+                let decision = match self.rate.acquire(rate_key, &policy).await {
                     Ok(d) => d,
                     Err(LimiterUnavailable) => {
                         tracing::warn!(route = %call.route().name(), "shared rate limiter unavailable; using the local fallback");
                         let degraded = policy.degraded(self.fallback_divisor);
                         self.fallback
-                            .acquire(&key, &degraded)
+                            .acquire(rate_key, &degraded)
                             .await
                             .map_err(|_| ProxyError::Unavailable("rate limiter"))?
                     }

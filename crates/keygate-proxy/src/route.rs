@@ -14,6 +14,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method};
+use keygate_auth::access::TrustTier;
 use keygate_auth::ids::{ClientId, Scope, ScopeSet, SecretName, UserId};
 use keygate_auth::resource::VerifiedAccess;
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,60 @@ pub struct RawRoute {
     /// Cost budgets per user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<RawBudget>,
+    /// What app attestation the caller's token must show, and stricter rates for lower
+    /// trust tiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<RawAttestation>,
+}
+
+/// `attestation = { min_tier = "unattested", rate = { unattested = "10/min", failed = "1/min" } }`.
+///
+/// Tiers, least trusted first: `failed` (attestation evidence that did not verify),
+/// `unattested` (none: a device or moment that cannot attest), `attested`. A token from a
+/// client without attestation configured counts as `unattested`. `rate` replaces the
+/// route's rate for callers of that tier (their own bucket, burst = count).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttestation {
+    /// The least trusted tier served; lower tiers get 403 `insufficient_attestation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tier: Option<String>,
+    /// `tier → "N/sec|min|hour|day"`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rate: std::collections::BTreeMap<String, String>,
+}
+
+/// A route's attestation demands, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttestationSpec {
+    /// `None`: every tier is served.
+    pub min_tier: Option<TrustTier>,
+    /// Rates replacing the route's rate for a tier.
+    pub rates: Vec<(TrustTier, RateSpec)>,
+}
+
+/// The tier a token counts as on a route: its `att` claim, or `unattested` without one.
+pub fn effective_tier(access_tier: Option<TrustTier>) -> TrustTier {
+    access_tier.unwrap_or(TrustTier::Unattested)
+}
+
+fn parse_attestation(raw: &RawAttestation) -> Result<AttestationSpec, (String, String)> {
+    let tier = |field: String, s: &str| {
+        TrustTier::parse(s).ok_or((field, "must be attested, unattested or failed".to_owned()))
+    };
+    let min_tier = raw
+        .min_tier
+        .as_deref()
+        .map(|t| tier(".min_tier".into(), t))
+        .transpose()?;
+    let mut rates = Vec::new();
+    for (name, rate) in &raw.rate {
+        let t = tier(format!(".rate.{name}"), name)?;
+        let spec = parse_rate(rate, None).map_err(|m| (format!(".rate.{name}"), m))?;
+        rates.push((t, spec));
+    }
+    Ok(AttestationSpec { min_tier, rates })
 }
 
 /// `cost = { per_call = 1, header = "x-usage-cost", json = "usage.total_tokens" }`.
@@ -656,6 +711,7 @@ pub struct Route {
     tls: UpstreamTls,
     cost: CostSpec,
     budget: Option<BudgetSpec>,
+    attestation: AttestationSpec,
 }
 
 impl Route {
@@ -723,6 +779,12 @@ impl Route {
             None => None,
             Some(b) => Some(parse_budget(b).map_err(|(f, m)| at.err(&format!("budget{f}"), m))?),
         };
+        let attestation = match &raw.attestation {
+            None => AttestationSpec::default(),
+            Some(a) => {
+                parse_attestation(a).map_err(|(f, m)| at.err(&format!("attestation{f}"), m))?
+            }
+        };
         Ok(Self {
             name: route_name,
             upstream,
@@ -736,6 +798,7 @@ impl Route {
             tls,
             cost,
             budget,
+            attestation,
         })
     }
 
@@ -787,6 +850,10 @@ impl Route {
     pub fn budget(&self) -> Option<&BudgetSpec> {
         self.budget.as_ref()
     }
+    /// What app attestation the route demands.
+    pub fn attestation(&self) -> &AttestationSpec {
+        &self.attestation
+    }
 
     /// Whether the allow-list admits `method` on `path`.
     pub fn allows(&self, method: &Method, path: &NormalPath) -> bool {
@@ -811,12 +878,17 @@ impl Route {
         if !self.scopes.is_subset(access.scopes()) {
             return Err(ProxyError::InsufficientScope);
         }
+        let tier = effective_tier(access.tier());
+        if self.attestation.min_tier.is_some_and(|min| tier < min) {
+            return Err(ProxyError::InsufficientAttestation);
+        }
         Ok(AuthorizedCall {
             route: Arc::clone(self),
             target: target.clone(),
             method: method.clone(),
             user: access.user().clone(),
             client: access.client().clone(),
+            tier,
         })
     }
 }
@@ -830,6 +902,8 @@ pub struct AuthorizedCall {
     method: Method,
     user: UserId,
     client: ClientId,
+    /// The trust tier the call counts as ([`effective_tier`]).
+    tier: TrustTier,
 }
 
 impl AuthorizedCall {
@@ -842,6 +916,7 @@ impl AuthorizedCall {
             method: Method::GET,
             client: ClientId::parse("test-client").expect("a valid client id"),
             user,
+            tier: TrustTier::Unattested,
         }
     }
 
@@ -864,6 +939,24 @@ impl AuthorizedCall {
     /// The token's client.
     pub fn client(&self) -> &ClientId {
         &self.client
+    }
+    /// The trust tier the call counts as.
+    pub fn tier(&self) -> TrustTier {
+        self.tier
+    }
+    /// The rate that applies to this call: its tier's, if the route sets one, else the
+    /// route's; `true` when it is a tier's (counted in a bucket of the tier's own).
+    pub fn rate(&self) -> (Option<&RateSpec>, bool) {
+        match self
+            .route
+            .attestation
+            .rates
+            .iter()
+            .find(|(t, _)| *t == self.tier)
+        {
+            Some((_, spec)) => (Some(spec), true),
+            None => (self.route.limits().rate.as_ref(), false),
+        }
     }
 }
 

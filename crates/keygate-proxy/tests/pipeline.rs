@@ -135,6 +135,111 @@ async fn scope_check_requires_every_route_scope() {
     assert!(route.authorize(&with, &Method::GET, &other).is_err());
 }
 
+/// A route's attestation demands: a minimum tier (a token without a tier counts as
+/// `unattested`), and a stricter rate for a lower tier, counted apart from the others.
+#[tokio::test]
+async fn a_route_demands_a_tier_and_limits_lower_tiers_harder() {
+    use keygate_auth::access::TrustTier;
+    let table = RouteTable::from_toml(
+        r#"
+[routes.strict]
+upstream = "http://127.0.0.1:9"
+secret = "k"
+inject = { header = "X-Api-Key" }
+allow = ["GET /x"]
+attestation = { min_tier = "attested" }
+
+[routes.tiered]
+upstream = "http://127.0.0.1:9"
+secret = "k"
+inject = { header = "X-Api-Key" }
+allow = ["GET /x"]
+limits = { rate = "100/min" }
+attestation = { min_tier = "unattested", rate = { unattested = "2/min" } }
+"#,
+    )
+    .unwrap();
+    let strict = table
+        .iter()
+        .find(|r| r.name().as_str() == "strict")
+        .unwrap()
+        .clone();
+    let tiered = table
+        .iter()
+        .find(|r| r.name().as_str() == "tiered")
+        .unwrap()
+        .clone();
+    let on = |route: &str| ProxyTarget::parse("/proxy/", &format!("/proxy/{route}/x")).unwrap();
+
+    for (tier, served) in [
+        (Some(TrustTier::Attested), true),
+        (Some(TrustTier::Unattested), false),
+        (Some(TrustTier::Failed), false),
+        (None, false),
+    ] {
+        let access = verified_access_with_tier("alice", "ai", tier).await;
+        let result = strict.authorize(&access, &Method::GET, &on("strict"));
+        match result {
+            Ok(_) => assert!(served, "{tier:?} must be refused"),
+            Err(e) => {
+                assert!(!served, "{tier:?} must be served: {e}");
+                assert!(matches!(e, ProxyError::InsufficientAttestation));
+                assert_eq!(e.status(), 403);
+                assert_eq!(e.fault(), keygate_proxy::Fault::Client);
+            }
+        }
+    }
+
+    let gate = LimitGate::in_memory(100);
+    let failed = verified_access_with_tier("alice", "ai", Some(TrustTier::Failed)).await;
+    assert!(matches!(
+        tiered.authorize(&failed, &Method::GET, &on("tiered")),
+        Err(ProxyError::InsufficientAttestation)
+    ));
+    // Unattested (and a token without a tier): 2 a minute, in the tier's own bucket.
+    for tier in [Some(TrustTier::Unattested), None] {
+        let user = if tier.is_some() { "bob" } else { "carol" };
+        let access = verified_access_with_tier(user, "ai", tier).await;
+        let call = tiered
+            .authorize(&access, &Method::GET, &on("tiered"))
+            .unwrap();
+        assert_eq!(call.tier(), TrustTier::Unattested);
+        for _ in 0..2 {
+            gate.admit(&call, ip()).await.unwrap();
+        }
+        let limited = gate.admit(&call, ip()).await.unwrap_err();
+        assert!(
+            matches!(limited, ProxyError::RateLimited { .. }),
+            "{limited:?}"
+        );
+    }
+    // Attested: the route's own rate.
+    let attested = verified_access_with_tier("dave", "ai", Some(TrustTier::Attested)).await;
+    let call = tiered
+        .authorize(&attested, &Method::GET, &on("tiered"))
+        .unwrap();
+    for _ in 0..10 {
+        gate.admit(&call, ip()).await.unwrap();
+    }
+
+    // Configuration errors name the field.
+    for (attestation, field) in [
+        (r#"{ min_tier = "gold" }"#, "attestation.min_tier"),
+        (r#"{ rate = { gold = "1/min" } }"#, "attestation.rate.gold"),
+        (
+            r#"{ rate = { failed = "often" } }"#,
+            "attestation.rate.failed",
+        ),
+        (r#"{ mintier = "attested" }"#, "mintier"),
+    ] {
+        let toml = format!(
+            "[routes.r]\nupstream = \"http://127.0.0.1:9\"\nsecret = \"k\"\ninject = {{ header = \"X-Api-Key\" }}\nallow = [\"GET /x\"]\nattestation = {attestation}\n"
+        );
+        let err = RouteTable::from_toml(&toml).unwrap_err().to_string();
+        assert!(err.contains(field), "{attestation}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn a_permit_for_one_call_does_not_open_another() {
     let table = RouteTable::from_toml(ROUTES).unwrap();

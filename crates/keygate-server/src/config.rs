@@ -103,6 +103,9 @@ struct RawConfig {
     /// `[coordination]`: Redis shared by the replicas.
     #[serde(default)]
     coordination: RawCoordination,
+    /// `[attestation]`: app attestation per client.
+    #[serde(default)]
+    attestation: crate::oauth::attestation::RawAttestation,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1158,6 +1161,8 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// Redis shared by the replicas (`[coordination]`).
     pub coordination: Option<CoordinationSettings>,
+    /// App attestation per client (`[attestation]`).
+    pub attestation: crate::oauth::attestation::AttestationSettings,
 }
 
 impl Config {
@@ -1643,6 +1648,15 @@ impl RawConfig {
         let ci = self.ci.validate(base)?;
         let (tls, allow_plain) = self.tls.validate(base)?;
         let coordination = self.coordination.validate(base)?;
+        let attestation = self
+            .attestation
+            .validate(base)
+            .map_err(|(field, message)| {
+                err(
+                    format!("attestation.{field}").trim_end_matches('.'),
+                    message,
+                )
+            })?;
         // Plain HTTP carries tokens and keys in clear: only on loopback, unless the operator
         // says a TLS proxy in front takes care of it.
         let plain = match &tls {
@@ -1736,6 +1750,7 @@ impl RawConfig {
             ci,
             tls,
             coordination,
+            attestation,
         })
     }
 }

@@ -296,33 +296,48 @@ async fn exchange(
     code: &str,
     verifier: &str,
 ) -> (StatusCode, Value) {
+    exchange_with(app, device, code, verifier, &[]).await
+}
+
+/// [`exchange`] with more form fields (attestation evidence).
+async fn exchange_with(
+    app: &TestApp,
+    device: &Device,
+    code: &str,
+    verifier: &str,
+    extra: &[(&str, &str)],
+) -> (StatusCode, Value) {
     let proof = device.proof(app, "POST", "/oauth2/token", None);
-    token_request(
-        app,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", &device.client_id),
-            ("code_verifier", verifier),
-        ],
-        Some(proof),
-    )
-    .await
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT),
+        ("client_id", &device.client_id),
+        ("code_verifier", verifier),
+    ];
+    form.extend_from_slice(extra);
+    token_request(app, &form, Some(proof)).await
 }
 
 async fn refresh(app: &TestApp, device: &Device, refresh_token: &str) -> (StatusCode, Value) {
+    refresh_with(app, device, refresh_token, &[]).await
+}
+
+/// [`refresh`] with more form fields (attestation evidence).
+async fn refresh_with(
+    app: &TestApp,
+    device: &Device,
+    refresh_token: &str,
+    extra: &[(&str, &str)],
+) -> (StatusCode, Value) {
     let proof = device.proof(app, "POST", "/oauth2/token", None);
-    token_request(
-        app,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", &device.client_id),
-        ],
-        Some(proof),
-    )
-    .await
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+        ("client_id", &device.client_id),
+    ];
+    form.extend_from_slice(extra);
+    token_request(app, &form, Some(proof)).await
 }
 
 fn jwt_claims(token: &str) -> Value {
@@ -1440,4 +1455,479 @@ async fn login_page_shows_the_app_host_session_line_and_privacy_notice() {
             .all(|c| c["name"] != "bad"),
         "{list}"
     );
+}
+
+// ---------------------------------------------------------------- app attestation
+
+mod attestation {
+    //! App attestation at the token endpoint, with evidence the tests build and sign under
+    //! roots and keys of their own (`keygate_attest::testing`): the tier in the token, in
+    //! the audit and in the metrics, every refusal's reason, and a route that serves only
+    //! attested apps.
+
+    use super::*;
+    use keygate_attest::testing::{
+        AppAttestFixture, AttestationTweaks, PlayIntegrityFixture, VerdictTweaks,
+    };
+    use keygate_server::oauth::attestation::client_data;
+
+    const TEAM: &str = "ABCDE12345";
+    const BUNDLE: &str = "com.example.app";
+    const PACKAGE: &str = "com.example.android";
+
+    /// Makes a token request's evidence fields from (challenge, DPoP key thumbprint).
+    type Evidence<'a> = dyn FnOnce(&str, &str) -> Vec<(&'static str, String)> + 'a;
+
+    fn b64url(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    struct World {
+        app: TestApp,
+        apple: AppAttestFixture,
+        google: PlayIntegrityFixture,
+        ios: String,
+        android: String,
+    }
+
+    async fn world() -> World {
+        let apple = AppAttestFixture::new(TEAM, BUNDLE);
+        let google = PlayIntegrityFixture::new(PACKAGE);
+        let (decryption, verification) = google.console_keys();
+        let digest = b64url(&google.certificate_sha256);
+        let upstream =
+            common::recording_upstream(Arc::new(std::sync::Mutex::new(Vec::new()))).await;
+        let root_pem = apple.root_pem();
+        let app = TestApp::spawn_with_options(
+            |dir| {
+                std::fs::write(dir.join("attest-root.pem"), &root_pem).unwrap();
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(dir.join("play-decryption.key"))
+                    .unwrap();
+                f.write_all(decryption.as_bytes()).unwrap();
+                format!(
+                    r#"
+[attestation]
+[[attestation.clients]]
+client = "ios-app"
+[attestation.clients.apple]
+team_id = "{TEAM}"
+bundle_id = "{BUNDLE}"
+root_file = "attest-root.pem"
+
+[[attestation.clients]]
+client = "android-app"
+on_failure = "refuse"
+[attestation.clients.google]
+package_name = "{PACKAGE}"
+certificate_sha256 = ["{digest}"]
+decryption_key_file = "play-decryption.key"
+verification_key = "{verification}"
+
+[routes.genuine]
+upstream = "{upstream}"
+secret = "k"
+inject = {{ header = "X-Api-Key" }}
+allow = ["GET /v1/x"]
+scopes = ["ai"]
+attestation = {{ min_tier = "attested" }}
+"#
+                )
+            },
+            &[],
+            Default::default(),
+        )
+        .await;
+        let ios = setup(&app).await;
+        let (s, b) = app
+            .call(
+                reqwest::Method::POST,
+                "/admin/v1/clients",
+                Some(json!({"name": "android-app", "type": "public", "redirect_uris": [REDIRECT], "scopes": ["ai"]})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let android = b["client_id"].as_str().unwrap().to_owned();
+        let (s, _) = app.put("k", json!({"value": "sk-upstream"})).await;
+        assert_eq!(s, StatusCode::OK);
+        World {
+            app,
+            apple,
+            google,
+            ios,
+            android,
+        }
+    }
+
+    async fn challenge(app: &TestApp, client_id: &str) -> String {
+        let resp = app
+            .http
+            .post(format!("{}/oauth2/attestation/challenge", app.base))
+            .form(&[("client_id", client_id)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["expires_in"], 300);
+        body["challenge"].as_str().unwrap().to_owned()
+    }
+
+    /// Signs in with `evidence(challenge, jkt)` as extra token-request fields.
+    async fn sign_in_with(
+        w: &World,
+        device: &Device,
+        evidence: impl FnOnce(&str, &str) -> Vec<(&'static str, String)>,
+    ) -> (StatusCode, Value) {
+        let ch = challenge(&w.app, &device.client_id).await;
+        let fields = evidence(&ch, &device.jkt());
+        let extra: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, verifier) = sign_in(&w.app, device).await;
+        exchange_with(&w.app, device, &code, &verifier, &extra).await
+    }
+
+    fn apple_evidence(
+        fx: &AppAttestFixture,
+        tweaks: AttestationTweaks,
+    ) -> impl FnOnce(&str, &str) -> Vec<(&'static str, String)> + '_ {
+        move |ch, jkt| {
+            vec![
+                ("attestation_type", "apple-app-attest".into()),
+                ("attestation_challenge", ch.into()),
+                ("attestation_key_id", b64url(&fx.key_id())),
+                (
+                    "attestation",
+                    b64url(&fx.attestation_with(&client_data(ch, jkt), &tweaks)),
+                ),
+            ]
+        }
+    }
+
+    fn tier(token: &Value) -> Value {
+        jwt_claims(token["access_token"].as_str().unwrap())["att"].clone()
+    }
+
+    async fn call_genuine(app: &TestApp, device: &Device, token: &Value) -> (StatusCode, Value) {
+        let access = token["access_token"].as_str().unwrap();
+        let resp = app
+            .http
+            .get(format!("{}/proxy/genuine/v1/x", app.base))
+            .header("authorization", format!("DPoP {access}"))
+            .header(
+                "dpop",
+                device.proof(app, "GET", "/proxy/genuine/v1/x", Some(access)),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn metrics(app: &TestApp) -> String {
+        app.http
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn app_attest_sets_the_tier_at_sign_in_and_refresh_and_the_route_follows_it() {
+        let mut w = world().await;
+        let ios = Device::new(&w.ios);
+
+        let (s, t) = sign_in_with(
+            &w,
+            &ios,
+            apple_evidence(&w.apple, AttestationTweaks::default()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{t}");
+        assert_eq!(tier(&t), "attested");
+        assert_eq!(call_genuine(&w.app, &ios, &t).await.0, StatusCode::OK);
+
+        // Refresh with an assertion by the attested key over a fresh challenge.
+        let mut refresh_token = t["refresh_token"].as_str().unwrap().to_owned();
+        let assert_with = |ch: &str, counter: u32| {
+            vec![
+                ("attestation_type", "apple-app-attest".to_owned()),
+                ("attestation_challenge", ch.to_owned()),
+                (
+                    "attestation_assertion",
+                    b64url(&w.apple.assertion(&client_data(ch, &ios.jkt()), counter)),
+                ),
+            ]
+        };
+        let refresh_as = async |fields: Vec<(&'static str, String)>, token: &mut String| {
+            let extra: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (s, t) = refresh_with(&w.app, &ios, token, &extra).await;
+            assert_eq!(s, StatusCode::OK, "{t}");
+            *token = t["refresh_token"].as_str().unwrap().to_owned();
+            t
+        };
+        let ch = challenge(&w.app, &ios.client_id).await;
+        let t = refresh_as(assert_with(&ch, 1), &mut refresh_token).await;
+        assert_eq!(tier(&t), "attested");
+        // The same challenge again: spent, so the evidence fails (tiered, not refused).
+        let t = refresh_as(assert_with(&ch, 2), &mut refresh_token).await;
+        assert_eq!(tier(&t), "failed");
+        let (s, b) = call_genuine(&w.app, &ios, &t).await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (StatusCode::FORBIDDEN, Some("insufficient_attestation"))
+        );
+        // A counter that does not grow (a replayed or cloned assertion).
+        let ch = challenge(&w.app, &ios.client_id).await;
+        let t = refresh_as(assert_with(&ch, 1), &mut refresh_token).await;
+        assert_eq!(tier(&t), "failed");
+        // No evidence at all: unattested, and the strict route still refuses.
+        let t = refresh_as(vec![], &mut refresh_token).await;
+        assert_eq!(tier(&t), "unattested");
+        assert_eq!(
+            call_genuine(&w.app, &ios, &t).await.0,
+            StatusCode::FORBIDDEN
+        );
+        // A good assertion again: attested again.
+        let ch = challenge(&w.app, &ios.client_id).await;
+        let t = refresh_as(assert_with(&ch, 7), &mut refresh_token).await;
+        assert_eq!(tier(&t), "attested");
+        assert_eq!(call_genuine(&w.app, &ios, &t).await.0, StatusCode::OK);
+
+        let text = metrics(&w.app).await;
+        for (tier, reason, n) in [
+            ("attested", "ok", 3),
+            ("failed", "challenge_reused", 1),
+            ("failed", "counter_not_increasing", 1),
+            ("unattested", "none", 1),
+        ] {
+            let line = format!(
+                "keygate_attestation_total{{client=\"ios-app\",platform=\"apple\",tier=\"{tier}\",reason=\"{reason}\",app_version=\"\"}} {n}"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        // The audit entries of the grants carry the tier and the reason.
+        let (_, audit) = w.app.get("/admin/v1/audit?tail=1000&limit=1000").await;
+        let grants: Vec<&Value> = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "token.issue" || e["action"] == "token.refresh")
+            .collect();
+        assert!(
+            grants
+                .iter()
+                .any(|e| e["details"]["attestation"] == "challenge_reused"
+                    && e["details"]["tier"] == "failed")
+        );
+        assert_eq!(grants.first().unwrap()["details"]["tier"], "attested");
+        w.app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_broken_app_attest_rule_fails_with_its_reason() {
+        let mut w = world().await;
+        let other_root = AppAttestFixture::new(TEAM, BUNDLE);
+        let cases: Vec<(&str, Box<Evidence<'_>>)> = vec![
+            (
+                "wrong_root",
+                Box::new(apple_evidence(&other_root, AttestationTweaks::default())),
+            ),
+            (
+                "rp_id_mismatch",
+                Box::new(apple_evidence(
+                    &w.apple,
+                    AttestationTweaks {
+                        rp_id: Some(format!("{TEAM}.com.example.other")),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                "counter_not_zero",
+                Box::new(apple_evidence(
+                    &w.apple,
+                    AttestationTweaks {
+                        counter: 1,
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                "nonce_mismatch",
+                Box::new(|ch: &str, _jkt: &str| {
+                    // Evidence made for another DPoP key: the binding fails.
+                    apple_evidence(&w.apple, AttestationTweaks::default())(
+                        ch,
+                        "another-key-thumbprint",
+                    )
+                }),
+            ),
+            (
+                "key_id_mismatch",
+                Box::new(|ch: &str, jkt: &str| {
+                    let mut v = apple_evidence(&w.apple, AttestationTweaks::default())(ch, jkt);
+                    v[2].1 = b64url(&[9u8; 32]);
+                    v
+                }),
+            ),
+            (
+                "malformed_cbor",
+                Box::new(|ch: &str, _jkt: &str| {
+                    vec![
+                        ("attestation_type", "apple-app-attest".into()),
+                        ("attestation_challenge", ch.into()),
+                        ("attestation_key_id", b64url(&[1u8; 32])),
+                        ("attestation", b64url(b"\xa1\x63fmt")),
+                    ]
+                }),
+            ),
+            (
+                "challenge_invalid",
+                Box::new(|ch: &str, jkt: &str| {
+                    let mut v = apple_evidence(&w.apple, AttestationTweaks::default())(ch, jkt);
+                    v[1].1 = format!("{ch}x");
+                    v
+                }),
+            ),
+            (
+                "wrong_attestation_type",
+                Box::new(|ch: &str, _jkt: &str| {
+                    vec![
+                        ("attestation_type", "play-integrity".into()),
+                        ("attestation_challenge", ch.into()),
+                    ]
+                }),
+            ),
+        ];
+        let ios = Device::new(&w.ios);
+        for (reason, evidence) in cases {
+            let (s, t) = sign_in_with(&w, &ios, evidence).await;
+            assert_eq!(s, StatusCode::OK, "{reason}: tiered, not refused: {t}");
+            assert_eq!(tier(&t), "failed", "{reason}");
+            let line = format!(
+                "keygate_attestation_total{{client=\"ios-app\",platform=\"apple\",tier=\"failed\",reason=\"{reason}\",app_version=\"\"}} 1"
+            );
+            let text = metrics(&w.app).await;
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        // A challenge for another client is not this one's.
+        let resp = w
+            .app
+            .http
+            .post(format!("{}/oauth2/attestation/challenge", w.app.base))
+            .form(&[("client_id", "no-such-client")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        w.app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn play_integrity_attests_and_a_refusing_client_refuses_each_bad_verdict() {
+        let mut w = world().await;
+        let android = Device::new(&w.android);
+        let now = now().0;
+        let google = &w.google;
+        let token = |tweaks: VerdictTweaks| {
+            move |ch: &str, jkt: &str| {
+                vec![
+                    ("attestation_type", "play-integrity".to_owned()),
+                    ("attestation_challenge", ch.to_owned()),
+                    (
+                        "attestation",
+                        google.token_with(&client_data(ch, jkt), now, &tweaks),
+                    ),
+                ]
+            }
+        };
+        let (s, t) = sign_in_with(&w, &android, token(VerdictTweaks::default())).await;
+        assert_eq!(s, StatusCode::OK, "{t}");
+        assert_eq!(tier(&t), "attested");
+        // A refresh with a fresh verdict stays attested; without one it is unattested.
+        let ch = challenge(&w.app, &android.client_id).await;
+        let fields = token(VerdictTweaks::default())(&ch, &android.jkt());
+        let extra: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, r) = refresh_with(
+            &w.app,
+            &android,
+            t["refresh_token"].as_str().unwrap(),
+            &extra,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        assert_eq!(tier(&r), "attested");
+
+        let cases = [
+            (
+                "package_mismatch",
+                VerdictTweaks {
+                    package_name: Some("com.example.other".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "device_integrity_missing",
+                VerdictTweaks {
+                    device_verdicts: vec![],
+                    ..Default::default()
+                },
+            ),
+            (
+                "verdict_expired",
+                VerdictTweaks {
+                    timestamp_millis: Some((now - 600) * 1000),
+                    ..Default::default()
+                },
+            ),
+            (
+                "app_not_recognized",
+                VerdictTweaks {
+                    app_recognition_verdict: "UNRECOGNIZED_VERSION".into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "signature_invalid",
+                VerdictTweaks {
+                    sign_with_other_key: true,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (reason, tweaks) in cases {
+            let (s, b) = sign_in_with(&w, &android, token(tweaks)).await;
+            // The app learns nothing but invalid_grant...
+            assert_eq!(
+                (s, b["error"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+                "{reason}"
+            );
+            assert!(!b.to_string().contains(reason), "{reason}: {b}");
+            // ...the operator finds the reason in the audit log.
+            let (_, audit) = w.app.get("/admin/v1/audit?tail=1000&limit=1000").await;
+            let refusals: Vec<&Value> = audit["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| {
+                    e["action"] == "token.attestation"
+                        && e["outcome"] == "denied"
+                        && e["details"]["reason"] == reason
+                })
+                .collect();
+            assert_eq!(refusals.len(), 1, "{reason}: {audit}");
+        }
+        w.app.stop().await;
+    }
 }

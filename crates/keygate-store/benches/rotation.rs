@@ -75,6 +75,9 @@ async fn setup(families: usize) -> (TestDb, Arc<SqlStore>) {
                     rotated_ms: None,
                     revoked_ms: None,
                     revoke_reason: None,
+                    tier: None,
+                    attest_key: None,
+                    attest_counter: None,
                 },
                 format!("t{f}-0").into_bytes(),
                 AuditEvent::new("u", "token.issue", Outcome::Success),
@@ -104,6 +107,7 @@ async fn rotate(store: Arc<SqlStore>, families: usize, generation: &mut i64) -> 
                         rotated_ms: Some(1),
                         now_ms: 1,
                         new_token_hash: format!("t{f}-{}", g + 1).into_bytes(),
+                        attest_counter: None,
                     },
                     AuditEvent::new("u", "token.refresh", Outcome::Success),
                 )

@@ -21,8 +21,8 @@ const CLIENT_COLUMNS: &str = "SELECT id, name, kind, secret_hash, redirect_uris,
      created_ms, removed_ms, auth_method, tls_identity, dpop, display_name, privacy_url, \
      session_note FROM clients";
 const FAMILY_COLUMNS: &str = "SELECT id, user_id, client_id, jkt, scopes, created_ms, \
-     last_used_ms, generation, previous_generation, rotated_ms, revoked_ms, revoke_reason \
-     FROM refresh_families";
+     last_used_ms, generation, previous_generation, rotated_ms, revoked_ms, revoke_reason, \
+     tier, attest_key, attest_counter FROM refresh_families";
 const CODE_COLUMNS: &str = "SELECT hash, client_id, user_id, redirect_uri, scopes, challenge, \
      dpop_jkt, expires_ms, used_ms, family_id FROM auth_codes";
 
@@ -75,6 +75,9 @@ fn family(r: &AnyRow) -> Result<FamilyRecord> {
         rotated_ms: r.try_get(9)?,
         revoked_ms: r.try_get(10)?,
         revoke_reason: r.try_get(11)?,
+        tier: r.try_get(12)?,
+        attest_key: r.try_get(13)?,
+        attest_counter: r.try_get(14)?,
     })
 }
 
@@ -134,8 +137,9 @@ impl SqlStore {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO refresh_families (id, user_id, client_id, jkt, scopes, created_ms, \
-             last_used_ms, generation, previous_generation, rotated_ms, revoked_ms, revoke_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, NULL)",
+             last_used_ms, generation, previous_generation, rotated_ms, revoked_ms, revoke_reason, \
+             tier, attest_key, attest_counter) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, NULL, $9, $10, $11)",
         )
         .bind(f.id.clone())
         .bind(f.user_id.clone())
@@ -145,6 +149,9 @@ impl SqlStore {
         .bind(f.created_ms)
         .bind(f.last_used_ms)
         .bind(f.generation)
+        .bind(f.tier.clone())
+        .bind(f.attest_key.clone())
+        .bind(f.attest_counter)
         .execute(&mut **tx)
         .await?;
         self.insert_token_in(tx, first_token_hash, &f.id, f.generation, now_ms)
@@ -221,8 +228,9 @@ impl SqlStore {
     ) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE refresh_families SET generation = $1, previous_generation = $2, \
-             rotated_ms = $3, last_used_ms = $4 \
-             WHERE id = $5 AND generation = $6 AND revoked_ms IS NULL",
+             rotated_ms = $3, last_used_ms = $4, attest_counter = COALESCE($7, attest_counter) \
+             WHERE id = $5 AND generation = $6 AND revoked_ms IS NULL \
+             AND ($7 IS NULL OR attest_counter IS NULL OR attest_counter < $7)",
         )
         .bind(rot.new_generation)
         .bind(rot.previous_generation)
@@ -230,6 +238,7 @@ impl SqlStore {
         .bind(rot.now_ms)
         .bind(rot.family_id.clone())
         .bind(rot.expected_generation)
+        .bind(rot.attest_counter)
         .execute(&mut **tx)
         .await?
         .rows_affected();

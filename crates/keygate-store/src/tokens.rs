@@ -120,6 +120,13 @@ pub struct FamilyRecord {
     pub rotated_ms: Option<i64>,
     pub revoked_ms: Option<i64>,
     pub revoke_reason: Option<String>,
+    /// The trust tier decided at sign-in (`attested`, `unattested`, `failed`); `None`
+    /// when the client has no attestation configured.
+    pub tier: Option<String>,
+    /// App Attest: the attested public key (SEC1), whose assertions refreshes carry.
+    pub attest_key: Option<Vec<u8>>,
+    /// App Attest: the last assertion counter accepted.
+    pub attest_counter: Option<i64>,
 }
 
 impl FamilyRecord {
@@ -145,6 +152,9 @@ impl FamilyRecord {
             rotated_ms: None,
             revoked_ms: None,
             revoke_reason: None,
+            tier: None,
+            attest_key: None,
+            attest_counter: None,
         }
     }
 }
@@ -159,6 +169,9 @@ pub struct RotationWrite {
     pub rotated_ms: Option<i64>,
     pub now_ms: i64,
     pub new_token_hash: Vec<u8>,
+    /// App Attest: the assertion counter this refresh carried. The rotation only
+    /// happens if it is greater than the stored one (a replayed assertion loses).
+    pub attest_counter: Option<i64>,
 }
 
 /// A signing key as stored; the private key sealed by the vault.

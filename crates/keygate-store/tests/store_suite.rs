@@ -533,6 +533,9 @@ fn family_rec(id: &str, user: &str, client: &str) -> FamilyRecord {
         rotated_ms: None,
         revoked_ms: None,
         revoke_reason: None,
+        tier: None,
+        attest_key: None,
+        attest_counter: None,
     }
 }
 
@@ -799,6 +802,7 @@ async fn parallel_rotations_leave_one_successor(db: &TestDb) {
                         rotated_ms: Some(100),
                         now_ms: 100,
                         new_token_hash: vec![i + 1; 32],
+                        attest_counter: None,
                     },
                     ev("token.refresh"),
                 )
@@ -840,6 +844,77 @@ async fn dpop_replay_keys_are_seen_once_until_they_expire(db: &TestDb) {
         "expired entry reused"
     );
     assert_eq!(store.purge_dpop(1500).await.unwrap(), 1);
+    store.close().await;
+}
+
+on_both_backends!(an_attested_session_keeps_its_key_and_its_counter_only_grows);
+
+/// App Attest: the family keeps the tier and attested key it started with, and a
+/// rotation carrying an assertion counter only happens if the counter grows.
+async fn an_attested_session_keeps_its_key_and_its_counter_only_grows(db: &TestDb) {
+    let store = open(db).await;
+    store
+        .create_client(client_rec("app"), ev("client.add"), 5)
+        .await
+        .unwrap();
+    store
+        .create_user(user_rec("u1", "alice"), ev("user.add"), 5)
+        .await
+        .unwrap();
+    let mut f = family_rec("f1", "u1", "app");
+    f.tier = Some("attested".into());
+    f.attest_key = Some(vec![4; 65]);
+    f.attest_counter = Some(1);
+    store
+        .insert_family(f, vec![0; 32], ev("token.issue"), 6)
+        .await
+        .unwrap();
+    let read = store.family("f1").await.unwrap().unwrap();
+    assert_eq!(read.tier.as_deref(), Some("attested"));
+    assert_eq!(read.attest_key, Some(vec![4; 65]));
+    assert_eq!(read.attest_counter, Some(1));
+
+    let rotate = |generation: i64, counter: Option<i64>, token: u8| RotationWrite {
+        family_id: "f1".into(),
+        expected_generation: generation,
+        new_generation: generation + 1,
+        previous_generation: Some(generation),
+        rotated_ms: Some(100),
+        now_ms: 100,
+        new_token_hash: vec![token; 32],
+        attest_counter: counter,
+    };
+    // The same counter again (a replayed assertion): nothing happens.
+    assert!(
+        !store
+            .rotate_family(rotate(0, Some(1), 1), ev("token.refresh"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .rotate_family(rotate(0, Some(5), 2), ev("token.refresh"))
+            .await
+            .unwrap()
+    );
+    let read = store.family("f1").await.unwrap().unwrap();
+    assert_eq!((read.generation, read.attest_counter), (1, Some(5)));
+    // A lower counter loses too; a rotation without an assertion keeps the counter.
+    assert!(
+        !store
+            .rotate_family(rotate(1, Some(3), 3), ev("token.refresh"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .rotate_family(rotate(1, None, 4), ev("token.refresh"))
+            .await
+            .unwrap()
+    );
+    let read = store.family("f1").await.unwrap().unwrap();
+    assert_eq!((read.generation, read.attest_counter), (2, Some(5)));
+    assert_eq!(read.tier.as_deref(), Some("attested"));
     store.close().await;
 }
 
@@ -1108,6 +1183,7 @@ fn rotation(family: &str, token: Vec<u8>) -> RotationWrite {
         rotated_ms: Some(100),
         now_ms: 100,
         new_token_hash: token,
+        attest_counter: None,
     }
 }
 

@@ -45,6 +45,7 @@ pub fn grant(jkt: Option<Jkt>) -> AccessGrant {
         session: SessionId::parse("family-1").unwrap(),
         jkt,
         x5t: None,
+        tier: None,
     }
 }
 

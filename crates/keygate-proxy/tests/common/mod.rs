@@ -56,6 +56,15 @@ impl RevocationCheck for NothingRevoked {
 
 /// Runs the token service's resource check for `user` with `scopes`.
 pub async fn verified_access(user: &str, scopes: &str) -> VerifiedAccess {
+    verified_access_with_tier(user, scopes, None).await
+}
+
+/// [`verified_access`] for a token carrying the attestation tier `tier`.
+pub async fn verified_access_with_tier(
+    user: &str,
+    scopes: &str,
+    tier: Option<keygate_auth::access::TrustTier>,
+) -> VerifiedAccess {
     let now = UnixTime(1_800_000_000);
     let keys = SigningKeySet::bootstrap(
         RotationPolicy::default(),
@@ -72,6 +81,7 @@ pub async fn verified_access(user: &str, scopes: &str) -> VerifiedAccess {
         session: SessionId::generate(),
         jkt: Some(device.verification_key().thumbprint()),
         x5t: None,
+        tier,
     };
     let issued = access::issue(&config, &keys, &grant, now).unwrap();
     let token = issued.token.expose_secret();

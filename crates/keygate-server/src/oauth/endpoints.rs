@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
             get(super::login::show).post(super::login::submit),
         )
         .route("/oauth2/token", post(token))
+        .route("/oauth2/attestation/challenge", post(attestation_challenge))
         .route("/oauth2/revoke", post(revoke))
         .route("/oauth2/introspect", post(introspect))
 }
@@ -429,6 +430,41 @@ async fn token(
     }
 }
 
+/// A single-use challenge for the app's attestation (`client_id` in the form).
+async fn attestation_challenge(
+    State(s): State<AppState>,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let svc = service(&s)?;
+    let form = Form::parse(&body)?;
+    let client_id = form.require("client_id")?;
+    let record = svc
+        .store
+        .client_by_id(client_id)
+        .await
+        .map_err(|e| OAuthError::unavailable(&e))?
+        .filter(|c| c.removed_ms.is_none());
+    let Some((att, record)) = svc
+        .attestation
+        .as_ref()
+        .zip(record)
+        .filter(|(a, c)| a.configured(&c.name))
+    else {
+        return Err(OAuthError::invalid_request(
+            "This client has no app attestation configured",
+        ));
+    };
+    let (challenge, expires_in) = att.challenge(&svc.csrf_key, &record.id);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok((
+        StatusCode::OK,
+        headers,
+        Json(json!({"challenge": challenge, "expires_in": expires_in})),
+    )
+        .into_response())
+}
+
 async fn authorization_code(
     svc: &TokenService,
     headers: &HeaderMap,
@@ -482,10 +518,11 @@ async fn authorization_code(
     if user_record.is_none_or(|u| u.disabled_ms.is_some()) {
         return Err(OAuthError::invalid_grant());
     }
+    let verdict = super::attestation::evaluate(svc, client, form, jkt.as_ref(), None).await?;
     let session = SessionId::generate();
     let now = now_ms();
     let refresh_token = OpaqueToken::generate(TokenKind::Refresh);
-    let family = FamilyRecord::started(
+    let mut family = FamilyRecord::started(
         session.as_str().to_owned(),
         user.as_str().to_owned(),
         client.id.clone(),
@@ -493,6 +530,11 @@ async fn authorization_code(
         record.scopes.clone(),
         now,
     );
+    if let Some(v) = &verdict {
+        family.tier = Some(v.tier.as_str().to_owned());
+        family.attest_key = v.attested_key.clone();
+        family.attest_counter = v.counter;
+    }
     let audit = AuditEvent::new(
         format!("user:{}", user.as_str()),
         "token.issue",
@@ -501,8 +543,8 @@ async fn authorization_code(
     .target(session.as_str())
     .detail("client", client.id.clone())
     .detail("grant", "authorization_code")
-    .detail("dpop_bound", jkt.is_some())
-    .detail(
+    .detail("dpop_bound", jkt.is_some());
+    let audit = attestation_details(audit, verdict.as_ref()).detail(
         "refresh_ref",
         svc.token_ref("refresh", refresh_token.value().expose_secret()),
     );
@@ -531,11 +573,26 @@ async fn authorization_code(
             session,
             jkt: jkt.clone(),
             x5t: client.bound_cert().cloned(),
+            tier: verdict.map(|v| v.tier),
         },
         Some(&refresh_token),
         None,
     )
     .await
+}
+
+/// The attestation outcome in a grant's audit entry.
+fn attestation_details(
+    audit: AuditEvent,
+    verdict: Option<&super::attestation::Verdict>,
+) -> AuditEvent {
+    match verdict {
+        None => audit,
+        Some(v) => audit
+            .detail("tier", v.tier.as_str())
+            .detail("attestation", v.reason)
+            .detail("platform", v.platform),
+    }
 }
 
 async fn refresh(
@@ -570,6 +627,19 @@ async fn refresh(
             && svc.dpop_required_for(client),
     };
     let token_ref = svc.token_ref("refresh", presented);
+    // The attestation is judged once (its challenge is single use), on the session as it
+    // is now; the rotation's compare-and-set keeps a replayed assertion counter out.
+    let verdict = match svc
+        .store
+        .family(&family_id)
+        .await
+        .map_err(|e| OAuthError::unavailable(&e))?
+    {
+        Some(f) if f.client_id == client.id => {
+            super::attestation::evaluate(svc, client, form, proof_jkt.as_ref(), Some(&f)).await?
+        }
+        _ => None,
+    };
     // At most two rounds: a lost compare-and-set means another request rotated first;
     // deciding again on the new state yields a grace retry, reuse or a refusal.
     for _ in 0..2 {
@@ -641,6 +711,7 @@ async fn refresh(
             rotated_ms: rotation.rotated_at.map(|t| t.0 * 1000),
             now_ms: now_ms(),
             new_token_hash: next.hash().as_bytes().to_vec(),
+            attest_counter: verdict.as_ref().and_then(|v| v.counter),
         };
         let audit = AuditEvent::new(
             format!("user:{}", state.user.as_str()),
@@ -654,6 +725,7 @@ async fn refresh(
             "refresh_ref",
             svc.token_ref("refresh", next.value().expose_secret()),
         );
+        let audit = attestation_details(audit, verdict.as_ref());
         if !svc
             .store
             .rotate_family(write, audit)
@@ -672,6 +744,7 @@ async fn refresh(
                 session: state.family.clone(),
                 jkt: state.jkt.clone(),
                 x5t: client.bound_cert().cloned(),
+                tier: verdict.as_ref().map(|v| v.tier),
             },
             Some(&next),
             None,
@@ -739,6 +812,7 @@ async fn client_credentials(
             session,
             jkt: proof_jkt.clone(),
             x5t: client.bound_cert().cloned(),
+            tier: None,
         },
         None,
         None,

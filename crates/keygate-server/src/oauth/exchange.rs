@@ -543,6 +543,7 @@ pub(crate) async fn grant(
             session,
             jkt: jkt.clone(),
             x5t: client.bound_cert().cloned(),
+            tier: None,
         },
         Some(&refresh_token),
         Some(ACCESS_TOKEN_TYPE),

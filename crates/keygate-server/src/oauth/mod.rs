@@ -2,6 +2,7 @@
 //! vault. HTTP lives in [`endpoints`] (OAuth) and [`crate::admin::tokens`] (users, clients,
 //! sessions, keys); this module holds the state they share and the operations they call.
 
+pub mod attestation;
 pub mod endpoints;
 pub mod error;
 pub mod exchange;
@@ -259,6 +260,8 @@ pub struct TokenService {
     /// The monitor, once the server has started it: failed sign-ins, refused proofs and
     /// refresh tokens presented with another key are signalled to it.
     pub monitor: std::sync::OnceLock<Arc<keygate_monitor::Monitor>>,
+    /// App attestation of the clients in `[[attestation.clients]]`; `None` without any.
+    pub attestation: Option<attestation::Attestation>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -282,6 +285,8 @@ pub enum StartError {
     Store(#[from] keygate_store::StoreError),
     #[error("trusted issuers: {0}")]
     Issuers(String),
+    #[error("{0}")]
+    Attestation(String),
 }
 
 pub(crate) fn unix_now() -> UnixTime {
@@ -389,7 +394,16 @@ impl TokenService {
             key
         };
         let issuers = exchange::TrustedIssuers::load(&settings.issuers).await?;
+        let attestation = if config.attestation.clients.is_empty() {
+            None
+        } else {
+            Some(
+                attestation::Attestation::load(&config.attestation)
+                    .map_err(StartError::Attestation)?,
+            )
+        };
         let service = Self {
+            attestation,
             issuers,
             monitor: std::sync::OnceLock::new(),
             replay,

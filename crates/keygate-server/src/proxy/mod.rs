@@ -383,5 +383,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
     if let Some(m) = &s.monitor {
         body.push_str(&m.render_metrics());
     }
+    if let Some(a) = s.tokens.as_ref().and_then(|t| t.attestation.as_ref()) {
+        body.push_str(&a.render_metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
