@@ -1814,6 +1814,10 @@ attestation = {{ min_tier = "attested" }}
             let (s, t) = sign_in_with(&w, &ios, evidence).await;
             assert_eq!(s, StatusCode::OK, "{reason}: tiered, not refused: {t}");
             assert_eq!(tier(&t), "failed", "{reason}");
+            // The session stays failed: a refresh without evidence does not launder it.
+            let (s, r) = refresh(&w.app, &ios, t["refresh_token"].as_str().unwrap()).await;
+            assert_eq!(s, StatusCode::OK, "{r}");
+            assert_eq!(tier(&r), "failed", "{reason}: after a refresh");
             let line = format!(
                 "keygate_attestation_total{{client=\"ios-app\",platform=\"apple\",tier=\"failed\",reason=\"{reason}\",app_version=\"\"}} 1"
             );

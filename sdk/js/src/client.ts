@@ -5,6 +5,15 @@
  * @module
  */
 
+import {
+  ATTESTATION_CHALLENGE_PATH,
+  attestationFields,
+  attestationRequest,
+  parseChallenge,
+  type AttestationEvidence,
+  type AttestationGrant,
+  type AttestationProvider,
+} from './attestation.js';
 import { buildAuthorization, parseCallback, validScopeToken, type PendingAuthorization } from './authorize.js';
 import {
   NonceCache,
@@ -65,6 +74,12 @@ export interface KeygateClientOptions {
   readonly onSignedOut?: (reason: SignedOutReason) => void;
   /** Serialises refreshes with other tabs/processes sharing the same token store. */
   readonly crossContextLock?: CrossContextLock;
+  /**
+   * App attestation (App Attest / Play Integrity): called before each code exchange and
+   * each refresh with a fresh keygate challenge; its evidence goes into the token
+   * request. Failures degrade (no evidence), they never block sign-in or refresh.
+   */
+  readonly attestation?: AttestationProvider;
   /** The clock, milliseconds since the epoch (tests). */
   readonly now?: () => number;
 }
@@ -128,6 +143,9 @@ export class KeygateClient {
     }
     for (const s of options.scopes ?? []) {
       if (!validScopeToken(s)) throw new ConfigError('scopes must be RFC 6749 scope tokens');
+    }
+    if (options.attestation !== undefined && typeof options.attestation !== 'function') {
+      throw new ConfigError('attestation must be a function');
     }
     const margin = options.refreshMarginSeconds ?? 10;
     if (!(margin >= 0)) throw new ConfigError('refreshMarginSeconds must be >= 0');
@@ -256,17 +274,64 @@ export class KeygateClient {
   }
 
   /**
+   * A single-use attestation challenge from keygate, or `undefined` when there is none
+   * (the client has no attestation configured, keygate cannot be reached, a bad answer):
+   * the token request then goes without attestation fields.
+   */
+  async #attestationChallenge(): Promise<string | undefined> {
+    try {
+      const r = await this.#send(
+        `${this.#base}${ATTESTATION_CHALLENGE_PATH}`,
+        {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+          body: new URLSearchParams({ client_id: this.#options.clientId }).toString(),
+          redirect: 'manual',
+        },
+        'attestation challenge endpoint',
+      );
+      if (!r.ok) {
+        discard(r);
+        return undefined;
+      }
+      return parseChallenge(await readJson(r, 'attestation challenge'));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * The attestation fields for one token request: a fresh challenge (single use, so one
+   * per attempt) and the provider's evidence over it. Never throws; never logs evidence.
+   */
+  async #attestationFields(provider: AttestationProvider, grant: AttestationGrant, jkt: string): Promise<Record<string, string>> {
+    const challenge = await this.#attestationChallenge();
+    if (challenge === undefined) return {};
+    let evidence: AttestationEvidence | null = null;
+    try {
+      evidence = await provider(await attestationRequest(grant, challenge, jkt));
+    } catch {
+      // No evidence (older OS, emulator, the platform's service down): `none`.
+    }
+    return attestationFields(challenge, evidence);
+  }
+
+  /**
    * POSTs a form to the token endpoint with a fresh DPoP proof. On `use_dpop_nonce` it
    * retries once with the new nonce (a second one is a {@link DpopNonceError}); on
    * `invalid_dpop_proof` with a `Date` showing the device clock off, once with a
-   * corrected `iat`.
+   * corrected `iat`. With `attest` and an attestation provider, every attempt carries
+   * fresh attestation fields.
    */
-  async #tokenRequest(form: Record<string, string>): Promise<unknown> {
+  async #tokenRequest(form: Record<string, string>, attest?: { grant: AttestationGrant; jkt: () => Promise<string> }): Promise<unknown> {
     const endpoint = (await this.metadata()).token_endpoint;
-    const body = new URLSearchParams(form).toString();
+    const provider = this.#options.attestation;
+    const attesting = attest && provider ? { provider, grant: attest.grant, jkt: await attest.jkt() } : undefined;
     let nonceRetried = false;
     let clockRetried = false;
     for (;;) {
+      const extra = attesting ? await this.#attestationFields(attesting.provider, attesting.grant, attesting.jkt) : {};
+      const body = new URLSearchParams({ ...form, ...extra }).toString();
       const proof = await createProof(this.#options.keyStore, {
         method: 'POST',
         url: endpoint,
@@ -356,13 +421,16 @@ export class KeygateClient {
       throw new KeyStoreError('the DPoP key changed since the authorization request; start again');
     }
     const requestedAt = this.#now();
-    const json = await this.#tokenRequest({
-      grant_type: 'authorization_code',
-      code,
-      redirect_uri: pending.redirectUri,
-      client_id: this.#options.clientId,
-      code_verifier: pending.codeVerifier,
-    });
+    const json = await this.#tokenRequest(
+      {
+        grant_type: 'authorization_code',
+        code,
+        redirect_uri: pending.redirectUri,
+        client_id: this.#options.clientId,
+        code_verifier: pending.codeVerifier,
+      },
+      { grant: 'authorization_code', jkt: async () => pending.jkt },
+    );
     const tokens = await this.#acceptTokens(json, requestedAt);
     return { scope: tokens.scope, expiresAt: tokens.expiresAt };
   }
@@ -438,11 +506,14 @@ export class KeygateClient {
     const requestedAt = this.#now();
     let json: unknown;
     try {
-      json = await this.#tokenRequest({
-        grant_type: 'refresh_token',
-        refresh_token: current.refreshToken,
-        client_id: this.#options.clientId,
-      });
+      json = await this.#tokenRequest(
+        {
+          grant_type: 'refresh_token',
+          refresh_token: current.refreshToken,
+          client_id: this.#options.clientId,
+        },
+        { grant: 'refresh_token', jkt: () => this.#thumbprint() },
+      );
     } catch (e) {
       if (e instanceof OAuthError && (e.error === 'invalid_grant' || e.error === 'invalid_client')) {
         // The session is revoked, expired, or its refresh token was reused: it is dead.

@@ -13,6 +13,14 @@
 export { KeygateClient } from './client.js';
 export type { CrossContextLock, FetchLike, KeygateClientOptions, SignInResult } from './client.js';
 export type { PendingAuthorization } from './authorize.js';
+export type {
+  AttestationEvidence,
+  AttestationGrant,
+  AttestationProvider,
+  AttestationRequest,
+  AttestationType,
+} from './attestation.js';
+export { ATTESTATION_CHALLENGE_PATH, attestationClientData } from './attestation.js';
 export { pkceChallenge } from './authorize.js';
 export type { ServerMetadata } from './metadata.js';
 export { METADATA_PATH } from './metadata.js';

@@ -507,7 +507,8 @@ fn bytes_param(form: &Form, name: &str) -> Option<Vec<u8>> {
 
 /// The tier of a grant for `client`, from the request's evidence: `None` when the client
 /// does not attest. At sign-in `family` is `None`; at refresh it is the session, whose
-/// attested key (App Attest) the assertion must be signed with. A refusal under
+/// attested key (App Attest) the assertion must be signed with; a session whose sign-in
+/// evidence failed stays `failed`. A refusal under
 /// `on_failure = "refuse"` is audited here and answered with a generic `invalid_grant`.
 pub(crate) async fn evaluate(
     svc: &TokenService,
@@ -527,7 +528,13 @@ pub(crate) async fn evaluate(
         Verifier::Apple(_) => "apple",
         Verifier::Google(_) => "google",
     };
-    let verdict = judge(svc, att, c, platform, client, form, jkt, family).await?;
+    // Evidence that failed at sign-in marks the session for its lifetime: a later refresh
+    // without a key to assert with must not turn it into `unattested`.
+    let verdict = if family.and_then(|f| f.tier.as_deref()) == Some(TrustTier::Failed.as_str()) {
+        Verdict::new(TrustTier::Failed, "failed_at_sign_in", platform)
+    } else {
+        judge(svc, att, c, platform, client, form, jkt, family).await?
+    };
     att.count(&record.name, &verdict);
     if verdict.tier == TrustTier::Failed && c.on_failure == OnFailure::Refuse {
         let audit = AuditEvent::new(

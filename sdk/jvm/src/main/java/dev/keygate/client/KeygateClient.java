@@ -33,6 +33,8 @@ public final class KeygateClient {
     public static final String TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange";
     /** RFC 8693 subject token type of an OpenID Connect ID token. */
     public static final String ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token";
+    /** Where the client asks for a single-use attestation challenge (under the base URL). */
+    public static final String ATTESTATION_CHALLENGE_PATH = "/oauth2/attestation/challenge";
 
     private static final int MAX_OAUTH_BODY = 64 * 1024;
     private static final long DEFAULT_EXPIRES_IN = 60;
@@ -43,6 +45,8 @@ public final class KeygateClient {
     private final URI authorizationEndpoint;
     private final URI tokenEndpoint;
     private final URI revocationEndpoint;
+    private final URI attestationEndpoint;
+    private final AttestationProvider attestationProvider;
     private final DpopKeyStore keyStore;
     private final TokenStore tokens;
     private final Transport transport;
@@ -60,6 +64,8 @@ public final class KeygateClient {
         this.authorizationEndpoint = authorizationEndpoint;
         this.tokenEndpoint = tokenEndpoint;
         this.revocationEndpoint = revocationEndpoint;
+        this.attestationEndpoint = URI.create(b.base + ATTESTATION_CHALLENGE_PATH);
+        this.attestationProvider = b.attestationProvider;
         this.keyStore = b.keyStore;
         this.tokens = b.tokenStore;
         this.transport = b.transport;
@@ -130,7 +136,7 @@ public final class KeygateClient {
         f.put("redirect_uri", pending.redirectUri());
         f.put("client_id", clientId);
         f.put("code_verifier", pending.codeVerifier());
-        return storeGrant(f, null);
+        return storeGrant(f, AttestationRequest.AUTHORIZATION_CODE, null);
     }
 
     /**
@@ -150,12 +156,13 @@ public final class KeygateClient {
         if (scope != null) {
             f.put("scope", scope);
         }
-        return storeGrant(f, null);
+        return storeGrant(f, null, null);
     }
 
-    private SignedIn storeGrant(Map<String, String> form, String previousRefresh) throws KeygateException {
+    private SignedIn storeGrant(Map<String, String> form, String attestedGrant, String previousRefresh)
+            throws KeygateException {
         Instant requestedAt = clock.instant();
-        TokenSet set = tokenSet(tokenRequest(form), requestedAt, previousRefresh);
+        TokenSet set = tokenSet(tokenRequest(form, attestedGrant), requestedAt, previousRefresh);
         tokens.save(set);
         return new SignedIn(set.scope(), set.expiresAt());
     }
@@ -301,7 +308,7 @@ public final class KeygateClient {
             f.put("client_id", clientId);
             JsonObject answer;
             try {
-                answer = tokenRequest(f);
+                answer = tokenRequest(f, AttestationRequest.REFRESH_TOKEN);
             } catch (OAuthException e) {
                 if ("invalid_grant".equals(e.error()) || "invalid_client".equals(e.error())) {
                     throw endSession(e.description() != null && !e.description().isEmpty() ? e.description() : e.error());
@@ -375,13 +382,14 @@ public final class KeygateClient {
     /**
      * POSTs a form to the token endpoint with a proof; on {@code use_dpop_nonce} retries once
      * with the new nonce, on {@code invalid_dpop_proof} with a wrong device clock once with
-     * the server's time.
+     * the server's time. With an {@code attestedGrant} and an attestation provider, every
+     * attempt (retries included: a challenge is single use) carries fresh attestation.
      */
-    private JsonObject tokenRequest(Map<String, String> form) throws KeygateException {
-        byte[] body = bytes(Forms.encode(form));
+    private JsonObject tokenRequest(Map<String, String> form, String attestedGrant) throws KeygateException {
         boolean nonceRetried = false;
         boolean clockCorrected = false;
         while (true) {
+            byte[] body = bytes(Forms.encode(withAttestation(form, attestedGrant)));
             String proof = DpopProof.create(keyStore, "POST", tokenEndpoint, serverClock.proofSeconds(),
                     nonces.get(tokenEndpoint), null);
             Map<String, String> headers = new LinkedHashMap<>();
@@ -424,6 +432,69 @@ public final class KeygateClient {
                 continue;
             }
             throw error;
+        }
+    }
+
+    // ---- app attestation -------------------------------------------------------------
+
+    /**
+     * {@code form} plus the attestation fields for one token request: a fresh challenge, the
+     * provider's evidence over it. Degrades rather than locks out: no challenge → the form
+     * unchanged; the provider fails or returns {@code null} → {@code attestation_type=none}.
+     */
+    private Map<String, String> withAttestation(Map<String, String> form, String grant) throws KeygateException {
+        if (attestationProvider == null || grant == null) {
+            return form;
+        }
+        String challenge = attestationChallenge();
+        if (challenge == null) {
+            return form;
+        }
+        AttestationRequest request = new AttestationRequest(grant, challenge, keyStore.thumbprint());
+        AttestationProvider.Evidence evidence;
+        try {
+            evidence = attestationProvider.attest(request);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            evidence = null;
+        } catch (Exception e) {
+            evidence = null; // never logged: the message may carry platform details
+        }
+        Map<String, String> f = new LinkedHashMap<>(form);
+        f.put("attestation_challenge", challenge);
+        if (evidence == null || AttestationProvider.Evidence.NONE.equals(evidence.type())) {
+            f.put("attestation_type", AttestationProvider.Evidence.NONE);
+            return f;
+        }
+        f.put("attestation_type", evidence.type());
+        putIfPresent(f, "attestation", evidence.attestation());
+        putIfPresent(f, "attestation_key_id", evidence.keyId());
+        putIfPresent(f, "attestation_assertion", evidence.assertion());
+        return f;
+    }
+
+    private static void putIfPresent(Map<String, String> form, String name, String value) {
+        if (value != null) {
+            form.put(name, value);
+        }
+    }
+
+    /** A single-use challenge from keygate, or {@code null} if there is none to be had. */
+    private String attestationChallenge() {
+        Map<String, String> headers = new LinkedHashMap<>();
+        headers.put("Content-Type", "application/x-www-form-urlencoded");
+        headers.put("Accept", "application/json");
+        byte[] body = bytes(Forms.encode(Collections.singletonMap("client_id", clientId)));
+        try (HttpResponse response = transport.send(new HttpRequest("POST", attestationEndpoint, headers, body))) {
+            serverClock.observe(response);
+            if (response.status() / 100 != 2) {
+                return null; // e.g. 400: no attestation configured for this client
+            }
+            JsonObject json = Json.parseObjectOrNull(response.readBody(MAX_OAUTH_BODY));
+            String challenge = json == null ? null : Json.string(json, "challenge");
+            return challenge == null || challenge.isEmpty() ? null : challenge;
+        } catch (IOException | RuntimeException e) {
+            return null;
         }
     }
 
@@ -535,6 +606,7 @@ public final class KeygateClient {
         private Clock clock = Clock.systemUTC();
         private Duration refreshMargin = Duration.ofSeconds(30);
         private SessionListener listener;
+        private AttestationProvider attestationProvider;
 
         private Builder(String baseUrl, String clientId, String redirectUri) {
             this.base = SecureUrls.check(CallbackParser.stripSlash(Objects.requireNonNull(baseUrl, "baseUrl")));
@@ -585,6 +657,16 @@ public final class KeygateClient {
         /** Told when keygate ends the session. */
         public Builder sessionListener(SessionListener listener) {
             this.listener = listener;
+            return this;
+        }
+
+        /**
+         * App attestation (optional): before each sign-in (code redemption) and each refresh,
+         * the client fetches a single-use challenge and sends the provider's evidence with
+         * the token request. See {@link AttestationProvider}; {@code null} turns it off.
+         */
+        public Builder attestationProvider(AttestationProvider provider) {
+            this.attestationProvider = provider;
             return this;
         }
 
