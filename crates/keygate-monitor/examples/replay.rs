@@ -251,6 +251,7 @@ fn main() {
                 status_class: StatusClass::Success,
                 latency: Duration::from_millis(80),
                 fault: None,
+                tier: keygate_auth::access::TrustTier::Unattested,
             };
             let mut cell = base.clone();
             cell.client_ip = city_ip(city, rng.byte(), rng.byte(), rng.byte());

@@ -23,6 +23,7 @@
 //! scope are allowed (a 5× alert and a 20× throttle are a sensible pair); each keeps its
 //! own incidents because an incident is keyed by rule name and subject.
 
+use keygate_auth::access::TrustTier;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -154,6 +155,10 @@ pub struct RawRule {
     /// Route-scoped rules: only these routes (default all).
     #[serde(default)]
     pub routes: Option<Vec<String>>,
+    /// Ceiling rules: count only calls from tokens of these app attestation tiers
+    /// (`failed`, `unattested`, `attested`), so lower tiers can get a lower ceiling.
+    #[serde(default)]
+    pub tiers: Option<Vec<String>>,
     /// The ladder: `alert`, `throttle`, `revoke`, `disable`, `rotate`, in order.
     #[serde(default)]
     pub actions: Option<Vec<String>>,
@@ -309,6 +314,8 @@ pub struct Rule {
     pub params: RuleParams,
     /// Route-scoped rules: the routes it watches (`None`: all).
     pub routes: Option<BTreeSet<RouteName>>,
+    /// Ceiling rules: only calls of these attestation tiers count (`None`: all).
+    pub tiers: Option<BTreeSet<TrustTier>>,
     /// The action ladder, at least one step.
     pub ladder: Vec<Action>,
     /// Time an incident must keep firing before the next step.
@@ -843,12 +850,45 @@ fn validate_rule(
             "must be at least the interval",
         ));
     }
+    let tiers = match raw.tiers {
+        None => None,
+        Some(list) => {
+            let calls_only = matches!(
+                params,
+                RuleParams::Ceiling {
+                    calls_per_minute: Some(_),
+                    cost_per_day: None,
+                    ..
+                }
+            );
+            if !calls_only {
+                return Err(err(
+                    format!("{at}.tiers"),
+                    "only a ceiling rule on calls_per_minute (without cost_per_day) counts by tier",
+                ));
+            }
+            let mut set = BTreeSet::new();
+            for (i, t) in list.iter().enumerate() {
+                set.insert(TrustTier::parse(t).ok_or_else(|| {
+                    err(
+                        format!("{at}.tiers[{i}]"),
+                        "must be failed, unattested or attested",
+                    )
+                })?);
+            }
+            if set.is_empty() {
+                return Err(err(format!("{at}.tiers"), "name at least one tier"));
+            }
+            Some(set)
+        }
+    };
     Ok(Rule {
         name: raw.name,
         kind,
         scope,
         params,
         routes,
+        tiers,
         ladder,
         escalate_after,
         cooldown,

@@ -1,13 +1,14 @@
 //! The monitor: sharded per-interval counters on the hot path, and the evaluator that
 //! folds them into baselines and runs the rules.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keygate_auth::access::TrustTier;
 use keygate_auth::ids::{ClientId, SessionId, UserId};
 use keygate_auth::jwk::Jkt;
 use keygate_proxy::RouteName;
@@ -78,6 +79,9 @@ struct Count {
     calls: u64,
     cost: u64,
     first_ms: i64,
+    /// Calls per attestation tier ([`tier_index`]): this process's only (replicas'
+    /// deltas carry totals), so a tier ceiling counts per replica.
+    tiers: [u64; 3],
 }
 
 impl Count {
@@ -86,7 +90,16 @@ impl Count {
             calls: 0,
             cost: 0,
             first_ms: now,
+            tiers: [0; 3],
         }
+    }
+}
+
+fn tier_index(t: TrustTier) -> usize {
+    match t {
+        TrustTier::Failed => 0,
+        TrustTier::Unattested => 1,
+        TrustTier::Attested => 2,
     }
 }
 
@@ -192,6 +205,7 @@ struct Slot {
     calls: u64,
     cost: u64,
     first_ms: i64,
+    tiers: [u64; 3],
 }
 
 #[derive(Debug)]
@@ -247,6 +261,28 @@ impl Stats {
             first = first.min(s.first_ms);
         }
         (calls, cost, first)
+    }
+
+    /// Calls of the `tiers` within the window (and the first call's time).
+    fn window_tiers(&self, now: i64, window_ms: i64, tiers: &BTreeSet<TrustTier>) -> (u64, i64) {
+        let mut calls = 0;
+        let mut first = now;
+        for s in self
+            .slots
+            .iter()
+            .rev()
+            .take_while(|s| s.end_ms > now - window_ms)
+        {
+            let n: u64 = tiers
+                .iter()
+                .filter_map(|t| s.tiers.get(tier_index(*t)))
+                .sum();
+            if n > 0 {
+                calls += n;
+                first = first.min(s.first_ms);
+            }
+        }
+        (calls, first)
     }
 }
 
@@ -551,6 +587,9 @@ impl Monitor {
         ) {
             c.calls += 1;
             c.cost = c.cost.saturating_add(event.cost);
+            if let Some(n) = c.tiers.get_mut(tier_index(event.tier)) {
+                *n += 1;
+            }
         }
         keys += acc.users.len() - before;
         let room = keys < self.per_shard_keys;
@@ -564,6 +603,9 @@ impl Monitor {
         ) {
             c.calls += 1;
             c.cost = c.cost.saturating_add(event.cost);
+            if let Some(n) = c.tiers.get_mut(tier_index(event.tier)) {
+                *n += 1;
+            }
         }
         keys += acc.routes.len() - before;
         let room = keys < self.per_shard_keys;
@@ -772,6 +814,9 @@ impl Monitor {
                 let sum = routes.entry(route).or_insert(Count::new(count.first_ms));
                 sum.calls += count.calls;
                 sum.cost = sum.cost.saturating_add(count.cost);
+                for (s, c) in sum.tiers.iter_mut().zip(count.tiers) {
+                    *s += c;
+                }
                 sum.first_ms = sum.first_ms.min(count.first_ms);
             }
         }
@@ -1025,6 +1070,7 @@ impl Monitor {
             calls: count.calls,
             cost: count.cost,
             first_ms: count.first_ms,
+            tiers: count.tiers,
         });
         while stats
             .slots
@@ -1087,7 +1133,13 @@ impl Monitor {
                     cost_per_day,
                 } => {
                     let w = ms(window);
-                    let (calls, _, first) = stats.window(now, w);
+                    let (calls, first) = match &rule.tiers {
+                        None => {
+                            let (calls, _, first) = stats.window(now, w);
+                            (calls, first)
+                        }
+                        Some(tiers) => stats.window_tiers(now, w, tiers),
+                    };
                     let rate = calls as f64 * MINUTE_MS / w as f64;
                     let over_rate = calls_per_minute.filter(|limit| rate >= *limit as f64);
                     let over_cost = cost_per_day.filter(|limit| stats.cost_day >= *limit);
@@ -1103,6 +1155,10 @@ impl Monitor {
                         }
                         if let Some(limit) = cost_per_day {
                             ev.insert("cost_per_day".into(), json!(limit));
+                        }
+                        if let Some(tiers) = &rule.tiers {
+                            let names: Vec<&str> = tiers.iter().map(|t| t.as_str()).collect();
+                            ev.insert("tiers".into(), json!(names));
                         }
                         let started_ms = if over_rate.is_some() {
                             first

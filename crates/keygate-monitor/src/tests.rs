@@ -97,6 +97,7 @@ fn event(user: &str, session: &str, from: &str) -> UsageEvent {
         status_class: StatusClass::Success,
         latency: Duration::from_millis(40),
         fault: None,
+        tier: keygate_auth::access::TrustTier::Unattested,
     }
 }
 
@@ -271,6 +272,60 @@ fn fifty_steady_users_over_six_hours_raise_nothing() {
     assert_eq!(snap.users.len(), 50);
     assert!(snap.users.iter().all(|u| u.baseline_counts));
     assert_eq!(snap.routes.len(), 1);
+}
+
+/// A ceiling for lower attestation tiers counts only their calls: an attested app at a
+/// rate the unattested ceiling would refuse is left alone; an unattested one is caught.
+#[test]
+fn a_tier_ceiling_counts_only_the_tiers_it_names() {
+    use keygate_auth::access::TrustTier;
+    let rig = rig(r#"
+[monitor]
+default_rules = false
+[[monitor.rules]]
+name = "unattested-ceiling"
+kind = "ceiling"
+calls_per_minute = 20
+tiers = ["failed", "unattested"]
+"#);
+    let mut attested = event("gina", "s1", "198.51.100.7");
+    attested.tier = TrustTier::Attested;
+    assert!(
+        steady(&rig, &attested, 90.0, 2).is_empty(),
+        "attested calls do not count"
+    );
+    let mut unattested = event("hank", "s2", "198.51.100.8");
+    unattested.tier = TrustTier::Unattested;
+    let findings = steady(&rig, &unattested, 90.0, 1);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0].rule, "unattested-ceiling");
+    assert_eq!(
+        findings[0].subject,
+        Subject::User(UserId::parse("hank").unwrap())
+    );
+    assert_eq!(
+        findings[0].evidence["tiers"],
+        serde_json::json!(["failed", "unattested"])
+    );
+    // Mixed traffic: only the failed share counts toward the ceiling.
+    let mut failed = event("ivy", "s3", "198.51.100.9");
+    failed.tier = TrustTier::Failed;
+    let mut ivy_attested = failed.clone();
+    ivy_attested.tier = TrustTier::Attested;
+    let mut mixed = Vec::new();
+    for _ in 0..3 {
+        for _ in 0..10 {
+            rig.monitor.observe(&ivy_attested);
+        }
+        rig.monitor.observe(&failed);
+        mixed.extend(rig.tick());
+    }
+    assert!(
+        mixed
+            .iter()
+            .all(|f| f.subject != Subject::User(UserId::parse("ivy").unwrap())),
+        "{mixed:#?}"
+    );
 }
 
 #[test]
@@ -545,6 +600,21 @@ fn config_errors_name_the_field() {
             "[[monitor.rules]]\nname = \"a\"\nkind = \"bogus\"",
             "monitor.rules[0].kind",
             "unknown kind",
+        ),
+        (
+            "[[monitor.rules]]\nname = \"a\"\nkind = \"spike\"\ntiers = [\"failed\"]",
+            "monitor.rules[0].tiers",
+            "only a ceiling rule",
+        ),
+        (
+            "[[monitor.rules]]\nname = \"a\"\nkind = \"ceiling\"\ncalls_per_minute = 5\ntiers = [\"gold\"]",
+            "monitor.rules[0].tiers[0]",
+            "failed, unattested or attested",
+        ),
+        (
+            "[[monitor.rules]]\nname = \"a\"\nkind = \"ceiling\"\ncost_per_day = 5\ntiers = [\"failed\"]",
+            "monitor.rules[0].tiers",
+            "calls_per_minute",
         ),
         (
             "[[monitor.rules]]\nname = \"a\"\nkind = \"spike\"\nscope = \"planet\"",

@@ -34,6 +34,7 @@ fn event(user: &str, ip: [u8; 4]) -> UsageEvent {
         status_class: StatusClass::Success,
         latency: Duration::from_millis(12),
         fault: None,
+        tier: keygate_auth::access::TrustTier::Unattested,
     }
 }
 

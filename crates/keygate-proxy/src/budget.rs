@@ -431,6 +431,7 @@ mod tests {
             status_class: StatusClass::Success,
             latency: Duration::from_millis(1),
             fault: None,
+            tier: keygate_auth::access::TrustTier::Unattested,
         }
     }
 

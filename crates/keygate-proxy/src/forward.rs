@@ -584,6 +584,7 @@ impl Forwarder {
             status_class: StatusClass::Success,
             latency: Duration::ZERO,
             fault: None,
+            tier: call.tier(),
         });
         let result = self
             .forward_inner(

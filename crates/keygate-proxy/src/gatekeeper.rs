@@ -311,6 +311,7 @@ impl Refusal {
             status_class: StatusClass::of(error.status()),
             latency: Duration::ZERO,
             fault: Some(error.fault()),
+            tier: crate::route::effective_tier(access.tier()),
         };
         Self {
             error,

@@ -89,6 +89,8 @@ pub struct UsageEvent {
     pub latency: Duration,
     /// Who failed, when something did (including a body cut short mid-stream).
     pub fault: Option<Fault>,
+    /// The app attestation tier the call counted as ([`crate::route::effective_tier`]).
+    pub tier: keygate_auth::access::TrustTier,
 }
 
 /// Receives usage events. `record` is called on the response path, so it must not block.
@@ -443,6 +445,7 @@ mod tests {
             status_class: StatusClass::Success,
             latency: Duration::from_millis(ms),
             fault: None,
+            tier: keygate_auth::access::TrustTier::Unattested,
         };
         sink.record(event("u1", 10));
         sink.record(event("u1", 30));
@@ -483,6 +486,7 @@ mod tests {
             status_class: StatusClass::Success,
             latency: Duration::from_millis(1),
             fault: None,
+            tier: keygate_auth::access::TrustTier::Unattested,
         };
         sink.record(e.clone());
         sink.record(e.clone());
