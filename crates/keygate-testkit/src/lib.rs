@@ -1,7 +1,8 @@
 //! Helpers for keygate's integration tests that need more than one process's worth of
 //! infrastructure: a `redis-server` a test can stop and start ([`OwnRedis`]), a TCP
 //! forwarder a test can cut to make PostgreSQL unreachable ([`Cuttable`]), and the
-//! removal of a test's Redis keys ([`clean_redis`]). Never a dependency of the product.
+//! removal of a test's Redis keys ([`clean_redis`]), and the SoftHSM2 tokens of
+//! `tests/hsm/softhsm.sh` ([`SoftHsm`]). Never a dependency of the product.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -208,5 +209,57 @@ pub async fn clean_redis(url: &str, prefix: &str) {
             .query_async(&mut conn)
             .await
             .unwrap();
+    }
+}
+
+/// SoftHSM2 as `tests/hsm/softhsm.sh` set it up: the module, the token directory and
+/// the user PIN of the tokens it made (one per test that needs one).
+pub struct SoftHsm {
+    pub module: std::path::PathBuf,
+    pub tokendir: std::path::PathBuf,
+    pub pin: String,
+}
+
+impl SoftHsm {
+    /// The set-up from the environment the script prints, or `None` after a line saying
+    /// `test` did not run. With `KEYGATE_TEST_PKCS11_REQUIRED` set (`.ci/run`), a missing
+    /// set-up fails the test instead.
+    pub fn from_env(test: &str) -> Option<Self> {
+        match (
+            std::env::var("KEYGATE_TEST_PKCS11_MODULE"),
+            std::env::var("KEYGATE_TEST_PKCS11_TOKENDIR"),
+            std::env::var("KEYGATE_TEST_PKCS11_PIN"),
+        ) {
+            (Ok(module), Ok(tokendir), Ok(pin)) => Some(Self {
+                module: module.into(),
+                tokendir: tokendir.into(),
+                pin,
+            }),
+            _ => {
+                assert!(
+                    std::env::var("KEYGATE_TEST_PKCS11_REQUIRED").is_err(),
+                    "KEYGATE_TEST_PKCS11_REQUIRED is set but SoftHSM2 is not: run `eval \"$(tests/hsm/softhsm.sh)\"` first"
+                );
+                eprintln!(
+                    "SKIPPED {test}: no SoftHSM2 (run `eval \"$(tests/hsm/softhsm.sh)\"` first; .ci/run does)"
+                );
+                None
+            }
+        }
+    }
+
+    /// The directory SoftHSM2 keeps the token labelled `label` in (moving it away is how
+    /// the tests pull the token out).
+    pub fn token_dir(&self, label: &str) -> std::path::PathBuf {
+        for entry in std::fs::read_dir(&self.tokendir).unwrap() {
+            let dir = entry.unwrap().path();
+            if std::fs::read(dir.join("token.object"))
+                .map(|b| b.windows(label.len()).any(|w| w == label.as_bytes()))
+                .unwrap_or(false)
+            {
+                return dir;
+            }
+        }
+        panic!("no directory for token {label}");
     }
 }

@@ -8,7 +8,6 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -17,44 +16,24 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use keygate_store::{AdminCredential, SqlStore, Store};
+use keygate_testkit::SoftHsm;
 use keygate_vault::{
     Kek, MasterKey, MasterKeyProvider, Pkcs11Config, Pkcs11KeyProvider, SecretName, SoftKek,
     TokenSelector, Vault, VaultError, VaultLimits,
 };
 use secrecy::{ExposeSecret, SecretString};
 
-struct Hsm {
-    module: PathBuf,
-    tokendir: PathBuf,
-}
-
 /// The SoftHSM2 set-up, or `None` (with a line saying so) when the script has not run.
 fn hsm(test: &str) -> Option<Hsm> {
-    match (
-        std::env::var("KEYGATE_TEST_PKCS11_MODULE"),
-        std::env::var("KEYGATE_TEST_PKCS11_TOKENDIR"),
-    ) {
-        (Ok(module), Ok(tokendir)) => Some(Hsm {
-            module: module.into(),
-            tokendir: tokendir.into(),
-        }),
-        _ => {
-            assert!(
-                std::env::var("KEYGATE_TEST_PKCS11_REQUIRED").is_err(),
-                "KEYGATE_TEST_PKCS11_REQUIRED is set but SoftHSM2 is not: run `eval \"$(tests/hsm/softhsm.sh)\"` first"
-            );
-            eprintln!(
-                "SKIPPED {test}: no SoftHSM2 (run `eval \"$(tests/hsm/softhsm.sh)\"` first; .ci/run does)"
-            );
-            None
-        }
-    }
+    SoftHsm::from_env(test).map(Hsm)
 }
+
+struct Hsm(SoftHsm);
 
 impl Hsm {
     fn config(&self, token: &str, key_label: &str) -> Pkcs11Config {
         Pkcs11Config {
-            module: self.module.clone(),
+            module: self.0.module.clone(),
             token: TokenSelector::Label(token.into()),
             key_label: key_label.into(),
             pin_env: "KEYGATE_TEST_PKCS11_PIN".into(),
@@ -67,7 +46,7 @@ impl Hsm {
 
     /// A session of the test's own on `token`, logged in, for setting up keys by hand.
     fn session(&self, token: &str) -> Session {
-        let ctx = Pkcs11::new(&self.module).unwrap();
+        let ctx = Pkcs11::new(&self.0.module).unwrap();
         // The vault's provider may already have initialised this module in-process.
         let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
         let slot = ctx
@@ -81,7 +60,7 @@ impl Hsm {
             })
             .unwrap();
         let session = ctx.open_rw_session(slot).unwrap();
-        let pin = AuthPin::from(std::env::var("KEYGATE_TEST_PKCS11_PIN").unwrap());
+        let pin = AuthPin::from(self.0.pin.clone());
         match session.login(UserType::User, Some(&pin)) {
             Ok(())
             | Err(cryptoki::error::Error::Pkcs11(
@@ -91,21 +70,6 @@ impl Hsm {
             Err(e) => panic!("login: {e:?}"),
         }
         session
-    }
-
-    /// The directory SoftHSM2 keeps `token` in (one per token, named by its serial).
-    fn token_dir(&self, token: &str) -> PathBuf {
-        for entry in std::fs::read_dir(&self.tokendir).unwrap() {
-            let dir = entry.unwrap().path();
-            let conf = dir.join("token.object");
-            if std::fs::read(&conf)
-                .map(|b| b.windows(token.len()).any(|w| w == token.as_bytes()))
-                .unwrap_or(false)
-            {
-                return dir;
-            }
-        }
-        panic!("no directory for token {token}");
     }
 }
 
@@ -125,6 +89,29 @@ fn n(s: &str) -> SecretName {
 async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     let url = format!("sqlite://{}/vault.db", dir.path().display());
     Arc::new(SqlStore::connect(&url).await.unwrap())
+}
+
+/// A SQLite store in `dir` initialised with the key labelled `master` in `token`
+/// (generated if missing), and the vault opened on it with one secret `k` put.
+async fn vault_on(
+    hsm: &Hsm,
+    token: &str,
+    dir: &tempfile::TempDir,
+) -> (Pkcs11KeyProvider, Arc<dyn Store>, Vault) {
+    let provider = hsm.provider(token, "master");
+    provider.ensure_key().unwrap();
+    let store = sqlite(dir).await;
+    Vault::initialize(store.as_ref(), provider.open().unwrap().as_ref(), admin())
+        .await
+        .unwrap();
+    let vault = Vault::open(store.clone(), Some(&provider), VaultLimits::default())
+        .await
+        .unwrap();
+    vault
+        .put(&n("k"), SecretString::from("value"), None, "t")
+        .await
+        .unwrap();
+    (provider, store, vault)
 }
 
 async fn value(vault: &Vault, name: &str) -> String {
@@ -306,20 +293,8 @@ async fn a_removed_token_seals_the_vault_and_a_tampered_key_is_not_a_fault() {
     let Some(hsm) = hsm("a_removed_token_seals_the_vault_and_a_tampered_key_is_not_a_fault") else {
         return;
     };
-    let provider = hsm.provider("kg-remove", "master");
-    provider.ensure_key().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(&dir).await;
-    Vault::initialize(store.as_ref(), provider.open().unwrap().as_ref(), admin())
-        .await
-        .unwrap();
-    let vault = Vault::open(store.clone(), Some(&provider), VaultLimits::default())
-        .await
-        .unwrap();
-    vault
-        .put(&n("k"), SecretString::from("value"), None, "t")
-        .await
-        .unwrap();
+    let (provider, store, vault) = vault_on(&hsm, "kg-remove", &dir).await;
 
     // A wrapped data key changed in the database: refused as tampering, and the token
     // is still healthy (the vault stays unsealed).
@@ -345,7 +320,7 @@ async fn a_removed_token_seals_the_vault_and_a_tampered_key_is_not_a_fault() {
     pool.close().await;
 
     // The token goes away (its directory moved out of SoftHSM2's reach).
-    let token_dir = hsm.token_dir("kg-remove");
+    let token_dir = hsm.0.token_dir("kg-remove");
     let away = dir.path().join("token-away");
     std::fs::rename(&token_dir, &away).unwrap();
     let put = vault
@@ -381,20 +356,8 @@ async fn a_key_replaced_under_the_same_label_is_never_used() {
     let Some(hsm) = hsm("a_key_replaced_under_the_same_label_is_never_used") else {
         return;
     };
-    let provider = hsm.provider("kg-swap", "master");
-    provider.ensure_key().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(&dir).await;
-    Vault::initialize(store.as_ref(), provider.open().unwrap().as_ref(), admin())
-        .await
-        .unwrap();
-    let vault = Vault::open(store.clone(), Some(&provider), VaultLimits::default())
-        .await
-        .unwrap();
-    vault
-        .put(&n("k"), SecretString::from("value"), None, "t")
-        .await
-        .unwrap();
+    let (provider, store, vault) = vault_on(&hsm, "kg-swap", &dir).await;
     // Someone destroys the key and makes another with the same label.
     let session = hsm.session("kg-swap");
     let old = session

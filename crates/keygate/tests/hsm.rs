@@ -14,59 +14,19 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::{Setup, keygate, stderr, stdout};
+use keygate_testkit::SoftHsm;
 
 const PIN_VAR: &str = "KEYGATE_HSM_PIN";
 
-struct Hsm {
-    module: String,
-    tokendir: PathBuf,
-    pin: String,
+fn hsm(test: &str) -> Option<SoftHsm> {
+    SoftHsm::from_env(test)
 }
 
-fn hsm(test: &str) -> Option<Hsm> {
-    match (
-        std::env::var("KEYGATE_TEST_PKCS11_MODULE"),
-        std::env::var("KEYGATE_TEST_PKCS11_TOKENDIR"),
-        std::env::var("KEYGATE_TEST_PKCS11_PIN"),
-    ) {
-        (Ok(module), Ok(tokendir), Ok(pin)) => Some(Hsm {
-            module,
-            tokendir: tokendir.into(),
-            pin,
-        }),
-        _ => {
-            assert!(
-                std::env::var("KEYGATE_TEST_PKCS11_REQUIRED").is_err(),
-                "KEYGATE_TEST_PKCS11_REQUIRED is set but SoftHSM2 is not: run `eval \"$(tests/hsm/softhsm.sh)\"` first"
-            );
-            eprintln!(
-                "SKIPPED {test}: no SoftHSM2 (run `eval \"$(tests/hsm/softhsm.sh)\"` first; .ci/run does)"
-            );
-            None
-        }
-    }
-}
-
-impl Hsm {
-    fn master_key_table(&self, token: &str) -> String {
-        format!(
-            "[master_key]\npkcs11 = {{ module = \"{}\", token_label = \"{token}\", key_label = \"keygate-master\", pin_env = \"{PIN_VAR}\" }}\n",
-            self.module
-        )
-    }
-
-    fn token_dir(&self, token: &str) -> PathBuf {
-        for entry in std::fs::read_dir(&self.tokendir).unwrap() {
-            let dir = entry.unwrap().path();
-            if std::fs::read(dir.join("token.object"))
-                .map(|b| b.windows(token.len()).any(|w| w == token.as_bytes()))
-                .unwrap_or(false)
-            {
-                return dir;
-            }
-        }
-        panic!("no directory for token {token}");
-    }
+fn master_key_table(hsm: &SoftHsm, token: &str) -> String {
+    format!(
+        "[master_key]\npkcs11 = {{ module = \"{}\", token_label = \"{token}\", key_label = \"keygate-master\", pin_env = \"{PIN_VAR}\" }}\n",
+        hsm.module.display()
+    )
 }
 
 /// The set-up's configuration with its `[master_key]` table replaced.
@@ -80,7 +40,7 @@ fn config_with(setup: &Setup, name: &str, master_key: &str) -> PathBuf {
     path
 }
 
-fn rekey(hsm: &Hsm, from: &Path, to: &Path) -> Output {
+fn rekey(hsm: &SoftHsm, from: &Path, to: &Path) -> Output {
     keygate()
         .args(["vault", "rekey", "--config"])
         .arg(from)
@@ -92,7 +52,7 @@ fn rekey(hsm: &Hsm, from: &Path, to: &Path) -> Output {
 }
 
 /// `setup` served with `config` (the PIN in the environment).
-fn serve(setup: &Setup, config: &Path, hsm: &Hsm) -> common::Server {
+fn serve(setup: &Setup, config: &Path, hsm: &SoftHsm) -> common::Server {
     let log = setup.dir.path().join("server.log");
     setup.serve_with(config, &log, &[(PIN_VAR, hsm.pin.as_str())])
 }
@@ -128,7 +88,11 @@ fn a_store_moves_into_the_hsm_survives_restarts_and_moves_back_out() {
     server.stop();
 
     // file -> HSM: the key is generated inside the token.
-    let hsm_config = config_with(&setup, "keygate-hsm.toml", &hsm.master_key_table("kg-cli"));
+    let hsm_config = config_with(
+        &setup,
+        "keygate-hsm.toml",
+        &master_key_table(&hsm, "kg-cli"),
+    );
     let out = rekey(&hsm, &setup.config, &hsm_config);
     assert!(out.status.success(), "{}", stderr(&out));
     let said = stdout(&out);
@@ -231,7 +195,7 @@ fn a_removed_token_takes_the_server_out_of_service_sealed() {
     let hsm_config = config_with(
         &setup,
         "keygate-hsm.toml",
-        &hsm.master_key_table("kg-cli-remove"),
+        &master_key_table(&hsm, "kg-cli-remove"),
     );
     let out = rekey(&hsm, &setup.config, &hsm_config);
     assert!(out.status.success(), "{}", stderr(&out));
