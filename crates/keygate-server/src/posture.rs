@@ -981,6 +981,12 @@ mod tests {
                 "{private:?} {inside}"
             );
         }
+        // A key in an HSM passes; one in the environment is a warning.
+        let mut f = strong();
+        f.master_key = MasterKeyFacts::Pkcs11("key \"m\" in token \"t\" (/m.so)".into());
+        assert_eq!(grade_of(&f, "master_key"), Grade::Pass);
+        f.master_key = MasterKeyFacts::Env("KEYGATE_MASTER_KEY".into());
+        assert_eq!(grade_of(&f, "master_key"), Grade::Warn);
         let mut f = strong();
         f.repo = Some(("/src/app".into(), Ok(None)));
         assert_eq!(grade_of(&f, "scan.hook"), Grade::Fail);
