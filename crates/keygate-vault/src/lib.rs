@@ -1,11 +1,14 @@
 //! keygate's vault: versioned third-party secrets under envelope encryption.
 //!
-//! - Each secret version gets its own AES-256-GCM data key; the data key is wrapped by a
-//!   key derived from the master key, and both ciphertexts are bound to
-//!   (purpose, name, version) by associated data (S19).
-//! - The master key comes from a [`MasterKeyProvider`] and never reaches the store or a log
-//!   (S20). A key check value tells a wrong key from the right one; with a wrong or
-//!   missing key the vault is [`Vault::sealed`] and refuses every secret operation (S21).
+//! - Each secret version gets its own AES-256-GCM data key; the data key is wrapped by the
+//!   master key's [`Kek`], and both ciphertexts are bound to (purpose, name, version) by
+//!   associated data (S19).
+//! - The master key comes from a [`MasterKeyProvider`]: a file or an environment variable
+//!   ([`SoftKek`], an AES key derived by HKDF), or a non-extractable key in a PKCS#11 token
+//!   that wraps inside the token ([`Pkcs11KeyProvider`]). It never reaches the store or a
+//!   log (S20). A key check value tells a wrong key from the right one; with a wrong,
+//!   missing or failing key the vault is [`Vault::sealed`] and refuses every secret
+//!   operation (S21).
 //! - Every change, and every operator read, commits an audit entry in the same
 //!   transaction (S23).
 //!
@@ -24,12 +27,11 @@
 
 pub mod crypto;
 mod master;
+mod pkcs11;
 
 /// Secret names are parsed by the one rule in `keygate-auth`, which the proxy's route
 /// table shares.
 pub use keygate_auth::ids::{InvalidSecretName as InvalidName, SecretName};
-mod pkcs11;
-
 pub use master::{
     EnvKeyProvider, FileKeyProvider, Kek, KekError, MasterKey, MasterKeyError, MasterKeyProvider,
     SoftKek, check_key_file_permissions, write_key_file,
