@@ -1564,6 +1564,26 @@ attestation = {{ min_tier = "attested" }}
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_metadata_names_the_challenge_endpoint() {
+        let mut w = world().await;
+        let (s, meta) = w.app.get("/.well-known/oauth-authorization-server").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            meta["keygate_attestation_challenge_endpoint"],
+            format!("{}/oauth2/attestation/challenge", w.app.base)
+        );
+        w.app.stop().await;
+        // Without [attestation], it is not there.
+        let mut plain = TestApp::spawn().await;
+        let (_, meta) = plain.get("/.well-known/oauth-authorization-server").await;
+        assert!(
+            meta.get("keygate_attestation_challenge_endpoint").is_none(),
+            "{meta}"
+        );
+        plain.stop().await;
+    }
+
     async fn challenge(app: &TestApp, client_id: &str) -> String {
         let resp = app
             .http

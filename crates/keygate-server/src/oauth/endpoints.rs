@@ -97,6 +97,13 @@ async fn metadata(State(s): State<AppState>) -> Result<Json<Value>, OAuthError> 
             }),
         );
     }
+    // App attestation (keygate's own extension): where an app gets its challenge.
+    if let (Some(_), Some(obj)) = (svc.attestation.as_ref(), doc.as_object_mut()) {
+        obj.insert(
+            "keygate_attestation_challenge_endpoint".into(),
+            Value::String(format!("{}/oauth2/attestation/challenge", svc.issuer)),
+        );
+    }
     Ok(Json(doc))
 }
 
