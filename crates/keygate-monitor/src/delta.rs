@@ -21,6 +21,14 @@ pub struct Delta {
     /// `(route, calls, cost, first_ms)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) routes: Vec<(String, u64, u64, i64)>,
+    /// `(user, [failed, unattested, attested])` calls by app attestation tier, for the
+    /// users in `users` that made calls of a tier other than `unattested` (a user without
+    /// an entry made only unattested calls, as a sender from before tiers says of all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) user_tiers: Vec<(String, [u64; 3])>,
+    /// The same for routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) route_tiers: Vec<(String, [u64; 3])>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) sessions: Vec<SessionDelta>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

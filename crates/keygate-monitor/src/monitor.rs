@@ -79,8 +79,7 @@ struct Count {
     calls: u64,
     cost: u64,
     first_ms: i64,
-    /// Calls per attestation tier ([`tier_index`]): this process's only (replicas'
-    /// deltas carry totals), so a tier ceiling counts per replica.
+    /// Calls per attestation tier ([`tier_index`]), replicas' deltas folded in.
     tiers: [u64; 3],
 }
 
@@ -92,6 +91,12 @@ impl Count {
             first_ms: now,
             tiers: [0; 3],
         }
+    }
+}
+
+fn add_tiers(into: &mut [u64; 3], from: [u64; 3]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a = a.saturating_add(b);
     }
 }
 
@@ -878,10 +883,16 @@ impl Monitor {
             for (user, c) in &accum.users {
                 d.users
                     .push((user.as_str().to_owned(), c.calls, c.cost, c.first_ms));
+                if c.tiers[0] > 0 || c.tiers[2] > 0 {
+                    d.user_tiers.push((user.as_str().to_owned(), c.tiers));
+                }
             }
             for (route, c) in &accum.routes {
                 d.routes
                     .push((route.as_str().to_owned(), c.calls, c.cost, c.first_ms));
+                if c.tiers[0] > 0 || c.tiers[2] > 0 {
+                    d.route_tiers.push((route.as_str().to_owned(), c.tiers));
+                }
             }
             for (session, s) in &accum.sessions {
                 d.sessions.push(SessionDelta {
@@ -921,7 +932,10 @@ impl Monitor {
     /// [`Monitor::observe`]; ids that do not parse are dropped and counted.
     fn merge(&self, spare: &mut [Accum], signals: &mut SignalAccum, delta: Delta) {
         let dropped = &self.dropped;
+        let user_tiers: HashMap<String, [u64; 3]> = delta.user_tiers.into_iter().collect();
+        let route_tiers: HashMap<String, [u64; 3]> = delta.route_tiers.into_iter().collect();
         for (user, calls, cost, first_ms) in delta.users {
+            let tiers = user_tiers.get(&user).copied().unwrap_or([0, calls, 0]);
             let Ok(user) = UserId::parse(&user) else {
                 dropped.stale.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -940,9 +954,11 @@ impl Monitor {
                 c.calls = c.calls.saturating_add(calls);
                 c.cost = c.cost.saturating_add(cost);
                 c.first_ms = c.first_ms.min(first_ms);
+                add_tiers(&mut c.tiers, tiers);
             }
         }
         for (route, calls, cost, first_ms) in delta.routes {
+            let tiers = route_tiers.get(&route).copied().unwrap_or([0, calls, 0]);
             let Ok(route) = RouteName::parse(&route) else {
                 dropped.stale.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -961,6 +977,7 @@ impl Monitor {
                 c.calls = c.calls.saturating_add(calls);
                 c.cost = c.cost.saturating_add(cost);
                 c.first_ms = c.first_ms.min(first_ms);
+                add_tiers(&mut c.tiers, tiers);
             }
         }
         for s in delta.sessions {

@@ -943,6 +943,34 @@ fn replicas_sharing_deltas_see_the_cluster_and_share_acknowledgements() {
     }
 }
 
+/// A tier ceiling sees the cluster too: unattested calls spread over three replicas add
+/// up, and attested ones stay out on every replica.
+#[test]
+fn replicas_share_calls_by_attestation_tier() {
+    use keygate_auth::access::TrustTier;
+    let rules = "[monitor]\ndefault_rules = false\n[[monitor.rules]]\nname = \"low\"\nkind = \"ceiling\"\ncalls_per_minute = 60\ntiers = [\"unattested\"]\n";
+    let cluster = Replicas::new(rules, 3);
+    let mut attested = event("gina", "s1", "198.51.100.7");
+    attested.tier = TrustTier::Attested;
+    let mut unattested = event("hank", "s2", "198.51.100.8");
+    unattested.tier = TrustTier::Unattested;
+    let mut fired = vec![Vec::new(); 3];
+    for _ in 0..10 {
+        for m in &cluster.monitors {
+            // 30 a minute per replica of each: 90 a minute in the cluster.
+            m.observe(&attested);
+            m.observe(&unattested);
+        }
+        for (i, f) in cluster.tick().into_iter().enumerate() {
+            fired[i].extend(f);
+        }
+    }
+    for (i, f) in fired.iter().enumerate() {
+        assert_eq!(f.len(), 1, "replica {i}: {f:#?}");
+        assert_eq!(f[0].incident, "low:user:hank");
+    }
+}
+
 #[test]
 fn stale_or_malformed_deltas_are_dropped_and_counted() {
     let rules = "[monitor]\n[[monitor.rules]]\nname = \"calls\"\nkind = \"ceiling\"\ncalls_per_minute = 6\n";
