@@ -216,34 +216,63 @@ fn leaf_signed_by_another_key_is_chain_invalid() {
     }
 }
 
+/// Each rule of the chain and the authenticator data broken alone, with its refusal.
 #[test]
-fn intermediate_that_is_not_a_ca_is_chain_invalid() {
+fn each_broken_rule_is_refused_with_its_reason() {
     let fx = fixture();
-    let tweaks = AttestationTweaks {
-        intermediate_not_ca: true,
-        ..Default::default()
-    };
-    assert_eq!(refusal(&fx, &tweaks), Refusal::ChainInvalid);
-}
-
-#[test]
-fn intermediate_without_cert_sign_usage_is_chain_invalid() {
-    let fx = fixture();
-    let tweaks = AttestationTweaks {
-        intermediate_without_cert_sign: true,
-        ..Default::default()
-    };
-    assert_eq!(refusal(&fx, &tweaks), Refusal::ChainInvalid);
-}
-
-#[test]
-fn unknown_critical_extension_is_chain_invalid() {
-    let fx = fixture();
-    let tweaks = AttestationTweaks {
-        unknown_critical_extension: true,
-        ..Default::default()
-    };
-    assert_eq!(refusal(&fx, &tweaks), Refusal::ChainInvalid);
+    let cases = [
+        (
+            "intermediate_that_is_not_a_ca_is_chain_invalid",
+            AttestationTweaks {
+                intermediate_not_ca: true,
+                ..Default::default()
+            },
+            Refusal::ChainInvalid,
+        ),
+        (
+            "intermediate_without_cert_sign_usage_is_chain_invalid",
+            AttestationTweaks {
+                intermediate_without_cert_sign: true,
+                ..Default::default()
+            },
+            Refusal::ChainInvalid,
+        ),
+        (
+            "unknown_critical_extension_is_chain_invalid",
+            AttestationTweaks {
+                unknown_critical_extension: true,
+                ..Default::default()
+            },
+            Refusal::ChainInvalid,
+        ),
+        (
+            "missing_nonce_extension_is_malformed_certificate",
+            AttestationTweaks {
+                omit_nonce_extension: true,
+                ..Default::default()
+            },
+            Refusal::MalformedCertificate,
+        ),
+        (
+            "nonzero_counter_is_refused",
+            AttestationTweaks {
+                counter: 1,
+                ..Default::default()
+            },
+            Refusal::CounterNotZero,
+        ),
+        (
+            "wrong_aaguid_is_refused",
+            AttestationTweaks {
+                aaguid: Some(*b"appattest\0\0\0\0\0\0\x01"),
+                ..Default::default()
+            },
+            Refusal::WrongAaguid,
+        ),
+    ];
+    for (case, tweaks, expected) in cases {
+        assert_eq!(refusal(&fx, &tweaks), expected, "{case}");
+    }
 }
 
 fn with_x5c(fx: &AppAttestFixture, edit: impl Fn(&mut Vec<Value>)) -> Vec<u8> {
@@ -332,16 +361,6 @@ fn client_data_differing_by_one_byte_is_nonce_mismatch() {
 }
 
 #[test]
-fn missing_nonce_extension_is_malformed_certificate() {
-    let fx = fixture();
-    let tweaks = AttestationTweaks {
-        omit_nonce_extension: true,
-        ..Default::default()
-    };
-    assert_eq!(refusal(&fx, &tweaks), Refusal::MalformedCertificate);
-}
-
-#[test]
 fn other_app_is_rp_id_mismatch() {
     let fx = fixture();
     for rp_id in [
@@ -391,26 +410,6 @@ fn key_id_mismatch_is_refused() {
         ..Default::default()
     };
     assert_eq!(refusal(&fx, &tweaks), Refusal::KeyIdMismatch);
-}
-
-#[test]
-fn nonzero_counter_is_refused() {
-    let fx = fixture();
-    let tweaks = AttestationTweaks {
-        counter: 1,
-        ..Default::default()
-    };
-    assert_eq!(refusal(&fx, &tweaks).code(), "counter_not_zero");
-}
-
-#[test]
-fn wrong_aaguid_is_refused() {
-    let fx = fixture();
-    let tweaks = AttestationTweaks {
-        aaguid: Some(*b"appattest\0\0\0\0\0\0\x01"),
-        ..Default::default()
-    };
-    assert_eq!(refusal(&fx, &tweaks).code(), "wrong_aaguid");
 }
 
 #[test]

@@ -1650,17 +1650,6 @@ attestation = {{ min_tier = "attested" }}
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    async fn metrics(app: &TestApp) -> String {
-        app.http
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn app_attest_sets_the_tier_at_sign_in_and_refresh_and_the_route_follows_it() {
         let mut w = world().await;
@@ -1723,7 +1712,7 @@ attestation = {{ min_tier = "attested" }}
         assert_eq!(tier(&t), "attested");
         assert_eq!(call_genuine(&w.app, &ios, &t).await.0, StatusCode::OK);
 
-        let text = metrics(&w.app).await;
+        let text = w.app.text("/metrics").await;
         for (tier, reason, n) in [
             ("attested", "ok", 3),
             ("failed", "challenge_reused", 1),
@@ -1841,7 +1830,7 @@ attestation = {{ min_tier = "attested" }}
             let line = format!(
                 "keygate_attestation_total{{client=\"ios-app\",platform=\"apple\",tier=\"failed\",reason=\"{reason}\",app_version=\"\"}} 1"
             );
-            let text = metrics(&w.app).await;
+            let text = w.app.text("/metrics").await;
             assert!(text.contains(&line), "{line} in\n{text}");
         }
         // A challenge for another client is not this one's.
@@ -1951,6 +1940,14 @@ attestation = {{ min_tier = "attested" }}
                 })
                 .collect();
             assert_eq!(refusals.len(), 1, "{reason}: {audit}");
+        }
+        // Counted per client and app version (the verified versionCode; none on a refusal).
+        let text = w.app.text("/metrics").await;
+        for line in [
+            "keygate_attestation_total{client=\"android-app\",platform=\"google\",tier=\"attested\",reason=\"ok\",app_version=\"42\"} 2",
+            "keygate_attestation_total{client=\"android-app\",platform=\"google\",tier=\"failed\",reason=\"package_mismatch\",app_version=\"\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
         }
         w.app.stop().await;
     }

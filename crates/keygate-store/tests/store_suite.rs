@@ -766,6 +766,11 @@ async fn a_code_redeems_once_and_a_replay_revokes_its_family(db: &TestDb) {
 
 /// Client `app`, user `alice` (`u1`) and her session `f1` with its first refresh token.
 async fn alice_signed_in(store: &SqlStore, first_token: Vec<u8>) {
+    alice_signed_in_as(store, family_rec("f1", "u1", "app"), first_token).await;
+}
+
+/// Client `app`, user `alice` (`u1`) and the session `family`.
+async fn alice_signed_in_as(store: &SqlStore, family: FamilyRecord, first_token: Vec<u8>) {
     store
         .create_client(client_rec("app"), ev("client.add"), 5)
         .await
@@ -775,12 +780,7 @@ async fn alice_signed_in(store: &SqlStore, first_token: Vec<u8>) {
         .await
         .unwrap();
     store
-        .insert_family(
-            family_rec("f1", "u1", "app"),
-            first_token,
-            ev("token.issue"),
-            6,
-        )
+        .insert_family(family, first_token, ev("token.issue"), 6)
         .await
         .unwrap();
 }
@@ -853,36 +853,22 @@ on_both_backends!(an_attested_session_keeps_its_key_and_its_counter_only_grows);
 /// rotation carrying an assertion counter only happens if the counter grows.
 async fn an_attested_session_keeps_its_key_and_its_counter_only_grows(db: &TestDb) {
     let store = open(db).await;
-    store
-        .create_client(client_rec("app"), ev("client.add"), 5)
-        .await
-        .unwrap();
-    store
-        .create_user(user_rec("u1", "alice"), ev("user.add"), 5)
-        .await
-        .unwrap();
     let mut f = family_rec("f1", "u1", "app");
     f.tier = Some("attested".into());
     f.attest_key = Some(vec![4; 65]);
     f.attest_counter = Some(1);
-    store
-        .insert_family(f, vec![0; 32], ev("token.issue"), 6)
-        .await
-        .unwrap();
+    alice_signed_in_as(&store, f, vec![0; 32]).await;
     let read = store.family("f1").await.unwrap().unwrap();
     assert_eq!(read.tier.as_deref(), Some("attested"));
     assert_eq!(read.attest_key, Some(vec![4; 65]));
     assert_eq!(read.attest_counter, Some(1));
 
     let rotate = |generation: i64, counter: Option<i64>, token: u8| RotationWrite {
-        family_id: "f1".into(),
         expected_generation: generation,
         new_generation: generation + 1,
         previous_generation: Some(generation),
-        rotated_ms: Some(100),
-        now_ms: 100,
-        new_token_hash: vec![token; 32],
         attest_counter: counter,
+        ..rotation("f1", vec![token; 32])
     };
     // The same counter again (a replayed assertion): nothing happens.
     assert!(

@@ -398,14 +398,6 @@ impl Vault {
         }
     }
 
-    /// Where the master key is, never its contents; `None` while sealed at start.
-    pub fn key_source(&self) -> Option<String> {
-        match &self.state {
-            State::Unsealed(u) => Some(u.kek.describe()),
-            State::Sealed(_) => None,
-        }
-    }
-
     fn seal_value(
         &self,
         keys: &Unsealed,

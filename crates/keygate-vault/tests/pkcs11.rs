@@ -142,7 +142,6 @@ async fn secrets_sealed_by_the_token_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(vault.sealed(), None);
-    assert!(vault.key_source().unwrap().contains("PKCS#11"));
     for (name, v) in [
         ("openai", "sk-one"),
         ("maps", "AIza-two"),

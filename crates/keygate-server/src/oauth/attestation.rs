@@ -311,6 +311,24 @@ struct Client {
     verifier: Verifier,
 }
 
+impl Client {
+    /// The metrics and audit name of the platform.
+    fn platform(&self) -> &'static str {
+        match self.verifier {
+            Verifier::Apple(_) => "apple",
+            Verifier::Google(_) => "google",
+        }
+    }
+
+    /// The `attestation_type` its evidence comes as.
+    fn evidence_type(&self) -> &'static str {
+        match self.verifier {
+            Verifier::Apple(_) => "apple-app-attest",
+            Verifier::Google(_) => "play-integrity",
+        }
+    }
+}
+
 /// Outcome counts: (client, platform, tier, reason, app version).
 type Counts = BTreeMap<(String, &'static str, &'static str, &'static str, String), u64>;
 
@@ -505,6 +523,13 @@ fn bytes_param(form: &Form, name: &str) -> Option<Vec<u8>> {
     b64(v)
 }
 
+/// Whether grants of `client` are judged (it is in `[[attestation.clients]]`).
+pub(crate) fn attests(svc: &TokenService, client: &ClientRecord) -> bool {
+    svc.attestation
+        .as_ref()
+        .is_some_and(|a| a.configured(&client.name))
+}
+
 /// The tier of a grant for `client`, from the request's evidence: `None` when the client
 /// does not attest. At sign-in `family` is `None`; at refresh it is the session, whose
 /// attested key (App Attest) the assertion must be signed with; a session whose sign-in
@@ -524,16 +549,13 @@ pub(crate) async fn evaluate(
         return Ok(None);
     };
     let client = record.id.as_str();
-    let platform = match c.verifier {
-        Verifier::Apple(_) => "apple",
-        Verifier::Google(_) => "google",
-    };
+    let platform = c.platform();
     // Evidence that failed at sign-in marks the session for its lifetime: a later refresh
     // without a key to assert with must not turn it into `unattested`.
     let verdict = if family.and_then(|f| f.tier.as_deref()) == Some(TrustTier::Failed.as_str()) {
         Verdict::new(TrustTier::Failed, "failed_at_sign_in", platform)
     } else {
-        judge(svc, att, c, platform, client, form, jkt, family).await?
+        judge(svc, att, c, client, form, jkt, family).await?
     };
     att.count(&record.name, &verdict);
     if verdict.tier == TrustTier::Failed && c.on_failure == OnFailure::Refuse {
@@ -571,23 +593,19 @@ pub(crate) async fn evaluate(
     Ok(Some(verdict))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn judge(
     svc: &TokenService,
     att: &Attestation,
     c: &Client,
-    platform: &'static str,
     client: &str,
     form: &Form,
     jkt: Option<&Jkt>,
     family: Option<&FamilyRecord>,
 ) -> Result<Verdict, OAuthError> {
+    let platform = c.platform();
     let failed = |reason: &'static str| Ok(Verdict::new(TrustTier::Failed, reason, platform));
     let kind = form.get("attestation_type").unwrap_or("none");
-    let expected = match c.verifier {
-        Verifier::Apple(_) => "apple-app-attest",
-        Verifier::Google(_) => "play-integrity",
-    };
+    let expected = c.evidence_type();
     if kind == "none" {
         return Ok(Verdict::new(TrustTier::Unattested, "none", platform));
     }

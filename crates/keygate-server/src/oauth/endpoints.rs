@@ -636,16 +636,22 @@ async fn refresh(
     let token_ref = svc.token_ref("refresh", presented);
     // The attestation is judged once (its challenge is single use), on the session as it
     // is now; the rotation's compare-and-set keeps a replayed assertion counter out.
-    let verdict = match svc
-        .store
-        .family(&family_id)
-        .await
-        .map_err(|e| OAuthError::unavailable(&e))?
-    {
-        Some(f) if f.client_id == client.id => {
-            super::attestation::evaluate(svc, client, form, proof_jkt.as_ref(), Some(&f)).await?
+    // Only a client that attests pays for the extra read.
+    let verdict = if super::attestation::attests(svc, client) {
+        match svc
+            .store
+            .family(&family_id)
+            .await
+            .map_err(|e| OAuthError::unavailable(&e))?
+        {
+            Some(f) if f.client_id == client.id => {
+                super::attestation::evaluate(svc, client, form, proof_jkt.as_ref(), Some(&f))
+                    .await?
+            }
+            _ => None,
         }
-        _ => None,
+    } else {
+        None
     };
     // At most two rounds: a lost compare-and-set means another request rotated first;
     // deciding again on the new state yields a grace retry, reuse or a refusal.
