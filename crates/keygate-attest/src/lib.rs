@@ -59,6 +59,10 @@ pub mod testing;
 
 mod util;
 
+/// Base64 in any of the four common spellings (standard or URL-safe, padded or not), as
+/// values copied from the Play Console or sent by apps come.
+pub use util::b64_lenient as decode_base64;
+
 /// Why an attestation, assertion or integrity token was refused.
 ///
 /// The variants and their [`code`](Refusal::code)s are stable: audit entries and dashboards

@@ -18,7 +18,7 @@ pub(crate) fn b64url(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Any of the four common base64 spellings, for values people copy from consoles.
-pub(crate) fn b64_lenient(s: &str) -> Option<Vec<u8>> {
+pub fn b64_lenient(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
     STANDARD
         .decode(s)
@@ -29,16 +29,10 @@ pub(crate) fn b64_lenient(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The DER bytes of the first PEM `CERTIFICATE` block.
-pub(crate) fn pem_certificate_der(pem: &str) -> Option<Vec<u8>> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let start = pem.find(BEGIN)?.checked_add(BEGIN.len())?;
-    let body = pem.get(start..)?;
-    let end = body.find(END)?;
-    let b64: String = body
-        .get(..end)?
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    STANDARD.decode(b64).ok()
+pub(crate) fn pem_certificate_der(text: &str) -> Option<Vec<u8>> {
+    pem::parse_many(text)
+        .ok()?
+        .into_iter()
+        .find(|p| p.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
 }

@@ -233,12 +233,14 @@ impl RawAttestation {
                     }
                     let mut digests = Vec::new();
                     for (j, d) in g.certificate_sha256.iter().enumerate() {
-                        let bytes = b64(d).filter(|b| b.len() == 32).ok_or_else(|| {
-                            (
-                                at(&format!(".google.certificate_sha256[{j}]")),
-                                "must be base64 of a SHA-256 digest".to_owned(),
-                            )
-                        })?;
+                        let bytes = keygate_attest::decode_base64(d)
+                            .filter(|b| b.len() == 32)
+                            .ok_or_else(|| {
+                                (
+                                    at(&format!(".google.certificate_sha256[{j}]")),
+                                    "must be base64 of a SHA-256 digest".to_owned(),
+                                )
+                            })?;
                         let mut a = [0u8; 32];
                         a.copy_from_slice(&bytes);
                         digests.push(a);
@@ -289,14 +291,6 @@ impl RawAttestation {
             clients,
         })
     }
-}
-
-fn b64(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim().trim_end_matches('=');
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
-        .ok()
 }
 
 // ------------------------------------------------------------------ the service
@@ -520,7 +514,7 @@ fn bytes_param(form: &Form, name: &str) -> Option<Vec<u8>> {
     if v.len() > 96 * 1024 {
         return None;
     }
-    b64(v)
+    keygate_attest::decode_base64(v)
 }
 
 /// Whether grants of `client` are judged (it is in `[[attestation.clients]]`).
