@@ -208,7 +208,6 @@ impl Ewma {
 struct Slot {
     end_ms: i64,
     calls: u64,
-    cost: u64,
     first_ms: i64,
     tiers: [u64; 3],
 }
@@ -251,25 +250,9 @@ impl Stats {
         }
     }
 
-    fn window(&self, now: i64, window_ms: i64) -> (u64, u64, i64) {
-        let mut calls = 0;
-        let mut cost = 0;
-        let mut first = now;
-        for s in self
-            .slots
-            .iter()
-            .rev()
-            .take_while(|s| s.end_ms > now - window_ms)
-        {
-            calls += s.calls;
-            cost += s.cost;
-            first = first.min(s.first_ms);
-        }
-        (calls, cost, first)
-    }
-
-    /// Calls of the `tiers` within the window (and the first call's time).
-    fn window_tiers(&self, now: i64, window_ms: i64, tiers: &BTreeSet<TrustTier>) -> (u64, i64) {
+    /// Calls within the window, of the `tiers` only when given, and when the first of
+    /// them came.
+    fn window(&self, now: i64, window_ms: i64, tiers: Option<&BTreeSet<TrustTier>>) -> (u64, i64) {
         let mut calls = 0;
         let mut first = now;
         for s in self
@@ -278,10 +261,13 @@ impl Stats {
             .rev()
             .take_while(|s| s.end_ms > now - window_ms)
         {
-            let n: u64 = tiers
-                .iter()
-                .filter_map(|t| s.tiers.get(tier_index(*t)))
-                .sum();
+            let n = match tiers {
+                None => s.calls,
+                Some(tiers) => tiers
+                    .iter()
+                    .filter_map(|t| s.tiers.get(tier_index(*t)))
+                    .sum(),
+            };
             if n > 0 {
                 calls += n;
                 first = first.min(s.first_ms);
@@ -1085,7 +1071,6 @@ impl Monitor {
         stats.slots.push_back(Slot {
             end_ms: now,
             calls: count.calls,
-            cost: count.cost,
             first_ms: count.first_ms,
             tiers: count.tiers,
         });
@@ -1125,7 +1110,7 @@ impl Monitor {
                         continue;
                     }
                     let w = ms(window);
-                    let (calls, _, first) = stats.window(now, w);
+                    let (calls, first) = stats.window(now, w, None);
                     let rate = calls as f64 * MINUTE_MS / w as f64;
                     if calls >= min_calls && rate >= factor * base.per_min {
                         spiking = Some(spiking.map_or(rule.cooldown, |c| c.max(rule.cooldown)));
@@ -1150,13 +1135,7 @@ impl Monitor {
                     cost_per_day,
                 } => {
                     let w = ms(window);
-                    let (calls, first) = match &rule.tiers {
-                        None => {
-                            let (calls, _, first) = stats.window(now, w);
-                            (calls, first)
-                        }
-                        Some(tiers) => stats.window_tiers(now, w, tiers),
-                    };
+                    let (calls, first) = stats.window(now, w, rule.tiers.as_ref());
                     let rate = calls as f64 * MINUTE_MS / w as f64;
                     let over_rate = calls_per_minute.filter(|limit| rate >= *limit as f64);
                     let over_cost = cost_per_day.filter(|limit| stats.cost_day >= *limit);
@@ -1598,7 +1577,7 @@ impl Monitor {
             dropped.forgotten = st.forgotten;
             let today = now.div_euclid(DAY_MS);
             let row = |name: String, s: &Stats| {
-                let (calls, _, _) = s.window(now, 60_000);
+                let (calls, _) = s.window(now, 60_000, None);
                 let base = self.baseline(s, now);
                 SubjectSnapshot {
                     name,
