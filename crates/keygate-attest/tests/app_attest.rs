@@ -471,6 +471,21 @@ fn replayed_or_lower_counter_is_refused() {
     );
 }
 
+/// `assertion` checked against `fx`'s attested key, with stored counter 0.
+fn assertion_verdict(
+    fx: &AppAttestFixture,
+    assertion: &[u8],
+    client_data: &[u8],
+) -> Result<u32, Refusal> {
+    verify_assertion(
+        &fx.config(),
+        &fx.public_key_sec1(),
+        0,
+        assertion,
+        client_data,
+    )
+}
+
 #[test]
 fn assertion_by_another_key_is_signature_invalid() {
     let fx = fixture();
@@ -479,14 +494,7 @@ fn assertion_by_another_key_is_signature_invalid() {
         ..Default::default()
     };
     let assertion = fx.assertion_with(CLIENT_DATA, 1, &tweaks);
-    let err = verify_assertion(
-        &fx.config(),
-        &fx.public_key_sec1(),
-        0,
-        &assertion,
-        CLIENT_DATA,
-    )
-    .unwrap_err();
+    let err = assertion_verdict(&fx, &assertion, CLIENT_DATA).unwrap_err();
     assert_eq!(err.code(), "signature_invalid");
     // And a valid assertion checked against another stored key.
     let other = fixture();
@@ -507,8 +515,7 @@ fn assertion_for_other_client_data_is_signature_invalid() {
     let assertion = fx.assertion(CLIENT_DATA, 1);
     let mut other = CLIENT_DATA.to_vec();
     other[0] ^= 0x20;
-    let err =
-        verify_assertion(&fx.config(), &fx.public_key_sec1(), 0, &assertion, &other).unwrap_err();
+    let err = assertion_verdict(&fx, &assertion, &other).unwrap_err();
     assert_eq!(err, Refusal::SignatureInvalid);
 }
 
@@ -520,14 +527,7 @@ fn assertion_for_other_app_is_rp_id_mismatch() {
         ..Default::default()
     };
     let assertion = fx.assertion_with(CLIENT_DATA, 1, &tweaks);
-    let err = verify_assertion(
-        &fx.config(),
-        &fx.public_key_sec1(),
-        0,
-        &assertion,
-        CLIENT_DATA,
-    )
-    .unwrap_err();
+    let err = assertion_verdict(&fx, &assertion, CLIENT_DATA).unwrap_err();
     assert_eq!(err, Refusal::RpIdMismatch);
 }
 

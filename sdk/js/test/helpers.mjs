@@ -156,3 +156,32 @@ export class FakeKeygate {
 }
 
 export const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+/**
+ * A real `fetch` that records every request to keygate: method, path, status, the form
+ * sent (and its grant type), the DPoP proof, the `DPoP-Nonce` answered and a token error.
+ */
+export function recordingFetch() {
+  const log = [];
+  const f = async (url, init = {}) => {
+    const r = await fetch(url, init);
+    const headers = new Headers(init.headers);
+    const form = typeof init.body === 'string' && headers.get('content-type')?.includes('form-urlencoded') ? new URLSearchParams(init.body) : undefined;
+    let error;
+    if (new URL(url).pathname === '/oauth2/token' && r.status === 400) {
+      error = (await r.clone().json().catch(() => ({}))).error;
+    }
+    log.push({
+      method: init.method ?? 'GET',
+      path: new URL(url).pathname,
+      status: r.status,
+      form,
+      grant: form?.get('grant_type'),
+      proof: headers.get('dpop'),
+      nonceHeader: r.headers.get('dpop-nonce'),
+      error,
+    });
+    return r;
+  };
+  return { fetch: f, log };
+}

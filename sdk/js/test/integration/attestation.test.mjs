@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { startFixture, signInHeadless } from '../../../testkit/fixture.mjs';
 import { KeygateClient, MemoryKeyStore, MemoryTokenStore } from '../../dist/index.js';
+import { recordingFetch } from '../helpers.mjs';
 
 const CHALLENGE_PATH = '/oauth2/attestation/challenge';
 
@@ -19,19 +20,6 @@ before(async () => {
 after(async () => {
   await fx?.stop();
 });
-
-/** A fetch that records each request's path, status and form (what the SDK sent). */
-function recordingFetch() {
-  const log = [];
-  const f = async (url, init = {}) => {
-    const r = await fetch(url, init);
-    const headers = new Headers(init.headers);
-    const form = typeof init.body === 'string' && headers.get('content-type')?.includes('form-urlencoded') ? new URLSearchParams(init.body) : undefined;
-    log.push({ path: new URL(url).pathname, status: r.status, form });
-    return r;
-  };
-  return { fetch: f, log };
-}
 
 async function newUser() {
   const name = `att-${randomBytes(4).toString('hex')}`;

@@ -11,7 +11,7 @@ import {
   RateLimitedError,
   SignedOutError,
 } from '../../dist/index.js';
-import { decodeProof } from '../helpers.mjs';
+import { decodeProof, recordingFetch } from '../helpers.mjs';
 
 let fx;
 
@@ -22,31 +22,6 @@ before(async () => {
 after(async () => {
   await fx?.stop();
 });
-
-/** A fetch that records every request to keygate (method, path, status, grant type, proof). */
-function recordingFetch() {
-  const log = [];
-  const f = async (url, init = {}) => {
-    const r = await fetch(url, init);
-    const headers = new Headers(init.headers);
-    const form = typeof init.body === 'string' && headers.get('content-type')?.includes('form-urlencoded') ? new URLSearchParams(init.body) : undefined;
-    let error;
-    if (new URL(url).pathname === '/oauth2/token' && r.status === 400) {
-      error = (await r.clone().json().catch(() => ({}))).error;
-    }
-    log.push({
-      method: init.method ?? 'GET',
-      path: new URL(url).pathname,
-      status: r.status,
-      grant: form?.get('grant_type'),
-      proof: headers.get('dpop'),
-      nonceHeader: r.headers.get('dpop-nonce'),
-      error,
-    });
-    return r;
-  };
-  return { fetch: f, log };
-}
 
 /** A fresh user (so per-user limits and sessions do not mix between tests). */
 async function newUser() {
