@@ -27,6 +27,8 @@ use serde_json::{Value, json};
 
 const REDIRECT: &str = "com.example.app:/oauth/callback";
 const PASSWORD: &str = "correct horse battery staple";
+/// The login form's first step for `alice`.
+const ALICE: [(&str, &str); 2] = [("username", "alice"), ("password", PASSWORD)];
 
 fn now() -> UnixTime {
     UnixTime(
@@ -243,8 +245,7 @@ async fn sign_in(app: &TestApp, device: &Device) -> (String, String) {
     let jkt = device.jkt();
     let page = open_login(app, &authz_query(device, challenge.as_str(), &jkt)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.html);
-    let (status, location, body) =
-        submit(app, &page, &[("username", "alice"), ("password", PASSWORD)]).await;
+    let (status, location, body) = submit(app, &page, &ALICE).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     let location = location.unwrap();
     assert!(location.starts_with(REDIRECT), "{location}");
@@ -858,12 +859,7 @@ async fn login_page_refusals_do_not_enumerate_users() {
         cookie: "kg_csrf=attacker".into(),
         status: page.status,
     };
-    let (s, loc, _) = submit(
-        &app,
-        &forged,
-        &[("username", "alice"), ("password", PASSWORD)],
-    )
-    .await;
+    let (s, loc, _) = submit(&app, &forged, &ALICE).await;
     assert_eq!((s, loc), (StatusCode::FORBIDDEN, None));
 
     let (_, audit) = app.get("/admin/v1/audit?tail=20").await;
@@ -995,12 +991,7 @@ async fn totp_step_when_enrolled_and_each_code_once() {
     let challenge = pkce::challenge_for(&verifier);
     let jkt = device.jkt();
     let page = open_login(&app, &authz_query(&device, challenge.as_str(), &jkt)).await;
-    let (s, _, step2) = submit(
-        &app,
-        &page,
-        &[("username", "alice"), ("password", PASSWORD)],
-    )
-    .await;
+    let (s, _, step2) = submit(&app, &page, &ALICE).await;
     assert_eq!(s, StatusCode::OK);
     assert!(step2.contains("one-time-code"), "asks for the code");
     let page2 = LoginPage {
@@ -1033,12 +1024,7 @@ async fn with_mfa_required_a_user_without_totp_enrols_on_the_login_page() {
     let device = Device::new(&setup(&app).await);
     // The password, then a key to add and a code to prove it was added.
     let page = fresh_login(&app, &device).await;
-    let (s, _, step2) = submit(
-        &app,
-        &page,
-        &[("username", "alice"), ("password", PASSWORD)],
-    )
-    .await;
+    let (s, _, step2) = submit(&app, &page, &ALICE).await;
     assert_eq!(s, StatusCode::OK);
     assert!(step2.contains("Add to an authenticator app"), "{step2}");
     let uri = step2
@@ -1092,12 +1078,7 @@ async fn with_mfa_required_a_user_without_totp_enrols_on_the_login_page() {
 
     // The next sign-in asks for a code from that seed, like any enrolled user's.
     let page = fresh_login(&app, &device).await;
-    let (s, _, step2) = submit(
-        &app,
-        &page,
-        &[("username", "alice"), ("password", PASSWORD)],
-    )
-    .await;
+    let (s, _, step2) = submit(&app, &page, &ALICE).await;
     assert_eq!(s, StatusCode::OK);
     assert!(step2.contains("one-time-code") && !step2.contains("Add to an authenticator app"));
     app.stop().await;
@@ -1135,12 +1116,7 @@ async fn interop_oauth2_crate_code_flow_with_pkce_and_refresh() {
         .collect();
     let page = open_login(&app, &query_ref).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.html);
-    let (s, location, _) = submit(
-        &app,
-        &page,
-        &[("username", "alice"), ("password", PASSWORD)],
-    )
-    .await;
+    let (s, location, _) = submit(&app, &page, &ALICE).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let location = location.unwrap();
     assert_eq!(
@@ -1202,12 +1178,7 @@ async fn keygate_client_signs_in_refreshes_and_revokes_with_server_nonces() {
         .collect();
     assert!(query_ref.iter().any(|(k, _)| *k == "dpop_jkt"));
     let page = open_login(&app, &query_ref).await;
-    let (s, location, _) = submit(
-        &app,
-        &page,
-        &[("username", "alice"), ("password", PASSWORD)],
-    )
-    .await;
+    let (s, location, _) = submit(&app, &page, &ALICE).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let signed_in = client
         .exchange_code(pending, &location.unwrap(), None)
