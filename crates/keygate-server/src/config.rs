@@ -2455,8 +2455,9 @@ scopes   = ["ai"]
             }))
         );
         let c = load(
-            "[master_key]\npkcs11 = { module = \"/m.so\", slot = 7, key_label = \"master\", pin_env = \"PIN\" }",
-            &[],
+            "[master_key]\npkcs11 = { module = \"/m.so\", slot = 7, key_label = \"master\", pin_env = \"KEYGATE_VAULT_PIN\" }",
+            // Whatever the PIN's variable is called, it is not read as configuration.
+            &[("KEYGATE_VAULT_PIN", "1234")],
         )
         .unwrap();
         assert!(matches!(
