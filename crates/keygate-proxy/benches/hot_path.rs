@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use keygate_proxy::h1guard::RequestScanner;
-use keygate_proxy::headers::{ForwardedInfo, outbound_request_headers};
+use keygate_proxy::headers::{ForwardedInfo, Injected, outbound_request_headers};
 use keygate_proxy::redact::Redactor;
 use keygate_proxy::{LimitGate, ProxyTarget, RouteTable};
 use secrecy::SecretString;
@@ -61,11 +61,9 @@ fn bench(c: &mut Criterion) {
             rt.block_on(gate.admit(&call, ip)).unwrap()
         })
     });
+    let injected = Injected::new(route.injection(), &secret).unwrap();
     c.bench_function("headers: hygiene + injection", |b| {
-        b.iter(|| {
-            outbound_request_headers(black_box(&inbound), route.injection(), &secret, &forwarded)
-                .unwrap()
-        })
+        b.iter(|| outbound_request_headers(black_box(&inbound), &injected, &forwarded).unwrap())
     });
     c.bench_function("redactor: set-up", |b| {
         b.iter(|| Redactor::new(black_box(&secret), route.injection()))

@@ -670,14 +670,12 @@ impl Forwarder {
             .upstream()
             .uri_for(target.path(), query.as_ref().map(|q| q.as_str()))?;
         drop(query);
-        let headers = headers::outbound_request_headers(
-            &parts.headers,
-            route.injection(),
-            secret,
-            forwarded,
-        )?;
+        let injected = key
+            .injected()
+            .ok_or_else(|| ProxyError::keygate("secret is not a valid header value"))?;
+        let headers = headers::outbound_request_headers(&parts.headers, injected, forwarded)?;
         let redactor = key.redactor();
-        let stream_redactor = StreamRedactor::new(secret, route.injection());
+        let stream_redactor = key.stream_redactor();
 
         let exceeded = Arc::new(AtomicBool::new(false));
         let client_failed = Arc::new(AtomicBool::new(false));

@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use http::Version;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::framing::{BodyFraming, FramingError, check_fields};
+use crate::framing::{BodyFraming, FramingError, check_fields, is_token};
 
 /// Largest request head accepted, in bytes (request line and fields).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -29,7 +29,7 @@ const MAX_CHUNK_LINE: usize = 1024;
 
 /// What the server's parser receives instead of a refused head: an invalid method token,
 /// which every HTTP/1 parser answers with 400 and a closed connection.
-const POISON: &[u8] = b"\x00 / HTTP/1.1\r\n\r\n";
+pub const POISON: &[u8] = b"\x00 / HTTP/1.1\r\n\r\n";
 
 /// Splits `text` on CRLF; a bare CR or LF anywhere is an error.
 fn crlf_lines(text: &[u8]) -> Result<Vec<&[u8]>, FramingError> {
@@ -56,10 +56,6 @@ fn crlf_lines(text: &[u8]) -> Result<Vec<&[u8]>, FramingError> {
     Ok(lines)
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// Checks a raw HTTP/1 request head (request line and fields, with or without the
 /// final empty line): origin-form target, strict field syntax (no obs-fold, no bare
 /// CR/LF, no NUL) and unambiguous body framing. This is the function the fuzz target
@@ -73,8 +69,12 @@ pub fn check_raw_head(head: &[u8]) -> Result<BodyFraming, FramingError> {
     while let Some(rest) = head.strip_prefix(b"\r\n") {
         head = rest;
     }
-    let lines = crlf_lines(head)?;
-    let mut lines = lines.into_iter();
+    // Every line break is CRLF: checked over the whole head first, so a bare CR or LF
+    // is reported as such wherever it is, and the lines below split on CRLF alone.
+    if has_bare_cr_or_lf(head) {
+        return Err(FramingError::ControlCharacter);
+    }
+    let mut lines = CrlfLines(Some(head));
     let request_line = lines.next().ok_or(FramingError::NotOriginForm)?;
     let mut parts = request_line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -82,7 +82,7 @@ pub fn check_raw_head(head: &[u8]) -> Result<BodyFraming, FramingError> {
     else {
         return Err(FramingError::BadRequestLine);
     };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+    if !is_token(method) {
         return Err(FramingError::BadRequestLine);
     }
     let version = match version {
@@ -101,48 +101,92 @@ pub fn check_raw_head(head: &[u8]) -> Result<BodyFraming, FramingError> {
         _ if target.windows(3).any(|w| w == b"://") => return Err(FramingError::AbsoluteForm),
         _ => return Err(FramingError::AuthorityForm),
     }
-    if !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+    if !target
+        .iter()
+        .fold(true, |ok, b| ok & (0x21..=0x7e).contains(b))
+    {
         return Err(FramingError::ControlCharacter);
     }
-    let mut fields = Vec::new();
-    for line in lines {
-        if line.is_empty() {
-            // The end of the head; anything after it is not part of this head.
-            break;
-        }
+    // The field lines: up to the empty line that ends the head (anything after it is not
+    // part of this head). Their shape is checked in a first pass, so the second can hand
+    // `check_fields` the split fields without collecting them.
+    let fields = || lines.clone().take_while(|line| !line.is_empty());
+    let mut has_host = false;
+    for (count, line) in fields().enumerate() {
         if matches!(line.first(), Some(b' ' | b'\t')) {
             // obs-fold (RFC 9112 §5.2): refused rather than unfolded.
             return Err(FramingError::ObsFold);
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(FramingError::BadHeaderName)?;
-        let name = line.get(..colon).unwrap_or_default();
-        let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
-        fields.push((name, value));
-        if fields.len() > MAX_FIELDS {
+        let (name, _) = split_field(line).ok_or(FramingError::BadHeaderName)?;
+        if count >= MAX_FIELDS {
             return Err(FramingError::HeadTooLarge);
         }
+        has_host |= name.eq_ignore_ascii_case(b"host");
     }
     // RFC 9112 §3.2: every HTTP/1.1 request carries Host (HTTP/1.0 may omit it). Checked
     // here, on the bytes of an HTTP/1 connection, rather than in `check_fields`, which
     // also sees HTTP/2 heads and requests built in process.
-    let has_host = fields.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"host"));
-    let framing = check_fields(version, fields)?;
+    let framing = check_fields(version, fields().filter_map(split_field))?;
     if version == Version::HTTP_11 && !has_host {
         return Err(FramingError::MissingHost);
     }
     Ok(framing)
 }
 
+/// Whether `text` holds an LF not preceded by CR or a CR not followed by LF (a CR at
+/// the very end included).
+fn has_bare_cr_or_lf(text: &[u8]) -> bool {
+    memchr::memchr2_iter(b'\r', b'\n', text).any(|i| match text.get(i) {
+        Some(b'\n') => i == 0 || text.get(i - 1) != Some(&b'\r'),
+        _ => text.get(i + 1) != Some(&b'\n'),
+    })
+}
+
+/// A field line split at its first colon: the name, and the value without the
+/// whitespace around it. `None` without a colon.
+fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    Some((
+        line.get(..colon).unwrap_or_default(),
+        line.get(colon + 1..).unwrap_or_default().trim_ascii(),
+    ))
+}
+
+/// The lines of a head already known to hold no bare CR or LF, split on CRLF (a final
+/// line without one included, a final CRLF not followed by an empty line).
+#[derive(Clone)]
+struct CrlfLines<'a>(Option<&'a [u8]>);
+
+impl<'a> Iterator for CrlfLines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.0?;
+        // No bare CR here: every CR starts a CRLF.
+        match memchr::memchr(b'\r', rest) {
+            Some(at) => {
+                self.0 = rest.get(at + 2..);
+                rest.get(..at)
+            }
+            None => {
+                self.0 = None;
+                (!rest.is_empty()).then_some(rest)
+            }
+        }
+    }
+}
+
 /// Whether `buf[from..end]` holds an LF not preceded by CR, or a CR followed by anything
 /// but LF (a CR at `end - 1` waits for the next byte).
 fn bare_line_break(buf: &[u8], from: usize, end: usize) -> bool {
-    (from..end.min(buf.len())).any(|i| match buf.get(i) {
-        Some(b'\n') => i == 0 || buf.get(i - 1) != Some(&b'\r'),
-        Some(b'\r') => buf.get(i + 1).is_some_and(|&next| next != b'\n'),
-        _ => false,
+    let region = buf.get(from..end.min(buf.len())).unwrap_or_default();
+    memchr::memchr2_iter(b'\r', b'\n', region).any(|at| {
+        let i = from + at;
+        match buf.get(i) {
+            Some(b'\n') => i == 0 || buf.get(i - 1) != Some(&b'\r'),
+            Some(b'\r') => buf.get(i + 1).is_some_and(|&next| next != b'\n'),
+            _ => false,
+        }
     })
 }
 
@@ -199,11 +243,8 @@ impl RequestScanner {
                     buf.extend_from_slice(input);
                     // The terminator may start in what was buffered before.
                     let from = old.saturating_sub(3);
-                    let found = buf
-                        .get(from..)
-                        .unwrap_or_default()
-                        .windows(4)
-                        .position(|w| w == b"\r\n\r\n");
+                    let found =
+                        memchr::memmem::find(buf.get(from..).unwrap_or_default(), b"\r\n\r\n");
                     // A head is CRLF-delimited: a bare LF (`GET / HTTP/1.1\nHost: x\n\n`)
                     // or CR is refused as soon as it arrives. Waiting for a CRLF CRLF that
                     // never comes would leave such a request unanswered.
@@ -332,6 +373,98 @@ impl RequestScanner {
         Ok(())
     }
 
+    /// Whether the scanner holds bytes it has not cleared yet (part of a head, a chunk
+    /// line or trailers).
+    pub fn holding(&self) -> bool {
+        match &self.state {
+            Scan::Head(buf) | Scan::ChunkLine(buf) | Scan::ChunkEnd(buf) | Scan::Trailers(buf) => {
+                !buf.is_empty()
+            }
+            Scan::Length(_) | Scan::ChunkData(_) | Scan::Refused => false,
+        }
+    }
+
+    /// [`RequestScanner::feed`] for bytes already where the server will read them: when
+    /// the scanner holds nothing ([`RequestScanner::holding`] is false), what it clears of
+    /// `input` is always a prefix of it. Returns that prefix's length, with the violation
+    /// found right after it, if any (the caller then passes the same invalid head `feed`
+    /// would have appended instead of the rest). The bytes after the prefix that are not
+    /// refused are held, as `feed` holds them. Whole heads and bodies of known length are
+    /// checked where they lie, without a copy; chunked bodies go through `feed`.
+    ///
+    /// Called while holding (use `feed` then), it fails closed: nothing is cleared and the
+    /// stream is refused.
+    pub fn pass(&mut self, input: &[u8]) -> (usize, Option<FramingError>) {
+        if self.holding() {
+            let mut held = Vec::new();
+            return match self.feed(input, &mut held) {
+                Ok(()) if held.is_empty() => (0, None),
+                // Cannot be told as a prefix of `input`: refuse rather than guess.
+                Ok(()) | Err(_) => {
+                    self.state = Scan::Refused;
+                    (0, Some(FramingError::Refused))
+                }
+            };
+        }
+        let mut at = 0;
+        while let Some(rest) = input.get(at..).filter(|r| !r.is_empty()) {
+            match &mut self.state {
+                Scan::Refused => return (at, Some(FramingError::Refused)),
+                Scan::Head(buf) if buf.is_empty() => {
+                    let found = memchr::memmem::find(rest, b"\r\n\r\n");
+                    let head_end = found.map_or(rest.len(), |i| i + 4);
+                    if bare_line_break(rest, 0, head_end) {
+                        self.state = Scan::Refused;
+                        return (at, Some(FramingError::ControlCharacter));
+                    }
+                    let Some(i) = found else {
+                        if rest.len() > MAX_HEAD {
+                            self.state = Scan::Refused;
+                            return (at, Some(FramingError::HeadTooLarge));
+                        }
+                        buf.extend_from_slice(rest);
+                        return (at, None);
+                    };
+                    let head = rest.get(..i + 4).unwrap_or_default();
+                    match check_raw_head(head) {
+                        Err(e) => {
+                            self.state = Scan::Refused;
+                            return (at, Some(e));
+                        }
+                        Ok(framing) => {
+                            at += head.len();
+                            self.state = match framing {
+                                BodyFraming::None | BodyFraming::Length(0) => {
+                                    Scan::Head(Vec::new())
+                                }
+                                BodyFraming::Length(n) => Scan::Length(n),
+                                BodyFraming::Chunked => Scan::ChunkLine(Vec::new()),
+                            };
+                        }
+                    }
+                }
+                Scan::Length(n) => {
+                    let take = usize::try_from(*n).unwrap_or(usize::MAX).min(rest.len());
+                    at += take;
+                    *n -= take as u64;
+                    if *n == 0 {
+                        self.state = Scan::Head(Vec::new());
+                    }
+                }
+                _ => {
+                    // Chunked bodies, byte by byte through `feed`: it clears a prefix of
+                    // `rest` (nothing was held), then the poison head if it refused.
+                    let mut out = Vec::new();
+                    return match self.feed(rest, &mut out) {
+                        Ok(()) => (at + out.len(), None),
+                        Err(e) => (at + out.len().saturating_sub(POISON.len()), Some(e)),
+                    };
+                }
+            }
+        }
+        (at, None)
+    }
+
     fn refuse(&mut self, why: FramingError, out: &mut Vec<u8>) -> Result<(), FramingError> {
         self.state = Scan::Refused;
         out.extend_from_slice(POISON);
@@ -392,23 +525,40 @@ impl<IO: AsyncRead + Unpin> AsyncRead for StrictHttp1<IO> {
                 // EOF after the poison head: the server answers it and closes.
                 return Poll::Ready(Ok(()));
             }
-            let mut raw = [0u8; 8192];
-            let mut raw_buf = ReadBuf::new(&mut raw);
-            match Pin::new(&mut this.io).poll_read(cx, &mut raw_buf) {
+            // Read straight into the server's buffer, then take back what may not pass
+            // yet: no copy for whole heads and bodies of known length.
+            let before = buf.filled().len();
+            match Pin::new(&mut this.io).poll_read(cx, buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {
-                    let filled = raw_buf.filled();
-                    if filled.is_empty() {
-                        return Poll::Ready(Ok(()));
-                    }
-                    if let Err(why) = this.scanner.feed(filled, &mut this.ready) {
-                        tracing::info!(reason = %why, "request refused by the framing guard");
-                        this.refused = true;
-                    }
-                    // Loop: deliver what was cleared, or read more of an incomplete head.
-                }
+                Poll::Ready(Ok(())) => {}
             }
+            let new = buf.filled().get(before..).unwrap_or_default();
+            if new.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if this.scanner.holding() {
+                // The cleared bytes start with held ones: they go through `ready`.
+                let fed = this.scanner.feed(new, &mut this.ready);
+                buf.set_filled(before);
+                if let Err(why) = fed {
+                    tracing::info!(reason = %why, "request refused by the framing guard");
+                    this.refused = true;
+                }
+                // Loop: deliver what was cleared, or read more of an incomplete head.
+                continue;
+            }
+            let (cleared, refused) = this.scanner.pass(new);
+            buf.set_filled(before + cleared);
+            if let Some(why) = refused {
+                tracing::info!(reason = %why, "request refused by the framing guard");
+                this.refused = true;
+                this.ready.extend_from_slice(POISON);
+            }
+            if cleared > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            // Nothing cleared: deliver the poison head, or read more of an incomplete head.
         }
     }
 }

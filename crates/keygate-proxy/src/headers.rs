@@ -15,49 +15,52 @@ use crate::route::Injection;
 
 /// RFC 9110 §7.6.1 connection-specific fields, plus the legacy and HTTP/2 ones that
 /// proxies must not forward.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "http2-settings"
+    )
+}
 
 /// Inbound headers that describe the app's hop to keygate or carry its credentials; the
 /// upstream gets keygate's values or nothing.
-const INBOUND_STRIPPED: &[&str] = &[
-    "host",
-    "forwarded",
-    "x-real-ip",
-    "authorization",
-    "dpop",
-    "cookie",
-    // keygate does not implement 100-continue towards the upstream.
-    "expect",
-    // Method and URL overrides that some frameworks honour: they would let an
-    // allow-listed `GET /v1/models` act as `DELETE` or as another path upstream.
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    // Client-address claims: the upstream learns the address from X-Forwarded-For only.
-    "x-host",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "client-ip",
-];
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+fn is_inbound_stripped(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "forwarded"
+            | "x-real-ip"
+            | "authorization"
+            | "dpop"
+            | "cookie"
+            // keygate does not implement 100-continue towards the upstream.
+            | "expect"
+            // Method and URL overrides that some frameworks honour: they would let an
+            // allow-listed `GET /v1/models` act as `DELETE` or as another path upstream.
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "x-original-uri"
+            // Client-address claims: the upstream learns the address from
+            // X-Forwarded-For only.
+            | "x-host"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "client-ip"
+    )
 }
 
 fn is_forwarding_header(name: &HeaderName) -> bool {
@@ -105,26 +108,25 @@ pub struct ForwardedInfo {
 /// `Connection` is therefore only ever one of *its own* headers.
 pub fn outbound_request_headers(
     inbound: &HeaderMap,
-    injection: &Injection,
-    secret: &SecretString,
+    injected: &Injected,
     forwarded: &ForwardedInfo,
 ) -> Result<HeaderMap, ProxyError> {
     let listed = connection_listed(inbound);
-    let injected = injection.header_name();
+    let injected_name = injected.replaces.as_ref();
     let mut out = HeaderMap::with_capacity(inbound.len() + 4);
     for (name, value) in inbound {
         let drop = is_hop_by_hop(name)
             || listed.contains(name)
             || is_forwarding_header(name)
-            || INBOUND_STRIPPED.contains(&name.as_str())
-            || injected.as_ref() == Some(name);
+            || is_inbound_stripped(name)
+            || injected_name == Some(name);
         if !drop {
             out.append(name.clone(), value.clone());
         }
     }
     out.insert(
         HeaderName::from_static("x-forwarded-for"),
-        HeaderValue::from_str(&forwarded.client_ip.to_string())
+        address_value(forwarded.client_ip)
             .map_err(|_| ProxyError::keygate("client address is not a header value"))?,
     );
     out.insert(
@@ -135,15 +137,74 @@ pub fn outbound_request_headers(
         HeaderName::from_static("x-forwarded-host"),
         forwarded.host.clone(),
     );
-    inject_header(&mut out, injection, secret)?;
+    if let Some((name, value)) = &injected.header {
+        out.insert(name.clone(), value.clone());
+    }
     Ok(out)
 }
 
-fn inject_header(
-    out: &mut HeaderMap,
+/// An IP address as a header value (`203.0.113.7`, `2001:db8::1`), an IPv4 address
+/// written without the formatter (every proxied call writes one).
+fn address_value(ip: IpAddr) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string());
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    let mut push = |b: u8| {
+        if let Some(slot) = text.get_mut(len) {
+            *slot = b;
+            len += 1;
+        }
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            push(b'.');
+        }
+        if octet >= 100 {
+            push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            push(b'0' + octet / 10 % 10);
+        }
+        push(b'0' + octet % 10);
+    }
+    HeaderValue::from_bytes(text.get(..len).unwrap_or_default())
+}
+
+/// A route's injection with its key written in, made once per key read (it is part of
+/// the gatekeeper's cached [`RouteKey`](crate::key::RouteKey)) rather than formatted for
+/// every call.
+pub struct Injected {
+    /// The header the app may not send itself (it is replaced by the key).
+    replaces: Option<HeaderName>,
+    /// The header to set: name and value, marked sensitive. `None` for a query
+    /// injection.
+    header: Option<(HeaderName, HeaderValue)>,
+}
+
+impl std::fmt::Debug for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injected")
+            .field("header", &self.header.as_ref().map(|(n, _)| n))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Injected {
+    /// `secret` as `injection` injects it. An error if the key cannot be a header value.
+    pub fn new(injection: &Injection, secret: &SecretString) -> Result<Self, ProxyError> {
+        Ok(Self {
+            replaces: injection.header_name(),
+            header: injected_header(injection, secret)?,
+        })
+    }
+}
+
+fn injected_header(
     injection: &Injection,
     secret: &SecretString,
-) -> Result<(), ProxyError> {
+) -> Result<Option<(HeaderName, HeaderValue)>, ProxyError> {
     let (name, mut value) = match injection {
         Injection::Header {
             name,
@@ -161,12 +222,11 @@ fn inject_header(
                 .map_err(|_| ProxyError::keygate("secret is not a valid header value"))?;
             (header::AUTHORIZATION, value)
         }
-        Injection::Query { .. } => return Ok(()),
+        Injection::Query { .. } => return Ok(None),
     };
     // Tells HPACK/QPACK never to index it, and hides it from `Debug`.
     value.set_sensitive(true);
-    out.insert(name, value);
-    Ok(())
+    Ok(Some((name, value)))
 }
 
 /// `Basic base64(username:secret)`.
@@ -253,7 +313,8 @@ mod tests {
             ("true-client-ip", "10.0.0.1"),
         ]);
         let secret = SecretString::from("sk-live-123");
-        let out = outbound_request_headers(&inbound, &inj, &secret, &info()).unwrap();
+        let injected = Injected::new(&inj, &secret).unwrap();
+        let out = outbound_request_headers(&inbound, &injected, &info()).unwrap();
         assert_eq!(out.get("x-api-key").unwrap(), "sk-live-123");
         assert_eq!(out.get_all("x-api-key").iter().count(), 1);
         assert_eq!(out.get("x-other").unwrap(), "kept");
@@ -285,8 +346,8 @@ mod tests {
             username: "api".into(),
         };
         let inbound = map(&[("authorization", "Basic YXBwOmFwcA==")]);
-        let out = outbound_request_headers(&inbound, &inj, &SecretString::from("s3cret"), &info())
-            .unwrap();
+        let injected = Injected::new(&inj, &SecretString::from("s3cret")).unwrap();
+        let out = outbound_request_headers(&inbound, &injected, &info()).unwrap();
         // base64("api:s3cret")
         assert_eq!(out.get("authorization").unwrap(), "Basic YXBpOnMzY3JldA==");
     }

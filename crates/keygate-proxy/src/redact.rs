@@ -4,6 +4,8 @@
 //! before the body reaches the app: [`Redactor`] in small buffered error bodies and
 //! headers, [`StreamRedactor`] in every streamed body.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use bytes::Bytes;
@@ -147,10 +149,11 @@ impl Redactor {
 /// the end of a chunk only while it could still be the start of a key: an event stream's
 /// `\n\n` is never held, so events still arrive one by one.
 pub struct StreamRedactor {
-    // memchr keeps its own copy of each needle, which is not zeroised on drop; the
-    // injected header value (a plain `HeaderValue` in the outgoing request) has the same
-    // lifetime, so this adds no new exposure window.
-    finders: Vec<memmem::Finder<'static>>,
+    // memchr keeps its own copy of each needle, which is not zeroised on drop. The
+    // finders are built once per key read and shared by that key's calls (see
+    // [`crate::key::RouteKey`]), so they live as long as the cached key; the injected
+    // header value (a plain `HeaderValue` in each outgoing request) is no better kept.
+    finders: Arc<[memmem::Finder<'static>]>,
     /// Bytes held back from the previous chunk: a proper prefix of some needle.
     held: Zeroizing<Vec<u8>>,
     redacted: bool,
@@ -192,7 +195,17 @@ impl StreamRedactor {
             }
         }
         Self {
-            finders,
+            finders: finders.into(),
+            held: Zeroizing::new(Vec::new()),
+            redacted: false,
+        }
+    }
+
+    /// A redactor for another response, searching for the same forms: the searchers are
+    /// shared, not built again; nothing is held and nothing counts as masked yet.
+    pub fn fresh(&self) -> Self {
+        Self {
+            finders: Arc::clone(&self.finders),
             held: Zeroizing::new(Vec::new()),
             redacted: false,
         }
@@ -244,7 +257,7 @@ impl StreamRedactor {
 
     fn mask(&mut self, buf: Bytes) -> Bytes {
         let mut hits: Vec<(usize, usize)> = Vec::new();
-        for f in &self.finders {
+        for f in self.finders.iter() {
             let len = f.needle().len();
             hits.extend(f.find_iter(&buf).map(|at| (at, len)));
         }
@@ -264,7 +277,7 @@ impl StreamRedactor {
     /// The length of the longest suffix of `buf` that is a proper prefix of a needle.
     fn partial_match_len(&self, buf: &[u8]) -> usize {
         let mut longest = 0;
-        for f in &self.finders {
+        for f in self.finders.iter() {
             let needle = f.needle();
             let (Some(&first), Some(window)) = (needle.first(), needle.len().checked_sub(1)) else {
                 continue;
@@ -319,11 +332,7 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() {
         return None;
     }
-    haystack
-        .get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
+    memmem::find(haystack.get(from..)?, needle).map(|p| p + from)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 )]
 
 use keygate_proxy::framing::check_fields;
-use keygate_proxy::h1guard::{RequestScanner, check_raw_head};
+use keygate_proxy::h1guard::{POISON, RequestScanner, check_raw_head};
 use keygate_proxy::path::{ProxyTarget, normalize_path, normalize_query};
 use proptest::prelude::*;
 
@@ -135,5 +135,66 @@ proptest! {
             scanner.feed(piece, &mut out).unwrap();
         }
         prop_assert_eq!(out, stream);
+    }
+}
+
+/// Pieces of request streams, good and bad, for comparing the scanner's two ways in.
+fn stream_piece() -> impl Strategy<Value = &'static [u8]> {
+    prop_oneof![
+        Just(&b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n"[..]),
+        Just(&b"POST /a HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\n\r\nhello"[..]),
+        Just(&b"POST /b HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nabcde\r\n0\r\nX-T: 1\r\n\r\n"[..]),
+        Just(&b"POST /c HTTP/1.1\r\nHost: g\r\nContent-Length: 3\r\n\r\na\nb"[..]),
+        Just(&b"GET / HTTP/1.1\nHost: x\n\n"[..]),
+        Just(&b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n"[..]),
+        Just(&b"POST /d HTTP/1.1\r\nHost: g\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"[..]),
+        Just(&b"POST /e HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n5\nabcde\r\n"[..]),
+        Just(&b"GET /f HTTP/1.1\r\nA: b\r\n c\r\nHost: g\r\n\r\n"[..]),
+        Just(&b"\r\n"[..]),
+        Just(&b"\r"[..]),
+        Just(&b"GET http://h/ HTTP/1.1\r\n\r\n"[..]),
+    ]
+}
+
+proptest! {
+    /// `pass` (bytes checked where they were read, as `StrictHttp1` reads them) clears
+    /// exactly what `feed` clears and refuses exactly where `feed` refuses, however the
+    /// stream is split.
+    #[test]
+    fn pass_agrees_with_feed(
+        pieces in prop::collection::vec(stream_piece(), 1..8),
+        split in 1usize..80,
+    ) {
+        let stream = pieces.concat();
+        let mut by_feed = Vec::new();
+        let mut feed_refused = false;
+        let mut scanner = RequestScanner::default();
+        for piece in stream.chunks(split) {
+            if scanner.feed(piece, &mut by_feed).is_err() {
+                feed_refused = true;
+                break;
+            }
+        }
+        let mut by_pass = Vec::new();
+        let mut pass_refused = false;
+        let mut scanner = RequestScanner::default();
+        for piece in stream.chunks(split) {
+            if scanner.holding() {
+                if scanner.feed(piece, &mut by_pass).is_err() {
+                    pass_refused = true;
+                    break;
+                }
+            } else {
+                let (cleared, refused) = scanner.pass(piece);
+                by_pass.extend_from_slice(&piece[..cleared]);
+                if refused.is_some() {
+                    by_pass.extend_from_slice(POISON);
+                    pass_refused = true;
+                    break;
+                }
+            }
+        }
+        prop_assert_eq!(pass_refused, feed_refused);
+        prop_assert_eq!(by_pass, by_feed);
     }
 }
