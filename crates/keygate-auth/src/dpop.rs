@@ -47,6 +47,9 @@ pub struct InvalidBaseUrl;
 pub struct PublicBaseUrl {
     origin: String,
     base_path: String,
+    /// Whether origin and base path come out of normalisation unchanged, as a prefix
+    /// (see [`PublicBaseUrl::is_verbatim_htu`]).
+    verbatim: bool,
 }
 
 impl PublicBaseUrl {
@@ -63,10 +66,14 @@ impl PublicBaseUrl {
             return Err(InvalidBaseUrl);
         }
         let path = normalise_percent(url.path());
-        Ok(Self {
+        let mut base = Self {
             origin: url.origin().ascii_serialization(),
             base_path: path.trim_end_matches('/').to_owned(),
-        })
+            verbatim: false,
+        };
+        let probe = format!("{}{}/p", base.origin, base.base_path);
+        base.verbatim = base.htu_for("/p").as_deref() == Some(probe.as_str());
+        Ok(base)
     }
 
     /// The normalised `htu` a proof must carry for a request whose request target (as
@@ -77,6 +84,25 @@ impl PublicBaseUrl {
         }
         let path = target.split('?').next().unwrap_or_default();
         normalise_htu(&format!("{}{}{}", self.origin, self.base_path, path))
+    }
+
+    /// Whether `htu` is exactly what [`PublicBaseUrl::htu_for`] gives for `target`, seen
+    /// without parsing either: `htu` is the public URL followed by the target's path
+    /// verbatim, and that path is already in normal form (only unreserved characters and
+    /// `/`, no segment starting with a dot). The common case, since clients build the htu
+    /// the same way; anything else goes the normalising way.
+    pub fn is_verbatim_htu(&self, htu: &str, target: &str) -> bool {
+        let path = target.split('?').next().unwrap_or_default();
+        self.verbatim
+            && path.starts_with('/')
+            && !path.contains("/.")
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~'))
+            && htu
+                .strip_prefix(self.origin.as_str())
+                .and_then(|rest| rest.strip_prefix(self.base_path.as_str()))
+                == Some(path)
     }
 
     /// The base URL as text (origin and base path).
@@ -589,15 +615,22 @@ fn check_proof(
     if htm != request.method {
         return Err(AuthError::proof(Reason::HtmMismatch));
     }
-    // 9. htu against the configured public URL, never Host.
-    let expected = config
-        .public_base
-        .htu_for(request.target)
-        .ok_or(AuthError::request(Reason::HtuMismatch))?;
-    let presented = normalise_htu(htu).ok_or(AuthError::proof(Reason::HtuMismatch))?;
-    if presented != expected {
-        return Err(AuthError::proof(Reason::HtuMismatch));
-    }
+    // 9. htu against the configured public URL, never Host. An htu that is already the
+    // normalised expected value, written out, needs no parsing (and is what the replay
+    // key is made of either way).
+    let expected = if config.public_base.is_verbatim_htu(htu, request.target) {
+        std::borrow::Cow::Borrowed(htu)
+    } else {
+        let expected = config
+            .public_base
+            .htu_for(request.target)
+            .ok_or(AuthError::request(Reason::HtuMismatch))?;
+        let presented = normalise_htu(htu).ok_or(AuthError::proof(Reason::HtuMismatch))?;
+        if presented != expected {
+            return Err(AuthError::proof(Reason::HtuMismatch));
+        }
+        std::borrow::Cow::Owned(expected)
+    };
     // 11. iat window.
     let future = config
         .future_skew_secs
@@ -694,6 +727,71 @@ pub fn create_proof(key: &SigningKey, claims: &ProofClaims<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The verbatim shortcut accepts an htu only when it is exactly the normalised
+        /// expected value (so the replay key is the same either way), and takes the
+        /// ordinary paths.
+        #[test]
+        fn verbatim_htu_is_the_normalised_value(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("/"), proptest::strategy::Just("a"),
+                    proptest::strategy::Just("."), proptest::strategy::Just(".."),
+                    proptest::strategy::Just("%2e"), proptest::strategy::Just("%2F"),
+                    proptest::strategy::Just("%41"), proptest::strategy::Just("%zz"),
+                    proptest::strategy::Just("\\"), proptest::strategy::Just(";x"),
+                    proptest::strategy::Just("~"), proptest::strategy::Just("@"),
+                    proptest::strategy::Just(":"), proptest::strategy::Just("?q=1"),
+                    proptest::strategy::Just("#f"), proptest::strategy::Just("%"),
+                    proptest::strategy::Just("B-_"),
+                ],
+                0..8,
+            ),
+            base in proptest::prop_oneof![
+                proptest::strategy::Just("https://gate.example.com"),
+                proptest::strategy::Just("http://127.0.0.1:8080/kg/"),
+                proptest::strategy::Just("https://Gate.Example.com:443/a%2e/"),
+                proptest::strategy::Just("https://gate.example.com/x%2Fy/"),
+            ],
+        ) {
+            let base = PublicBaseUrl::parse(base).unwrap();
+            let target = format!("/{}", pieces.concat());
+            let path = target.split('?').next().unwrap();
+            let htu = format!("{}{}", base.as_string(), path);
+            if base.is_verbatim_htu(&htu, &target) {
+                proptest::prop_assert_eq!(base.htu_for(&target), Some(htu));
+            }
+        }
+    }
+
+    #[test]
+    fn verbatim_htu_needs_the_exact_normal_text() {
+        let base = PublicBaseUrl::parse("https://gate.example.com/kg").unwrap();
+        for (htu, target) in [
+            ("https://gate.example.com/kg/proxy/a", "/proxy/a?x=1"),
+            (
+                "https://gate.example.com/kg/v1/chat.completions",
+                "/v1/chat.completions",
+            ),
+        ] {
+            assert!(base.is_verbatim_htu(htu, target), "{htu}");
+        }
+        for (htu, target) in [
+            ("https://gate.example.com:443/kg/proxy/a", "/proxy/a"),
+            ("https://GATE.example.com/kg/proxy/a", "/proxy/a"),
+            ("https://gate.example.com/kg/proxy/b", "/proxy/a"),
+            ("https://gate.example.com/proxy/a", "/proxy/a"),
+            ("https://gate.example.com/kg/proxy/a?x=1", "/proxy/a?x=1"),
+            ("http://gate.example.com/kg/proxy/a", "/proxy/a"),
+            // Not in normal form: these go the normalising way.
+            ("https://gate.example.com/kg/proxy/a/../b", "/proxy/a/../b"),
+            ("https://gate.example.com/kg/proxy/%61", "/proxy/%61"),
+            ("https://gate.example.com/kg*", "*"),
+        ] {
+            assert!(!base.is_verbatim_htu(htu, target), "{htu}");
+        }
+    }
 
     #[test]
     fn htu_normalisation() {

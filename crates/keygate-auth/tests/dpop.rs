@@ -781,6 +781,57 @@ fn s14_replayed_jti_is_refused_per_htu() {
     check(&config, "POST", TARGET, &[&p3], None, None, &c, NOW).unwrap();
 }
 
+/// A proof replayed at the same resource written another way (`a/../` in the path, the
+/// default port) is a replay: the replay key is made of the normalised htu whether or not
+/// the htu needed normalising, so no spelling of the same URL is a fresh key.
+#[test]
+fn s14_replay_is_caught_however_the_htu_is_spelled() {
+    let config = dpop_config(BASE);
+    let key = SigningKey::generate(Algorithm::EdDsa);
+    let spelled = format!("{}/x/../{}", BASE, TARGET.trim_start_matches('/'));
+    let with_port = HTU.replacen("gate.example.com", "gate.example.com:443", 1);
+    for (first_htu, first_target, again_htu, again_target) in [
+        (
+            HTU,
+            TARGET.to_owned(),
+            spelled.as_str(),
+            format!("/x/..{TARGET}"),
+        ),
+        (
+            spelled.as_str(),
+            format!("/x/..{TARGET}"),
+            HTU,
+            TARGET.to_owned(),
+        ),
+        (
+            HTU,
+            TARGET.to_owned(),
+            with_port.as_str(),
+            TARGET.to_owned(),
+        ),
+    ] {
+        let c = cache();
+        let jti = "one-jti";
+        let p = proof(&key, "POST", first_htu, NOW, jti);
+        check(&config, "POST", &first_target, &[&p], None, None, &c, NOW).unwrap();
+        let again = proof(&key, "POST", again_htu, NOW, jti);
+        assert_eq!(
+            reason(check(
+                &config,
+                "POST",
+                &again_target,
+                &[&again],
+                None,
+                None,
+                &c,
+                NOW
+            )),
+            Reason::Replayed,
+            "{first_htu} then {again_htu}"
+        );
+    }
+}
+
 #[test]
 fn s14_jti_length_is_bounded() {
     let config = dpop_config(BASE);
