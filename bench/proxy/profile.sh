@@ -5,9 +5,9 @@
 #
 # Starts the nginx upstream and a keygate as bench/proxy/run.sh does, drives the
 # full-policy route with a Bearer token and then with DPoP (a fresh ES256 proof per
-# request) in a closed loop, and samples keygate with `perf record` (no call graphs: the
-# release build has no frame pointers, and a flat profile of self time is what the
-# groups below need). For each row it prints the top symbols by self time and the share
+# request) in a closed loop, and samples keygate with `perf record` while the generator
+# runs (no call graphs: the release build has no frame pointers, and a flat profile of
+# self time is what the groups below need). For each row it prints the top symbols by self time and the share
 # of a few groups (Tokio's scheduler, hyper, the kernel's network path, allocation,
 # signature verification, …), so a change can be read as "time moved from here to there".
 #
@@ -49,12 +49,16 @@ profile() { # name token [loadgen args…]
     -d "$SECONDS_PER_RUN" -w "$WARMUP" --cpu-pid "$KEYGATE_PID" --clk-tck "$(getconf CLK_TCK)" \
     --label "$name" --json "$@" > "$WORK/$name.json" &
   local gen=$!
-  # Sample the measured window only: after the warm-up (and the proofs signed ahead).
-  sleep "$WARMUP"
-  [ "$name" = dpop ] && sleep 2
+  # Sampled for as long as the generator runs: keygate is idle while the generator signs
+  # its DPoP proofs ahead (which takes longer than the warm-up on a slow machine, so a
+  # fixed delay missed the measured window), and the warm-up is the same load as the
+  # measured window.
   # shellcheck disable=SC2086
-  perf record -q -F "$PERF_FREQ" ${PERF_RECORD_ARGS:-} -p "$KEYGATE_PID" -o "$data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null
+  perf record -q -F "$PERF_FREQ" ${PERF_RECORD_ARGS:-} -p "$KEYGATE_PID" -o "$data" 2>/dev/null &
+  local rec=$!
   wait "$gen"
+  kill -INT "$rec" 2>/dev/null || true
+  wait "$rec" || true
   local rps cpu
   rps="$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["rps"])' "$WORK/$name.json")"
   cpu="$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))["cpu_us_per_req"]; print("-" if v is None else f"{v:.1f}")' "$WORK/$name.json")"

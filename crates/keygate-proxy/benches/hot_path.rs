@@ -79,6 +79,15 @@ Content-Type: application/json\r\nContent-Length: 0\r\nUser-Agent: MyApp/1.0\r\n
             out
         })
     });
+    c.bench_function(
+        "h1guard: one request head, checked where it was read",
+        |b| {
+            b.iter(|| {
+                let mut scanner = RequestScanner::default();
+                scanner.pass(black_box(head))
+            })
+        },
+    );
 
     // One keep-alive connection, sequential requests: the difference between the two is
     // the latency the proxy adds per call (policy, hygiene, injection, a second hop).

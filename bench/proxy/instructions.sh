@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Instructions keygate executes per proxied call, run by hand (not part of CI's test gate):
+#
+#   bench/proxy/instructions.sh [SECONDS]        default: 10
+#
+# Wall-clock rates on a small shared machine move by 20% from one hour to the next; an
+# instruction count does not (valgrind's callgrind counts instructions, not time, so the
+# same binary and load give the same count whatever else the machine is doing). This starts
+# the nginx upstream and a keygate under `valgrind --tool=callgrind` (instrumentation off
+# until the warm-up is over), drives the full-policy route with a Bearer token and then
+# with DPoP (a fresh ES256 proof per request) over 4 connections, and prints for each row
+# the instructions per call and the functions with the most instructions of their own.
+#
+# Read the counts with two caveats: under valgrind, CPU feature detection sees no SHA
+# extensions, so SHA-256 runs in software and is overcounted (the real binary uses the
+# SHA instructions), and ring's P-256 code takes its generic path instead of the ADX one.
+# Compare rows of the same script on two builds (BENCH_KEYGATE=path measures another
+# binary), not these counts against wall-clock profiles.
+#
+# Environment: WARMUP (s, default 2), TOP (functions listed, default 15), BENCH_KEYGATE,
+# BENCH_TMPDIR, CARGO_TARGET_DIR.
+set -euo pipefail
+
+SECONDS_PER_RUN="${1:-10}"
+WARMUP="${WARMUP:-2}"
+TOP="${TOP:-15}"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/keygate-instr-XXXXXX")"
+UPSTREAM_PORT=18291
+KEYGATE_PORT=18293
+PIDS=()
+
+# shellcheck source=../lib/setup.sh
+. "$ROOT/bench/lib/setup.sh"
+trap bench_cleanup EXIT
+bench_need nginx nginx-light valgrind valgrind
+bench_build
+REAL_KEYGATE="$KEYGATE"
+# `keygate serve` under callgrind; every other keygate command as it is.
+cat > "$WORK/keygate-under-callgrind" <<WRAP
+#!/usr/bin/env bash
+if [ "\$1" = serve ]; then
+  exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.%p" "$REAL_KEYGATE" "\$@"
+fi
+exec "$REAL_KEYGATE" "\$@"
+WRAP
+chmod +x "$WORK/keygate-under-callgrind"
+KEYGATE="$WORK/keygate-under-callgrind"
+bench_upstream "$UPSTREAM_PORT"
+# bench_keygate waits 10 s for /readyz; under valgrind the start takes longer.
+bench_keygate "$KEYGATE_PORT" "$UPSTREAM_PORT" || true
+for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:$KEYGATE_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+BEARER="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench)"
+DPOP_KEY="$WORK/dpop.key"
+DPOP_TOKEN="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench --dpop-key "$DPOP_KEY")"
+URL="http://127.0.0.1:$KEYGATE_PORT/proxy/bench/hello"
+
+count() { # name token [loadgen args…]
+  local name="$1" token="$2"; shift 2
+  KEYGATE_LOADGEN_ACCESS_TOKEN="$token" "$LOADGEN" run "$URL" -c 4 -d "$WARMUP" -w 0 "$@" --json >/dev/null
+  callgrind_control --zero "$KEYGATE_PID" >/dev/null 2>&1
+  callgrind_control --instr=on "$KEYGATE_PID" >/dev/null 2>&1
+  KEYGATE_LOADGEN_ACCESS_TOKEN="$token" "$LOADGEN" run "$URL" -c 4 -d "$SECONDS_PER_RUN" -w 0 "$@" \
+    --json > "$WORK/$name.json"
+  callgrind_control --instr=off "$KEYGATE_PID" >/dev/null 2>&1
+  rm -f "$WORK"/callgrind.*.*
+  callgrind_control --dump="$name" "$KEYGATE_PID" >/dev/null 2>&1
+  sleep 1
+  local out calls
+  out="$(ls -t "$WORK"/callgrind.*.* | head -n 1)"
+  calls="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert not r["errors"], r["errors"]; print(r["ok"])' "$WORK/$name.json")"
+  callgrind_annotate "$out" 2>/dev/null > "$WORK/$name.txt"
+  python3 - "$WORK/$name.txt" "$calls" "$name" "$TOP" <<'PY'
+import re, sys
+text, calls, name, top = open(sys.argv[1]).read(), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+total = int(re.search(r"^([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text, re.M).group(1).replace(",", ""))
+print(f"\n=== full policy, {name}: {calls} calls, {total / calls:,.0f} instructions per call (keygate process)")
+rows = [r for r in re.findall(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S+)", text, re.M) if r[1] != "PROGRAM"]
+for count, where in rows[:top]:
+    fn = where.split(":", 1)[-1][:90]
+    print(f"  {int(count.replace(',', '')) / calls:>10,.0f}  {fn}")
+PY
+}
+
+echo "instructions per call: keygate $("$REAL_KEYGATE" --version 2>/dev/null || true), ${SECONDS_PER_RUN}s per row, 4 connections, under callgrind" >&2
+count bearer "$BEARER"
+count dpop "$DPOP_TOKEN" --dpop-key "$DPOP_KEY" --proofs 20000
