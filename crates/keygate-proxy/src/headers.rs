@@ -341,6 +341,21 @@ mod tests {
     }
 
     #[test]
+    fn client_addresses_are_written_as_the_formatter_would() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.99.100",
+            "255.255.255.255",
+            "9.80.1.254",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(address_value(ip).unwrap(), ip.to_string().as_str());
+        }
+    }
+
+    #[test]
     fn basic_injection_replaces_app_authorization() {
         let inj = Injection::Basic {
             username: "api".into(),
