@@ -208,6 +208,17 @@ enum Scan {
     Refused,
 }
 
+impl Scan {
+    /// What follows a head that passed the checks: its body, or the next head.
+    fn after_head(framing: BodyFraming) -> Self {
+        match framing {
+            BodyFraming::None | BodyFraming::Length(0) => Scan::Head(Vec::new()),
+            BodyFraming::Length(n) => Scan::Length(n),
+            BodyFraming::Chunked => Scan::ChunkLine(Vec::new()),
+        }
+    }
+}
+
 fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     // chunk-size [ chunk-ext ]: hex digits, then optionally ';' extensions.
     let size = line.split(|&b| b == b';').next()?.trim_ascii_end();
@@ -271,13 +282,7 @@ impl RequestScanner {
                         Err(e) => return self.refuse(e, out),
                         Ok(framing) => {
                             out.extend_from_slice(&head);
-                            self.state = match framing {
-                                BodyFraming::None | BodyFraming::Length(0) => {
-                                    Scan::Head(Vec::new())
-                                }
-                                BodyFraming::Length(n) => Scan::Length(n),
-                                BodyFraming::Chunked => Scan::ChunkLine(Vec::new()),
-                            };
+                            self.state = Scan::after_head(framing);
                         }
                     }
                 }
@@ -433,13 +438,7 @@ impl RequestScanner {
                         }
                         Ok(framing) => {
                             at += head.len();
-                            self.state = match framing {
-                                BodyFraming::None | BodyFraming::Length(0) => {
-                                    Scan::Head(Vec::new())
-                                }
-                                BodyFraming::Length(n) => Scan::Length(n),
-                                BodyFraming::Chunked => Scan::ChunkLine(Vec::new()),
-                            };
+                            self.state = Scan::after_head(framing);
                         }
                     }
                 }
