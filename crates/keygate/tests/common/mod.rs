@@ -143,6 +143,18 @@ pub struct Server {
     pub child: Child,
 }
 
+/// A server a test did not stop (it returned early, or panicked) is killed, so no
+/// `keygate serve` outlives its test and its temporary directory. After `stop` or
+/// `kill9` the child has been waited for, and this does nothing.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(mut self) {
