@@ -621,6 +621,20 @@ GET /d HTTP/1.1\r\nHost: g\r\n\r\n";
     }
 
     #[test]
+    fn pass_while_holding_fails_closed() {
+        let mut s = RequestScanner::default();
+        assert_eq!(s.pass(b"GET /a HTTP/1.1\r\nHo"), (0, None));
+        assert!(s.holding());
+        // The rest of the head cannot be cleared as a prefix of this input: refused.
+        assert_eq!(s.pass(b"st: g\r\n\r\n"), (0, Some(FramingError::Refused)));
+        assert!(!s.holding());
+        assert_eq!(
+            s.pass(b"GET /b HTTP/1.1\r\n"),
+            (0, Some(FramingError::Refused))
+        );
+    }
+
+    #[test]
     fn smuggling_after_a_good_request_is_poisoned() {
         let stream: &[u8] = b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n\
 POST /b HTTP/1.1\r\nHost: g\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
