@@ -242,7 +242,7 @@ pub struct VerifiedAccessToken {
     jkt: Option<Jkt>,
     x5t: Option<CertThumbprint>,
     tier: Option<TrustTier>,
-    jti: String,
+    jti: std::sync::Arc<str>,
     issued_at: UnixTime,
     expires_at: UnixTime,
 }
@@ -385,7 +385,7 @@ pub fn verify(
             .att
             .map(|t| TrustTier::parse(&t).ok_or_else(malformed))
             .transpose()?,
-        jti: claims.jti,
+        jti: std::sync::Arc::from(claims.jti),
         issued_at: UnixTime(claims.iat),
         expires_at: UnixTime(claims.exp),
     })

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use rand::RngCore as _;
 use rand::rngs::OsRng;
@@ -19,8 +20,11 @@ fn visible_ascii(text: &str, max: usize) -> bool {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
+        ///
+        /// Shared text: a clone (every proxied call copies the caller's ids into its
+        /// usage record) is a reference count, not an allocation.
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Parses 1–
@@ -28,7 +32,7 @@ macro_rules! id_type {
             /// visible ASCII characters.
             pub fn parse(text: &str) -> Result<Self, InvalidId> {
                 if visible_ascii(text, $max) {
-                    Ok(Self(text.to_owned()))
+                    Ok(Self(Arc::from(text)))
                 } else {
                     Err(InvalidId)
                 }
@@ -69,13 +73,13 @@ impl SessionId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 16];
         OsRng.fill_bytes(&mut bytes);
-        Self(crate::b64::encode(bytes))
+        Self(Arc::from(crate::b64::encode(bytes)))
     }
 }
 
-/// One scope token (RFC 6749 §3.3: `%x21 / %x23-5B / %x5D-7E`).
+/// One scope token (RFC 6749 §3.3: `%x21 / %x23-5B / %x5D-7E`), shared text like the ids.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Scope(String);
+pub struct Scope(Arc<str>);
 
 impl Scope {
     /// Parses one scope token of at most 64 characters.
@@ -85,7 +89,7 @@ impl Scope {
                 .bytes()
                 .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
         if ok {
-            Ok(Self(text.to_owned()))
+            Ok(Self(Arc::from(text)))
         } else {
             Err(InvalidId)
         }
@@ -97,9 +101,10 @@ impl Scope {
     }
 }
 
-/// A set of scopes, written space-separated on the wire.
+/// A set of scopes, written space-separated on the wire. Never changed once built, and
+/// shared: a clone is a reference count.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScopeSet(BTreeSet<Scope>);
+pub struct ScopeSet(Arc<BTreeSet<Scope>>);
 
 impl ScopeSet {
     /// Parses a space-separated scope string (single spaces; empty string = no scopes).
@@ -112,13 +117,13 @@ impl ScopeSet {
         }
         text.split(' ')
             .map(Scope::parse)
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<BTreeSet<_>, _>>()
+            .map(|set| Self(Arc::new(set)))
     }
 
     /// Builds a set from scopes.
     pub fn from_scopes(scopes: impl IntoIterator<Item = Scope>) -> Self {
-        Self(scopes.into_iter().collect())
+        Self(Arc::new(scopes.into_iter().collect()))
     }
 
     /// Whether `scope` is in the set.
@@ -133,7 +138,7 @@ impl ScopeSet {
 
     /// The scopes present in both.
     pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
-        Self(self.0.intersection(&other.0).cloned().collect())
+        Self(Arc::new(self.0.intersection(&other.0).cloned().collect()))
     }
 
     /// Iterates the scopes in order.
@@ -150,7 +155,7 @@ impl ScopeSet {
 impl fmt::Display for ScopeSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for scope in &self.0 {
+        for scope in self.0.iter() {
             if !first {
                 f.write_str(" ")?;
             }

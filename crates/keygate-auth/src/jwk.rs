@@ -5,6 +5,8 @@
 //! members only. RSA is parsed for thumbprints and for [`crate::idtoken`], which verifies
 //! external providers' RS256 ID tokens; keygate's own tokens and DPoP proofs never use it.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -112,9 +114,9 @@ impl PublicJwk {
 
     /// The RFC 7638 SHA-256 thumbprint.
     pub fn thumbprint(&self) -> Jkt {
-        Jkt(b64::encode(Sha256::digest(
+        Jkt(Arc::from(b64::encode(Sha256::digest(
             self.canonical_json().as_bytes(),
-        )))
+        ))))
     }
 
     /// The public members as a JSON object (for a JWKS; callers add `kid`, `alg`, `use`).
@@ -182,12 +184,12 @@ impl PublicJwk {
 /// A JWK SHA-256 thumbprint (RFC 7638) as used in `cnf.jkt` (RFC 9449 §6).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Jkt(String);
+pub struct Jkt(Arc<str>);
 
 impl Jkt {
     /// Parses a thumbprint: canonical unpadded base64url of 32 bytes.
     pub fn parse(text: &str) -> Option<Self> {
-        b64::decode_array::<32>(text).map(|_| Self(text.to_owned()))
+        b64::decode_array::<32>(text).map(|_| Self(Arc::from(text)))
     }
 
     /// The base64url text.
@@ -199,18 +201,18 @@ impl Jkt {
 /// The SHA-256 thumbprint of a DER X.509 certificate, unpadded base64url: the
 /// `cnf.x5t#S256` of a certificate-bound access token (RFC 8705 §3.1).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CertThumbprint(String);
+pub struct CertThumbprint(Arc<str>);
 
 impl CertThumbprint {
     /// The thumbprint of a certificate in DER.
     pub fn of_der(der: &[u8]) -> Self {
         use sha2::Digest as _;
-        Self(b64::encode(sha2::Sha256::digest(der)))
+        Self(Arc::from(b64::encode(sha2::Sha256::digest(der))))
     }
 
     /// Parses a thumbprint: canonical unpadded base64url of 32 bytes.
     pub fn parse(text: &str) -> Option<Self> {
-        b64::decode_array::<32>(text).map(|_| Self(text.to_owned()))
+        b64::decode_array::<32>(text).map(|_| Self(Arc::from(text)))
     }
 
     /// The base64url text.
@@ -234,7 +236,7 @@ impl TryFrom<String> for Jkt {
 
 impl From<Jkt> for String {
     fn from(value: Jkt) -> Self {
-        value.0
+        value.0.as_ref().to_owned()
     }
 }
 
