@@ -63,7 +63,9 @@ fn bench(c: &mut Criterion) {
     });
     let injected = Injected::new(route.injection(), &secret).unwrap();
     c.bench_function("headers: hygiene + injection", |b| {
-        b.iter(|| outbound_request_headers(black_box(&inbound), &injected, &forwarded).unwrap())
+        b.iter(|| {
+            outbound_request_headers(black_box(inbound.clone()), &injected, &forwarded).unwrap()
+        })
     });
     c.bench_function("redactor: set-up", |b| {
         b.iter(|| Redactor::new(black_box(&secret), route.injection()))

@@ -168,12 +168,23 @@ impl std::fmt::Debug for Forwarder {
     }
 }
 
-/// A request body that fails once more than `limit` bytes went through, and notes it.
-struct LimitedBody<B> {
-    inner: Pin<Box<B>>,
-    remaining: u64,
-    exceeded: Arc<AtomicBool>,
-    client_failed: Arc<AtomicBool>,
+pin_project_lite::pin_project! {
+    /// A request body that fails once more than `limit` bytes went through, and notes it.
+    struct LimitedBody<B> {
+        #[pin]
+        inner: B,
+        remaining: u64,
+        outcome: Arc<BodyOutcome>,
+    }
+}
+
+/// Why a request body stopped early, read by the call after the upstream exchange failed.
+#[derive(Debug, Default)]
+struct BodyOutcome {
+    /// It went over the route's limit.
+    exceeded: AtomicBool,
+    /// The app's side of it failed.
+    client_failed: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +203,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
+        let mut this = self.project();
         loop {
             return match this.inner.as_mut().poll_frame(cx) {
                 // Request trailers are dropped: they would be a second, unchecked header
@@ -201,16 +212,16 @@ where
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         let len = data.len() as u64;
-                        if len > this.remaining {
-                            this.exceeded.store(true, Ordering::Relaxed);
+                        if len > *this.remaining {
+                            this.outcome.exceeded.store(true, Ordering::Relaxed);
                             return Poll::Ready(Some(Err(Box::new(TooLarge))));
                         }
-                        this.remaining -= len;
+                        *this.remaining -= len;
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.client_failed.store(true, Ordering::Relaxed);
+                    this.outcome.client_failed.store(true, Ordering::Relaxed);
                     Poll::Ready(Some(Err(e.into())))
                 }
                 Poll::Ready(None) => Poll::Ready(None),
@@ -411,8 +422,12 @@ impl Body for ProxyBody {
 struct UpstreamBody {
     inner: UnsyncBoxBody<Bytes, BoxError>,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
-    deadline: Pin<Box<Sleep>>,
+    /// The total deadline.
+    deadline: tokio::time::Instant,
+    /// One timer for both deadlines: set to the nearer of the idle deadline (a frame
+    /// pushes it back) and the total one. When it fires at the total deadline the body
+    /// ends with [`BodyError::Total`], before it with [`BodyError::Idle`].
+    timer: Pin<Box<Sleep>>,
     guard: Option<UsageGuard>,
     done: bool,
 }
@@ -424,6 +439,27 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// Takes over the call's `timer` (which timed the wait for the response head).
+    fn new(
+        inner: UnsyncBoxBody<Bytes, BoxError>,
+        mut timer: Pin<Box<Sleep>>,
+        idle: Duration,
+        deadline: tokio::time::Instant,
+        guard: UsageGuard,
+    ) -> Self {
+        timer
+            .as_mut()
+            .reset((tokio::time::Instant::now() + idle).min(deadline));
+        Self {
+            inner,
+            idle,
+            deadline,
+            timer,
+            guard: Some(guard),
+            done: false,
+        }
+    }
+
     fn finish(&mut self, fault: Option<Fault>) {
         self.done = true;
         if let Some(mut guard) = self.guard.take() {
@@ -446,7 +482,8 @@ impl Body for UpstreamBody {
         if this.done {
             return Poll::Ready(None);
         }
-        if this.deadline.as_mut().poll(cx).is_ready() {
+        let fired = this.timer.as_mut().poll(cx).is_ready();
+        if fired && this.timer.deadline() >= this.deadline {
             this.finish(Some(Fault::Upstream));
             return Poll::Ready(Some(Err(BodyError::Total)));
         }
@@ -458,8 +495,8 @@ impl Body for UpstreamBody {
                 ) {
                     meter.body.observe(data);
                 }
-                let next = tokio::time::Instant::now() + this.idle;
-                this.idle_timer.as_mut().reset(next);
+                let next = (tokio::time::Instant::now() + this.idle).min(this.deadline);
+                this.timer.as_mut().reset(next);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(_))) => {
@@ -471,7 +508,7 @@ impl Body for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                if fired {
                     this.finish(Some(Fault::Upstream));
                     return Poll::Ready(Some(Err(BodyError::Idle)));
                 }
@@ -673,21 +710,19 @@ impl Forwarder {
         let injected = key
             .injected()
             .ok_or_else(|| ProxyError::keygate("secret is not a valid header value"))?;
-        let headers = headers::outbound_request_headers(&parts.headers, injected, forwarded)?;
+        let headers = headers::outbound_request_headers(parts.headers, injected, forwarded)?;
         let redactor = key.redactor();
         let stream_redactor = key.stream_redactor();
 
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let client_failed = Arc::new(AtomicBool::new(false));
+        let outcome = Arc::new(BodyOutcome::default());
         let out_body = LimitedBody {
-            inner: Box::pin(body),
+            inner: body,
             remaining: route.max_body_bytes(),
-            exceeded: Arc::clone(&exceeded),
-            client_failed: Arc::clone(&client_failed),
+            outcome: Arc::clone(&outcome),
         }
         .boxed_unsync();
         let mut upstream_request = Request::new(out_body);
-        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = uri;
         *upstream_request.headers_mut() = headers;
 
@@ -696,25 +731,36 @@ impl Forwarder {
             ProxyError::keygate("upstream TLS setup failed")
         })?;
         let timeouts = *route.timeouts();
-        let deadline = tokio::time::Instant::now() + timeouts.total;
-        let head_wait = timeouts.response.min(timeouts.total);
+        let now = tokio::time::Instant::now();
+        let deadline = now + timeouts.total;
+        // One timer serves the whole call: first the wait for the response head, then the
+        // response body's idle and total deadlines (`UpstreamBody`).
+        let mut timer = Box::pin(tokio::time::sleep_until(
+            now + timeouts.response.min(timeouts.total),
+        ));
         let host = route.upstream().host_header();
-        let response = match tokio::time::timeout(head_wait, client.send(upstream_request, host))
-            .await
-        {
-            Err(_) => return Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) => {
-                if exceeded.load(Ordering::Relaxed) {
+        let mut send = std::pin::pin!(client.send(upstream_request, host));
+        let sent = std::future::poll_fn(|cx| {
+            if let Poll::Ready(sent) = send.as_mut().poll(cx) {
+                return Poll::Ready(Some(sent));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        let response = match sent {
+            None => return Err(ProxyError::UpstreamTimeout),
+            Some(Err(e)) => {
+                if outcome.exceeded.load(Ordering::Relaxed) {
                     return Err(ProxyError::BodyTooLarge);
                 }
-                if client_failed.load(Ordering::Relaxed) {
+                if outcome.client_failed.load(Ordering::Relaxed) {
                     return Err(ProxyError::ClientBody);
                 }
                 let err = classify(&e);
                 tracing::warn!(error = %err, cause = %ErrorChain(&e), "upstream request failed");
                 return Err(err);
             }
-            Ok(Ok(r)) => r,
+            Some(Ok(r)) => r,
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -749,7 +795,8 @@ impl Forwarder {
                 body: BodyMeter::for_response(&head.headers),
             }),
         };
-        head.headers = headers::inbound_response_headers(&head.headers, redactor);
+        head.headers =
+            headers::inbound_response_headers(std::mem::take(&mut head.headers), redactor);
         for (name, value) in permit.headers() {
             head.headers.insert(name, value);
         }
@@ -807,14 +854,7 @@ impl Forwarder {
             .boxed_unsync()
         };
 
-        let body = UpstreamBody {
-            inner,
-            idle: timeouts.idle,
-            idle_timer: Box::pin(tokio::time::sleep(timeouts.idle)),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            guard: Some(guard),
-            done: false,
-        };
+        let body = UpstreamBody::new(inner, timer, timeouts.idle, deadline, guard);
         Ok(Response::from_parts(
             head,
             ProxyBody(BodyKind::Upstream(body)),
@@ -927,16 +967,15 @@ mod tests {
     use super::*;
     use http_body_util::Full;
 
-    fn limited<B>(body: B, limit: u64) -> (LimitedBody<B>, Arc<AtomicBool>) {
-        let exceeded = Arc::new(AtomicBool::new(false));
+    fn limited<B>(body: B, limit: u64) -> (LimitedBody<B>, Arc<BodyOutcome>) {
+        let outcome = Arc::new(BodyOutcome::default());
         (
             LimitedBody {
-                inner: Box::pin(body),
+                inner: body,
                 remaining: limit,
-                exceeded: Arc::clone(&exceeded),
-                client_failed: Arc::new(AtomicBool::new(false)),
+                outcome: Arc::clone(&outcome),
             },
-            exceeded,
+            outcome,
         )
     }
 
@@ -988,8 +1027,9 @@ mod tests {
     async fn body_limit_is_enforced_while_streaming() {
         let body =
             Full::new(Bytes::from(vec![0u8; 101])).map_err(|never| -> BoxError { match never {} });
-        let (body, exceeded) = limited(body, 100);
+        let (body, outcome) = limited(body, 100);
         assert!(body.collect().await.is_err());
-        assert!(exceeded.load(Ordering::Relaxed));
+        assert!(outcome.exceeded.load(Ordering::Relaxed));
+        assert!(!outcome.client_failed.load(Ordering::Relaxed));
     }
 }

@@ -78,14 +78,18 @@ pub fn is_reserved_for_injection(name: &HeaderName) -> bool {
 }
 
 /// The names listed in every `Connection` header (lower-cased), which are hop-by-hop for
-/// this message (RFC 9110 §7.6.1).
+/// this message (RFC 9110 §7.6.1). Names that are hop-by-hop anyway are left out: the
+/// `Connection: keep-alive` of nearly every upstream response then costs nothing.
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| !token.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .filter(|name| !is_hop_by_hop(name))
         .collect()
 }
 
@@ -100,47 +104,53 @@ pub struct ForwardedInfo {
     pub host: HeaderValue,
 }
 
-/// Builds the upstream request's headers.
+/// Builds the upstream request's headers from the app's, in place: the inbound map is
+/// reused rather than copied field by field (every proxied call passes here).
 ///
 /// Order matters: the `Connection`-listed and hop-by-hop names are removed first, then the
 /// app's credentials and forwarding headers and the injected header, then the trusted
 /// forwarding headers are set, then the key is injected. A header the app names in
 /// `Connection` is therefore only ever one of *its own* headers.
 pub fn outbound_request_headers(
-    inbound: &HeaderMap,
+    mut headers: HeaderMap,
     injected: &Injected,
     forwarded: &ForwardedInfo,
 ) -> Result<HeaderMap, ProxyError> {
-    let listed = connection_listed(inbound);
+    let listed = connection_listed(&headers);
     let injected_name = injected.replaces.as_ref();
-    let mut out = HeaderMap::with_capacity(inbound.len() + 4);
-    for (name, value) in inbound {
-        let drop = is_hop_by_hop(name)
+    remove_names(&mut headers, |name| {
+        is_hop_by_hop(name)
             || listed.contains(name)
             || is_forwarding_header(name)
             || is_inbound_stripped(name)
-            || injected_name == Some(name);
-        if !drop {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    out.insert(
+            || injected_name == Some(name)
+    });
+    headers.insert(
         HeaderName::from_static("x-forwarded-for"),
         address_value(forwarded.client_ip)
             .map_err(|_| ProxyError::keygate("client address is not a header value"))?,
     );
-    out.insert(
+    headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(forwarded.proto),
     );
-    out.insert(
+    headers.insert(
         HeaderName::from_static("x-forwarded-host"),
         forwarded.host.clone(),
     );
     if let Some((name, value)) = &injected.header {
-        out.insert(name.clone(), value.clone());
+        headers.insert(name.clone(), value.clone());
     }
-    Ok(out)
+    Ok(headers)
+}
+
+/// Removes every field whose name `drop` picks, all its values with it. A map has no
+/// `retain`, and collecting the names first would allocate; a request or response has a
+/// handful of fields and at most a few to drop, so each removal starts a fresh scan.
+fn remove_names(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
+    while let Some(name) = headers.keys().find(|name| drop(name)).cloned() {
+        headers.remove(&name);
+    }
 }
 
 /// An IP address as a header value (`203.0.113.7`, `2001:db8::1`), an IPv4 address
@@ -244,23 +254,20 @@ pub(crate) fn zeroize_on_drop(s: String) -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(s)
 }
 
-/// Filters the upstream response's headers: hop-by-hop and `Connection`-listed headers
-/// are dropped (S27), and any header value that contains the key in one of its encodings
-/// is replaced (an upstream echoing the key in a `Location` or debug header).
-pub fn inbound_response_headers(upstream: &HeaderMap, redactor: &Redactor) -> HeaderMap {
-    let listed = connection_listed(upstream);
-    let mut out = HeaderMap::with_capacity(upstream.len());
-    for (name, value) in upstream {
-        if is_hop_by_hop(name) || listed.contains(name) {
-            continue;
-        }
+/// Filters the upstream response's headers, in place: hop-by-hop and `Connection`-listed
+/// headers are dropped (S27), and any header value that contains the key in one of its
+/// encodings is replaced (an upstream echoing the key in a `Location` or debug header).
+pub fn inbound_response_headers(mut headers: HeaderMap, redactor: &Redactor) -> HeaderMap {
+    let listed = connection_listed(&headers);
+    remove_names(&mut headers, |name| {
+        is_hop_by_hop(name) || listed.contains(name)
+    });
+    for value in headers.values_mut() {
         if redactor.contains_secret(value.as_bytes()) {
-            out.append(name.clone(), HeaderValue::from_static("[redacted]"));
-        } else {
-            out.append(name.clone(), value.clone());
+            *value = HeaderValue::from_static("[redacted]");
         }
     }
-    out
+    headers
 }
 
 #[cfg(test)]
@@ -314,7 +321,7 @@ mod tests {
         ]);
         let secret = SecretString::from("sk-live-123");
         let injected = Injected::new(&inj, &secret).unwrap();
-        let out = outbound_request_headers(&inbound, &injected, &info()).unwrap();
+        let out = outbound_request_headers(inbound, &injected, &info()).unwrap();
         assert_eq!(out.get("x-api-key").unwrap(), "sk-live-123");
         assert_eq!(out.get_all("x-api-key").iter().count(), 1);
         assert_eq!(out.get("x-other").unwrap(), "kept");
@@ -362,7 +369,7 @@ mod tests {
         };
         let inbound = map(&[("authorization", "Basic YXBwOmFwcA==")]);
         let injected = Injected::new(&inj, &SecretString::from("s3cret")).unwrap();
-        let out = outbound_request_headers(&inbound, &injected, &info()).unwrap();
+        let out = outbound_request_headers(inbound, &injected, &info()).unwrap();
         // base64("api:s3cret")
         assert_eq!(out.get("authorization").unwrap(), "Basic YXBpOnMzY3JldA==");
     }

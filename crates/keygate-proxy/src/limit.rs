@@ -31,14 +31,30 @@ pub struct LimitKey(String);
 impl LimitKey {
     /// The key of `call` under its route's `per` setting.
     pub fn for_call(call: &AuthorizedCall, client_ip: IpAddr) -> Self {
+        use std::fmt::Write as _;
         let route = call.route();
-        let (dim, subject) = match route.limits().per {
-            LimitPer::User => ("u", call.user().as_str().to_owned()),
-            LimitPer::Client => ("c", call.client().as_str().to_owned()),
-            LimitPer::Ip => ("i", client_ip.to_string()),
-        };
-        // The unit separator cannot appear in route names or parsed ids (visible ASCII).
-        Self(format!("{}\u{1f}{dim}\u{1f}{subject}", route.name()))
+        let name = route.name().as_str();
+        // Written straight into one string (every call builds its key). The unit separator
+        // cannot appear in route names or parsed ids (visible ASCII).
+        let mut key = String::with_capacity(name.len() + 4 + 128);
+        key.push_str(name);
+        key.push('\u{1f}');
+        match route.limits().per {
+            LimitPer::User => {
+                key.push_str("u\u{1f}");
+                key.push_str(call.user().as_str());
+            }
+            LimitPer::Client => {
+                key.push_str("c\u{1f}");
+                key.push_str(call.client().as_str());
+            }
+            LimitPer::Ip => {
+                key.push_str("i\u{1f}");
+                // Writing to a String cannot fail.
+                let _ = write!(key, "{client_ip}");
+            }
+        }
+        Self(key)
     }
 
     /// Builds a key from raw text (tests, stores that round-trip keys).
@@ -231,8 +247,13 @@ impl InMemoryRateLimiter {
             }
         }
         let (decision, new_tat) = gcra_step(stored, now, policy);
-        if let Some(tat) = new_tat {
-            state.tats.insert(key.clone(), tat);
+        match (new_tat, state.tats.get_mut(key)) {
+            (Some(tat), Some(slot)) => *slot = tat,
+            // A new key is copied once, not on every call.
+            (Some(tat), None) => {
+                state.tats.insert(key.clone(), tat);
+            }
+            (None, _) => {}
         }
         decision
     }
@@ -456,51 +477,94 @@ impl RatePermit {
 
     /// The IETF `RateLimit-Policy` and `RateLimit` header values
     /// (draft-ietf-httpapi-ratelimit-headers, structured-field form), for the response.
-    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
         use std::fmt::Write as _;
-        // Two strings written in place: this runs on every admitted call.
-        let mut policy = String::with_capacity(64);
-        let mut state = String::with_capacity(64);
+        // Written on the stack and copied once into each value: this runs on every
+        // admitted call.
+        let mut policy = FieldText::default();
+        let mut state = FieldText::default();
+        // Four numbers of at most 20 digits each fit easily; were a value ever too long,
+        // its header would be left out rather than cut short.
+        let mut fits = true;
         if let Some(r) = &self.rate {
-            let _ = write!(
+            fits &= write!(
                 policy,
                 "\"rate\";q={};w={}",
                 r.policy.burst,
                 r.policy.window.as_secs().max(1)
-            );
-            let _ = write!(
+            )
+            .is_ok();
+            fits &= write!(
                 state,
                 "\"rate\";r={};t={}",
                 r.remaining,
                 retry_after_secs(r.reset)
-            );
+            )
+            .is_ok();
         }
         if let Some(q) = &self.quota {
             let sep = if policy.is_empty() { "" } else { ", " };
-            let _ = write!(
+            fits &= write!(
                 policy,
                 "{sep}\"quota\";q={};w={}",
                 q.spec.count,
                 q.window.end - q.window.start
-            );
-            let _ = write!(
+            )
+            .is_ok();
+            fits &= write!(
                 state,
                 "{sep}\"quota\";r={};t={}",
                 q.remaining,
                 q.window.end.saturating_sub(q.now).max(1)
-            );
+            )
+            .is_ok();
         }
-        if policy.is_empty() {
-            return Vec::new();
+        let value = |text: &FieldText| {
+            (fits && !text.is_empty())
+                .then(|| HeaderValue::from_bytes(text.as_bytes()).ok())
+                .flatten()
+        };
+        [
+            value(&policy).map(|v| (HeaderName::from_static("ratelimit-policy"), v)),
+            value(&state).map(|v| (HeaderName::from_static("ratelimit"), v)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// A short header value written in place (the rate-limit headers).
+struct FieldText {
+    bytes: [u8; 160],
+    len: usize,
+}
+
+impl Default for FieldText {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 160],
+            len: 0,
         }
-        let mut out = Vec::with_capacity(2);
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(policy)) {
-            out.push((HeaderName::from_static("ratelimit-policy"), v));
-        }
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(state)) {
-            out.push((HeaderName::from_static("ratelimit"), v));
-        }
-        out
+    }
+}
+
+impl FieldText {
+    fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&[])
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Write for FieldText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -837,5 +901,32 @@ mod tests {
             assert_eq!(err.code(), "budget_exhausted");
         }
         assert!(quota.is_empty(), "no quota was counted for refused calls");
+    }
+
+    #[test]
+    fn limit_keys_keep_their_text() {
+        // Shared stores (Redis, PostgreSQL) hold counters under this text: changing it
+        // would reset every user's limits on upgrade.
+        use crate::path::ProxyTarget;
+        use crate::route::RouteTable;
+        use keygate_auth::ids::UserId;
+        for (per, ip, want) in [
+            ("user", "192.0.2.1", "r\u{1f}u\u{1f}alice"),
+            ("client", "192.0.2.1", "r\u{1f}c\u{1f}test-client"),
+            ("ip", "192.0.2.1", "r\u{1f}i\u{1f}192.0.2.1"),
+            ("ip", "2001:db8::7", "r\u{1f}i\u{1f}2001:db8::7"),
+        ] {
+            let table = RouteTable::from_toml(&format!(
+                "[routes.r]\nupstream = \"https://u.example\"\nsecret = \"s\"\ninject = {{ query = \"k\" }}\nallow = [\"GET /a\"]\nlimits = {{ rate = \"5/sec\", per = \"{per}\" }}\n"
+            ))
+            .unwrap();
+            let call = AuthorizedCall::for_tests(
+                table.iter().next().unwrap().clone(),
+                ProxyTarget::parse("/proxy/", "/proxy/r/a").unwrap(),
+                UserId::parse("alice").unwrap(),
+            );
+            let key = LimitKey::for_call(&call, ip.parse().unwrap());
+            assert_eq!(key.as_str(), want, "per = {per}");
+        }
     }
 }

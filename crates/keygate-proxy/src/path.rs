@@ -119,7 +119,6 @@ fn check_segment(seg: &[u8]) -> Result<(), PathError> {
     if seg.starts_with(b"..") {
         return Err(PathError::DotSegment);
     }
-    let mut decoded_high: Vec<u8> = Vec::new();
     let mut has_high = false;
     let mut i = 0;
     while let Some(&b) = seg.get(i) {
@@ -131,25 +130,23 @@ fn check_segment(seg: &[u8]) -> Result<(), PathError> {
                 if !encoded_byte_allowed(byte) {
                     return Err(PathError::ForbiddenEncoding);
                 }
-                if byte >= 0x80 {
-                    has_high = true;
-                }
-                decoded_high.push(byte);
+                has_high |= byte >= 0x80;
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
             b';' => return Err(PathError::Semicolon),
-            _ if is_raw_pchar(b) => {
-                decoded_high.push(b);
-                i += 1;
-            }
+            _ if is_raw_pchar(b) => i += 1,
             _ => return Err(PathError::BadCharacter),
         }
     }
     // Encoded non-ASCII must be well-formed UTF-8: this refuses overlong forms such as
-    // `%c0%ae`, which old decoders turned into '.'.
-    if has_high && std::str::from_utf8(&decoded_high).is_err() {
-        return Err(PathError::ForbiddenEncoding);
+    // `%c0%ae`, which old decoders turned into '.'. Decoded only then: an ASCII segment,
+    // nearly every one, is checked without a copy.
+    if has_high {
+        let decoded: Vec<u8> = percent_encoding::percent_decode(seg).collect();
+        if std::str::from_utf8(&decoded).is_err() {
+            return Err(PathError::ForbiddenEncoding);
+        }
     }
     Ok(())
 }
@@ -159,6 +156,12 @@ fn check_segment(seg: &[u8]) -> Result<(), PathError> {
 /// A single trailing `/` is allowed (some APIs distinguish `/items/` from `/items`);
 /// every other empty segment is refused.
 pub fn normalize_path(raw: &str) -> Result<NormalPath, PathError> {
+    check_path(raw)?;
+    Ok(NormalPath(raw.to_owned()))
+}
+
+/// [`normalize_path`]'s checks, without keeping the path.
+fn check_path(raw: &str) -> Result<(), PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -170,12 +173,14 @@ pub fn normalize_path(raw: &str) -> Result<NormalPath, PathError> {
         return Err(PathError::BadCharacter);
     }
     let rest = raw.get(1..).unwrap_or("");
-    let segments: Vec<&str> = rest.split('/').collect();
-    if segments.len() > MAX_SEGMENTS {
+    // Counted before any segment is looked at, so a path with too many segments is
+    // refused as that whatever else is wrong with it.
+    let segments = memchr::memchr_iter(b'/', rest.as_bytes()).count() + 1;
+    if segments > MAX_SEGMENTS {
         return Err(PathError::TooManySegments);
     }
-    let last = segments.len().saturating_sub(1);
-    for (index, seg) in segments.iter().enumerate() {
+    let last = segments - 1;
+    for (index, seg) in rest.split('/').enumerate() {
         if seg.is_empty() {
             // "/" alone, or one trailing slash; "a//" fails on the segment before.
             if index == last {
@@ -185,7 +190,7 @@ pub fn normalize_path(raw: &str) -> Result<NormalPath, PathError> {
         }
         check_segment(seg.as_bytes())?;
     }
-    Ok(NormalPath(raw.to_owned()))
+    Ok(())
 }
 
 /// A query string that passed [`normalize_query`]: visible ASCII, valid percent-encoding,
@@ -246,9 +251,10 @@ pub fn normalize_query(raw: &str) -> Result<NormalQuery, PathError> {
 }
 
 /// A route name: 1–64 of `a-z 0-9 _ -`, starting with a letter or digit. Route names
-/// appear in metrics labels and logs, so their alphabet is kept small.
+/// appear in metrics labels and logs, so their alphabet is kept small. Shared text: a clone
+/// (each call's usage record takes one) is a reference count.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteName(String);
+pub struct RouteName(std::sync::Arc<str>);
 
 impl RouteName {
     /// Parses a route name.
@@ -262,7 +268,7 @@ impl RouteName {
                 .next()
                 .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if ok {
-            Ok(Self(text.to_owned()))
+            Ok(Self(std::sync::Arc::from(text)))
         } else {
             Err(PathError::BadRouteName)
         }
@@ -301,7 +307,7 @@ impl ProxyTarget {
             None => (target, None),
         };
         // The whole path is checked, so `/proxy/../admin` cannot slip past the split.
-        normalize_path(path)?;
+        check_path(path)?;
         let rest = path.strip_prefix(prefix).ok_or(PathError::NotProxyTarget)?;
         let (name, upstream_path) = match rest.find('/') {
             Some(at) => (rest.get(..at).unwrap_or(""), rest.get(at..).unwrap_or("/")),

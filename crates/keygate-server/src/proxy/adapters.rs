@@ -26,25 +26,16 @@ pub struct TokenVerifier(pub Arc<TokenService>);
 impl AccessVerifier for TokenVerifier {
     async fn verify(&self, request: AccessRequest<'_>) -> Result<VerifiedAccess, AuthError> {
         {
-            let authorization: Vec<&[u8]> = request
-                .headers
-                .get_all(header::AUTHORIZATION)
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect();
-            let dpop: Vec<&[u8]> = request
-                .headers
-                .get_all("dpop")
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect();
+            let (authorization, authorization_count) =
+                first_two(request.headers.get_all(header::AUTHORIZATION));
+            let (dpop, dpop_count) = first_two(request.headers.get_all("dpop"));
             let verified = self
                 .0
                 .verify_request(&ResourceRequest {
                     method: request.method.as_str(),
                     target: request.target,
-                    authorization: &authorization,
-                    dpop: &dpop,
+                    authorization: authorization.get(..authorization_count).unwrap_or(&[]),
+                    dpop: dpop.get(..dpop_count).unwrap_or(&[]),
                     client_cert: request.client_cert,
                 })
                 .await;
@@ -67,6 +58,19 @@ impl AccessVerifier for TokenVerifier {
             verified
         }
     }
+}
+
+/// Up to two values of a header field, without allocating: the token check refuses a
+/// request with more than one `Authorization` or `DPoP` field, and two are enough for it
+/// to see that there is more than one.
+fn first_two(values: axum::http::header::GetAll<'_, HeaderValue>) -> ([&[u8]; 2], usize) {
+    let mut out: [&[u8]; 2] = [&[], &[]];
+    let mut count = 0;
+    for (slot, value) in out.iter_mut().zip(values.iter()) {
+        *slot = value.as_bytes();
+        count += 1;
+    }
+    (out, count)
 }
 
 /// Route keys: the current version from the vault, with the store's change epoch so a
@@ -239,6 +243,30 @@ pub(super) async fn flush_usage(
         }
         if last {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn first_two_keeps_enough_to_refuse_a_second_credential() {
+        for n in 0..4 {
+            let mut headers = HeaderMap::new();
+            for i in 0..n {
+                headers.append(
+                    header::AUTHORIZATION,
+                    HeaderValue::from_str(&format!("Bearer t{i}")).unwrap(),
+                );
+            }
+            let (values, count) = first_two(headers.get_all(header::AUTHORIZATION));
+            assert_eq!(count, n.min(2), "{n} fields");
+            for (i, value) in values.iter().take(count).enumerate() {
+                assert_eq!(*value, format!("Bearer t{i}").as_bytes());
+            }
         }
     }
 }
