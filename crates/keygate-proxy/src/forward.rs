@@ -483,7 +483,12 @@ impl Body for UpstreamBody {
             return Poll::Ready(None);
         }
         let fired = this.timer.as_mut().poll(cx).is_ready();
-        if fired && this.timer.deadline() >= this.deadline {
+        // Past the total deadline, whichever deadline the timer was set to (a task that
+        // was not polled for a while can find both passed).
+        if fired
+            && (this.timer.deadline() >= this.deadline
+                || tokio::time::Instant::now() >= this.deadline)
+        {
             this.finish(Some(Fault::Upstream));
             return Poll::Ready(Some(Err(BodyError::Total)));
         }
