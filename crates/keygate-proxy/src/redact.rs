@@ -328,14 +328,37 @@ fn lowercase_escapes(encoded: &str) -> Vec<u8> {
     out
 }
 
+/// Below this length a text is searched by its needle's first byte (`memchr`) rather than
+/// with a `memmem` searcher, whose set-up costs more than the search: response header
+/// values, each searched for every form of the key on every call, are mostly this short.
+const SHORT_TEXT: usize = 64;
+
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     let rest = haystack.get(from..)?;
-    // Most response header values are shorter than most of the key's forms: no searcher
-    // is set up for those.
+    // Most response header values are shorter than most of the key's forms.
     if needle.is_empty() || rest.len() < needle.len() {
         return None;
     }
-    memmem::find(rest, needle).map(|p| p + from)
+    let found = if rest.len() < SHORT_TEXT {
+        find_in_short(rest, needle)
+    } else {
+        memmem::find(rest, needle)
+    };
+    found.map(|p| p + from)
+}
+
+/// The first occurrence of a non-empty `needle` in a short `text`.
+fn find_in_short(text: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut at = 0;
+    while let Some(offset) = memchr::memchr(first, text.get(at..)?) {
+        let candidate = at + offset;
+        if text.get(candidate..candidate + needle.len())? == needle {
+            return Some(candidate);
+        }
+        at = candidate + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -377,6 +400,27 @@ mod tests {
         assert!(r.contains_secret(b"sk-live/AbC+123=xyz"));
         assert!(!r.contains_secret(b"sk-live/AbC+123=xy"));
         assert!(!r.contains_secret(b""));
+    }
+
+    proptest::proptest! {
+        /// `find` agrees with a plain window search on both sides of `SHORT_TEXT`, over a
+        /// three-letter alphabet so that near-misses and overlaps are common.
+        #[test]
+        fn find_agrees_with_a_window_search(
+            text in proptest::collection::vec(0u8..3, 0..150),
+            needle in proptest::collection::vec(0u8..3, 0..6),
+            from in 0usize..160,
+        ) {
+            let expected = if needle.is_empty() || from > text.len() {
+                None
+            } else {
+                text[from..]
+                    .windows(needle.len())
+                    .position(|w| w == needle.as_slice())
+                    .map(|p| p + from)
+            };
+            proptest::prop_assert_eq!(find(&text, &needle, from), expected);
+        }
     }
 
     #[test]
