@@ -145,11 +145,20 @@ pub fn outbound_request_headers(
 }
 
 /// Removes every field whose name `drop` picks, all its values with it. A map has no
-/// `retain`, and collecting the names first would allocate; a request or response has a
-/// handful of fields and at most a few to drop, so each removal starts a fresh scan.
+/// `retain`: the names are picked in one pass over the map (the first few on the stack, so
+/// the usual two or three cost no allocation; any more in a list, so a message naming
+/// dozens of fields in `Connection` costs one pass, not one per name), then removed.
 fn remove_names(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
-    while let Some(name) = headers.keys().find(|name| drop(name)).cloned() {
-        headers.remove(&name);
+    let mut first: [Option<HeaderName>; 8] = Default::default();
+    let mut more = Vec::new();
+    for (picked, name) in headers.keys().filter(|name| drop(name)).enumerate() {
+        match first.get_mut(picked) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => more.push(name.clone()),
+        }
+    }
+    for name in first.iter().flatten().chain(&more) {
+        headers.remove(name);
     }
 }
 
@@ -345,6 +354,44 @@ mod tests {
         assert_eq!(out.get("x-forwarded-host").unwrap(), "gate.example.com");
         assert_eq!(out.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(out.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn every_field_named_in_connection_is_removed_however_many() {
+        // More than the eight names `remove_names` keeps on the stack.
+        let mut inbound = HeaderMap::new();
+        let names: Vec<String> = (0..20).map(|i| format!("x-hop-{i}")).collect();
+        inbound.insert(
+            header::CONNECTION,
+            HeaderValue::from_str(&names.join(", ")).unwrap(),
+        );
+        for name in &names {
+            inbound.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+            inbound.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("second value"),
+            );
+        }
+        inbound.insert("x-kept", HeaderValue::from_static("yes"));
+        let inj = Injection::Header {
+            name: HeaderName::from_static("x-api-key"),
+            prefix: String::new(),
+            suffix: String::new(),
+        };
+        let injected = Injected::new(&inj, &SecretString::from("sk-live-123")).unwrap();
+        let out = outbound_request_headers(inbound.clone(), &injected, &info()).unwrap();
+        let redactor = Redactor::new(&SecretString::from("sk-live-123"), &inj);
+        let back = inbound_response_headers(inbound, &redactor);
+        for map in [&out, &back] {
+            for name in &names {
+                assert!(map.get(name.as_str()).is_none(), "{name}");
+            }
+            assert!(map.get(header::CONNECTION).is_none());
+            assert_eq!(map.get("x-kept").unwrap(), "yes");
+        }
     }
 
     #[test]
