@@ -18,7 +18,8 @@
 # binary), not these counts against wall-clock profiles.
 #
 # Environment: WARMUP (s, default 2), TOP (functions listed, default 15), BENCH_KEYGATE,
-# BENCH_TMPDIR, CARGO_TARGET_DIR.
+# BENCH_TMPDIR, CARGO_TARGET_DIR, KEEP (a directory: each row's callgrind output is copied
+# there as ROW.callgrind, for `callgrind_annotate --tree=caller` and the like).
 set -euo pipefail
 
 SECONDS_PER_RUN="${1:-10}"
@@ -70,6 +71,7 @@ count() { # name token [loadgen args…]
   out="$(ls -t "$WORK"/callgrind.*.* | head -n 1)"
   calls="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert not r["errors"], r["errors"]; print(r["ok"])' "$WORK/$name.json")"
   callgrind_annotate "$out" 2>/dev/null > "$WORK/$name.txt"
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$out" "$KEEP/$name.callgrind"; fi
   python3 - "$WORK/$name.txt" "$calls" "$name" "$TOP" <<'PY'
 import re, sys
 text, calls, name, top = open(sys.argv[1]).read(), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
