@@ -34,12 +34,20 @@ impl LimitKey {
         use std::fmt::Write as _;
         let route = call.route();
         let name = route.name().as_str();
-        // Written straight into one string (every call builds its key). The unit separator
-        // cannot appear in route names or parsed ids (visible ASCII).
-        let mut key = String::with_capacity(name.len() + 4 + 128);
+        let per = route.limits().per;
+        let subject_len = match per {
+            LimitPer::User => call.user().as_str().len(),
+            LimitPer::Client => call.client().as_str().len(),
+            // The longest IPv6 text.
+            LimitPer::Ip => 39,
+        };
+        // Written straight into one string of the right size (every call builds its key,
+        // and a limiter keeps each new one). The unit separator cannot appear in route
+        // names or parsed ids (visible ASCII).
+        let mut key = String::with_capacity(name.len() + 4 + subject_len);
         key.push_str(name);
         key.push('\u{1f}');
-        match route.limits().per {
+        match per {
             LimitPer::User => {
                 key.push_str("u\u{1f}");
                 key.push_str(call.user().as_str());
@@ -484,7 +492,7 @@ impl RatePermit {
         let mut policy = FieldText::default();
         let mut state = FieldText::default();
         // Four numbers of at most 20 digits each fit easily; were a value ever too long,
-        // its header would be left out rather than cut short.
+        // both headers would be left out rather than one cut short.
         let mut fits = true;
         if let Some(r) = &self.rate {
             fits &= write!(
