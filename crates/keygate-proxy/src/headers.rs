@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
+use smallvec::SmallVec;
 
 use crate::error::ProxyError;
 use crate::redact::Redactor;
@@ -145,19 +146,12 @@ pub fn outbound_request_headers(
 }
 
 /// Removes every field whose name `drop` picks, all its values with it. A map has no
-/// `retain`: the names are picked in one pass over the map (the first few on the stack, so
-/// the usual two or three cost no allocation; any more in a list, so a message naming
-/// dozens of fields in `Connection` costs one pass, not one per name), then removed.
+/// `retain`: the names are picked in one pass (the usual two or three held inline, so they
+/// cost no allocation), then removed.
 fn remove_names(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
-    let mut first: [Option<HeaderName>; 8] = Default::default();
-    let mut more = Vec::new();
-    for (picked, name) in headers.keys().filter(|name| drop(name)).enumerate() {
-        match first.get_mut(picked) {
-            Some(slot) => *slot = Some(name.clone()),
-            None => more.push(name.clone()),
-        }
-    }
-    for name in first.iter().flatten().chain(&more) {
+    let picked: SmallVec<[HeaderName; 8]> =
+        headers.keys().filter(|name| drop(name)).cloned().collect();
+    for name in &picked {
         headers.remove(name);
     }
 }

@@ -15,6 +15,7 @@ use keygate_proxy::gatekeeper::{AccessRequest, AccessVerifier, KeySource, KeyUna
 use keygate_proxy::limit::{LimitKey, QuotaDecision, QuotaStore, QuotaUnavailable, QuotaWindow};
 use keygate_vault::now_ms;
 use secrecy::SecretString;
+use smallvec::SmallVec;
 
 use crate::oauth::TokenService;
 
@@ -26,16 +27,15 @@ pub struct TokenVerifier(pub Arc<TokenService>);
 impl AccessVerifier for TokenVerifier {
     async fn verify(&self, request: AccessRequest<'_>) -> Result<VerifiedAccess, AuthError> {
         {
-            let (authorization, authorization_count) =
-                first_two(request.headers.get_all(header::AUTHORIZATION));
-            let (dpop, dpop_count) = first_two(request.headers.get_all("dpop"));
+            let authorization = values(request.headers.get_all(header::AUTHORIZATION));
+            let dpop = values(request.headers.get_all("dpop"));
             let verified = self
                 .0
                 .verify_request(&ResourceRequest {
                     method: request.method.as_str(),
                     target: request.target,
-                    authorization: authorization.get(..authorization_count).unwrap_or(&[]),
-                    dpop: dpop.get(..dpop_count).unwrap_or(&[]),
+                    authorization: &authorization,
+                    dpop: &dpop,
                     client_cert: request.client_cert,
                 })
                 .await;
@@ -60,17 +60,11 @@ impl AccessVerifier for TokenVerifier {
     }
 }
 
-/// Up to two values of a header field, without allocating: the token check refuses a
-/// request with more than one `Authorization` or `DPoP` field, and two are enough for it
-/// to see that there is more than one.
-fn first_two(values: axum::http::header::GetAll<'_, HeaderValue>) -> ([&[u8]; 2], usize) {
-    let mut out: [&[u8]; 2] = [&[], &[]];
-    let mut count = 0;
-    for (slot, value) in out.iter_mut().zip(values.iter()) {
-        *slot = value.as_bytes();
-        count += 1;
-    }
-    (out, count)
+/// A header field's values, held inline while there are at most two: a request has one
+/// `Authorization` and at most one `DPoP` field (more are refused), so the token check
+/// collects them without an allocation.
+fn values(all: axum::http::header::GetAll<'_, HeaderValue>) -> SmallVec<[&[u8]; 2]> {
+    all.iter().map(HeaderValue::as_bytes).collect()
 }
 
 /// Route keys: the current version from the vault, with the store's change epoch so a
@@ -253,7 +247,7 @@ mod tests {
     use axum::http::HeaderMap;
 
     #[test]
-    fn first_two_keeps_enough_to_refuse_a_second_credential() {
+    fn every_value_of_a_field_is_passed_to_the_token_check() {
         for n in 0..4 {
             let mut headers = HeaderMap::new();
             for i in 0..n {
@@ -262,9 +256,9 @@ mod tests {
                     HeaderValue::from_str(&format!("Bearer t{i}")).unwrap(),
                 );
             }
-            let (values, count) = first_two(headers.get_all(header::AUTHORIZATION));
-            assert_eq!(count, n.min(2), "{n} fields");
-            for (i, value) in values.iter().take(count).enumerate() {
+            let got = values(headers.get_all(header::AUTHORIZATION));
+            assert_eq!(got.len(), n, "{n} fields");
+            for (i, value) in got.iter().enumerate() {
                 assert_eq!(*value, format!("Bearer t{i}").as_bytes());
             }
         }
