@@ -7,9 +7,10 @@
 # full-policy route with a Bearer token and then with DPoP (a fresh ES256 proof per
 # request) in a closed loop, and samples keygate with `perf record` while the generator
 # runs (no call graphs: the release build has no frame pointers, and a flat profile of
-# self time is what the groups below need). For each row it prints the top symbols by self time and the share
-# of a few groups (Tokio's scheduler, hyper, the kernel's network path, allocation,
-# signature verification, …), so a change can be read as "time moved from here to there".
+# self time is what the groups below need). For each row it prints the top symbols by
+# self time and the share of a few groups (Tokio's scheduler, hyper, the kernel's network
+# path, allocation, signature verification, …), so a change can be read as "time moved
+# from here to there".
 #
 # Environment: WARMUP (s, default 2), PERF_FREQ (samples/s, default 1999), TOP (symbols
 # listed, default 25), BENCH_KEYGATE (profile this binary instead of building one),
