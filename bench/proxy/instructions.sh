@@ -10,6 +10,9 @@
 # until the warm-up is over), drives the full-policy route with a Bearer token and then
 # with DPoP (a fresh ES256 proof per request) over 4 connections, and prints for each row
 # the instructions per call and the functions with the most instructions of their own.
+# First the same for `keygate-hyper-floor` (bench/loadgen: the same hop on hyper and Tokio
+# with one header set and nothing checked), so the difference is what keygate's own work
+# costs.
 #
 # Read the counts with two caveats: under valgrind, CPU feature detection sees no SHA
 # extensions, so SHA-256 runs in software and is overcounted (the real binary uses the
@@ -29,6 +32,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/keygate-instr-XXXXXX")"
 UPSTREAM_PORT=18291
 KEYGATE_PORT=18293
+FLOOR_PORT=18296
 PIDS=()
 
 # shellcheck source=../lib/setup.sh
@@ -55,20 +59,28 @@ BEARER="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --s
 DPOP_KEY="$WORK/dpop.key"
 DPOP_TOKEN="$("$LOADGEN" token --token-url "$TOKEN_URL" --client-id "$CLIENT_ID" --scope bench --dpop-key "$DPOP_KEY")"
 URL="http://127.0.0.1:$KEYGATE_PORT/proxy/bench/hello"
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.%p" \
+  "$(dirname "$LOADGEN")/keygate-hyper-floor" --listen "127.0.0.1:$FLOOR_PORT" \
+  --upstream "127.0.0.1:$UPSTREAM_PORT" --prefix /proxy/bench \
+  --header "authorization: Bearer sk-bench-key" 2>"$WORK/floor.log" &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+FLOOR_URL="http://127.0.0.1:$FLOOR_PORT/proxy/bench/hello"
+for _ in $(seq 1 300); do curl -fsS -o /dev/null "$FLOOR_URL" 2>/dev/null && break; sleep 0.2; done
 
-count() { # name token [loadgen args…]
-  local name="$1" token="$2"; shift 2
-  KEYGATE_LOADGEN_ACCESS_TOKEN="$token" "$LOADGEN" run "$URL" -c 4 -d "$WARMUP" -w 0 "$@" --json >/dev/null
-  callgrind_control --zero "$KEYGATE_PID" >/dev/null 2>&1
-  callgrind_control --instr=on "$KEYGATE_PID" >/dev/null 2>&1
-  KEYGATE_LOADGEN_ACCESS_TOKEN="$token" "$LOADGEN" run "$URL" -c 4 -d "$SECONDS_PER_RUN" -w 0 "$@" \
+count() { # name url pid token [loadgen args…]
+  local name="$1" url="$2" pid="$3" token="$4"; shift 4
+  KEYGATE_LOADGEN_ACCESS_TOKEN="$token" "$LOADGEN" run "$url" -c 4 -d "$WARMUP" -w 0 "$@" --json >/dev/null
+  callgrind_control --zero "$pid" >/dev/null 2>&1
+  callgrind_control --instr=on "$pid" >/dev/null 2>&1
+  KEYGATE_LOADGEN_ACCESS_TOKEN="$token" "$LOADGEN" run "$url" -c 4 -d "$SECONDS_PER_RUN" -w 0 "$@" \
     --json > "$WORK/$name.json"
-  callgrind_control --instr=off "$KEYGATE_PID" >/dev/null 2>&1
-  rm -f "$WORK"/callgrind.*.*
-  callgrind_control --dump="$name" "$KEYGATE_PID" >/dev/null 2>&1
+  callgrind_control --instr=off "$pid" >/dev/null 2>&1
+  rm -f "$WORK"/callgrind."$pid".*
+  callgrind_control --dump="$name" "$pid" >/dev/null 2>&1
   sleep 1
   local out calls
-  out="$(ls -t "$WORK"/callgrind.*.* | head -n 1)"
+  out="$(ls -t "$WORK"/callgrind."$pid".* | head -n 1)"
   calls="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert not r["errors"], r["errors"]; print(r["ok"])' "$WORK/$name.json")"
   callgrind_annotate "$out" 2>/dev/null > "$WORK/$name.txt"
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$out" "$KEEP/$name.callgrind"; fi
@@ -76,7 +88,9 @@ count() { # name token [loadgen args…]
 import re, sys
 text, calls, name, top = open(sys.argv[1]).read(), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 total = int(re.search(r"^([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text, re.M).group(1).replace(",", ""))
-print(f"\n=== full policy, {name}: {calls} calls, {total / calls:,.0f} instructions per call (keygate process)")
+what = "hyper floor, nothing checked" if name == "floor" else f"full policy, {name}"
+proc = "keygate-hyper-floor" if name == "floor" else "keygate"
+print(f"\n=== {what}: {calls} calls, {total / calls:,.0f} instructions per call ({proc} process)")
 rows = [r for r in re.findall(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S+)", text, re.M) if r[1] != "PROGRAM"]
 for count, where in rows[:top]:
     fn = where.split(":", 1)[-1][:90]
@@ -85,5 +99,6 @@ PY
 }
 
 echo "instructions per call: keygate $("$REAL_KEYGATE" --version 2>/dev/null || true), ${SECONDS_PER_RUN}s per row, 4 connections, under callgrind" >&2
-count bearer "$BEARER"
-count dpop "$DPOP_TOKEN" --dpop-key "$DPOP_KEY" --proofs 20000
+count floor "$FLOOR_URL" "$FLOOR_PID" "$BEARER"
+count bearer "$URL" "$KEYGATE_PID" "$BEARER"
+count dpop "$URL" "$KEYGATE_PID" "$DPOP_TOKEN" --dpop-key "$DPOP_KEY" --proofs 20000

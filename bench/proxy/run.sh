@@ -16,6 +16,9 @@
 #   1. the upstream directly (nginx answering a static 200),
 #   2. nginx as a plain reverse proxy that injects an Authorization header, with upstream
 #      keep-alive: the floor,
+#      and the same hop on keygate's stack without keygate (`keygate-hyper-floor`, in
+#      bench/loadgen: hyper's server and client on Tokio, one header set, nothing checked),
+#      which says how much of the gap to nginx is the stack and how much keygate's work,
 #   3. keygate's /proxy/ with the features added one at a time:
 #      a. token verification: Bearer access token (signature cached, revocation checked
 #         in the store), allow-list, key from the vault, header hygiene and injection; a
@@ -78,6 +81,7 @@ NGINX_PORT=18182
 KEYGATE_PORT=18183
 NGINX_TLS_PORT=18184
 KEYGATE_TLS_PORT=18185
+FLOOR_PORT=18186
 PIDS=()
 
 
@@ -147,6 +151,19 @@ http {
 EOF
 "$NGINX" -c "$WORK/proxy.conf" -p "$WORK/proxy"
 
+# The same hop on hyper and Tokio, without keygate (built with the generator).
+FLOOR="$(dirname "$LOADGEN")/keygate-hyper-floor"
+"$FLOOR" --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$UPSTREAM_PORT" \
+  --prefix /proxy/bench --header "authorization: Bearer sk-bench-key" 2>"$WORK/floor.log" &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+for _ in $(seq 1 50); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$FLOOR_PORT/proxy/bench/hello" 2>/dev/null && break
+  sleep 0.1
+done
+code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$FLOOR_PORT/proxy/bench/hello")"
+[ "$code" = 200 ] || { echo "the hyper floor did not forward (HTTP $code)"; cat "$WORK/floor.log"; exit 1; }
+
 # --- 3. keygate --------------------------------------------------------------------------
 # With a separate HTTPS listener beside the plain one ([tls] listen, set through the
 # environment): one process serves the plain rows and the TLS rows.
@@ -206,6 +223,7 @@ RESULTS="$WORK/results"
 ROWS=(
   "direct|http://127.0.0.1:$UPSTREAM_PORT/hello|none|"
   "nginx|http://127.0.0.1:$NGINX_PORT/proxy/bench/hello|none|${NGINX_PIDS[*]}"
+  "hyper_floor|http://127.0.0.1:$FLOOR_PORT/proxy/bench/hello|none|$FLOOR_PID"
   "kg_token|$KG/verify/hello|bearer|$KEYGATE_PID"
   "kg_dpop|$KG/verify/hello|dpop|$KEYGATE_PID"
   "kg_full_dpop|$KG/bench/hello|dpop|$KEYGATE_PID"
@@ -304,7 +322,7 @@ res, wrk = sys.argv[1], sys.argv[2] == "1"
 def load(phase, name):
     with open(f"{res}/{phase}-{name}.json") as f:
         return json.load(f)
-names = ["direct", "nginx", "kg_token", "kg_dpop", "kg_full_dpop", "kg_full_bearer"]
+names = ["direct", "nginx", "hyper_floor", "kg_token", "kg_dpop", "kg_full_dpop", "kg_full_bearer"]
 tls_names = ["nginx_tls", "kg_tls_full_dpop", "kg_tls_full_bearer"]
 hs_names = ["nginx_tls_handshake", "kg_tls_handshake"]
 # The keep-alive row whose request each TLS row repeats (its cost without TLS) and the
@@ -314,6 +332,7 @@ keepalive_of = {"nginx_tls_handshake": "nginx_tls", "kg_tls_handshake": "kg_tls_
 labels = {
     "direct": "upstream directly",
     "nginx": "nginx, header injection (floor)",
+    "hyper_floor": "hyper+Tokio, header injection (no kg)",
     "kg_token": "keygate: token verification (Bearer)",
     "kg_dpop": "keygate: + DPoP proof per request",
     "kg_full_dpop": "keygate: + scope + rate limit (full)",
@@ -459,6 +478,13 @@ print(f"  (full, DPoP, for reference:                {'+' if added >= 0 else ''}
 full_d = closed["kg_full_dpop"]["rps"]
 print(f"  DPoP full policy >= 15,000 req/s:          {full_d:.0f} req/s  {verdict(full_d >= 15000)} "
       f"(token + DPoP without scope/limit: {dpop:.0f} req/s)")
+hf_c, hf_o, hf_s = closed["hyper_floor"], opened["hyper_floor"], serial["hyper_floor"]
+fb_c = closed["kg_full_bearer"]
+print(f"  the stack's floor (hyper + Tokio, nothing checked) vs nginx:  {hf_c['rps'] / ng_c['rps']:.2f}x req/s; "
+      f"keygate full policy (Bearer) vs that floor: {fb_c['rps'] / hf_c['rps']:.2f}x req/s, "
+      + (f"{fb_c['cpu_us_per_req'] - hf_c['cpu_us_per_req']:+.1f} µs CPU/req, " if fb_c['cpu_us_per_req'] and hf_c['cpu_us_per_req'] else "")
+      + f"p50 {'+' if opened['kg_full_bearer']['p50_us'] >= hf_o['p50_us'] else ''}{opened['kg_full_bearer']['p50_us'] - hf_o['p50_us']} µs open loop, "
+      f"{'+' if serial['kg_full_bearer']['p50_us'] >= hf_s['p50_us'] else ''}{serial['kg_full_bearer']['p50_us'] - hf_s['p50_us']} µs one connection")
 print(f"  pass-through: not offered (keygate never forwards without a token); token verification only: "
       f"{closed['kg_token']['rps'] / ng_c['rps']:.2f}x")
 print("TLS (for reference, no goal set): full policy over HTTPS vs nginx over HTTPS: "
