@@ -83,6 +83,8 @@ count() { # name url pid token [loadgen args…]
   out="$(ls -t "$WORK"/callgrind."$pid".* | head -n 1)"
   calls="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert not r["errors"], r["errors"]; print(r["ok"])' "$WORK/$name.json")"
   callgrind_annotate "$out" 2>/dev/null > "$WORK/$name.txt"
+  callgrind_annotate --threshold=100 "$out" 2>/dev/null > "$WORK/$name.all.txt"
+  echo "$calls" > "$WORK/$name.calls"
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$out" "$KEEP/$name.callgrind"; fi
   python3 - "$WORK/$name.txt" "$calls" "$name" "$TOP" <<'PY'
 import re, sys
@@ -101,4 +103,53 @@ PY
 echo "instructions per call: keygate $("$REAL_KEYGATE" --version 2>/dev/null || true), ${SECONDS_PER_RUN}s per row, 4 connections, under callgrind" >&2
 count floor "$FLOOR_URL" "$FLOOR_PID" "$BEARER"
 count bearer "$URL" "$KEYGATE_PID" "$BEARER"
+# Where keygate's Bearer call spends instructions the floor does not: self instructions
+# per call, grouped by where the function comes from.
+python3 - "$WORK" <<'PY'
+import re, sys
+work = sys.argv[1]
+def groups(name):
+    calls = int(open(f"{work}/{name}.calls").read())
+    text = open(f"{work}/{name}.all.txt").read()
+    out = {}
+    for count, where in re.findall(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S.*)$", text, re.M):
+        if "PROGRAM TOTALS" in where:
+            continue
+        f = where
+        if "sha2::" in f or "sha256" in f:
+            g = "SHA-256 (software under valgrind)"
+        elif "keygate_" in f:
+            g = "keygate's crates (floor: its own)"
+        elif any(k in f for k in ("memcpy", "memmove", "memset", "memcmp")):
+            g = "memcpy, memset, memcmp"
+        elif "sip::" in f or "hash_one" in f:
+            g = "SipHash"
+        elif "mi_" in f or "mimalloc" in f:
+            g = "allocator"
+        elif "hyper_util" in f:
+            g = "hyper-util"
+        elif "hyper::" in f or "httparse" in f:
+            g = "hyper, httparse"
+        elif "http::" in f:
+            g = "http (header maps, URIs)"
+        elif "tokio::" in f:
+            g = "tokio"
+        elif "memchr" in f:
+            g = "memchr"
+        elif "timespec" in f or "clock_gettime" in f or "Instant" in f:
+            g = "time"
+        elif "core::str" in f or "from_utf8" in f:
+            g = "core::str"
+        else:
+            g = "other"
+        out[g] = out.get(g, 0) + int(count.replace(",", "")) / calls
+    return out
+floor, kg = groups("floor"), groups("bearer")
+print("\n=== instructions per call by group: floor against keygate's Bearer call")
+print(f"  {'group':<36}{'floor':>9}{'keygate':>9}{'added':>9}")
+for g in sorted(set(floor) | set(kg), key=lambda g: -(kg.get(g, 0) - floor.get(g, 0))):
+    a, b = floor.get(g, 0), kg.get(g, 0)
+    print(f"  {g:<36}{a:>9,.0f}{b:>9,.0f}{b - a:>+9,.0f}")
+print(f"  {'total':<36}{sum(floor.values()):>9,.0f}{sum(kg.values()):>9,.0f}{sum(kg.values()) - sum(floor.values()):>+9,.0f}")
+PY
 count dpop "$URL" "$KEYGATE_PID" "$DPOP_TOKEN" --dpop-key "$DPOP_KEY" --proofs 20000
