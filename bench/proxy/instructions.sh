@@ -18,7 +18,11 @@
 # extensions, so SHA-256 runs in software and is overcounted (the real binary uses the
 # SHA instructions), and ring's P-256 code takes its generic path instead of the ADX one.
 # Compare rows of the same script on two builds (BENCH_KEYGATE=path measures another
-# binary), not these counts against wall-clock profiles.
+# binary), not these counts against wall-clock profiles. keygate's background work (the
+# once-a-second usage and budget flushes to the store) is counted too, spread over the
+# calls of the window: on a busy machine, with fewer calls under valgrind, it weighs more
+# per call (a run beside a CI build: 482 calls, 117,174 per call, against 4,762 calls and
+# 105,070 on a quiet machine), so compare runs with similar call counts.
 #
 # Environment: WARMUP (s, default 2), TOP (functions listed, default 15), BENCH_KEYGATE,
 # BENCH_TMPDIR, CARGO_TARGET_DIR, KEEP (a directory: each row's callgrind output is copied
