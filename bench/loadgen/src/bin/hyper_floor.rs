@@ -180,7 +180,9 @@ fn bad_gateway() -> Response<Driven> {
 }
 
 /// The upstream's response body: drives its connection while it is read and gives the
-/// connection back to its slot at the end.
+/// connection back to its slot at the end. The same driving as keygate's
+/// `UpstreamIncoming` (`crates/keygate-proxy/src/upstream.rs`), written again on purpose:
+/// the floor must not link keygate's proxy, and that type is not public.
 struct Driven {
     body: Option<Incoming>,
     up: Option<Box<Upstream>>,
