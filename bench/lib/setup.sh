@@ -54,6 +54,29 @@ bench_build() {
   LOADGEN="$bin/keygate-loadgen"
 }
 
+# keygate-hyper-floor (bench/loadgen: the same hop on hyper and Tokio with the bench
+# header set and nothing checked) on 127.0.0.1:PORT in front of the upstream, started
+# through the command given after the ports if any (e.g. valgrind); sets FLOOR_PID and
+# fails unless /proxy/bench/hello answers 200 within FLOOR_WAIT seconds (default 5).
+# bench_floor PORT UPSTREAM_PORT [WRAPPER…]
+bench_floor() {
+  local port="$1" upstream_port="$2"; shift 2
+  "$@" "$(dirname "$LOADGEN")/keygate-hyper-floor" --listen "127.0.0.1:$port" \
+    --upstream "127.0.0.1:$upstream_port" --prefix /proxy/bench \
+    --header "authorization: Bearer sk-bench-key" 2>"$WORK/floor.log" &
+  FLOOR_PID=$!
+  PIDS+=("$FLOOR_PID")
+  local url="http://127.0.0.1:$port/proxy/bench/hello" code="" i
+  for ((i = 0; i < ${FLOOR_WAIT:-5} * 10; i++)); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null || true)"
+    [ "$code" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "the hyper floor did not forward (HTTP $code)" >&2
+  cat "$WORK/floor.log" >&2
+  return 1
+}
+
 # nginx answering 200 with a small JSON body on 127.0.0.1:PORT; its pid file is
 # $WORK/upstream.pid. bench_upstream PORT
 bench_upstream() {

@@ -1,5 +1,6 @@
 """Reads `perf report --no-children --sort symbol --stdio` on stdin and prints the top
-symbols by self time and the share of a few groups of symbols (used by profile.sh).
+symbols by self time and the share of a few groups of symbols (used by profile.sh;
+instructions.sh imports `group_of` to group callgrind's counts the same way).
 
 A symbol is counted in the first group whose pattern it matches; what matches none is
 "other". Kernel symbols are `[k]` lines.
@@ -7,8 +8,6 @@ A symbol is counted in the first group whose pattern it matches; what matches no
 
 import re
 import sys
-
-TOP = int(sys.argv[1]) if len(sys.argv) > 1 else 25
 
 # (group, regex on the symbol name); order matters: first match wins.
 GROUPS = [
@@ -28,6 +27,8 @@ GROUPS = [
     ("clock reads", r"clock_gettime|Instant::now|SystemTime::now"),
     ("axum and tower (routing, service clones)", r"axum::|tower::|tower_http::"),
     ("bytes (refcounts)", r"bytes::"),
+    ("hashing (SipHash)", r"core::hash::sip|BuildHasher::hash_one"),
+    ("byte searches (memchr)", r"memchr::"),
     ("keygate", r"keygate"),
     ("kernel: network and syscalls",
      r"^\[k\] .*(tcp|ip_|inet|sock|skb|net_|__dev|loopback|lo_xmit|napi|nf_|__x64_sys|"
@@ -38,39 +39,51 @@ GROUPS = [
     ("kernel: other", r"^\[k\]"),
 ]
 
-rows = []
-for line in sys.stdin:
-    m = re.match(r"\s*([\d.]+)%\s+(\[[k.]\])\s+(.*\S)", line)
-    if not m:
-        continue
-    pct, space, sym = float(m.group(1)), m.group(2), m.group(3)
-    rows.append((pct, f"{space} {sym}"))
+COMPILED = [(name, re.compile(rx)) for name, rx in GROUPS]
 
-total = sum(p for p, _ in rows) or 1.0
-print(f"top {TOP} symbols by self time:")
-for pct, sym in rows[:TOP]:
-    print(f"  {pct:6.2f}%  {sym[:110]}")
-shares = {name: 0.0 for name, _ in GROUPS}
-shares["other"] = 0.0
-others = []
-compiled = [(name, re.compile(rx)) for name, rx in GROUPS]
-for pct, sym in rows:
-    kernel = sym.startswith("[k]")
-    group = "other"
-    for name, rx in compiled:
+
+def group_of(sym, kernel=False):
+    """The group of a symbol name (kernel groups for kernel symbols, marked `[k] `)."""
+    for name, rx in COMPILED:
         # Kernel groups see only kernel symbols (with their "[k]" mark); the others see
         # only user-space symbols, without it.
         if name.startswith("kernel") != kernel:
             continue
-        if rx.search(sym if kernel else sym[4:]):
-            group = name
-            break
-    shares[group] += pct
-    if group == "other":
-        others.append((pct, sym))
-print("by group (share of keygate's samples):")
-for name, pct in sorted(shares.items(), key=lambda kv: -kv[1]):
-    print(f"  {100 * pct / total:6.1f}%  {name}")
-print("largest in \"other\":")
-for pct, sym in others[:8]:
-    print(f"  {pct:6.2f}%  {sym[:110]}")
+        if rx.search(sym):
+            return name
+    return "other"
+
+
+def main():
+    top = int(sys.argv[1]) if len(sys.argv) > 1 else 25
+    rows = []
+    for line in sys.stdin:
+        m = re.match(r"\s*([\d.]+)%\s+(\[[k.]\])\s+(.*\S)", line)
+        if not m:
+            continue
+        pct, space, sym = float(m.group(1)), m.group(2), m.group(3)
+        rows.append((pct, f"{space} {sym}"))
+
+    total = sum(p for p, _ in rows) or 1.0
+    print(f"top {top} symbols by self time:")
+    for pct, sym in rows[:top]:
+        print(f"  {pct:6.2f}%  {sym[:110]}")
+    shares = {name: 0.0 for name, _ in GROUPS}
+    shares["other"] = 0.0
+    others = []
+    for pct, sym in rows:
+        kernel = sym.startswith("[k]")
+        group = group_of(sym if kernel else sym[4:], kernel)
+        shares[group] += pct
+        if group == "other":
+            others.append((pct, sym))
+    print("by group (share of keygate's samples):")
+    for name, pct in sorted(shares.items(), key=lambda kv: -kv[1]):
+        print(f"  {100 * pct / total:6.1f}%  {name}")
+    print("largest in \"other\":")
+    for pct, sym in others[:8]:
+        print(f"  {pct:6.2f}%  {sym[:110]}")
+
+
+if __name__ == "__main__":
+    main()

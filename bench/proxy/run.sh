@@ -152,17 +152,7 @@ EOF
 "$NGINX" -c "$WORK/proxy.conf" -p "$WORK/proxy"
 
 # The same hop on hyper and Tokio, without keygate (built with the generator).
-FLOOR="$(dirname "$LOADGEN")/keygate-hyper-floor"
-"$FLOOR" --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$UPSTREAM_PORT" \
-  --prefix /proxy/bench --header "authorization: Bearer sk-bench-key" 2>"$WORK/floor.log" &
-FLOOR_PID=$!
-PIDS+=("$FLOOR_PID")
-for _ in $(seq 1 50); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$FLOOR_PORT/proxy/bench/hello" 2>/dev/null && break
-  sleep 0.1
-done
-code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$FLOOR_PORT/proxy/bench/hello")"
-[ "$code" = 200 ] || { echo "the hyper floor did not forward (HTTP $code)"; cat "$WORK/floor.log"; exit 1; }
+bench_floor "$FLOOR_PORT" "$UPSTREAM_PORT"
 
 # --- 3. keygate --------------------------------------------------------------------------
 # With a separate HTTPS listener beside the plain one ([tls] listen, set through the
