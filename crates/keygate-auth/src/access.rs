@@ -392,12 +392,12 @@ pub fn verify(
 }
 
 /// A bounded cache of signature-checked access tokens, keyed by the SHA-256 of the
-/// token. A hit skips parsing and the signature check; expiry is still checked on every
+/// token (an [`IdMap`](crate::ids::IdMap): only tokens keygate signed are ever inserted). A hit skips parsing and the signature check; expiry is still checked on every
 /// use. Revocation is not cached here: [`crate::resource::verify_request`] asks the
 /// [`crate::resource::RevocationCheck`] on every call.
 #[derive(Debug)]
 pub struct AccessTokenCache {
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedAccessToken>>,
+    entries: std::sync::Mutex<crate::ids::IdMap<[u8; 32], VerifiedAccessToken>>,
     capacity: usize,
 }
 
@@ -405,7 +405,7 @@ impl AccessTokenCache {
     /// A cache of at most `capacity` tokens.
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            entries: std::sync::Mutex::default(),
             capacity,
         }
     }

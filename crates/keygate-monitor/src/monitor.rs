@@ -2,14 +2,14 @@
 //! folds them into baselines and runs the rules.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keygate_auth::access::TrustTier;
-use keygate_auth::ids::{ClientId, SessionId, UserId};
+use keygate_auth::ids::{ClientId, IdMap, SessionId, UserId};
 use keygate_auth::jwk::Jkt;
 use keygate_proxy::RouteName;
 use keygate_proxy::usage::{UsageEvent, UsageSink};
@@ -119,9 +119,11 @@ struct SessionCount {
 
 #[derive(Debug, Default)]
 struct Accum {
-    users: HashMap<UserId, Count>,
-    routes: HashMap<RouteName, Count>,
-    sessions: HashMap<SessionId, SessionCount>,
+    // Keyed by ids of verified calls (keygate's own), so the cheaper hasher: every
+    // forwarded call looks each of the three up.
+    users: IdMap<UserId, Count>,
+    routes: IdMap<RouteName, Count>,
+    sessions: IdMap<SessionId, SessionCount>,
 }
 
 impl Accum {
@@ -323,9 +325,10 @@ struct State {
     spare_signals: SignalAccum,
     last_eval_ms: Option<i64>,
     ticks: u64,
-    users: HashMap<UserId, Stats>,
-    routes: HashMap<RouteName, Stats>,
-    families: HashMap<SessionId, Family>,
+    users: IdMap<UserId, Stats>,
+    routes: IdMap<RouteName, Stats>,
+    families: IdMap<SessionId, Family>,
+    // Keyed partly by address prefixes: std's keyed SipHash.
     refusals: HashMap<RefKey, RefStats>,
     incidents: BTreeMap<String, Incident>,
     forgotten: u64,
@@ -422,7 +425,8 @@ pub struct Monitor {
     config: MonitorConfig,
     geo: Option<GeoDb>,
     clock: Arc<dyn Clock>,
-    hasher: RandomState,
+    /// Picks a subject's shard (a fixed number of shards: no hash-flooding concern).
+    hasher: foldhash::fast::RandomState,
     shards: Vec<Mutex<Accum>>,
     signals: Mutex<SignalAccum>,
     per_shard_keys: usize,
@@ -448,8 +452,8 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn bump<'m, K: Hash + Eq + Clone, V>(
-    map: &'m mut HashMap<K, V>,
+fn bump<'m, K: Hash + Eq + Clone, V, S: BuildHasher>(
+    map: &'m mut HashMap<K, V, S>,
     key: &K,
     room: bool,
     fresh: impl FnOnce() -> V,
@@ -484,8 +488,8 @@ fn evidence(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
 }
 
 /// Forgets the least recently seen eighth of `map` once it is over `max`.
-fn forget_oldest<K: Hash + Eq + Clone, V>(
-    map: &mut HashMap<K, V>,
+fn forget_oldest<K: Hash + Eq + Clone, V, S: BuildHasher>(
+    map: &mut HashMap<K, V, S>,
     max: usize,
     last: impl Fn(&V) -> i64,
 ) -> u64 {
@@ -529,7 +533,7 @@ impl Monitor {
             per_shard_keys,
             resets: Mutex::new(Vec::new()),
             dropped: Dropped::default(),
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             keep_ms: longest.max(60_000),
             interval_ms,
             config,
@@ -1636,8 +1640,8 @@ impl Monitor {
 
 /// The entry for `key`, cloning the key only when it is new (evaluation runs every
 /// interval over every active subject; most are already known).
-fn seen_or_insert<'m, K: Hash + Eq + Clone, V>(
-    map: &'m mut HashMap<K, V>,
+fn seen_or_insert<'m, K: Hash + Eq + Clone, V, S: BuildHasher>(
+    map: &'m mut HashMap<K, V, S>,
     key: &K,
     fresh: impl FnOnce() -> V,
 ) -> Option<&'m mut V> {

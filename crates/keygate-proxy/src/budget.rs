@@ -25,12 +25,12 @@
 //! With the server's 1 s flush and 1 s `ttl`, that is the calls in flight plus about two
 //! seconds of the user's calls.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keygate_auth::ids::UserId;
+use keygate_auth::ids::{IdMap, IdSet, UserId};
 
 use crate::error::{BudgetWindow, ProxyError};
 use crate::limit::QuotaWindow;
@@ -139,7 +139,7 @@ struct Cached {
 #[derive(Default)]
 struct Pending {
     /// route → user → (day, cost): nested so that recording looks keys up by reference.
-    sums: HashMap<RouteName, HashMap<UserId, (i64, u64)>>,
+    sums: IdMap<RouteName, IdMap<UserId, (i64, u64)>>,
     keys: usize,
     /// Sums of a day that ended before they were taken.
     rolled: Vec<BudgetSpend>,
@@ -151,11 +151,11 @@ pub struct Budgets {
     ttl: Duration,
     max_keys: usize,
     /// route → user → spending as last read plus what this replica recorded since.
-    cache: Mutex<HashMap<RouteName, HashMap<UserId, Cached>>>,
+    cache: Mutex<IdMap<RouteName, IdMap<UserId, Cached>>>,
     cached: AtomicU64,
     pending: Mutex<Pending>,
     /// Routes a budget was checked on: only their events are summed.
-    routes: RwLock<HashSet<RouteName>>,
+    routes: RwLock<IdSet<RouteName>>,
     /// Whether `routes` is non-empty: while no route has a budget, recording an event
     /// takes no lock.
     any_route: AtomicBool,
@@ -191,10 +191,10 @@ impl Budgets {
             ledger,
             ttl,
             max_keys: max_keys.max(1),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::default(),
             cached: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
-            routes: RwLock::new(HashSet::new()),
+            routes: RwLock::default(),
             any_route: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         }
@@ -285,7 +285,7 @@ impl Budgets {
                 users.retain(|_, c| c.read_at.elapsed() < ttl);
             }
             cache.retain(|_, users| !users.is_empty());
-            let live: usize = cache.values().map(HashMap::len).sum();
+            let live: usize = cache.values().map(IdMap::len).sum();
             self.cached.store(live as u64, Ordering::Relaxed);
             if live >= self.max_keys {
                 return;

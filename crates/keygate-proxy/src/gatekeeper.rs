@@ -19,7 +19,6 @@
 //! routes, limits, the forwarder, the key cache, usage and metrics — lives here, so a
 //! refusal of any kind, 401 included, is answered and counted in one place.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -29,6 +28,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::Body;
 use keygate_auth::clock::Clock;
 use keygate_auth::error::AuthError;
+use keygate_auth::ids::IdMap;
 use keygate_auth::jwk::CertThumbprint;
 use keygate_auth::resource::VerifiedAccess;
 use secrecy::SecretString;
@@ -150,7 +150,7 @@ impl Gatekeeper {
             keys: KeyCache {
                 source: keys,
                 staleness: config.key_staleness,
-                cached: Mutex::new(HashMap::new()),
+                cached: Mutex::default(),
             },
             forwarder: Forwarder::new(config.forwarder, usage.clone(), metrics.clone()),
             forwarded: (config.proto, config.host),
@@ -374,7 +374,7 @@ pub fn refuse_unavailable(metrics: &ProxyMetrics) -> Response<ProxyBody> {
 struct KeyCache {
     source: Arc<dyn KeySource>,
     staleness: Duration,
-    cached: Mutex<HashMap<String, CachedKey>>,
+    cached: Mutex<IdMap<String, CachedKey>>,
 }
 
 /// A prepared key, the source's epoch when it was read, and when.

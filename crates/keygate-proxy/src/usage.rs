@@ -5,7 +5,7 @@
 //! label values (S22); they travel only in [`UsageEvent`]s, which the server aggregates
 //! into the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use std::net::IpAddr;
 
-use keygate_auth::ids::{ClientId, SessionId, UserId};
+use keygate_auth::ids::{ClientId, IdMap, SessionId, UserId};
 use keygate_auth::jwk::Jkt;
 use tokio::sync::mpsc;
 
@@ -163,7 +163,7 @@ pub struct UsageSums {
 /// dropped rather than grow memory.
 #[derive(Debug)]
 pub struct SummingUsageSink {
-    sums: Mutex<HashMap<UsageKey, UsageSums>>,
+    sums: Mutex<IdMap<UsageKey, UsageSums>>,
     max_keys: usize,
     dropped: AtomicU64,
 }
@@ -172,14 +172,14 @@ impl SummingUsageSink {
     /// A sink holding at most `max_keys` distinct keys between drains.
     pub fn new(max_keys: usize) -> Self {
         Self {
-            sums: Mutex::new(HashMap::new()),
+            sums: Mutex::default(),
             max_keys: max_keys.max(1),
             dropped: AtomicU64::new(0),
         }
     }
 
     /// Everything summed since the last call.
-    pub fn take(&self) -> HashMap<UsageKey, UsageSums> {
+    pub fn take(&self) -> IdMap<UsageKey, UsageSums> {
         self.sums
             .lock()
             .map(|mut sums| std::mem::take(&mut *sums))

@@ -130,7 +130,8 @@ pub const REVOCATION_STALENESS: std::time::Duration = std::time::Duration::from_
 /// cached, for at most [`REVOCATION_STALENESS`] and never across a local change.
 pub struct StoreRevocation {
     store: Arc<dyn Store>,
-    live: std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>,
+    /// Keyed by session id, of tokens already verified (keygate's own ids).
+    live: std::sync::Mutex<keygate_auth::ids::IdMap<String, (u64, std::time::Instant)>>,
     /// The clients registered with `dpop = "optional"`, as of a change epoch and a time;
     /// kept under the same freshness rule as `live`.
     bearer_clients: std::sync::Mutex<Option<BearerClients>>,
@@ -139,7 +140,7 @@ pub struct StoreRevocation {
 struct BearerClients {
     epoch: u64,
     read_at: std::time::Instant,
-    ids: Arc<std::collections::HashSet<String>>,
+    ids: Arc<keygate_auth::ids::IdSet<String>>,
 }
 
 impl StoreRevocation {
@@ -153,7 +154,7 @@ impl StoreRevocation {
 
     async fn bearer_clients(
         &self,
-    ) -> Result<Arc<std::collections::HashSet<String>>, RevocationUnavailable> {
+    ) -> Result<Arc<keygate_auth::ids::IdSet<String>>, RevocationUnavailable> {
         let epoch = self.store.change_epoch();
         if let Ok(cached) = self.bearer_clients.lock() {
             if let Some(c) = cached.as_ref() {
@@ -166,7 +167,7 @@ impl StoreRevocation {
             tracing::error!(error = %e, "client policy store unavailable");
             RevocationUnavailable
         })?;
-        let ids: Arc<std::collections::HashSet<String>> = Arc::new(
+        let ids: Arc<keygate_auth::ids::IdSet<String>> = Arc::new(
             clients
                 .into_iter()
                 .filter(|c| c.removed_ms.is_none() && c.dpop.as_deref() == Some(DPOP_OPTIONAL))
