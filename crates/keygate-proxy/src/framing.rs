@@ -104,6 +104,39 @@ const TCHAR: [bool; 256] = {
     table
 };
 
+/// RFC 3986 §3.2.2 `reg-name` bytes (unreserved, sub-delims and pct-encoded's `%`), by
+/// byte value: a table, as every request's Host passes here twice (raw and parsed head).
+// Indexing here is evaluated at compile time: an index out of bounds would not compile.
+#[allow(clippy::indexing_slicing)]
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        i += 1;
+    }
+    table
+};
+
 /// Whether `bytes` is an RFC 9110 token (a method or a field name): one or more `tchar`.
 pub(crate) fn is_token(bytes: &[u8]) -> bool {
     !bytes.is_empty()
@@ -163,15 +196,14 @@ fn valid_host(value: &[u8]) -> bool {
             None => (value, None),
         }
     };
-    let reg_name = host
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    let reg_name = host.iter().fold(true, |ok, &b| {
+        ok & REG_NAME.get(usize::from(b)).copied().unwrap_or(false)
+    });
+    // `port = *DIGIT` (empty allowed), at most 65535.
     let port_ok = port.is_none_or(|p| {
         p.len() <= 5
             && p.iter().all(u8::is_ascii_digit)
-            && std::str::from_utf8(p)
-                .ok()
-                .is_none_or(|t| t.is_empty() || t.parse::<u16>().is_ok())
+            && p.iter().fold(0_u32, |n, &d| n * 10 + u32::from(d - b'0')) <= u32::from(u16::MAX)
     });
     reg_name && port_ok
 }
@@ -460,6 +492,28 @@ mod tests {
                 Ok(BodyFraming::None),
                 "{host:?}"
             );
+        }
+    }
+
+    #[test]
+    fn host_bytes_and_ports_follow_rfc_3986() {
+        // reg-name = *( unreserved / pct-encoded / sub-delims ), byte by byte; `:` starts
+        // the port and `[` an IP literal, so neither is a one-byte host.
+        for b in 0..=u8::MAX {
+            let expected = b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
+            assert_eq!(valid_host(&[b, b'a']), expected, "byte {b:#04x}");
+        }
+        for (host, ok) in [
+            (&b"a:65535"[..], true),
+            (b"a:65536", false),
+            (b"a:00080", true),
+            (b"a:", true),
+            (b"a:123456", false),
+            (b"a:-1", false),
+            (b"[::1]:65535", true),
+            (b"[::1]:70000", false),
+        ] {
+            assert_eq!(valid_host(host), ok, "{host:?}");
         }
     }
 

@@ -75,6 +75,16 @@ struct Host {
     h2: Option<http2::SendRequest<OutBody>>,
 }
 
+impl Host {
+    /// Whether this is the entry of `https` and `authority`. A route's authority is the
+    /// same text on every call, so the exact comparison nearly always decides; the
+    /// case-blind one (`Authority`'s equality) only runs when the texts differ.
+    fn is(&self, https: bool, authority: &Authority) -> bool {
+        self.https == https
+            && (self.authority.as_str() == authority.as_str() || self.authority == *authority)
+    }
+}
+
 /// An HTTP/1.1 connection: its handle and the future that does its I/O. Boxed once per
 /// connection (the future is large), so handing it between the pool and a request moves
 /// a pointer.
@@ -227,10 +237,7 @@ impl Pool {
         let Ok(mut hosts) = self.hosts.lock() else {
             return Checkout::Nothing;
         };
-        let Some(host) = hosts
-            .iter_mut()
-            .find(|h| h.https == https && h.authority == *authority)
-        else {
+        let Some(host) = hosts.iter_mut().find(|h| h.is(https, authority)) else {
             return Checkout::Nothing;
         };
         if let Some(send) = &host.h2 {
@@ -312,10 +319,7 @@ impl Pool {
 // `at` is an index just found or just pushed.
 #[allow(clippy::indexing_slicing)]
 fn host_entry<'a>(hosts: &'a mut Vec<Host>, https: bool, authority: &Authority) -> &'a mut Host {
-    let at = match hosts
-        .iter()
-        .position(|h| h.https == https && h.authority == *authority)
-    {
+    let at = match hosts.iter().position(|h| h.is(https, authority)) {
         Some(i) => i,
         None => {
             hosts.push(Host {
@@ -466,5 +470,25 @@ impl Drop for UpstreamIncoming {
                 driver.checkin();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_entry_is_found_by_scheme_and_authority_whatever_its_case() {
+        let host = Host {
+            https: true,
+            authority: Authority::from_static("API.example.com:443"),
+            idle: Vec::new(),
+            h2: None,
+        };
+        assert!(host.is(true, &Authority::from_static("API.example.com:443")));
+        // Authorities compare without case (RFC 3986 §6.2.2.1), as `Authority` does.
+        assert!(host.is(true, &Authority::from_static("api.EXAMPLE.com:443")));
+        assert!(!host.is(false, &Authority::from_static("API.example.com:443")));
+        assert!(!host.is(true, &Authority::from_static("api.example.com:8443")));
     }
 }
