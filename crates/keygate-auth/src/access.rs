@@ -392,8 +392,9 @@ pub fn verify(
 }
 
 /// A bounded cache of signature-checked access tokens, keyed by the SHA-256 of the
-/// token (an [`IdMap`](crate::ids::IdMap): only tokens keygate signed are ever inserted). A hit skips parsing and the signature check; expiry is still checked on every
-/// use. Revocation is not cached here: [`crate::resource::verify_request`] asks the
+/// token (an [`IdMap`](crate::ids::IdMap): only tokens keygate signed are ever inserted).
+/// A hit skips parsing and the signature check; expiry is still checked on every use.
+/// Revocation is not cached here: [`crate::resource::verify_request`] asks the
 /// [`crate::resource::RevocationCheck`] on every call.
 #[derive(Debug)]
 pub struct AccessTokenCache {

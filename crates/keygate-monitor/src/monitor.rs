@@ -425,7 +425,8 @@ pub struct Monitor {
     config: MonitorConfig,
     geo: Option<GeoDb>,
     clock: Arc<dyn Clock>,
-    /// Picks a subject's shard (a fixed number of shards: no hash-flooding concern).
+    /// Picks the shard of a user or a route: keygate's own ids, so foldhash (see
+    /// `keygate_auth::ids::IdMap`).
     hasher: foldhash::fast::RandomState,
     shards: Vec<Mutex<Accum>>,
     signals: Mutex<SignalAccum>,
