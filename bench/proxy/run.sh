@@ -358,6 +358,23 @@ for n in names:
         line += f" | {w or '-':>9}"
     print(line)
 
+# Where the whole machine's CPU went in the closed loop: the generator, the upstream and the
+# proxy share its cores, so a proxy's rate is bounded by what all of them spend per request.
+print()
+print("the whole machine's CPU per request in the closed loop (all cores; rest: the upstream and the kernel's work outside the two):")
+head_m = f"{'target':<38} {'machine µs/req':>14} {'proxy':>7} {'generator':>9} {'rest':>7} {'idle':>6}"
+print(head_m)
+print("-" * len(head_m))
+for n in ["direct", "nginx", "hyper_floor", "kg_full_bearer", "kg_full_dpop"]:
+    c = closed[n]
+    m, g = c.get("machine_cpu_us_per_req"), c.get("generator_cpu_us_per_req")
+    if m is None or g is None:
+        continue
+    p = c["cpu_us_per_req"] or 0.0
+    idle = c.get("machine_idle_share")
+    print(f"{labels[n]:<38} {m:>14.1f} {p:>7.1f} {g:>9.1f} {m - p - g:>7.1f} "
+          f"{'-' if idle is None else f'{idle * 100:.0f}%':>6}")
+
 # Over TLS: the same columns, against nginx terminating TLS.
 ngt_c, ngt_o = closed["nginx_tls"], opened["nginx_tls"]
 hs = {n: load("handshake", n) for n in hs_names}

@@ -1,5 +1,5 @@
-//! CPU time of the process under test, from `/proc/PID/stat` (Linux), sampled exactly at
-//! the edges of the measured window.
+//! CPU time of the process under test, from `/proc/PID/stat` (Linux), and of the whole
+//! machine, from `/proc/stat`, sampled exactly at the edges of the measured window.
 
 use anyhow::Context as _;
 
@@ -28,6 +28,31 @@ pub fn ticks(pids: &[u32]) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// The whole machine's CPU ticks, summed over its cores, from the text of `/proc/stat`:
+/// `(busy, idle)`. Busy is user, nice, system, irq, softirq and steal; idle is idle and
+/// iowait. Guest time is already inside user and nice, so it is not added again.
+pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = f.as_slice().try_into().ok()?;
+    let busy = [user, nice, system, irq, softirq, steal]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)?;
+    Some((busy, idle.checked_add(iowait)?))
+}
+
+/// The whole machine's `(busy, idle)` CPU ticks so far.
+pub fn machine() -> anyhow::Result<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_machine_ticks(&text).context("unexpected format of /proc/stat")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +65,16 @@ mod tests {
         assert_eq!(parse_stat_ticks(plain), Some(10));
         assert_eq!(parse_stat_ticks("42 nginx S 1"), None);
         assert_eq!(parse_stat_ticks("42 (nginx) S 1 2 3"), None);
+    }
+
+    #[test]
+    fn reads_the_machine_line_of_proc_stat() {
+        let stat = "cpu  100 5 50 1000 20 3 7 2 9 0\ncpu0 50 2 25 500 10 1 3 1 4 0\nintr 1 2\n";
+        // busy: 100 + 5 + 50 + 3 + 7 + 2; idle: 1000 + 20 (guest's 9 is inside user).
+        assert_eq!(parse_machine_ticks(stat), Some((167, 1020)));
+        assert_eq!(parse_machine_ticks("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(parse_machine_ticks("cpu  1 2 3\n"), None);
+        assert!(machine().is_ok());
     }
 
     #[test]

@@ -261,11 +261,14 @@ async fn presign(
 }
 
 /// CPU ticks spent in the measured window: by the processes under test (`None` without
-/// `--cpu-pid`) and by the generator itself.
+/// `--cpu-pid`), by the generator itself, and by the whole machine (busy and idle, summed
+/// over its cores).
 #[derive(Clone, Copy, Debug)]
 struct CpuTicks {
     target: Option<u64>,
     generator: u64,
+    machine_busy: u64,
+    machine_idle: u64,
 }
 
 /// Samples the CPU ticks of `pids` and of this process at `from` and at `to`.
@@ -279,12 +282,16 @@ fn sample_cpu(
         tokio::time::sleep_until(from).await;
         let before = (!pids.is_empty()).then(|| cpu::ticks(&pids)).transpose()?;
         let me_before = cpu::ticks(&me)?;
+        let machine_before = cpu::machine()?;
         tokio::time::sleep_until(to).await;
         let after = (!pids.is_empty()).then(|| cpu::ticks(&pids)).transpose()?;
         let me_after = cpu::ticks(&me)?;
+        let machine_after = cpu::machine()?;
         Ok(CpuTicks {
             target: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
             generator: me_after.saturating_sub(me_before),
+            machine_busy: machine_after.0.saturating_sub(machine_before.0),
+            machine_idle: machine_after.1.saturating_sub(machine_before.1),
         })
     })
 }
@@ -482,6 +489,18 @@ impl Report<'_> {
         self.per_request(self.cpu_ticks.generator)
     }
 
+    /// The whole machine's busy CPU time per request, all cores: the target's, the
+    /// generator's, the upstream's and the kernel's work outside them.
+    fn machine_cpu_us_per_request(&self) -> Option<f64> {
+        self.per_request(self.cpu_ticks.machine_busy)
+    }
+
+    /// The share of the machine's CPU time that was idle during the window.
+    fn machine_idle_share(&self) -> Option<f64> {
+        let total = self.cpu_ticks.machine_busy + self.cpu_ticks.machine_idle;
+        (total > 0).then(|| self.cpu_ticks.machine_idle as f64 / total as f64)
+    }
+
     fn per_request(&self, ticks: u64) -> Option<f64> {
         let n = self.requests();
         (n > 0 && self.args.clk_tck > 0)
@@ -526,6 +545,8 @@ impl Report<'_> {
             "cpu_pids": self.args.cpu_pids,
             "cpu_us_per_req": self.cpu_us_per_request(),
             "generator_cpu_us_per_req": self.generator_cpu_us_per_request(),
+            "machine_cpu_us_per_req": self.machine_cpu_us_per_request(),
+            "machine_idle_share": self.machine_idle_share(),
             "dpop": self.pool.map(|p| json!({
                 "presigned": p.presigned(),
                 "used_presigned": p.used(),
