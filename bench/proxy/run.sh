@@ -52,6 +52,11 @@
 # exchange, verifying the chain and the server's signature) costs about as much as the
 # server's, so on a small machine it shares the cores with the target and may set the
 # rate; CPU per handshake of the target is the figure to compare.
+# A second table splits the whole machine's CPU per request in the closed loop (from
+# /proc/stat over the same window, all cores): the proxy's, the generator's, the rest
+# (the upstream, and the kernel's work not charged to either) and the share left idle.
+# The generator, the upstream and the proxy share the cores, so what the rest spends per
+# request bounds the proxy's rate as much as the proxy's own CPU does.
 #
 # "Pass-through" (keygate forwarding without checking a token) is not measured because
 # keygate does not offer it: a route that injects the key for anyone would be the very
