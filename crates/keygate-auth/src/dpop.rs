@@ -728,6 +728,17 @@ pub fn create_proof(key: &SigningKey, claims: &ProofClaims<'_>) -> String {
 mod tests {
     use super::*;
 
+    /// Compiles only for a map hashed by std's keyed SipHash.
+    fn keyed_sip<K, V>(_: &HashMap<K, V, std::hash::RandomState>) {}
+
+    #[test]
+    fn caller_chosen_keys_keep_keyed_hashing() {
+        // Any caller picks its proof keys and `jti`s: these maps are never `IdMap`s
+        // (ARCHITECTURE.md, Invariants).
+        keyed_sip(&ProofKeyCache::new(1).entries.lock().unwrap());
+        keyed_sip(&MemoryInner::default().expiry_of);
+    }
+
     proptest::proptest! {
         /// The verbatim shortcut accepts an htu only when it is exactly the normalised
         /// expected value (so the replay key is the same either way), and takes the

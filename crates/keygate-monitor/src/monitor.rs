@@ -1680,3 +1680,19 @@ impl UsageSink for Monitor {
         self.observe(event);
     }
 }
+
+#[cfg(test)]
+mod hashing_tests {
+    use super::*;
+
+    /// Compiles only for a map hashed by std's keyed SipHash.
+    fn keyed_sip<K, V>(_: &HashMap<K, V, std::hash::RandomState>) {}
+
+    #[test]
+    fn refusals_by_network_keep_keyed_hashing() {
+        // Refusals are keyed partly by address prefixes a caller picks: never an `IdMap`
+        // (ARCHITECTURE.md, Invariants).
+        keyed_sip(&SignalAccum::default().refusals);
+        keyed_sip(&State::default().refusals);
+    }
+}

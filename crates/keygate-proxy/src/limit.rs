@@ -721,6 +721,17 @@ impl LimitGate {
 mod tests {
     use super::*;
 
+    /// Compiles only for a map hashed by std's keyed SipHash.
+    fn keyed_sip<K, V>(_: &HashMap<K, V, std::hash::RandomState>) {}
+
+    #[test]
+    fn limiter_keys_keep_keyed_hashing() {
+        // Limit keys hold client addresses (an IPv6 caller has billions): never a cheap,
+        // unkeyed-in-effect hasher such as `IdMap`'s (ARCHITECTURE.md, Invariants).
+        let l = InMemoryRateLimiter::new(10);
+        keyed_sip(&l.state.lock().unwrap().tats);
+    }
+
     fn policy(count: u32, secs: u64, burst: u32) -> RatePolicy {
         RatePolicy::from_spec(&RateSpec {
             count,
