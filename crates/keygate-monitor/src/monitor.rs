@@ -460,7 +460,9 @@ fn bump<'m, K: Hash + Eq + Clone, V, S: BuildHasher>(
     fresh: impl FnOnce() -> V,
     dropped: &AtomicU64,
 ) -> Option<&'m mut V> {
-    // Two lookups on first sight only; a seen key costs one lookup and no allocation.
+    // A seen key costs two lookups (`contains_key`, then `get_mut`: one `get_mut` whose
+    // miss falls through to an insert does not pass today's borrow checker) and no
+    // allocation; a new key three and one clone.
     if map.contains_key(key) {
         return map.get_mut(key);
     }
